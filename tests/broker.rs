@@ -15,10 +15,15 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+/// A delivered message: (key, partition, offset).
+type Delivered = (Vec<u8>, i32, i64);
+/// Messages read back, per partition: (offset, key, payload).
+type ReadBack = HashMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>;
+
 /// Collects (key, partition, offset) of every delivered message, and every delivery error.
 #[derive(Default, Clone)]
 struct Deliveries {
-    ok: Arc<Mutex<Vec<(Vec<u8>, i32, i64)>>>,
+    ok: Arc<Mutex<Vec<Delivered>>>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -81,12 +86,7 @@ fn create_topic(b: &Broker, name: &str, partitions: i32) {
 
 /// Reads `count` messages from every partition of `topic` from the beginning; returns
 /// per partition the (offset, key, payload) list in order.
-fn read_all(
-    b: &Broker,
-    topic: &str,
-    partitions: i32,
-    count: usize,
-) -> HashMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>> {
+fn read_all(b: &Broker, topic: &str, partitions: i32, count: usize) -> ReadBack {
     let c = consumer(b);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -94,7 +94,7 @@ fn read_all(
             .expect("tpl");
     }
     c.assign(&tpl).expect("assign");
-    let mut out: HashMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>> = HashMap::new();
+    let mut out: ReadBack = HashMap::new();
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen < count {
@@ -119,11 +119,7 @@ fn read_all(
     out
 }
 
-fn check_keyed(
-    delivered: &[(Vec<u8>, i32, i64)],
-    read: &HashMap<i32, Vec<(i64, Vec<u8>, Vec<u8>)>>,
-    n: usize,
-) {
+fn check_keyed(delivered: &[(Vec<u8>, i32, i64)], read: &ReadBack, n: usize) {
     assert_eq!(delivered.len(), n);
     let mut key_partition: HashMap<Vec<u8>, i32> = HashMap::new();
     for (k, p, _) in delivered {
