@@ -371,6 +371,25 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Makes glommio decide correctly, on this executor thread, whether the data dir's device
+/// supports io_uring polled I/O (IOPOLL).
+///
+/// glommio probes IOPOLL support once per device and thread with a read at offset 0 of the first
+/// file opened there; on an *empty* file that read succeeds without reaching the device, glommio
+/// wrongly concludes "supported", and every later DMA read on that device fails with
+/// EOPNOTSUPP (seen on virtio-blk). Opening a non-empty file first gets the probe right.
+pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(".iopoll-probe");
+    std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize])?;
+    let res = async {
+        let f = DmaFile::open(&probe).await.map_err(io::Error::from)?;
+        f.close().await.map_err(io::Error::from)
+    }
+    .await;
+    let _ = std::fs::remove_file(&probe);
+    res
+}
+
 // ---------------------------------------------------------------------------------------------
 // Simulated disk
 // ---------------------------------------------------------------------------------------------
@@ -386,6 +405,7 @@ struct SimInner {
     rng: u64,
     fail_writes: Option<io::ErrorKind>,
     fail_syncs: Option<io::ErrorKind>,
+    syncs: u64,
 }
 
 struct SimFileData {
@@ -417,6 +437,7 @@ impl SimDisk {
                 rng: seed ^ 0x9E37_79B9_7F4A_7C15,
                 fail_writes: None,
                 fail_syncs: None,
+                syncs: 0,
             }),
         })
     }
@@ -430,6 +451,11 @@ impl SimDisk {
     /// Makes every following `fdatasync` fail with `kind` until cleared with `None`.
     pub fn set_fail_syncs(&self, kind: Option<io::ErrorKind>) {
         self.inner.borrow_mut().fail_syncs = kind;
+    }
+
+    /// Number of successful `fdatasync` calls on data files so far.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.borrow().syncs
     }
 
     /// Simulates power loss: for every file, keeps the synced contents, replays a random number
@@ -519,8 +545,12 @@ impl SimFile {
     }
 
     fn fdatasync(&self) -> io::Result<()> {
-        if let Some(e) = self.disk.inner.borrow().fail_syncs {
-            return Err(io::Error::from(e));
+        {
+            let mut inner = self.disk.inner.borrow_mut();
+            if let Some(e) = inner.fail_syncs {
+                return Err(io::Error::from(e));
+            }
+            inner.syncs += 1;
         }
         let mut f = self.data.borrow_mut();
         f.durable = f.data.clone();

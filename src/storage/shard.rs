@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::log::{read_batches, recover, Partition};
 use super::wait::Notify;
 use super::{now_ms, FetchDataInfo, LogAppendInfo, LogConfig, StorageError, StorageOptions};
-use crate::io::{probe_direct_io, FileSystem};
+use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
 
 /// Accounting of the shard's batch cache: bytes held and insertion order for eviction.
 #[derive(Default)]
@@ -60,6 +60,7 @@ impl ShardStorage {
                 dir: data_dir.to_path_buf(),
                 source,
             })?;
+            prime_iopoll_probe(data_dir).await?;
             FileSystem::Real { buffered: false }
         };
         Self::open_with_fs(data_dir, options, fs).await
@@ -411,6 +412,20 @@ impl ShardStorage {
     /// partitions keep their data pending.
     pub async fn flush(&self) -> Result<(), StorageError> {
         self.flush_round(true).await
+    }
+
+    /// Test hook: one flusher round (writes everything, syncs per policy).
+    #[cfg(test)]
+    pub(crate) async fn flush_round_for_test(&self) -> Result<(), StorageError> {
+        self.flush_round(false).await
+    }
+
+    /// Test hook: the partition's durable (fdatasynced) offset.
+    #[cfg(test)]
+    pub(crate) fn durable_offset_for_test(&self, topic: &str, partition: i32) -> i64 {
+        self.partition(topic, partition)
+            .map(|p| p.state.borrow().durable_offset)
+            .unwrap_or(-1)
     }
 
     async fn flush_round(&self, force_sync: bool) -> Result<(), StorageError> {
