@@ -345,7 +345,10 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
     if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if st.f_type as i64 == libc::TMPFS_MAGIC as i64 {
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let is_tmpfs = st.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    if is_tmpfs {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "tmpfs does not support O_DIRECT",

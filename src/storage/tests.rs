@@ -164,7 +164,12 @@ fn append_roll_read_from_cache_and_disk() {
             assert_eq!(bs.len(), 1);
             assert!(bs[0].0.base_offset <= 2 && bs[0].0.last_offset() >= 2);
             // at the high watermark: nothing; past it: out of range
-            assert!(s.read(&topic, 0, next, 100).await.unwrap().batches.is_empty());
+            assert!(s
+                .read(&topic, 0, next, 100)
+                .await
+                .unwrap()
+                .batches
+                .is_empty());
             let e = s.read(&topic, 0, next + 1, 100).await.unwrap_err();
             assert_eq!(e.kafka_error_code(), 1);
             s.shutdown().await.unwrap();
@@ -186,7 +191,9 @@ fn invalid_batches_are_rejected_and_nothing_is_appended() {
         let big = build_test_batch(1, 2 << 20, 5);
         assert_eq!(s.append(T, 0, big).unwrap_err().kafka_error_code(), 10);
         assert_eq!(
-            s.append("nope", 0, good.clone()).unwrap_err().kafka_error_code(),
+            s.append("nope", 0, good.clone())
+                .unwrap_err()
+                .kafka_error_code(),
             3
         );
         assert_eq!(s.offsets(T, 0).unwrap(), (0, 0));
@@ -208,7 +215,12 @@ fn reopen_after_clean_shutdown_keeps_everything() {
                 sent.push(b);
             }
             s.shutdown().await.unwrap();
-            assert_eq!(s.append(T, 0, sent[0].clone()).unwrap_err().kafka_error_code(), 56);
+            assert_eq!(
+                s.append(T, 0, sent[0].clone())
+                    .unwrap_err()
+                    .kafka_error_code(),
+                56
+            );
         }
         // a crash after a clean shutdown loses nothing
         disk.crash();
@@ -230,13 +242,37 @@ fn reopen_after_clean_shutdown_keeps_everything() {
 #[test]
 fn crash_recovery_property_simulated() {
     run(|| async {
+        let (mut lost, mut kept_unsynced) = (0, 0);
         for seed in 0..250u64 {
-            crash_case(seed).await;
+            let (l, k) = crash_case(seed).await;
+            lost += l;
+            kept_unsynced += k;
         }
+        // The simulation must actually bite: unsynced batches lost and torn writes partially kept.
+        assert!(
+            lost > 0 && kept_unsynced > 0,
+            "lost {lost}, kept {kept_unsynced}"
+        );
     });
 }
 
-async fn crash_case(seed: u64) {
+/// Prints the seed if the case panics, so it can be replayed with `crash_case(seed)`.
+struct SeedGuard(u64);
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "crash property failed for seed {} (replay: crash_case({}))",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// Returns (batches lost across crashes, recoveries that kept more than the acked prefix).
+async fn crash_case(seed: u64) -> (usize, usize) {
+    let _guard = SeedGuard(seed);
+    let (mut lost, mut kept_unsynced) = (0, 0);
     let disk = SimDisk::new(seed);
     let mut rng = Rng(seed);
     let mut model: Vec<Bytes> = Vec::new();
@@ -258,7 +294,11 @@ async fn crash_case(seed: u64) {
         s.open_partition(T, 0, config.clone()).await.unwrap();
         // verify: a prefix of the model, at least `acked` long
         let got = read_all(&s, 0).await;
-        let ctx = format!("seed {seed} cycle {cycle}: recovered {} batches, model {}, acked {acked}", got.len(), model.len());
+        let ctx = format!(
+            "seed {seed} cycle {cycle}: recovered {} batches, model {}, acked {acked}",
+            got.len(),
+            model.len()
+        );
         assert!(got.len() >= acked && got.len() <= model.len(), "{ctx}");
         let mut next = 0;
         for (i, (h, b)) in got.iter().enumerate() {
@@ -267,6 +307,8 @@ async fn crash_case(seed: u64) {
             next = h.last_offset() + 1;
         }
         assert_eq!(s.offsets(T, 0).unwrap().1, next, "{ctx}: high watermark");
+        lost += model.len() - got.len();
+        kept_unsynced += usize::from(got.len() > acked);
         model.truncate(got.len());
         acked = got.len();
         let ops = 5 + rng.below(40);
@@ -311,6 +353,7 @@ async fn crash_case(seed: u64) {
         drop(s);
         disk.crash();
     }
+    (lost, kept_unsynced)
 }
 
 #[test]
@@ -357,7 +400,9 @@ fn group_commit_serves_many_waiters_with_few_syncs() {
             let s = s.clone();
             tasks.push(glommio::spawn_local(async move {
                 for i in 0..20 {
-                    let info = s.append(T, 0, build_test_batch(1, 64, p * 100 + i)).unwrap();
+                    let info = s
+                        .append(T, 0, build_test_batch(1, 64, p * 100 + i))
+                        .unwrap();
                     s.wait_durable(T, 0, info.last_offset).await.unwrap();
                 }
             }));
@@ -366,7 +411,10 @@ fn group_commit_serves_many_waiters_with_few_syncs() {
             t.await;
         }
         let syncs = disk.sync_count();
-        assert!(syncs < 160, "group commit should coalesce: {syncs} syncs for 160 batches");
+        assert!(
+            syncs < 160,
+            "group commit should coalesce: {syncs} syncs for 160 batches"
+        );
         assert_eq!(s.offsets(T, 0).unwrap(), (0, 160));
         s.shutdown().await.unwrap();
     });
@@ -385,7 +433,11 @@ fn deferred_sync_policy_resolves_after_write() {
         s.open_partition(T, 0, cfg).await.unwrap();
         let info = s.append(T, 0, build_test_batch(3, 64, 1)).unwrap();
         s.wait_durable(T, 0, info.last_offset).await.unwrap();
-        assert_eq!(disk.sync_count(), 0, "no fdatasync before flush.messages is reached");
+        assert_eq!(
+            disk.sync_count(),
+            0,
+            "no fdatasync before flush.messages is reached"
+        );
         assert_eq!(s.durable_offset_for_test(T, 0), 0);
         s.shutdown().await.unwrap();
         assert!(disk.sync_count() > 0);
@@ -399,15 +451,31 @@ fn timestamps_log_append_time_and_lookup() {
         let s = open_sim(&disk, sim_options()).await;
         s.open_partition(T, 0, small_config()).await.unwrap();
         for i in 0..30 {
-            s.append(T, 0, build_test_batch(2, 300, 1000 + i * 10)).unwrap();
+            s.append(T, 0, build_test_batch(2, 300, 1000 + i * 10))
+                .unwrap();
         }
         s.flush().await.unwrap();
-        assert_eq!(s.offset_for_timestamp(T, 0, 0).await.unwrap(), Some((0, 1000)));
-        assert_eq!(s.offset_for_timestamp(T, 0, 1055).await.unwrap(), Some((12, 1060)));
-        assert_eq!(s.offset_for_timestamp(T, 0, 1290).await.unwrap(), Some((58, 1290)));
+        assert_eq!(
+            s.offset_for_timestamp(T, 0, 0).await.unwrap(),
+            Some((0, 1000))
+        );
+        assert_eq!(
+            s.offset_for_timestamp(T, 0, 1055).await.unwrap(),
+            Some((12, 1060))
+        );
+        assert_eq!(
+            s.offset_for_timestamp(T, 0, 1290).await.unwrap(),
+            Some((58, 1290))
+        );
         assert_eq!(s.offset_for_timestamp(T, 0, 5000).await.unwrap(), None);
-        assert_eq!(s.offset_for_timestamp(T, 0, -1).await.unwrap(), Some((60, -1)));
-        assert_eq!(s.offset_for_timestamp(T, 0, -2).await.unwrap(), Some((0, -1)));
+        assert_eq!(
+            s.offset_for_timestamp(T, 0, -1).await.unwrap(),
+            Some((60, -1))
+        );
+        assert_eq!(
+            s.offset_for_timestamp(T, 0, -2).await.unwrap(),
+            Some((0, -1))
+        );
 
         let cfg = LogConfig {
             timestamp_type: TimestampType::LogAppendTime,
@@ -434,7 +502,8 @@ fn retention_by_bytes_and_time_advances_log_start() {
         };
         s.open_partition(T, 0, cfg.clone()).await.unwrap();
         for i in 0..100 {
-            s.append(T, 0, build_test_batch(1, 900, now_ms() - 1000 + i)).unwrap();
+            s.append(T, 0, build_test_batch(1, 900, now_ms() - 1000 + i))
+                .unwrap();
         }
         s.flush().await.unwrap();
         s.enforce_retention().await.unwrap();
@@ -445,7 +514,15 @@ fn retention_by_bytes_and_time_advances_log_start() {
         assert_eq!(e.kafka_error_code(), 1);
         assert_eq!(read_all(&s, start).await.len() as i64, hw - start);
         // by time: everything but the active segment is older than 1 ms
-        s.set_config(T, 0, LogConfig { retention_ms: 1, retention_bytes: -1, ..cfg });
+        s.set_config(
+            T,
+            0,
+            LogConfig {
+                retention_ms: 1,
+                retention_bytes: -1,
+                ..cfg
+            },
+        );
         glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         s.enforce_retention().await.unwrap();
         let (start2, _) = s.offsets(T, 0).unwrap();
@@ -508,7 +585,9 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
         };
         let mut sent = Vec::new();
         {
-            let s = ShardStorage::open(&path, opts.clone()).await.expect("O_DIRECT open");
+            let s = ShardStorage::open(&path, opts.clone())
+                .await
+                .expect("O_DIRECT open");
             s.spawn_background_tasks();
             s.open_partition(T, 0, cfg.clone()).await.unwrap();
             for i in 0..200 {
@@ -535,7 +614,9 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
         assert!(pdir.join("00000000000000000000.index").exists());
         assert!(pdir.join(".clean_shutdown").exists());
         // the first segment was trimmed to its logical size (no preallocated tail)
-        let first = std::fs::metadata(pdir.join("00000000000000000000.log")).unwrap().len();
+        let first = std::fs::metadata(pdir.join("00000000000000000000.log"))
+            .unwrap()
+            .len();
         assert!(first <= 256 << 10 && first % 4096 != 0);
 
         // reopen clean, read back, continue appending
@@ -560,9 +641,19 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
             assert_eq!(s.offsets(T, 0).unwrap(), (0, 802));
             assert_eq!(read_all(&s, 0).await.len(), 201);
             // offset_for_timestamp across segments
-            assert_eq!(s.offset_for_timestamp(T, 0, 150).await.unwrap(), Some((600, 150)));
+            assert_eq!(
+                s.offset_for_timestamp(T, 0, 150).await.unwrap(),
+                Some((600, 150))
+            );
             // retention by bytes deletes old segments
-            s.set_config(T, 0, LogConfig { retention_bytes: 300 << 10, ..cfg.clone() });
+            s.set_config(
+                T,
+                0,
+                LogConfig {
+                    retention_bytes: 300 << 10,
+                    ..cfg.clone()
+                },
+            );
             s.enforce_retention().await.unwrap();
             let (start, hw) = s.offsets(T, 0).unwrap();
             assert!(start > 0 && hw == 802);
@@ -584,7 +675,10 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
         let len = std::fs::metadata(&active).unwrap().len();
         {
             use std::io::{Seek, SeekFrom, Write};
-            let mut f = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&active)
+                .unwrap();
             f.seek(SeekFrom::Start(len - 10)).unwrap();
             f.write_all(&[0xAB; 10]).unwrap();
             f.sync_all().unwrap();
@@ -592,7 +686,11 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
         {
             let s = ShardStorage::open(&path, opts.clone()).await.unwrap();
             s.open_partition(T, 0, cfg.clone()).await.unwrap();
-            assert_eq!(s.offsets(T, 0).unwrap().1, 800, "the corrupt last batch is dropped");
+            assert_eq!(
+                s.offsets(T, 0).unwrap().1,
+                800,
+                "the corrupt last batch is dropped"
+            );
             let a = s.append(T, 0, build_test_batch(1, 10, 1)).unwrap();
             assert_eq!(a.first_offset, 800);
             s.flush().await.unwrap();
@@ -605,7 +703,10 @@ fn real_disk_append_roll_reopen_retention_and_recovery() {
 #[test]
 fn direct_io_refusal_names_the_data_dir() {
     // /dev/shm is tmpfs on Linux; skip quietly where it is not there.
-    let Ok(dir) = tempfile::Builder::new().prefix("shardlog-shm").tempdir_in("/dev/shm") else {
+    let Ok(dir) = tempfile::Builder::new()
+        .prefix("shardlog-shm")
+        .tempdir_in("/dev/shm")
+    else {
         return;
     };
     let path = dir.path().to_path_buf();
@@ -614,7 +715,10 @@ fn direct_io_refusal_names_the_data_dir() {
             Ok(_) => panic!("tmpfs must be refused"),
             Err(e) => e,
         };
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         let s = ShardStorage::open(
             &path,
             StorageOptions {
