@@ -666,6 +666,8 @@ pub(crate) async fn recover(
                     file.fdatasync().await?;
                 }
                 seg.offset_index.truncate_to_position(seg.size as u32);
+                seg.time_index
+                    .truncate_to_offset((seg.next_offset - base).clamp(0, u32::MAX as i64) as u32);
             }
         }
         seg.file = Some(file);
