@@ -70,7 +70,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
     while at < records.len() {
         if records.len() - at < 12 {
             return Err(StorageError::CorruptMessage(
-                "truncated batch header".into(),
+                "truncated batch header",
             ));
         }
         let len = i32::from_be_bytes([
@@ -81,7 +81,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
         ]);
         if len < 0 || at + 12 + len as usize > records.len() {
             return Err(StorageError::CorruptMessage(
-                "batch length past the end of the records".into(),
+                "batch length past the end of the records",
             ));
         }
         let end = at + 12 + len as usize;
@@ -89,7 +89,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
         at = end;
     }
     if out.is_empty() {
-        return Err(StorageError::CorruptMessage("no record batch".into()));
+        return Err(StorageError::CorruptMessage("no record batch"));
     }
     Ok(out)
 }
@@ -113,7 +113,7 @@ async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> Produce
         }
     }
     let Some(info) = first else {
-        return storage_failure(&StorageError::CorruptMessage("no record batch".into()));
+        return storage_failure(&StorageError::CorruptMessage("no record batch"));
     };
     if acks == -1 {
         if let Err(e) = shard
