@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
 
 /// Why a configuration was refused; the message names the key and the value.
@@ -73,6 +74,10 @@ pub struct BrokerConfig {
     pub batch_cache_bytes_max: usize,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
+    /// Segment space reserved per fallocate, so a flush is not a metadata update.
+    pub preallocate_bytes: u64,
+    /// Consumer group settings.
+    pub group: GroupConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
     pub log: LogConfig,
 }
@@ -93,6 +98,8 @@ impl Default for BrokerConfig {
             shard_connections_max: 20_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             buffered_io: false,
+            preallocate_bytes: 64 << 20,
+            group: GroupConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -232,6 +239,46 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Memory cap of each shard's batch cache. Default 268435456.",
         apply: |c, v| {
             c.batch_cache_bytes_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "log.preallocate.bytes",
+        help: "Segment space reserved per fallocate, so a flush is not a metadata update. Default 67108864.",
+        apply: |c, v| {
+            c.preallocate_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.min.session.timeout.ms",
+        help: "Smallest session timeout a consumer may ask for. Default 6000.",
+        apply: |c, v| {
+            c.group.min_session_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.max.session.timeout.ms",
+        help: "Largest session timeout a consumer may ask for. Default 1800000.",
+        apply: |c, v| {
+            c.group.max_session_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.initial.rebalance.delay.ms",
+        help: "How long the first rebalance of an empty group waits for more members. Default 3000.",
+        apply: |c, v| {
+            c.group.initial_rebalance_delay_ms = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "offsets.topic.num.partitions",
+        help: "Partitions of __consumer_offsets (fixed once created). Default 8 (Kafka: 50; fewer files on one node).",
+        apply: |c, v| {
+            c.group.offsets_partitions = parse_positive(v)?;
             Ok(())
         },
     },

@@ -233,6 +233,8 @@ pub enum GroupReply {
 /// The group coordinator of one shard.
 pub struct Coordinator {
     config: GroupConfig,
+    /// Partitions of `__consumer_offsets` as created (may differ from the config default).
+    partitions: std::cell::Cell<i32>,
     storage: Rc<ShardStorage>,
     groups: RefCell<HashMap<String, Group>>,
 }
@@ -251,6 +253,7 @@ impl Coordinator {
     /// A coordinator with no groups, writing to `storage`.
     pub fn new(config: GroupConfig, storage: Rc<ShardStorage>) -> Rc<Self> {
         Rc::new(Coordinator {
+            partitions: std::cell::Cell::new(config.offsets_partitions),
             config,
             storage,
             groups: RefCell::new(HashMap::new()),
@@ -259,7 +262,12 @@ impl Coordinator {
 
     /// The offsets partition of a group.
     pub fn partition_of(&self, group: &str) -> i32 {
-        super::offsets_partition(group, self.config.offsets_partitions)
+        super::offsets_partition(group, self.partitions.get())
+    }
+
+    /// Sets the partition count of `__consumer_offsets` found at start.
+    pub fn set_partitions(&self, n: i32) {
+        self.partitions.set(n.max(1));
     }
 
     /// Replays one owned `__consumer_offsets` partition into memory (at start).

@@ -91,6 +91,16 @@ impl Barrier {
     }
 }
 
+/// The rendezvous points of start-up and shutdown.
+struct Barriers {
+    /// Every shard opened its partitions (and shard 0 created the internal topic).
+    opened: Barrier,
+    /// Every shard replayed its group state and bound its listener.
+    ready: Barrier,
+    /// Every shard finished its connections' in-flight requests.
+    drained: Barrier,
+}
+
 /// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
 pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
@@ -132,26 +142,22 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
-    let ready = Arc::new(Barrier::new(nr));
-    let drained = Arc::new(Barrier::new(nr));
+    let barriers = Arc::new(Barriers {
+        opened: Barrier::new(nr),
+        ready: Barrier::new(nr),
+        drained: Barrier::new(nr),
+    });
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
             _ => Placement::Unbound,
         };
-        let (config, meta, mesh, ready, drained) = (
-            config.clone(),
-            meta.clone(),
-            mesh.clone(),
-            ready.clone(),
-            drained.clone(),
-        );
+        let (config, meta, mesh, barriers) =
+            (config.clone(), meta.clone(), mesh.clone(), barriers.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .spawn(
-                move || async move { shard_main(id, nr, config, meta, mesh, ready, drained).await },
-            )
+            .spawn(move || async move { shard_main(id, nr, config, meta, mesh, barriers).await })
             .map_err(|e| ServerError::Shard {
                 shard: id,
                 message: format!("glommio executor failed to start: {e}"),
@@ -205,9 +211,13 @@ async fn shard_main(
     config: Arc<BrokerConfig>,
     meta: Arc<crate::meta::Metadata>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    ready: Arc<Barrier>,
-    drained: Arc<Barrier>,
+    barriers: Arc<Barriers>,
 ) -> Result<(), String> {
+    let Barriers {
+        opened,
+        ready,
+        drained,
+    } = &*barriers;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -216,6 +226,7 @@ async fn shard_main(
     let options = StorageOptions {
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
+        preallocate_bytes: config.preallocate_bytes,
         ..Default::default()
     };
     let storage = match ShardStorage::open(&config.data_dir, options).await {
@@ -230,10 +241,36 @@ async fn shard_main(
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
     if let Err(e) = shard.open_owned_partitions().await {
-        ready.wait(false).await;
+        opened.wait(false).await;
         return Err(format!("opening partitions: {e}"));
     }
     storage.spawn_background_tasks();
+    // Shard 0 creates the internal offsets topic on first start; every shard then replays
+    // the group state of the offsets partitions it owns.
+    let created = if id == 0 {
+        shard.ensure_offsets_topic().await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = created {
+        opened.wait(false).await;
+        return Err(format!("creating __consumer_offsets: {e}"));
+    }
+    if !opened.wait(true).await {
+        return Err("another shard failed to start".into());
+    }
+    if let Err(e) = shard.replay_groups().await {
+        ready.wait(false).await;
+        return Err(e);
+    }
+    let ticker_groups = shard.groups.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            ticker_groups.tick();
+        }
+    })
+    .detach();
     let listener = match bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -45,6 +45,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let out = super::controller::run(shard, op).await;
             let _ = reply.send(out);
         }
+        ShardMsg::Group { op, reply } => {
+            let out = shard.groups.handle(*op).await;
+            let _ = reply.send(out);
+        }
         ShardMsg::ApplyMetadata { meta, reply } => {
             apply_metadata(shard, meta).await;
             let _ = reply.send(());
@@ -69,9 +73,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
     let mut at = 0usize;
     while at < records.len() {
         if records.len() - at < 12 {
-            return Err(StorageError::CorruptMessage(
-                "truncated batch header",
-            ));
+            return Err(StorageError::CorruptMessage("truncated batch header"));
         }
         let len = i32::from_be_bytes([
             records[at + 8],

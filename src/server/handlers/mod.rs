@@ -4,8 +4,10 @@ mod admin_topics;
 mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 use std::rc::Rc;
@@ -44,6 +46,24 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> 
             .await
             .map(Some),
         ApiKey::DescribeCluster => metadata::describe_cluster(shard, v, c, body).map(Some),
+        ApiKey::FindCoordinator => groups::find_coordinator(shard, v, c, body).map(Some),
+        ApiKey::JoinGroup => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            groups::join(shard, v, c, client_id, body).await.map(Some)
+        }
+        ApiKey::SyncGroup => groups::sync(shard, v, c, body).await.map(Some),
+        ApiKey::Heartbeat => groups::heartbeat(shard, v, c, body).await.map(Some),
+        ApiKey::LeaveGroup => groups::leave(shard, v, c, body).await.map(Some),
+        ApiKey::ListGroups => groups::list(shard, v, c, body).await.map(Some),
+        ApiKey::DescribeGroups => groups::describe(shard, v, c, body).await.map(Some),
+        ApiKey::DeleteGroups => groups::delete(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetCommit => offsets::commit(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetFetch => offsets::fetch(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetDelete => offsets::delete(shard, v, c, body).await.map(Some),
         other => Err(ProtocolError::UnsupportedApi(other as i16)),
     }
 }
