@@ -398,8 +398,14 @@ impl Shard {
     /// Sends a group request to the group's coordinator shard; `None` if it did not answer.
     pub async fn group(self: &Rc<Self>, group: &str, op: GroupOp) -> Option<GroupReply> {
         let (reply, rx) = oneshot::channel();
-        self.send(self.coordinator_of(group), ShardMsg::Group { op, reply })
-            .await;
+        self.send(
+            self.coordinator_of(group),
+            ShardMsg::Group {
+                op: Box::new(op),
+                reply,
+            },
+        )
+        .await;
         rx.await.ok()
     }
 
