@@ -51,8 +51,9 @@ pub enum ConfigError {
 pub struct BrokerConfig {
     /// Address every shard listens on (SO_REUSEPORT); `listeners`.
     pub listen: SocketAddr,
-    /// Host and port given to clients in Metadata; `advertised.listeners`. Defaults to `listen`.
-    pub advertised: (String, u16),
+    /// Host and port given to clients in Metadata; `advertised.listeners`. `None`: the listen
+    /// address (see [`BrokerConfig::advertised`]).
+    pub advertised: Option<(String, u16)>,
     /// Root of the partition directories; `log.dirs`.
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors); defaults to all cores.
@@ -87,7 +88,7 @@ impl Default for BrokerConfig {
         let listen: SocketAddr = ([127, 0, 0, 1], 9092).into();
         BrokerConfig {
             listen,
-            advertised: ("127.0.0.1".to_string(), 9092),
+            advertised: None,
             data_dir: PathBuf::from("./shardlog-data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             node_id: 0,
@@ -174,7 +175,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "advertised.listeners",
         help: "HOST:PORT given to clients in Metadata. Default: the listen address.",
         apply: |c, v| {
-            c.advertised = parse_host_port(v)?;
+            c.advertised = Some(parse_host_port(v)?);
             Ok(())
         },
     },
@@ -395,6 +396,13 @@ pub fn topic_log_config(
 }
 
 impl BrokerConfig {
+    /// The host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        self.advertised
+            .clone()
+            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port()))
+    }
+
     /// Applies one property by its Kafka name (broker-level or `log.*` default).
     pub fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::BadValue {

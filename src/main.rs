@@ -61,14 +61,11 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
             .ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         c.apply(k.trim(), v.trim()).map_err(|e| e.to_string())?;
     }
-    let listen_given = args.listen.is_some();
     if let Some(l) = args.listen {
         c.listen = l;
     }
     if let Some(a) = args.advertised_listener {
-        c.advertised = a;
-    } else if listen_given || args.config.is_some() {
-        c.advertised = (c.listen.ip().to_string(), c.listen.port());
+        c.advertised = Some(a);
     }
     if let Some(d) = args.data_dir {
         c.data_dir = d;
@@ -80,7 +77,8 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
         c.cores = n;
     }
     c.buffered_io |= args.buffered_io;
-    if c.advertised.0 == "0.0.0.0" || c.advertised.0 == "::" {
+    let (host, _) = c.advertised();
+    if host == "0.0.0.0" || host == "::" {
         return Err("advertised listener cannot be a wildcard address; pass --advertised-listener HOST:PORT".into());
     }
     Ok(c)

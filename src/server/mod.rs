@@ -114,7 +114,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
         cores = nr,
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
-        advertised = %format!("{}:{}", config.advertised.0, config.advertised.1),
+        advertised = %format!("{}:{}", config.advertised().0, config.advertised().1),
         topics = meta.topics.len(),
         apis = %advertised_versions(),
         "shardlog starting"

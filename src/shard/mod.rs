@@ -9,6 +9,7 @@
 
 pub mod controller;
 mod owner;
+pub mod producers;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -189,6 +190,8 @@ pub struct Shard {
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
+    /// Idempotent producer state of the partitions this shard owns.
+    pub producers: producers::ProducerStates,
 }
 
 impl Shard {
@@ -206,6 +209,7 @@ impl Shard {
             id,
             nr_shards,
             groups,
+            producers: producers::ProducerStates::default(),
             config,
             storage,
             meta: RefCell::new(meta),
@@ -484,6 +488,16 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// A new producer id from shard 0, unique across restarts.
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, AdminError> {
+        let reply = self.admin(AdminOp::AllocateProducerId).await;
+        reply.result(0)?;
+        reply.allocated.ok_or(AdminError {
+            code: crate::protocol::error_codes::KAFKA_STORAGE_ERROR,
+            message: "no producer id allocated".into(),
+        })
     }
 
     /// Sends an admin change to shard 0 and waits for its outcome.

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::producers::Verdict;
 use super::{
     FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProducePart, ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
 use crate::meta::Metadata;
 use crate::protocol::error_codes;
-use crate::storage::StorageError;
+use crate::storage::{parse_header, StorageError};
 
 /// Handles one message addressed to this shard.
 pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
@@ -101,20 +102,57 @@ async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> Produce
         Ok(b) => b,
         Err(e) => return storage_failure(&e),
     };
-    let mut first: Option<crate::storage::LogAppendInfo> = None;
+    // (first offset, log append time, log start offset) of the first batch.
+    let mut first: Option<(i64, i64, i64)> = None;
     let mut last_offset = -1;
+    let (topic, partition) = (part.topic.as_str(), part.partition);
     for batch in batches {
-        match shard.storage.append(&part.topic, part.partition, batch) {
-            Ok(info) => {
-                last_offset = info.last_offset;
-                first.get_or_insert(info);
-            }
-            // Batches already appended stay appended (as in Kafka, a request is not atomic
-            // across batches); the error is reported for the partition.
+        let header = match parse_header(&batch) {
+            Ok(h) => h,
             Err(e) => return storage_failure(&e),
+        };
+        // Check and append with no await between: no other request can interleave.
+        match shard.producers.check(topic, partition, &header) {
+            Verdict::Append => match shard.storage.append(topic, partition, batch) {
+                Ok(info) => {
+                    shard.producers.record(
+                        topic,
+                        partition,
+                        &header,
+                        info.first_offset,
+                        info.last_offset,
+                    );
+                    last_offset = info.last_offset;
+                    first.get_or_insert((
+                        info.first_offset,
+                        info.log_append_time,
+                        info.log_start_offset,
+                    ));
+                }
+                // Batches already appended stay appended (as in Kafka, a request is not
+                // atomic across batches); the error is reported for the partition.
+                Err(e) => return storage_failure(&e),
+            },
+            Verdict::Duplicate {
+                first_offset,
+                last_offset: dup_last,
+            } => {
+                last_offset = last_offset.max(dup_last);
+                let start = shard.storage.offsets(topic, partition).map_or(-1, |o| o.0);
+                first.get_or_insert((first_offset, -1, start));
+            }
+            Verdict::Reject(code) => {
+                return ProduceResult {
+                    error_code: code,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    error_message: Some("idempotent producer sequence check failed".into()),
+                }
+            }
         }
     }
-    let Some(info) = first else {
+    let Some((first_offset, log_append_time, log_start_offset)) = first else {
         return storage_failure(&StorageError::CorruptMessage("no record batch"));
     };
     if acks == -1 {
@@ -128,9 +166,9 @@ async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> Produce
     }
     ProduceResult {
         error_code: error_codes::NONE,
-        base_offset: info.first_offset,
-        log_append_time: info.log_append_time,
-        log_start_offset: info.log_start_offset,
+        base_offset: first_offset,
+        log_append_time,
+        log_start_offset,
         error_message: None,
     }
 }
@@ -246,6 +284,10 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
                     .storage
                     .open_partition(&topic.name, p, log.clone())
                     .await?;
+                shard
+                    .producers
+                    .rebuild(&shard.storage, &topic.name, p)
+                    .await?;
             }
         }
     }
@@ -264,6 +306,7 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
         if gone {
             for p in 0..topic.partitions {
                 if shard.owner_of(&topic.name, p) == shard.id {
+                    shard.producers.forget(&topic.name, p);
                     if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
                     }

@@ -32,7 +32,7 @@ pub fn find_coordinator(
     mut body: Bytes,
 ) -> Result<Vec<Bytes>, ProtocolError> {
     let req: FindCoordinatorRequest = decode_body(&mut body, version)?;
-    let (host, port) = &shard.config.advertised;
+    let (host, port) = &shard.config.advertised();
     let node = BrokerId(shard.config.node_id);
     let supported = req.key_type == 0;
     let (code, msg) = if supported {

@@ -5,6 +5,7 @@ mod api_versions;
 mod configs;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offsets;
@@ -64,6 +65,7 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> 
         ApiKey::OffsetCommit => offsets::commit(shard, v, c, body).await.map(Some),
         ApiKey::OffsetFetch => offsets::fetch(shard, v, c, body).await.map(Some),
         ApiKey::OffsetDelete => offsets::delete(shard, v, c, body).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(shard, v, c, body).await.map(Some),
         other => Err(ProtocolError::UnsupportedApi(other as i16)),
     }
 }
