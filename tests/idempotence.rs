@@ -30,6 +30,9 @@ struct ReplayStats {
     mismatches: Mutex<Vec<String>>,
 }
 
+/// A request seen going up: (api key, version, the frame if it is to be replayed).
+type InFlight = (i16, i16, Option<Vec<u8>>);
+
 fn base_offsets(frame: &[u8], version: i16) -> Vec<(i32, i16, i64)> {
     let mut b = Bytes::copy_from_slice(frame);
     let _ = ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(version))
@@ -49,8 +52,7 @@ fn proxy_connection(client: TcpStream, upstream: u16, stats: Arc<ReplayStats>) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
-    // correlation id → (api key, version, request frame kept for replay)
-    let pending: Arc<Mutex<HashMap<i32, (i16, i16, Option<Vec<u8>>)>>> = Arc::default();
+    let pending: Arc<Mutex<HashMap<i32, InFlight>>> = Arc::default();
     let (mut c_read, mut s_write) = (
         client.try_clone().expect("clone"),
         server.try_clone().expect("clone"),
