@@ -153,3 +153,28 @@ pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     stream.read_exact(&mut buf)?;
     Ok(buf)
 }
+
+/// Sends one request built with `kafka-protocol` and returns the response body (after the
+/// response header), ready for `Decodable::decode` at the same version.
+pub fn request<R: kafka_protocol::protocol::Encodable>(
+    stream: &mut TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &R,
+) -> bytes::Bytes {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("encode header");
+    body.encode(&mut buf, version).expect("encode body");
+    let frame = roundtrip(stream, &buf).expect("roundtrip");
+    let mut b = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut b, key.response_header_version(version)).expect("response header");
+    b
+}
