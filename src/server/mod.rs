@@ -49,6 +49,9 @@ pub enum ServerError {
     },
 }
 
+/// Producer state is snapshotted every this many 100 ms ticks (one minute).
+const PRODUCER_SNAPSHOT_TICKS: u64 = 600;
+
 /// Set by the signal handler; every shard polls it.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -263,11 +266,16 @@ async fn shard_main(
         ready.wait(false).await;
         return Err(e);
     }
-    let ticker_groups = shard.groups.clone();
+    let ticker = shard.clone();
     glommio::spawn_local(async move {
+        let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
-            ticker_groups.tick();
+            ticker.groups.tick();
+            ticks += 1;
+            if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
+                ticker.snapshot_producers().await;
+            }
         }
     })
     .detach();
@@ -291,6 +299,7 @@ async fn shard_main(
     drop(acceptor); // cancels accept: the listener closes
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
+    shard.snapshot_producers().await;
     if let Err(e) = storage.shutdown().await {
         return Err(format!("flush at shutdown: {e}"));
     }

@@ -500,6 +500,24 @@ impl Shard {
         })
     }
 
+    /// Snapshots the idempotent producer state of every owned partition that has some.
+    /// The file writes run on glommio's blocking thread pool, not on the shard.
+    pub async fn snapshot_producers(&self) {
+        for (topic, partition) in self.producers.partitions() {
+            let Ok((_, covered)) = self.storage.offsets(&topic, partition) else {
+                continue;
+            };
+            let bytes = self.producers.encode_snapshot(&topic, partition, covered);
+            let path = producers::snapshot_path(&self.config.data_dir, &topic, partition);
+            let written = glommio::executor()
+                .spawn_blocking(move || producers::write_snapshot_file(&path, &bytes))
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(%topic, partition, error = %e, "cannot write producer state snapshot");
+            }
+        }
+    }
+
     /// Sends an admin change to shard 0 and waits for its outcome.
     pub async fn admin(self: &Rc<Self>, op: AdminOp) -> AdminReply {
         let (reply, rx) = oneshot::channel();

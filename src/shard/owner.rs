@@ -301,7 +301,7 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
                     .await?;
                 shard
                     .producers
-                    .rebuild(&shard.storage, &topic.name, p)
+                    .rebuild(&shard.storage, &shard.config.data_dir, &topic.name, p)
                     .await?;
             }
         }
