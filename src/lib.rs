@@ -18,7 +18,9 @@
 
 pub mod config;
 pub mod meta;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tune;
