@@ -132,59 +132,55 @@ async fn serve_one(
     let route = match read_head(&mut stream).await? {
         Some(head) => route(&head),
         None => {
-            return respond(
+            respond(
                 &mut stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 b"request head too large\n",
                 false,
             )
-            .await;
+            .await?;
+            // Closing with unread input would reset the connection and could destroy the
+            // response before the client reads it: read (a bounded amount) to the client's end.
+            stream.shutdown(std::net::Shutdown::Write).await?;
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut sink = [0u8; 1024];
+            let mut drained = 0;
+            while drained < 8 * HTTP_REQUEST_BYTES_MAX {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+            return stream.close().await;
         }
     };
-    match route {
+    let (status, content_type, body, head_only) = match route {
         Route::Metrics { head_only } => {
-            let body = render_prometheus(&gather().await);
-            respond(
-                &mut stream,
-                "200 OK",
-                CONTENT_TYPE,
-                body.as_bytes(),
-                head_only,
-            )
-            .await
+            let body = render_prometheus(&gather().await).into_bytes();
+            ("200 OK", CONTENT_TYPE, body, head_only)
         }
-        Route::NotFound => {
-            respond(
-                &mut stream,
-                "404 Not Found",
-                "text/plain",
-                b"not found; try /metrics\n",
-                false,
-            )
-            .await
-        }
-        Route::MethodNotAllowed => {
-            respond(
-                &mut stream,
-                "405 Method Not Allowed",
-                "text/plain",
-                b"GET or HEAD only\n",
-                false,
-            )
-            .await
-        }
-        Route::BadRequest => {
-            respond(
-                &mut stream,
-                "400 Bad Request",
-                "text/plain",
-                b"bad request\n",
-                false,
-            )
-            .await
-        }
-    }
+        Route::NotFound => (
+            "404 Not Found",
+            "text/plain",
+            b"not found; try /metrics\n".to_vec(),
+            false,
+        ),
+        Route::MethodNotAllowed => (
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET or HEAD only\n".to_vec(),
+            false,
+        ),
+        Route::BadRequest => (
+            "400 Bad Request",
+            "text/plain",
+            b"bad request\n".to_vec(),
+            false,
+        ),
+    };
+    respond(&mut stream, status, content_type, &body, head_only).await?;
+    stream.close().await
 }
 
 async fn respond(
@@ -207,8 +203,7 @@ async fn respond(
         bytes.extend_from_slice(body);
     }
     stream.write_all(&bytes).await?;
-    stream.flush().await?;
-    stream.close().await
+    stream.flush().await
 }
 
 #[cfg(test)]
