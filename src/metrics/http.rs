@@ -24,14 +24,16 @@ pub const HTTP_CONNECTIONS_MAX: usize = 16;
 /// How long a client may take to send its request head, and each write may block.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A scrape's future: the snapshots of every shard.
+pub type GatherFuture = Pin<Box<dyn Future<Output = Vec<MetricsSnapshot>>>>;
+
 /// Serves `GET /metrics` on `listener` until the task is dropped. `gather` collects the
 /// snapshots of every shard (over the mesh) for each scrape.
 pub async fn serve_http(
     listener: TcpListener,
     gather: impl Fn() -> Pin<Box<dyn Future<Output = Vec<MetricsSnapshot>>>> + 'static,
 ) {
-    let gather: Rc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<MetricsSnapshot>>>>> =
-        Rc::new(gather);
+    let gather: Rc<dyn Fn() -> GatherFuture> = Rc::new(gather);
     let active = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -125,7 +127,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 
 async fn serve_one(
     mut stream: TcpStream,
-    gather: &dyn Fn() -> Pin<Box<dyn Future<Output = Vec<MetricsSnapshot>>>>,
+    gather: &dyn Fn() -> GatherFuture,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;

@@ -17,7 +17,9 @@
 mod http;
 mod prometheus;
 
-pub use http::{serve_http, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_BYTES_MAX, HTTP_TIMEOUT};
+pub use http::{
+    serve_http, GatherFuture, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_BYTES_MAX, HTTP_TIMEOUT,
+};
 pub use prometheus::{render_prometheus, CONTENT_TYPE, FAMILIES};
 
 use std::cell::{Cell, RefCell};
@@ -202,12 +204,15 @@ pub struct ApiMetrics {
     pub latency: Histogram,
 }
 
+/// Partition counters by (topic, partition).
+type PartitionMap = BTreeMap<(Rc<str>, i32), Rc<PartitionMetrics>>;
+
 /// Every metric one shard records. Not `Send`: it lives in its shard, behind an `Rc`.
 #[derive(Debug)]
 pub struct ShardMetrics {
     shard: usize,
     /// Invariant: only the shard that owns a partition has an entry for it.
-    partitions: RefCell<BTreeMap<(Rc<str>, i32), Rc<PartitionMetrics>>>,
+    partitions: RefCell<PartitionMap>,
     /// Indexed by API key; keys `>= API_KEY_SLOTS` land in the last slot.
     apis: Box<[ApiMetrics]>,
     /// Duration of each fdatasync of a segment or index.
