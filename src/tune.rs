@@ -60,7 +60,7 @@ impl Status {
 
 /// One file write that brings a setting to its recommended value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Write {
+pub struct SysWrite {
     /// A file under `/proc/sys` or `/sys`.
     pub path: PathBuf,
     /// What to write into it.
@@ -81,7 +81,7 @@ pub struct Check {
     /// Why it matters, in a sentence.
     pub why: &'static str,
     /// The writes that apply the recommendation, when it can be applied at run time.
-    pub fix: Vec<Write>,
+    pub fix: Vec<SysWrite>,
 }
 
 impl Check {
@@ -201,7 +201,7 @@ pub struct Applied {
     /// The check's setting.
     pub setting: String,
     /// The write attempted.
-    pub write: Write,
+    pub write: SysWrite,
     /// `Err` with the reason when the kernel refused it.
     pub result: Result<(), String>,
 }
@@ -428,7 +428,7 @@ fn check_aio_max_nr(host: &Host) -> Check {
         Some(n) if n >= AIO_MAX_NR_RECOMMENDED => c.set(n.to_string(), recommended, Status::Ok),
         Some(n) => {
             let mut c = c.set(n.to_string(), recommended, Status::Info);
-            c.fix = vec![Write {
+            c.fix = vec![SysWrite {
                 path: host.path(path),
                 value: AIO_MAX_NR_RECOMMENDED.to_string(),
             }];
@@ -520,7 +520,7 @@ fn check_scheduler(host: &Host) -> Check {
                 .split_whitespace()
                 .any(|s| s.trim_matches(['[', ']']) == want)
             {
-                c.fix = vec![Write {
+                c.fix = vec![SysWrite {
                     path: file,
                     value: want.to_string(),
                 }];
@@ -617,7 +617,7 @@ fn check_governor(host: &Host) -> Check {
                 std::fs::read_to_string(cpu.join("cpufreq/scaling_available_governors"))
                     .unwrap_or_default();
             if g != "performance" && available.split_whitespace().any(|a| a == "performance") {
-                fix.push(Write {
+                fix.push(SysWrite {
                     path: file,
                     value: "performance".into(),
                 });
@@ -655,7 +655,7 @@ fn check_somaxconn(host: &Host) -> Check {
                 Status::Warn
             };
             let mut c = c.set(n.to_string(), recommended, status);
-            c.fix = vec![Write {
+            c.fix = vec![SysWrite {
                 path: host.path(path),
                 value: SOMAXCONN_RECOMMENDED.to_string(),
             }];
@@ -682,7 +682,7 @@ fn check_thp(host: &Host) -> Check {
                 Status::Ok
             };
             let mut c = c.set(mode, "madvise or never", status);
-            c.fix = vec![Write {
+            c.fix = vec![SysWrite {
                 path: host.path(path),
                 value: "madvise".into(),
             }];

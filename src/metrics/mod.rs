@@ -204,8 +204,8 @@ pub struct ApiMetrics {
     pub latency: Histogram,
 }
 
-/// Partition counters by (topic, partition).
-type PartitionMap = BTreeMap<(Rc<str>, i32), Rc<PartitionMetrics>>;
+/// Partition counters by topic, then partition: looked up by `&str` without allocating.
+type PartitionMap = BTreeMap<Rc<str>, BTreeMap<i32, Rc<PartitionMetrics>>>;
 
 /// Every metric one shard records. Not `Send`: it lives in its shard, behind an `Rc`.
 #[derive(Debug)]
@@ -252,21 +252,33 @@ impl ShardMetrics {
 
     /// The counters of one partition, created at zero on first use. Keep the `Rc` next to the
     /// partition's state: recording through it costs no lookup.
+    /// A lookup of an existing partition allocates nothing.
     pub fn partition(&self, topic: &str, partition: i32) -> Rc<PartitionMetrics> {
         let mut map = self.partitions.borrow_mut();
-        if let Some(m) = map.get(&(Rc::from(topic), partition)) {
+        if let Some(m) = map.get(topic).and_then(|t| t.get(&partition)) {
             return m.clone();
         }
         let m = Rc::new(PartitionMetrics::default());
-        map.insert((Rc::from(topic), partition), m.clone());
+        match map.get_mut(topic) {
+            Some(t) => {
+                t.insert(partition, m.clone());
+            }
+            None => {
+                map.insert(Rc::from(topic), BTreeMap::from([(partition, m.clone())]));
+            }
+        }
         m
     }
 
     /// Forgets a partition (deleted topic, or moved to another shard).
     pub fn remove_partition(&self, topic: &str, partition: i32) {
-        self.partitions
-            .borrow_mut()
-            .remove(&(Rc::from(topic), partition));
+        let mut map = self.partitions.borrow_mut();
+        if let Some(t) = map.get_mut(topic) {
+            t.remove(&partition);
+            if t.is_empty() {
+                map.remove(topic);
+            }
+        }
     }
 
     /// The counters of one Kafka API.
@@ -329,7 +341,8 @@ impl ShardMetrics {
             .partitions
             .borrow()
             .iter()
-            .map(|((topic, partition), m)| PartitionSnapshot {
+            .flat_map(|(topic, parts)| parts.iter().map(move |(p, m)| (topic, p, m)))
+            .map(|(topic, partition, m)| PartitionSnapshot {
                 topic: topic.to_string(),
                 partition: *partition,
                 produced_bytes: m.produced_bytes.get(),
