@@ -32,6 +32,29 @@ fn example_config_loads_and_lists_every_property() {
     }
 }
 
+/// The ConfigMap's `shardlog.toml` (a YAML block scalar) loads like any config file.
+#[test]
+fn kubernetes_configmap_config_loads() {
+    let yaml = std::fs::read_to_string(repo().join("deploy/kubernetes/configmap.yaml"))
+        .expect("read configmap");
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "shardlog.toml: |");
+    assert!(
+        lines.next().is_some(),
+        "no shardlog.toml block in configmap.yaml"
+    );
+    let toml: String = lines
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(toml.contains("log.dirs"), "{toml}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shardlog.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let mut c = BrokerConfig::default();
+    c.load_file(&path).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(c.data_dir, std::path::Path::new("/var/lib/shardlog"));
+}
+
 #[test]
 fn configuration_doc_holds_the_generated_reference() {
     let out = shardlog()
