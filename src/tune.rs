@@ -459,8 +459,23 @@ fn data_disk(host: &Host) -> Result<Disk, String> {
     let dev = std::fs::metadata(&dir).map_err(|e| e.to_string())?.dev();
     let (major, minor) = split_dev(dev);
     let link = host.path(&format!("/sys/dev/block/{major}:{minor}"));
-    let real =
-        std::fs::canonicalize(&link).map_err(|_| format!("no block device ({major}:{minor})"))?;
+    let real = match std::fs::canonicalize(&link) {
+        Ok(real) => real,
+        // btrfs and some others report an anonymous device number: find the device the
+        // file system was mounted from instead.
+        Err(_) => {
+            let mountinfo = host.read("/proc/self/mountinfo").unwrap_or_default();
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            let source = mount_source(&mountinfo, &dir)
+                .ok_or_else(|| format!("no block device ({major}:{minor})"))?;
+            let name = source
+                .strip_prefix("/dev/")
+                .filter(|n| !n.contains('/'))
+                .ok_or_else(|| format!("no block device (mounted from {source})"))?;
+            std::fs::canonicalize(host.path(&format!("/sys/class/block/{name}")))
+                .map_err(|_| format!("no block device (mounted from {source})"))?
+        }
+    };
     // A partition's queue settings live in its disk's directory, one level up.
     let disk_dir = if real.join("partition").exists() {
         real.parent().map(Path::to_path_buf).unwrap_or(real)
@@ -746,6 +761,55 @@ pub fn parse_bracketed(text: &str) -> Option<&str> {
     (!choice.is_empty()).then_some(choice)
 }
 
+/// The source (`/dev/nvme0n1p2`) of the mount holding `path`, from `/proc/self/mountinfo`:
+/// the entry with the longest mount point that is a prefix of `path` (the last one wins when
+/// mounts are stacked on the same point).
+pub fn mount_source(mountinfo: &str, path: &Path) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount_point), Some(source)) = (fields.get(4), fields.get(dash + 2)) else {
+            continue;
+        };
+        // mountinfo escapes spaces and the like as octal (`\040`).
+        let mount_point = unescape_octal(mount_point);
+        if path.starts_with(&mount_point) {
+            let depth = Path::new(&mount_point).components().count();
+            if best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+                best = Some((depth, source.to_string()));
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .map(|d| d.iter().fold(0u16, |n, b| n * 8 + u16::from(b - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match code {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The (major, minor) of a kernel release string: `6.1.0-18-amd64` → (6, 1).
 pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(['.', '-', '+']);
@@ -985,6 +1049,29 @@ mod tests {
     }
 
     #[test]
+    fn mount_sources() {
+        let info = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:40 / /var/lib/shard\\040log rw,relatime shared:2 - btrfs /dev/nvme0n1p2 rw,subvol=/a
+31 22 0:41 / /var rw - xfs /dev/nvme1n1 rw
+32 22 0:42 / /mnt/x rw - overlay overlay rw
+";
+        let src = |p: &str| mount_source(info, Path::new(p));
+        assert_eq!(
+            src("/var/lib/shard log/data").as_deref(),
+            Some("/dev/nvme0n1p2")
+        );
+        assert_eq!(src("/var/lib/other").as_deref(), Some("/dev/nvme1n1"));
+        assert_eq!(
+            src("/variable").as_deref(),
+            Some("/dev/vda"),
+            "prefix by component"
+        );
+        assert_eq!(src("/mnt/x/y").as_deref(), Some("overlay"));
+        assert_eq!(mount_source("garbage\n", Path::new("/")), None);
+    }
+
+    #[test]
     fn kernel_versions() {
         assert_eq!(parse_kernel_version("6.1.0-18-amd64"), Some((6, 1)));
         assert_eq!(parse_kernel_version("5.8.0"), Some((5, 8)));
@@ -1126,6 +1213,35 @@ mod tests {
         assert_eq!(find(&again, "net.core.somaxconn").status, Status::Ok);
         assert_eq!(find(&again, "CPU frequency governor").status, Status::Ok);
         assert_eq!(find(&again, "transparent huge pages").now, "madvise");
+    }
+
+    #[test]
+    fn scheduler_of_the_data_disk_found_through_mountinfo() {
+        let (d, host) = fake(&[
+            (
+                "/proc/self/mountinfo",
+                "1 0 0:99 / / rw - btrfs /dev/nvme0n1p1 rw\n",
+            ),
+            (
+                "/sys/devices/pci0/nvme/nvme0n1/queue/scheduler",
+                "[mq-deadline] none\n",
+            ),
+            ("/sys/devices/pci0/nvme/nvme0n1/queue/rotational", "0\n"),
+            ("/sys/devices/pci0/nvme/nvme0n1/nvme0n1p1/partition", "1\n"),
+        ]);
+        let class = d.path().join("sys/class/block");
+        std::fs::create_dir_all(&class).expect("mkdir");
+        std::os::unix::fs::symlink(
+            d.path().join("sys/devices/pci0/nvme/nvme0n1/nvme0n1p1"),
+            class.join("nvme0n1p1"),
+        )
+        .expect("symlink");
+        let c = check_scheduler(&host);
+        assert_eq!(c.now, "nvme0n1: mq-deadline", "{c:?}");
+        assert_eq!(c.status, Status::Warn);
+        assert_eq!(c.fix.len(), 1);
+        assert!(c.fix[0].path.ends_with("nvme0n1/queue/scheduler"));
+        assert_eq!(c.fix[0].value, "none");
     }
 
     #[test]
