@@ -108,9 +108,10 @@ impl Check {
         self
     }
 
-    /// Whether applying this check's writes would change something.
+    /// Whether applying this check's writes would change something: the setting is not as
+    /// recommended (`Info` included: e.g. `fs.aio-max-nr`, harmless to raise) and writable.
     pub fn needs_fix(&self) -> bool {
-        matches!(self.status, Status::Warn | Status::Bad) && !self.fix.is_empty()
+        matches!(self.status, Status::Warn | Status::Bad | Status::Info) && !self.fix.is_empty()
     }
 }
 
@@ -1211,6 +1212,7 @@ mod tests {
         assert!(applied.iter().all(|a| a.result.is_ok()), "{applied:?}");
         let again = check_all(&host);
         assert_eq!(find(&again, "net.core.somaxconn").status, Status::Ok);
+        assert_eq!(find(&again, "fs.aio-max-nr").now, "1048576");
         assert_eq!(find(&again, "CPU frequency governor").status, Status::Ok);
         assert_eq!(find(&again, "transparent huge pages").now, "madvise");
     }
