@@ -23,6 +23,25 @@ enum Command {
     Serve(ServeArgs),
     /// Print the reference of every configuration property (Markdown).
     ConfigReference,
+    /// Check the host settings the broker's speed depends on; as root, apply the safe ones.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Only print the table (setting, now, recommended, status, why); change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Data directory to check (file system, O_DIRECT, disk scheduler); default: from
+    /// --config, else ./shardlog-data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Broker config file to take `log.dirs` from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Shards the broker will run (sizes the memlock need); default: all cores.
+    #[arg(long)]
+    cores: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +131,22 @@ fn main() -> ExitCode {
         Command::ConfigReference => {
             print!("{}", BrokerConfig::reference());
             ExitCode::SUCCESS
+        }
+        Command::Tune(args) => {
+            let mut c = BrokerConfig::default();
+            if let Some(path) = &args.config {
+                if let Err(e) = c.load_file(path) {
+                    eprintln!("shardlog: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let host = shardlog::tune::Host {
+                root: PathBuf::from("/"),
+                data_dir: args.data_dir.unwrap_or(c.data_dir),
+                shards: args.cores.unwrap_or(c.cores).max(1),
+                probe: true,
+            };
+            ExitCode::from(shardlog::tune::run(&host, args.check))
         }
     }
 }
