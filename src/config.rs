@@ -77,6 +77,8 @@ pub struct BrokerConfig {
     pub buffered_io: bool,
     /// Segment space reserved per fallocate, so a flush is not a metadata update.
     pub preallocate_bytes: u64,
+    /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Consumer group settings.
     pub group: GroupConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
@@ -100,6 +102,7 @@ impl Default for BrokerConfig {
             batch_cache_bytes_max: 256 * 1024 * 1024,
             buffered_io: false,
             preallocate_bytes: 64 << 20,
+            metrics_listen: None,
             group: GroupConfig::default(),
             log: LogConfig::default(),
         }
@@ -237,9 +240,17 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "shard.batch.cache.bytes",
-        help: "Memory cap of each shard's batch cache. Default 268435456.",
+        help: "Memory cap of the batch cache, split evenly over the shards. Default 268435456.",
         apply: |c, v| {
             c.batch_cache_bytes_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "metrics.listen",
+        help: "HOST:PORT where shard 0 serves Prometheus metrics at /metrics. Default: off.",
+        apply: |c, v| {
+            c.metrics_listen = Some(parse_listen(v)?);
             Ok(())
         },
     },

@@ -15,6 +15,8 @@
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
 //! - [`config`]: broker and topic settings by their Kafka names.
+//! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
+//! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.

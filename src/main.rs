@@ -61,6 +61,9 @@ struct ServeArgs {
     /// TOML file of Kafka properties (`log.segment.bytes = ...`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// HOST:PORT where shard 0 serves Prometheus metrics at /metrics (default: off).
+    #[arg(long, value_parser = parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Use buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     #[arg(long)]
     buffered_io: bool,
@@ -96,6 +99,9 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
         c.cores = n;
     }
     c.buffered_io |= args.buffered_io;
+    if let Some(m) = args.metrics_listen {
+        c.metrics_listen = Some(m);
+    }
     let (host, _) = c.advertised();
     if host == "0.0.0.0" || host == "::" {
         return Err("advertised listener cannot be a wildcard address; pass --advertised-listener HOST:PORT".into());

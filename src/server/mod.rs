@@ -142,6 +142,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
         }
     }
     STOP.store(false, Ordering::SeqCst);
+    refuse_if_port_taken(config.listen)?;
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
@@ -193,6 +194,22 @@ fn advertised_versions() -> String {
         .map(|(k, lo, hi)| format!("{k:?}:{lo}-{hi}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// SO_REUSEPORT would let a second broker of the same user bind a port already served and
+/// silently take half its connections: refuse to start when something answers there.
+fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip([127, 0, 0, 1].into());
+    }
+    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)) {
+        Ok(s) if s.local_addr().ok() != Some(probe) => Err(ServerError::Shard {
+            shard: 0,
+            message: format!("{listen} is already in use by another process"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.
@@ -286,9 +303,27 @@ async fn shard_main(
             return Err(format!("cannot listen on {}: {e}", config.listen));
         }
     };
+    let metrics_listener = match (id, config.metrics_listen) {
+        (0, Some(addr)) => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ready.wait(false).await;
+                return Err(format!("cannot serve metrics on {addr}: {e}"));
+            }
+        },
+        _ => None,
+    };
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    let _metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
+        let s = shard.clone();
+        glommio::spawn_local(crate::metrics::serve_http(listener, move || {
+            let s = s.clone();
+            Box::pin(async move { s.gather_metrics().await })
+        }))
+    });
     tracing::info!(shard = id, listen = %config.listen, "shard serving");
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
@@ -315,6 +350,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok(stream) => {
                 if !connections.try_admit() {
+                    shard.metrics.connection_rejected();
                     tracing::warn!(
                         limit = shard.config.shard_connections_max,
                         "connection limit reached; closing new connection"
@@ -323,9 +359,11 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
+                shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard, stream, &connections).await;
+                    connection::serve(shard.clone(), stream, &connections).await;
                     connections.leave();
+                    shard.metrics.connection_closed();
                 })
                 .detach();
             }

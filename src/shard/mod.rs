@@ -163,6 +163,11 @@ pub enum ShardMsg {
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
     },
+    /// A copy of the receiver's metrics, for a scrape.
+    Metrics {
+        /// The snapshot.
+        reply: oneshot::Sender<crate::metrics::MetricsSnapshot>,
+    },
     /// A new metadata snapshot from shard 0: open/delete/reconfigure owned partitions, adopt it.
     ApplyMetadata {
         /// The snapshot.
@@ -192,6 +197,8 @@ pub struct Shard {
     pub groups: Rc<Coordinator>,
     /// Idempotent producer state of the partitions this shard owns.
     pub producers: producers::ProducerStates,
+    /// This shard's metrics (only this shard writes them).
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
 }
 
 impl Shard {
@@ -210,6 +217,7 @@ impl Shard {
             nr_shards,
             groups,
             producers: producers::ProducerStates::default(),
+            metrics: Rc::new(crate::metrics::ShardMetrics::new(id)),
             config,
             storage,
             meta: RefCell::new(meta),
@@ -498,6 +506,23 @@ impl Shard {
             code: crate::protocol::error_codes::KAFKA_STORAGE_ERROR,
             message: "no producer id allocated".into(),
         })
+    }
+
+    /// Every shard's metrics, for a scrape.
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<crate::metrics::MetricsSnapshot> {
+        let mut waits = Vec::with_capacity(self.nr_shards);
+        for to in 0..self.nr_shards {
+            let (reply, rx) = oneshot::channel();
+            self.send(to, ShardMsg::Metrics { reply }).await;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            if let Ok(s) = rx.await {
+                out.push(s);
+            }
+        }
+        out
     }
 
     /// Snapshots the idempotent producer state of every owned partition that has some.

@@ -59,6 +59,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let out = super::controller::run(shard, op).await;
             let _ = reply.send(out);
         }
+        ShardMsg::Metrics { reply } => {
+            let _ = reply.send(shard.metrics.snapshot());
+        }
         ShardMsg::Group { op, reply } => {
             let out = shard.groups.handle(*op).await;
             let _ = reply.send(out);
@@ -134,6 +137,10 @@ fn append_part(
         match shard.producers.check(topic, partition, &header) {
             Verdict::Append => match shard.storage.append(topic, partition, batch) {
                 Ok(info) => {
+                    shard.metrics.partition(topic, partition).record_produce(
+                        header.size_bytes() as u64,
+                        header.records_count.max(0) as u64,
+                    );
                     shard.producers.record(
                         topic,
                         partition,
@@ -188,6 +195,45 @@ fn append_part(
     (result, Some(last_offset))
 }
 
+/// Bytes and records in a list of buffers that together hold whole v2 batches (a batch may
+/// span buffers: the batch cache hands out its offset prefix separately).
+fn batches_size(parts: &[Bytes]) -> (u64, u64) {
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    // Reads 4 big-endian bytes at a logical position across the buffers.
+    let be_i32_at = |mut pos: usize| -> Option<i32> {
+        let mut out = [0u8; 4];
+        let mut filled = 0;
+        for p in parts {
+            if pos >= p.len() {
+                pos -= p.len();
+                continue;
+            }
+            while filled < 4 && pos < p.len() {
+                out[filled] = p[pos];
+                filled += 1;
+                pos += 1;
+            }
+            pos = 0;
+            if filled == 4 {
+                return Some(i32::from_be_bytes(out));
+            }
+        }
+        None
+    };
+    let (mut at, mut records) = (0usize, 0u64);
+    while at + crate::storage::BATCH_HEADER_BYTES <= total {
+        let (Some(len), Some(count)) = (be_i32_at(at + 8), be_i32_at(at + 57)) else {
+            break;
+        };
+        if len <= 0 {
+            break;
+        }
+        records += count.max(0) as u64;
+        at += 12 + len as usize;
+    }
+    (total as u64, records)
+}
+
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
     match shard
         .storage
@@ -199,12 +245,19 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
         )
         .await
     {
-        Ok(data) => FetchResult {
-            error_code: error_codes::NONE,
-            high_watermark: data.high_watermark,
-            log_start_offset: data.log_start_offset,
-            batches: data.batches,
-        },
+        Ok(data) => {
+            let (bytes, records) = batches_size(&data.batches);
+            shard
+                .metrics
+                .partition(&part.topic, part.partition)
+                .record_fetch(bytes, records);
+            FetchResult {
+                error_code: error_codes::NONE,
+                high_watermark: data.high_watermark,
+                log_start_offset: data.log_start_offset,
+                batches: data.batches,
+            }
+        }
         Err(e) => {
             let (start, hw) = shard
                 .storage
