@@ -442,3 +442,40 @@ fn kcat_produces_and_consumes() {
     expected.sort();
     assert_eq!(lines, expected);
 }
+
+#[test]
+fn the_internal_offsets_topic_is_protected() {
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let md = consumer(&b)
+        .fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(5))
+        .expect("metadata");
+    assert!(
+        !md.topics()[0].partitions().is_empty(),
+        "the internal topic exists"
+    );
+    let a = admin(&b);
+    let opts = AdminOptions::new();
+    let r = futures_lite::future::block_on(a.delete_topics(&["__consumer_offsets"], &opts))
+        .expect("request");
+    assert!(format!("{:?}", r[0]).contains("InvalidTopic"), "{:?}", r[0]);
+    let r = futures_lite::future::block_on(
+        a.create_partitions(&[NewPartitions::new("__consumer_offsets", 99)], &opts),
+    )
+    .expect("request");
+    assert!(format!("{:?}", r[0]).contains("InvalidTopic"), "{:?}", r[0]);
+    let (p, ctx) = producer(&b, "1");
+    p.send(
+        BaseRecord::to("__consumer_offsets")
+            .partition(0)
+            .key("k")
+            .payload("v"),
+    )
+    .expect("queued");
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let errors = ctx.errors.lock().expect("lock").clone();
+    assert_eq!(
+        errors.len(),
+        1,
+        "produce to the internal topic is refused: {errors:?}"
+    );
+}

@@ -78,6 +78,7 @@ pub async fn handle(
             .with_name(Some(TopicName(sb(&t.name))))
             .with_topic_id(uuid::Uuid::from_bytes(t.id))
             .with_partitions(partitions)
+            .with_is_internal(t.name == crate::group::OFFSETS_TOPIC)
             .with_topic_authorized_operations(i32::MIN)
     };
     let topics: Vec<MetadataResponseTopic> = match &req.topics {
