@@ -179,3 +179,39 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(resp.error_code, 0);
     }
 }
+
+#[test]
+fn metadata_v0_empty_list_means_all_topics_and_v12_reports_topic_ids() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let mut s = connect(&b);
+    // Auto-create one topic (v12, by name), which reports its id.
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("md-t"))))]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let resp = MetadataResponse::decode(&mut r, 12).expect("v12");
+    assert_eq!(resp.topics[0].error_code, 0);
+    let id = resp.topics[0].topic_id;
+    assert!(!id.is_nil(), "topic id reported");
+    // v12 by topic id only (no name).
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(None)
+        .with_topic_id(id)]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let resp = MetadataResponse::decode(&mut r, 12).expect("v12 by id");
+    assert_eq!(
+        resp.topics[0].name.as_ref().map(|n| n.to_string()),
+        Some("md-t".to_string())
+    );
+    // v0: an empty topic list means every topic.
+    let req = MetadataRequest::default().with_topics(Some(vec![]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 0, &req);
+    let resp = MetadataResponse::decode(&mut r, 0).expect("v0");
+    assert!(resp
+        .topics
+        .iter()
+        .any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "md-t")));
+}
