@@ -215,3 +215,39 @@ fn metadata_v0_empty_list_means_all_topics_and_v12_reports_topic_ids() {
         .iter()
         .any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "md-t")));
 }
+
+#[test]
+fn idle_connections_are_closed_and_a_bare_length_prefix_reserves_little() {
+    let b = Broker::start(1, &["connections.max.idle.ms=500"]);
+    let mut idle = connect(&b);
+    let started = std::time::Instant::now();
+    assert_closed(&mut idle);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+
+    // 200 connections each announce a 90 MiB request and send nothing more: the broker must
+    // not reserve 90 MiB for each (RSS stays far below 200 × 90 MiB).
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = connect(&b);
+        s.write_all(&(90i32 * 1024 * 1024).to_be_bytes())
+            .expect("prefix");
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    assert!(
+        rss_kib < 512 * 1024,
+        "RSS {rss_kib} KiB with 200 half-announced requests"
+    );
+    assert_serves(&b);
+}

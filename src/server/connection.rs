@@ -27,6 +27,8 @@ use crate::shard::Shard;
 
 /// Smallest free space offered to one socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest growth of the read buffer per socket read.
+const READ_GROWTH_BYTES_MAX: usize = 1024 * 1024;
 
 /// The live connections of one shard, for the connection limit and the shutdown drain.
 pub struct Registry {
@@ -93,6 +95,11 @@ pub type Reply = Result<Option<Vec<Bytes>>, ProtocolError>;
 /// Serves one connection until the client closes it, it misbehaves, or the shard drains.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
     let _ = stream.set_nodelay(true);
+    // `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+    if let Err(e) = stream.set_read_timeout(Some(idle)) {
+        tracing::warn!(error = %e, "cannot set the idle timeout");
+    }
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -166,7 +173,9 @@ async fn read_loop(
 async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, ConnError> {
     while buf.len() < need {
         let have = buf.len();
-        let want = (need - have).max(READ_CHUNK_BYTES);
+        // Memory follows the bytes that actually arrived: a length prefix alone (a client that
+        // announces 100 MiB and sends nothing) reserves at most one chunk.
+        let want = (need - have).clamp(READ_CHUNK_BYTES, READ_GROWTH_BYTES_MAX);
         buf.resize(have + want, 0);
         let n = match stream.read(&mut buf[have..]).await {
             Ok(n) => n,
