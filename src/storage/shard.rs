@@ -428,9 +428,11 @@ impl ShardStorage {
             .unwrap_or(-1)
     }
 
+    /// One round: every partition with work flushes in its own task, so their writes and
+    /// fdatasyncs are in flight together (one commit round per shard, not one per partition).
     async fn flush_round(&self, force_sync: bool) -> Result<(), StorageError> {
-        let mut first_err = None;
         let now = now_ms();
+        let mut tasks = Vec::new();
         for p in self.all_partitions() {
             let work = {
                 let st = p.state.borrow();
@@ -441,7 +443,15 @@ impl ShardStorage {
             if !work {
                 continue;
             }
-            if let Err(e) = p.flush(&self.fs, &self.options, force_sync).await {
+            let fs = self.fs.clone();
+            let opts = self.options.clone();
+            tasks.push(glommio::spawn_local(async move {
+                p.flush(&fs, &opts, force_sync).await
+            }));
+        }
+        let mut first_err = None;
+        for t in tasks {
+            if let Err(e) = t.await {
                 first_err.get_or_insert(e);
             }
         }

@@ -394,16 +394,21 @@ fn group_commit_serves_many_waiters_with_few_syncs() {
         let disk = SimDisk::new(5);
         let s = open_sim(&disk, sim_options()).await;
         s.spawn_background_tasks();
-        s.open_partition(T, 0, LogConfig::default()).await.unwrap();
+        for part in 0..4 {
+            s.open_partition(T, part, LogConfig::default())
+                .await
+                .unwrap();
+        }
         let mut tasks = Vec::new();
         for p in 0..8 {
             let s = s.clone();
             tasks.push(glommio::spawn_local(async move {
                 for i in 0..20 {
+                    let part = (p + i) as i32 % 4;
                     let info = s
-                        .append(T, 0, build_test_batch(1, 64, p * 100 + i))
+                        .append(T, part, build_test_batch(1, 64, p * 100 + i))
                         .unwrap();
-                    s.wait_durable(T, 0, info.last_offset).await.unwrap();
+                    s.wait_durable(T, part, info.last_offset).await.unwrap();
                 }
             }));
         }
@@ -415,8 +420,18 @@ fn group_commit_serves_many_waiters_with_few_syncs() {
             syncs < 160,
             "group commit should coalesce: {syncs} syncs for 160 batches"
         );
-        assert_eq!(s.offsets(T, 0).unwrap(), (0, 160));
+        let total: i64 = (0..4).map(|part| s.offsets(T, part).unwrap().1).sum();
+        assert_eq!(total, 160);
         s.shutdown().await.unwrap();
+        drop(s);
+        disk.crash();
+        let s = open_sim(&disk, sim_options()).await;
+        for part in 0..4 {
+            s.open_partition(T, part, LogConfig::default())
+                .await
+                .unwrap();
+            assert_eq!(s.offsets(T, part).unwrap().1, 40);
+        }
     });
 }
 
