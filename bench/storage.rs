@@ -202,5 +202,97 @@ fn cpu_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cpu_benches, append_benches, read_benches);
+/// Per-operation commit latency: raw 4 KiB O_DIRECT write + fdatasync on a preallocated file,
+/// against append of a ~3 KiB batch + `wait_durable` through the background group-commit
+/// flusher. Criterion reports means; the percentiles are printed from an HDR histogram.
+fn latency_benches(c: &mut Criterion) {
+    use std::cell::RefCell;
+    let ex = executor();
+    let dir = bench_dir();
+    let s = open(&ex, dir.path(), 64 << 20);
+    let raw_path = dir.path().join("raw.bin");
+    let raw = ex.run(async {
+        s.spawn_background_tasks();
+        let f = glommio::io::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .dma_open(&raw_path)
+            .await
+            .expect("raw file");
+        f.pre_allocate(64 << 20, false).await.expect("fallocate");
+        Rc::new(f)
+    });
+    let h_raw = RefCell::new(hdrhistogram::Histogram::<u64>::new(3).expect("hist"));
+    let h_ours = RefCell::new(hdrhistogram::Histogram::<u64>::new(3).expect("hist"));
+    let batch = build_test_batch(3, 1024, 1);
+    let mut g = c.benchmark_group("commit_latency");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut pos = 0u64;
+    g.bench_function("raw_write4k_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let mut buf = glommio::allocate_dma_buffer(4096);
+                    buf.as_bytes_mut().fill(7);
+                    raw.write_at(buf, pos).await.expect("write");
+                    raw.fdatasync().await.expect("sync");
+                    pos = (pos + 4096) % (64 << 20);
+                    h_raw
+                        .borrow_mut()
+                        .record(t.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("append_wait_durable_3KiB", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let info = s.append("b", 0, batch.clone()).expect("append");
+                    s.wait_durable("b", 0, info.last_offset)
+                        .await
+                        .expect("durable");
+                    h_ours
+                        .borrow_mut()
+                        .record(t.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    for (name, h) in [
+        ("raw_write4k_fdatasync", &h_raw),
+        ("append_wait_durable_3KiB", &h_ours),
+    ] {
+        let h = h.borrow();
+        eprintln!(
+            "commit_latency/{name}: n={} p50={}us p99={}us p99.9={}us max={}us",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    ex.run(async { s.shutdown().await.expect("shutdown") });
+}
+
+criterion_group!(
+    benches,
+    cpu_benches,
+    append_benches,
+    read_benches,
+    latency_benches
+);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 
-use super::batch::{parse_header, patched_header, validate_batch_split_crc, BATCH_HEADER_BYTES};
+use super::batch::{parse_header, patched_header, validate_batch, BATCH_HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{scan_segment, segment_path, BatchScanner, LogSegment, ScanItem};
 use super::wait::WaitList;
@@ -140,7 +140,7 @@ impl Partition {
         if st.deleted {
             return Err(StorageError::UnknownPartition);
         }
-        let (h, body_crc) = validate_batch_split_crc(&batch, st.config.max_message_bytes)?;
+        let h = validate_batch(&batch, st.config.max_message_bytes)?;
         let size = batch.len() as u64;
         let count = h.last_offset_delta as i64 + 1;
         let next = st.next_offset;
@@ -159,7 +159,7 @@ impl Partition {
         let base = next;
         let last = base + h.last_offset_delta as i64;
         let append_time = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
-        let header = patched_header(&batch, base, append_time, body_crc);
+        let header = patched_header(&batch, base, append_time);
         let body = batch.slice(BATCH_HEADER_BYTES..);
         let max_timestamp = append_time.unwrap_or(h.max_timestamp);
         let seg = st.active_mut();
