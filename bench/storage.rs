@@ -67,9 +67,45 @@ fn open(ex: &LocalExecutor, dir: &std::path::Path, cache: usize) -> Rc<ShardStor
     })
 }
 
+/// The raw baseline measured in the same process and minute as the appends: what
+/// `dd if=/dev/zero of=F bs=1M oflag=direct` does (sequential 1 MiB O_DIRECT writes, one at a
+/// time, into a fresh file), through the same glommio DmaFile.
+fn raw_baseline(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
+    let path = dir.join("raw-baseline.bin");
+    let mut g = c.benchmark_group("raw_dd_like");
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("write_1MiB_seq", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let f = glommio::io::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .dma_open(&path)
+                    .await
+                    .expect("raw file");
+                let start = Instant::now();
+                for i in 0..iters {
+                    let mut buf = glommio::allocate_dma_buffer(1 << 20);
+                    buf.as_bytes_mut().fill(0);
+                    f.write_at(buf, (i % 1024) << 20).await.expect("write");
+                }
+                let t = start.elapsed();
+                f.close().await.expect("close");
+                t
+            })
+        })
+    });
+    g.finish();
+}
+
 fn append_benches(c: &mut Criterion) {
     let ex = executor();
     let dir = bench_dir();
+    raw_baseline(c, &ex, dir.path());
     let s = open(&ex, dir.path(), 64 << 20);
     for &(name, size) in &[
         ("16KiB", 16usize << 10),
