@@ -749,3 +749,31 @@ fn direct_io_refusal_names_the_data_dir() {
         s.shutdown().await.unwrap();
     });
 }
+
+#[test]
+fn segment_ms_rolls_and_open_partition_is_idempotent() {
+    run(|| async {
+        let disk = SimDisk::new(10);
+        let s = open_sim(&disk, sim_options()).await;
+        let cfg = LogConfig {
+            segment_ms: 0,
+            ..LogConfig::default()
+        };
+        s.open_partition(T, 0, cfg.clone()).await.unwrap();
+        for _ in 0..3 {
+            s.append(T, 0, build_test_batch(1, 10, 1)).unwrap();
+        }
+        // Re-opening an open partition keeps its state.
+        s.open_partition(T, 0, cfg).await.unwrap();
+        assert_eq!(s.offsets(T, 0).unwrap(), (0, 3));
+        s.flush().await.unwrap();
+        let logs = FileSystem::Sim(disk.clone())
+            .list_files(Path::new("/sim/t-0"))
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .count();
+        assert_eq!(logs, 3, "segment.ms = 0 rolls on every append");
+        assert_eq!(read_all(&s, 0).await.len(), 3);
+    });
+}
