@@ -359,9 +359,18 @@ impl Partition {
         let end = write_pos + chunks.len as u64;
         if end > allocated {
             let target = align_up(end.max(allocated + chunk));
-            file.pre_allocate(target).await?;
+            // A full disk may still hold this write but not a whole chunk: then write without
+            // reserving (the file grows by the write) and let the write report ENOSPC if any.
+            let reserved = match file.pre_allocate(target).await {
+                Ok(()) => target,
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    tracing::warn!(error = %e, "cannot preallocate segment space; writing without");
+                    allocated
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
-                seg.allocated = target;
+                seg.allocated = reserved.max(end);
             }
         }
         let mut tasks = Vec::with_capacity(chunks.bufs.len());

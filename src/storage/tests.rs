@@ -900,3 +900,25 @@ async fn yield_times(n: u32) {
         .await;
     }
 }
+
+#[test]
+fn flush_ms_syncs_on_time_without_waiters() {
+    run(|| async {
+        let disk = SimDisk::new(11);
+        let s = open_sim(&disk, sim_options()).await;
+        s.spawn_background_tasks();
+        let cfg = LogConfig {
+            flush_messages: 1_000_000,
+            flush_ms: 20,
+            ..LogConfig::default()
+        };
+        s.open_partition(T, 0, cfg).await.unwrap();
+        s.append(T, 0, build_test_batch(2, 64, 1)).unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(disk.sync_count(), 0, "written, not yet synced");
+        assert_eq!(s.durable_offset_for_test(T, 0), 0);
+        glommio::timer::sleep(std::time::Duration::from_millis(60)).await;
+        assert!(disk.sync_count() > 0, "flush.ms must trigger an fdatasync");
+        assert_eq!(s.durable_offset_for_test(T, 0), 2);
+    });
+}
