@@ -235,6 +235,25 @@ impl ShardStorage {
         self.cache.borrow().bytes
     }
 
+    /// Bytes appended on this shard but not yet written to disk: they cannot leave memory, so
+    /// this is the backpressure signal (stop reading produce requests above a limit).
+    /// O(partitions).
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.all_partitions()
+            .iter()
+            .map(|p| {
+                p.state
+                    .borrow()
+                    .segments
+                    .values()
+                    .rev()
+                    .take_while(|s| s.written_size < s.size)
+                    .map(|s| s.size - s.written_size)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Resolves once `offset` is durable: fdatasynced (`flush.messages` = 1, default) or
     /// written to the device (`flush.messages` > 1, sync deferred by policy). Returns
     /// [`StorageError::Io`] if a flush attempted while waiting failed (the data stays pending

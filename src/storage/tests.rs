@@ -366,10 +366,12 @@ fn disk_errors_surface_and_appends_recover() {
         s.open_partition(T, 0, small_config()).await.unwrap();
         let a = s.append(T, 0, build_test_batch(2, 100, 1)).unwrap();
         s.wait_durable(T, 0, a.last_offset).await.unwrap();
+        assert_eq!(s.unwritten_bytes(), 0);
         disk.set_fail_writes(Some(std::io::ErrorKind::StorageFull));
         let b = s.append(T, 0, build_test_batch(2, 100, 1)).unwrap();
         let e = s.wait_durable(T, 0, b.last_offset).await.unwrap_err();
         assert_eq!(e.kafka_error_code(), 56);
+        assert!(s.unwritten_bytes() > 200, "the failed batch stays pending");
         // appends still work in memory, reads still serve them
         let c = s.append(T, 0, build_test_batch(1, 100, 1)).unwrap();
         assert_eq!(read_all(&s, 0).await.len(), 3);
