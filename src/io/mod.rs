@@ -385,7 +385,8 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
             "tmpfs does not support O_DIRECT",
         ));
     }
-    let probe = dir.join(".odirect-probe");
+    // One probe file per thread: every shard probes the same data dir at the same time.
+    let probe = dir.join(format!(".odirect-probe-{}", unsafe { libc::gettid() }));
     let cprobe = std::ffi::CString::new(probe.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
     // SAFETY: plain open(2)/close(2) on a NUL-terminated path; the fd is closed right away.
@@ -413,7 +414,8 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
 /// wrongly concludes "supported", and every later DMA read on that device fails with
 /// EOPNOTSUPP (seen on virtio-blk). Opening a non-empty file first gets the probe right.
 pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
-    let probe = dir.join(".iopoll-probe");
+    // SAFETY: gettid has no preconditions. One probe file per thread (shards start together).
+    let probe = dir.join(format!(".iopoll-probe-{}", unsafe { libc::gettid() }));
     std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize])?;
     let res = async {
         let f = DmaFile::open(&probe).await.map_err(io::Error::from)?;
