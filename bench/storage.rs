@@ -382,11 +382,103 @@ fn latency_benches(c: &mut Criterion) {
     ex.run(async { s.shutdown().await.expect("shutdown") });
 }
 
+/// Contention-robust ratio (only with `SHARDLOG_BENCH_PAIRED=1`): alternates, round by round
+/// and in ABBA order, 64 MiB written dd-style (1 MiB O_DIRECT writes one at a time, fresh file)
+/// and 64 MiB appended through the engine (256 KiB and 1 MiB batches, flush every 4 MiB), so
+/// both see the same background load; prints per-kind median throughput and the median of the
+/// per-round ratios engine / raw.
+fn paired_ratio(_c: &mut Criterion) {
+    if std::env::var("SHARDLOG_BENCH_PAIRED").is_err() {
+        return;
+    }
+    const ROUND_BYTES: usize = 64 << 20;
+    let ex = executor();
+    let dir = bench_dir();
+    let s = open(&ex, dir.path(), 64 << 20);
+    let raw_path = dir.path().join("paired-raw.bin");
+    let raw_round = |ex: &LocalExecutor| -> f64 {
+        ex.run(async {
+            let f = glommio::io::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .dma_open(&raw_path)
+                .await
+                .expect("raw file");
+            let start = Instant::now();
+            for i in 0..(ROUND_BYTES >> 20) as u64 {
+                let mut buf = glommio::allocate_dma_buffer(1 << 20);
+                buf.as_bytes_mut().fill(0);
+                f.write_at(buf, i << 20).await.expect("write");
+            }
+            let t = start.elapsed().as_secs_f64();
+            f.close().await.expect("close");
+            ROUND_BYTES as f64 / t / (1u64 << 20) as f64
+        })
+    };
+    let engine_round = |ex: &LocalExecutor, batch: &bytes::Bytes| -> f64 {
+        ex.run(async {
+            let start = Instant::now();
+            let (mut total, mut pending) = (0usize, 0usize);
+            while total < ROUND_BYTES {
+                s.append("b", 0, batch.clone()).expect("append");
+                total += batch.len();
+                pending += batch.len();
+                if pending >= GROUP_BYTES {
+                    s.flush().await.expect("flush");
+                    pending = 0;
+                }
+            }
+            s.flush().await.expect("flush");
+            let t = start.elapsed().as_secs_f64();
+            s.enforce_retention().await.expect("retention");
+            total as f64 / t / (1u64 << 20) as f64
+        })
+    };
+    let b256 = batch_of(256 << 10);
+    let b1m = batch_of(1 << 20);
+    let (mut raw, mut e256, mut e1m) = (vec![], vec![], vec![]);
+    let (mut r256, mut r1m) = (vec![], vec![]);
+    for round in 0..12 {
+        let (x, a, b) = if round % 2 == 0 {
+            let x = raw_round(&ex);
+            let a = engine_round(&ex, &b256);
+            let b = engine_round(&ex, &b1m);
+            (x, a, b)
+        } else {
+            let b = engine_round(&ex, &b1m);
+            let a = engine_round(&ex, &b256);
+            let x = raw_round(&ex);
+            (x, a, b)
+        };
+        raw.push(x);
+        e256.push(a);
+        e1m.push(b);
+        r256.push(a / x);
+        r1m.push(b / x);
+    }
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+    eprintln!(
+        "paired (12 rounds of 64 MiB): raw dd-like {:.0} MiB/s, engine 256KiB {:.0} MiB/s, \
+         engine 1MiB {:.0} MiB/s; median ratio 256KiB {:.2}, 1MiB {:.2}",
+        median(&mut raw),
+        median(&mut e256),
+        median(&mut e1m),
+        median(&mut r256),
+        median(&mut r1m)
+    );
+    ex.run(async { s.shutdown().await.expect("shutdown") });
+}
+
 criterion_group!(
     benches,
     cpu_benches,
     append_benches,
     read_benches,
-    latency_benches
+    latency_benches,
+    paired_ratio
 );
 criterion_main!(benches);
