@@ -392,6 +392,17 @@ fn paired_ratio(_c: &mut Criterion) {
         return;
     }
     const ROUND_BYTES: usize = 64 << 20;
+    /// CPU time of this thread (the executor runs here), in seconds.
+    fn thread_cpu_s() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+    let cpu_us_per_mib = std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]);
     let ex = executor();
     let dir = bench_dir();
     let s = open(&ex, dir.path(), 64 << 20);
@@ -406,19 +417,22 @@ fn paired_ratio(_c: &mut Criterion) {
                 .await
                 .expect("raw file");
             let start = Instant::now();
+            let cpu0 = thread_cpu_s();
             for i in 0..(ROUND_BYTES >> 20) as u64 {
                 let mut buf = glommio::allocate_dma_buffer(1 << 20);
                 buf.as_bytes_mut().fill(0);
                 f.write_at(buf, i << 20).await.expect("write");
             }
             let t = start.elapsed().as_secs_f64();
+            cpu_us_per_mib.borrow_mut()[0].push((thread_cpu_s() - cpu0) * 1e6 / 64.0);
             f.close().await.expect("close");
             ROUND_BYTES as f64 / t / (1u64 << 20) as f64
         })
     };
-    let engine_round = |ex: &LocalExecutor, batch: &bytes::Bytes| -> f64 {
+    let engine_round = |ex: &LocalExecutor, batch: &bytes::Bytes, slot: usize| -> f64 {
         ex.run(async {
             let start = Instant::now();
+            let cpu0 = thread_cpu_s();
             let (mut total, mut pending) = (0usize, 0usize);
             while total < ROUND_BYTES {
                 s.append("b", 0, batch.clone()).expect("append");
@@ -431,6 +445,8 @@ fn paired_ratio(_c: &mut Criterion) {
             }
             s.flush().await.expect("flush");
             let t = start.elapsed().as_secs_f64();
+            let mib = total as f64 / (1u64 << 20) as f64;
+            cpu_us_per_mib.borrow_mut()[slot].push((thread_cpu_s() - cpu0) * 1e6 / mib);
             s.enforce_retention().await.expect("retention");
             total as f64 / t / (1u64 << 20) as f64
         })
@@ -442,12 +458,12 @@ fn paired_ratio(_c: &mut Criterion) {
     for round in 0..12 {
         let (x, a, b) = if round % 2 == 0 {
             let x = raw_round(&ex);
-            let a = engine_round(&ex, &b256);
-            let b = engine_round(&ex, &b1m);
+            let a = engine_round(&ex, &b256, 1);
+            let b = engine_round(&ex, &b1m, 2);
             (x, a, b)
         } else {
-            let b = engine_round(&ex, &b1m);
-            let a = engine_round(&ex, &b256);
+            let b = engine_round(&ex, &b1m, 2);
+            let a = engine_round(&ex, &b256, 1);
             let x = raw_round(&ex);
             (x, a, b)
         };
@@ -469,6 +485,14 @@ fn paired_ratio(_c: &mut Criterion) {
         median(&mut e1m),
         median(&mut r256),
         median(&mut r1m)
+    );
+    let mut cpu = cpu_us_per_mib.borrow_mut();
+    eprintln!(
+        "paired CPU of the executor thread per MiB: raw {:.0} us, engine 256KiB {:.0} us, \
+         engine 1MiB {:.0} us",
+        median(&mut cpu[0]),
+        median(&mut cpu[1]),
+        median(&mut cpu[2])
     );
     ex.run(async { s.shutdown().await.expect("shutdown") });
 }
