@@ -106,8 +106,11 @@ pub struct StorageOptions {
     pub retention_check_interval_ms: u64,
     /// Segment space is reserved in chunks of this size (capped by `segment.bytes`; 64 MiB).
     pub preallocate_bytes: u64,
-    /// Largest single write issued by the flusher (default 4 MiB).
+    /// Largest single write issued by the flusher (rounded down to 4 KiB; default 1 MiB).
     pub write_bytes_max: usize,
+    /// Writes of one partition in flight at once (default 8): a flush job covers up to
+    /// `write_bytes_max * writes_in_flight_max` bytes.
+    pub writes_in_flight_max: usize,
     /// Pause after a failed flush round before retrying (default 100 ms).
     pub flush_retry_backoff_ms: u64,
 }
@@ -119,7 +122,8 @@ impl Default for StorageOptions {
             buffered_io: false,
             retention_check_interval_ms: 30_000,
             preallocate_bytes: 64 << 20,
-            write_bytes_max: 4 << 20,
+            write_bytes_max: 1 << 20,
+            writes_in_flight_max: 8,
             flush_retry_backoff_ms: 100,
         }
     }
