@@ -316,14 +316,21 @@ impl IoFile {
 
     /// `fdatasync`: every completed write is on stable storage when this returns `Ok`.
     pub async fn fdatasync(&self) -> io::Result<()> {
-        match self {
+        let started = std::time::Instant::now();
+        let result = match self {
             IoFile::Dma(f) => f.fdatasync().await.map_err(io::Error::from),
             IoFile::Buffered(f) => f.fdatasync().await.map_err(io::Error::from),
             IoFile::Sim(f) => {
                 yield_now_times(f.disk.yields()).await;
                 f.fdatasync()
             }
-        }
+        };
+        FDATASYNC_OBSERVER.with(|o| {
+            if let Some(observe) = o.borrow().as_ref() {
+                observe(started.elapsed());
+            }
+        });
+        result
     }
 
     /// Reserves space so the file is at least `size` bytes; the file size becomes `size` if it
@@ -404,6 +411,17 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
     }
     unsafe { libc::close(fd) };
     std::fs::remove_file(&probe)
+}
+
+thread_local! {
+    /// This thread's (shard's) listener for fdatasync durations, if any.
+    static FDATASYNC_OBSERVER: RefCell<Option<Box<dyn Fn(std::time::Duration)>>> = const { RefCell::new(None) };
+}
+
+/// Installs, for the calling thread (one shard), a function told the duration of every
+/// fdatasync issued on it. Thread-local on purpose: shards share nothing, so no lock.
+pub fn observe_fdatasync(observe: impl Fn(std::time::Duration) + 'static) {
+    FDATASYNC_OBSERVER.with(|o| *o.borrow_mut() = Some(Box::new(observe)));
 }
 
 /// Makes glommio decide correctly, on this executor thread, whether the data dir's device

@@ -890,6 +890,7 @@ pub(crate) async fn read_batches(
                         parts: [Some(b.header.clone()), Some(b.body.clone())],
                     });
                 }
+                super::report_read(true);
                 ReadPlan::Done(out)
             }
             _ => {
@@ -904,6 +905,7 @@ pub(crate) async fn read_batches(
                 let Some(file) = seg.file.clone() else {
                     return Ok(Vec::new());
                 };
+                super::report_read(false);
                 let rel = (fetch_offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
                 let (_, pos) = seg.offset_index.lookup(rel);
                 ReadPlan::Disk {

@@ -41,6 +41,26 @@ mod tests;
 
 pub use batch::{build_test_batch, parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 pub use error::StorageError;
+
+thread_local! {
+    /// This thread's (shard's) listener for reads: `true` served from the batch cache,
+    /// `false` from disk.
+    static READ_OBSERVER: std::cell::RefCell<Option<Box<dyn Fn(bool)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs, for the calling thread (one shard), a function told whether each read was served
+/// from the batch cache (`true`) or from disk (`false`).
+pub fn observe_reads(observe: impl Fn(bool) + 'static) {
+    READ_OBSERVER.with(|o| *o.borrow_mut() = Some(Box::new(observe)));
+}
+
+fn report_read(from_cache: bool) {
+    READ_OBSERVER.with(|o| {
+        if let Some(observe) = o.borrow().as_ref() {
+            observe(from_cache);
+        }
+    });
+}
 pub use index::{OffsetIndex, TimeIndex};
 pub use shard::ShardStorage;
 
