@@ -413,9 +413,12 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// A function told a duration.
+type DurationObserver = Box<dyn Fn(std::time::Duration)>;
+
 thread_local! {
     /// This thread's (shard's) listener for fdatasync durations, if any.
-    static FDATASYNC_OBSERVER: RefCell<Option<Box<dyn Fn(std::time::Duration)>>> = const { RefCell::new(None) };
+    static FDATASYNC_OBSERVER: RefCell<Option<DurationObserver>> = const { RefCell::new(None) };
 }
 
 /// Installs, for the calling thread (one shard), a function told the duration of every
