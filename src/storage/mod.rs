@@ -42,10 +42,13 @@ mod tests;
 pub use batch::{build_test_batch, parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 pub use error::StorageError;
 
+/// A function told where a read was served from.
+type ReadObserver = Box<dyn Fn(bool)>;
+
 thread_local! {
     /// This thread's (shard's) listener for reads: `true` served from the batch cache,
     /// `false` from disk.
-    static READ_OBSERVER: std::cell::RefCell<Option<Box<dyn Fn(bool)>>> = const { std::cell::RefCell::new(None) };
+    static READ_OBSERVER: std::cell::RefCell<Option<ReadObserver>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Installs, for the calling thread (one shard), a function told whether each read was served
