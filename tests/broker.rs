@@ -479,3 +479,32 @@ fn the_internal_offsets_topic_is_protected() {
         "produce to the internal topic is refused: {errors:?}"
     );
 }
+
+#[test]
+fn auto_offset_reset_follows_offset_out_of_range() {
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    create_topic(&b, "reset", 1);
+    let delivered = produce_keyed(&b, "reset", 50, 5);
+    assert_eq!(delivered.len(), 50);
+    for (reset, expected_first) in [("earliest", Some(0i64)), ("latest", None)] {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("group.id", format!("reset-{reset}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", reset)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("reset", 0, Offset::Offset(1_000_000))
+            .expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut first = None;
+        while Instant::now() < deadline && first.is_none() {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                first = Some(m.offset());
+            }
+        }
+        assert_eq!(first, expected_first, "auto.offset.reset={reset}");
+    }
+}
