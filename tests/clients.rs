@@ -12,6 +12,7 @@
 //! The run writes `tests/clients/RESULTS.md` (the table `scripts/client-matrix-table` puts in
 //! README.md) and fails if any cell failed. Environment:
 //! - `SHARDLOG_CLIENTS=a,b`: run only these rows (RESULTS.md is then left alone);
+//! - `SHARDLOG_SCENARIOS=a,b`: run only these scenarios (likewise);
 //! - `SHARDLOG_SKIP_CLIENTS=1`: skip the matrix (for a quick inner loop).
 
 mod common;
@@ -289,6 +290,9 @@ fn client_compatibility_matrix() {
         .filter(|r| only.as_ref().is_none_or(|o| o.iter().any(|n| n == r.name)))
         .collect();
     assert!(!rows.is_empty(), "SHARDLOG_CLIENTS names no row");
+    let scenarios_only: Option<Vec<String>> = std::env::var("SHARDLOG_SCENARIOS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
 
     let max = format!("message.max.bytes={MESSAGE_MAX_BYTES}");
     let broker = Broker::start(
@@ -344,7 +348,16 @@ fn client_compatibility_matrix() {
             format!("? ({})", tail(&v.output, 1))
         };
         versions.lock().unwrap().insert(i, version);
-        for name in row.scenarios.iter().filter(|s| **s != "xconsume") {
+        let wanted = |s: &str| {
+            scenarios_only
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|n| n == s))
+        };
+        for name in row
+            .scenarios
+            .iter()
+            .filter(|s| **s != "xconsume" && wanted(s))
+        {
             record(name, scenario(row, name, &bootstrap, &[]));
         }
     });
@@ -365,7 +378,10 @@ fn client_compatibility_matrix() {
     };
     for_rows(rows.len(), |i| {
         let row = &rows[i];
-        if !row.scenarios.contains(&"xconsume") || !installed(row) {
+        let skipped = scenarios_only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == "xconsume"));
+        if skipped || !row.scenarios.contains(&"xconsume") || !installed(row) {
             return;
         }
         let cell = if producers.is_empty() {
@@ -391,7 +407,7 @@ fn client_compatibility_matrix() {
     let results = results.lock().unwrap().clone();
     let versions = versions.into_inner().unwrap();
     let table = render(&rows, &versions, &results, &producers);
-    if only.is_none() {
+    if only.is_none() && scenarios_only.is_none() {
         std::fs::write(root().join("tests/clients/RESULTS.md"), &table).expect("write RESULTS.md");
     }
     eprintln!("{table}");

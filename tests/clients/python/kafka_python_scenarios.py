@@ -118,7 +118,8 @@ def group(bootstrap, tag):
         fail(f"members consumed {got}, expected 4 each")
     ca.commit()
     cb.commit()
-    offs = a.list_consumer_group_offsets(gid)
+    # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets.
+    offs = a.list_group_offsets({gid: None})[gid]
     vals = sorted(v.offset for tp, v in offs.items() if tp.topic == topic)
     if vals != [2, 2, 2, 2]:
         fail(f"committed offsets {offs}, expected 2 on each partition")
