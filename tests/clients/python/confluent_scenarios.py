@@ -214,6 +214,17 @@ def max_message(bootstrap, tag, size, want_error):
             fail(f"error {errors[0]}, expected MSG_SIZE_TOO_LARGE")
 
 
+def sasl_rejected(bootstrap, tag):
+    """A client configured for SASL gets an authentication error at once, not a hang."""
+    errors = []
+    a = AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                     "sasl.mechanisms": "PLAIN", "sasl.username": "u", "sasl.password": "p",
+                     "error_cb": errors.append})
+    until(10, "an authentication error", lambda: (a.poll(0.2), errors)[1])
+    if errors[0].code() != KafkaError._AUTHENTICATION:
+        fail(f"first error {errors[0]}, expected _AUTHENTICATION")
+
+
 def xproduce(bootstrap, tag):
     topic = f"xc-{tag}"
     for block, codec in enumerate(CODECS):
@@ -238,6 +249,7 @@ SCENARIOS = {
     "idempotent": idempotent,
     "max_under": lambda b, t: max_message(b, t, UNDER_VALUE_BYTES, False),
     "max_over": lambda b, t: max_message(b, t, OVER_VALUE_BYTES, True),
+    "sasl_rejected": sasl_rejected,
     "xproduce": xproduce,
     "xconsume": xconsume,
 }

@@ -363,6 +363,30 @@ public final class Main {
     check(topic, List.of(m), got);
   }
 
+  /** A client configured for SASL fails at once with an authentication error, not a hang. */
+  static void saslRejected(String bootstrap) throws Exception {
+    Properties p = common(bootstrap);
+    p.put("security.protocol", "SASL_PLAINTEXT");
+    p.put("sasl.mechanism", "PLAIN");
+    p.put(
+        "sasl.jaas.config",
+        "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            + " username=\"u\" password=\"p\";");
+    p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 15000);
+    p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
+    long start = System.currentTimeMillis();
+    try (Admin a = Admin.create(p)) {
+      a.listTopics().names().get();
+      fail("listTopics succeeded over SASL on a listener without SASL");
+    } catch (ExecutionException e) {
+      if (!(e.getCause() instanceof org.apache.kafka.common.errors.AuthenticationException)) {
+        fail("expected an AuthenticationException, got " + e.getCause());
+      }
+      long ms = System.currentTimeMillis() - start;
+      if (ms > 10000) fail("the authentication error took " + ms + " ms");
+    }
+  }
+
   static void xproduce(String bootstrap, String tag) throws Exception {
     String topic = "xc-" + tag;
     for (int block = 0; block < CODECS.length; block++) {
@@ -405,6 +429,7 @@ public final class Main {
         case "idempotent" -> idempotent(bs, tag);
         case "max_under" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES - 512, false);
         case "max_over" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES + 512, true);
+        case "sasl_rejected" -> saslRejected(bs);
         case "xproduce" -> xproduce(bs, tag);
         case "xconsume" -> xconsume(bs, Arrays.copyOfRange(args, 3, args.length));
         default -> {
