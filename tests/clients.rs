@@ -115,7 +115,7 @@ fn rows() -> Vec<Row> {
                 "tests/clients/python/confluent_scenarios.py".into(),
             ],
             installed: "tests/clients/python/.venv/bin/python",
-            scenarios: CLIENT_SCENARIOS,
+            scenarios: CLIENT_SCENARIOS_SASL,
             timeout: Duration::from_secs(60),
         },
         Row {
@@ -177,6 +177,14 @@ fn rows() -> Vec<Row> {
             scenarios: CLIENT_SCENARIOS,
             timeout: Duration::from_secs(60),
         },
+        Row {
+            name: "kcat",
+            family: "CLI (librdkafka)",
+            program: s(&["bash", "tests/clients/kcat/scenarios.sh"]),
+            installed: "/usr/bin/kcat",
+            scenarios: CLIENT_SCENARIOS,
+            timeout: Duration::from_secs(60),
+        },
     ]
 }
 
@@ -204,8 +212,9 @@ fn run(program: &[String], args: &[String], timeout: Duration) -> Outcome {
         .args(args)
         .current_dir(root())
         .stdin(Stdio::null())
-        .stdout(out.reopen().expect("reopen"))
-        .stderr(out.reopen().expect("reopen"))
+        // One open file for both streams (a dup shares the offset: no overwriting).
+        .stdout(out.as_file().try_clone().expect("dup"))
+        .stderr(out.as_file().try_clone().expect("dup"))
         .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
