@@ -178,6 +178,14 @@ fn rows() -> Vec<Row> {
             timeout: Duration::from_secs(60),
         },
         Row {
+            name: "confluent-kafka-javascript",
+            family: "Node.js (librdkafka)",
+            program: s(&["node", "tests/clients/node/confluent_scenarios.js"]),
+            installed: "tests/clients/node/node_modules/@confluentinc/kafka-javascript/build/Release/confluent-kafka-javascript.node",
+            scenarios: CLIENT_SCENARIOS,
+            timeout: Duration::from_secs(60),
+        },
+        Row {
             name: "kcat",
             family: "CLI (librdkafka)",
             program: s(&["bash", "tests/clients/kcat/scenarios.sh"]),
@@ -262,6 +270,13 @@ fn tail(s: &str, n: usize) -> String {
 
 fn scenario(row: &Row, name: &str, bootstrap: &str, extra: &[String]) -> (Cell, Duration) {
     let started = Instant::now();
+    // A broker that died (or was stopped from outside) fails the rest at once, not by timeouts.
+    if std::net::TcpStream::connect(bootstrap).is_err() {
+        return (
+            Cell::Fail("the broker is not listening any more (see its log)".into()),
+            Duration::ZERO,
+        );
+    }
     let mut args = vec![
         name.to_string(),
         bootstrap.to_string(),

@@ -323,4 +323,7 @@ async function main () {
 }
 
 if (require.main === module) main().then((code) => process.exit(code))
-module.exports = { kafkaFor, consumeN }
+module.exports = {
+  kafkaFor, consumeN, xcMessage, kvMessages, check, until, Failure, fail, fromKafkajs,
+  UNSUPPORTED, XC_COUNT, XC_BLOCK, CODECS, MAX_MESSAGE_BYTES
+}

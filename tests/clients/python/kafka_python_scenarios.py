@@ -107,7 +107,7 @@ def group(bootstrap, tag):
     def poll_both():
         for name, c in (("a", ca), ("b", cb)):
             got[name] += sum(len(r) for r in c.poll(timeout_ms=100).values())
-    until(30, "rebalance to 2+2 partitions",
+    until(45, "rebalance to 2+2 partitions",
           lambda: (poll_both(), len(ta.parts) == 2 and len(tb.parts) == 2)[1], interval=0)
     p = producer(bootstrap)
     for part in range(4):
