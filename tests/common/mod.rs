@@ -116,11 +116,12 @@ impl Broker {
         }
     }
 
-    /// Kills with SIGKILL (no clean shutdown) and waits.
+    /// Kills with SIGKILL (no clean shutdown) and waits, also for its listening sockets to go.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            wait_port_released(self.port);
         }
     }
 
@@ -135,6 +136,21 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+    }
+}
+
+/// Waits (up to 10 s) until nothing listens on loopback `port`. A process killed with SIGKILL
+/// is reaped before io_uring's deferred teardown closes the sockets its pending accepts hold:
+/// for some milliseconds its listeners still take connections (and then reset them), and with
+/// SO_REUSEPORT a restarted broker binds next to them.
+pub fn wait_port_released(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // Binding without SO_REUSEPORT fails while any socket listens on the port.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

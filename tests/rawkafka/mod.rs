@@ -89,7 +89,9 @@ pub fn encode_batch(values: &[Bytes]) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder keeps records in one batch while offset - sequence stays constant;
+            // the batch's base sequence is the first record's: -1, no idempotence.
+            sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
             value: Some(v.clone()),
