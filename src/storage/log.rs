@@ -845,7 +845,9 @@ pub(crate) async fn read_batches(
             chunk,
             path,
         } => {
-            let mut scanner = BatchScanner::new(&file, start, end, chunk, false);
+            // CRC32C on every batch read from disk: bit rot in a segment that recovery trusted
+            // (a clean shutdown, a rolled segment) must end the read, never reach a consumer.
+            let mut scanner = BatchScanner::new(&file, start, end, chunk, true);
             let mut out: Vec<ReadBatch> = Vec::new();
             let mut total = 0;
             loop {
