@@ -177,6 +177,14 @@ impl Client {
         })
     }
 
+    /// A client over an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
     /// Encodes a whole request frame (size prefix included).
     pub fn frame<R: Encodable>(&mut self, key: ApiKey, version: i16, body: &R) -> (i32, Vec<u8>) {
         let cid = self.next_correlation_id;

@@ -1,0 +1,290 @@
+//! Hostile clients, bounded: thousands of idle connections, a client that sends its request
+//! one byte at a time, a client that pipelines 1,000 requests and never reads a response, and
+//! length prefixes that announce huge (or negative) frames. Meanwhile a well-behaved client
+//! keeps producing with acks=all and reading back; nothing it was acknowledged may be lost, its
+//! requests keep completing, and the broker's resident memory stays bounded.
+//!
+//! The tests in this file run one at a time (they measure the broker's RSS and use many fds).
+
+mod common;
+mod rawkafka;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Broker;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest};
+use rawkafka::{encode_batch, raise_fd_limit, rss_kib, Client};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const TOPIC: &str = "good";
+const PARTITIONS: i32 = 2;
+/// Slowest acceptable acks=all round trip of the well-behaved client while under attack
+/// (debug build, shared 2-core machine: generous; an attack that stalls a shard blows it).
+const GOOD_CLIENT_MAX_LATENCY_MS: u128 = 5_000;
+
+fn start() -> Broker {
+    let b = Broker::start(
+        2,
+        &[
+            "log.preallocate.bytes=1048576",
+            "offsets.topic.num.partitions=1",
+        ],
+    );
+    let mut c = Client::connect(b.port, Duration::from_secs(20)).expect("connect");
+    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
+    b
+}
+
+/// What the well-behaved client saw.
+struct GoodReport {
+    acked: Vec<(i32, i64, Bytes)>,
+    max_latency_ms: u128,
+    requests: usize,
+}
+
+/// Produces acks=all (both shards' partitions, one request each) and reads each record back,
+/// until `stop`; any error fails the test.
+fn good_client(port: u16, stop: Arc<AtomicBool>) -> GoodReport {
+    let mut c = Client::connect(port, Duration::from_secs(30)).expect("good client connects");
+    let mut acked = Vec::new();
+    let mut max_latency_ms = 0;
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) || n < 10 {
+        let p = (n % PARTITIONS as usize) as i32;
+        let v = Bytes::from(format!("good-{n}"));
+        let t = Instant::now();
+        let resp = c
+            .produce(TOPIC, &[(p, encode_batch(std::slice::from_ref(&v)))], -1)
+            .expect("good client produce");
+        let (_, code, base) = resp[0];
+        assert_eq!(code, 0, "good client produce error");
+        let f = c.fetch(TOPIC, p, base, 1 << 20).expect("good client fetch");
+        assert_eq!(f.records.first(), Some(&(base, v.clone())));
+        max_latency_ms = max_latency_ms.max(t.elapsed().as_millis());
+        acked.push((p, base, v));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    GoodReport {
+        acked,
+        max_latency_ms,
+        requests: n,
+    }
+}
+
+/// Runs `attack` while the good client works, then checks the good client's records.
+fn under_attack(b: &Broker, name: &str, attack: impl FnOnce()) -> GoodReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    let good = {
+        let (port, stop) = (b.port, stop.clone());
+        std::thread::spawn(move || good_client(port, stop))
+    };
+    attack();
+    stop.store(true, Ordering::Relaxed);
+    let report = good.join().expect("good client");
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    for p in 0..PARTITIONS {
+        let log = c.read_all(TOPIC, p).expect("read back");
+        for (ap, off, v) in report.acked.iter().filter(|(ap, _, _)| *ap == p) {
+            assert_eq!(
+                log.get(*off as usize),
+                Some(&(*off, v.clone())),
+                "{name}: acknowledged record lost at {ap}/{off}"
+            );
+        }
+    }
+    assert!(
+        report.max_latency_ms < GOOD_CLIENT_MAX_LATENCY_MS,
+        "{name}: the good client waited {} ms",
+        report.max_latency_ms
+    );
+    eprintln!(
+        "{name}: good client made {} acks=all round trips, slowest {} ms, broker RSS {} KiB",
+        report.requests,
+        report.max_latency_ms,
+        rss_kib(b.pid())
+    );
+    report
+}
+
+fn api_versions_frame(c: &mut Client) -> Vec<u8> {
+    c.frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .1
+}
+
+#[test]
+fn thousands_of_idle_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let limit = raise_fd_limit();
+    // The broker inherits our limit and holds two fds per connection (reader + writer).
+    let target = ((limit.saturating_sub(2_000)) / 2).min(8_000) as usize;
+    eprintln!("fd limit {limit}: opening {target} idle connections");
+    let b = start();
+    let rss_before = rss_kib(b.pid());
+    let mut idle = Vec::with_capacity(target);
+    under_attack(&b, "idle connections", || {
+        for i in 0..target {
+            match TcpStream::connect(("127.0.0.1", b.port)) {
+                Ok(s) => idle.push(s),
+                Err(e) => panic!("connection {i} refused: {e}"),
+            }
+        }
+        // Let the broker accept them all.
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let rss_after = rss_kib(b.pid());
+    let per_conn = (rss_after.saturating_sub(rss_before)) * 1024 / target.max(1) as u64;
+    eprintln!(
+        "{target} idle connections: broker RSS {rss_before} -> {rss_after} KiB ({per_conn} bytes each)"
+    );
+    // Every idle connection is still served: a request on a few of them gets its answer.
+    for s in idle.iter_mut().step_by(target.max(10) / 10) {
+        let mut c = Client::from_stream(s.try_clone().expect("clone"));
+        let f = api_versions_frame(&mut c);
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(&f).expect("send on an idle connection");
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("idle connection answered");
+    }
+    assert!(
+        per_conn < 16 * 1024,
+        "an idle connection costs {per_conn} bytes of broker RSS"
+    );
+}
+
+#[test]
+fn one_byte_at_a_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = start();
+    under_attack(&b, "slow sender", || {
+        let mut slow: Vec<TcpStream> = (0..20)
+            .map(|_| TcpStream::connect(("127.0.0.1", b.port)).expect("connect"))
+            .collect();
+        let mut c = Client::connect(b.port, Duration::from_secs(10)).expect("connect");
+        let frame = c.frame(ApiKey::Metadata, 12, &MetadataRequest::default()).1;
+        for byte in &frame {
+            for s in slow.iter_mut() {
+                s.write_all(std::slice::from_ref(byte)).expect("one byte");
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        // The slow requests were legitimate: each gets its answer.
+        for s in slow.iter_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).expect("slow request answered");
+        }
+    });
+}
+
+#[test]
+fn pipelined_requests_never_read() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = start();
+    let rss_before = rss_kib(b.pid());
+    under_attack(&b, "pipeline without reading", || {
+        let mut handles = Vec::new();
+        for t in 0..4 {
+            let port = b.port;
+            handles.push(std::thread::spawn(move || {
+                let mut c = Client::connect(port, Duration::from_secs(5)).expect("connect");
+                c.stream
+                    .set_write_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                let mut sent = 0;
+                for i in 0..1000 {
+                    // Fetches of up to 1 MiB and produces: big responses, never read.
+                    let frame = if i % 2 == 0 {
+                        c.frame(
+                            ApiKey::Fetch,
+                            rawkafka::FETCH_VERSION,
+                            &Client::fetch_request(TOPIC, i % PARTITIONS, 0, 1 << 20, 0),
+                        )
+                        .1
+                    } else {
+                        let v = Bytes::from(vec![b'p'; 10_000]);
+                        c.frame(
+                            ApiKey::Produce,
+                            rawkafka::PRODUCE_VERSION,
+                            &Client::produce_request(
+                                TOPIC,
+                                &[(i % PARTITIONS, encode_batch(&[v]))],
+                                1,
+                            ),
+                        )
+                        .1
+                    };
+                    if c.stream.write_all(&frame).is_err() {
+                        break; // the broker stopped reading us: backpressure
+                    }
+                    sent += 1;
+                }
+                eprintln!("pipeliner {t}: {sent} requests written, no response read");
+                // Hold the connection a moment, unread, while the good client works.
+                std::thread::sleep(Duration::from_millis(1000));
+                c
+            }));
+        }
+        let conns: Vec<Client> = handles
+            .into_iter()
+            .map(|h| h.join().expect("pipeliner"))
+            .collect();
+        drop(conns);
+    });
+    let rss_after = rss_kib(b.pid());
+    eprintln!("pipelining: broker RSS {rss_before} -> {rss_after} KiB");
+    assert!(
+        rss_after.saturating_sub(rss_before) < 256 * 1024,
+        "4 clients that never read made the broker grow by {} KiB",
+        rss_after - rss_before
+    );
+}
+
+#[test]
+fn huge_and_negative_length_prefixes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = start();
+    let rss_before = rss_kib(b.pid());
+    let mut held = Vec::new();
+    under_attack(&b, "huge length prefixes", || {
+        // Over the limit, negative, zero: the connection is closed, nothing else happens.
+        for size in [i32::MAX, -1, i32::MIN, 0, 3, 200 * 1024 * 1024] {
+            let mut s = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(&size.to_be_bytes()).expect("prefix");
+            let mut buf = [0u8; 8];
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("length prefix {size}: expected close, got {other:?}"),
+            }
+        }
+        // Just under socket.request.max.bytes (100 MiB), then a trickle: legal, so the broker
+        // waits for the rest; it must not reserve the announced size up front, per connection.
+        for _ in 0..24 {
+            let mut s = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+            s.write_all(&(100 * 1024 * 1024 - 1i32).to_be_bytes())
+                .expect("prefix");
+            s.write_all(&[0, 18, 0, 3, 0, 0, 0, 1]).expect("a header");
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let rss_after = rss_kib(b.pid());
+    eprintln!("24 connections announcing ~100 MiB: broker RSS {rss_before} -> {rss_after} KiB");
+    assert!(
+        rss_after.saturating_sub(rss_before) < 256 * 1024,
+        "announced-but-unsent request bytes grew the broker by {} KiB",
+        rss_after - rss_before
+    );
+    drop(held);
+}
