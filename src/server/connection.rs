@@ -25,8 +25,11 @@ use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
 use crate::shard::Shard;
 
-/// Smallest free space offered to one socket read.
+/// Free space offered to one socket read once part of a frame is buffered (read-ahead).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Free space offered to a socket read while no part of a frame is buffered: what an idle
+/// connection holds.
+const READ_IDLE_BYTES: usize = 4 * 1024;
 
 /// The live connections of one shard, for the connection limit and the shutdown drain.
 pub struct Registry {
@@ -135,8 +138,13 @@ async fn read_loop(
     tx: local_channel::LocalSender<JoinHandle<Reply>>,
 ) -> Result<(), ConnError> {
     let max = shard.config.socket_request_max_bytes as i64;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = BytesMut::new();
     loop {
+        if buf.is_empty() {
+            // Let go of the last frame's allocation (its requests may still hold slices of
+            // it): an idle connection keeps only what its next read needs.
+            buf = BytesMut::new();
+        }
         if !fill(&mut stream, &mut buf, 4).await? {
             return Ok(()); // clean end of stream between requests
         }
@@ -163,10 +171,19 @@ async fn read_loop(
 
 /// Reads until `buf` holds at least `need` bytes. False on end of stream before any byte of
 /// a new frame; an error if the stream ends inside one.
+///
+/// The buffer grows with the bytes that arrived, at most doubling per read, never with the
+/// size a length prefix announces: a client that announces 100 MiB and sends nothing costs
+/// a read chunk, not 100 MiB.
 async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, ConnError> {
     while buf.len() < need {
         let have = buf.len();
-        let want = (need - have).max(READ_CHUNK_BYTES);
+        let chunk = if have == 0 {
+            READ_IDLE_BYTES
+        } else {
+            READ_CHUNK_BYTES
+        };
+        let want = (need - have).min(have.max(chunk)).max(chunk);
         buf.resize(have + want, 0);
         let n = match stream.read(&mut buf[have..]).await {
             Ok(n) => n,
