@@ -15,6 +15,7 @@
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
 //! - [`config`]: broker and topic settings by their Kafka names.
+//! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod group;
 pub mod io;
+pub mod memory;
 pub mod meta;
 pub mod protocol;
 pub mod server;
