@@ -340,3 +340,30 @@ fn absurd_array_counts_in_every_request_type() {
     eprintln!("absurd array counts: broker RSS {rss_before} -> {rss_after} KiB");
     assert!(rss_after.saturating_sub(rss_before) < 256 * 1024);
 }
+
+/// A client writing garbage into `__consumer_offsets` must not poison the group state that is
+/// replayed from it at the next start: the write is refused (Kafka refuses client appends to
+/// internal topics), or, if taken, the broker still starts and serves.
+#[test]
+fn garbage_written_to_the_offsets_topic_does_not_poison_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut b = start();
+    let mut c = Client::connect(b.port, Duration::from_secs(20)).expect("connect");
+    // Keys and values that are not Kafka's group record schemas.
+    let junk: Vec<Bytes> = (0..5u8)
+        .map(|i| Bytes::from(vec![i, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, i]))
+        .collect();
+    let resp = c
+        .produce("__consumer_offsets", &[(0, encode_batch(&junk))], -1)
+        .expect("produce to the offsets topic");
+    eprintln!("produce to __consumer_offsets answered {resp:?}");
+    drop(c);
+    b.kill9();
+    b.restart();
+    let mut c = Client::connect(b.port, Duration::from_secs(20)).expect("connect");
+    let v = Bytes::from_static(b"still serving");
+    let resp = c
+        .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&v)))], -1)
+        .expect("produce after restart");
+    assert_eq!(resp[0].1, 0, "{}", b.log());
+}
