@@ -47,6 +47,20 @@ impl Broker {
         b
     }
 
+    /// Starts a broker on an existing data dir (kept when dropped); its log goes next to it.
+    pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            cores,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardlog"));
         cmd.arg("serve")
