@@ -173,6 +173,7 @@ fn full_disk_refuses_writes_keeps_acknowledged_data_and_recovers() {
     // A clean stop on a full disk finishes (its final flush may fail: exit code 0 or 1), and
     // the broker starts again on the still-full disk and serves what was acknowledged.
     let code = b.stop();
+    eprintln!("SIGTERM on the full disk: exit code {code:?}");
     assert!(
         matches!(code, Some(0) | Some(1)),
         "SIGTERM on a full disk: {code:?}"
