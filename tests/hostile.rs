@@ -367,3 +367,53 @@ fn garbage_written_to_the_offsets_topic_does_not_poison_restart() {
         .expect("produce after restart");
     assert_eq!(resp[0].1, 0, "{}", b.log());
 }
+
+/// Sets this process's soft fd limit (children inherit it); returns the previous one.
+fn set_soft_fd_limit(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let old = lim.rlim_cur;
+        lim.rlim_cur = soft.min(lim.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        old
+    }
+}
+
+/// A connection flood past the broker's file descriptor limit must not take the descriptors
+/// its logs need: a client connected before the flood keeps producing acks=all through
+/// segment rolls (new files), and nothing acknowledged is lost.
+#[test]
+fn connection_flood_past_the_fd_limit_does_not_starve_the_logs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    raise_fd_limit();
+    // The broker gets a small limit; this process keeps a large one for the flood.
+    let old = set_soft_fd_limit(1024);
+    let b = Broker::start(
+        2,
+        &[
+            "log.preallocate.bytes=1048576",
+            "offsets.topic.num.partitions=1",
+            // Small segments: the good client's writes keep opening new files.
+            "log.segment.bytes=16384",
+        ],
+    );
+    set_soft_fd_limit(old.max(4096));
+    let mut c = Client::connect(b.port, Duration::from_secs(20)).expect("connect");
+    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
+    drop(c);
+    let mut flood = Vec::new();
+    under_attack(&b, "connection flood past the fd limit", || {
+        for _ in 0..1500 {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", b.port)) {
+                flood.push(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2500));
+    });
+    eprintln!("{} flood connections opened", flood.len());
+}
