@@ -98,7 +98,12 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("broker did not start listening: {}", self.log());
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        panic!(
+            "broker did not start listening: {}\n--- threads of pid {pid} ---\n{}",
+            self.log(),
+            thread_dump(pid)
+        );
     }
 
     /// `127.0.0.1:PORT`.
@@ -151,6 +156,49 @@ impl Drop for Broker {
         self.kill9();
         let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
     }
+}
+
+/// Each thread of `pid`: name, state, kernel wait channel; then a gdb backtrace if gdb is
+/// installed (for a broker that hangs).
+pub fn thread_dump(pid: u32) -> String {
+    let mut out = String::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(t.path().join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let stat = read("stat");
+            let state = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.chars().next().unwrap_or('?'))
+                .unwrap_or('?');
+            out.push_str(&format!(
+                "{} {} state={state} wchan={}\n",
+                t.file_name().to_string_lossy(),
+                read("comm"),
+                read("wchan")
+            ));
+        }
+    }
+    if let Ok(o) = Command::new("timeout")
+        .args([
+            "30",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output()
+    {
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
 }
 
 /// Waits (up to 10 s) until nothing listens on loopback `port`. A process killed with SIGKILL
