@@ -297,9 +297,23 @@ fn run(seed: u64, cycles: usize) -> Summary {
     let counters = Arc::new(Counters::default());
     let mut clean_stops = 0;
     let fail = |b: &Broker, h: &History, cycle: usize, msg: String| -> ! {
+        // Is the broker still alive (a crash without a message shows as a zombie here)?
+        let state = b
+            .running_pid()
+            .map(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let state = status
+                    .lines()
+                    .find(|l| l.starts_with("State:"))
+                    .unwrap_or("State: gone")
+                    .to_string();
+                format!("pid {pid} {state}\n{}", common::thread_dump(pid))
+            })
+            .unwrap_or_else(|| "not running".into());
         panic!(
-            "cycle {cycle} (seed {seed}): {msg}\n--- earlier broker logs (tail) ---\n{}\n\
-             --- current broker log ---\n{}",
+            "cycle {cycle} (seed {seed}): {msg}\n--- broker process: {state}\n\
+             --- earlier broker logs (tail) ---\n{}\n--- current broker log ---\n{}",
             tail(&h.logs, 6000),
             tail(&b.log(), 6000)
         )

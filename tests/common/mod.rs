@@ -116,6 +116,11 @@ impl Broker {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The process id, if a broker process was started and not yet stopped or killed.
+    pub fn running_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops with SIGTERM and waits; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
