@@ -184,6 +184,13 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result
             READ_CHUNK_BYTES
         };
         let want = (need - have).min(have.max(chunk)).max(chunk);
+        if have + want > buf.capacity() && have + want >= need {
+            // The read that completes the frame: allocate exactly, not by doubling, since the
+            // batch cache may keep slices of this buffer (and with them all of it).
+            let mut exact = BytesMut::with_capacity(have + want);
+            exact.extend_from_slice(&buf[..have]);
+            *buf = exact;
+        }
         buf.resize(have + want, 0);
         let n = match stream.read(&mut buf[have..]).await {
             Ok(n) => n,
