@@ -71,12 +71,16 @@ pub struct BrokerConfig {
     pub connection_inflight_requests_max: usize,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
+    /// A connection silent for this long is closed; `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
     pub batch_cache_bytes_max: usize,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
     /// Segment space reserved per fallocate, so a flush is not a metadata update.
     pub preallocate_bytes: u64,
+    /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Consumer group settings.
     pub group: GroupConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
@@ -97,9 +101,11 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             connection_inflight_requests_max: 32,
             shard_connections_max: 20_000,
+            connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             buffered_io: false,
             preallocate_bytes: 64 << 20,
+            metrics_listen: None,
             group: GroupConfig::default(),
             log: LogConfig::default(),
         }
@@ -236,10 +242,26 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "connections.max.idle.ms",
+        help: "Close a connection that sends nothing for this long. Default 600000.",
+        apply: |c, v| {
+            c.connections_max_idle_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "shard.batch.cache.bytes",
-        help: "Memory cap of each shard's batch cache. Default 268435456.",
+        help: "Memory cap of the batch cache, split evenly over the shards. Default 268435456.",
         apply: |c, v| {
             c.batch_cache_bytes_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "metrics.listen",
+        help: "HOST:PORT where shard 0 serves Prometheus metrics at /metrics. Default: off.",
+        apply: |c, v| {
+            c.metrics_listen = Some(parse_listen(v)?);
             Ok(())
         },
     },

@@ -15,6 +15,8 @@
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
 //! - [`config`]: broker and topic settings by their Kafka names.
+//! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
+//! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
 //! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
@@ -25,7 +27,9 @@ pub mod group;
 pub mod io;
 pub mod memory;
 pub mod meta;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tune;

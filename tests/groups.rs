@@ -206,3 +206,96 @@ fn a_new_consumer_resumes_after_the_last_commit_across_restart_and_kill9() {
         "after kill -9"
     );
 }
+
+/// Counts rebalance callbacks of a consumer.
+#[derive(Default, Clone)]
+struct RebalanceCounter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::ClientContext for RebalanceCounter {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceCounter {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn static_consumer(
+    b: &Broker,
+    instance: &str,
+    ctx: RebalanceCounter,
+) -> BaseConsumer<RebalanceCounter> {
+    ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", "statics")
+        .set("group.instance.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "500")
+        .create_with_context(ctx)
+        .expect("consumer")
+}
+
+fn assigned_ctx(c: &BaseConsumer<RebalanceCounter>) -> BTreeSet<i32> {
+    c.assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
+    let b = Broker::start(2, GROUP_SETTINGS);
+    create_topic(&b, "st", 4);
+    let other_ctx = RebalanceCounter::default();
+    let a = static_consumer(&b, "inst-a", RebalanceCounter::default());
+    let other = static_consumer(&b, "inst-b", other_ctx.clone());
+    a.subscribe(&["st"]).expect("subscribe");
+    other.subscribe(&["st"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mine, theirs) = loop {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = other.poll(Duration::from_millis(50));
+        let (x, y) = (assigned_ctx(&a), assigned_ctx(&other));
+        if x.len() + y.len() == 4 && !x.is_empty() && !y.is_empty() {
+            break (x, y);
+        }
+        assert!(Instant::now() < deadline, "no split: {x:?} {y:?}");
+    };
+    // Let the group settle, then note how many rebalances the other member has seen.
+    for _ in 0..20 {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = other.poll(Duration::from_millis(50));
+    }
+    let rebalances_before = other_ctx.0.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A static member does not leave on close; it comes back under the same instance id.
+    drop(a);
+    let a2 = static_consumer(&b, "inst-a", RebalanceCounter::default());
+    a2.subscribe(&["st"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let _ = a2.poll(Duration::from_millis(50));
+        let _ = other.poll(Duration::from_millis(50));
+        if assigned_ctx(&a2) == mine {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "static member did not get {mine:?} back: {:?}",
+            assigned_ctx(&a2)
+        );
+    }
+    for _ in 0..20 {
+        let _ = a2.poll(Duration::from_millis(50));
+        let _ = other.poll(Duration::from_millis(50));
+    }
+    assert_eq!(
+        assigned_ctx(&other),
+        theirs,
+        "the other member kept its partitions"
+    );
+    assert_eq!(
+        other_ctx.0.load(std::sync::atomic::Ordering::SeqCst),
+        rebalances_before,
+        "no rebalance for the other member"
+    );
+}

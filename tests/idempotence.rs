@@ -240,3 +240,149 @@ fn start_proxy_on(port: u16, upstream: u16, stats: Arc<ReplayStats>) -> u16 {
     });
     port
 }
+
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: i32) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("seq-{}", seq + i))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce_raw(b: &Broker, records: Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
+            ))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let mut resp = common::request(&mut c, ApiKey::Produce, 9, &req);
+    let resp = ProduceResponse::decode(&mut resp, 9).expect("produce response");
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn producer_state_survives_clean_restart_and_kill9() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let mut b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    // Create the topic through Metadata auto-creation.
+    let md = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+            Some(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
+            )),
+        ),
+    ]));
+    let _ = common::request(&mut c, ApiKey::Metadata, 12, &md);
+    let mut r = common::request(
+        &mut c,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let init = InitProducerIdResponse::decode(&mut r, 4).expect("init");
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+
+    let mut offsets = Vec::new();
+    for i in 0..10 {
+        let (code, base) = produce_raw(&b, idempotent_batch(pid, 0, i * 3, 3));
+        assert_eq!(code, 0);
+        offsets.push(base);
+    }
+    assert_eq!(offsets, (0..10).map(|i| i * 3).collect::<Vec<i64>>());
+    // A gap is refused.
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 100, 1)).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+
+    // Clean restart: the snapshot carries the state.
+    assert_eq!(b.stop(), Some(0));
+    b.restart();
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 27, 3)),
+        (0, 27),
+        "duplicate after clean restart"
+    );
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 30, 3)),
+        (0, 30),
+        "next batch appends"
+    );
+
+    // kill -9: the log after the snapshot is scanned.
+    b.kill9();
+    b.restart();
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 30, 3)),
+        (0, 30),
+        "duplicate after kill -9"
+    );
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 24, 3)),
+        (0, 24),
+        "older duplicate within five"
+    );
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, -1, 33, 3)).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+
+    // Producer ids stay unique across restarts.
+    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let mut r = common::request(
+        &mut c,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let again = InitProducerIdResponse::decode(&mut r, 4).expect("init");
+    assert!(
+        again.producer_id.0 > pid,
+        "{} after {pid}",
+        again.producer_id.0
+    );
+}

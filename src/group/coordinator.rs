@@ -543,14 +543,11 @@ impl Coordinator {
                     g.members.insert(new_id.clone(), m);
                     if assignment_kept {
                         // KIP-345: same subscription, stable group: no rebalance. The member
-                        // gets the current generation and syncs to receive its assignment.
-                        let leader = g.leader.clone().unwrap_or_default();
-                        return JoinGroupResponse::default()
-                            .with_generation_id(g.generation)
-                            .with_protocol_type(g.protocol_type.as_deref().map(sb))
-                            .with_protocol_name(g.protocol.as_deref().map(sb))
-                            .with_leader(sb(&leader))
-                            .with_member_id(sb(&new_id));
+                        // gets the current generation and syncs to receive its assignment; a
+                        // returning leader is told to skip the assignment (KIP-814, v9).
+                        let is_leader = g.leader.as_deref() == Some(new_id.as_str());
+                        return Self::join_response(g, &new_id, version)
+                            .with_skip_assignment(version >= 9 && is_leader);
                     }
                     member_id = new_id;
                 } else if version >= 4 && instance_id.is_none() {

@@ -9,6 +9,7 @@
 
 mod connection;
 mod handlers;
+mod read;
 mod write;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ pub enum ServerError {
         message: String,
     },
 }
+
+/// Producer state is snapshotted every this many 100 ms ticks (one minute).
+const PRODUCER_SNAPSHOT_TICKS: u64 = 600;
 
 /// Set by the signal handler; every shard polls it.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -176,6 +180,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         }
     }
     STOP.store(false, Ordering::SeqCst);
+    refuse_if_port_taken(config.listen)?;
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
@@ -227,6 +232,32 @@ fn advertised_versions() -> String {
         .map(|(k, lo, hi)| format!("{k:?}:{lo}-{hi}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// SO_REUSEPORT would let a second broker of the same user bind a port already served and
+/// silently take half its connections: refuse to start when something keeps answering there.
+/// A broker killed a moment ago can leave its listener open for a short while (the kernel
+/// releases io_uring-held sockets after the process is gone), so this waits up to 3 s for the
+/// port to fall free before refusing.
+fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip([127, 0, 0, 1].into());
+    }
+    for _ in 0..15 {
+        match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)) {
+            // A loopback connect to a free port can connect the socket to itself.
+            Ok(s) if s.local_addr().ok() != Some(probe) => {
+                drop(s);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => return Ok(()),
+        }
+    }
+    Err(ServerError::Shard {
+        shard: 0,
+        message: format!("{listen} is already in use by another process"),
+    })
 }
 
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.
@@ -300,11 +331,16 @@ async fn shard_main(
         ready.wait(false).await;
         return Err(e);
     }
-    let ticker_groups = shard.groups.clone();
+    let ticker = shard.clone();
     glommio::spawn_local(async move {
+        let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
-            ticker_groups.tick();
+            ticker.groups.tick();
+            ticks += 1;
+            if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
+                ticker.snapshot_producers().await;
+            }
         }
     })
     .detach();
@@ -315,9 +351,27 @@ async fn shard_main(
             return Err(format!("cannot listen on {}: {e}", config.listen));
         }
     };
+    let metrics_listener = match (id, config.metrics_listen) {
+        (0, Some(addr)) => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ready.wait(false).await;
+                return Err(format!("cannot serve metrics on {addr}: {e}"));
+            }
+        },
+        _ => None,
+    };
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    let _metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
+        let s = shard.clone();
+        glommio::spawn_local(crate::metrics::serve_http(listener, move || {
+            let s = s.clone();
+            Box::pin(async move { s.gather_metrics().await })
+        }))
+    });
     tracing::info!(shard = id, listen = %config.listen, "shard serving");
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
@@ -328,6 +382,7 @@ async fn shard_main(
     drop(acceptor); // cancels accept: the listener closes
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
+    shard.snapshot_producers().await;
     if let Err(e) = storage.shutdown().await {
         return Err(format!("flush at shutdown: {e}"));
     }
@@ -343,6 +398,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok(stream) => {
                 if !connections.try_admit() {
+                    shard.metrics.connection_rejected();
                     tracing::warn!(
                         limit = shard.config.shard_connections_max,
                         "connection limit reached; closing new connection"
@@ -351,9 +407,11 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
+                shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard, stream, &connections).await;
+                    connection::serve(shard.clone(), stream, &connections).await;
                     connections.leave();
+                    shard.metrics.connection_closed();
                 })
                 .detach();
             }

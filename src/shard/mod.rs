@@ -163,6 +163,11 @@ pub enum ShardMsg {
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
     },
+    /// A copy of the receiver's metrics, for a scrape.
+    Metrics {
+        /// The snapshot.
+        reply: oneshot::Sender<crate::metrics::MetricsSnapshot>,
+    },
     /// A new metadata snapshot from shard 0: open/delete/reconfigure owned partitions, adopt it.
     ApplyMetadata {
         /// The snapshot.
@@ -192,6 +197,8 @@ pub struct Shard {
     pub groups: Rc<Coordinator>,
     /// Idempotent producer state of the partitions this shard owns.
     pub producers: producers::ProducerStates,
+    /// This shard's metrics (only this shard writes them).
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
 }
 
 impl Shard {
@@ -205,11 +212,17 @@ impl Shard {
         senders: Senders<ShardMsg>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
+        let metrics = Rc::new(crate::metrics::ShardMetrics::new(id));
+        let m = metrics.clone();
+        crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
+        let m = metrics.clone();
+        crate::storage::observe_reads(move |hit| m.batch_cache_lookup(hit));
         Rc::new(Shard {
             id,
             nr_shards,
             groups,
             producers: producers::ProducerStates::default(),
+            metrics,
             config,
             storage,
             meta: RefCell::new(meta),
@@ -498,6 +511,41 @@ impl Shard {
             code: crate::protocol::error_codes::KAFKA_STORAGE_ERROR,
             message: "no producer id allocated".into(),
         })
+    }
+
+    /// Every shard's metrics, for a scrape.
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<crate::metrics::MetricsSnapshot> {
+        let mut waits = Vec::with_capacity(self.nr_shards);
+        for to in 0..self.nr_shards {
+            let (reply, rx) = oneshot::channel();
+            self.send(to, ShardMsg::Metrics { reply }).await;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            if let Ok(s) = rx.await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Snapshots the idempotent producer state of every owned partition that has some.
+    /// The file writes run on glommio's blocking thread pool, not on the shard.
+    pub async fn snapshot_producers(&self) {
+        for (topic, partition) in self.producers.partitions() {
+            let Ok((_, covered)) = self.storage.offsets(&topic, partition) else {
+                continue;
+            };
+            let bytes = self.producers.encode_snapshot(&topic, partition, covered);
+            let path = producers::snapshot_path(&self.config.data_dir, &topic, partition);
+            let written = glommio::executor()
+                .spawn_blocking(move || producers::write_snapshot_file(&path, &bytes))
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(%topic, partition, error = %e, "cannot write producer state snapshot");
+            }
+        }
     }
 
     /// Sends an admin change to shard 0 and waits for its outcome.

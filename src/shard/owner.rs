@@ -6,9 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::producers::Verdict;
-use super::{
-    FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProducePart, ProduceResult, Shard, ShardMsg,
-};
+use super::{FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg};
 use crate::config::topic_log_config;
 use crate::meta::Metadata;
 use crate::protocol::error_codes;
@@ -18,9 +16,24 @@ use crate::storage::{parse_header, StorageError};
 pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
         ShardMsg::Produce { acks, parts, reply } => {
+            // Append every part first, then wait for durability: one group commit covers them
+            // all instead of one fdatasync round per partition.
             let mut out = Vec::with_capacity(parts.len());
+            let mut durable = Vec::new();
             for (i, part) in parts {
-                out.push((i, produce_one(shard, acks, part).await));
+                let (result, last_offset) =
+                    append_part(shard, part.topic.as_str(), part.partition, &part.records);
+                if let Some(last) = last_offset {
+                    durable.push((out.len(), part.topic, part.partition, last));
+                }
+                out.push((i, result));
+            }
+            if acks == -1 {
+                for (at, topic, partition, last) in durable {
+                    if let Err(e) = shard.storage.wait_durable(&topic, partition, last).await {
+                        out[at].1 = storage_failure(&e);
+                    }
+                }
             }
             let _ = reply.send(out);
         }
@@ -45,6 +58,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         ShardMsg::Admin { op, reply } => {
             let out = super::controller::run(shard, op).await;
             let _ = reply.send(out);
+        }
+        ShardMsg::Metrics { reply } => {
+            let _ = reply.send(shard.metrics.snapshot());
         }
         ShardMsg::Group { op, reply } => {
             let out = shard.groups.handle(*op).await;
@@ -97,24 +113,34 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
     Ok(out)
 }
 
-async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> ProduceResult {
-    let batches = match split_batches(&part.records) {
+/// Appends one partition's batches (synchronously: no other request interleaves). Returns the
+/// result and, on success, the last offset to wait on for durability.
+fn append_part(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+) -> (ProduceResult, Option<i64>) {
+    let batches = match split_batches(records) {
         Ok(b) => b,
-        Err(e) => return storage_failure(&e),
+        Err(e) => return (storage_failure(&e), None),
     };
     // (first offset, log append time, log start offset) of the first batch.
     let mut first: Option<(i64, i64, i64)> = None;
     let mut last_offset = -1;
-    let (topic, partition) = (part.topic.as_str(), part.partition);
     for batch in batches {
         let header = match parse_header(&batch) {
             Ok(h) => h,
-            Err(e) => return storage_failure(&e),
+            Err(e) => return (storage_failure(&e), None),
         };
         // Check and append with no await between: no other request can interleave.
         match shard.producers.check(topic, partition, &header) {
             Verdict::Append => match shard.storage.append(topic, partition, batch) {
                 Ok(info) => {
+                    shard.metrics.partition(topic, partition).record_produce(
+                        header.size_bytes() as u64,
+                        header.records_count.max(0) as u64,
+                    );
                     shard.producers.record(
                         topic,
                         partition,
@@ -131,7 +157,7 @@ async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> Produce
                 }
                 // Batches already appended stay appended (as in Kafka, a request is not
                 // atomic across batches); the error is reported for the partition.
-                Err(e) => return storage_failure(&e),
+                Err(e) => return (storage_failure(&e), None),
             },
             Verdict::Duplicate {
                 first_offset,
@@ -142,35 +168,70 @@ async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> Produce
                 first.get_or_insert((first_offset, -1, start));
             }
             Verdict::Reject(code) => {
-                return ProduceResult {
+                let result = ProduceResult {
                     error_code: code,
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
                     error_message: Some("idempotent producer sequence check failed".into()),
-                }
+                };
+                return (result, None);
             }
         }
     }
     let Some((first_offset, log_append_time, log_start_offset)) = first else {
-        return storage_failure(&StorageError::CorruptMessage("no record batch"));
+        return (
+            storage_failure(&StorageError::CorruptMessage("no record batch")),
+            None,
+        );
     };
-    if acks == -1 {
-        if let Err(e) = shard
-            .storage
-            .wait_durable(&part.topic, part.partition, last_offset)
-            .await
-        {
-            return storage_failure(&e);
-        }
-    }
-    ProduceResult {
+    let result = ProduceResult {
         error_code: error_codes::NONE,
         base_offset: first_offset,
         log_append_time,
         log_start_offset,
         error_message: None,
+    };
+    (result, Some(last_offset))
+}
+
+/// Bytes and records in a list of buffers that together hold whole v2 batches (a batch may
+/// span buffers: the batch cache hands out its offset prefix separately).
+fn batches_size(parts: &[Bytes]) -> (u64, u64) {
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    // Reads 4 big-endian bytes at a logical position across the buffers.
+    let be_i32_at = |mut pos: usize| -> Option<i32> {
+        let mut out = [0u8; 4];
+        let mut filled = 0;
+        for p in parts {
+            if pos >= p.len() {
+                pos -= p.len();
+                continue;
+            }
+            while filled < 4 && pos < p.len() {
+                out[filled] = p[pos];
+                filled += 1;
+                pos += 1;
+            }
+            pos = 0;
+            if filled == 4 {
+                return Some(i32::from_be_bytes(out));
+            }
+        }
+        None
+    };
+    let (mut at, mut records) = (0usize, 0u64);
+    while at + crate::storage::BATCH_HEADER_BYTES <= total {
+        let (Some(len), Some(count)) = (be_i32_at(at + 8), be_i32_at(at + 57)) else {
+            break;
+        };
+        if len <= 0 {
+            break;
+        }
+        records += count.max(0) as u64;
+        at += 12 + len as usize;
     }
+    (total as u64, records)
 }
 
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
@@ -184,12 +245,19 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
         )
         .await
     {
-        Ok(data) => FetchResult {
-            error_code: error_codes::NONE,
-            high_watermark: data.high_watermark,
-            log_start_offset: data.log_start_offset,
-            batches: data.batches,
-        },
+        Ok(data) => {
+            let (bytes, records) = batches_size(&data.batches);
+            shard
+                .metrics
+                .partition(&part.topic, part.partition)
+                .record_fetch(bytes, records);
+            FetchResult {
+                error_code: error_codes::NONE,
+                high_watermark: data.high_watermark,
+                log_start_offset: data.log_start_offset,
+                batches: data.batches,
+            }
+        }
         Err(e) => {
             let (start, hw) = shard
                 .storage
@@ -286,7 +354,7 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
                     .await?;
                 shard
                     .producers
-                    .rebuild(&shard.storage, &topic.name, p)
+                    .rebuild(&shard.storage, &shard.config.data_dir, &topic.name, p)
                     .await?;
             }
         }

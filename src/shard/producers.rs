@@ -4,13 +4,19 @@
 //! Checked before every append of a batch that carries a producer id: a retried duplicate is
 //! answered with its original offsets and not written again, a gap in sequence numbers gets
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH. The check and the append
-//! run without an `.await` between them, so two requests cannot interleave. The state is
-//! rebuilt when a partition opens by scanning the headers of its batches.
+//! run without an `.await` between them, so two requests cannot interleave.
+//!
+//! The state is snapshotted beside the segments (`<topic>-<partition>/producer-state.snapshot`:
+//! the state as of an offset, CRC-checked) at clean shutdown and every minute; when a
+//! partition opens it loads the snapshot and scans only the batch headers after its offset
+//! (the whole log when there is no usable snapshot).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::{Buf, BufMut, BytesMut};
 
 use crate::storage::{parse_header, BatchHeader, ShardStorage, StorageError};
 
@@ -18,6 +24,27 @@ use crate::storage::{parse_header, BatchHeader, ShardStorage, StorageError};
 const BATCHES_PER_PRODUCER: usize = 5;
 /// Bytes read per step while rebuilding state from a log.
 const REBUILD_READ_BYTES: usize = 1 << 20;
+
+/// First bytes of a producer state snapshot file.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLP1";
+
+/// Where a partition's producer state snapshot lives: beside its segments.
+pub fn snapshot_path(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir
+        .join(format!("{topic}-{partition}"))
+        .join("producer-state.snapshot")
+}
+
+/// Writes snapshot bytes durably: temp file, fsync, rename. Blocking: run it off the shard.
+pub fn write_snapshot_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("snapshot.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)
+}
 
 /// OUT_OF_ORDER_SEQUENCE_NUMBER.
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -58,10 +85,15 @@ fn last_seq(h: &BatchHeader) -> i32 {
     h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX
 }
 
+/// One partition's producers by id.
+type Producers = HashMap<i64, ProducerEntry>;
+
 /// The idempotent producer state of every partition of one shard.
 #[derive(Default)]
 pub struct ProducerStates {
-    parts: RefCell<HashMap<(String, i32), HashMap<i64, ProducerEntry>>>,
+    /// topic → partition → producer id → entry (keyed by topic first so a lookup by `&str`
+    /// allocates nothing).
+    parts: RefCell<HashMap<String, HashMap<i32, Producers>>>,
 }
 
 impl ProducerStates {
@@ -72,7 +104,8 @@ impl ProducerStates {
         }
         let parts = self.parts.borrow();
         let entry = parts
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|t| t.get(&partition))
             .and_then(|p| p.get(&h.producer_id));
         let Some(entry) = entry else {
             return if h.base_sequence == 0 {
@@ -125,8 +158,14 @@ impl ProducerStates {
             return;
         }
         let mut parts = self.parts.borrow_mut();
-        let entry = parts
-            .entry((topic.to_string(), partition))
+        if !parts.contains_key(topic) {
+            parts.insert(topic.to_string(), HashMap::new());
+        }
+        let Some(by_partition) = parts.get_mut(topic) else {
+            return;
+        };
+        let entry = by_partition
+            .entry(partition)
             .or_default()
             .entry(h.producer_id)
             .or_default();
@@ -147,20 +186,127 @@ impl ProducerStates {
 
     /// Forgets a deleted partition.
     pub fn forget(&self, topic: &str, partition: i32) {
-        self.parts
-            .borrow_mut()
-            .remove(&(topic.to_string(), partition));
+        let mut parts = self.parts.borrow_mut();
+        if let Some(t) = parts.get_mut(topic) {
+            t.remove(&partition);
+            if t.is_empty() {
+                parts.remove(topic);
+            }
+        }
     }
 
-    /// Rebuilds a partition's state from the headers of the batches in its log.
+    /// Partitions that have producer state, for snapshots.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        self.parts
+            .borrow()
+            .iter()
+            .flat_map(|(t, ps)| ps.keys().map(move |p| (t.clone(), *p)))
+            .collect()
+    }
+
+    /// A partition's state as of `covered` (the next offset), as snapshot file bytes.
+    pub fn encode_snapshot(&self, topic: &str, partition: i32, covered: i64) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_i64(covered);
+        {
+            let parts = self.parts.borrow();
+            let empty = HashMap::new();
+            let producers = parts
+                .get(topic)
+                .and_then(|t| t.get(&partition))
+                .unwrap_or(&empty);
+            body.put_u32(producers.len() as u32);
+            for (pid, e) in producers {
+                body.put_i64(*pid);
+                body.put_i16(e.epoch);
+                body.put_u8(e.batches.len() as u8);
+                for b in &e.batches {
+                    body.put_i32(b.first_seq);
+                    body.put_i32(b.last_seq);
+                    body.put_i64(b.first_offset);
+                    body.put_i64(b.last_offset);
+                }
+            }
+        }
+        let mut file = Vec::with_capacity(body.len() + 8);
+        file.extend_from_slice(SNAPSHOT_MAGIC);
+        file.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        file.extend_from_slice(&body);
+        file
+    }
+
+    /// Loads a snapshot into the table; returns the offset it covers, or `None` when there is
+    /// no usable snapshot (missing, damaged, or not matching the log `start..=end`).
+    fn load_snapshot(
+        &self,
+        data_dir: &Path,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        end: i64,
+    ) -> Option<i64> {
+        let bytes = std::fs::read(snapshot_path(data_dir, topic, partition)).ok()?;
+        if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
+            return None;
+        }
+        let crc = u32::from_be_bytes(bytes[4..8].try_into().ok()?);
+        let mut body = &bytes[8..];
+        if crc32c::crc32c(body) != crc || body.len() < 12 {
+            tracing::warn!(
+                topic,
+                partition,
+                "producer state snapshot damaged; rebuilding from the log"
+            );
+            return None;
+        }
+        let covered = body.get_i64();
+        if covered < start || covered > end {
+            return None; // the log was truncated below it, or retention passed it
+        }
+        let n = body.get_u32();
+        let mut producers = HashMap::new();
+        for _ in 0..n {
+            if body.remaining() < 11 {
+                return None;
+            }
+            let pid = body.get_i64();
+            let epoch = body.get_i16();
+            let count = body.get_u8() as usize;
+            if body.remaining() < count * 24 {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(count);
+            for _ in 0..count {
+                batches.push_back(BatchMeta {
+                    first_seq: body.get_i32(),
+                    last_seq: body.get_i32(),
+                    first_offset: body.get_i64(),
+                    last_offset: body.get_i64(),
+                });
+            }
+            producers.insert(pid, ProducerEntry { epoch, batches });
+        }
+        self.parts
+            .borrow_mut()
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, producers);
+        Some(covered)
+    }
+
+    /// Rebuilds a partition's state: its snapshot, then the headers of the batches after it
+    /// (the whole log without a snapshot). Returns the number of idempotent batches scanned.
     pub async fn rebuild(
         &self,
         storage: &ShardStorage,
+        data_dir: &Path,
         topic: &str,
         partition: i32,
     ) -> Result<usize, StorageError> {
         let (start, end) = storage.offsets(topic, partition)?;
-        let mut next = start;
+        let mut next = self
+            .load_snapshot(data_dir, topic, partition, start, end)
+            .unwrap_or(start);
         let mut seen = 0;
         while next < end {
             let data = match storage

@@ -21,8 +21,19 @@ use super::connection::Reply;
 use crate::protocol::ProtocolError;
 use crate::shard::Shard;
 
-/// Routes one decoded request header and its body to the handler of its API.
+/// Routes one decoded request header and its body to the handler of its API, and records
+/// its count and latency per API.
 pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> Reply {
+    let started = std::time::Instant::now();
+    let key = header.request_api_key;
+    let reply = dispatch_api(shard, header, body).await;
+    shard
+        .metrics
+        .observe_request(key, started.elapsed(), reply.is_err());
+    reply
+}
+
+async fn dispatch_api(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> Reply {
     let key = ApiKey::try_from(header.request_api_key)
         .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
     let v = header.request_api_version;
