@@ -282,6 +282,8 @@ fn run(seed: u64, cycles: usize) -> Summary {
             // Small segments: recovery also crosses rolled segments and their index files.
             "log.segment.bytes=262144",
             "log.index.interval.bytes=1024",
+            // Keep everything: the checks read the whole log back.
+            "log.retention.ms=-1",
             "offsets.topic.num.partitions=1",
         ],
     );

@@ -75,8 +75,13 @@ pub fn seed_from_env(var: &str) -> u64 {
     seed
 }
 
-/// Encodes one uncompressed v2 batch holding `values` (no keys), base offset 0.
+/// Encodes one uncompressed v2 batch holding `values` (no keys), base offset 0, timestamped
+/// now (old timestamps would let time-based retention delete what the tests check).
 pub fn encode_batch(values: &[Bytes]) -> Bytes {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(1_700_000_000_000);
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -92,7 +97,7 @@ pub fn encode_batch(values: &[Bytes]) -> Bytes {
             // The encoder keeps records in one batch while offset - sequence stays constant;
             // the batch's base sequence is the first record's: -1, no idempotence.
             sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
+            timestamp: now_ms + i as i64,
             key: None,
             value: Some(v.clone()),
             headers: Default::default(),
