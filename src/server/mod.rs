@@ -286,6 +286,7 @@ async fn shard_main(
         ready,
         drained,
     } = &*barriers;
+    tracing::debug!(shard = id, "start-up: joining the mesh");
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -297,6 +298,7 @@ async fn shard_main(
         preallocate_bytes: config.preallocate_bytes,
         ..Default::default()
     };
+    tracing::debug!(shard = id, "start-up: opening storage (I/O probes)");
     let storage = match ShardStorage::open(&config.data_dir, options).await {
         Ok(s) => s,
         Err(e) => {
@@ -308,6 +310,7 @@ async fn shard_main(
     for (_peer, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
+    tracing::debug!(shard = id, "start-up: opening partitions");
     if let Err(e) = shard.open_owned_partitions().await {
         opened.wait(false).await;
         return Err(format!("opening partitions: {e}"));
@@ -327,6 +330,7 @@ async fn shard_main(
     if !opened.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    tracing::debug!(shard = id, "start-up: replaying groups");
     if let Err(e) = shard.replay_groups().await {
         ready.wait(false).await;
         return Err(e);

@@ -652,6 +652,7 @@ pub(crate) async fn recover(
     now: i64,
 ) -> Result<Partition, StorageError> {
     fs.create_dir_all(&dir)?;
+    tracing::debug!(topic, partition, "recovering partition log");
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = fs.exists(&marker);
     let rp = read_recovery_point(fs, &dir)?;
