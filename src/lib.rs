@@ -17,6 +17,7 @@
 //! - [`config`]: broker and topic settings by their Kafka names.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
+//! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod group;
 pub mod io;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;
