@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -27,6 +27,8 @@ use crate::shard::Shard;
 
 /// Smallest free space offered to one socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Requests up to this size are copied out of the read buffer instead of sliced from it.
+const SMALL_FRAME_COPY_BYTES: usize = 16 * 1024;
 /// Largest growth of the read buffer per socket read.
 const READ_GROWTH_BYTES_MAX: usize = 1024 * 1024;
 
@@ -152,8 +154,19 @@ async fn read_loop(
         if !fill(&stream, &mut buf, need, idle).await? {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        let mut frame = buf.split_to(need).freeze();
-        let _ = frame.split_to(4);
+        let mut frame = if need <= SMALL_FRAME_COPY_BYTES {
+            // A small request is copied out and the read buffer reused: as a slice it would
+            // keep the whole (64 KiB+) read buffer alive for as long as the batch cache holds
+            // its records, so 1 KiB batches pinned 64 KiB each (measured: RSS 8.6x Kafka's with
+            // 1,000 producers at a low rate).
+            let f = Bytes::copy_from_slice(&buf[4..need]);
+            buf.advance(need);
+            f
+        } else {
+            let mut f = buf.split_to(need).freeze();
+            f.advance(4);
+            f
+        };
         let header = protocol::decode_request_header(&mut frame)?;
         let shard = shard.clone();
         let task =
