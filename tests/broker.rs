@@ -1,7 +1,6 @@
 //! The broker binary driven by librdkafka (the `rdkafka` crate) and kcat.
 
 mod common;
-#[allow(dead_code)]
 mod rawkafka;
 
 use std::collections::HashMap;
