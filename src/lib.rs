@@ -10,3 +10,5 @@
 //! - [`storage`]: segments, indexes, appender, reader, batch cache, recovery, retention.
 //! - [`io`]: the file seam (glommio `DmaFile` in production, a simulated file in tests).
 //! - [`meta`]: topic metadata, its persistence and broadcast.
+pub mod hist;
+pub mod load;
