@@ -1,1 +1,119 @@
-fn main() {}
+//! The `shardlog` command: `serve` runs the broker.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardlog::config::{parse_host_port, parse_listen, BrokerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "shardlog",
+    version,
+    about = "A Kafka-compatible broker, thread-per-core on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (defaults: 127.0.0.1:9092, ./shardlog-data, all cores).
+    Serve(ServeArgs),
+    /// Print the reference of every configuration property (Markdown).
+    ConfigReference,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// HOST:PORT to listen on (every shard, SO_REUSEPORT).
+    #[arg(long, value_parser = parse_listen)]
+    listen: Option<std::net::SocketAddr>,
+    /// HOST:PORT given to clients in Metadata (default: the listen address).
+    #[arg(long, value_parser = parse_host_port)]
+    advertised_listener: Option<(String, u16)>,
+    /// Data directory (created if missing).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of shards (pinned executors); default: all cores.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// TOML file of Kafka properties (`log.segment.bytes = ...`); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Use buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
+    #[arg(long)]
+    buffered_io: bool,
+    /// Set any property by its Kafka name, e.g. `--set num.partitions=6` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
+    let mut c = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        c.load_file(path).map_err(|e| e.to_string())?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
+        c.apply(k.trim(), v.trim()).map_err(|e| e.to_string())?;
+    }
+    let listen_given = args.listen.is_some();
+    if let Some(l) = args.listen {
+        c.listen = l;
+    }
+    if let Some(a) = args.advertised_listener {
+        c.advertised = a;
+    } else if listen_given || args.config.is_some() {
+        c.advertised = (c.listen.ip().to_string(), c.listen.port());
+    }
+    if let Some(d) = args.data_dir {
+        c.data_dir = d;
+    }
+    if let Some(n) = args.cores {
+        if n == 0 {
+            return Err("--cores must be at least 1".into());
+        }
+        c.cores = n;
+    }
+    c.buffered_io |= args.buffered_io;
+    if c.advertised.0 == "0.0.0.0" || c.advertised.0 == "::" {
+        return Err("advertised listener cannot be a wildcard address; pass --advertised-listener HOST:PORT".into());
+    }
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match build_config(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("shardlog: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match shardlog::server::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shardlog: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ConfigReference => {
+            print!("{}", BrokerConfig::reference());
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,1098 @@
+//! The group coordinator of one shard: the classic group state machine
+//! (Empty → PreparingRebalance → CompletingRebalance → Stable) and committed offsets.
+//!
+//! Only the owning shard touches a group. Every method runs its state changes synchronously
+//! (no `RefCell` borrow is held across an `.await`); waiting JoinGroup and SyncGroup requests
+//! park on oneshot channels that the state machine completes. A ticker expires members whose
+//! session ran out and completes rebalances whose deadline passed, so no request hangs.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+use super::records::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
+use super::OFFSETS_TOPIC;
+use crate::storage::ShardStorage;
+
+/// Kafka error codes the coordinator answers with.
+mod codes {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+}
+
+/// Group settings (Kafka's names).
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members.
+    pub initial_rebalance_delay_ms: u64,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            offsets_partitions: 8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+struct Member {
+    group_instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_waiter: Option<(i16, oneshot::Sender<JoinGroupResponse>)>,
+    sync_waiter: Option<oneshot::Sender<SyncGroupResponse>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Group {
+    state: State,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with the time they expire.
+    pending: HashMap<String, Instant>,
+    /// When the current rebalance gives up on members that have not rejoined.
+    rebalance_deadline: Option<Instant>,
+    /// A rebalance that started from an empty group holds its join phase open until then
+    /// (`group.initial.rebalance.delay.ms`), so members starting together join one generation.
+    initial_delay_until: Option<Instant>,
+    offsets: HashMap<(String, i32), CommittedOffset>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: State::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            offsets: HashMap::new(),
+        }
+    }
+
+    fn stored(&self) -> StoredGroup {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        StoredGroup {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| StoredMember {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A group request routed to the coordinator shard (decoded request structs are `Send`).
+pub enum GroupOp {
+    /// JoinGroup, with its version and the client's id and host.
+    Join(JoinGroupRequest, i16, String, String),
+    /// SyncGroup.
+    Sync(SyncGroupRequest),
+    /// Heartbeat.
+    Heartbeat(HeartbeatRequest),
+    /// LeaveGroup with its version.
+    Leave(LeaveGroupRequest, i16),
+    /// OffsetCommit: group, generation, member id, instance id, [(topic, partition, commit)].
+    Commit {
+        /// Group id.
+        group: String,
+        /// Generation (-1 for a commit outside group management).
+        generation: i32,
+        /// Member id ("" outside group management).
+        member_id: String,
+        /// Static instance id.
+        instance_id: Option<String>,
+        /// The offsets.
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// OffsetFetch of one group: `None` = every partition with a commit.
+    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    /// ListGroups on this shard.
+    List,
+    /// DescribeGroups (one group).
+    Describe(String),
+    /// DeleteGroups (one group).
+    Delete(String),
+    /// OffsetDelete: group, partitions.
+    OffsetDelete(String, Vec<(String, i32)>),
+}
+
+/// The coordinator's answer to a [`GroupOp`].
+pub enum GroupReply {
+    /// To Join.
+    Join(JoinGroupResponse),
+    /// To Sync.
+    Sync(SyncGroupResponse),
+    /// To Heartbeat: an error code.
+    Heartbeat(i16),
+    /// To Leave.
+    Leave(LeaveGroupResponse),
+    /// To Commit: the error code of each offset, in order.
+    Commit(Vec<i16>),
+    /// To FetchOffsets: group error, and (topic, partition, offset or none).
+    Offsets(i16, Vec<(String, i32, Option<CommittedOffset>)>),
+    /// To List: (group, protocol type, state).
+    List(Vec<(String, String, String)>),
+    /// To Describe.
+    Describe(DescribedGroup),
+    /// To Delete or OffsetDelete: an error code per item (one for Delete).
+    Codes(Vec<i16>),
+}
+
+/// The group coordinator of one shard.
+pub struct Coordinator {
+    config: GroupConfig,
+    storage: Rc<ShardStorage>,
+    groups: RefCell<HashMap<String, Group>>,
+}
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Coordinator {
+    /// A coordinator with no groups, writing to `storage`.
+    pub fn new(config: GroupConfig, storage: Rc<ShardStorage>) -> Rc<Self> {
+        Rc::new(Coordinator {
+            config,
+            storage,
+            groups: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The offsets partition of a group.
+    pub fn partition_of(&self, group: &str) -> i32 {
+        super::offsets_partition(group, self.config.offsets_partitions)
+    }
+
+    /// Replays one owned `__consumer_offsets` partition into memory (at start).
+    pub async fn replay(&self, partition: i32) -> Result<usize, crate::storage::StorageError> {
+        let (start, end) = self.storage.offsets(OFFSETS_TOPIC, partition)?;
+        let mut next = start;
+        let mut applied = 0;
+        while next < end {
+            let data = self.storage.read(OFFSETS_TOPIC, partition, next, 1 << 20).await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            let mut joined = BytesMut::new();
+            for b in &data.batches {
+                joined.extend_from_slice(b);
+            }
+            let mut buf = joined.freeze();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                crate::storage::StorageError::CorruptMessage(format!("__consumer_offsets-{partition}: {e}"))
+            })?;
+            let mut last = next;
+            for r in set.records {
+                last = last.max(r.offset + 1);
+                if r.offset < next {
+                    continue;
+                }
+                let Some(key) = r.key else { continue };
+                match OffsetsRecord::decode(key, r.value) {
+                    Ok(rec) => {
+                        self.apply_record(rec);
+                        applied += 1;
+                    }
+                    Err(e) => tracing::warn!(partition, offset = r.offset, error = %e, "skipping record"),
+                }
+            }
+            if last <= next {
+                break;
+            }
+            next = last;
+        }
+        Ok(applied)
+    }
+
+    fn apply_record(&self, rec: OffsetsRecord) {
+        let mut groups = self.groups.borrow_mut();
+        match rec {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => {
+                let g = groups.entry(group).or_insert_with(Group::new);
+                match value {
+                    Some(v) => {
+                        g.offsets.insert((topic, partition), v);
+                    }
+                    None => {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+            OffsetsRecord::Group { group, value } => match value {
+                None => {
+                    groups.remove(&group);
+                }
+                Some(stored) => {
+                    let g = groups.entry(group).or_insert_with(Group::new);
+                    g.protocol_type = Some(stored.protocol_type);
+                    g.generation = stored.generation;
+                    g.protocol = stored.protocol.clone();
+                    g.leader = stored.leader;
+                    g.members.clear();
+                    let protocol = stored.protocol.unwrap_or_default();
+                    for m in stored.members {
+                        g.members.insert(
+                            m.member_id,
+                            Member {
+                                group_instance_id: m.group_instance_id,
+                                client_id: m.client_id,
+                                client_host: m.client_host,
+                                session_timeout_ms: m.session_timeout_ms,
+                                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                                protocols: vec![(protocol.clone(), m.subscription)],
+                                assignment: m.assignment,
+                                last_heartbeat: Instant::now(),
+                                join_waiter: None,
+                                sync_waiter: None,
+                            },
+                        );
+                    }
+                    g.state = if g.members.is_empty() { State::Empty } else { State::Stable };
+                }
+            },
+        }
+    }
+
+    /// Appends records for one group durably to its offsets partition.
+    async fn persist(&self, group: &str, recs: &[OffsetsRecord]) -> Result<(), crate::storage::StorageError> {
+        let ts = now_ms();
+        let records: Vec<Record> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (key, value) = r.encode();
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: -1,
+                    timestamp: ts,
+                    key: Some(key),
+                    value,
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| crate::storage::StorageError::InvalidRecord(e.to_string()))?;
+        let partition = self.partition_of(group);
+        let info = self.storage.append(OFFSETS_TOPIC, partition, buf.freeze())?;
+        self.storage
+            .wait_durable(OFFSETS_TOPIC, partition, info.last_offset)
+            .await
+    }
+
+    /// Handles one routed group operation.
+    pub async fn handle(self: &Rc<Self>, op: GroupOp) -> GroupReply {
+        match op {
+            GroupOp::Join(req, version, client_id, client_host) => {
+                GroupReply::Join(self.join(req, version, client_id, client_host).await)
+            }
+            GroupOp::Sync(req) => GroupReply::Sync(self.sync(req).await),
+            GroupOp::Heartbeat(req) => GroupReply::Heartbeat(self.heartbeat(&req)),
+            GroupOp::Leave(req, version) => GroupReply::Leave(self.leave(req, version)),
+            GroupOp::Commit {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupReply::Commit(self.commit(group, generation, member_id, instance_id, offsets).await),
+            GroupOp::FetchOffsets(group, wanted) => {
+                let (code, list) = self.fetch_offsets(&group, wanted);
+                GroupReply::Offsets(code, list)
+            }
+            GroupOp::List => GroupReply::List(self.list()),
+            GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),
+            GroupOp::Delete(group) => GroupReply::Codes(vec![self.delete(&group).await]),
+            GroupOp::OffsetDelete(group, parts) => GroupReply::Codes(self.offset_delete(&group, parts).await),
+        }
+    }
+
+    fn join_error(code: i16, member_id: &str) -> JoinGroupResponse {
+        JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_member_id(sb(member_id))
+    }
+
+    async fn join(
+        self: &Rc<Self>,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+    ) -> JoinGroupResponse {
+        let group_id = req.group_id.to_string();
+        let member_id = req.member_id.to_string();
+        if group_id.is_empty() {
+            return Self::join_error(codes::INVALID_GROUP_ID, &member_id);
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return Self::join_error(codes::INVALID_SESSION_TIMEOUT, &member_id);
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+        }
+        let protocols: Vec<(String, Bytes)> = req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect();
+        let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
+        let rebalance_timeout_ms = if version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        };
+        let rx = {
+            let mut groups = self.groups.borrow_mut();
+            let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
+            // Protocol compatibility with the current members.
+            if g.state != State::Empty || !g.members.is_empty() {
+                if g.protocol_type.as_deref().is_some_and(|t| t != req.protocol_type.as_str()) {
+                    return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+                }
+                let shared = g.members.values().all(|m| {
+                    m.protocols
+                        .iter()
+                        .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
+                });
+                if !shared {
+                    return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+                }
+            }
+            let mut member_id = member_id;
+            if member_id.is_empty() {
+                // A static member rejoining under its instance id takes its old place.
+                let static_prev = instance_id.as_ref().and_then(|iid| {
+                    g.members
+                        .iter()
+                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(iid))
+                        .map(|(id, _)| id.clone())
+                });
+                let new_id = format!("{}-{}", client_id, uuid::Uuid::new_v4());
+                if let Some(old) = static_prev {
+                    let mut m = g.members.remove(&old).expect("found above");
+                    if let Some((_, w)) = m.join_waiter.take() {
+                        let _ = w.send(Self::join_error(codes::FENCED_INSTANCE_ID, &old));
+                    }
+                    m.last_heartbeat = Instant::now();
+                    let same = m.protocols == protocols;
+                    m.protocols = protocols.clone();
+                    m.session_timeout_ms = req.session_timeout_ms;
+                    m.rebalance_timeout_ms = rebalance_timeout_ms;
+                    let assignment_kept = g.state == State::Stable && same;
+                    if g.leader.as_deref() == Some(old.as_str()) {
+                        g.leader = Some(new_id.clone());
+                    }
+                    g.members.insert(new_id.clone(), m);
+                    if assignment_kept {
+                        // KIP-345: same subscription, stable group: no rebalance. The member
+                        // gets the current generation and syncs to receive its assignment.
+                        let leader = g.leader.clone().unwrap_or_default();
+                        return JoinGroupResponse::default()
+                            .with_generation_id(g.generation)
+                            .with_protocol_type(g.protocol_type.as_deref().map(sb))
+                            .with_protocol_name(g.protocol.as_deref().map(sb))
+                            .with_leader(sb(&leader))
+                            .with_member_id(sb(&new_id));
+                    }
+                    member_id = new_id;
+                } else if version >= 4 && instance_id.is_none() {
+                    let timeout = Duration::from_millis(req.session_timeout_ms as u64);
+                    g.pending.insert(new_id.clone(), Instant::now() + timeout);
+                    return Self::join_error(codes::MEMBER_ID_REQUIRED, &new_id);
+                } else {
+                    member_id = new_id;
+                }
+            } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
+                return Self::join_error(codes::UNKNOWN_MEMBER_ID, &member_id);
+            }
+
+            let (tx, rx) = oneshot::channel();
+            let existing = g.members.get_mut(&member_id);
+            let changed = match existing {
+                Some(m) => {
+                    let changed = m.protocols != protocols;
+                    m.protocols = protocols;
+                    m.session_timeout_ms = req.session_timeout_ms;
+                    m.rebalance_timeout_ms = rebalance_timeout_ms;
+                    m.last_heartbeat = Instant::now();
+                    if let Some((_, old)) = m.join_waiter.replace((version, tx)) {
+                        drop(old);
+                    }
+                    changed
+                }
+                None => {
+                    g.members.insert(
+                        member_id.clone(),
+                        Member {
+                            group_instance_id: instance_id,
+                            client_id,
+                            client_host,
+                            session_timeout_ms: req.session_timeout_ms,
+                            rebalance_timeout_ms,
+                            protocols,
+                            assignment: Bytes::new(),
+                            last_heartbeat: Instant::now(),
+                            join_waiter: Some((version, tx)),
+                            sync_waiter: None,
+                        },
+                    );
+                    true
+                }
+            };
+            if g.protocol_type.is_none() {
+                g.protocol_type = Some(req.protocol_type.to_string());
+            }
+            let leader_rejoin_stable = g.state == State::Stable && g.leader.as_deref() == Some(member_id.as_str());
+            if g.state != State::PreparingRebalance && (changed || leader_rejoin_stable || g.state != State::Stable) {
+                let initial = g.state == State::Empty;
+                self.prepare_rebalance(g, initial);
+            } else if g.state == State::Stable {
+                // A follower rejoining a stable group with the same protocols: answer with
+                // the current generation at once.
+                if let Some(m) = g.members.get_mut(&member_id) {
+                    if let Some((v, w)) = m.join_waiter.take() {
+                        let _ = w.send(Self::join_response(g, &member_id, v));
+                    }
+                }
+            }
+            Self::maybe_complete_join(g, Instant::now());
+            rx
+        };
+        match rx.await {
+            Ok(resp) => resp,
+            Err(_) => Self::join_error(codes::UNKNOWN_MEMBER_ID, ""),
+        }
+    }
+
+    fn prepare_rebalance(&self, g: &mut Group, initial: bool) {
+        let max_rebalance = g
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms.max(0) as u64)
+            .max()
+            .unwrap_or(0);
+        let now = Instant::now();
+        g.state = State::PreparingRebalance;
+        g.rebalance_deadline = Some(now + Duration::from_millis(max_rebalance));
+        g.initial_delay_until = initial
+            .then(|| now + Duration::from_millis(self.config.initial_rebalance_delay_ms.min(max_rebalance)));
+        // Members parked in SyncGroup must rejoin.
+        for m in g.members.values_mut() {
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncGroupResponse::default().with_error_code(codes::REBALANCE_IN_PROGRESS));
+            }
+        }
+    }
+
+    /// Completes the join phase when every member has rejoined and no new member is pending
+    /// (or the deadline passed, dropping the stragglers).
+    fn maybe_complete_join(g: &mut Group, now: Instant) {
+        if g.state != State::PreparingRebalance {
+            return;
+        }
+        let deadline_passed = g.rebalance_deadline.is_none_or(|d| now >= d);
+        let all_joined = g.members.values().all(|m| m.join_waiter.is_some()) && g.pending.is_empty();
+        if g.initial_delay_until.is_some_and(|d| now < d) {
+            return;
+        }
+        if !all_joined && !deadline_passed {
+            return;
+        }
+        // Drop members that did not rejoin in time.
+        g.members.retain(|_, m| m.join_waiter.is_some());
+        g.pending.clear();
+        g.rebalance_deadline = None;
+        g.initial_delay_until = None;
+        if g.members.is_empty() {
+            g.state = State::Empty;
+            g.generation += 1;
+            g.leader = None;
+            g.protocol = None;
+            g.protocol_type = None;
+            return;
+        }
+        g.generation += 1;
+        // Protocol: the first of the first member's protocols that every member supports.
+        let candidates: Vec<String> = g
+            .members
+            .values()
+            .next()
+            .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        g.protocol = candidates
+            .into_iter()
+            .find(|p| g.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == p)));
+        if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
+            g.leader = g.members.keys().next().cloned();
+        }
+        g.state = State::CompletingRebalance;
+        let ids: Vec<String> = g.members.keys().cloned().collect();
+        for id in ids {
+            let waiter = g.members.get_mut(&id).and_then(|m| m.join_waiter.take());
+            if let Some((v, w)) = waiter {
+                let resp = Self::join_response(g, &id, v);
+                let _ = w.send(resp);
+            }
+        }
+    }
+
+    fn join_response(g: &Group, member_id: &str, _version: i16) -> JoinGroupResponse {
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let leader = g.leader.clone().unwrap_or_default();
+        let members = if leader == member_id {
+            g.members
+                .iter()
+                .map(|(id, m)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(sb(id))
+                        .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
+                        .with_metadata(m.metadata_for(&protocol))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinGroupResponse::default()
+            .with_generation_id(g.generation)
+            .with_protocol_type(g.protocol_type.as_deref().map(sb))
+            .with_protocol_name(Some(sb(&protocol)))
+            .with_leader(sb(&leader))
+            .with_member_id(sb(member_id))
+            .with_members(members)
+    }
+
+    async fn sync(self: &Rc<Self>, req: SyncGroupRequest) -> SyncGroupResponse {
+        let group_id = req.group_id.to_string();
+        let member_id = req.member_id.to_string();
+        let err = |code| SyncGroupResponse::default().with_error_code(code);
+        let (rx, persist) = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(g) = groups.get_mut(&group_id) else {
+                return err(codes::UNKNOWN_MEMBER_ID);
+            };
+            if !g.members.contains_key(&member_id) {
+                return err(codes::UNKNOWN_MEMBER_ID);
+            }
+            if req.generation_id != g.generation {
+                return err(codes::ILLEGAL_GENERATION);
+            }
+            match g.state {
+                State::Empty => return err(codes::UNKNOWN_MEMBER_ID),
+                State::PreparingRebalance => return err(codes::REBALANCE_IN_PROGRESS),
+                State::Stable => {
+                    let m = &g.members[&member_id];
+                    return SyncGroupResponse::default()
+                        .with_protocol_type(g.protocol_type.as_deref().map(sb))
+                        .with_protocol_name(g.protocol.as_deref().map(sb))
+                        .with_assignment(m.assignment.clone());
+                }
+                State::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(&member_id) {
+                m.sync_waiter = Some(tx);
+                m.last_heartbeat = Instant::now();
+            }
+            let mut persist = None;
+            if g.leader.as_deref() == Some(member_id.as_str()) {
+                let given: HashMap<String, Bytes> = req
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                    .collect();
+                for (id, m) in g.members.iter_mut() {
+                    m.assignment = given.get(id).cloned().unwrap_or_default();
+                }
+                g.state = State::Stable;
+                let (pt, pn) = (g.protocol_type.clone(), g.protocol.clone());
+                for m in g.members.values_mut() {
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(
+                            SyncGroupResponse::default()
+                                .with_protocol_type(pt.as_deref().map(sb))
+                                .with_protocol_name(pn.as_deref().map(sb))
+                                .with_assignment(m.assignment.clone()),
+                        );
+                    }
+                }
+                persist = Some(g.stored());
+            }
+            (rx, persist)
+        };
+        if let Some(stored) = persist {
+            let rec = OffsetsRecord::Group {
+                group: group_id.clone(),
+                value: Some(stored),
+            };
+            if let Err(e) = self.persist(&group_id, &[rec]).await {
+                tracing::warn!(group = %group_id, error = %e, "cannot persist group metadata");
+            }
+        }
+        rx.await.unwrap_or_else(|_| err(codes::REBALANCE_IN_PROGRESS))
+    }
+
+    fn heartbeat(&self, req: &HeartbeatRequest) -> i16 {
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+            return codes::UNKNOWN_MEMBER_ID;
+        };
+        let Some(m) = g.members.get_mut(req.member_id.as_str()) else {
+            return codes::UNKNOWN_MEMBER_ID;
+        };
+        m.last_heartbeat = Instant::now();
+        if req.generation_id != g.generation {
+            return codes::ILLEGAL_GENERATION;
+        }
+        match g.state {
+            State::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
+            State::Empty => codes::UNKNOWN_MEMBER_ID,
+            _ => codes::NONE,
+        }
+    }
+
+    fn leave(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+                .collect()
+        } else {
+            vec![(req.member_id.to_string(), None)]
+        };
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(req.group_id.as_str()) else {
+            return LeaveGroupResponse::default().with_error_code(codes::UNKNOWN_MEMBER_ID);
+        };
+        let mut results = Vec::new();
+        let mut removed_any = false;
+        for (member_id, instance_id) in &leaving {
+            let id = if member_id.is_empty() {
+                instance_id.as_ref().and_then(|iid| {
+                    g.members
+                        .iter()
+                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(iid))
+                        .map(|(id, _)| id.clone())
+                })
+            } else {
+                Some(member_id.clone())
+            };
+            let code = match id.and_then(|id| g.members.remove(&id).map(|m| (id, m))) {
+                Some((_, m)) => {
+                    if let Some((_, w)) = m.join_waiter {
+                        drop(w);
+                    }
+                    removed_any = true;
+                    codes::NONE
+                }
+                None => codes::UNKNOWN_MEMBER_ID,
+            };
+            results.push(
+                MemberResponse::default()
+                    .with_member_id(sb(member_id))
+                    .with_group_instance_id(instance_id.as_deref().map(sb))
+                    .with_error_code(code),
+            );
+        }
+        if removed_any {
+            self.member_removed(g);
+        }
+        if version >= 3 {
+            LeaveGroupResponse::default().with_members(results)
+        } else {
+            let code = results.first().map_or(codes::NONE, |r| r.error_code);
+            LeaveGroupResponse::default().with_error_code(code)
+        }
+    }
+
+    /// After members left or expired: rebalance the rest, or empty the group.
+    fn member_removed(&self, g: &mut Group) {
+        if g.members.is_empty() && g.pending.is_empty() {
+            g.state = State::Empty;
+            g.generation += 1;
+            g.leader = None;
+            g.protocol = None;
+            g.protocol_type = None;
+            g.rebalance_deadline = None;
+            return;
+        }
+        match g.state {
+            State::Stable | State::CompletingRebalance => self.prepare_rebalance(g, false),
+            State::PreparingRebalance => Self::maybe_complete_join(g, Instant::now()),
+            State::Empty => {}
+        }
+    }
+
+    async fn commit(
+        &self,
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<i16> {
+        let fail = |code: i16| vec![code; offsets.len()];
+        {
+            let mut groups = self.groups.borrow_mut();
+            if group.is_empty() {
+                return fail(codes::INVALID_GROUP_ID);
+            }
+            let g = groups.entry(group.clone()).or_insert_with(Group::new);
+            if generation >= 0 || !member_id.is_empty() {
+                let Some(m) = g.members.get_mut(&member_id) else {
+                    return fail(codes::UNKNOWN_MEMBER_ID);
+                };
+                if instance_id.is_some() && m.group_instance_id != instance_id {
+                    return fail(codes::FENCED_INSTANCE_ID);
+                }
+                m.last_heartbeat = Instant::now();
+                if generation != g.generation {
+                    return fail(codes::ILLEGAL_GENERATION);
+                }
+                if g.state == State::PreparingRebalance || g.state == State::CompletingRebalance {
+                    return fail(codes::REBALANCE_IN_PROGRESS);
+                }
+            } else if g.state != State::Empty {
+                // A commit outside group management into an active group.
+                return fail(codes::UNKNOWN_MEMBER_ID);
+            }
+        }
+        let n = offsets.len();
+        let recs: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(t, p, c)| OffsetsRecord::Offset {
+                group: group.clone(),
+                topic: t.clone(),
+                partition: *p,
+                value: Some(c.clone()),
+            })
+            .collect();
+        if recs.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.persist(&group, &recs).await {
+            tracing::warn!(%group, error = %e, "offset commit not durable");
+            return fail(codes::KAFKA_STORAGE_ERROR);
+        }
+        let mut groups = self.groups.borrow_mut();
+        let g = groups.entry(group).or_insert_with(Group::new);
+        for (t, p, c) in offsets {
+            g.offsets.insert((t, p), c);
+        }
+        vec![codes::NONE; n]
+    }
+
+    fn fetch_offsets(
+        &self,
+        group: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> (i16, Vec<(String, i32, Option<CommittedOffset>)>) {
+        let groups = self.groups.borrow();
+        let g = groups.get(group);
+        let list = match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                .map(|(t, p)| {
+                    let c = g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned());
+                    (t, p, c)
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = g
+                    .map(|g| {
+                        g.offsets
+                            .iter()
+                            .map(|((t, p), c)| (t.clone(), *p, Some(c.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                all
+            }
+        };
+        (codes::NONE, list)
+    }
+
+    fn list(&self) -> Vec<(String, String, String)> {
+        let groups = self.groups.borrow();
+        let mut out: Vec<_> = groups
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty() || !g.offsets.is_empty())
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                    g.state.name().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn describe(&self, group: &str) -> DescribedGroup {
+        let groups = self.groups.borrow();
+        let base = DescribedGroup::default().with_group_id(GroupId(sb(group)));
+        let Some(g) = groups.get(group) else {
+            return base.with_group_state(sb("Dead"));
+        };
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                DescribedGroupMember::default()
+                    .with_member_id(sb(id))
+                    .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
+                    .with_client_id(sb(&m.client_id))
+                    .with_client_host(sb(&m.client_host))
+                    .with_member_metadata(m.metadata_for(&protocol))
+                    .with_member_assignment(m.assignment.clone())
+            })
+            .collect();
+        base.with_group_state(sb(g.state.name()))
+            .with_protocol_type(sb(g.protocol_type.as_deref().unwrap_or("")))
+            .with_protocol_data(sb(&protocol))
+            .with_members(members)
+    }
+
+    async fn delete(&self, group: &str) -> i16 {
+        let offsets: Vec<(String, i32)> = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(group) else {
+                return codes::GROUP_ID_NOT_FOUND;
+            };
+            if !g.members.is_empty() || g.state != State::Empty {
+                return codes::NON_EMPTY_GROUP;
+            }
+            g.offsets.keys().cloned().collect()
+        };
+        let mut recs: Vec<OffsetsRecord> = offsets
+            .into_iter()
+            .map(|(topic, partition)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic,
+                partition,
+                value: None,
+            })
+            .collect();
+        recs.push(OffsetsRecord::Group {
+            group: group.to_string(),
+            value: None,
+        });
+        if let Err(e) = self.persist(group, &recs).await {
+            tracing::warn!(group, error = %e, "group delete not durable");
+            return codes::KAFKA_STORAGE_ERROR;
+        }
+        self.groups.borrow_mut().remove(group);
+        codes::NONE
+    }
+
+    async fn offset_delete(&self, group: &str, parts: Vec<(String, i32)>) -> Vec<i16> {
+        let codes_out: Vec<i16> = {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(group) else {
+                return vec![codes::GROUP_ID_NOT_FOUND; parts.len()];
+            };
+            // Offsets of topics the active group still subscribes to cannot be deleted; we
+            // cannot read subscriptions (client-side format), so refuse while members exist.
+            parts
+                .iter()
+                .map(|_| {
+                    if g.members.is_empty() {
+                        codes::NONE
+                    } else {
+                        codes::GROUP_SUBSCRIBED_TO_TOPIC
+                    }
+                })
+                .collect()
+        };
+        let recs: Vec<OffsetsRecord> = parts
+            .iter()
+            .zip(&codes_out)
+            .filter(|(_, c)| **c == codes::NONE)
+            .map(|((topic, partition), _)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: None,
+            })
+            .collect();
+        if !recs.is_empty() {
+            if let Err(e) = self.persist(group, &recs).await {
+                tracing::warn!(group, error = %e, "offset delete not durable");
+                return vec![codes::KAFKA_STORAGE_ERROR; parts.len()];
+            }
+            let mut groups = self.groups.borrow_mut();
+            if let Some(g) = groups.get_mut(group) {
+                for (p, c) in parts.iter().zip(&codes_out) {
+                    if *c == codes::NONE {
+                        g.offsets.remove(p);
+                    }
+                }
+            }
+        }
+        codes_out
+    }
+
+    /// One tick of the timers: expire members whose session ran out and pending member ids,
+    /// and complete rebalances whose deadline passed. Run every ~100 ms by the shard.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        for (id, g) in groups.iter_mut() {
+            g.pending.retain(|_, deadline| *deadline > now);
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // A member parked in JoinGroup during a rebalance is alive.
+                    m.join_waiter.is_none()
+                        && now.duration_since(m.last_heartbeat) > Duration::from_millis(m.session_timeout_ms.max(0) as u64)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for m in &expired {
+                tracing::info!(group = %id, member = %m, "session expired");
+                g.members.remove(m);
+            }
+            if !expired.is_empty() {
+                self.member_removed(g);
+            }
+            Self::maybe_complete_join(g, now);
+        }
+    }
+
+    /// Answers for a group whose coordinator is not this shard (should not happen: routing
+    /// sends every group request to its coordinator).
+    pub fn not_available() -> i16 {
+        codes::COORDINATOR_NOT_AVAILABLE
+    }
+
+    /// Error code for an unknown topic in an offset request.
+    pub fn unknown_topic() -> i16 {
+        codes::UNKNOWN_TOPIC_OR_PARTITION
+    }
+}
+

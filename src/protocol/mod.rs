@@ -1,0 +1,234 @@
+//! The Kafka wire protocol as shardlog speaks it.
+//!
+//! Requests and most responses are decoded and encoded with the `kafka-protocol` crate, which
+//! is generated from Kafka's own message schemas. The one exception is the Fetch response
+//! ([`fetch_response`]): it is encoded around the record batches, so that the batches go to the
+//! socket as the buffers they are, never copied into a response buffer.
+//!
+//! [`SUPPORTED_APIS`] is the single table of what shardlog implements; ApiVersions advertises
+//! exactly it and the connection refuses anything outside it.
+
+pub mod fetch_response;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// Why a request could not be decoded or a response encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frame is too short or its fields do not parse.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The API key is not one shardlog implements.
+    #[error("unsupported api key {0}")]
+    UnsupportedApi(i16),
+    /// The version is outside what shardlog advertises for that API.
+    #[error("unsupported version {version} of api key {api_key}")]
+    UnsupportedVersion {
+        /// The API key.
+        api_key: i16,
+        /// The requested version.
+        version: i16,
+    },
+    /// Encoding a response failed (a bug: the response did not fit its version).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+/// The APIs shardlog implements, as (key, lowest version, highest version).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported version range of an API key, if shardlog implements it.
+pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .copied()
+        .find(|(k, _, _)| *k as i16 == api_key)
+}
+
+/// Decodes a request header from the front of a frame, leaving the body in `frame`.
+///
+/// Unknown API keys and versions outside [`SUPPORTED_APIS`] are errors, except ApiVersions,
+/// whose too-new versions must still be answered (with the v0 UNSUPPORTED_VERSION reply).
+pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::Malformed(
+            "frame shorter than a request header".into(),
+        ));
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let (key, min, max) =
+        supported_versions(api_key).ok_or(ProtocolError::UnsupportedApi(api_key))?;
+    if key == ApiKey::ApiVersions && version > max {
+        // Too new to know its header: Kafka reads the client id the same way (header v1
+        // prefix) and answers in v0 format. Parse just the fixed part.
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id);
+        let _ = frame.split_to(frame.len());
+        return Ok(header);
+    }
+    if version < min || version > max {
+        return Err(ProtocolError::UnsupportedVersion { api_key, version });
+    }
+    let header_version = key.request_header_version(version);
+    RequestHeader::decode(frame, header_version)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// Decodes a request body of a known version.
+pub fn decode_body<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ProtocolError> {
+    T::decode(body, version).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// Starts a response frame: reserves the 4-byte size prefix and writes the response header.
+/// [`finish_frame`] fills in the size once the body is written.
+pub fn begin_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    capacity: usize,
+) -> Result<BytesMut, ProtocolError> {
+    let mut buf = BytesMut::with_capacity(capacity + 16);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Writes the size prefix of a frame begun by [`begin_response`]; `extra` counts bytes sent
+/// after `buf` as further buffers (the record batches of a Fetch response).
+pub fn finish_frame(buf: &mut BytesMut, extra: usize) {
+    let size = (buf.len() - 4 + extra) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+}
+
+/// Encodes a whole response (size prefix, header, body) into one buffer.
+pub fn encode_response<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<Bytes, ProtocolError> {
+    let size = body
+        .compute_size(version)
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    let mut buf = begin_response(api_key, version, correlation_id, size)?;
+    body.encode(&mut buf, version)
+        .map_err(|e| ProtocolError::Encode(e.to_string()))?;
+    finish_frame(&mut buf, 0);
+    Ok(buf.freeze())
+}
+
+/// Kafka error codes used by shardlog, by their Kafka names.
+pub mod error_codes {
+    /// No error.
+    pub const NONE: i16 = 0;
+    /// The requested offset is outside the log.
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    /// A batch failed its CRC or structure check.
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    /// The topic or partition does not exist.
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    /// This broker does not lead the partition.
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    /// A batch is larger than `max.message.bytes`.
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    /// The topic name is not legal.
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    /// The request's acks value is not 0, 1 or -1.
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    /// The request version is not supported.
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    /// The topic exists already.
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    /// The partition count is not valid.
+    pub const INVALID_PARTITIONS: i16 = 37;
+    /// The replication factor is not valid for this cluster.
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    /// A config name or value is not valid.
+    pub const INVALID_CONFIG: i16 = 40;
+    /// The request is not valid.
+    pub const INVALID_REQUEST: i16 = 42;
+    /// The disk failed the operation.
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    /// A record inside a batch is not valid.
+    pub const INVALID_RECORD: i16 = 87;
+    /// The topic id is not known.
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn request_frame(key: ApiKey, version: i16) -> Bytes {
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(77)
+            .with_client_id(Some(StrBytes::from_static_str("t")));
+        header
+            .encode(&mut buf, key.request_header_version(version))
+            .expect("header");
+        ApiVersionsRequest::default()
+            .encode(&mut buf, version.min(4))
+            .expect("body");
+        buf.freeze()
+    }
+
+    #[test]
+    fn header_round_trip_and_limits() {
+        let mut f = request_frame(ApiKey::ApiVersions, 3);
+        let h = decode_request_header(&mut f).expect("v3 header");
+        assert_eq!((h.request_api_version, h.correlation_id), (3, 77));
+        let mut f = request_frame(ApiKey::ApiVersions, 9);
+        let h = decode_request_header(&mut f).expect("too-new ApiVersions still answered");
+        assert_eq!(h.correlation_id, 77);
+        let mut f = Bytes::from_static(&[0, 1, 0, 99, 0, 0, 0, 1]);
+        assert!(matches!(
+            decode_request_header(&mut f),
+            Err(ProtocolError::UnsupportedVersion { .. })
+        ));
+        let mut f = Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(matches!(
+            decode_request_header(&mut f),
+            Err(ProtocolError::UnsupportedApi(_))
+        ));
+        let mut f = Bytes::from_static(&[0, 1]);
+        assert!(matches!(
+            decode_request_header(&mut f),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn response_frame_size_prefix_counts_header_and_body() {
+        let body = MetadataResponse::default();
+        let frame = encode_response(ApiKey::Metadata, 12, 5, &body).expect("encode");
+        let size = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(size, frame.len() - 4);
+        assert_eq!(&frame[4..8], &5i32.to_be_bytes());
+    }
+}

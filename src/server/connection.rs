@@ -1,0 +1,220 @@
+//! One client connection: a reader that splits the byte stream into request frames and starts
+//! a handler task per request, and a writer that sends the responses in request order.
+//!
+//! Frames are cut out of one growing read buffer as `Bytes` slices, so the record batches of a
+//! Produce request stay slices of the bytes read from the socket until the storage engine's
+//! single copy. At most `connection.inflight.requests.max` requests are read ahead of their
+//! responses: a client that stops reading its responses stops being read. A length prefix
+//! above `socket.request.max.bytes`, a garbage header or an unsupported API closes this
+//! connection (with a log line) and nothing else.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::AsyncReadExt;
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use super::handlers;
+use super::write::write_all_vectored;
+use crate::protocol::{self, ProtocolError};
+use crate::shard::Shard;
+
+/// Smallest free space offered to one socket read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The live connections of one shard, for the connection limit and the shutdown drain.
+pub struct Registry {
+    limit: usize,
+    next_id: Cell<u64>,
+    open: RefCell<HashMap<u64, RawFd>>,
+    admitted: Cell<usize>,
+}
+
+impl Registry {
+    /// A registry admitting at most `limit` connections at once.
+    pub fn new(limit: usize) -> Self {
+        Registry {
+            limit,
+            next_id: Cell::new(0),
+            open: RefCell::new(HashMap::new()),
+            admitted: Cell::new(0),
+        }
+    }
+
+    /// Counts a new connection in, unless the limit is reached.
+    pub fn try_admit(&self) -> bool {
+        if self.admitted.get() >= self.limit {
+            return false;
+        }
+        self.admitted.set(self.admitted.get() + 1);
+        true
+    }
+
+    /// Counts a finished connection out.
+    pub fn leave(&self) {
+        self.admitted.set(self.admitted.get().saturating_sub(1));
+    }
+
+    fn register(&self, fd: RawFd) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.open.borrow_mut().insert(id, fd);
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        self.open.borrow_mut().remove(&id);
+    }
+
+    /// Stops reading on every connection (their in-flight requests still get answers) and
+    /// waits until all have closed or `timeout` passed.
+    pub async fn drain(&self, timeout: Duration) {
+        for fd in self.open.borrow().values() {
+            // SAFETY: fd belongs to a live connection registered here; SHUT_RD only makes
+            // its pending read return end-of-stream.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+        }
+        let deadline = Instant::now() + timeout;
+        while self.admitted.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A handler's answer: the response frame as buffers, or nothing (acks=0 Produce).
+pub type Reply = Result<Option<Vec<Bytes>>, ProtocolError>;
+
+/// Serves one connection until the client closes it, it misbehaves, or the shard drains.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let fd = stream.as_raw_fd();
+    // A second handle on the same socket for the writer task, so reading and writing run
+    // independently without a lock.
+    // SAFETY: dup of a valid socket fd; the new fd is owned by the TcpStream built from it.
+    let wfd = unsafe { libc::dup(fd) };
+    if wfd < 0 {
+        tracing::warn!(%peer, "dup failed; closing connection");
+        return;
+    }
+    // SAFETY: wfd is a fresh fd for the same connected TCP socket, owned from here on.
+    let wstream = unsafe { TcpStream::from_raw_fd(wfd) };
+    let id = registry.register(fd);
+    let inflight_max = shard.config.connection_inflight_requests_max;
+    let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(inflight_max);
+    let writer = glommio::spawn_local(write_loop(wstream, rx, peer.clone()));
+    if let Err(e) = read_loop(&shard, stream, tx).await {
+        tracing::info!(%peer, error = %e, "closing connection");
+    }
+    writer.await;
+    registry.unregister(id);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("request of {0} bytes exceeds socket.request.max.bytes")]
+    TooLarge(i64),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    tx: local_channel::LocalSender<JoinHandle<Reply>>,
+) -> Result<(), ConnError> {
+    let max = shard.config.socket_request_max_bytes as i64;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        if !fill(&mut stream, &mut buf, 4).await? {
+            return Ok(()); // clean end of stream between requests
+        }
+        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as i64;
+        if size < 8 || size > max {
+            return Err(ConnError::TooLarge(size));
+        }
+        let need = 4 + size as usize;
+        if !fill(&mut stream, &mut buf, need).await? {
+            return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut frame = buf.split_to(need).freeze();
+        let _ = frame.split_to(4);
+        let header = protocol::decode_request_header(&mut frame)?;
+        let shard = shard.clone();
+        let task =
+            glommio::spawn_local(async move { handlers::dispatch(&shard, header, frame).await })
+                .detach();
+        if tx.send(task).await.is_err() {
+            return Ok(()); // writer gone: the socket failed
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `need` bytes. False on end of stream before any byte of
+/// a new frame; an error if the stream ends inside one.
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, ConnError> {
+    while buf.len() < need {
+        let have = buf.len();
+        let want = (need - have).max(READ_CHUNK_BYTES);
+        buf.resize(have + want, 0);
+        let n = match stream.read(&mut buf[have..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                buf.truncate(have);
+                return Err(e.into());
+            }
+        };
+        buf.truncate(have + n);
+        if n == 0 {
+            if have == 0 {
+                return Ok(false);
+            }
+            return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok(true)
+}
+
+async fn write_loop(
+    mut stream: TcpStream,
+    rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
+    peer: String,
+) {
+    while let Some(task) = rx.recv().await {
+        let reply = match task.await {
+            Some(r) => r,
+            None => Err(ProtocolError::Encode("handler cancelled".into())),
+        };
+        match reply {
+            Ok(Some(parts)) => {
+                if let Err(e) = write_all_vectored(&mut stream, &parts).await {
+                    tracing::debug!(%peer, error = %e, "write failed");
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "request failed; closing connection");
+                break;
+            }
+        }
+    }
+    // Wake the reader if it is still blocked, and stop accepting its requests.
+    // SAFETY: shutting down our own connected socket.
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+    // Drain what the reader already queued so it is not blocked on a full channel.
+    while let Some(task) = rx.recv().await {
+        drop(task);
+    }
+}

@@ -1,0 +1,204 @@
+//! CreateTopics, DeleteTopics and CreatePartitions: validated and applied by shard 0, which
+//! answers only once every shard has opened (or deleted) its partitions.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+
+use super::sb;
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::shard::{AdminError, AdminOp, NewTopic, Shard};
+
+fn code_and_message(
+    r: &Result<(), AdminError>,
+) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    match r {
+        Ok(()) => (error_codes::NONE, None),
+        Err(e) => (e.code, Some(sb(&e.message))),
+    }
+}
+
+/// Answers CreateTopics v2–v7.
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: CreateTopicsRequest = decode_body(&mut body, version)?;
+    let topics: Vec<NewTopic> = req
+        .topics
+        .iter()
+        .map(|t| NewTopic {
+            name: t.name.to_string(),
+            partitions: t.num_partitions,
+            replication_factor: if t.assignments.is_empty() {
+                t.replication_factor
+            } else {
+                -1
+            },
+            configs: t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect(),
+        })
+        .collect();
+    let reply = shard
+        .admin(AdminOp::CreateTopics {
+            topics: topics.clone(),
+            validate_only: req.validate_only,
+        })
+        .await;
+    let meta = shard.metadata();
+    let results = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let r = reply.result(i);
+            let (code, message) = code_and_message(&r);
+            let mut out = CreatableTopicResult::default()
+                .with_name(TopicName(sb(&t.name)))
+                .with_error_code(code)
+                .with_error_message(message);
+            if r.is_ok() && version >= 5 {
+                let partitions = meta.topics.get(&t.name).map_or(
+                    if t.partitions == -1 {
+                        shard.config.num_partitions
+                    } else {
+                        t.partitions
+                    },
+                    |m| m.partitions,
+                );
+                out = out
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_topic_id(match (version >= 7, meta.topics.get(&t.name)) {
+                        (true, Some(m)) => uuid::Uuid::from_bytes(m.id),
+                        _ => uuid::Uuid::nil(),
+                    });
+            } else if version >= 5 {
+                out = out.with_num_partitions(-1).with_replication_factor(-1);
+            }
+            out
+        })
+        .collect();
+    let body = CreateTopicsResponse::default().with_topics(results);
+    Ok(vec![encode_response(
+        ApiKey::CreateTopics,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}
+
+/// Answers DeleteTopics v1–v6 (by name, or by topic id from v6).
+pub async fn delete_topics(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: DeleteTopicsRequest = decode_body(&mut body, version)?;
+    let meta = shard.metadata();
+    // (name if resolvable, topic id as asked)
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => (Some(n.to_string()), t.topic_id),
+                None => (
+                    meta.topic_by_id(t.topic_id.as_bytes())
+                        .map(|m| m.name.clone()),
+                    t.topic_id,
+                ),
+            })
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
+    let reply = shard.admin(AdminOp::DeleteTopics { names }).await;
+    let mut next = 0;
+    let responses = wanted
+        .iter()
+        .map(|(name, id)| {
+            let r = match name {
+                Some(_) => {
+                    next += 1;
+                    reply.result(next - 1)
+                }
+                None => Err(AdminError {
+                    code: error_codes::UNKNOWN_TOPIC_ID,
+                    message: "unknown topic id".into(),
+                }),
+            };
+            let (code, message) = code_and_message(&r);
+            DeletableTopicResult::default()
+                .with_name(name.as_deref().map(|n| TopicName(sb(n))))
+                .with_topic_id(if version >= 6 { *id } else { uuid::Uuid::nil() })
+                .with_error_code(code)
+                .with_error_message(if version >= 5 { message } else { None })
+        })
+        .collect();
+    let body = DeleteTopicsResponse::default().with_responses(responses);
+    Ok(vec![encode_response(
+        ApiKey::DeleteTopics,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}
+
+/// Answers CreatePartitions v0–v3.
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: CreatePartitionsRequest = decode_body(&mut body, version)?;
+    let topics: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.count))
+        .collect();
+    let reply = shard
+        .admin(AdminOp::CreatePartitions {
+            topics: topics.clone(),
+            validate_only: req.validate_only,
+        })
+        .await;
+    let results = topics
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let (code, message) = code_and_message(&reply.result(i));
+            CreatePartitionsTopicResult::default()
+                .with_name(TopicName(sb(name)))
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    let body = CreatePartitionsResponse::default().with_results(results);
+    Ok(vec![encode_response(
+        ApiKey::CreatePartitions,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}

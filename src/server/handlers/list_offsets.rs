@@ -1,0 +1,83 @@
+//! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) or by time, answered by
+//! each partition's owner shard.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::shard::{OffsetAnswer, OffsetQuery, Shard};
+
+/// Answers ListOffsets.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: ListOffsetsRequest = decode_body(&mut body, version)?;
+    let meta = shard.metadata();
+    let mut queries = Vec::new();
+    let mut layout = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let name = topic.name.to_string();
+        let count = meta.topics.get(&name).map_or(0, |t| t.partitions);
+        let mut slots = Vec::new();
+        for p in topic.partitions {
+            if p.partition_index >= 0 && p.partition_index < count {
+                queries.push(OffsetQuery {
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    timestamp: p.timestamp,
+                });
+                slots.push((p.partition_index, Some(queries.len() - 1)));
+            } else {
+                slots.push((p.partition_index, None));
+            }
+        }
+        layout.push((topic.name, slots));
+    }
+    let answers = if queries.is_empty() {
+        Vec::new()
+    } else {
+        shard.list_offsets(queries).await
+    };
+    let topics = layout
+        .into_iter()
+        .map(|(name, slots)| {
+            let partitions = slots
+                .into_iter()
+                .map(|(index, slot)| {
+                    let a = match slot {
+                        Some(i) => answers.get(i).cloned().unwrap_or_default(),
+                        None => OffsetAnswer {
+                            error_code: error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            offset: -1,
+                            timestamp: -1,
+                        },
+                    };
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_error_code(a.error_code)
+                        .with_offset(a.offset)
+                        .with_timestamp(a.timestamp)
+                        .with_leader_epoch(if version >= 4 { 0 } else { -1 })
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let body = ListOffsetsResponse::default().with_topics(topics);
+    Ok(vec![encode_response(
+        ApiKey::ListOffsets,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}

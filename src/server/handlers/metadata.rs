@@ -1,0 +1,153 @@
+//! Metadata and DescribeCluster: answered from this shard's snapshot; a Metadata request for
+//! a missing topic creates it first when `auto.create.topics.enable` and the client allow it.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
+    MetadataResponse, TopicName,
+};
+
+use super::sb;
+use crate::meta::TopicMeta;
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::shard::{AdminOp, NewTopic, Shard};
+
+/// The cluster id reported to clients (one node, one cluster).
+pub const CLUSTER_ID: &str = "shardlog-single-node";
+
+/// Answers Metadata v0–v12.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: MetadataRequest = decode_body(&mut body, version)?;
+    let allow_create =
+        shard.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let mut meta = shard.metadata();
+    if allow_create {
+        if let Some(topics) = &req.topics {
+            let missing: Vec<NewTopic> = topics
+                .iter()
+                .filter_map(|t| t.name.as_ref())
+                .filter(|n| {
+                    !meta.topics.contains_key(n.as_str())
+                        && crate::meta::validate_topic_name(n.as_str()).is_ok()
+                })
+                .map(|n| NewTopic {
+                    name: n.to_string(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
+                .collect();
+            if !missing.is_empty() {
+                let reply = shard
+                    .admin(AdminOp::CreateTopics {
+                        topics: missing,
+                        validate_only: false,
+                    })
+                    .await;
+                if let Some(f) = reply.failure {
+                    tracing::warn!(error = %f.message, "auto-create failed");
+                }
+                meta = shard.metadata();
+            }
+        }
+    }
+    let node_id = shard.config.node_id;
+    let describe = |t: &TopicMeta| {
+        let partitions = (0..t.partitions)
+            .map(|p| {
+                MetadataResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_leader_id(BrokerId(node_id))
+                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                    .with_replica_nodes(vec![BrokerId(node_id)])
+                    .with_isr_nodes(vec![BrokerId(node_id)])
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(sb(&t.name))))
+            .with_topic_id(uuid::Uuid::from_bytes(t.id))
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(i32::MIN)
+    };
+    let topics: Vec<MetadataResponseTopic> = match &req.topics {
+        None => meta.topics.values().map(describe).collect(),
+        Some(wanted) => wanted
+            .iter()
+            .map(|w| {
+                let found = match &w.name {
+                    Some(n) => meta.topics.get(n.as_str()),
+                    None => meta.topic_by_id(w.topic_id.as_bytes()),
+                };
+                match found {
+                    Some(t) => describe(t),
+                    None => {
+                        let code = match &w.name {
+                            Some(n) if crate::meta::validate_topic_name(n.as_str()).is_err() => {
+                                error_codes::INVALID_TOPIC_EXCEPTION
+                            }
+                            Some(_) => error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            None => error_codes::UNKNOWN_TOPIC_ID,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(w.name.clone())
+                            .with_topic_id(w.topic_id)
+                    }
+                }
+            })
+            .collect(),
+    };
+    let (host, port) = &shard.config.advertised;
+    let body = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node_id))
+            .with_host(sb(host))
+            .with_port(*port as i32)])
+        .with_cluster_id(Some(sb(CLUSTER_ID)))
+        .with_controller_id(BrokerId(node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN);
+    Ok(vec![encode_response(
+        ApiKey::Metadata,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}
+
+/// Answers DescribeCluster v0–v1: this one broker is the whole cluster and its controller.
+pub fn describe_cluster(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let _req: DescribeClusterRequest = decode_body(&mut body, version)?;
+    let (host, port) = &shard.config.advertised;
+    let node_id = shard.config.node_id;
+    let body = DescribeClusterResponse::default()
+        .with_cluster_id(sb(CLUSTER_ID))
+        .with_controller_id(BrokerId(node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(node_id))
+            .with_host(sb(host))
+            .with_port(*port as i32)])
+        .with_cluster_authorized_operations(i32::MIN);
+    Ok(vec![encode_response(
+        ApiKey::DescribeCluster,
+        version,
+        correlation_id,
+        &body,
+    )?])
+}

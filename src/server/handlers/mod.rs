@@ -1,0 +1,54 @@
+//! One handler per Kafka API: decode the request, call the shard layer, encode the response.
+
+mod admin_topics;
+mod api_versions;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use super::connection::Reply;
+use crate::protocol::ProtocolError;
+use crate::shard::Shard;
+
+/// Routes one decoded request header and its body to the handler of its API.
+pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> Reply {
+    let key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
+    let v = header.request_api_version;
+    let c = header.correlation_id;
+    match key {
+        ApiKey::ApiVersions => api_versions::handle(v, c).map(Some),
+        ApiKey::Metadata => metadata::handle(shard, v, c, body).await.map(Some),
+        ApiKey::Produce => produce::handle(shard, v, c, body).await,
+        ApiKey::Fetch => fetch::handle(shard, v, c, body).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(shard, v, c, body).await.map(Some),
+        ApiKey::CreateTopics => admin_topics::create_topics(shard, v, c, body)
+            .await
+            .map(Some),
+        ApiKey::DeleteTopics => admin_topics::delete_topics(shard, v, c, body)
+            .await
+            .map(Some),
+        ApiKey::CreatePartitions => admin_topics::create_partitions(shard, v, c, body)
+            .await
+            .map(Some),
+        ApiKey::DescribeConfigs => configs::describe(shard, v, c, body).map(Some),
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(shard, v, c, body)
+            .await
+            .map(Some),
+        ApiKey::DescribeCluster => metadata::describe_cluster(shard, v, c, body).map(Some),
+        other => Err(ProtocolError::UnsupportedApi(other as i16)),
+    }
+}
+
+/// A protocol string from a Rust string.
+pub(crate) fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}

@@ -1,0 +1,117 @@
+//! Produce v3–v11: batches stay `Bytes` slices of the request frame all the way to the owner
+//! shard's storage engine; acks=0 gets no response, acks=1 an answer once appended, acks=-1
+//! once the group commit covering the batch was fdatasynced.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+
+use super::sb;
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::shard::{ProducePart, ProduceResult, Shard};
+
+/// Where one partition of the request goes: to a shard (index into the parts sent) or
+/// straight to an error.
+enum Slot {
+    Sent(usize),
+    Failed(i16, &'static str),
+}
+
+/// Answers Produce; `None` for acks=0.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let req: ProduceRequest = decode_body(&mut body, version)?;
+    let acks = req.acks;
+    let meta = shard.metadata();
+    let mut parts = Vec::new();
+    let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> =
+        Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = topic.name.to_string();
+        let known = meta.topics.get(&name);
+        let mut slots = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let slot = if !(-1..=1).contains(&acks) {
+                Slot::Failed(
+                    error_codes::INVALID_REQUIRED_ACKS,
+                    "acks must be 0, 1 or -1",
+                )
+            } else {
+                match (known, p.records) {
+                    (Some(t), Some(records)) if p.index >= 0 && p.index < t.partitions => {
+                        parts.push(ProducePart {
+                            topic: name.clone(),
+                            partition: p.index,
+                            records,
+                        });
+                        Slot::Sent(parts.len() - 1)
+                    }
+                    (Some(t), None) if p.index >= 0 && p.index < t.partitions => {
+                        Slot::Failed(error_codes::CORRUPT_MESSAGE, "no records")
+                    }
+                    _ => Slot::Failed(
+                        error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        "unknown topic or partition",
+                    ),
+                }
+            };
+            slots.push((p.index, slot));
+        }
+        layout.push((topic.name, slots));
+    }
+    let results = if parts.is_empty() {
+        Vec::new()
+    } else {
+        shard.produce(acks, parts).await
+    };
+    if acks == 0 {
+        return Ok(None);
+    }
+    let responses = layout
+        .into_iter()
+        .map(|(name, slots)| {
+            let partition_responses = slots
+                .into_iter()
+                .map(|(index, slot)| {
+                    let r = match slot {
+                        Slot::Sent(i) => results.get(i).cloned().unwrap_or_default(),
+                        Slot::Failed(code, msg) => ProduceResult {
+                            error_code: code,
+                            base_offset: -1,
+                            log_append_time: -1,
+                            log_start_offset: -1,
+                            error_message: Some(msg.to_string()),
+                        },
+                    };
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(r.error_code)
+                        .with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(r.log_append_time)
+                        .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })
+                        .with_error_message(if version >= 8 {
+                            r.error_message.as_deref().map(sb)
+                        } else {
+                            None
+                        })
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    let body = ProduceResponse::default().with_responses(responses);
+    Ok(Some(vec![encode_response(
+        ApiKey::Produce,
+        version,
+        correlation_id,
+        &body,
+    )?]))
+}

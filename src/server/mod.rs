@@ -1,0 +1,292 @@
+//! The broker process: one pinned glommio executor per shard, each with its own io_uring ring,
+//! its own listener on the shared port (SO_REUSEPORT) and its share of the partitions.
+//!
+//! Start-up: every shard opens its storage and the partitions it owns from the metadata
+//! snapshot, then all meet at a barrier; only then do listeners open, so no client can reach
+//! a shard whose partitions are not ready. Shutdown (SIGTERM/SIGINT): listeners close,
+//! connections finish the requests they hold, shards meet again, then each flushes its logs
+//! and writes its clean-shutdown marker, and the process exits 0.
+
+mod connection;
+mod handlers;
+mod write;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::shard::{Shard, ShardMsg};
+use crate::storage::{ShardStorage, StorageOptions};
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data dir could not be created or used.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The metadata snapshot could not be loaded.
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    /// A shard failed to start or run (the message names the shard and the cause).
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// The shard index.
+        shard: usize,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Set by the signal handler; every shard polls it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks a running broker in this process to shut down cleanly.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// A rendezvous of all shards: each arrives once; `wait` returns when all have, or false when
+/// one of them failed.
+struct Barrier {
+    arrived: AtomicUsize,
+    failed: AtomicBool,
+    total: usize,
+}
+
+impl Barrier {
+    fn new(total: usize) -> Self {
+        Barrier {
+            arrived: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            total,
+        }
+    }
+
+    async fn wait(&self, ok: bool) -> bool {
+        if !ok {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if self.arrived.load(Ordering::SeqCst) >= self.total {
+                return true;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
+pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let meta = Arc::new(crate::meta::load(&config.data_dir)?);
+    let nr = config.cores.max(1);
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    tracing::info!(
+        cores = nr,
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        advertised = %format!("{}:{}", config.advertised.0, config.advertised.1),
+        topics = meta.topics.len(),
+        apis = %advertised_versions(),
+        "shardlog starting"
+    );
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SAFETY-free: signal_hook's flag registration only stores to an atomic.
+        let flag = Arc::new(AtomicBool::new(false));
+        if signal_hook::flag::register(sig, flag.clone()).is_ok() {
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || loop {
+                    if flag.load(Ordering::SeqCst) {
+                        request_stop();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                })
+                .map_err(|e| ServerError::Shard {
+                    shard: 0,
+                    message: format!("cannot start signal thread: {e}"),
+                })?;
+        }
+    }
+    STOP.store(false, Ordering::SeqCst);
+
+    let config = Arc::new(config);
+    let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
+    let ready = Arc::new(Barrier::new(nr));
+    let drained = Arc::new(Barrier::new(nr));
+    let mut handles = Vec::with_capacity(nr);
+    for id in 0..nr {
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
+            _ => Placement::Unbound,
+        };
+        let (config, meta, mesh, ready, drained) = (
+            config.clone(),
+            meta.clone(),
+            mesh.clone(),
+            ready.clone(),
+            drained.clone(),
+        );
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .spawn(
+                move || async move { shard_main(id, nr, config, meta, mesh, ready, drained).await },
+            )
+            .map_err(|e| ServerError::Shard {
+                shard: id,
+                message: format!("glommio executor failed to start: {e}"),
+            })?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        let outcome = match h.join() {
+            Ok(r) => r,
+            Err(e) => Err(format!("executor error: {e}")),
+        };
+        if let Err(message) = outcome {
+            tracing::error!(shard = id, %message, "shard failed");
+            first_error.get_or_insert(ServerError::Shard { shard: id, message });
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("shardlog stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+fn advertised_versions() -> String {
+    crate::protocol::SUPPORTED_APIS
+        .iter()
+        .map(|(k, lo, hi)| format!("{k:?}:{lo}-{hi}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Binds one shard's listener on the shared port with SO_REUSEPORT.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the fd is a freshly bound, listening TCP socket that we own and hand over.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+async fn shard_main(
+    id: usize,
+    nr: usize,
+    config: Arc<BrokerConfig>,
+    meta: Arc<crate::meta::Metadata>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    ready: Arc<Barrier>,
+    drained: Arc<Barrier>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| "mesh join failed".to_string())?;
+    #[allow(clippy::needless_update)] // StorageOptions has more knobs, left at their defaults
+    let options = StorageOptions {
+        batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
+        buffered_io: config.buffered_io,
+        ..Default::default()
+    };
+    let storage = match ShardStorage::open(&config.data_dir, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            ready.wait(false).await;
+            return Err(format!("storage: {e}"));
+        }
+    };
+    let shard = Shard::new(id, nr, config.clone(), storage.clone(), meta, senders);
+    for (_peer, rx) in receivers.streams() {
+        glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
+    }
+    if let Err(e) = shard.open_owned_partitions().await {
+        ready.wait(false).await;
+        return Err(format!("opening partitions: {e}"));
+    }
+    storage.spawn_background_tasks();
+    let listener = match bind_listener(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            ready.wait(false).await;
+            return Err(format!("cannot listen on {}: {e}", config.listen));
+        }
+    };
+    if !ready.wait(true).await {
+        return Err("another shard failed to start".into());
+    }
+    tracing::info!(shard = id, listen = %config.listen, "shard serving");
+
+    let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, connections.clone()));
+    while !STOP.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drop(acceptor); // cancels accept: the listener closes
+    connections.drain(Duration::from_secs(10)).await;
+    drained.wait(true).await;
+    if let Err(e) = storage.shutdown().await {
+        return Err(format!("flush at shutdown: {e}"));
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    connections: Rc<connection::Registry>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if !connections.try_admit() {
+                    tracing::warn!(
+                        limit = shard.config.shard_connections_max,
+                        "connection limit reached; closing new connection"
+                    );
+                    drop(stream);
+                    continue;
+                }
+                let (shard, connections) = (shard.clone(), connections.clone());
+                glommio::spawn_local(async move {
+                    connection::serve(shard, stream, &connections).await;
+                    connections.leave();
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Shards: partition ownership and the cross-core mesh.
+//!
+//! A shard is one core running one glommio executor. It owns the partitions whose
+//! [`shard_of`] is its index and is the only thread that touches their logs. A request that
+//! names partitions of several shards is split per owner here, each part sent as a
+//! [`ShardMsg`] over glommio's channel mesh (or handled in place when the owner is this shard),
+//! and the answers gathered back into request order. Messages carry only `Send` data
+//! (`Bytes`, strings, numbers); replies come back on a oneshot channel inside the message.
+
+pub mod controller;
+mod owner;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::config::BrokerConfig;
+use crate::meta::Metadata;
+use crate::storage::ShardStorage;
+
+pub use controller::{AdminError, AdminOp, AdminReply, NewTopic};
+
+/// The shard that owns a partition: a stable hash of the topic name plus the partition index,
+/// so ownership survives restarts and a topic's partitions spread round-robin over shards.
+pub fn shard_of(topic: &str, partition: i32, nr_shards: usize) -> usize {
+    let h = crc32c::crc32c(topic.as_bytes()) as u64;
+    ((h + partition as u64) % nr_shards as u64) as usize
+}
+
+/// One partition's records in a Produce request, as slices of the request buffer.
+#[derive(Debug)]
+pub struct ProducePart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The records field: one or more v2 batches.
+    pub records: Bytes,
+}
+
+/// The outcome of one partition's produce.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceResult {
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// Offset assigned to the first record (-1 on error).
+    pub base_offset: i64,
+    /// Broker time stamped on the batch with LogAppendTime, else -1.
+    pub log_append_time: i64,
+    /// First offset still in the log.
+    pub log_start_offset: i64,
+    /// A readable reason on error.
+    pub error_message: Option<String>,
+}
+
+/// One partition's read in a Fetch request.
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// First offset wanted.
+    pub fetch_offset: i64,
+    /// Most bytes wanted from this partition (the first batch is returned even if larger).
+    pub max_bytes: usize,
+}
+
+/// The outcome of one partition's read.
+#[derive(Debug, Default)]
+pub struct FetchResult {
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// Next offset to be written (-1 on error).
+    pub high_watermark: i64,
+    /// First offset still in the log (-1 on error).
+    pub log_start_offset: i64,
+    /// Whole record batches from the one holding `fetch_offset`.
+    pub batches: Vec<Bytes>,
+}
+
+impl FetchResult {
+    /// Bytes of record data in this result.
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+/// One partition's ListOffsets question: -2 earliest, -1 latest, -3 max timestamp, else a time.
+#[derive(Debug, Clone)]
+pub struct OffsetQuery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The timestamp or one of the special values.
+    pub timestamp: i64,
+}
+
+/// One partition's ListOffsets answer.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetAnswer {
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// The offset found (-1 when none).
+    pub offset: i64,
+    /// The timestamp of the record found (-1 when not applicable).
+    pub timestamp: i64,
+}
+
+/// A message from one shard to another. Every variant carries its own reply channel.
+pub enum ShardMsg {
+    /// Append batches to partitions owned by the receiver; `acks` = -1 waits for durability.
+    Produce {
+        /// 0, 1 or -1.
+        acks: i16,
+        /// (index in the request, part).
+        parts: Vec<(usize, ProducePart)>,
+        /// Results by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ProduceResult)>>,
+    },
+    /// Read from partitions owned by the receiver.
+    Fetch {
+        /// (index in the request, part).
+        parts: Vec<(usize, FetchPart)>,
+        /// Results by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, FetchResult)>>,
+    },
+    /// Answer when any of these partitions has data past the offset, or after `wait`.
+    WaitAppend {
+        /// (topic, partition, offset): wake when the high watermark passes offset.
+        parts: Vec<(String, i32, i64)>,
+        /// Longest wait.
+        wait: Duration,
+        /// Completed (or dropped) when the wait is over.
+        reply: oneshot::Sender<()>,
+    },
+    /// ListOffsets on partitions owned by the receiver.
+    ListOffsets {
+        /// (index in the request, query).
+        parts: Vec<(usize, OffsetQuery)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
+    },
+    /// An admin change, sent to shard 0 (the metadata writer).
+    Admin {
+        /// The change.
+        op: AdminOp,
+        /// Its outcome.
+        reply: oneshot::Sender<AdminReply>,
+    },
+    /// A new metadata snapshot from shard 0: open/delete/reconfigure owned partitions, adopt it.
+    ApplyMetadata {
+        /// The snapshot.
+        meta: Arc<Metadata>,
+        /// Completed once applied.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Everything one shard owns; lives on its executor only (`Rc`), never shared across cores.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Number of shards.
+    pub nr_shards: usize,
+    /// Broker configuration (immutable).
+    pub config: Arc<BrokerConfig>,
+    /// Logs of the partitions this shard owns.
+    pub storage: Rc<ShardStorage>,
+    /// The current metadata snapshot.
+    meta: RefCell<Arc<Metadata>>,
+    /// Mesh senders to every shard.
+    senders: Senders<ShardMsg>,
+    /// Shard 0 only: serialises admin changes.
+    controller: controller::Controller,
+}
+
+impl Shard {
+    /// Builds a shard around its storage, the metadata loaded at start and its mesh senders.
+    pub fn new(
+        id: usize,
+        nr_shards: usize,
+        config: Arc<BrokerConfig>,
+        storage: Rc<ShardStorage>,
+        meta: Arc<Metadata>,
+        senders: Senders<ShardMsg>,
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            nr_shards,
+            config,
+            storage,
+            meta: RefCell::new(meta),
+            senders,
+            controller: controller::Controller::new(),
+        })
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.meta.borrow().clone()
+    }
+
+    /// The owner shard of a partition.
+    pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
+        shard_of(topic, partition, self.nr_shards)
+    }
+
+    /// Opens (creating or recovering) every partition of `meta` that this shard owns.
+    pub async fn open_owned_partitions(&self) -> Result<(), crate::storage::StorageError> {
+        let meta = self.metadata();
+        owner::open_owned(self, &meta).await
+    }
+
+    /// Delivers a message to its owner: handled in place when that is this shard.
+    async fn send(self: &Rc<Self>, to: usize, msg: ShardMsg) {
+        if to == self.id {
+            let me = self.clone();
+            glommio::spawn_local(async move { owner::handle(&me, msg).await }).detach();
+        } else if let Err(msg) = self.senders.send_to(to, msg).await {
+            // The peer has stopped (shutdown); dropping the message drops its reply
+            // sender, which the caller sees as a cancelled reply.
+            drop(msg);
+            tracing::debug!(to, "mesh peer closed");
+        }
+    }
+
+    /// Serves messages arriving from one peer shard until the peer closes.
+    pub async fn serve_peer(
+        self: Rc<Self>,
+        rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>,
+    ) {
+        while let Some(msg) = rx.recv().await {
+            let me = self.clone();
+            glommio::spawn_local(async move { owner::handle(&me, msg).await }).detach();
+        }
+    }
+
+    /// Splits `items` by owner shard, sends each group with `make`, and gathers the answers
+    /// back in the order of `items`. A shard that does not answer yields `fallback`.
+    async fn scatter<I, O>(
+        self: &Rc<Self>,
+        items: Vec<I>,
+        key: impl Fn(&I) -> (&str, i32),
+        make: impl Fn(Vec<(usize, I)>, oneshot::Sender<Vec<(usize, O)>>) -> ShardMsg,
+        fallback: impl Fn() -> O,
+    ) -> Vec<O> {
+        let n = items.len();
+        let mut groups: Vec<Vec<(usize, I)>> = (0..self.nr_shards).map(|_| Vec::new()).collect();
+        for (i, item) in items.into_iter().enumerate() {
+            let (t, p) = key(&item);
+            groups[self.owner_of(t, p)].push((i, item));
+        }
+        let mut waits = Vec::new();
+        for (owner, group) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            self.send(owner, make(group, tx)).await;
+            waits.push(rx);
+        }
+        let mut out: Vec<Option<O>> = (0..n).map(|_| None).collect();
+        for rx in waits {
+            if let Ok(results) = rx.await {
+                for (i, o) in results {
+                    out[i] = Some(o);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(&fallback))
+            .collect()
+    }
+
+    /// Appends each part on its owner shard; results in request order.
+    pub async fn produce(
+        self: &Rc<Self>,
+        acks: i16,
+        parts: Vec<ProducePart>,
+    ) -> Vec<ProduceResult> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::Produce { acks, parts, reply },
+            || ProduceResult {
+                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                base_offset: -1,
+                log_append_time: -1,
+                log_start_offset: -1,
+                error_message: Some("owner shard unavailable".into()),
+            },
+        )
+        .await
+    }
+
+    /// Reads each part on its owner shard; results in request order.
+    pub async fn fetch(self: &Rc<Self>, parts: Vec<FetchPart>) -> Vec<FetchResult> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::Fetch { parts, reply },
+            || FetchResult {
+                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                high_watermark: -1,
+                log_start_offset: -1,
+                batches: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// Answers ListOffsets queries on their owner shards; answers in request order.
+    pub async fn list_offsets(self: &Rc<Self>, queries: Vec<OffsetQuery>) -> Vec<OffsetAnswer> {
+        self.scatter(
+            queries,
+            |q| (&q.topic, q.partition),
+            |parts, reply| ShardMsg::ListOffsets { parts, reply },
+            || OffsetAnswer {
+                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                offset: -1,
+                timestamp: -1,
+            },
+        )
+        .await
+    }
+
+    /// Waits until any of the partitions has data past its offset, or until `deadline`.
+    pub async fn wait_any_append(
+        self: &Rc<Self>,
+        parts: Vec<(String, i32, i64)>,
+        deadline: Instant,
+    ) {
+        let now = Instant::now();
+        if deadline <= now || parts.is_empty() {
+            return;
+        }
+        let wait = deadline - now;
+        let mut groups: Vec<Vec<(String, i32, i64)>> =
+            (0..self.nr_shards).map(|_| Vec::new()).collect();
+        for p in parts {
+            let owner = self.owner_of(&p.0, p.1);
+            groups[owner].push(p);
+        }
+        let (tx, mut rx) = futures_channel::mpsc::channel::<()>(self.nr_shards);
+        for (owner, group) in groups.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let (reply, done) = oneshot::channel();
+            self.send(
+                owner,
+                ShardMsg::WaitAppend {
+                    parts: group,
+                    wait,
+                    reply,
+                },
+            )
+            .await;
+            let mut tx = tx.clone();
+            glommio::spawn_local(async move {
+                let _ = done.await;
+                let _ = tx.try_send(());
+            })
+            .detach();
+        }
+        drop(tx);
+        let first = async {
+            use futures_lite::StreamExt;
+            rx.next().await;
+        };
+        futures_lite::future::or(first, glommio::timer::sleep(wait)).await;
+    }
+
+    /// Sends an admin change to shard 0 and waits for its outcome.
+    pub async fn admin(self: &Rc<Self>, op: AdminOp) -> AdminReply {
+        let (reply, rx) = oneshot::channel();
+        self.send(0, ShardMsg::Admin { op, reply }).await;
+        rx.await.unwrap_or_else(|_| AdminReply::unavailable())
+    }
+}

@@ -1,0 +1,299 @@
+//! What the owner shard does with a [`ShardMsg`]: the only place partitions' logs are touched.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{
+    FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProducePart, ProduceResult, Shard, ShardMsg,
+};
+use crate::config::topic_log_config;
+use crate::meta::Metadata;
+use crate::protocol::error_codes;
+use crate::storage::StorageError;
+
+/// Handles one message addressed to this shard.
+pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Produce { acks, parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, part) in parts {
+                out.push((i, produce_one(shard, acks, part).await));
+            }
+            let _ = reply.send(out);
+        }
+        ShardMsg::Fetch { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, part) in parts {
+                out.push((i, fetch_one(shard, part).await));
+            }
+            let _ = reply.send(out);
+        }
+        ShardMsg::ListOffsets { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, q) in parts {
+                out.push((i, list_offset(shard, q).await));
+            }
+            let _ = reply.send(out);
+        }
+        ShardMsg::WaitAppend { parts, wait, reply } => {
+            wait_append(shard, parts, wait).await;
+            let _ = reply.send(());
+        }
+        ShardMsg::Admin { op, reply } => {
+            let out = super::controller::run(shard, op).await;
+            let _ = reply.send(out);
+        }
+        ShardMsg::ApplyMetadata { meta, reply } => {
+            apply_metadata(shard, meta).await;
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn storage_failure(e: &StorageError) -> ProduceResult {
+    ProduceResult {
+        error_code: e.kafka_error_code(),
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
+        error_message: Some(e.to_string()),
+    }
+}
+
+/// Splits a records field into its v2 batches (each is 12 bytes of offset + length, then
+/// `length` bytes). A field whose lengths do not add up is corrupt as a whole.
+fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
+    let mut out = Vec::with_capacity(1);
+    let mut at = 0usize;
+    while at < records.len() {
+        if records.len() - at < 12 {
+            return Err(StorageError::CorruptMessage(
+                "truncated batch header".into(),
+            ));
+        }
+        let len = i32::from_be_bytes([
+            records[at + 8],
+            records[at + 9],
+            records[at + 10],
+            records[at + 11],
+        ]);
+        if len < 0 || at + 12 + len as usize > records.len() {
+            return Err(StorageError::CorruptMessage(
+                "batch length past the end of the records".into(),
+            ));
+        }
+        let end = at + 12 + len as usize;
+        out.push(records.slice(at..end));
+        at = end;
+    }
+    if out.is_empty() {
+        return Err(StorageError::CorruptMessage("no record batch".into()));
+    }
+    Ok(out)
+}
+
+async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> ProduceResult {
+    let batches = match split_batches(&part.records) {
+        Ok(b) => b,
+        Err(e) => return storage_failure(&e),
+    };
+    let mut first: Option<crate::storage::LogAppendInfo> = None;
+    let mut last_offset = -1;
+    for batch in batches {
+        match shard.storage.append(&part.topic, part.partition, batch) {
+            Ok(info) => {
+                last_offset = info.last_offset;
+                first.get_or_insert(info);
+            }
+            // Batches already appended stay appended (as in Kafka, a request is not atomic
+            // across batches); the error is reported for the partition.
+            Err(e) => return storage_failure(&e),
+        }
+    }
+    let Some(info) = first else {
+        return storage_failure(&StorageError::CorruptMessage("no record batch".into()));
+    };
+    if acks == -1 {
+        if let Err(e) = shard
+            .storage
+            .wait_durable(&part.topic, part.partition, last_offset)
+            .await
+        {
+            return storage_failure(&e);
+        }
+    }
+    ProduceResult {
+        error_code: error_codes::NONE,
+        base_offset: info.first_offset,
+        log_append_time: info.log_append_time,
+        log_start_offset: info.log_start_offset,
+        error_message: None,
+    }
+}
+
+async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
+    match shard
+        .storage
+        .read(
+            &part.topic,
+            part.partition,
+            part.fetch_offset,
+            part.max_bytes,
+        )
+        .await
+    {
+        Ok(data) => FetchResult {
+            error_code: error_codes::NONE,
+            high_watermark: data.high_watermark,
+            log_start_offset: data.log_start_offset,
+            batches: data.batches,
+        },
+        Err(e) => {
+            let (start, hw) = shard
+                .storage
+                .offsets(&part.topic, part.partition)
+                .unwrap_or((-1, -1));
+            FetchResult {
+                error_code: e.kafka_error_code(),
+                high_watermark: hw,
+                log_start_offset: start,
+                batches: Vec::new(),
+            }
+        }
+    }
+}
+
+async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
+    let (start, hw) = match shard.storage.offsets(&q.topic, q.partition) {
+        Ok(o) => o,
+        Err(e) => {
+            return OffsetAnswer {
+                error_code: e.kafka_error_code(),
+                offset: -1,
+                timestamp: -1,
+            }
+        }
+    };
+    let found = match q.timestamp {
+        -2 => Ok(Some((start, -1))),
+        -1 => Ok(Some((hw, -1))),
+        ts => {
+            // -3 (max timestamp) is answered as "latest" with its time unknown.
+            if ts == -3 {
+                Ok(Some((hw.saturating_sub(1).max(start), -1)))
+            } else {
+                shard
+                    .storage
+                    .offset_for_timestamp(&q.topic, q.partition, ts)
+                    .await
+            }
+        }
+    };
+    match found {
+        Ok(Some((offset, timestamp))) => OffsetAnswer {
+            error_code: error_codes::NONE,
+            offset,
+            timestamp,
+        },
+        Ok(None) => OffsetAnswer {
+            error_code: error_codes::NONE,
+            offset: -1,
+            timestamp: -1,
+        },
+        Err(e) => OffsetAnswer {
+            error_code: e.kafka_error_code(),
+            offset: -1,
+            timestamp: -1,
+        },
+    }
+}
+
+async fn wait_append(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, wait: std::time::Duration) {
+    let (tx, mut rx) = futures_channel::mpsc::channel::<()>(1);
+    let mut waiters = Vec::with_capacity(parts.len());
+    for (topic, partition, offset) in parts {
+        let storage = shard.storage.clone();
+        let mut tx = tx.clone();
+        waiters.push(glommio::spawn_local(async move {
+            storage.appended(&topic, partition, offset).await;
+            let _ = tx.try_send(());
+        }));
+    }
+    drop(tx);
+    let first = async {
+        use futures_lite::StreamExt;
+        rx.next().await;
+    };
+    futures_lite::future::or(first, glommio::timer::sleep(wait)).await;
+    // Dropping the task handles cancels the waits still pending.
+    drop(waiters);
+}
+
+/// Opens every partition of `meta` owned by this shard.
+pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), StorageError> {
+    for topic in meta.topics.values() {
+        let log = topic_log_config(&shard.config.log, &topic.configs).unwrap_or_else(|e| {
+            tracing::warn!(topic = %topic.name, error = %e, "bad stored topic config; using broker defaults");
+            shard.config.log.clone()
+        });
+        for p in 0..topic.partitions {
+            if shard.owner_of(&topic.name, p) == shard.id {
+                shard
+                    .storage
+                    .open_partition(&topic.name, p, log.clone())
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adopts a new snapshot: opens new owned partitions, deletes removed ones, applies config
+/// changes, then swaps the snapshot in.
+async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
+    let old = shard.metadata();
+    for topic in old.topics.values() {
+        let gone = meta
+            .topics
+            .get(&topic.name)
+            .is_none_or(|t| t.id != topic.id);
+        if gone {
+            for p in 0..topic.partitions {
+                if shard.owner_of(&topic.name, p) == shard.id {
+                    if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
+                        tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
+                    }
+                }
+            }
+        }
+    }
+    for topic in meta.topics.values() {
+        let log = topic_log_config(&shard.config.log, &topic.configs)
+            .unwrap_or_else(|_| shard.config.log.clone());
+        let before = old.topics.get(&topic.name).filter(|t| t.id == topic.id);
+        for p in 0..topic.partitions {
+            if shard.owner_of(&topic.name, p) != shard.id {
+                continue;
+            }
+            match before {
+                Some(b) if p < b.partitions => {
+                    if b.configs != topic.configs {
+                        shard.storage.set_config(&topic.name, p, log.clone());
+                    }
+                }
+                _ => {
+                    if let Err(e) = shard
+                        .storage
+                        .open_partition(&topic.name, p, log.clone())
+                        .await
+                    {
+                        tracing::error!(topic = %topic.name, partition = p, error = %e, "cannot open partition");
+                    }
+                }
+            }
+        }
+    }
+    *shard.meta.borrow_mut() = meta;
+}

@@ -1,0 +1,155 @@
+//! Test support: start the real broker binary on a free loopback port with a temp data dir.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running broker process; stopped (SIGKILL) and its data removed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub cores: usize,
+    pub extra: Vec<String>,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A temp dir on the same file system as the repo (ext4: O_DIRECT works there, unlike tmpfs).
+pub fn temp_data_dir() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).expect("target tmpdir");
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
+impl Broker {
+    /// Starts a broker with `cores` shards and extra `--set KEY=VALUE` properties.
+    pub fn start(cores: usize, extra: &[&str]) -> Broker {
+        let tmp = temp_data_dir();
+        let data_dir = tmp.path().to_path_buf();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir,
+            _tmp: Some(tmp),
+            cores,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardlog"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--cores")
+            .arg(self.cores.to_string());
+        for kv in &self.extra {
+            cmd.arg("--set").arg(kv);
+        }
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("start shardlog");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// The broker's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("broker exited early with {status}: {}", self.log());
+                }
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("broker did not start listening: {}", self.log());
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Stops with SIGTERM and waits; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills with SIGKILL (no clean shutdown) and waits.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and data dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+    }
+}
+
+/// Sends one request frame (`payload` without the size prefix) and reads one response frame.
+pub fn roundtrip(stream: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(&(payload.len() as i32).to_be_bytes())?;
+    stream.write_all(payload)?;
+    read_frame(stream)
+}
+
+/// Reads one size-prefixed frame.
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
