@@ -70,7 +70,8 @@ pub fn render_svg(title: &str, series: &[PlotSeries]) -> Result<String, HistErro
         .unwrap_or(1)
         .max(10);
     // Enough nines to show the tail each histogram can resolve, at least 99.9 %.
-    let nines = ((max_count as f64).log10().ceil() as i32).clamp(3, 7);
+    // As many nines as the largest histogram resolves (1 in N samples), at least 99.9 %.
+    let nines = ((max_count as f64).log10().floor() as i32).clamp(3, 6);
     let x_max = 10f64.powi(nines);
     let y_max = series
         .iter()
@@ -87,12 +88,15 @@ pub fn render_svg(title: &str, series: &[PlotSeries]) -> Result<String, HistErro
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 22))
             .margin(20)
+            .margin_right(50)
             .x_label_area_size(45)
             .y_label_area_size(70)
             .build_cartesian_2d((1f64..x_max).log_scale(), 0f64..y_max)
             .map_err(|x| e(&x))?;
         chart
             .configure_mesh()
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 15))
             .x_desc("percentile")
             .y_desc("latency (ms)")
             .x_labels(nines as usize + 1)
@@ -116,6 +120,7 @@ pub fn render_svg(title: &str, series: &[PlotSeries]) -> Result<String, HistErro
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()

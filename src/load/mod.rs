@@ -537,13 +537,14 @@ impl Progress {
             .collect();
         self.last = cur;
         let secs = (now.saturating_sub(self.last_ns) as f64 / 1e9).max(1e-3);
+        // A sample belongs to the warm-up if its second began before the warm-up ended.
+        let warmup = self.last_ns < self.warm_end_ns;
         self.last_ns = now;
         let interval = shared
             .interval
             .lock()
             .map(|mut g| std::mem::take(&mut *g))
             .unwrap_or_default();
-        let warmup = now <= self.warm_end_ns;
         if !warmup {
             self.so_far.add(&interval);
         }

@@ -334,7 +334,10 @@ impl Workload {
         if self.acks.resolve().is_none() {
             return bad(
                 "acks",
-                format!("must be 0, 1, -1 or \"all\", got {:?}", self.acks),
+                match &self.acks {
+                    AcksValue::Number(n) => format!("must be 0, 1, -1 or \"all\", got {n}"),
+                    AcksValue::Text(t) => format!("must be 0, 1, -1 or \"all\", got {t:?}"),
+                },
             );
         }
         if self.batch_size < 64 || self.batch_size > MESSAGE_BYTES_MAX {
