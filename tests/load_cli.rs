@@ -28,6 +28,7 @@ fn args(bootstrap: String, workload: PathBuf, out: PathBuf) -> LoadArgs {
         cores: Some(1),
         max_from: None,
         topic_prefix: None,
+        first_cpu: 0,
         // Tests share the machine with other test binaries: do not pin.
         no_pin: true,
         quiet: true,

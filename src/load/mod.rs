@@ -76,6 +76,9 @@ pub struct LoadArgs {
     /// Topic name prefix; default: a fresh `shardlog-load-XXXXXX-` per run.
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// Pin client core i to CPU (first_cpu + i) mod CPUs, e.g. to keep off the broker's CPUs.
+    #[arg(long, default_value_t = 0)]
+    pub first_cpu: usize,
     /// Do not pin executors to CPUs (for shared machines).
     #[arg(long)]
     pub no_pin: bool,
@@ -274,7 +277,7 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
         let placement = if args.no_pin {
             Placement::Unbound
         } else {
-            Placement::Fixed(core % online)
+            Placement::Fixed((args.first_cpu + core) % online)
         };
         let plan = plan.clone();
         let shared2 = shared.clone();
