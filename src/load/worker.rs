@@ -15,6 +15,7 @@ use super::wire::{
 use super::workload::{Compression, KeyDistribution, Workload};
 use crate::hist::LatencyHistogram;
 use bytes::Bytes;
+use futures_lite::FutureExt as _;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -688,7 +689,12 @@ impl Producer {
             record_acked(&mut s, &self.shared, now, &sent);
             return;
         }
-        if conn.permits.acquire(1).await.is_err() || conn.broken.get() {
+        // Wait for a free in-flight slot, unless the run is abandoned (a broker that stopped
+        // answering must not hang the client).
+        let permit = async { conn.permits.acquire(1).await.is_ok() }
+            .or(hard_stopped(&self.shared))
+            .await;
+        if !permit || conn.broken.get() {
             fail(
                 &self.stats,
                 &self.shared,
@@ -716,6 +722,14 @@ impl Producer {
             conn.permits.signal(1);
         }
     }
+}
+
+/// Resolves (to `false`) once the main thread abandons the run.
+async fn hard_stopped(shared: &Shared) -> bool {
+    while !shared.hard_stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Shortens an error for use as an error-count key.
