@@ -57,13 +57,18 @@ fn serve(mut s: TcpStream, addr: SocketAddr, topics: &Topics) -> anyhow::Result<
         if s.read_exact(&mut len).is_err() {
             return Ok(());
         }
-        let n = i32::from_be_bytes(len) as usize;
+        let n = usize::try_from(i32::from_be_bytes(len))?;
+        anyhow::ensure!(n <= 256 << 20, "request frame of {n} bytes is too large");
         let mut body = vec![0u8; n];
         s.read_exact(&mut body)?;
+        let Some(&[k0, k1, v0, v1]) = body.get(..4).and_then(|h| <&[u8; 4]>::try_from(h).ok())
+        else {
+            anyhow::bail!("request frame of {n} bytes is too short");
+        };
         let mut buf = Bytes::from(body);
-        let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]]))
+        let key = ApiKey::try_from(i16::from_be_bytes([k0, k1]))
             .map_err(|_| anyhow::anyhow!("unknown api key"))?;
-        let version = i16::from_be_bytes([buf[2], buf[3]]);
+        let version = i16::from_be_bytes([v0, v1]);
         let header = RequestHeader::decode(&mut buf, key.request_header_version(version))?;
         out.clear();
         out.extend_from_slice(&[0; 4]);

@@ -50,6 +50,8 @@ fn check_run(run: &RunResult, what: &str) {
         s.total_consumed_msgs, s.total_acked_msgs,
         "{what}: every acknowledged message consumed exactly once"
     );
+    assert_eq!(s.duplicate_msgs, 0, "{what}: duplicates");
+    assert_eq!(s.skipped_msgs, 0, "{what}: gaps in producer sequences");
     for name in ["publish", "e2e"] {
         let h = run
             .histograms

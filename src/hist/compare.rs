@@ -150,8 +150,13 @@ pub fn render_show(run: &RunResult) -> String {
     );
     let _ = writeln!(
         out,
-        "totals   sent {} acked {} failed {} consumed {}",
-        s.total_sent_msgs, s.total_acked_msgs, s.total_failed_msgs, s.total_consumed_msgs
+        "totals   sent {} acked {} failed {} consumed {} (duplicates {}, skipped {})",
+        s.total_sent_msgs,
+        s.total_acked_msgs,
+        s.total_failed_msgs,
+        s.total_consumed_msgs,
+        s.duplicate_msgs,
+        s.skipped_msgs
     );
     let mut rows = vec![{
         let mut h = vec!["latency ms".to_string(), "count".to_string()];

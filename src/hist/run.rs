@@ -70,6 +70,13 @@ pub struct RunSummary {
     pub total_consumed_msgs: u64,
     /// Target rate in msg/s (0 = as fast as possible).
     pub target_rate: f64,
+    /// Messages consumed more than once (a producer's sequence on a partition went back).
+    #[serde(default)]
+    pub duplicate_msgs: u64,
+    /// Messages missing in the middle of what was consumed (a producer's sequence jumped);
+    /// includes messages whose produce failed.
+    #[serde(default)]
+    pub skipped_msgs: u64,
 }
 
 /// One second of a run.
@@ -299,6 +306,8 @@ pub fn merge_runs(runs: &[RunResult]) -> Result<RunResult, HistError> {
         s.total_acked_msgs += r.total_acked_msgs;
         s.total_failed_msgs += r.total_failed_msgs;
         s.total_consumed_msgs += r.total_consumed_msgs;
+        s.duplicate_msgs += r.duplicate_msgs;
+        s.skipped_msgs += r.skipped_msgs;
         s.target_rate += r.target_rate;
         out.client_cores += run.client_cores;
         out.interrupted |= run.interrupted;
@@ -378,6 +387,8 @@ pub(crate) mod tests {
                 total_failed_msgs: 0,
                 total_consumed_msgs: n,
                 target_rate: 0.0,
+                duplicate_msgs: 0,
+                skipped_msgs: 0,
             },
             errors: BTreeMap::new(),
             rates: vec![RateSample {

@@ -410,6 +410,8 @@ fn merge_core(into: &mut CoreResult, r: CoreResult) {
     into.acked_all += r.acked_all;
     into.failed_all += r.failed_all;
     into.consumed_all += r.consumed_all;
+    into.duplicates += r.duplicates;
+    into.gaps += r.gaps;
     for (k, v) in r.errors {
         *into.errors.entry(k).or_default() += v;
     }
@@ -444,6 +446,8 @@ fn build_result(b: BuildInput<'_>) -> RunResult {
         total_acked_msgs: m.acked_all,
         total_failed_msgs: m.failed_all,
         total_consumed_msgs: m.consumed_all,
+        duplicate_msgs: m.duplicates,
+        skipped_msgs: m.gaps,
         target_rate: b.workload.producer_rate,
     };
     let mut histograms = BTreeMap::new();

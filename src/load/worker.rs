@@ -22,12 +22,16 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+/// Bytes at the start of each value written by the producer: intended send time (u64 LE),
+/// producer id (u32 LE), sequence of that producer on that partition (u32 LE). Values shorter
+/// than this carry only as much as fits (the time needs 8).
+pub const STAMP_BYTES: usize = 16;
 /// Messages a producer may create in one go before it yields to its other tasks.
 const CATCH_UP_MESSAGES_MAX: usize = 4096;
 /// Longest a producer sleeps before looking at the stop flag again.
@@ -223,6 +227,10 @@ pub struct CoreResult {
     pub failed_all: u64,
     /// Messages consumed, all phases.
     pub consumed_all: u64,
+    /// Messages consumed again (sequence at or below one already seen from its producer).
+    pub duplicates: u64,
+    /// Messages skipped over (sequence jumps) in what was consumed.
+    pub gaps: u64,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
 }
@@ -399,9 +407,12 @@ struct Slot {
     batch: BatchBuilder,
     intended_ns: Vec<u64>,
     opened_ns: u64,
+    /// Sequence number of the next message of this producer to this partition.
+    next_seq: u32,
 }
 
 struct Producer {
+    id: u32,
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     stats: Stats,
@@ -465,6 +476,7 @@ impl Producer {
                 batch: BatchBuilder::new(0),
                 intended_ns: Vec::new(),
                 opened_ns: 0,
+                next_seq: 0,
             })
             .collect::<Vec<_>>();
         let keys = KeyChooser::new(
@@ -481,6 +493,7 @@ impl Producer {
             RateSchedule::new(start_ns + phase as u64, plan.rate_per_producer)
         });
         Self {
+            id: spec.id as u32,
             topic_name: TopicName(StrBytes::from_string(topic.name.clone())),
             end_ns: start_ns + plan.warmup_ns() + plan.duration_ns(),
             linger_ns: (w.linger_ms * 1e6) as u64,
@@ -586,10 +599,21 @@ impl Producer {
                 slot.batch = BatchBuilder::new(self.batch_bytes + self.plan.payload.len());
             }
         }
-        let stamp = intended.to_le_bytes();
+        // The value starts with the stamp (intended time, then producer id and sequence when
+        // the message is long enough), followed by the payload template.
+        let mut stamp = [0u8; STAMP_BYTES];
+        stamp[..8].copy_from_slice(&intended.to_le_bytes());
+        stamp[8..12].copy_from_slice(&self.id.to_le_bytes());
+        stamp[12..16].copy_from_slice(&slot.next_seq.to_le_bytes());
+        slot.next_seq = slot.next_seq.wrapping_add(1);
+        let stamp_len = STAMP_BYTES.min(self.plan.payload.len());
         let ts_ms = self.plan.wall_epoch_ms + (now / 1_000_000) as i64;
-        slot.batch
-            .append(ts_ms, key, &stamp, &self.plan.payload[8..]);
+        slot.batch.append(
+            ts_ms,
+            key,
+            &stamp[..stamp_len],
+            &self.plan.payload[stamp_len..],
+        );
         slot.intended_ns.push(intended);
         let mut s = self.stats.borrow_mut();
         s.result.sent_all += 1;
@@ -878,6 +902,33 @@ impl AckReader {
     }
 }
 
+/// What one consumed message's sequence says.
+#[derive(Debug, PartialEq, Eq)]
+enum SeqCheck {
+    /// The next expected message of its producer on this partition.
+    InOrder,
+    /// At or below one already seen: consumed twice (or reordered).
+    Duplicate,
+    /// This many messages of its producer were skipped before it.
+    Skipped(u64),
+}
+
+/// Checks `seq` of `producer` against the next expected sequence (per partition map).
+fn observe_seq(next: &mut HashMap<u32, u32>, producer: u32, seq: u32) -> SeqCheck {
+    let expected = next.entry(producer).or_insert(0);
+    if seq < *expected {
+        SeqCheck::Duplicate
+    } else {
+        let skipped = u64::from(seq - *expected);
+        *expected = seq.wrapping_add(1);
+        if skipped == 0 {
+            SeqCheck::InOrder
+        } else {
+            SeqCheck::Skipped(skipped)
+        }
+    }
+}
+
 /// One consumer's fetch loop against one leader.
 struct Consumer {
     plan: Arc<Plan>,
@@ -904,6 +955,8 @@ impl Consumer {
     async fn run(mut self) {
         let topic = &self.plan.layout.topics[self.topic];
         let name = TopicName(StrBytes::from_string(topic.name.clone()));
+        // Next expected sequence by partition, then by producer: duplicates and gaps.
+        let mut next_seq: HashMap<i32, HashMap<u32, u32>> = HashMap::new();
         let mut offsets: Vec<(i32, i64)> = self
             .parts
             .iter()
@@ -989,11 +1042,21 @@ impl Consumer {
                         let CoreStats {
                             interval, result, ..
                         } = &mut *s;
+                        let seqs = next_seq.entry(p.partition_index).or_default();
                         let walked = walk_records(&records, slot.1, |v| {
                             let Some(stamp) = v.get(..8) else { return };
                             let mut b = [0u8; 8];
                             b.copy_from_slice(stamp);
                             let intended = u64::from_le_bytes(b);
+                            if let Some(ps) = v.get(8..STAMP_BYTES) {
+                                let producer = u32::from_le_bytes([ps[0], ps[1], ps[2], ps[3]]);
+                                let seq = u32::from_le_bytes([ps[4], ps[5], ps[6], ps[7]]);
+                                match observe_seq(seqs, producer, seq) {
+                                    SeqCheck::InOrder => {}
+                                    SeqCheck::Duplicate => result.duplicates += 1,
+                                    SeqCheck::Skipped(n) => result.gaps += n,
+                                }
+                            }
                             if intended > now {
                                 return; // not one of ours (or a clock we cannot compare)
                             }
@@ -1036,5 +1099,23 @@ impl Consumer {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_find_duplicates_and_gaps_per_producer() {
+        let mut next = HashMap::new();
+        assert_eq!(observe_seq(&mut next, 1, 0), SeqCheck::InOrder);
+        assert_eq!(observe_seq(&mut next, 2, 0), SeqCheck::InOrder);
+        assert_eq!(observe_seq(&mut next, 1, 1), SeqCheck::InOrder);
+        assert_eq!(observe_seq(&mut next, 1, 1), SeqCheck::Duplicate);
+        assert_eq!(observe_seq(&mut next, 1, 0), SeqCheck::Duplicate);
+        assert_eq!(observe_seq(&mut next, 1, 5), SeqCheck::Skipped(3));
+        assert_eq!(observe_seq(&mut next, 1, 6), SeqCheck::InOrder);
+        assert_eq!(observe_seq(&mut next, 2, 1), SeqCheck::InOrder);
     }
 }
