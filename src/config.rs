@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
 
 /// Why a configuration was refused; the message names the key and the value.
@@ -50,8 +51,9 @@ pub enum ConfigError {
 pub struct BrokerConfig {
     /// Address every shard listens on (SO_REUSEPORT); `listeners`.
     pub listen: SocketAddr,
-    /// Host and port given to clients in Metadata; `advertised.listeners`. Defaults to `listen`.
-    pub advertised: (String, u16),
+    /// Host and port given to clients in Metadata; `advertised.listeners`. `None`: the listen
+    /// address (see [`BrokerConfig::advertised`]).
+    pub advertised: Option<(String, u16)>,
     /// Root of the partition directories; `log.dirs`.
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors); defaults to all cores.
@@ -73,6 +75,12 @@ pub struct BrokerConfig {
     pub batch_cache_bytes_max: usize,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
+    /// Segment space reserved per fallocate, so a flush is not a metadata update.
+    pub preallocate_bytes: u64,
+    /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Consumer group settings.
+    pub group: GroupConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
     pub log: LogConfig,
 }
@@ -82,7 +90,7 @@ impl Default for BrokerConfig {
         let listen: SocketAddr = ([127, 0, 0, 1], 9092).into();
         BrokerConfig {
             listen,
-            advertised: ("127.0.0.1".to_string(), 9092),
+            advertised: None,
             data_dir: PathBuf::from("./shardlog-data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             node_id: 0,
@@ -93,6 +101,9 @@ impl Default for BrokerConfig {
             shard_connections_max: 20_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             buffered_io: false,
+            preallocate_bytes: 64 << 20,
+            metrics_listen: None,
+            group: GroupConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -167,7 +178,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         name: "advertised.listeners",
         help: "HOST:PORT given to clients in Metadata. Default: the listen address.",
         apply: |c, v| {
-            c.advertised = parse_host_port(v)?;
+            c.advertised = Some(parse_host_port(v)?);
             Ok(())
         },
     },
@@ -229,9 +240,57 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "shard.batch.cache.bytes",
-        help: "Memory cap of each shard's batch cache. Default 268435456.",
+        help: "Memory cap of the batch cache, split evenly over the shards. Default 268435456.",
         apply: |c, v| {
             c.batch_cache_bytes_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "metrics.listen",
+        help: "HOST:PORT where shard 0 serves Prometheus metrics at /metrics. Default: off.",
+        apply: |c, v| {
+            c.metrics_listen = Some(parse_listen(v)?);
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "log.preallocate.bytes",
+        help: "Segment space reserved per fallocate, so a flush is not a metadata update. Default 67108864.",
+        apply: |c, v| {
+            c.preallocate_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.min.session.timeout.ms",
+        help: "Smallest session timeout a consumer may ask for. Default 6000.",
+        apply: |c, v| {
+            c.group.min_session_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.max.session.timeout.ms",
+        help: "Largest session timeout a consumer may ask for. Default 1800000.",
+        apply: |c, v| {
+            c.group.max_session_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "group.initial.rebalance.delay.ms",
+        help: "How long the first rebalance of an empty group waits for more members. Default 3000.",
+        apply: |c, v| {
+            c.group.initial_rebalance_delay_ms = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "offsets.topic.num.partitions",
+        help: "Partitions of __consumer_offsets (fixed once created). Default 8 (Kafka: 50; fewer files on one node).",
+        apply: |c, v| {
+            c.group.offsets_partitions = parse_positive(v)?;
             Ok(())
         },
     },
@@ -348,6 +407,13 @@ pub fn topic_log_config(
 }
 
 impl BrokerConfig {
+    /// The host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        self.advertised
+            .clone()
+            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port()))
+    }
+
     /// Applies one property by its Kafka name (broker-level or `log.*` default).
     pub fn apply(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let bad = |why: String| ConfigError::BadValue {

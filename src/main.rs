@@ -23,6 +23,25 @@ enum Command {
     Serve(ServeArgs),
     /// Print the reference of every configuration property (Markdown).
     ConfigReference,
+    /// Check the host settings the broker's speed depends on; as root, apply the safe ones.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Only print the table (setting, now, recommended, status, why); change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Data directory to check (file system, O_DIRECT, disk scheduler); default: from
+    /// --config, else ./shardlog-data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Broker config file to take `log.dirs` from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Shards the broker will run (sizes the memlock need); default: all cores.
+    #[arg(long)]
+    cores: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +61,9 @@ struct ServeArgs {
     /// TOML file of Kafka properties (`log.segment.bytes = ...`); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// HOST:PORT where shard 0 serves Prometheus metrics at /metrics (default: off).
+    #[arg(long, value_parser = parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Use buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     #[arg(long)]
     buffered_io: bool,
@@ -61,14 +83,11 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
             .ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         c.apply(k.trim(), v.trim()).map_err(|e| e.to_string())?;
     }
-    let listen_given = args.listen.is_some();
     if let Some(l) = args.listen {
         c.listen = l;
     }
     if let Some(a) = args.advertised_listener {
-        c.advertised = a;
-    } else if listen_given || args.config.is_some() {
-        c.advertised = (c.listen.ip().to_string(), c.listen.port());
+        c.advertised = Some(a);
     }
     if let Some(d) = args.data_dir {
         c.data_dir = d;
@@ -80,7 +99,11 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
         c.cores = n;
     }
     c.buffered_io |= args.buffered_io;
-    if c.advertised.0 == "0.0.0.0" || c.advertised.0 == "::" {
+    if let Some(m) = args.metrics_listen {
+        c.metrics_listen = Some(m);
+    }
+    let (host, _) = c.advertised();
+    if host == "0.0.0.0" || host == "::" {
         return Err("advertised listener cannot be a wildcard address; pass --advertised-listener HOST:PORT".into());
     }
     Ok(c)
@@ -114,6 +137,22 @@ fn main() -> ExitCode {
         Command::ConfigReference => {
             print!("{}", BrokerConfig::reference());
             ExitCode::SUCCESS
+        }
+        Command::Tune(args) => {
+            let mut c = BrokerConfig::default();
+            if let Some(path) = &args.config {
+                if let Err(e) = c.load_file(path) {
+                    eprintln!("shardlog: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let host = shardlog::tune::Host {
+                root: PathBuf::from("/"),
+                data_dir: args.data_dir.unwrap_or(c.data_dir),
+                shards: args.cores.unwrap_or(c.cores).max(1),
+                probe: true,
+            };
+            ExitCode::from(shardlog::tune::run(&host, args.check))
         }
     }
 }

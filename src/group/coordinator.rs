@@ -7,7 +7,7 @@
 //! session ran out and completes rebalances whose deadline passed, so no request hangs.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,13 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use super::records::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 use super::OFFSETS_TOPIC;
@@ -231,6 +233,8 @@ pub enum GroupReply {
 /// The group coordinator of one shard.
 pub struct Coordinator {
     config: GroupConfig,
+    /// Partitions of `__consumer_offsets` as created (may differ from the config default).
+    partitions: std::cell::Cell<i32>,
     storage: Rc<ShardStorage>,
     groups: RefCell<HashMap<String, Group>>,
 }
@@ -249,6 +253,7 @@ impl Coordinator {
     /// A coordinator with no groups, writing to `storage`.
     pub fn new(config: GroupConfig, storage: Rc<ShardStorage>) -> Rc<Self> {
         Rc::new(Coordinator {
+            partitions: std::cell::Cell::new(config.offsets_partitions),
             config,
             storage,
             groups: RefCell::new(HashMap::new()),
@@ -257,7 +262,12 @@ impl Coordinator {
 
     /// The offsets partition of a group.
     pub fn partition_of(&self, group: &str) -> i32 {
-        super::offsets_partition(group, self.config.offsets_partitions)
+        super::offsets_partition(group, self.partitions.get())
+    }
+
+    /// Sets the partition count of `__consumer_offsets` found at start.
+    pub fn set_partitions(&self, n: i32) {
+        self.partitions.set(n.max(1));
     }
 
     /// Replays one owned `__consumer_offsets` partition into memory (at start).
@@ -266,7 +276,10 @@ impl Coordinator {
         let mut next = start;
         let mut applied = 0;
         while next < end {
-            let data = self.storage.read(OFFSETS_TOPIC, partition, next, 1 << 20).await?;
+            let data = self
+                .storage
+                .read(OFFSETS_TOPIC, partition, next, 1 << 20)
+                .await?;
             if data.batches.is_empty() {
                 break;
             }
@@ -275,9 +288,13 @@ impl Coordinator {
                 joined.extend_from_slice(b);
             }
             let mut buf = joined.freeze();
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-                crate::storage::StorageError::CorruptMessage(format!("__consumer_offsets-{partition}: {e}"))
-            })?;
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                    crate::storage::StorageError::CorruptLog {
+                        path: format!("{OFFSETS_TOPIC}-{partition}").into(),
+                        reason: e.to_string(),
+                    }
+                })?;
             let mut last = next;
             for r in set.records {
                 last = last.max(r.offset + 1);
@@ -290,7 +307,9 @@ impl Coordinator {
                         self.apply_record(rec);
                         applied += 1;
                     }
-                    Err(e) => tracing::warn!(partition, offset = r.offset, error = %e, "skipping record"),
+                    Err(e) => {
+                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping record")
+                    }
                 }
             }
             if last <= next {
@@ -349,14 +368,22 @@ impl Coordinator {
                             },
                         );
                     }
-                    g.state = if g.members.is_empty() { State::Empty } else { State::Stable };
+                    g.state = if g.members.is_empty() {
+                        State::Empty
+                    } else {
+                        State::Stable
+                    };
                 }
             },
         }
     }
 
     /// Appends records for one group durably to its offsets partition.
-    async fn persist(&self, group: &str, recs: &[OffsetsRecord]) -> Result<(), crate::storage::StorageError> {
+    async fn persist(
+        &self,
+        group: &str,
+        recs: &[OffsetsRecord],
+    ) -> Result<(), crate::storage::StorageError> {
         let ts = now_ms();
         let records: Vec<Record> = recs
             .iter()
@@ -389,9 +416,11 @@ impl Coordinator {
                 compression: Compression::None,
             },
         )
-        .map_err(|e| crate::storage::StorageError::InvalidRecord(e.to_string()))?;
+        .map_err(|e| crate::storage::StorageError::Io(std::io::Error::other(e.to_string())))?;
         let partition = self.partition_of(group);
-        let info = self.storage.append(OFFSETS_TOPIC, partition, buf.freeze())?;
+        let info = self
+            .storage
+            .append(OFFSETS_TOPIC, partition, buf.freeze())?;
         self.storage
             .wait_durable(OFFSETS_TOPIC, partition, info.last_offset)
             .await
@@ -412,7 +441,10 @@ impl Coordinator {
                 member_id,
                 instance_id,
                 offsets,
-            } => GroupReply::Commit(self.commit(group, generation, member_id, instance_id, offsets).await),
+            } => GroupReply::Commit(
+                self.commit(group, generation, member_id, instance_id, offsets)
+                    .await,
+            ),
             GroupOp::FetchOffsets(group, wanted) => {
                 let (code, list) = self.fetch_offsets(&group, wanted);
                 GroupReply::Offsets(code, list)
@@ -420,7 +452,9 @@ impl Coordinator {
             GroupOp::List => GroupReply::List(self.list()),
             GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),
             GroupOp::Delete(group) => GroupReply::Codes(vec![self.delete(&group).await]),
-            GroupOp::OffsetDelete(group, parts) => GroupReply::Codes(self.offset_delete(&group, parts).await),
+            GroupOp::OffsetDelete(group, parts) => {
+                GroupReply::Codes(self.offset_delete(&group, parts).await)
+            }
         }
     }
 
@@ -467,7 +501,10 @@ impl Coordinator {
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
             // Protocol compatibility with the current members.
             if g.state != State::Empty || !g.members.is_empty() {
-                if g.protocol_type.as_deref().is_some_and(|t| t != req.protocol_type.as_str()) {
+                if g.protocol_type
+                    .as_deref()
+                    .is_some_and(|t| t != req.protocol_type.as_str())
+                {
                     return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
                 }
                 let shared = g.members.values().all(|m| {
@@ -506,14 +543,11 @@ impl Coordinator {
                     g.members.insert(new_id.clone(), m);
                     if assignment_kept {
                         // KIP-345: same subscription, stable group: no rebalance. The member
-                        // gets the current generation and syncs to receive its assignment.
-                        let leader = g.leader.clone().unwrap_or_default();
-                        return JoinGroupResponse::default()
-                            .with_generation_id(g.generation)
-                            .with_protocol_type(g.protocol_type.as_deref().map(sb))
-                            .with_protocol_name(g.protocol.as_deref().map(sb))
-                            .with_leader(sb(&leader))
-                            .with_member_id(sb(&new_id));
+                        // gets the current generation and syncs to receive its assignment; a
+                        // returning leader is told to skip the assignment (KIP-814, v9).
+                        let is_leader = g.leader.as_deref() == Some(new_id.as_str());
+                        return Self::join_response(g, &new_id, version)
+                            .with_skip_assignment(version >= 9 && is_leader);
                     }
                     member_id = new_id;
                 } else if version >= 4 && instance_id.is_none() {
@@ -523,7 +557,8 @@ impl Coordinator {
                 } else {
                     member_id = new_id;
                 }
-            } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none() {
+            } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
+            {
                 return Self::join_error(codes::UNKNOWN_MEMBER_ID, &member_id);
             }
 
@@ -563,8 +598,11 @@ impl Coordinator {
             if g.protocol_type.is_none() {
                 g.protocol_type = Some(req.protocol_type.to_string());
             }
-            let leader_rejoin_stable = g.state == State::Stable && g.leader.as_deref() == Some(member_id.as_str());
-            if g.state != State::PreparingRebalance && (changed || leader_rejoin_stable || g.state != State::Stable) {
+            let leader_rejoin_stable =
+                g.state == State::Stable && g.leader.as_deref() == Some(member_id.as_str());
+            if g.state != State::PreparingRebalance
+                && (changed || leader_rejoin_stable || g.state != State::Stable)
+            {
                 let initial = g.state == State::Empty;
                 self.prepare_rebalance(g, initial);
             } else if g.state == State::Stable {
@@ -595,12 +633,15 @@ impl Coordinator {
         let now = Instant::now();
         g.state = State::PreparingRebalance;
         g.rebalance_deadline = Some(now + Duration::from_millis(max_rebalance));
-        g.initial_delay_until = initial
-            .then(|| now + Duration::from_millis(self.config.initial_rebalance_delay_ms.min(max_rebalance)));
+        g.initial_delay_until = initial.then(|| {
+            now + Duration::from_millis(self.config.initial_rebalance_delay_ms.min(max_rebalance))
+        });
         // Members parked in SyncGroup must rejoin.
         for m in g.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncGroupResponse::default().with_error_code(codes::REBALANCE_IN_PROGRESS));
+                let _ = w.send(
+                    SyncGroupResponse::default().with_error_code(codes::REBALANCE_IN_PROGRESS),
+                );
             }
         }
     }
@@ -612,7 +653,8 @@ impl Coordinator {
             return;
         }
         let deadline_passed = g.rebalance_deadline.is_none_or(|d| now >= d);
-        let all_joined = g.members.values().all(|m| m.join_waiter.is_some()) && g.pending.is_empty();
+        let all_joined =
+            g.members.values().all(|m| m.join_waiter.is_some()) && g.pending.is_empty();
         if g.initial_delay_until.is_some_and(|d| now < d) {
             return;
         }
@@ -640,9 +682,11 @@ impl Coordinator {
             .next()
             .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default();
-        g.protocol = candidates
-            .into_iter()
-            .find(|p| g.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == p)));
+        g.protocol = candidates.into_iter().find(|p| {
+            g.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
+        });
         if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
             g.leader = g.members.keys().next().cloned();
         }
@@ -749,7 +793,8 @@ impl Coordinator {
                 tracing::warn!(group = %group_id, error = %e, "cannot persist group metadata");
             }
         }
-        rx.await.unwrap_or_else(|_| err(codes::REBALANCE_IN_PROGRESS))
+        rx.await
+            .unwrap_or_else(|_| err(codes::REBALANCE_IN_PROGRESS))
     }
 
     fn heartbeat(&self, req: &HeartbeatRequest) -> i16 {
@@ -775,7 +820,12 @@ impl Coordinator {
         let leaving: Vec<(String, Option<String>)> = if version >= 3 {
             req.members
                 .iter()
-                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        m.group_instance_id.as_ref().map(|s| s.to_string()),
+                    )
+                })
                 .collect()
         } else {
             vec![(req.member_id.to_string(), None)]
@@ -1069,7 +1119,8 @@ impl Coordinator {
                 .filter(|(_, m)| {
                     // A member parked in JoinGroup during a rebalance is alive.
                     m.join_waiter.is_none()
-                        && now.duration_since(m.last_heartbeat) > Duration::from_millis(m.session_timeout_ms.max(0) as u64)
+                        && now.duration_since(m.last_heartbeat)
+                            > Duration::from_millis(m.session_timeout_ms.max(0) as u64)
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -1095,4 +1146,3 @@ impl Coordinator {
         codes::UNKNOWN_TOPIC_OR_PARTITION
     }
 }
-

@@ -10,7 +10,7 @@
 //! Assignors stay client-side (range, roundrobin, cooperative-sticky): the coordinator hands
 //! the leader every member's subscription and relays the leader's assignment.
 
-mod coordinator;
+pub mod coordinator;
 pub mod records;
 
 pub use coordinator::{Coordinator, GroupOp, GroupReply};

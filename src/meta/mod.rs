@@ -32,6 +32,8 @@ pub struct Metadata {
     pub version: u64,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// First producer id of the next block handed out by InitProducerId.
+    pub producer_id_next: i64,
 }
 
 impl Metadata {

@@ -49,6 +49,9 @@ pub enum ServerError {
     },
 }
 
+/// Producer state is snapshotted every this many 100 ms ticks (one minute).
+const PRODUCER_SNAPSHOT_TICKS: u64 = 600;
+
 /// Set by the signal handler; every shard polls it.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -91,6 +94,16 @@ impl Barrier {
     }
 }
 
+/// The rendezvous points of start-up and shutdown.
+struct Barriers {
+    /// Every shard opened its partitions (and shard 0 created the internal topic).
+    opened: Barrier,
+    /// Every shard replayed its group state and bound its listener.
+    ready: Barrier,
+    /// Every shard finished its connections' in-flight requests.
+    drained: Barrier,
+}
+
 /// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
 pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
@@ -104,7 +117,7 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
         cores = nr,
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
-        advertised = %format!("{}:{}", config.advertised.0, config.advertised.1),
+        advertised = %format!("{}:{}", config.advertised().0, config.advertised().1),
         topics = meta.topics.len(),
         apis = %advertised_versions(),
         "shardlog starting"
@@ -129,29 +142,26 @@ pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
         }
     }
     STOP.store(false, Ordering::SeqCst);
+    refuse_if_port_taken(config.listen)?;
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
-    let ready = Arc::new(Barrier::new(nr));
-    let drained = Arc::new(Barrier::new(nr));
+    let barriers = Arc::new(Barriers {
+        opened: Barrier::new(nr),
+        ready: Barrier::new(nr),
+        drained: Barrier::new(nr),
+    });
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
         let placement = match cpus.get(id % cpus.len().max(1)) {
             Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
             _ => Placement::Unbound,
         };
-        let (config, meta, mesh, ready, drained) = (
-            config.clone(),
-            meta.clone(),
-            mesh.clone(),
-            ready.clone(),
-            drained.clone(),
-        );
+        let (config, meta, mesh, barriers) =
+            (config.clone(), meta.clone(), mesh.clone(), barriers.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .spawn(
-                move || async move { shard_main(id, nr, config, meta, mesh, ready, drained).await },
-            )
+            .spawn(move || async move { shard_main(id, nr, config, meta, mesh, barriers).await })
             .map_err(|e| ServerError::Shard {
                 shard: id,
                 message: format!("glommio executor failed to start: {e}"),
@@ -186,6 +196,22 @@ fn advertised_versions() -> String {
         .join(",")
 }
 
+/// SO_REUSEPORT would let a second broker of the same user bind a port already served and
+/// silently take half its connections: refuse to start when something answers there.
+fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip([127, 0, 0, 1].into());
+    }
+    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)) {
+        Ok(s) if s.local_addr().ok() != Some(probe) => Err(ServerError::Shard {
+            shard: 0,
+            message: format!("{listen} is already in use by another process"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
@@ -205,9 +231,13 @@ async fn shard_main(
     config: Arc<BrokerConfig>,
     meta: Arc<crate::meta::Metadata>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    ready: Arc<Barrier>,
-    drained: Arc<Barrier>,
+    barriers: Arc<Barriers>,
 ) -> Result<(), String> {
+    let Barriers {
+        opened,
+        ready,
+        drained,
+    } = &*barriers;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -216,6 +246,7 @@ async fn shard_main(
     let options = StorageOptions {
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
+        preallocate_bytes: config.preallocate_bytes,
         ..Default::default()
     };
     let storage = match ShardStorage::open(&config.data_dir, options).await {
@@ -230,10 +261,41 @@ async fn shard_main(
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
     if let Err(e) = shard.open_owned_partitions().await {
-        ready.wait(false).await;
+        opened.wait(false).await;
         return Err(format!("opening partitions: {e}"));
     }
     storage.spawn_background_tasks();
+    // Shard 0 creates the internal offsets topic on first start; every shard then replays
+    // the group state of the offsets partitions it owns.
+    let created = if id == 0 {
+        shard.ensure_offsets_topic().await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = created {
+        opened.wait(false).await;
+        return Err(format!("creating __consumer_offsets: {e}"));
+    }
+    if !opened.wait(true).await {
+        return Err("another shard failed to start".into());
+    }
+    if let Err(e) = shard.replay_groups().await {
+        ready.wait(false).await;
+        return Err(e);
+    }
+    let ticker = shard.clone();
+    glommio::spawn_local(async move {
+        let mut ticks = 0u64;
+        loop {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            ticker.groups.tick();
+            ticks += 1;
+            if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
+                ticker.snapshot_producers().await;
+            }
+        }
+    })
+    .detach();
     let listener = match bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -241,9 +303,27 @@ async fn shard_main(
             return Err(format!("cannot listen on {}: {e}", config.listen));
         }
     };
+    let metrics_listener = match (id, config.metrics_listen) {
+        (0, Some(addr)) => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ready.wait(false).await;
+                return Err(format!("cannot serve metrics on {addr}: {e}"));
+            }
+        },
+        _ => None,
+    };
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    let _metrics_server = metrics_listener.map(|listener| {
+        tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
+        let s = shard.clone();
+        glommio::spawn_local(crate::metrics::serve_http(listener, move || {
+            let s = s.clone();
+            Box::pin(async move { s.gather_metrics().await })
+        }))
+    });
     tracing::info!(shard = id, listen = %config.listen, "shard serving");
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
@@ -254,6 +334,7 @@ async fn shard_main(
     drop(acceptor); // cancels accept: the listener closes
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
+    shard.snapshot_producers().await;
     if let Err(e) = storage.shutdown().await {
         return Err(format!("flush at shutdown: {e}"));
     }
@@ -269,6 +350,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok(stream) => {
                 if !connections.try_admit() {
+                    shard.metrics.connection_rejected();
                     tracing::warn!(
                         limit = shard.config.shard_connections_max,
                         "connection limit reached; closing new connection"
@@ -277,9 +359,11 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
+                shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard, stream, &connections).await;
+                    connection::serve(shard.clone(), stream, &connections).await;
                     connections.leave();
+                    shard.metrics.connection_closed();
                 })
                 .detach();
             }

@@ -53,6 +53,8 @@ pub enum AdminOp {
         /// Only validate; change nothing.
         validate_only: bool,
     },
+    /// Hand out one producer id (InitProducerId).
+    AllocateProducerId,
     /// Set (`Some`) or delete (`None`) topic config overrides.
     AlterConfigs {
         /// (topic, [(key, value)]).
@@ -78,6 +80,8 @@ pub struct AdminReply {
     pub results: Vec<Result<(), AdminError>>,
     /// Set when the whole change could not be applied (e.g. the snapshot write failed).
     pub failure: Option<AdminError>,
+    /// The producer id handed out by `AllocateProducerId`.
+    pub allocated: Option<i64>,
 }
 
 impl AdminReply {
@@ -89,6 +93,7 @@ impl AdminReply {
                 code: error_codes::KAFKA_STORAGE_ERROR,
                 message: "controller unavailable".into(),
             }),
+            allocated: None,
         }
     }
 
@@ -104,13 +109,19 @@ impl AdminReply {
 /// Shard 0's admin state: one change at a time.
 pub struct Controller {
     lock: Semaphore,
+    /// The current block of producer ids: (next to hand out, end of the block).
+    producer_ids: std::cell::Cell<(i64, i64)>,
 }
+
+/// Producer ids are persisted in blocks of this many: one snapshot write per block.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Controller {
     /// A controller with no change in flight.
     pub fn new() -> Self {
         Controller {
             lock: Semaphore::new(1),
+            producer_ids: std::cell::Cell::new((0, 0)),
         }
     }
 }
@@ -134,6 +145,9 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
     let Ok(_permit) = shard.controller.lock.acquire_permit(1).await else {
         return AdminReply::unavailable();
     };
+    if let AdminOp::AllocateProducerId = op {
+        return allocate_producer_id(shard).await;
+    }
     let mut next: Metadata = (*shard.metadata()).clone();
     let (results, validate_only) = plan(shard, &mut next, op);
     let changed = results.iter().any(Result::is_ok) && !validate_only;
@@ -141,6 +155,7 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
         return AdminReply {
             results,
             failure: None,
+            allocated: None,
         };
     }
     next.version += 1;
@@ -149,6 +164,7 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
         return AdminReply {
             results,
             failure: Some(err(error_codes::KAFKA_STORAGE_ERROR, e.to_string())),
+            allocated: None,
         };
     }
     let next = Arc::new(next);
@@ -172,12 +188,50 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
     AdminReply {
         results,
         failure: None,
+        allocated: None,
+    }
+}
+
+/// Hands out the next producer id, persisting a new block first when the current one is used
+/// up, so ids stay unique across restarts (a restart skips the rest of the block).
+async fn allocate_producer_id(shard: &Rc<Shard>) -> AdminReply {
+    let (next_id, end) = shard.controller.producer_ids.get();
+    if next_id < end {
+        shard.controller.producer_ids.set((next_id + 1, end));
+        return AdminReply {
+            results: vec![Ok(())],
+            failure: None,
+            allocated: Some(next_id),
+        };
+    }
+    let mut next: Metadata = (*shard.metadata()).clone();
+    let start = next.producer_id_next;
+    next.producer_id_next = start + PRODUCER_ID_BLOCK;
+    next.version += 1;
+    if let Err(e) = meta::save(&shard.config.data_dir, &next) {
+        return AdminReply {
+            results: Vec::new(),
+            failure: Some(err(error_codes::KAFKA_STORAGE_ERROR, e.to_string())),
+            allocated: None,
+        };
+    }
+    // Only shard 0 reads `producer_id_next`; the other shards get it with the next change.
+    *shard.meta.borrow_mut() = Arc::new(next);
+    shard
+        .controller
+        .producer_ids
+        .set((start + 1, start + PRODUCER_ID_BLOCK));
+    AdminReply {
+        results: vec![Ok(())],
+        failure: None,
+        allocated: Some(start),
     }
 }
 
 /// Applies the change to `next` item by item; returns per-item results and validate_only.
 fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), AdminError>>, bool) {
     match op {
+        AdminOp::AllocateProducerId => (Vec::new(), true),
         AdminOp::CreateTopics {
             topics,
             validate_only,

@@ -9,6 +9,7 @@
 
 pub mod controller;
 mod owner;
+pub mod producers;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +21,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::BrokerConfig;
+use crate::group::{Coordinator, GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
@@ -154,6 +156,18 @@ pub enum ShardMsg {
         /// Its outcome.
         reply: oneshot::Sender<AdminReply>,
     },
+    /// A consumer-group request for a group this shard coordinates.
+    Group {
+        /// The request (boxed: group requests are large and rare next to Produce/Fetch).
+        op: Box<GroupOp>,
+        /// Its answer.
+        reply: oneshot::Sender<GroupReply>,
+    },
+    /// A copy of the receiver's metrics, for a scrape.
+    Metrics {
+        /// The snapshot.
+        reply: oneshot::Sender<crate::metrics::MetricsSnapshot>,
+    },
     /// A new metadata snapshot from shard 0: open/delete/reconfigure owned partitions, adopt it.
     ApplyMetadata {
         /// The snapshot.
@@ -179,6 +193,12 @@ pub struct Shard {
     senders: Senders<ShardMsg>,
     /// Shard 0 only: serialises admin changes.
     controller: controller::Controller,
+    /// The consumer groups this shard coordinates.
+    pub groups: Rc<Coordinator>,
+    /// Idempotent producer state of the partitions this shard owns.
+    pub producers: producers::ProducerStates,
+    /// This shard's metrics (only this shard writes them).
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
 }
 
 impl Shard {
@@ -191,9 +211,13 @@ impl Shard {
         meta: Arc<Metadata>,
         senders: Senders<ShardMsg>,
     ) -> Rc<Shard> {
+        let groups = Coordinator::new(config.group.clone(), storage.clone());
         Rc::new(Shard {
             id,
             nr_shards,
+            groups,
+            producers: producers::ProducerStates::default(),
+            metrics: Rc::new(crate::metrics::ShardMetrics::new(id)),
             config,
             storage,
             meta: RefCell::new(meta),
@@ -376,6 +400,147 @@ impl Shard {
             rx.next().await;
         };
         futures_lite::future::or(first, glommio::timer::sleep(wait)).await;
+    }
+
+    /// The shard coordinating a group: the owner of its `__consumer_offsets` partition.
+    pub fn coordinator_of(&self, group: &str) -> usize {
+        self.owner_of(OFFSETS_TOPIC, self.groups.partition_of(group))
+    }
+
+    /// Sends a group request to the group's coordinator shard; `None` if it did not answer.
+    pub async fn group(self: &Rc<Self>, group: &str, op: GroupOp) -> Option<GroupReply> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            self.coordinator_of(group),
+            ShardMsg::Group {
+                op: Box::new(op),
+                reply,
+            },
+        )
+        .await;
+        rx.await.ok()
+    }
+
+    /// Sends a group request to every shard (ListGroups) and gathers the answers.
+    pub async fn group_everywhere(self: &Rc<Self>, make: impl Fn() -> GroupOp) -> Vec<GroupReply> {
+        let mut waits = Vec::with_capacity(self.nr_shards);
+        for to in 0..self.nr_shards {
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                to,
+                ShardMsg::Group {
+                    op: Box::new(make()),
+                    reply,
+                },
+            )
+            .await;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            if let Ok(r) = rx.await {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Shard 0 at start: creates `__consumer_offsets` if this data dir has none yet.
+    pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
+        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let configs = [
+            // No log compaction yet: keep every commit (see README, known limits).
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), "104857600".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let reply = self
+            .admin(AdminOp::CreateTopics {
+                topics: vec![NewTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: self.config.group.offsets_partitions,
+                    replication_factor: 1,
+                    configs,
+                }],
+                validate_only: false,
+            })
+            .await;
+        reply.result(0).map_err(|e| e.message)
+    }
+
+    /// At start: replays the `__consumer_offsets` partitions this shard owns.
+    pub async fn replay_groups(&self) -> Result<(), String> {
+        let meta = self.metadata();
+        let Some(topic) = meta.topics.get(OFFSETS_TOPIC) else {
+            return Err("__consumer_offsets is missing".into());
+        };
+        self.groups.set_partitions(topic.partitions);
+        for p in 0..topic.partitions {
+            if self.owner_of(OFFSETS_TOPIC, p) == self.id {
+                let n = self
+                    .groups
+                    .replay(p)
+                    .await
+                    .map_err(|e| format!("replaying {OFFSETS_TOPIC}-{p}: {e}"))?;
+                if n > 0 {
+                    tracing::info!(
+                        shard = self.id,
+                        partition = p,
+                        records = n,
+                        "replayed group state"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new producer id from shard 0, unique across restarts.
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, AdminError> {
+        let reply = self.admin(AdminOp::AllocateProducerId).await;
+        reply.result(0)?;
+        reply.allocated.ok_or(AdminError {
+            code: crate::protocol::error_codes::KAFKA_STORAGE_ERROR,
+            message: "no producer id allocated".into(),
+        })
+    }
+
+    /// Every shard's metrics, for a scrape.
+    pub async fn gather_metrics(self: &Rc<Self>) -> Vec<crate::metrics::MetricsSnapshot> {
+        let mut waits = Vec::with_capacity(self.nr_shards);
+        for to in 0..self.nr_shards {
+            let (reply, rx) = oneshot::channel();
+            self.send(to, ShardMsg::Metrics { reply }).await;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            if let Ok(s) = rx.await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Snapshots the idempotent producer state of every owned partition that has some.
+    /// The file writes run on glommio's blocking thread pool, not on the shard.
+    pub async fn snapshot_producers(&self) {
+        for (topic, partition) in self.producers.partitions() {
+            let Ok((_, covered)) = self.storage.offsets(&topic, partition) else {
+                continue;
+            };
+            let bytes = self.producers.encode_snapshot(&topic, partition, covered);
+            let path = producers::snapshot_path(&self.config.data_dir, &topic, partition);
+            let written = glommio::executor()
+                .spawn_blocking(move || producers::write_snapshot_file(&path, &bytes))
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(%topic, partition, error = %e, "cannot write producer state snapshot");
+            }
+        }
     }
 
     /// Sends an admin change to shard 0 and waits for its outcome.

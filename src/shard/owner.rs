@@ -5,21 +5,35 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{
-    FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProducePart, ProduceResult, Shard, ShardMsg,
-};
+use super::producers::Verdict;
+use super::{FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg};
 use crate::config::topic_log_config;
 use crate::meta::Metadata;
 use crate::protocol::error_codes;
-use crate::storage::StorageError;
+use crate::storage::{parse_header, StorageError};
 
 /// Handles one message addressed to this shard.
 pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
         ShardMsg::Produce { acks, parts, reply } => {
+            // Append every part first, then wait for durability: one group commit covers them
+            // all instead of one fdatasync round per partition.
             let mut out = Vec::with_capacity(parts.len());
+            let mut durable = Vec::new();
             for (i, part) in parts {
-                out.push((i, produce_one(shard, acks, part).await));
+                let (result, last_offset) =
+                    append_part(shard, part.topic.as_str(), part.partition, &part.records);
+                if let Some(last) = last_offset {
+                    durable.push((out.len(), part.topic, part.partition, last));
+                }
+                out.push((i, result));
+            }
+            if acks == -1 {
+                for (at, topic, partition, last) in durable {
+                    if let Err(e) = shard.storage.wait_durable(&topic, partition, last).await {
+                        out[at].1 = storage_failure(&e);
+                    }
+                }
             }
             let _ = reply.send(out);
         }
@@ -43,6 +57,13 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::Admin { op, reply } => {
             let out = super::controller::run(shard, op).await;
+            let _ = reply.send(out);
+        }
+        ShardMsg::Metrics { reply } => {
+            let _ = reply.send(shard.metrics.snapshot());
+        }
+        ShardMsg::Group { op, reply } => {
+            let out = shard.groups.handle(*op).await;
             let _ = reply.send(out);
         }
         ShardMsg::ApplyMetadata { meta, reply } => {
@@ -69,9 +90,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
     let mut at = 0usize;
     while at < records.len() {
         if records.len() - at < 12 {
-            return Err(StorageError::CorruptMessage(
-                "truncated batch header".into(),
-            ));
+            return Err(StorageError::CorruptMessage("truncated batch header"));
         }
         let len = i32::from_be_bytes([
             records[at + 8],
@@ -81,7 +100,7 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
         ]);
         if len < 0 || at + 12 + len as usize > records.len() {
             return Err(StorageError::CorruptMessage(
-                "batch length past the end of the records".into(),
+                "batch length past the end of the records",
             ));
         }
         let end = at + 12 + len as usize;
@@ -89,48 +108,130 @@ fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
         at = end;
     }
     if out.is_empty() {
-        return Err(StorageError::CorruptMessage("no record batch".into()));
+        return Err(StorageError::CorruptMessage("no record batch"));
     }
     Ok(out)
 }
 
-async fn produce_one(shard: &Rc<Shard>, acks: i16, part: ProducePart) -> ProduceResult {
-    let batches = match split_batches(&part.records) {
+/// Appends one partition's batches (synchronously: no other request interleaves). Returns the
+/// result and, on success, the last offset to wait on for durability.
+fn append_part(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+) -> (ProduceResult, Option<i64>) {
+    let batches = match split_batches(records) {
         Ok(b) => b,
-        Err(e) => return storage_failure(&e),
+        Err(e) => return (storage_failure(&e), None),
     };
-    let mut first: Option<crate::storage::LogAppendInfo> = None;
+    // (first offset, log append time, log start offset) of the first batch.
+    let mut first: Option<(i64, i64, i64)> = None;
     let mut last_offset = -1;
     for batch in batches {
-        match shard.storage.append(&part.topic, part.partition, batch) {
-            Ok(info) => {
-                last_offset = info.last_offset;
-                first.get_or_insert(info);
+        let header = match parse_header(&batch) {
+            Ok(h) => h,
+            Err(e) => return (storage_failure(&e), None),
+        };
+        // Check and append with no await between: no other request can interleave.
+        match shard.producers.check(topic, partition, &header) {
+            Verdict::Append => match shard.storage.append(topic, partition, batch) {
+                Ok(info) => {
+                    shard.metrics.partition(topic, partition).record_produce(
+                        header.size_bytes() as u64,
+                        header.records_count.max(0) as u64,
+                    );
+                    shard.producers.record(
+                        topic,
+                        partition,
+                        &header,
+                        info.first_offset,
+                        info.last_offset,
+                    );
+                    last_offset = info.last_offset;
+                    first.get_or_insert((
+                        info.first_offset,
+                        info.log_append_time,
+                        info.log_start_offset,
+                    ));
+                }
+                // Batches already appended stay appended (as in Kafka, a request is not
+                // atomic across batches); the error is reported for the partition.
+                Err(e) => return (storage_failure(&e), None),
+            },
+            Verdict::Duplicate {
+                first_offset,
+                last_offset: dup_last,
+            } => {
+                last_offset = last_offset.max(dup_last);
+                let start = shard.storage.offsets(topic, partition).map_or(-1, |o| o.0);
+                first.get_or_insert((first_offset, -1, start));
             }
-            // Batches already appended stay appended (as in Kafka, a request is not atomic
-            // across batches); the error is reported for the partition.
-            Err(e) => return storage_failure(&e),
+            Verdict::Reject(code) => {
+                let result = ProduceResult {
+                    error_code: code,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    error_message: Some("idempotent producer sequence check failed".into()),
+                };
+                return (result, None);
+            }
         }
     }
-    let Some(info) = first else {
-        return storage_failure(&StorageError::CorruptMessage("no record batch".into()));
+    let Some((first_offset, log_append_time, log_start_offset)) = first else {
+        return (
+            storage_failure(&StorageError::CorruptMessage("no record batch")),
+            None,
+        );
     };
-    if acks == -1 {
-        if let Err(e) = shard
-            .storage
-            .wait_durable(&part.topic, part.partition, last_offset)
-            .await
-        {
-            return storage_failure(&e);
-        }
-    }
-    ProduceResult {
+    let result = ProduceResult {
         error_code: error_codes::NONE,
-        base_offset: info.first_offset,
-        log_append_time: info.log_append_time,
-        log_start_offset: info.log_start_offset,
+        base_offset: first_offset,
+        log_append_time,
+        log_start_offset,
         error_message: None,
+    };
+    (result, Some(last_offset))
+}
+
+/// Bytes and records in a list of buffers that together hold whole v2 batches (a batch may
+/// span buffers: the batch cache hands out its offset prefix separately).
+fn batches_size(parts: &[Bytes]) -> (u64, u64) {
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    // Reads 4 big-endian bytes at a logical position across the buffers.
+    let be_i32_at = |mut pos: usize| -> Option<i32> {
+        let mut out = [0u8; 4];
+        let mut filled = 0;
+        for p in parts {
+            if pos >= p.len() {
+                pos -= p.len();
+                continue;
+            }
+            while filled < 4 && pos < p.len() {
+                out[filled] = p[pos];
+                filled += 1;
+                pos += 1;
+            }
+            pos = 0;
+            if filled == 4 {
+                return Some(i32::from_be_bytes(out));
+            }
+        }
+        None
+    };
+    let (mut at, mut records) = (0usize, 0u64);
+    while at + crate::storage::BATCH_HEADER_BYTES <= total {
+        let (Some(len), Some(count)) = (be_i32_at(at + 8), be_i32_at(at + 57)) else {
+            break;
+        };
+        if len <= 0 {
+            break;
+        }
+        records += count.max(0) as u64;
+        at += 12 + len as usize;
     }
+    (total as u64, records)
 }
 
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
@@ -144,12 +245,19 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
         )
         .await
     {
-        Ok(data) => FetchResult {
-            error_code: error_codes::NONE,
-            high_watermark: data.high_watermark,
-            log_start_offset: data.log_start_offset,
-            batches: data.batches,
-        },
+        Ok(data) => {
+            let (bytes, records) = batches_size(&data.batches);
+            shard
+                .metrics
+                .partition(&part.topic, part.partition)
+                .record_fetch(bytes, records);
+            FetchResult {
+                error_code: error_codes::NONE,
+                high_watermark: data.high_watermark,
+                log_start_offset: data.log_start_offset,
+                batches: data.batches,
+            }
+        }
         Err(e) => {
             let (start, hw) = shard
                 .storage
@@ -244,6 +352,10 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
                     .storage
                     .open_partition(&topic.name, p, log.clone())
                     .await?;
+                shard
+                    .producers
+                    .rebuild(&shard.storage, &shard.config.data_dir, &topic.name, p)
+                    .await?;
             }
         }
     }
@@ -262,6 +374,7 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
         if gone {
             for p in 0..topic.partitions {
                 if shard.owner_of(&topic.name, p) == shard.id {
+                    shard.producers.forget(&topic.name, p);
                     if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
                     }

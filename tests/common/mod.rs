@@ -79,12 +79,28 @@ impl Broker {
                     panic!("broker exited early with {status}: {}", self.log());
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.answers_api_versions() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("broker did not start listening: {}", self.log());
+    }
+
+    /// True when the broker answers an ApiVersions request. A bare connect is not enough: on
+    /// loopback, connecting to a free ephemeral port can connect the socket to itself.
+    fn answers_api_versions(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if s.local_addr().map(|a| a.port()).ok() == Some(self.port) {
+            return false; // TCP self-connect
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        // ApiVersions v0, correlation id 1, client id "ready".
+        let mut req = vec![0, 18, 0, 0, 0, 0, 0, 1, 0, 5];
+        req.extend_from_slice(b"ready");
+        matches!(roundtrip(&mut s, &req), Ok(frame) if frame.len() >= 6 && frame[..4] == [0, 0, 0, 1])
     }
 
     /// `127.0.0.1:PORT`.
@@ -133,8 +149,20 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("broker had exited with {status}");
+            }
+        }
         self.kill9();
-        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+        if std::env::var_os("SHARDLOG_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+        } else {
+            eprintln!(
+                "broker log kept: {}",
+                self.data_dir.with_extension("log").display()
+            );
+        }
     }
 }
 
@@ -152,4 +180,29 @@ pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
     stream.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// Sends one request built with `kafka-protocol` and returns the response body (after the
+/// response header), ready for `Decodable::decode` at the same version.
+pub fn request<R: kafka_protocol::protocol::Encodable>(
+    stream: &mut TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &R,
+) -> bytes::Bytes {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("encode header");
+    body.encode(&mut buf, version).expect("encode body");
+    let frame = roundtrip(stream, &buf).expect("roundtrip");
+    let mut b = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut b, key.response_header_version(version)).expect("response header");
+    b
 }

@@ -108,7 +108,7 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = &shard.config.advertised;
+    let (host, port) = &shard.config.advertised();
     let body = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(node_id))
@@ -134,7 +134,7 @@ pub fn describe_cluster(
     mut body: Bytes,
 ) -> Result<Vec<Bytes>, ProtocolError> {
     let _req: DescribeClusterRequest = decode_body(&mut body, version)?;
-    let (host, port) = &shard.config.advertised;
+    let (host, port) = &shard.config.advertised();
     let node_id = shard.config.node_id;
     let body = DescribeClusterResponse::default()
         .with_cluster_id(sb(CLUSTER_ID))

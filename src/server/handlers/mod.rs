@@ -4,8 +4,11 @@ mod admin_topics;
 mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 use std::rc::Rc;
@@ -18,8 +21,19 @@ use super::connection::Reply;
 use crate::protocol::ProtocolError;
 use crate::shard::Shard;
 
-/// Routes one decoded request header and its body to the handler of its API.
+/// Routes one decoded request header and its body to the handler of its API, and records
+/// its count and latency per API.
 pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> Reply {
+    let started = std::time::Instant::now();
+    let key = header.request_api_key;
+    let reply = dispatch_api(shard, header, body).await;
+    shard
+        .metrics
+        .observe_request(key, started.elapsed(), reply.is_err());
+    reply
+}
+
+async fn dispatch_api(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> Reply {
     let key = ApiKey::try_from(header.request_api_key)
         .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
     let v = header.request_api_version;
@@ -44,6 +58,25 @@ pub async fn dispatch(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> 
             .await
             .map(Some),
         ApiKey::DescribeCluster => metadata::describe_cluster(shard, v, c, body).map(Some),
+        ApiKey::FindCoordinator => groups::find_coordinator(shard, v, c, body).map(Some),
+        ApiKey::JoinGroup => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            groups::join(shard, v, c, client_id, body).await.map(Some)
+        }
+        ApiKey::SyncGroup => groups::sync(shard, v, c, body).await.map(Some),
+        ApiKey::Heartbeat => groups::heartbeat(shard, v, c, body).await.map(Some),
+        ApiKey::LeaveGroup => groups::leave(shard, v, c, body).await.map(Some),
+        ApiKey::ListGroups => groups::list(shard, v, c, body).await.map(Some),
+        ApiKey::DescribeGroups => groups::describe(shard, v, c, body).await.map(Some),
+        ApiKey::DeleteGroups => groups::delete(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetCommit => offsets::commit(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetFetch => offsets::fetch(shard, v, c, body).await.map(Some),
+        ApiKey::OffsetDelete => offsets::delete(shard, v, c, body).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(shard, v, c, body).await.map(Some),
         other => Err(ProtocolError::UnsupportedApi(other as i16)),
     }
 }

@@ -1,0 +1,585 @@
+//! The file seam: everything `storage/` does to a disk goes through this module.
+//!
+//! Three implementations sit behind one enum ([`IoFile`]) rather than a trait, so the storage code
+//! stays free of generics and `dyn` futures:
+//!
+//! - **Direct I/O** (production): glommio [`DmaFile`], opened with `O_DIRECT`, reads and writes
+//!   through the shard's own io_uring ring. Offsets and lengths of writes must be multiples of
+//!   [`IO_ALIGNMENT`]; the storage engine guarantees that.
+//! - **Buffered** (explicit fallback for file systems that refuse `O_DIRECT`, e.g. tmpfs): glommio
+//!   `BufferedFile`, through the page cache. Same contract, one extra copy per write.
+//! - **Simulated** ([`SimDisk`]): an in-memory disk for tests, driven by a seed. It remembers which
+//!   writes were `fdatasync`ed; [`SimDisk::crash`] keeps every synced byte, then replays a random
+//!   prefix of the unsynced writes and tears the last replayed one at a random byte. It can also
+//!   inject `ENOSPC`/`EIO` on writes and syncs.
+//!
+//! Small metadata files (indexes written at roll, checkpoints, the clean-shutdown marker) and
+//! directory operations go through [`FileSystem`]. On the real file system they use blocking
+//! `std::fs` calls: they happen at partition open, segment roll, retention and shutdown, never
+//! per append, and each is a few small syscalls.
+//!
+//! The simulated disk treats metadata operations (create, rename, remove, truncate, preallocate)
+//! as immediately durable; only data writes to segment files can be lost or torn.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
+
+/// Alignment (bytes) of every write offset and length issued to an [`IoFile`]; 4 KiB is safe for
+/// `O_DIRECT` on every current device (logical block size 512 or 4096).
+pub const IO_ALIGNMENT: u64 = 4096;
+
+/// Rounds `v` down to a multiple of [`IO_ALIGNMENT`].
+pub fn align_down(v: u64) -> u64 {
+    v & !(IO_ALIGNMENT - 1)
+}
+
+/// Rounds `v` up to a multiple of [`IO_ALIGNMENT`].
+pub fn align_up(v: u64) -> u64 {
+    (v + IO_ALIGNMENT - 1) & !(IO_ALIGNMENT - 1)
+}
+
+/// Allocates an [`IO_ALIGNMENT`]-aligned buffer of `len` bytes (contents unspecified) suitable
+/// for any [`IoFile::write_at`]. Must be called inside a glommio executor.
+pub fn alloc_write_buffer(len: usize) -> DmaBuffer {
+    glommio::allocate_dma_buffer(len)
+}
+
+/// How segment files are opened and where metadata operations go. Cheap to clone.
+#[derive(Clone)]
+pub enum FileSystem {
+    /// The real file system. `buffered == false` opens segments with `O_DIRECT`.
+    Real {
+        /// Use the page cache instead of `O_DIRECT` (fallback for file systems refusing it).
+        buffered: bool,
+    },
+    /// The in-memory simulated disk (tests).
+    Sim(Rc<SimDisk>),
+}
+
+impl FileSystem {
+    /// Opens (or with `create`, creates if missing) a segment file for reading and writing.
+    /// A newly created file's directory entry is made durable (parent directory fsynced).
+    pub async fn open_file(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        match self {
+            FileSystem::Real { buffered } => {
+                let existed = path.exists();
+                let mut opts = OpenOptions::new();
+                opts.read(true).write(true).create(create);
+                let file = if *buffered {
+                    IoFile::Buffered(opts.buffered_open(path).await.map_err(io::Error::from)?)
+                } else {
+                    IoFile::Dma(opts.dma_open(path).await.map_err(io::Error::from)?)
+                };
+                if create && !existed {
+                    if let Some(parent) = path.parent() {
+                        sync_dir(parent)?;
+                    }
+                }
+                Ok(file)
+            }
+            FileSystem::Sim(disk) => disk.open(path, create).map(IoFile::Sim),
+        }
+    }
+
+    /// Creates a directory and its parents (durably on the real file system).
+    pub fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => {
+                if !path.exists() {
+                    std::fs::create_dir_all(path)?;
+                    if let Some(parent) = path.parent() {
+                        sync_dir(parent)?;
+                    }
+                }
+                Ok(())
+            }
+            FileSystem::Sim(disk) => {
+                disk.inner.borrow_mut().dirs.insert(path.to_path_buf());
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a directory and everything in it. Missing directory is not an error.
+    pub fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => match std::fs::remove_dir_all(path) {
+                Ok(()) => {
+                    if let Some(parent) = path.parent() {
+                        sync_dir(parent)?;
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+            FileSystem::Sim(disk) => {
+                let mut inner = disk.inner.borrow_mut();
+                inner.files.retain(|p, _| !p.starts_with(path));
+                inner.dirs.retain(|p| !p.starts_with(path));
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes one file durably (parent directory fsynced). Missing file is not an error.
+    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => match std::fs::remove_file(path) {
+                Ok(()) => match path.parent() {
+                    Some(parent) => sync_dir(parent),
+                    None => Ok(()),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+            FileSystem::Sim(disk) => {
+                disk.inner.borrow_mut().files.remove(path);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a file exists.
+    pub fn exists(&self, path: &Path) -> bool {
+        match self {
+            FileSystem::Real { .. } => path.exists(),
+            FileSystem::Sim(disk) => disk.inner.borrow().files.contains_key(path),
+        }
+    }
+
+    /// Names (not paths) of the files directly inside `dir`, sorted.
+    pub fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
+        match self {
+            FileSystem::Real { .. } => {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(dir)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() {
+                        if let Some(name) = entry.file_name().to_str() {
+                            names.push(name.to_owned());
+                        }
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
+            FileSystem::Sim(disk) => {
+                let inner = disk.inner.borrow();
+                let mut names: Vec<String> = inner
+                    .files
+                    .keys()
+                    .filter(|p| p.parent() == Some(dir))
+                    .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+        }
+    }
+
+    /// Reads a whole small file; `Ok(None)` if it does not exist.
+    pub fn read_small_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            FileSystem::Real { .. } => match std::fs::read(path) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+            FileSystem::Sim(disk) => Ok(disk
+                .inner
+                .borrow()
+                .files
+                .get(path)
+                .map(|f| f.borrow().data.clone())),
+        }
+    }
+
+    /// Replaces a small file atomically and durably: write a temporary file, fsync it, rename it
+    /// over `path`, fsync the directory. After `Ok`, a crash leaves either nothing new or `data`.
+    pub fn write_small_file_durable(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => {
+                use std::io::Write;
+                let mut tmp = path.as_os_str().to_owned();
+                tmp.push(".tmp");
+                let tmp = PathBuf::from(tmp);
+                {
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(data)?;
+                    f.sync_all()?;
+                }
+                std::fs::rename(&tmp, path)?;
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            FileSystem::Sim(disk) => {
+                let mut inner = disk.inner.borrow_mut();
+                if let Some(e) = inner.fail_writes {
+                    return Err(io::Error::from(e));
+                }
+                let file = SimFileData {
+                    data: data.to_vec(),
+                    durable: data.to_vec(),
+                    unsynced: Vec::new(),
+                };
+                inner
+                    .files
+                    .insert(path.to_path_buf(), Rc::new(RefCell::new(file)));
+                Ok(())
+            }
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// An open segment file. All methods are safe to call concurrently from tasks of one executor.
+pub enum IoFile {
+    /// `O_DIRECT` through io_uring.
+    Dma(DmaFile),
+    /// Page-cache fallback.
+    Buffered(BufferedFile),
+    /// Simulated (tests).
+    Sim(SimFile),
+}
+
+impl IoFile {
+    /// Writes the whole buffer at `pos`. `pos` and `buf.len()` must be multiples of
+    /// [`IO_ALIGNMENT`] (asserted: a misaligned `O_DIRECT` write would fail or corrupt).
+    /// Returns the bytes written (short writes are reported as errors by the caller).
+    pub async fn write_at(&self, buf: DmaBuffer, pos: u64) -> io::Result<usize> {
+        assert!(pos % IO_ALIGNMENT == 0, "unaligned write position {pos}");
+        assert!(
+            buf.len() as u64 % IO_ALIGNMENT == 0,
+            "unaligned write length {}",
+            buf.len()
+        );
+        match self {
+            IoFile::Dma(f) => f.write_at(buf, pos).await.map_err(io::Error::from),
+            IoFile::Buffered(f) => f
+                .write_at(buf.as_bytes().to_vec(), pos)
+                .await
+                .map_err(io::Error::from),
+            IoFile::Sim(f) => f.write_at(buf.as_bytes(), pos),
+        }
+    }
+
+    /// Reads up to `len` bytes at `pos` (any alignment) into a new `Bytes`: one copy out of the
+    /// I/O buffer, because glommio's `ReadResult` is `!Send` and readers hand `Bytes` to other
+    /// shards. Returns fewer bytes at end of file.
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        match self {
+            IoFile::Dma(f) => {
+                let r = f.read_at(pos, len).await.map_err(io::Error::from)?;
+                Ok(Bytes::copy_from_slice(&r))
+            }
+            IoFile::Buffered(f) => {
+                let r = f.read_at(pos, len).await.map_err(io::Error::from)?;
+                Ok(Bytes::copy_from_slice(&r))
+            }
+            IoFile::Sim(f) => f.read_at(pos, len),
+        }
+    }
+
+    /// `fdatasync`: every completed write is on stable storage when this returns `Ok`.
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        match self {
+            IoFile::Dma(f) => f.fdatasync().await.map_err(io::Error::from),
+            IoFile::Buffered(f) => f.fdatasync().await.map_err(io::Error::from),
+            IoFile::Sim(f) => f.fdatasync(),
+        }
+    }
+
+    /// Reserves space so the file is at least `size` bytes; the file size becomes `size` if it
+    /// was smaller (the new range reads as zeros).
+    pub async fn pre_allocate(&self, size: u64) -> io::Result<()> {
+        match self {
+            IoFile::Dma(f) => f.pre_allocate(size, false).await.map_err(io::Error::from),
+            IoFile::Buffered(f) => f.pre_allocate(size, false).await.map_err(io::Error::from),
+            IoFile::Sim(f) => f.pre_allocate(size),
+        }
+    }
+
+    /// Sets the file size to `size` (drops anything after it).
+    pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        match self {
+            IoFile::Dma(f) => f.truncate(size).await.map_err(io::Error::from),
+            IoFile::Buffered(f) => f.truncate(size).await.map_err(io::Error::from),
+            IoFile::Sim(f) => f.truncate(size),
+        }
+    }
+
+    /// Current file size in bytes.
+    pub async fn file_size(&self) -> io::Result<u64> {
+        match self {
+            IoFile::Dma(f) => f.file_size().await.map_err(io::Error::from),
+            IoFile::Buffered(f) => f.file_size().await.map_err(io::Error::from),
+            IoFile::Sim(f) => Ok(f.data.borrow().data.len() as u64),
+        }
+    }
+}
+
+/// Checks that `dir` accepts `O_DIRECT` by opening a probe file in it with that flag.
+/// Returns the error from the kernel (EINVAL on file systems that refuse it); tmpfs is refused
+/// explicitly because glommio would silently fall back to buffered I/O there.
+pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: statfs is given a NUL-terminated path and a properly sized, zeroed out-struct.
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(cpath.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let is_tmpfs = st.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    if is_tmpfs {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "tmpfs does not support O_DIRECT",
+        ));
+    }
+    // One probe file per thread: every shard probes the same data dir at the same time.
+    let probe = dir.join(format!(".odirect-probe-{}", unsafe { libc::gettid() }));
+    let cprobe = std::ffi::CString::new(probe.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: plain open(2)/close(2) on a NUL-terminated path; the fd is closed right away.
+    let fd = unsafe {
+        libc::open(
+            cprobe.as_ptr(),
+            libc::O_CREAT | libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        let _ = std::fs::remove_file(&probe);
+        return Err(err);
+    }
+    unsafe { libc::close(fd) };
+    std::fs::remove_file(&probe)
+}
+
+/// Makes glommio decide correctly, on this executor thread, whether the data dir's device
+/// supports io_uring polled I/O (IOPOLL).
+///
+/// glommio probes IOPOLL support once per device and thread with a read at offset 0 of the first
+/// file opened there; on an *empty* file that read succeeds without reaching the device, glommio
+/// wrongly concludes "supported", and every later DMA read on that device fails with
+/// EOPNOTSUPP (seen on virtio-blk). Opening a non-empty file first gets the probe right.
+pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions. One probe file per thread (shards start together).
+    let probe = dir.join(format!(".iopoll-probe-{}", unsafe { libc::gettid() }));
+    std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize])?;
+    let res = async {
+        let f = DmaFile::open(&probe).await.map_err(io::Error::from)?;
+        f.close().await.map_err(io::Error::from)
+    }
+    .await;
+    let _ = std::fs::remove_file(&probe);
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated disk
+// ---------------------------------------------------------------------------------------------
+
+/// An in-memory disk for deterministic crash tests. See the module docs for the fault model.
+pub struct SimDisk {
+    inner: RefCell<SimInner>,
+}
+
+struct SimInner {
+    files: HashMap<PathBuf, Rc<RefCell<SimFileData>>>,
+    dirs: BTreeSet<PathBuf>,
+    rng: u64,
+    fail_writes: Option<io::ErrorKind>,
+    fail_syncs: Option<io::ErrorKind>,
+    syncs: u64,
+}
+
+struct SimFileData {
+    /// What reads see now.
+    data: Vec<u8>,
+    /// What survives a crash for sure.
+    durable: Vec<u8>,
+    /// Writes since the last sync, in order.
+    unsynced: Vec<(u64, Vec<u8>)>,
+}
+
+/// Where a simulated write lands; helper for both the live view and crash replay.
+fn apply_write(target: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
+    let pos = pos as usize;
+    let end = pos + bytes.len();
+    if target.len() < end {
+        target.resize(end, 0);
+    }
+    target[pos..end].copy_from_slice(bytes);
+}
+
+impl SimDisk {
+    /// A fresh, empty simulated disk whose crash behaviour is driven by `seed`.
+    pub fn new(seed: u64) -> Rc<SimDisk> {
+        Rc::new(SimDisk {
+            inner: RefCell::new(SimInner {
+                files: HashMap::new(),
+                dirs: BTreeSet::new(),
+                rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+                fail_writes: None,
+                fail_syncs: None,
+                syncs: 0,
+            }),
+        })
+    }
+
+    /// Makes every following data write (and small-file write) fail with `kind` until cleared
+    /// with `None` (e.g. `StorageFull` to simulate ENOSPC).
+    pub fn set_fail_writes(&self, kind: Option<io::ErrorKind>) {
+        self.inner.borrow_mut().fail_writes = kind;
+    }
+
+    /// Makes every following `fdatasync` fail with `kind` until cleared with `None`.
+    pub fn set_fail_syncs(&self, kind: Option<io::ErrorKind>) {
+        self.inner.borrow_mut().fail_syncs = kind;
+    }
+
+    /// Number of successful `fdatasync` calls on data files so far.
+    pub fn sync_count(&self) -> u64 {
+        self.inner.borrow().syncs
+    }
+
+    /// Simulates power loss: for every file, keeps the synced contents, replays a random number
+    /// of the unsynced writes in order and tears the last replayed one at a random byte.
+    /// Open [`SimFile`]s must not be used afterwards (the storage engine is dropped by the test).
+    pub fn crash(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let mut paths: Vec<PathBuf> = inner.files.keys().cloned().collect();
+        paths.sort(); // deterministic order for the rng
+        for path in paths {
+            let file = inner.files[&path].clone();
+            let mut f = file.borrow_mut();
+            let mut image = f.durable.clone();
+            let n = f.unsynced.len();
+            if n > 0 {
+                let keep = (next_rand(&mut inner.rng) % (n as u64 + 1)) as usize;
+                for (i, (pos, bytes)) in f.unsynced.iter().take(keep).enumerate() {
+                    if i + 1 == keep {
+                        let cut = (next_rand(&mut inner.rng) % (bytes.len() as u64 + 1)) as usize;
+                        apply_write(&mut image, *pos, &bytes[..cut]);
+                    } else {
+                        apply_write(&mut image, *pos, bytes);
+                    }
+                }
+            }
+            f.data = image.clone();
+            f.durable = image;
+            f.unsynced.clear();
+        }
+    }
+
+    fn open(self: &Rc<Self>, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(f) = inner.files.get(path) {
+            return Ok(SimFile {
+                disk: self.clone(),
+                data: f.clone(),
+            });
+        }
+        if !create {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let f = Rc::new(RefCell::new(SimFileData {
+            data: Vec::new(),
+            durable: Vec::new(),
+            unsynced: Vec::new(),
+        }));
+        inner.files.insert(path.to_path_buf(), f.clone());
+        Ok(SimFile {
+            disk: self.clone(),
+            data: f,
+        })
+    }
+}
+
+fn next_rand(state: &mut u64) -> u64 {
+    // splitmix64: tiny, deterministic, good enough for fault placement.
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A handle on one simulated file.
+pub struct SimFile {
+    disk: Rc<SimDisk>,
+    data: Rc<RefCell<SimFileData>>,
+}
+
+impl SimFile {
+    fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<usize> {
+        if let Some(e) = self.disk.inner.borrow().fail_writes {
+            return Err(io::Error::from(e));
+        }
+        let mut f = self.data.borrow_mut();
+        apply_write(&mut f.data, pos, bytes);
+        f.unsynced.push((pos, bytes.to_vec()));
+        Ok(bytes.len())
+    }
+
+    fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let f = self.data.borrow();
+        let start = (pos as usize).min(f.data.len());
+        let end = (start + len).min(f.data.len());
+        Ok(Bytes::copy_from_slice(&f.data[start..end]))
+    }
+
+    fn fdatasync(&self) -> io::Result<()> {
+        {
+            let mut inner = self.disk.inner.borrow_mut();
+            if let Some(e) = inner.fail_syncs {
+                return Err(io::Error::from(e));
+            }
+            inner.syncs += 1;
+        }
+        let mut f = self.data.borrow_mut();
+        f.durable = f.data.clone();
+        f.unsynced.clear();
+        Ok(())
+    }
+
+    fn pre_allocate(&self, size: u64) -> io::Result<()> {
+        let mut f = self.data.borrow_mut();
+        let size = size as usize;
+        if f.data.len() < size {
+            f.data.resize(size, 0);
+        }
+        if f.durable.len() < size {
+            f.durable.resize(size, 0);
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, size: u64) -> io::Result<()> {
+        let mut f = self.data.borrow_mut();
+        let size = size as usize;
+        f.data.resize(size, 0);
+        f.durable.resize(size, 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups, DeleteGroups. Each request is routed to the shard that
+//! coordinates its group (`shard.group`); the answer is encoded here for the request's version.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorOut;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+use super::sb;
+use crate::group::{GroupOp, GroupReply};
+use crate::protocol::{decode_body, encode_response, ProtocolError};
+use crate::shard::Shard;
+
+/// COORDINATOR_NOT_AVAILABLE: what a client retries on.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
+/// is chosen per request). Transaction coordinators are not offered.
+pub fn find_coordinator(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: FindCoordinatorRequest = decode_body(&mut body, version)?;
+    let (host, port) = &shard.config.advertised();
+    let node = BrokerId(shard.config.node_id);
+    let supported = req.key_type == 0;
+    let (code, msg) = if supported {
+        (0, None)
+    } else {
+        (
+            COORDINATOR_NOT_AVAILABLE,
+            Some(sb("transactions are not supported")),
+        )
+    };
+    let resp = if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                CoordinatorOut::default()
+                    .with_key(k.clone())
+                    .with_node_id(if supported { node } else { BrokerId(-1) })
+                    .with_host(sb(if supported { host } else { "" }))
+                    .with_port(if supported { *port as i32 } else { -1 })
+                    .with_error_code(code)
+                    .with_error_message(msg.clone())
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        let mut r = FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_node_id(if supported { node } else { BrokerId(-1) })
+            .with_host(sb(if supported { host } else { "" }))
+            .with_port(if supported { *port as i32 } else { -1 });
+        if version >= 1 {
+            r = r.with_error_message(msg);
+        }
+        r
+    };
+    Ok(vec![encode_response(
+        ApiKey::FindCoordinator,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers JoinGroup v0–v9 (parks until the rebalance completes).
+pub async fn join(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    client_id: String,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: JoinGroupRequest = decode_body(&mut body, version)?;
+    let group = req.group_id.to_string();
+    let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
+    let mut resp = match shard.group(&group, op).await {
+        Some(GroupReply::Join(r)) => r,
+        _ => JoinGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+    };
+    if version < 7 {
+        resp.protocol_type = None;
+        resp.protocol_name.get_or_insert_with(Default::default);
+    }
+    if version < 5 {
+        for m in &mut resp.members {
+            m.group_instance_id = None;
+        }
+    }
+    Ok(vec![encode_response(
+        ApiKey::JoinGroup,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers SyncGroup v0–v5 (parks until the leader's assignment arrives).
+pub async fn sync(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: SyncGroupRequest = decode_body(&mut body, version)?;
+    let group = req.group_id.to_string();
+    let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
+        Some(GroupReply::Sync(r)) => r,
+        _ => SyncGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+    };
+    if version < 5 {
+        resp.protocol_type = None;
+        resp.protocol_name = None;
+    }
+    Ok(vec![encode_response(
+        ApiKey::SyncGroup,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers Heartbeat v0–v4.
+pub async fn heartbeat(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: HeartbeatRequest = decode_body(&mut body, version)?;
+    let group = req.group_id.to_string();
+    let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
+        Some(GroupReply::Heartbeat(c)) => c,
+        _ => COORDINATOR_NOT_AVAILABLE,
+    };
+    let resp = HeartbeatResponse::default().with_error_code(code);
+    Ok(vec![encode_response(
+        ApiKey::Heartbeat,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers LeaveGroup v0–v5.
+pub async fn leave(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: LeaveGroupRequest = decode_body(&mut body, version)?;
+    let group = req.group_id.to_string();
+    let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
+        Some(GroupReply::Leave(r)) => r,
+        _ => LeaveGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+    };
+    Ok(vec![encode_response(
+        ApiKey::LeaveGroup,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers ListGroups v0–v5 from every shard's coordinator.
+pub async fn list(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: ListGroupsRequest = decode_body(&mut body, version)?;
+    let mut groups = Vec::new();
+    for reply in shard.group_everywhere(|| GroupOp::List).await {
+        if let GroupReply::List(list) = reply {
+            groups.extend(list);
+        }
+    }
+    groups.sort();
+    let listed = groups
+        .into_iter()
+        .filter(|(_, _, state)| {
+            version < 4
+                || req.states_filter.is_empty()
+                || req
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str().eq_ignore_ascii_case(state))
+        })
+        .filter(|(_, ptype, _)| {
+            version < 5
+                || req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|t| t.as_str().eq_ignore_ascii_case("classic") || t.as_str() == ptype)
+        })
+        .map(|(id, ptype, state)| {
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(sb(&id)))
+                .with_protocol_type(sb(&ptype));
+            if version >= 4 {
+                g = g.with_group_state(sb(&state));
+            }
+            if version >= 5 {
+                g = g.with_group_type(sb("classic"));
+            }
+            g
+        })
+        .collect();
+    let resp = ListGroupsResponse::default().with_groups(listed);
+    Ok(vec![encode_response(
+        ApiKey::ListGroups,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers DescribeGroups v0–v5.
+pub async fn describe(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: DescribeGroupsRequest = decode_body(&mut body, version)?;
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        let id = g.to_string();
+        let mut d = match shard.group(&id, GroupOp::Describe(id.clone())).await {
+            Some(GroupReply::Describe(d)) => d,
+            _ => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(COORDINATOR_NOT_AVAILABLE),
+        };
+        if version < 4 {
+            for m in &mut d.members {
+                m.group_instance_id = None;
+            }
+        }
+        if version < 3 {
+            d.authorized_operations = i32::MIN;
+        }
+        groups.push(d);
+    }
+    let resp = DescribeGroupsResponse::default().with_groups(groups);
+    Ok(vec![encode_response(
+        ApiKey::DescribeGroups,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers DeleteGroups v0–v2 (only empty groups can be deleted).
+pub async fn delete(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: DeleteGroupsRequest = decode_body(&mut body, version)?;
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in &req.groups_names {
+        let id = g.to_string();
+        let code = match shard.group(&id, GroupOp::Delete(id.clone())).await {
+            Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
+            _ => COORDINATOR_NOT_AVAILABLE,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(code),
+        );
+    }
+    let resp = DeleteGroupsResponse::default().with_results(results);
+    Ok(vec![encode_response(
+        ApiKey::DeleteGroups,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}

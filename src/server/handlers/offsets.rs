@@ -1,0 +1,306 @@
+//! OffsetCommit v2–v9, OffsetFetch v1–v9 (several groups per request from v8) and
+//! OffsetDelete v0, routed to each group's coordinator shard. Commits are answered once the
+//! records are durable in `__consumer_offsets`.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    ApiKey, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+
+use super::sb;
+use crate::group::records::CommittedOffset;
+use crate::group::{GroupOp, GroupReply};
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::shard::Shard;
+
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Answers OffsetCommit.
+pub async fn commit(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: OffsetCommitRequest = decode_body(&mut body, version)?;
+    let meta = shard.metadata();
+    let ts = now_ms();
+    // Partitions of unknown topics fail on their own; the rest go to the coordinator.
+    let mut offsets = Vec::new();
+    let mut slots = Vec::new();
+    for t in &req.topics {
+        let name = t.name.to_string();
+        let count = meta.topics.get(&name).map_or(0, |m| m.partitions);
+        for p in &t.partitions {
+            if p.partition_index >= 0 && p.partition_index < count {
+                offsets.push((
+                    name.clone(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_timestamp: ts,
+                    },
+                ));
+                slots.push(Some(offsets.len() - 1));
+            } else {
+                slots.push(None);
+            }
+        }
+    }
+    let group = req.group_id.to_string();
+    let n = offsets.len();
+    let codes = if n == 0 {
+        Vec::new()
+    } else {
+        let op = GroupOp::Commit {
+            group: group.clone(),
+            generation: req.generation_id_or_member_epoch,
+            member_id: req.member_id.to_string(),
+            instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+            offsets,
+        };
+        match shard.group(&group, op).await {
+            Some(GroupReply::Commit(c)) => c,
+            _ => vec![COORDINATOR_NOT_AVAILABLE; n],
+        }
+    };
+    let mut slot = slots.into_iter();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = match slot.next().flatten() {
+                        Some(i) => codes.get(i).copied().unwrap_or(COORDINATOR_NOT_AVAILABLE),
+                        None => error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    let resp = OffsetCommitResponse::default().with_topics(topics);
+    Ok(vec![encode_response(
+        ApiKey::OffsetCommit,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Fetches one group's offsets: (group error, [(topic, partition, offset or none)]).
+async fn fetch_group(
+    shard: &Rc<Shard>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<(String, i32, Option<CommittedOffset>)>) {
+    match shard
+        .group(group, GroupOp::FetchOffsets(group.to_string(), wanted))
+        .await
+    {
+        Some(GroupReply::Offsets(code, list)) => (code, list),
+        _ => (COORDINATOR_NOT_AVAILABLE, Vec::new()),
+    }
+}
+
+/// One topic's committed offsets: (topic, [(partition, offset or none)]).
+type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
+
+/// Groups a flat (topic, partition, offset) list by topic, keeping first-seen order.
+fn by_topic(list: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
+    let mut out: Vec<TopicOffsets> = Vec::new();
+    for (t, p, c) in list {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, v)) => v.push((p, c)),
+            None => out.push((t, vec![(p, c)])),
+        }
+    }
+    out
+}
+
+/// Answers OffsetFetch.
+pub async fn fetch(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: OffsetFetchRequest = decode_body(&mut body, version)?;
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for g in &req.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let (code, list) = fetch_group(shard, g.group_id.as_str(), wanted).await;
+            let topics = by_topic(list)
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(sb(&t)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
+                                        (c.offset, c.leader_epoch, c.metadata)
+                                    });
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(off)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(Some(sb(&md)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(code)
+                    .with_topics(topics),
+            );
+        }
+        let resp = OffsetFetchResponse::default().with_groups(groups);
+        return Ok(vec![encode_response(
+            ApiKey::OffsetFetch,
+            version,
+            correlation_id,
+            &resp,
+        )?]);
+    }
+    let wanted = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (code, list) = fetch_group(shard, req.group_id.as_str(), wanted).await;
+    let topics = by_topic(list)
+        .into_iter()
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(sb(&t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
+                                (c.offset, c.leader_epoch, c.metadata)
+                            });
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(off)
+                                .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
+                                .with_metadata(Some(sb(&md)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut resp = OffsetFetchResponse::default().with_topics(topics);
+    if version >= 2 {
+        resp = resp.with_error_code(code);
+    }
+    Ok(vec![encode_response(
+        ApiKey::OffsetFetch,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}
+
+/// Answers OffsetDelete v0.
+pub async fn delete(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let req: OffsetDeleteRequest = decode_body(&mut body, version)?;
+    let group = req.group_id.to_string();
+    let parts: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let n = parts.len();
+    let (group_code, codes) = match shard
+        .group(&group, GroupOp::OffsetDelete(group.clone(), parts))
+        .await
+    {
+        Some(GroupReply::Codes(c)) if c.len() == n => (0, c),
+        Some(GroupReply::Codes(c)) => (c.first().copied().unwrap_or(0), vec![0; n]),
+        _ => (COORDINATOR_NOT_AVAILABLE, vec![0; n]),
+    };
+    // A missing group is a whole-request error, as in Kafka.
+    let group_missing = codes.iter().all(|c| *c == 69) && n > 0;
+    let mut it = codes.into_iter();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let c = it.next().unwrap_or(0);
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(if group_missing { 0 } else { c })
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let resp = OffsetDeleteResponse::default()
+        .with_error_code(if group_missing { 69 } else { group_code })
+        .with_topics(if group_missing { Vec::new() } else { topics });
+    Ok(vec![encode_response(
+        ApiKey::OffsetDelete,
+        version,
+        correlation_id,
+        &resp,
+    )?])
+}

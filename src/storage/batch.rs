@@ -1,0 +1,279 @@
+//! Kafka v2 record batch header: parsing, validation, and the broker's header patch.
+//!
+//! Layout (big-endian): base_offset i64 @0, batch_length i32 @8 (bytes after this field),
+//! partition_leader_epoch i32 @12, magic i8 @16, crc u32 @17 (CRC32C of bytes 21..end),
+//! attributes i16 @21, last_offset_delta i32 @23, base_timestamp i64 @27, max_timestamp i64 @35,
+//! producer_id i64 @43, producer_epoch i16 @51, base_sequence i32 @53, records_count i32 @57,
+//! records @61.
+
+use bytes::Bytes;
+
+use super::StorageError;
+
+/// Size of the fixed v2 batch header in bytes.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before the `batch_length` payload starts (base_offset + batch_length).
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// Smallest legal `batch_length` (the header after the first 12 bytes).
+pub const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
+/// Attribute bit: timestamps are the broker's log-append time.
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Leader epoch the broker stamps into every batch (single node: always 0).
+pub const LEADER_EPOCH: i32 = 0;
+
+/// The fields of a v2 record batch header, as read from the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record (as in the bytes: the producer's value before assignment).
+    pub base_offset: i64,
+    /// Bytes after the `batch_length` field; the whole batch is `batch_length + 12` bytes.
+    pub batch_length: i32,
+    /// Leader epoch stamped by the broker.
+    pub partition_leader_epoch: i32,
+    /// Always 2 after validation.
+    pub magic: i8,
+    /// CRC32C of the bytes from `attributes` to the end.
+    pub crc: u32,
+    /// Compression (bits 0-2), timestamp type (bit 3), transactional (4), control (5).
+    pub attributes: i16,
+    /// Offset of the last record minus `base_offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Idempotent/transactional producer id, -1 if none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 if none.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, -1 if none.
+    pub base_sequence: i32,
+    /// Number of records in the batch.
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Total size of the batch in bytes (`batch_length + 12`).
+    pub fn size_bytes(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD_BYTES
+    }
+    /// Offset of the last record, given the header's `base_offset`.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Reads the header fields from the first 61 bytes without any check beyond the length.
+pub fn parse_header(b: &[u8]) -> Result<BatchHeader, StorageError> {
+    if b.len() < BATCH_HEADER_BYTES {
+        return Err(StorageError::CorruptMessage(
+            "batch shorter than the v2 header",
+        ));
+    }
+    Ok(BatchHeader {
+        base_offset: be_i64(b, 0),
+        batch_length: be_i32(b, 8),
+        partition_leader_epoch: be_i32(b, 12),
+        magic: b[16] as i8,
+        crc: be_i32(b, 17) as u32,
+        attributes: be_i16(b, 21),
+        last_offset_delta: be_i32(b, 23),
+        base_timestamp: be_i64(b, 27),
+        max_timestamp: be_i64(b, 35),
+        producer_id: be_i64(b, 43),
+        producer_epoch: be_i16(b, 51),
+        base_sequence: be_i32(b, 53),
+        records_count: be_i32(b, 57),
+    })
+}
+
+/// Validates one complete v2 batch (exactly one: `batch.len()` must equal `batch_length + 12`)
+/// without allocating: magic 2, length, size against `max_message_bytes`, CRC32C over
+/// attributes..end, `records_count >= 1` and `last_offset_delta == records_count - 1`.
+pub fn validate_batch(batch: &[u8], max_message_bytes: u32) -> Result<BatchHeader, StorageError> {
+    validate_batch_split_crc(batch, max_message_bytes).map(|(h, _)| h)
+}
+
+/// [`validate_batch`], also returning the CRC32C of the records part (bytes 61..), so the header
+/// can be patched and re-checksummed without a second pass over the records.
+pub(crate) fn validate_batch_split_crc(
+    batch: &[u8],
+    max_message_bytes: u32,
+) -> Result<(BatchHeader, u32), StorageError> {
+    let h = parse_header(batch)?;
+    if h.batch_length < MIN_BATCH_LENGTH {
+        return Err(StorageError::CorruptMessage(
+            "batch_length below the header size",
+        ));
+    }
+    if h.size_bytes() != batch.len() {
+        return Err(StorageError::CorruptMessage(
+            "batch_length does not match the batch bytes",
+        ));
+    }
+    if h.magic != 2 {
+        return Err(StorageError::CorruptMessage("unsupported magic (only v2)"));
+    }
+    if batch.len() > max_message_bytes as usize {
+        return Err(StorageError::MessageTooLarge {
+            size: batch.len(),
+            max: max_message_bytes,
+        });
+    }
+    let head_crc = crc32c::crc32c(&batch[21..BATCH_HEADER_BYTES]);
+    let body_crc = crc32c::crc32c(&batch[BATCH_HEADER_BYTES..]);
+    let crc = crc32c::crc32c_combine(head_crc, body_crc, batch.len() - BATCH_HEADER_BYTES);
+    if crc != h.crc {
+        return Err(StorageError::CorruptMessage("CRC32C mismatch"));
+    }
+    if h.records_count < 1 {
+        return Err(StorageError::InvalidRecord("batch without records"));
+    }
+    if h.last_offset_delta != h.records_count - 1 {
+        return Err(StorageError::InvalidRecord(
+            "last_offset_delta != records_count - 1",
+        ));
+    }
+    Ok((h, body_crc))
+}
+
+/// Builds the broker's copy of the 61-byte header of `batch`: assigned `base_offset`, leader
+/// epoch, and for log-append time the timestamp-type bit, `max_timestamp = append_time` and the
+/// recomputed CRC (combined with `body_crc`, the CRC of bytes 61..). The records are untouched.
+pub(crate) fn patched_header(
+    batch: &[u8],
+    base_offset: i64,
+    log_append_time: Option<i64>,
+    body_crc: u32,
+) -> Bytes {
+    let mut h = [0u8; BATCH_HEADER_BYTES];
+    h.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    h[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    h[12..16].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+    if let Some(t) = log_append_time {
+        let attrs = be_i16(&h, 21) | ATTR_LOG_APPEND_TIME;
+        h[21..23].copy_from_slice(&attrs.to_be_bytes());
+        h[35..43].copy_from_slice(&t.to_be_bytes());
+        let head_crc = crc32c::crc32c(&h[21..BATCH_HEADER_BYTES]);
+        let crc = crc32c::crc32c_combine(head_crc, body_crc, batch.len() - BATCH_HEADER_BYTES);
+        h[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Bytes::copy_from_slice(&h)
+}
+
+/// Test and benchmark helper: builds a valid uncompressed v2 batch of `count` records whose
+/// values are `value_len` bytes each (record framing included), with CRC.
+pub fn build_test_batch(count: i32, value_len: usize, base_timestamp: i64) -> Bytes {
+    assert!(count >= 1);
+    let mut records = Vec::with_capacity(count as usize * (value_len + 16));
+    for i in 0..count {
+        let mut rec = Vec::with_capacity(value_len + 16);
+        rec.push(0u8); // attributes
+        put_varlong(&mut rec, 0); // timestamp delta
+        put_varlong(&mut rec, i as i64); // offset delta
+        put_varlong(&mut rec, -1); // key length: null
+        put_varlong(&mut rec, value_len as i64);
+        rec.extend((0..value_len).map(|j| (j as u8).wrapping_add(i as u8)));
+        put_varlong(&mut rec, 0); // headers
+        put_varlong(&mut records, rec.len() as i64);
+        records.extend_from_slice(&rec);
+    }
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32;
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&base_timestamp.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_batch_passes_and_fields_read_back() {
+        let b = build_test_batch(3, 10, 1234);
+        let h = validate_batch(&b, 1 << 20).unwrap();
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.max_timestamp, 1234);
+        assert_eq!(h.size_bytes(), b.len());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected_or_harmless() {
+        let b = build_test_batch(2, 20, 5).to_vec();
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x40;
+            let r = validate_batch(&c, 1 << 20);
+            // Only base_offset (0..8) and leader epoch (12..16) are outside the CRC and checks.
+            if (0..8).contains(&i) || (12..16).contains(&i) {
+                assert!(r.is_ok(), "byte {i}");
+            } else {
+                assert!(r.is_err(), "byte {i} flip accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn size_and_count_rules() {
+        let b = build_test_batch(1, 100, 0);
+        assert!(matches!(
+            validate_batch(&b, 50),
+            Err(StorageError::MessageTooLarge { .. })
+        ));
+        assert!(validate_batch(&b[..b.len() - 1], 1 << 20).is_err());
+        assert!(validate_batch(&b[..30], 1 << 20).is_err());
+    }
+
+    #[test]
+    fn log_append_time_patch_keeps_crc_valid() {
+        let b = build_test_batch(4, 33, 77);
+        let (_, body_crc) = validate_batch_split_crc(&b, 1 << 20).unwrap();
+        let h = patched_header(&b, 42, Some(999), body_crc);
+        let mut full = h.to_vec();
+        full.extend_from_slice(&b[BATCH_HEADER_BYTES..]);
+        let ph = validate_batch(&full, 1 << 20).unwrap();
+        assert_eq!(ph.base_offset, 42);
+        assert_eq!(ph.max_timestamp, 999);
+        assert_eq!(ph.attributes & ATTR_LOG_APPEND_TIME, ATTR_LOG_APPEND_TIME);
+    }
+}

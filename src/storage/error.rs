@@ -1,0 +1,78 @@
+//! The storage error type and its single mapping to Kafka error codes.
+
+use std::path::PathBuf;
+
+/// Every error the storage engine reports. [`StorageError::kafka_error_code`] is the only place
+/// where storage errors become Kafka error codes.
+#[derive(thiserror::Error, Debug)]
+pub enum StorageError {
+    /// The batch bytes are malformed (length, magic, CRC): the producer sent garbage.
+    #[error("corrupt message: {0}")]
+    CorruptMessage(&'static str),
+    /// The batch is well-formed but breaks a record-level rule (e.g. record count).
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
+    /// The batch is larger than `max.message.bytes`.
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// Size of the batch in bytes.
+        size: usize,
+        /// The topic's `max.message.bytes`.
+        max: u32,
+    },
+    /// The fetch offset is outside `[log_start_offset, high_watermark]`.
+    #[error("offset {offset} out of range [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: i64,
+        /// First offset still in the log.
+        log_start_offset: i64,
+        /// Next offset to be assigned.
+        high_watermark: i64,
+    },
+    /// The partition is not open on this shard.
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    /// The disk said no (ENOSPC, EIO, ...). In-memory state stays consistent; retry later.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Data read back from our own log failed its checks (bit rot, bug): not the client's fault.
+    #[error("corrupt log data in {path}: {reason}")]
+    CorruptLog {
+        /// The segment file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+    /// The data directory refuses `O_DIRECT` and the buffered fallback was not asked for.
+    #[error(
+        "data dir {dir} does not support O_DIRECT ({source}); use a file system that does \
+         (ext4, XFS) or enable the buffered-io fallback"
+    )]
+    DirectIoUnsupported {
+        /// The data directory.
+        dir: PathBuf,
+        /// The kernel's answer.
+        source: std::io::Error,
+    },
+    /// The storage is shutting down (or shut down); nothing more is accepted.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+impl StorageError {
+    /// The Kafka error code to put in a response for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            StorageError::CorruptMessage(_) => 2,
+            StorageError::InvalidRecord(_) => 87,
+            StorageError::MessageTooLarge { .. } => 10,
+            StorageError::OffsetOutOfRange { .. } => 1,
+            StorageError::UnknownPartition => 3,
+            StorageError::Io(_)
+            | StorageError::CorruptLog { .. }
+            | StorageError::DirectIoUnsupported { .. }
+            | StorageError::ShuttingDown => 56,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The group coordinator's error answers on raw requests: every wrong input gets Kafka's error
+//! code at once, never a hang.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{request, Broker};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = 22;
+const INVALID_SESSION_TIMEOUT: i16 = 26;
+const MEMBER_ID_REQUIRED: i16 = 79;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+const INVALID_GROUP_ID: i16 = 24;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn join_req(group: &str, member: &str, session_ms: i32, protocol: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_session_timeout_ms(session_ms)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s(protocol))
+            .with_metadata(bytes::Bytes::from_static(b"meta"))])
+}
+
+fn join(c: &mut TcpStream, req: &JoinGroupRequest) -> JoinGroupResponse {
+    let mut b = request(c, ApiKey::JoinGroup, 9, req);
+    JoinGroupResponse::decode(&mut b, 9).expect("join response")
+}
+
+fn heartbeat(c: &mut TcpStream, group: &str, member: &str, generation: i32) -> i16 {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_generation_id(generation);
+    let mut b = request(c, ApiKey::Heartbeat, 4, &req);
+    HeartbeatResponse::decode(&mut b, 4)
+        .expect("heartbeat")
+        .error_code
+}
+
+fn connect(b: &Broker) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    c
+}
+
+#[test]
+fn wrong_inputs_get_kafka_error_codes() {
+    let b = Broker::start(
+        2,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "log.preallocate.bytes=1048576",
+        ],
+    );
+    let mut c = connect(&b);
+
+    assert_eq!(
+        join(&mut c, &join_req("", "", 10_000, "range")).error_code,
+        INVALID_GROUP_ID
+    );
+    assert_eq!(
+        join(&mut c, &join_req("g", "", 10, "range")).error_code,
+        INVALID_SESSION_TIMEOUT
+    );
+    assert_eq!(
+        join(&mut c, &join_req("g", "nobody", 10_000, "range")).error_code,
+        UNKNOWN_MEMBER_ID
+    );
+
+    // KIP-394: the first join gets a member id to come back with.
+    let first = join(&mut c, &join_req("g", "", 10_000, "range"));
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+    let member = first.member_id.to_string();
+    assert!(!member.is_empty());
+    let joined = join(&mut c, &join_req("g", &member, 10_000, "range"));
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.leader.as_str(), member, "the only member leads");
+    let generation = joined.generation_id;
+
+    // Sync with a wrong generation, then properly.
+    let sync = |c: &mut TcpStream, generation: i32, member: &str| {
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(generation)
+            .with_member_id(s(member))
+            .with_assignments(vec![
+                kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(s(member))
+                    .with_assignment(bytes::Bytes::from_static(b"assignment")),
+            ]);
+        let mut b = request(c, ApiKey::SyncGroup, 5, &req);
+        SyncGroupResponse::decode(&mut b, 5).expect("sync")
+    };
+    assert_eq!(
+        sync(&mut c, generation + 7, &member).error_code,
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        sync(&mut c, generation, "stranger").error_code,
+        UNKNOWN_MEMBER_ID
+    );
+    let synced = sync(&mut c, generation, &member);
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(&synced.assignment[..], b"assignment");
+
+    assert_eq!(heartbeat(&mut c, "g", &member, generation), 0);
+    assert_eq!(
+        heartbeat(&mut c, "g", &member, generation + 1),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        heartbeat(&mut c, "g", "stranger", generation),
+        UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        heartbeat(&mut c, "no-such-group", &member, generation),
+        UNKNOWN_MEMBER_ID
+    );
+
+    // A member with an incompatible protocol cannot join.
+    let mut other = connect(&b);
+    let first = join(&mut other, &join_req("g", "", 10_000, "other-assignor"));
+    assert_eq!(first.error_code, INCONSISTENT_GROUP_PROTOCOL);
+
+    // A second compatible member starts a rebalance: the first member's heartbeat says so.
+    let first = join(&mut other, &join_req("g", "", 10_000, "range"));
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+    let second = first.member_id.to_string();
+    let waiting = std::thread::spawn({
+        let mut other = other.try_clone().expect("clone");
+        move || join(&mut other, &join_req("g", &second, 10_000, "range"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        heartbeat(&mut c, "g", &member, generation),
+        REBALANCE_IN_PROGRESS
+    );
+
+    // Committing offsets with the old generation during the rebalance is refused.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(&member))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("__consumer_offsets")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)])]);
+    let mut resp = request(&mut c, ApiKey::OffsetCommit, 8, &commit);
+    let resp = OffsetCommitResponse::decode(&mut resp, 8).expect("commit");
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code,
+        REBALANCE_IN_PROGRESS
+    );
+
+    // The first member rejoins; both get the new generation.
+    let rejoined = join(&mut c, &join_req("g", &member, 10_000, "range"));
+    let other_join = waiting.join().expect("thread");
+    assert_eq!(rejoined.error_code, 0);
+    assert_eq!(other_join.error_code, 0);
+    assert_eq!(rejoined.generation_id, generation + 1);
+    assert_eq!(other_join.generation_id, generation + 1);
+}
