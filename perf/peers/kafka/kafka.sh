@@ -12,19 +12,20 @@
 #   kafka.sh java CLASS ARGS..  run a class from the jars (e.g. org.apache.kafka.tools.ProducerPerformance)
 #
 # Settings (environment):
-#   KAFKA_PORT=19192            client listener (the controller listens on KAFKA_PORT+1)
+#   KAFKA_PORT=24192            client listener (the controller listens on KAFKA_PORT+1)
 #   KAFKA_HEAP=1G               -Xms = -Xmx (kafka-server-start.sh's default)
 #   KAFKA_FLUSH=default         default: Kafka's default, no fsync (the OS writes back);
 #                               durable: log.flush.interval.messages=1 (fsync after every append)
 #   KAFKA_IO_THREADS=8          num.io.threads (Kafka's default)
 #   KAFKA_NETWORK_THREADS=3     num.network.threads (Kafka's default)
+#   KAFKA_CPUS=                 when set, taskset -c KAFKA_CPUS (e.g. 0: the broker on CPU 0 only)
 #   KAFKA_LIB=<this dir>/lib    where the jars are
 #   JAVA=java                   the JVM (Kafka 4.x brokers need Java 17+)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 lib=${KAFKA_LIB:-$here/lib}
-port=${KAFKA_PORT:-19192}
+port=${KAFKA_PORT:-24192}
 controller_port=$((port + 1))
 heap=${KAFKA_HEAP:-1G}
 flush=${KAFKA_FLUSH:-default}
@@ -32,6 +33,7 @@ io_threads=${KAFKA_IO_THREADS:-8}
 network_threads=${KAFKA_NETWORK_THREADS:-3}
 java=${JAVA:-java}
 start_timeout_s=${KAFKA_START_TIMEOUT_S:-90}
+cpus=${KAFKA_CPUS:-}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
@@ -74,6 +76,7 @@ settings() {
   echo "num.io.threads=$io_threads num.network.threads=$network_threads"
   flush_properties | sed 's/^# //'
   echo "listener: 127.0.0.1:$port (PLAINTEXT), controller: 127.0.0.1:$controller_port"
+  echo "CPUs: ${cpus:-all} (KAFKA_CPUS)"
 }
 
 write_properties() {
@@ -140,7 +143,9 @@ start() {
     format --config "$data/server.properties" --cluster-id "$(cluster_id)" --ignore-formatted \
     > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "format failed"; }
   # The flags of kafka-run-class.sh / kafka-server-start.sh, with the heap stated.
-  setsid "$java" "-Xms$heap" "-Xmx$heap" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  local pin=()
+  [[ -n "$cpus" ]] && pin=(taskset -c "$cpus")
+  setsid "${pin[@]}" "$java" "-Xms$heap" "-Xmx$heap" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$data/log4j2.properties" \
     -cp "$lib/*" kafka.Kafka "$data/server.properties" \
