@@ -105,13 +105,26 @@ fn compare_quick_writes_a_well_formed_table() {
     let workloads: &[&str] = if with_kafka {
         &["max-rate", "half-rate", "acks-all"]
     } else {
-        &["max-rate", "max-rate-acks-all", "acks-all", "half-rate", "partitions-100", "producers-1000"]
+        &[
+            "max-rate",
+            "max-rate-acks-all",
+            "acks-all",
+            "half-rate",
+            "partitions-100",
+            "producers-1000",
+        ]
     };
     for w in workloads {
-        assert!(report.contains(&format!("## {w}:")), "section for {w}: {report}");
+        assert!(
+            report.contains(&format!("## {w}:")),
+            "section for {w}: {report}"
+        );
         let svg = std::fs::read_to_string(out.path().join(w).join("publish.svg"))
             .unwrap_or_else(|e| panic!("{w}/publish.svg: {e}"));
-        assert!(svg.contains("<svg") && svg.contains("</svg>"), "{w}: an SVG");
+        assert!(
+            svg.contains("<svg") && svg.contains("</svg>"),
+            "{w}: an SVG"
+        );
     }
 }
 
@@ -129,15 +142,27 @@ fn check_table(report: &str, with_kafka: bool) {
         let width = cells(line);
         let sep = lines.next().unwrap_or_default();
         assert!(sep.starts_with("|---"), "separator after {line:?}: {sep:?}");
-        assert_eq!(sep.matches("---|").count(), width, "separator width for {line:?}");
+        assert_eq!(
+            sep.matches("---|").count(),
+            width,
+            "separator width for {line:?}"
+        );
         if with_kafka {
-            assert!(line.contains("shardlog / kafka"), "ratio column in {line:?}");
+            assert!(
+                line.contains("shardlog / kafka"),
+                "ratio column in {line:?}"
+            );
         }
         let mut rows = 0;
         while let Some(row) = lines.peek().copied().filter(|l| l.starts_with('|')) {
             assert_eq!(cells(row), width, "row width in {row:?} under {line:?}");
             if row.starts_with("| produce msg/s |") {
-                let shardlog = row.split('|').nth(2).unwrap_or_default().trim().replace(',', "");
+                let shardlog = row
+                    .split('|')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .trim()
+                    .replace(',', "");
                 let v: f64 = shardlog
                     .parse()
                     .unwrap_or_else(|_| panic!("shardlog's produce rate is a number: {row:?}"));
