@@ -595,8 +595,9 @@ impl Producer {
         if slot.batch.is_empty() {
             slot.opened_ns = now;
             // Slots start without a buffer, so thousands of idle partitions cost nothing.
-            if slot.batch.capacity() < self.batch_bytes {
-                slot.batch = BatchBuilder::new(self.batch_bytes + self.plan.payload.len());
+            let one_message = super::batch::BATCH_HEADER_BYTES + self.plan.payload.len() + 64;
+            if slot.batch.capacity() < one_message {
+                slot.batch = BatchBuilder::new((self.batch_bytes + one_message).min(64 * 1024));
             }
         }
         // The value starts with the stamp (intended time, then producer id and sequence when
