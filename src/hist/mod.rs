@@ -13,6 +13,8 @@
 //!
 //! This module owns no network and no runtime: it is plain data, so it is tested on its own.
 
+#![warn(missing_docs)]
+
 mod compare;
 mod hgrm;
 mod plot;

@@ -16,6 +16,8 @@
 //! end offsets), starts the cores, prints a progress line every second on stderr, stops them
 //! at the end or on Ctrl-C, and writes RUN.json plus `.hgrm` files ([`crate::hist`]).
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cluster;
 pub mod keys;
