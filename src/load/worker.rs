@@ -552,6 +552,9 @@ impl Producer {
                     self.append(now, now);
                 }
                 self.send_ready(false).await;
+                // Writes that complete at once never yield: let the other producers, the
+                // ack readers and the ticker of this core run.
+                glommio::yield_if_needed().await;
             }
         }
         // Send what is left, then wait for the answers.
@@ -1099,6 +1102,7 @@ impl Consumer {
             if backoff {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
+            glommio::yield_if_needed().await;
         }
     }
 }
