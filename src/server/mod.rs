@@ -9,6 +9,7 @@
 
 mod connection;
 mod handlers;
+mod read;
 mod write;
 
 use std::net::SocketAddr;
@@ -197,19 +198,29 @@ fn advertised_versions() -> String {
 }
 
 /// SO_REUSEPORT would let a second broker of the same user bind a port already served and
-/// silently take half its connections: refuse to start when something answers there.
+/// silently take half its connections: refuse to start when something keeps answering there.
+/// A broker killed a moment ago can leave its listener open for a short while (the kernel
+/// releases io_uring-held sockets after the process is gone), so this waits up to 3 s for the
+/// port to fall free before refusing.
 fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
     let mut probe = listen;
     if probe.ip().is_unspecified() {
         probe.set_ip([127, 0, 0, 1].into());
     }
-    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)) {
-        Ok(s) if s.local_addr().ok() != Some(probe) => Err(ServerError::Shard {
-            shard: 0,
-            message: format!("{listen} is already in use by another process"),
-        }),
-        _ => Ok(()),
+    for _ in 0..15 {
+        match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)) {
+            // A loopback connect to a free port can connect the socket to itself.
+            Ok(s) if s.local_addr().ok() != Some(probe) => {
+                drop(s);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => return Ok(()),
+        }
     }
+    Err(ServerError::Shard {
+        shard: 0,
+        message: format!("{listen} is already in use by another process"),
+    })
 }
 
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.

@@ -85,10 +85,15 @@ fn last_seq(h: &BatchHeader) -> i32 {
     h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX
 }
 
+/// One partition's producers by id.
+type Producers = HashMap<i64, ProducerEntry>;
+
 /// The idempotent producer state of every partition of one shard.
 #[derive(Default)]
 pub struct ProducerStates {
-    parts: RefCell<HashMap<(String, i32), HashMap<i64, ProducerEntry>>>,
+    /// topic → partition → producer id → entry (keyed by topic first so a lookup by `&str`
+    /// allocates nothing).
+    parts: RefCell<HashMap<String, HashMap<i32, Producers>>>,
 }
 
 impl ProducerStates {
@@ -99,7 +104,8 @@ impl ProducerStates {
         }
         let parts = self.parts.borrow();
         let entry = parts
-            .get(&(topic.to_string(), partition))
+            .get(topic)
+            .and_then(|t| t.get(&partition))
             .and_then(|p| p.get(&h.producer_id));
         let Some(entry) = entry else {
             return if h.base_sequence == 0 {
@@ -152,8 +158,14 @@ impl ProducerStates {
             return;
         }
         let mut parts = self.parts.borrow_mut();
-        let entry = parts
-            .entry((topic.to_string(), partition))
+        if !parts.contains_key(topic) {
+            parts.insert(topic.to_string(), HashMap::new());
+        }
+        let Some(by_partition) = parts.get_mut(topic) else {
+            return;
+        };
+        let entry = by_partition
+            .entry(partition)
             .or_default()
             .entry(h.producer_id)
             .or_default();
@@ -174,14 +186,22 @@ impl ProducerStates {
 
     /// Forgets a deleted partition.
     pub fn forget(&self, topic: &str, partition: i32) {
-        self.parts
-            .borrow_mut()
-            .remove(&(topic.to_string(), partition));
+        let mut parts = self.parts.borrow_mut();
+        if let Some(t) = parts.get_mut(topic) {
+            t.remove(&partition);
+            if t.is_empty() {
+                parts.remove(topic);
+            }
+        }
     }
 
     /// Partitions that have producer state, for snapshots.
     pub fn partitions(&self) -> Vec<(String, i32)> {
-        self.parts.borrow().keys().cloned().collect()
+        self.parts
+            .borrow()
+            .iter()
+            .flat_map(|(t, ps)| ps.keys().map(move |p| (t.clone(), *p)))
+            .collect()
     }
 
     /// A partition's state as of `covered` (the next offset), as snapshot file bytes.
@@ -191,7 +211,10 @@ impl ProducerStates {
         {
             let parts = self.parts.borrow();
             let empty = HashMap::new();
-            let producers = parts.get(&(topic.to_string(), partition)).unwrap_or(&empty);
+            let producers = parts
+                .get(topic)
+                .and_then(|t| t.get(&partition))
+                .unwrap_or(&empty);
             body.put_u32(producers.len() as u32);
             for (pid, e) in producers {
                 body.put_i64(*pid);
@@ -265,7 +288,9 @@ impl ProducerStates {
         }
         self.parts
             .borrow_mut()
-            .insert((topic.to_string(), partition), producers);
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, producers);
         Some(covered)
     }
 
