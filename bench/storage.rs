@@ -67,9 +67,92 @@ fn open(ex: &LocalExecutor, dir: &std::path::Path, cache: usize) -> Rc<ShardStor
     })
 }
 
+/// The raw baseline measured in the same process and minute as the appends: what
+/// `dd if=/dev/zero of=F bs=1M oflag=direct` does (sequential 1 MiB O_DIRECT writes, one at a
+/// time, into a fresh file), through the same glommio DmaFile.
+fn raw_baseline(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
+    let path = dir.join("raw-baseline.bin");
+    let mut g = c.benchmark_group("raw_dd_like");
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g.bench_function("write_1MiB_seq", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let f = glommio::io::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .dma_open(&path)
+                    .await
+                    .expect("raw file");
+                let start = Instant::now();
+                for i in 0..iters {
+                    let mut buf = glommio::allocate_dma_buffer(1 << 20);
+                    buf.as_bytes_mut().fill(0);
+                    f.write_at(buf, (i % 1024) << 20).await.expect("write");
+                }
+                let t = start.elapsed();
+                f.close().await.expect("close");
+                t
+            })
+        })
+    });
+    // The engine's I/O pattern without the engine: 64 MiB fallocate, 4 MiB rounds of four
+    // concurrent 1 MiB writes, fdatasync per round. Separates I/O-pattern cost from code cost.
+    let path2 = dir.join("raw-group.bin");
+    g.bench_function("fallocate_4x1MiB_concurrent_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let f = Rc::new(
+                    glommio::io::OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .write(true)
+                        .dma_open(&path2)
+                        .await
+                        .expect("raw file"),
+                );
+                let start = Instant::now();
+                let mut allocated = 0u64;
+                let mut i = 0u64;
+                while i < iters {
+                    let round = (iters - i).min(4);
+                    let end = (i + round) << 20;
+                    if end > allocated {
+                        allocated += 64 << 20;
+                        f.pre_allocate(allocated, false).await.expect("fallocate");
+                    }
+                    let mut tasks = Vec::new();
+                    for k in 0..round {
+                        let f = f.clone();
+                        let mut buf = glommio::allocate_dma_buffer(1 << 20);
+                        buf.as_bytes_mut().fill(1);
+                        let pos = (i + k) << 20;
+                        tasks.push(glommio::spawn_local(async move {
+                            f.write_at(buf, pos).await.expect("write")
+                        }));
+                    }
+                    for t in tasks {
+                        t.await;
+                    }
+                    f.fdatasync().await.expect("sync");
+                    i += round;
+                }
+                let t = start.elapsed();
+                let _ = f.truncate(0).await;
+                t
+            })
+        })
+    });
+    g.finish();
+}
+
 fn append_benches(c: &mut Criterion) {
     let ex = executor();
     let dir = bench_dir();
+    raw_baseline(c, &ex, dir.path());
     let s = open(&ex, dir.path(), 64 << 20);
     for &(name, size) in &[
         ("16KiB", 16usize << 10),
@@ -200,7 +283,226 @@ fn cpu_benches(c: &mut Criterion) {
         });
     }
     g.finish();
+    // The one copy of a disk read: glommio's ReadResult (!Send) into Bytes.
+    let mut g = c.benchmark_group("read_copy_into_bytes");
+    let src = vec![7u8; 1 << 20];
+    g.throughput(Throughput::Bytes(src.len() as u64));
+    g.bench_function("1MiB", |b| {
+        b.iter(|| bytes::Bytes::copy_from_slice(std::hint::black_box(&src)))
+    });
+    g.finish();
 }
 
-criterion_group!(benches, cpu_benches, append_benches, read_benches);
+/// Per-operation commit latency: raw 4 KiB O_DIRECT write + fdatasync on a preallocated file,
+/// against append of a ~3 KiB batch + `wait_durable` through the background group-commit
+/// flusher. Criterion reports means; the percentiles are printed from an HDR histogram.
+fn latency_benches(c: &mut Criterion) {
+    use std::cell::RefCell;
+    let ex = executor();
+    let dir = bench_dir();
+    let s = open(&ex, dir.path(), 64 << 20);
+    let raw_path = dir.path().join("raw.bin");
+    let raw = ex.run(async {
+        s.spawn_background_tasks();
+        let f = glommio::io::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .dma_open(&raw_path)
+            .await
+            .expect("raw file");
+        f.pre_allocate(64 << 20, false).await.expect("fallocate");
+        Rc::new(f)
+    });
+    let h_raw = RefCell::new(hdrhistogram::Histogram::<u64>::new(3).expect("hist"));
+    let h_ours = RefCell::new(hdrhistogram::Histogram::<u64>::new(3).expect("hist"));
+    let batch = build_test_batch(3, 1024, 1);
+    let mut g = c.benchmark_group("commit_latency");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut pos = 0u64;
+    g.bench_function("raw_write4k_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let mut buf = glommio::allocate_dma_buffer(4096);
+                    buf.as_bytes_mut().fill(7);
+                    raw.write_at(buf, pos).await.expect("write");
+                    raw.fdatasync().await.expect("sync");
+                    pos = (pos + 4096) % (64 << 20);
+                    h_raw
+                        .borrow_mut()
+                        .record(t.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("append_wait_durable_3KiB", |b| {
+        b.iter_custom(|iters| {
+            ex.run(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let info = s.append("b", 0, batch.clone()).expect("append");
+                    s.wait_durable("b", 0, info.last_offset)
+                        .await
+                        .expect("durable");
+                    h_ours
+                        .borrow_mut()
+                        .record(t.elapsed().as_micros() as u64)
+                        .expect("record");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    for (name, h) in [
+        ("raw_write4k_fdatasync", &h_raw),
+        ("append_wait_durable_3KiB", &h_ours),
+    ] {
+        let h = h.borrow();
+        if h.is_empty() {
+            continue;
+        }
+        eprintln!(
+            "commit_latency/{name}: n={} p50={}us p99={}us p99.9={}us max={}us",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    ex.run(async { s.shutdown().await.expect("shutdown") });
+}
+
+/// Contention-robust ratio (only with `SHARDLOG_BENCH_PAIRED=1`): alternates, round by round
+/// and in ABBA order, 64 MiB written dd-style (1 MiB O_DIRECT writes one at a time, fresh file)
+/// and 64 MiB appended through the engine (256 KiB and 1 MiB batches, flush every 4 MiB), so
+/// both see the same background load; prints per-kind median throughput and the median of the
+/// per-round ratios engine / raw.
+fn paired_ratio(_c: &mut Criterion) {
+    if std::env::var("SHARDLOG_BENCH_PAIRED").is_err() {
+        return;
+    }
+    const ROUND_BYTES: usize = 64 << 20;
+    /// CPU time of this thread (the executor runs here), in seconds.
+    fn thread_cpu_s() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+    let cpu_us_per_mib = std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]);
+    let ex = executor();
+    let dir = bench_dir();
+    let s = open(&ex, dir.path(), 64 << 20);
+    let raw_path = dir.path().join("paired-raw.bin");
+    let raw_round = |ex: &LocalExecutor| -> f64 {
+        ex.run(async {
+            let f = glommio::io::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .dma_open(&raw_path)
+                .await
+                .expect("raw file");
+            let start = Instant::now();
+            let cpu0 = thread_cpu_s();
+            for i in 0..(ROUND_BYTES >> 20) as u64 {
+                let mut buf = glommio::allocate_dma_buffer(1 << 20);
+                buf.as_bytes_mut().fill(0);
+                f.write_at(buf, i << 20).await.expect("write");
+            }
+            let t = start.elapsed().as_secs_f64();
+            cpu_us_per_mib.borrow_mut()[0].push((thread_cpu_s() - cpu0) * 1e6 / 64.0);
+            f.close().await.expect("close");
+            ROUND_BYTES as f64 / t / (1u64 << 20) as f64
+        })
+    };
+    let engine_round = |ex: &LocalExecutor, batch: &bytes::Bytes, slot: usize| -> f64 {
+        ex.run(async {
+            let start = Instant::now();
+            let cpu0 = thread_cpu_s();
+            let (mut total, mut pending) = (0usize, 0usize);
+            while total < ROUND_BYTES {
+                s.append("b", 0, batch.clone()).expect("append");
+                total += batch.len();
+                pending += batch.len();
+                if pending >= GROUP_BYTES {
+                    s.flush().await.expect("flush");
+                    pending = 0;
+                }
+            }
+            s.flush().await.expect("flush");
+            let t = start.elapsed().as_secs_f64();
+            let mib = total as f64 / (1u64 << 20) as f64;
+            cpu_us_per_mib.borrow_mut()[slot].push((thread_cpu_s() - cpu0) * 1e6 / mib);
+            s.enforce_retention().await.expect("retention");
+            total as f64 / t / (1u64 << 20) as f64
+        })
+    };
+    let b256 = batch_of(256 << 10);
+    let b1m = batch_of(1 << 20);
+    let (mut raw, mut e256, mut e1m) = (vec![], vec![], vec![]);
+    let (mut r256, mut r1m) = (vec![], vec![]);
+    for round in 0..12 {
+        let (x, a, b) = if round % 2 == 0 {
+            let x = raw_round(&ex);
+            let a = engine_round(&ex, &b256, 1);
+            let b = engine_round(&ex, &b1m, 2);
+            (x, a, b)
+        } else {
+            let b = engine_round(&ex, &b1m, 2);
+            let a = engine_round(&ex, &b256, 1);
+            let x = raw_round(&ex);
+            (x, a, b)
+        };
+        raw.push(x);
+        e256.push(a);
+        e1m.push(b);
+        r256.push(a / x);
+        r1m.push(b / x);
+    }
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+    eprintln!(
+        "paired (12 rounds of 64 MiB): raw dd-like {:.0} MiB/s, engine 256KiB {:.0} MiB/s, \
+         engine 1MiB {:.0} MiB/s; median ratio 256KiB {:.2}, 1MiB {:.2}",
+        median(&mut raw),
+        median(&mut e256),
+        median(&mut e1m),
+        median(&mut r256),
+        median(&mut r1m)
+    );
+    let mut cpu = cpu_us_per_mib.borrow_mut();
+    eprintln!(
+        "paired CPU of the executor thread per MiB: raw {:.0} us, engine 256KiB {:.0} us, \
+         engine 1MiB {:.0} us",
+        median(&mut cpu[0]),
+        median(&mut cpu[1]),
+        median(&mut cpu[2])
+    );
+    ex.run(async { s.shutdown().await.expect("shutdown") });
+}
+
+criterion_group!(
+    benches,
+    cpu_benches,
+    append_benches,
+    read_benches,
+    latency_benches,
+    paired_ratio
+);
 criterion_main!(benches);

@@ -71,6 +71,8 @@ pub struct BrokerConfig {
     pub connection_inflight_requests_max: usize,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
+    /// A connection silent for this long is closed; `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
     pub batch_cache_bytes_max: usize,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
@@ -99,6 +101,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             connection_inflight_requests_max: 32,
             shard_connections_max: 20_000,
+            connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             buffered_io: false,
             preallocate_bytes: 64 << 20,
@@ -235,6 +238,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Client connections per shard; further ones are closed at accept. Default 20000.",
         apply: |c, v| {
             c.shard_connections_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "connections.max.idle.ms",
+        help: "Close a connection that sends nothing for this long. Default 600000.",
+        apply: |c, v| {
+            c.connections_max_idle_ms = parse_positive(v)?;
             Ok(())
         },
     },

@@ -442,3 +442,69 @@ fn kcat_produces_and_consumes() {
     expected.sort();
     assert_eq!(lines, expected);
 }
+
+#[test]
+fn the_internal_offsets_topic_is_protected() {
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let md = consumer(&b)
+        .fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(5))
+        .expect("metadata");
+    assert!(
+        !md.topics()[0].partitions().is_empty(),
+        "the internal topic exists"
+    );
+    let a = admin(&b);
+    let opts = AdminOptions::new();
+    let r = futures_lite::future::block_on(a.delete_topics(&["__consumer_offsets"], &opts))
+        .expect("request");
+    assert!(format!("{:?}", r[0]).contains("InvalidTopic"), "{:?}", r[0]);
+    let r = futures_lite::future::block_on(
+        a.create_partitions(&[NewPartitions::new("__consumer_offsets", 99)], &opts),
+    )
+    .expect("request");
+    assert!(format!("{:?}", r[0]).contains("InvalidTopic"), "{:?}", r[0]);
+    let (p, ctx) = producer(&b, "1");
+    p.send(
+        BaseRecord::to("__consumer_offsets")
+            .partition(0)
+            .key("k")
+            .payload("v"),
+    )
+    .expect("queued");
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let errors = ctx.errors.lock().expect("lock").clone();
+    assert_eq!(
+        errors.len(),
+        1,
+        "produce to the internal topic is refused: {errors:?}"
+    );
+}
+
+#[test]
+fn auto_offset_reset_follows_offset_out_of_range() {
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    create_topic(&b, "reset", 1);
+    let delivered = produce_keyed(&b, "reset", 50, 5);
+    assert_eq!(delivered.len(), 50);
+    for (reset, expected_first) in [("earliest", Some(0i64)), ("latest", None)] {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("group.id", format!("reset-{reset}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", reset)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("reset", 0, Offset::Offset(1_000_000))
+            .expect("tpl");
+        c.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut first = None;
+        while Instant::now() < deadline && first.is_none() {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                first = Some(m.offset());
+            }
+        }
+        assert_eq!(first, expected_first, "auto.offset.reset={reset}");
+    }
+}

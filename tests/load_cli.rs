@@ -152,6 +152,7 @@ fn short_runs_count_exactly_and_compare_renders() {
             runs: vec![out1, out2],
             svg: Some(svg.clone()),
             metric: "publish".into(),
+            markdown: false,
         },
     })
     .expect("compare");

@@ -179,3 +179,75 @@ fn pipelined_requests_are_answered_in_order() {
         assert_eq!(resp.error_code, 0);
     }
 }
+
+#[test]
+fn metadata_v0_empty_list_means_all_topics_and_v12_reports_topic_ids() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    let b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let mut s = connect(&b);
+    // Auto-create one topic (v12, by name), which reports its id.
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("md-t"))))]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let resp = MetadataResponse::decode(&mut r, 12).expect("v12");
+    assert_eq!(resp.topics[0].error_code, 0);
+    let id = resp.topics[0].topic_id;
+    assert!(!id.is_nil(), "topic id reported");
+    // v12 by topic id only (no name).
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(None)
+        .with_topic_id(id)]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let resp = MetadataResponse::decode(&mut r, 12).expect("v12 by id");
+    assert_eq!(
+        resp.topics[0].name.as_ref().map(|n| n.to_string()),
+        Some("md-t".to_string())
+    );
+    // v0: an empty topic list means every topic.
+    let req = MetadataRequest::default().with_topics(Some(vec![]));
+    let mut r = common::request(&mut s, ApiKey::Metadata, 0, &req);
+    let resp = MetadataResponse::decode(&mut r, 0).expect("v0");
+    assert!(resp
+        .topics
+        .iter()
+        .any(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "md-t")));
+}
+
+#[test]
+fn idle_connections_are_closed_and_a_bare_length_prefix_reserves_little() {
+    let b = Broker::start(1, &["connections.max.idle.ms=500"]);
+    let mut idle = connect(&b);
+    let started = std::time::Instant::now();
+    assert_closed(&mut idle);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+
+    // 200 connections each announce a 90 MiB request and send nothing more: the broker must
+    // not reserve 90 MiB for each (RSS stays far below 200 × 90 MiB).
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = connect(&b);
+        s.write_all(&(90i32 * 1024 * 1024).to_be_bytes())
+            .expect("prefix");
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    assert!(
+        rss_kib < 512 * 1024,
+        "RSS {rss_kib} KiB with 200 half-announced requests"
+    );
+    assert_serves(&b);
+}

@@ -47,14 +47,41 @@ fn with_ratio(text: String, value: f64, base: f64, is_base: bool) -> String {
     }
 }
 
+/// Lays out rows as a Markdown table (first row is the header).
+fn layout_markdown(rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str("| ");
+        out.push_str(&row.join(" | "));
+        out.push_str(" |\n");
+        if i == 0 {
+            out.push('|');
+            for j in 0..row.len() {
+                out.push_str(if j == 0 { "---|" } else { "---:|" });
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The side-by-side table of `runs` (the first is the baseline) with column `labels`.
 pub fn compare_table(runs: &[RunResult], labels: &[String]) -> String {
+    layout(&compare_rows(runs, labels))
+}
+
+/// [`compare_table`] as a Markdown table, for perf/RESULTS.md.
+pub fn compare_markdown(runs: &[RunResult], labels: &[String]) -> String {
+    layout_markdown(&compare_rows(runs, labels))
+}
+
+fn compare_rows(runs: &[RunResult], labels: &[String]) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut header = vec![String::new()];
     header.extend(labels.iter().cloned());
     rows.push(header);
     let Some(base) = runs.first() else {
-        return layout(&rows);
+        return rows;
     };
 
     let mut number_row =
@@ -116,7 +143,7 @@ pub fn compare_table(runs: &[RunResult], labels: &[String]) -> String {
             .map(|r| if r.interrupted { "yes" } else { "no" }.to_string()),
     );
     rows.push(row);
-    layout(&rows)
+    rows
 }
 
 /// The text report of one run.
@@ -205,6 +232,14 @@ mod tests {
             .expect(&t);
         assert!(p50.contains("(4.00x)"), "{p50}");
         assert!(t.lines().any(|l| l.starts_with("e2e p99.99 ms")), "{t}");
+        let m = compare_markdown(
+            &[sample_run("a", 10, 1), sample_run("b", 10, 1)],
+            &["a".into(), "b".into()],
+        );
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(lines[0], "|  | a | b |");
+        assert_eq!(lines[1], "|---|---:|---:|");
+        assert!(lines.iter().all(|l| l.starts_with('|') && l.ends_with('|')));
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //!
 //! This module owns no network and no runtime: it is plain data, so it is tested on its own.
 
+#![warn(missing_docs)]
+
 mod compare;
 mod hgrm;
 mod plot;
 mod run;
 
-pub use compare::{compare_table, render_show};
+pub use compare::{compare_markdown, compare_table, render_show};
 pub use hgrm::write_hgrm;
 pub use plot::{render_svg, PlotSeries};
 pub use run::{
@@ -213,6 +215,9 @@ pub enum HistCommand {
         /// Which histogram to plot: publish, e2e or delay.
         #[arg(long, default_value = "publish")]
         metric: String,
+        /// Print the table as Markdown.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Add the histograms and counts of several runs (e.g. one per client machine) into one RUN.json.
     Merge {
@@ -233,13 +238,22 @@ pub fn run_cli(args: HistArgs) -> Result<(), HistError> {
             print!("{}", render_show(&r));
             Ok(())
         }
-        HistCommand::Compare { runs, svg, metric } => {
+        HistCommand::Compare {
+            runs,
+            svg,
+            metric,
+            markdown,
+        } => {
             let loaded = runs
                 .iter()
                 .map(|p| RunResult::read(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let labels = run_labels(&runs);
-            print!("{}", compare_table(&loaded, &labels));
+            if markdown {
+                print!("{}", compare_markdown(&loaded, &labels));
+            } else {
+                print!("{}", compare_table(&loaded, &labels));
+            }
             if let Some(out) = svg {
                 let mut series = Vec::with_capacity(loaded.len());
                 for (run, label) in loaded.iter().zip(&labels) {

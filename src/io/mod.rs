@@ -58,8 +58,8 @@ pub enum FileSystem {
         /// Use the page cache instead of `O_DIRECT` (fallback for file systems refusing it).
         buffered: bool,
     },
-    /// The in-memory simulated disk (tests).
-    Sim(Rc<SimDisk>),
+    /// The in-memory simulated disk (tests), as seen by one simulated process.
+    Sim(SimFs),
 }
 
 impl FileSystem {
@@ -83,7 +83,11 @@ impl FileSystem {
                 }
                 Ok(file)
             }
-            FileSystem::Sim(disk) => disk.open(path, create).map(IoFile::Sim),
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                yield_now_times(sim.disk.yields()).await;
+                sim.disk.open(path, create, sim.epoch).map(IoFile::Sim)
+            }
         }
     }
 
@@ -99,8 +103,9 @@ impl FileSystem {
                 }
                 Ok(())
             }
-            FileSystem::Sim(disk) => {
-                disk.inner.borrow_mut().dirs.insert(path.to_path_buf());
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                sim.disk.inner.borrow_mut().dirs.insert(path.to_path_buf());
                 Ok(())
             }
         }
@@ -119,8 +124,9 @@ impl FileSystem {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e),
             },
-            FileSystem::Sim(disk) => {
-                let mut inner = disk.inner.borrow_mut();
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                let mut inner = sim.disk.inner.borrow_mut();
                 inner.files.retain(|p, _| !p.starts_with(path));
                 inner.dirs.retain(|p| !p.starts_with(path));
                 Ok(())
@@ -139,8 +145,9 @@ impl FileSystem {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e),
             },
-            FileSystem::Sim(disk) => {
-                disk.inner.borrow_mut().files.remove(path);
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                sim.disk.inner.borrow_mut().files.remove(path);
                 Ok(())
             }
         }
@@ -150,7 +157,9 @@ impl FileSystem {
     pub fn exists(&self, path: &Path) -> bool {
         match self {
             FileSystem::Real { .. } => path.exists(),
-            FileSystem::Sim(disk) => disk.inner.borrow().files.contains_key(path),
+            FileSystem::Sim(sim) => {
+                sim.alive().is_ok() && sim.disk.inner.borrow().files.contains_key(path)
+            }
         }
     }
 
@@ -170,8 +179,9 @@ impl FileSystem {
                 names.sort();
                 Ok(names)
             }
-            FileSystem::Sim(disk) => {
-                let inner = disk.inner.borrow();
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                let inner = sim.disk.inner.borrow();
                 let mut names: Vec<String> = inner
                     .files
                     .keys()
@@ -192,12 +202,14 @@ impl FileSystem {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             },
-            FileSystem::Sim(disk) => Ok(disk
-                .inner
-                .borrow()
-                .files
-                .get(path)
-                .map(|f| f.borrow().data.clone())),
+            FileSystem::Sim(sim) => sim.alive().map(|()| {
+                sim.disk
+                    .inner
+                    .borrow()
+                    .files
+                    .get(path)
+                    .map(|f| f.borrow().data.clone())
+            }),
         }
     }
 
@@ -221,8 +233,9 @@ impl FileSystem {
                 }
                 Ok(())
             }
-            FileSystem::Sim(disk) => {
-                let mut inner = disk.inner.borrow_mut();
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                let mut inner = sim.disk.inner.borrow_mut();
                 if let Some(e) = inner.fail_writes {
                     return Err(io::Error::from(e));
                 }
@@ -271,7 +284,10 @@ impl IoFile {
                 .write_at(buf.as_bytes().to_vec(), pos)
                 .await
                 .map_err(io::Error::from),
-            IoFile::Sim(f) => f.write_at(buf.as_bytes(), pos),
+            IoFile::Sim(f) => {
+                yield_now_times(f.disk.yields()).await;
+                f.write_at(buf.as_bytes(), pos)
+            }
         }
     }
 
@@ -291,17 +307,30 @@ impl IoFile {
                 let r = f.read_at(pos, len).await.map_err(io::Error::from)?;
                 Ok(Bytes::copy_from_slice(&r))
             }
-            IoFile::Sim(f) => f.read_at(pos, len),
+            IoFile::Sim(f) => {
+                yield_now_times(f.disk.yields()).await;
+                f.read_at(pos, len)
+            }
         }
     }
 
     /// `fdatasync`: every completed write is on stable storage when this returns `Ok`.
     pub async fn fdatasync(&self) -> io::Result<()> {
-        match self {
+        let started = std::time::Instant::now();
+        let result = match self {
             IoFile::Dma(f) => f.fdatasync().await.map_err(io::Error::from),
             IoFile::Buffered(f) => f.fdatasync().await.map_err(io::Error::from),
-            IoFile::Sim(f) => f.fdatasync(),
-        }
+            IoFile::Sim(f) => {
+                yield_now_times(f.disk.yields()).await;
+                f.fdatasync()
+            }
+        };
+        FDATASYNC_OBSERVER.with(|o| {
+            if let Some(observe) = o.borrow().as_ref() {
+                observe(started.elapsed());
+            }
+        });
+        result
     }
 
     /// Reserves space so the file is at least `size` bytes; the file size becomes `size` if it
@@ -310,7 +339,10 @@ impl IoFile {
         match self {
             IoFile::Dma(f) => f.pre_allocate(size, false).await.map_err(io::Error::from),
             IoFile::Buffered(f) => f.pre_allocate(size, false).await.map_err(io::Error::from),
-            IoFile::Sim(f) => f.pre_allocate(size),
+            IoFile::Sim(f) => {
+                yield_now_times(f.disk.yields()).await;
+                f.pre_allocate(size)
+            }
         }
     }
 
@@ -319,7 +351,10 @@ impl IoFile {
         match self {
             IoFile::Dma(f) => f.truncate(size).await.map_err(io::Error::from),
             IoFile::Buffered(f) => f.truncate(size).await.map_err(io::Error::from),
-            IoFile::Sim(f) => f.truncate(size),
+            IoFile::Sim(f) => {
+                yield_now_times(f.disk.yields()).await;
+                f.truncate(size)
+            }
         }
     }
 
@@ -328,7 +363,10 @@ impl IoFile {
         match self {
             IoFile::Dma(f) => f.file_size().await.map_err(io::Error::from),
             IoFile::Buffered(f) => f.file_size().await.map_err(io::Error::from),
-            IoFile::Sim(f) => Ok(f.data.borrow().data.len() as u64),
+            IoFile::Sim(f) => {
+                f.alive()?;
+                Ok(f.data.borrow().data.len() as u64)
+            }
         }
     }
 }
@@ -375,6 +413,20 @@ pub fn probe_direct_io(dir: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// A function told a duration.
+type DurationObserver = Box<dyn Fn(std::time::Duration)>;
+
+thread_local! {
+    /// This thread's (shard's) listener for fdatasync durations, if any.
+    static FDATASYNC_OBSERVER: RefCell<Option<DurationObserver>> = const { RefCell::new(None) };
+}
+
+/// Installs, for the calling thread (one shard), a function told the duration of every
+/// fdatasync issued on it. Thread-local on purpose: shards share nothing, so no lock.
+pub fn observe_fdatasync(observe: impl Fn(std::time::Duration) + 'static) {
+    FDATASYNC_OBSERVER.with(|o| *o.borrow_mut() = Some(Box::new(observe)));
+}
+
 /// Makes glommio decide correctly, on this executor thread, whether the data dir's device
 /// supports io_uring polled I/O (IOPOLL).
 ///
@@ -411,6 +463,11 @@ struct SimInner {
     fail_writes: Option<io::ErrorKind>,
     fail_syncs: Option<io::ErrorKind>,
     syncs: u64,
+    /// Bumped by every crash: handles from an older epoch belong to a dead process.
+    epoch: u64,
+    /// Each async operation yields to the executor up to this many times (seeded) before it
+    /// takes effect, so other tasks interleave with in-flight I/O.
+    yields_max: u32,
 }
 
 struct SimFileData {
@@ -443,6 +500,8 @@ impl SimDisk {
                 fail_writes: None,
                 fail_syncs: None,
                 syncs: 0,
+                epoch: 0,
+                yields_max: 0,
             }),
         })
     }
@@ -458,6 +517,29 @@ impl SimDisk {
         self.inner.borrow_mut().fail_syncs = kind;
     }
 
+    /// The file system as seen by a process started now; its handles stop working (every
+    /// operation fails) after the next [`SimDisk::crash`].
+    pub fn fs(self: &Rc<Self>) -> FileSystem {
+        FileSystem::Sim(SimFs {
+            disk: self.clone(),
+            epoch: self.inner.borrow().epoch,
+        })
+    }
+
+    /// Makes every async operation yield up to `n` times (seeded) before taking effect.
+    pub fn set_yields_per_op(&self, n: u32) {
+        self.inner.borrow_mut().yields_max = n;
+    }
+
+    fn yields(&self) -> u32 {
+        let mut inner = self.inner.borrow_mut();
+        if inner.yields_max == 0 {
+            return 0;
+        }
+        let n = inner.yields_max as u64 + 1;
+        (next_rand(&mut inner.rng) % n) as u32
+    }
+
     /// Number of successful `fdatasync` calls on data files so far.
     pub fn sync_count(&self) -> u64 {
         self.inner.borrow().syncs
@@ -465,9 +547,11 @@ impl SimDisk {
 
     /// Simulates power loss: for every file, keeps the synced contents, replays a random number
     /// of the unsynced writes in order and tears the last replayed one at a random byte.
-    /// Open [`SimFile`]s must not be used afterwards (the storage engine is dropped by the test).
+    /// Every handle of the crashed "process" (its [`FileSystem`] from [`SimDisk::fs`] and its open
+    /// files) fails from now on, so tasks still running cannot touch the post-crash disk.
     pub fn crash(&self) {
         let mut inner = self.inner.borrow_mut();
+        inner.epoch += 1;
         let mut paths: Vec<PathBuf> = inner.files.keys().cloned().collect();
         paths.sort(); // deterministic order for the rng
         for path in paths {
@@ -492,12 +576,13 @@ impl SimDisk {
         }
     }
 
-    fn open(self: &Rc<Self>, path: &Path, create: bool) -> io::Result<SimFile> {
+    fn open(self: &Rc<Self>, path: &Path, create: bool, epoch: u64) -> io::Result<SimFile> {
         let mut inner = self.inner.borrow_mut();
         if let Some(f) = inner.files.get(path) {
             return Ok(SimFile {
                 disk: self.clone(),
                 data: f.clone(),
+                epoch,
             });
         }
         if !create {
@@ -512,6 +597,7 @@ impl SimDisk {
         Ok(SimFile {
             disk: self.clone(),
             data: f,
+            epoch,
         })
     }
 }
@@ -525,14 +611,58 @@ fn next_rand(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// [`SimDisk`] as seen by one simulated process (see [`SimDisk::fs`]).
+#[derive(Clone)]
+pub struct SimFs {
+    disk: Rc<SimDisk>,
+    epoch: u64,
+}
+
+impl SimFs {
+    fn alive(&self) -> io::Result<()> {
+        if self.disk.inner.borrow().epoch == self.epoch {
+            Ok(())
+        } else {
+            Err(io::Error::other("simulated process crashed"))
+        }
+    }
+}
+
+/// Yields to the executor `n` times (lets other tasks run while an operation is "in flight").
+async fn yield_now_times(n: u32) {
+    for _ in 0..n {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// A handle on one simulated file.
 pub struct SimFile {
     disk: Rc<SimDisk>,
     data: Rc<RefCell<SimFileData>>,
+    epoch: u64,
 }
 
 impl SimFile {
+    fn alive(&self) -> io::Result<()> {
+        if self.disk.inner.borrow().epoch == self.epoch {
+            Ok(())
+        } else {
+            Err(io::Error::other("simulated process crashed"))
+        }
+    }
+
     fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<usize> {
+        self.alive()?;
         if let Some(e) = self.disk.inner.borrow().fail_writes {
             return Err(io::Error::from(e));
         }
@@ -543,6 +673,7 @@ impl SimFile {
     }
 
     fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.alive()?;
         let f = self.data.borrow();
         let start = (pos as usize).min(f.data.len());
         let end = (start + len).min(f.data.len());
@@ -550,6 +681,7 @@ impl SimFile {
     }
 
     fn fdatasync(&self) -> io::Result<()> {
+        self.alive()?;
         {
             let mut inner = self.disk.inner.borrow_mut();
             if let Some(e) = inner.fail_syncs {
@@ -564,6 +696,7 @@ impl SimFile {
     }
 
     fn pre_allocate(&self, size: u64) -> io::Result<()> {
+        self.alive()?;
         let mut f = self.data.borrow_mut();
         let size = size as usize;
         if f.data.len() < size {
@@ -576,6 +709,7 @@ impl SimFile {
     }
 
     fn truncate(&self, size: u64) -> io::Result<()> {
+        self.alive()?;
         let mut f = self.data.borrow_mut();
         let size = size as usize;
         f.data.resize(size, 0);

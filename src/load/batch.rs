@@ -174,7 +174,12 @@ impl BatchBuilder {
     /// Seals the batch (compressing the records if asked) and leaves the builder empty.
     pub fn finish(&mut self, compression: Compression) -> Result<Bytes, BatchError> {
         debug_assert!(self.records > 0, "an empty batch is never sent");
-        let capacity = self.buf.capacity();
+        // The next batch gets room for a little more than this one held (no more than the
+        // buffer had), so batches cut by linger at low rates do not each allocate batch_size.
+        let capacity = self
+            .buf
+            .capacity()
+            .min(self.buf.len() + self.buf.len() / 4 + 64);
         let mut buf = std::mem::replace(&mut self.buf, BytesMut::new());
         if compression != Compression::None {
             buf = compress(&buf, compression)?;

@@ -16,6 +16,8 @@
 //! end offsets), starts the cores, prints a progress line every second on stderr, stops them
 //! at the end or on Ctrl-C, and writes RUN.json plus `.hgrm` files ([`crate::hist`]).
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cluster;
 pub mod keys;
@@ -585,5 +587,106 @@ impl Progress {
         }
         self.samples.push(sample);
         self.tick = ((now - self.start_ns) / 1_000_000_000) + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(workload: PathBuf) -> LoadArgs {
+        LoadArgs {
+            bootstrap: "127.0.0.1:9092".into(),
+            workload,
+            out: PathBuf::from("RUN.json"),
+            duration: None,
+            warmup: None,
+            rate: None,
+            acks: None,
+            cores: None,
+            max_from: None,
+            topic_prefix: None,
+            first_cpu: 0,
+            no_pin: true,
+            quiet: true,
+            connect_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn overrides_replace_the_file_values_and_are_validated() {
+        let path = PathBuf::from("w.toml");
+        let mut w = Workload::parse(&path, "message_size = 100\nacks = 1\n").expect("parses");
+        let mut a = args(path.clone());
+        a.duration = Some(3.0);
+        a.warmup = Some(0.0);
+        a.rate = Some(500.0);
+        a.acks = Some("all".into());
+        apply_overrides(&mut w, &a).expect("valid");
+        assert_eq!(
+            (w.duration_secs, w.warmup_secs, w.producer_rate),
+            (3.0, 0.0, 500.0)
+        );
+        assert_eq!(w.acks_wire(), -1);
+        a.acks = Some("most".into());
+        let err = apply_overrides(&mut w, &a).unwrap_err().to_string();
+        assert!(err.contains("`acks`"), "{err}");
+    }
+
+    #[test]
+    fn fraction_of_max_needs_and_uses_a_max_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("half.toml");
+        let text = "message_size = 100\nproducer_rate_fraction_of_max = 0.5\n";
+        let mut w = Workload::parse(&path, text).expect("parses");
+        let err = apply_overrides(&mut w, &args(path.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--max-from"), "{err}");
+
+        let mut max: RunResult = serde_json::from_str(&sample_run_json()).expect("sample");
+        max.summary.produce_msgs_per_sec = 40_000.0;
+        let max_path = dir.path().join("max.json");
+        max.write(&max_path).expect("write");
+        let mut a = args(path.clone());
+        a.max_from = Some(max_path);
+        apply_overrides(&mut w, &a).expect("valid");
+        assert_eq!(w.producer_rate, 20_000.0);
+    }
+
+    /// A minimal RUN.json.
+    fn sample_run_json() -> String {
+        let r = RunResult {
+            format_version: RUN_FORMAT_VERSION,
+            tool: "t".into(),
+            started_at_unix_ms: 0,
+            workload_name: "max".into(),
+            workload: serde_json::Value::Null,
+            broker: "b".into(),
+            machine: MachineInfo::default(),
+            client_cores: 1,
+            interrupted: false,
+            summary: RunSummary::default(),
+            errors: BTreeMap::new(),
+            rates: Vec::new(),
+            histograms: BTreeMap::new(),
+        };
+        serde_json::to_string(&r).expect("serializes")
+    }
+
+    #[test]
+    fn outputs_are_run_json_and_one_hgrm_per_histogram() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r: RunResult = serde_json::from_str(&sample_run_json()).expect("sample");
+        let mut h = LatencyHistogram::new();
+        h.record_us(1500);
+        r.histograms
+            .insert("publish".into(), HistogramRecord::of(&h));
+        let out = dir.path().join("runs/x/max.json");
+        write_outputs(&r, &out).expect("written");
+        assert!(out.exists());
+        let hgrm =
+            std::fs::read_to_string(dir.path().join("runs/x/max.publish.hgrm")).expect("hgrm");
+        assert!(hgrm.contains("1.500"), "{hgrm}");
     }
 }

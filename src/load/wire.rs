@@ -20,8 +20,9 @@ use std::time::Duration;
 
 /// Largest response frame accepted, bytes.
 pub const FRAME_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// Read buffer of each connection, bytes.
-const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// Read buffer of each connection, bytes. Small on purpose: a run may hold thousands of
+/// connections, and frames larger than the buffer are read around it.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// The client id sent with every request.
 pub const CLIENT_ID: &str = "shardlog-load";
 

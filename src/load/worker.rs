@@ -552,6 +552,9 @@ impl Producer {
                     self.append(now, now);
                 }
                 self.send_ready(false).await;
+                // Writes that complete at once never yield: let the other producers, the
+                // ack readers and the ticker of this core run.
+                glommio::yield_if_needed().await;
             }
         }
         // Send what is left, then wait for the answers.
@@ -595,8 +598,9 @@ impl Producer {
         if slot.batch.is_empty() {
             slot.opened_ns = now;
             // Slots start without a buffer, so thousands of idle partitions cost nothing.
-            if slot.batch.capacity() < self.batch_bytes {
-                slot.batch = BatchBuilder::new(self.batch_bytes + self.plan.payload.len());
+            let one_message = super::batch::BATCH_HEADER_BYTES + self.plan.payload.len() + 64;
+            if slot.batch.capacity() < one_message {
+                slot.batch = BatchBuilder::new((self.batch_bytes + one_message).min(64 * 1024));
             }
         }
         // The value starts with the stamp (intended time, then producer id and sequence when
@@ -1098,6 +1102,7 @@ impl Consumer {
             if backoff {
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
+            glommio::yield_if_needed().await;
         }
     }
 }

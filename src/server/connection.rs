@@ -15,18 +15,20 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::AsyncReadExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::handlers;
+use super::read::read_into;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
 use crate::shard::Shard;
 
 /// Smallest free space offered to one socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest growth of the read buffer per socket read.
+const READ_GROWTH_BYTES_MAX: usize = 1024 * 1024;
 
 /// The live connections of one shard, for the connection limit and the shutdown drain.
 pub struct Registry {
@@ -131,13 +133,15 @@ enum ConnError {
 
 async fn read_loop(
     shard: &Rc<Shard>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     tx: local_channel::LocalSender<JoinHandle<Reply>>,
 ) -> Result<(), ConnError> {
+    // `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     let max = shard.config.socket_request_max_bytes as i64;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
-        if !fill(&mut stream, &mut buf, 4).await? {
+        if !fill(&stream, &mut buf, 4, idle).await? {
             return Ok(()); // clean end of stream between requests
         }
         let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as i64;
@@ -145,7 +149,7 @@ async fn read_loop(
             return Err(ConnError::TooLarge(size));
         }
         let need = 4 + size as usize;
-        if !fill(&mut stream, &mut buf, need).await? {
+        if !fill(&stream, &mut buf, need, idle).await? {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         let mut frame = buf.split_to(need).freeze();
@@ -163,19 +167,18 @@ async fn read_loop(
 
 /// Reads until `buf` holds at least `need` bytes. False on end of stream before any byte of
 /// a new frame; an error if the stream ends inside one.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, ConnError> {
+async fn fill(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    need: usize,
+    idle: Duration,
+) -> Result<bool, ConnError> {
     while buf.len() < need {
         let have = buf.len();
-        let want = (need - have).max(READ_CHUNK_BYTES);
-        buf.resize(have + want, 0);
-        let n = match stream.read(&mut buf[have..]).await {
-            Ok(n) => n,
-            Err(e) => {
-                buf.truncate(have);
-                return Err(e.into());
-            }
-        };
-        buf.truncate(have + n);
+        // Memory follows the bytes that actually arrived: a length prefix alone (a client that
+        // announces 100 MiB and sends nothing) reserves at most one chunk.
+        let want = (need - have).clamp(READ_CHUNK_BYTES, READ_GROWTH_BYTES_MAX);
+        let n = read_into(stream, buf, want, idle).await?;
         if n == 0 {
             if have == 0 {
                 return Ok(false);

@@ -9,6 +9,7 @@
 
 mod connection;
 mod handlers;
+mod read;
 mod write;
 
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ use glommio::sync::Semaphore;
 
 use super::{Shard, ShardMsg};
 use crate::config::{apply_topic_key, topic_log_config};
+use crate::group::OFFSETS_TOPIC;
 use crate::meta::{self, Metadata, TopicMeta};
 use crate::protocol::error_codes;
 
@@ -132,6 +133,14 @@ impl Default for Controller {
     }
 }
 
+/// The refusal to delete or repartition an internal topic.
+fn internal_topic(name: &str) -> AdminError {
+    err(
+        error_codes::INVALID_TOPIC_EXCEPTION,
+        format!("`{name}` is an internal topic and cannot be changed this way"),
+    )
+}
+
 fn err(code: i16, message: impl Into<String>) -> AdminError {
     AdminError {
         code,
@@ -246,6 +255,9 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
             let results = names
                 .into_iter()
                 .map(|n| {
+                    if n == OFFSETS_TOPIC {
+                        return Err(internal_topic(&n));
+                    }
                     next.topics.remove(&n).map(|_| ()).ok_or_else(|| {
                         err(
                             error_codes::UNKNOWN_TOPIC_OR_PARTITION,
@@ -263,6 +275,10 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
             let results = topics
                 .into_iter()
                 .map(|(name, count)| {
+                    if name == OFFSETS_TOPIC {
+                        // Groups are placed by hash modulo this count.
+                        return Err(internal_topic(&name));
+                    }
                     let t = next.topics.get_mut(&name).ok_or_else(|| {
                         err(
                             error_codes::UNKNOWN_TOPIC_OR_PARTITION,

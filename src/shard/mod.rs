@@ -212,12 +212,17 @@ impl Shard {
         senders: Senders<ShardMsg>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
+        let metrics = Rc::new(crate::metrics::ShardMetrics::new(id));
+        let m = metrics.clone();
+        crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
+        let m = metrics.clone();
+        crate::storage::observe_reads(move |hit| m.batch_cache_lookup(hit));
         Rc::new(Shard {
             id,
             nr_shards,
             groups,
             producers: producers::ProducerStates::default(),
-            metrics: Rc::new(crate::metrics::ShardMetrics::new(id)),
+            metrics,
             config,
             storage,
             meta: RefCell::new(meta),

@@ -103,15 +103,6 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, StorageError> {
 /// without allocating: magic 2, length, size against `max_message_bytes`, CRC32C over
 /// attributes..end, `records_count >= 1` and `last_offset_delta == records_count - 1`.
 pub fn validate_batch(batch: &[u8], max_message_bytes: u32) -> Result<BatchHeader, StorageError> {
-    validate_batch_split_crc(batch, max_message_bytes).map(|(h, _)| h)
-}
-
-/// [`validate_batch`], also returning the CRC32C of the records part (bytes 61..), so the header
-/// can be patched and re-checksummed without a second pass over the records.
-pub(crate) fn validate_batch_split_crc(
-    batch: &[u8],
-    max_message_bytes: u32,
-) -> Result<(BatchHeader, u32), StorageError> {
     let h = parse_header(batch)?;
     if h.batch_length < MIN_BATCH_LENGTH {
         return Err(StorageError::CorruptMessage(
@@ -132,10 +123,7 @@ pub(crate) fn validate_batch_split_crc(
             max: max_message_bytes,
         });
     }
-    let head_crc = crc32c::crc32c(&batch[21..BATCH_HEADER_BYTES]);
-    let body_crc = crc32c::crc32c(&batch[BATCH_HEADER_BYTES..]);
-    let crc = crc32c::crc32c_combine(head_crc, body_crc, batch.len() - BATCH_HEADER_BYTES);
-    if crc != h.crc {
+    if crc32c::crc32c(&batch[21..]) != h.crc {
         return Err(StorageError::CorruptMessage("CRC32C mismatch"));
     }
     if h.records_count < 1 {
@@ -146,17 +134,17 @@ pub(crate) fn validate_batch_split_crc(
             "last_offset_delta != records_count - 1",
         ));
     }
-    Ok((h, body_crc))
+    Ok(h)
 }
 
 /// Builds the broker's copy of the 61-byte header of `batch`: assigned `base_offset`, leader
 /// epoch, and for log-append time the timestamp-type bit, `max_timestamp = append_time` and the
-/// recomputed CRC (combined with `body_crc`, the CRC of bytes 61..). The records are untouched.
+/// recomputed CRC. The records are untouched; log-append time costs a second CRC pass over them
+/// (cheaper than `crc32c_combine`, which costs ~10 µs per call in crc32c 0.6).
 pub(crate) fn patched_header(
     batch: &[u8],
     base_offset: i64,
     log_append_time: Option<i64>,
-    body_crc: u32,
 ) -> Bytes {
     let mut h = [0u8; BATCH_HEADER_BYTES];
     h.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
@@ -167,7 +155,7 @@ pub(crate) fn patched_header(
         h[21..23].copy_from_slice(&attrs.to_be_bytes());
         h[35..43].copy_from_slice(&t.to_be_bytes());
         let head_crc = crc32c::crc32c(&h[21..BATCH_HEADER_BYTES]);
-        let crc = crc32c::crc32c_combine(head_crc, body_crc, batch.len() - BATCH_HEADER_BYTES);
+        let crc = crc32c::crc32c_append(head_crc, &batch[BATCH_HEADER_BYTES..]);
         h[17..21].copy_from_slice(&crc.to_be_bytes());
     }
     Bytes::copy_from_slice(&h)
@@ -267,8 +255,8 @@ mod tests {
     #[test]
     fn log_append_time_patch_keeps_crc_valid() {
         let b = build_test_batch(4, 33, 77);
-        let (_, body_crc) = validate_batch_split_crc(&b, 1 << 20).unwrap();
-        let h = patched_header(&b, 42, Some(999), body_crc);
+        validate_batch(&b, 1 << 20).unwrap();
+        let h = patched_header(&b, 42, Some(999));
         let mut full = h.to_vec();
         full.extend_from_slice(&b[BATCH_HEADER_BYTES..]);
         let ph = validate_batch(&full, 1 << 20).unwrap();

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 
-use super::batch::{parse_header, patched_header, validate_batch_split_crc, BATCH_HEADER_BYTES};
+use super::batch::{parse_header, patched_header, validate_batch, BATCH_HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{scan_segment, segment_path, BatchScanner, LogSegment, ScanItem};
 use super::wait::WaitList;
@@ -140,7 +140,7 @@ impl Partition {
         if st.deleted {
             return Err(StorageError::UnknownPartition);
         }
-        let (h, body_crc) = validate_batch_split_crc(&batch, st.config.max_message_bytes)?;
+        let h = validate_batch(&batch, st.config.max_message_bytes)?;
         let size = batch.len() as u64;
         let count = h.last_offset_delta as i64 + 1;
         let next = st.next_offset;
@@ -159,7 +159,7 @@ impl Partition {
         let base = next;
         let last = base + h.last_offset_delta as i64;
         let append_time = (cfg.timestamp_type == TimestampType::LogAppendTime).then_some(now);
-        let header = patched_header(&batch, base, append_time, body_crc);
+        let header = patched_header(&batch, base, append_time);
         let body = batch.slice(BATCH_HEADER_BYTES..);
         let max_timestamp = append_time.unwrap_or(h.max_timestamp);
         let seg = st.active_mut();
@@ -315,8 +315,11 @@ impl Partition {
                 f
             }
         };
-        // Build the write: the partial last page, then whole batches, zero padding to a page.
-        let (buf, write_pos, new_size, new_next, new_tail, allocated) = {
+        // Build the write: the partial last page, then whole batches, zero padding to a page,
+        // cut into page-aligned chunks that are written concurrently.
+        let chunk_bytes = (align_down(opts.write_bytes_max as u64).max(IO_ALIGNMENT)) as usize;
+        let job_bytes = chunk_bytes * opts.writes_in_flight_max.max(1);
+        let (chunks, write_pos, new_size, new_next, new_tail, allocated) = {
             let st = self.state.borrow();
             let seg = &st.segments[&base];
             let start = align_down(seg.written_size);
@@ -329,7 +332,7 @@ impl Partition {
                         off, seg.written_next_offset,
                         "unwritten batch missing from cache"
                     );
-                } else if total + b.len() > opts.write_bytes_max {
+                } else if total + b.len() > job_bytes {
                     break;
                 }
                 first = false;
@@ -337,39 +340,66 @@ impl Partition {
                 new_next = b.last_offset + 1;
             }
             assert!(!first, "unwritten range without cached batches");
-            let len = align_up(total as u64) as usize;
-            let mut buf = alloc_write_buffer(len);
-            let out = buf.as_bytes_mut();
-            out[..seg.tail.len()].copy_from_slice(&seg.tail);
-            let mut at = seg.tail.len();
+            let mut chunks = Chunks::new(total, chunk_bytes);
+            chunks.put(&seg.tail);
             for (_, b) in st.cache.range(seg.written_next_offset..new_next) {
-                out[at..at + b.header.len()].copy_from_slice(&b.header);
-                at += b.header.len();
-                out[at..at + b.body.len()].copy_from_slice(&b.body);
-                at += b.body.len();
+                chunks.put(&b.header);
+                chunks.put(&b.body);
             }
-            debug_assert_eq!(at, total);
-            out[total..].fill(0);
+            assert_eq!(
+                chunks.filled, total,
+                "write buffer must hold exactly the batches"
+            );
+            chunks.zero_rest();
             let new_size = start + total as u64;
             let tail_start = (align_down(new_size) - start) as usize;
-            let new_tail = out[tail_start..total].to_vec();
-            (buf, start, new_size, new_next, new_tail, seg.allocated)
+            let new_tail = chunks.copy_out(tail_start, total);
+            (chunks, start, new_size, new_next, new_tail, seg.allocated)
         };
-        let end = write_pos + buf.len() as u64;
+        let end = write_pos + chunks.len as u64;
         if end > allocated {
             let target = align_up(end.max(allocated + chunk));
-            file.pre_allocate(target).await?;
+            // A full disk may still hold this write but not a whole chunk: then write without
+            // reserving (the file grows by the write) and let the write report ENOSPC if any.
+            let reserved = match file.pre_allocate(target).await {
+                Ok(()) => target,
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    tracing::warn!(error = %e, "cannot preallocate segment space; writing without");
+                    allocated
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
-                seg.allocated = target;
+                seg.allocated = reserved.max(end);
             }
         }
-        let len = buf.len();
-        let n = file.write_at(buf, write_pos).await?;
-        if n != len {
-            return Err(StorageError::Io(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {n} of {len} bytes"),
-            )));
+        let mut tasks = Vec::with_capacity(chunks.bufs.len());
+        let mut pos = write_pos;
+        for buf in chunks.bufs {
+            let file = file.clone();
+            let at = pos;
+            pos += buf.len() as u64;
+            tasks.push(glommio::spawn_local(async move {
+                let len = buf.len();
+                let n = file.write_at(buf, at).await?;
+                if n != len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write at {at}: {n} of {len} bytes"),
+                    ));
+                }
+                Ok(())
+            }));
+        }
+        // Await all before returning, even on error: no write may outlive this flush.
+        let mut first_err = None;
+        for t in tasks {
+            if let Err(e) = t.await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(StorageError::Io(e));
         }
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
@@ -530,6 +560,58 @@ impl Partition {
             }
         }
         Ok(released)
+    }
+}
+
+/// Aligned write buffers for one flush job, filled in order.
+struct Chunks {
+    bufs: Vec<glommio::io::DmaBuffer>,
+    chunk: usize,
+    /// Bytes of data put so far.
+    filled: usize,
+    /// Total buffer bytes (page aligned).
+    len: usize,
+}
+
+impl Chunks {
+    fn new(total: usize, chunk: usize) -> Self {
+        let len = align_up(total as u64) as usize;
+        let bufs = (0..len.div_ceil(chunk))
+            .map(|i| alloc_write_buffer(chunk.min(len - i * chunk)))
+            .collect();
+        Chunks {
+            bufs,
+            chunk,
+            filled: 0,
+            len,
+        }
+    }
+
+    fn put(&mut self, mut src: &[u8]) {
+        while !src.is_empty() {
+            let (i, off) = (self.filled / self.chunk, self.filled % self.chunk);
+            let out = self.bufs[i].as_bytes_mut();
+            let n = src.len().min(out.len() - off);
+            out[off..off + n].copy_from_slice(&src[..n]);
+            src = &src[n..];
+            self.filled += n;
+        }
+    }
+
+    fn zero_rest(&mut self) {
+        let (i, off) = (self.filled / self.chunk, self.filled % self.chunk);
+        if i < self.bufs.len() {
+            self.bufs[i].as_bytes_mut()[off..].fill(0);
+        }
+    }
+
+    /// Copy of data bytes `[from, to)`; they lie in one chunk when `from` is page aligned.
+    fn copy_out(&self, from: usize, to: usize) -> Vec<u8> {
+        if from == to {
+            return Vec::new();
+        }
+        let (i, off) = (from / self.chunk, from % self.chunk);
+        self.bufs[i].as_bytes()[off..off + (to - from)].to_vec()
     }
 }
 
@@ -808,6 +890,7 @@ pub(crate) async fn read_batches(
                         parts: [Some(b.header.clone()), Some(b.body.clone())],
                     });
                 }
+                super::report_read(true);
                 ReadPlan::Done(out)
             }
             _ => {
@@ -822,6 +905,7 @@ pub(crate) async fn read_batches(
                 let Some(file) = seg.file.clone() else {
                     return Ok(Vec::new());
                 };
+                super::report_read(false);
                 let rel = (fetch_offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
                 let (_, pos) = seg.offset_index.lookup(rel);
                 ReadPlan::Disk {

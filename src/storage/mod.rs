@@ -41,6 +41,29 @@ mod tests;
 
 pub use batch::{build_test_batch, parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 pub use error::StorageError;
+
+/// A function told where a read was served from.
+type ReadObserver = Box<dyn Fn(bool)>;
+
+thread_local! {
+    /// This thread's (shard's) listener for reads: `true` served from the batch cache,
+    /// `false` from disk.
+    static READ_OBSERVER: std::cell::RefCell<Option<ReadObserver>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs, for the calling thread (one shard), a function told whether each read was served
+/// from the batch cache (`true`) or from disk (`false`).
+pub fn observe_reads(observe: impl Fn(bool) + 'static) {
+    READ_OBSERVER.with(|o| *o.borrow_mut() = Some(Box::new(observe)));
+}
+
+fn report_read(from_cache: bool) {
+    READ_OBSERVER.with(|o| {
+        if let Some(observe) = o.borrow().as_ref() {
+            observe(from_cache);
+        }
+    });
+}
 pub use index::{OffsetIndex, TimeIndex};
 pub use shard::ShardStorage;
 
@@ -106,8 +129,11 @@ pub struct StorageOptions {
     pub retention_check_interval_ms: u64,
     /// Segment space is reserved in chunks of this size (capped by `segment.bytes`; 64 MiB).
     pub preallocate_bytes: u64,
-    /// Largest single write issued by the flusher (default 4 MiB).
+    /// Largest single write issued by the flusher (rounded down to 4 KiB; default 1 MiB).
     pub write_bytes_max: usize,
+    /// Writes of one partition in flight at once (default 8): a flush job covers up to
+    /// `write_bytes_max * writes_in_flight_max` bytes.
+    pub writes_in_flight_max: usize,
     /// Pause after a failed flush round before retrying (default 100 ms).
     pub flush_retry_backoff_ms: u64,
 }
@@ -119,7 +145,8 @@ impl Default for StorageOptions {
             buffered_io: false,
             retention_check_interval_ms: 30_000,
             preallocate_bytes: 64 << 20,
-            write_bytes_max: 4 << 20,
+            write_bytes_max: 1 << 20,
+            writes_in_flight_max: 8,
             flush_retry_backoff_ms: 100,
         }
     }

@@ -235,6 +235,25 @@ impl ShardStorage {
         self.cache.borrow().bytes
     }
 
+    /// Bytes appended on this shard but not yet written to disk: they cannot leave memory, so
+    /// this is the backpressure signal (stop reading produce requests above a limit).
+    /// O(partitions).
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.all_partitions()
+            .iter()
+            .map(|p| {
+                p.state
+                    .borrow()
+                    .segments
+                    .values()
+                    .rev()
+                    .take_while(|s| s.written_size < s.size)
+                    .map(|s| s.size - s.written_size)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Resolves once `offset` is durable: fdatasynced (`flush.messages` = 1, default) or
     /// written to the device (`flush.messages` > 1, sync deferred by policy). Returns
     /// [`StorageError::Io`] if a flush attempted while waiting failed (the data stays pending
@@ -428,9 +447,11 @@ impl ShardStorage {
             .unwrap_or(-1)
     }
 
+    /// One round: every partition with work flushes in its own task, so their writes and
+    /// fdatasyncs are in flight together (one commit round per shard, not one per partition).
     async fn flush_round(&self, force_sync: bool) -> Result<(), StorageError> {
-        let mut first_err = None;
         let now = now_ms();
+        let mut tasks = Vec::new();
         for p in self.all_partitions() {
             let work = {
                 let st = p.state.borrow();
@@ -441,7 +462,15 @@ impl ShardStorage {
             if !work {
                 continue;
             }
-            if let Err(e) = p.flush(&self.fs, &self.options, force_sync).await {
+            let fs = self.fs.clone();
+            let opts = self.options.clone();
+            tasks.push(glommio::spawn_local(async move {
+                p.flush(&fs, &opts, force_sync).await
+            }));
+        }
+        let mut first_err = None;
+        for t in tasks {
+            if let Err(e) = t.await {
                 first_err.get_or_insert(e);
             }
         }

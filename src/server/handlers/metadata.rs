@@ -78,10 +78,15 @@ pub async fn handle(
             .with_name(Some(TopicName(sb(&t.name))))
             .with_topic_id(uuid::Uuid::from_bytes(t.id))
             .with_partitions(partitions)
+            .with_is_internal(t.name == crate::group::OFFSETS_TOPIC)
             .with_topic_authorized_operations(i32::MIN)
     };
+    // v0 has no null: an empty list there asks for every topic.
+    let all =
+        req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
     let topics: Vec<MetadataResponseTopic> = match &req.topics {
-        None => meta.topics.values().map(describe).collect(),
+        _ if all => meta.topics.values().map(describe).collect(),
+        None => Vec::new(),
         Some(wanted) => wanted
             .iter()
             .map(|w| {

@@ -42,6 +42,11 @@ pub async fn handle(
                     error_codes::INVALID_REQUIRED_ACKS,
                     "acks must be 0, 1 or -1",
                 )
+            } else if name == crate::group::OFFSETS_TOPIC {
+                Slot::Failed(
+                    error_codes::INVALID_TOPIC_EXCEPTION,
+                    "cannot produce to an internal topic",
+                )
             } else {
                 match (known, p.records) {
                     (Some(t), Some(records)) if p.index >= 0 && p.index < t.partitions => {
