@@ -86,7 +86,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     out = argv[1]
-    link_base = argv[3] if len(argv) > 3 and argv[2] == "--link-base" else os.path.basename(out)
+    link_base = argv[3] if len(argv) > 3 and argv[2] == "--link-base" else os.path.basename(os.path.normpath(out))
     per = {}
     for entry in sorted(os.listdir(out)):
         d = os.path.join(out, entry)
