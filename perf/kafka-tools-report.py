@@ -54,6 +54,7 @@ def consumer(text, prefix):
                     prefix + "_mb": float(row["MB.sec"]),
                     prefix + "_n": float(row["data.consumed.in.nMsg"]),
                     prefix + "_fetch_mb": float(row["fetch.MB.sec"]),
+                    prefix + "_rebalance_ms": float(row["rebalance.time.ms"]),
                 }
             except (KeyError, ValueError):
                 return {}
@@ -67,9 +68,11 @@ ROWS = [
     ("prod_p99", "producer latency p99 (ms)", "low"),
     ("prod_p999", "producer latency p99.9 (ms)", "low"),
     ("prod_max", "producer latency max (ms)", "low"),
+    ("cache_rebalance_ms", "  group join (rebalance.time.ms), recent data", "low"),
     ("cache_mb", "ConsumerPerformance MB/s, recent data", "high"),
     ("cache_fetch_mb", "  fetch MB/s (without group join), recent data", "high"),
     ("cache_n", "  records consumed, recent data", "high"),
+    ("restart_rebalance_ms", "  group join (rebalance.time.ms), after restart", "low"),
     ("restart_mb", "ConsumerPerformance MB/s, after restart", "high"),
     ("restart_fetch_mb", "  fetch MB/s (without group join), after restart", "high"),
     ("restart_n", "  records consumed, after restart", "high"),
