@@ -125,8 +125,16 @@ run_java() {
   "$java" -Djava.awt.headless=true -cp "$lib/*" "$@"
 }
 
-# A KRaft cluster id: 16 random bytes, base64url without padding (22 characters).
-cluster_id() { head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+# A KRaft cluster id: 16 random bytes, base64url without padding (22 characters). One that
+# starts with '-' would be read by the format tool's argument parser as an option: draw again.
+cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ "$id" == [A-Za-z0-9]* ]] && break
+  done
+  echo "$id"
+}
 
 port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
