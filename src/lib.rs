@@ -18,13 +18,17 @@
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
 //! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
+//! - [`load`]: the load generator (`shardlog load`), a Kafka client of its own. → hist
+//! - [`hist`]: latency histograms, RUN.json, `.hgrm`, comparison tables and SVG plots.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
 
 pub mod config;
 pub mod group;
+pub mod hist;
 pub mod io;
+pub mod load;
 pub mod memory;
 pub mod meta;
 pub mod metrics;

@@ -29,6 +29,10 @@ enum Command {
     ConfigReference,
     /// Check the host settings the broker's speed depends on; as root, apply the safe ones.
     Tune(TuneArgs),
+    /// Drive any Kafka-compatible broker with a workload file; record latency histograms.
+    Load(shardlog::load::LoadArgs),
+    /// Show, compare (table and SVG) or merge the RUN.json files of load runs.
+    Hist(shardlog::hist::HistArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +146,20 @@ fn main() -> ExitCode {
             print!("{}", BrokerConfig::reference());
             ExitCode::SUCCESS
         }
+        Command::Load(args) => match shardlog::load::run_cli(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shardlog load: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Hist(args) => match shardlog::hist::run_cli(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shardlog hist: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Tune(args) => {
             let mut c = BrokerConfig::default();
             if let Some(path) = &args.config {
