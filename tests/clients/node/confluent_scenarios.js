@@ -102,10 +102,18 @@ const scenarios = {
     }
     await h.until(30000, '8 messages across the two members', () => got[0] + got[1] >= 8)
     if (got[0] !== 4 || got[1] !== 4) h.fail(`members consumed ${got}, expected 4 each`)
-    const offs = (await admin.fetchOffsets({ groupId })).filter((t) => t.topic === topic)
-    if (!offs[0] || !offs[0].partitions) h.fail(`fetchOffsets answered ${JSON.stringify(offs)}`)
-    const vals = offs[0].partitions.map((p) => Number(p.offset)).sort()
-    if (vals.join() !== '2,2,2,2') h.fail(`committed offsets ${JSON.stringify(offs)}, expected 2 on each partition`)
+    // librdkafka commits asynchronously: wait (bounded) for every commit to be visible.
+    let vals = []
+    let offs = []
+    const deadline = Date.now() + 15000
+    while (Date.now() < deadline) {
+      offs = (await admin.fetchOffsets({ groupId })).filter((t) => t.topic === topic)
+      if (!offs[0] || !offs[0].partitions) h.fail(`fetchOffsets answered ${JSON.stringify(offs)}`)
+      vals = offs[0].partitions.map((p) => Number(p.offset)).sort()
+      if (vals.join() === '2,2,2,2') break
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    if (vals.join() !== '2,2,2,2') h.fail(`committed offsets ${vals.join()}, expected 2 on each partition`)
     const d = await admin.describeGroups([groupId])
     if (d.groups[0].members.length !== 2) h.fail(`describeGroups: ${d.groups[0].members.length} members`)
     for (const c of members) await c.disconnect()
