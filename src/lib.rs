@@ -17,6 +17,7 @@
 //! - [`config`]: broker and topic settings by their Kafka names.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
+//! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
 //! - [`load`]: the load generator (`shardlog load`), a Kafka client of its own. → hist
 //! - [`hist`]: latency histograms, RUN.json, `.hgrm`, comparison tables and SVG plots.
 //!
@@ -28,6 +29,7 @@ pub mod group;
 pub mod hist;
 pub mod io;
 pub mod load;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;

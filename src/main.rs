@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shardlog::config::{parse_host_port, parse_listen, BrokerConfig};
 
+/// Survives allocations sized by hostile counts in requests (see `shardlog::memory`).
+#[global_allocator]
+static ALLOCATOR: shardlog::memory::BrokerAllocator = shardlog::memory::BrokerAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "shardlog",

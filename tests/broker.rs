@@ -508,3 +508,40 @@ fn auto_offset_reset_follows_offset_out_of_range() {
         assert_eq!(first, expected_first, "auto.offset.reset={reset}");
     }
 }
+
+#[test]
+fn offsets_for_times_finds_the_record_inside_a_batch() {
+    let b = Broker::start(1, &["log.preallocate.bytes=1048576"]);
+    create_topic(&b, "times", 1);
+    let p: ThreadedProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("linger.ms", "500")
+        .create_with_context(Deliveries::default())
+        .expect("producer");
+    let t0 = 1_700_000_000_000i64;
+    for i in 0..3i64 {
+        p.send(
+            BaseRecord::to("times")
+                .partition(0)
+                .key("k")
+                .payload("v")
+                .timestamp(t0 + i * 1000),
+        )
+        .expect("queued");
+    }
+    p.flush(Duration::from_secs(10)).expect("flush");
+    let c = consumer(&b);
+    for (ts, expected) in [(t0, 0), (t0 + 500, 1), (t0 + 1000, 1), (t0 + 1500, 2)] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("times", 0, Offset::Offset(ts))
+            .expect("tpl");
+        let found = c
+            .offsets_for_times(tpl, Duration::from_secs(5))
+            .expect("offsets_for_times");
+        assert_eq!(
+            found.elements()[0].offset(),
+            Offset::Offset(expected),
+            "timestamp {ts}"
+        );
+    }
+}

@@ -299,3 +299,29 @@ fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
         "no rebalance for the other member"
     );
 }
+
+#[test]
+fn one_commit_of_several_partitions_is_stored_for_each() {
+    let b = Broker::start(2, GROUP_SETTINGS);
+    create_topic(&b, "multi", 4);
+    let c = group_consumer(&b, "multi-commit");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset("multi", p, Offset::Offset(10 + p as i64))
+            .expect("tpl");
+    }
+    c.commit(&tpl, CommitMode::Sync)
+        .expect("commit of four partitions");
+    let mut want = TopicPartitionList::new();
+    for p in 0..4 {
+        want.add_partition("multi", p);
+    }
+    let got = c
+        .committed_offsets(want, Duration::from_secs(10))
+        .expect("committed");
+    let offsets: Vec<Offset> = got.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(
+        offsets,
+        (0..4).map(|p| Offset::Offset(10 + p)).collect::<Vec<_>>()
+    );
+}

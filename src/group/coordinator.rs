@@ -417,12 +417,26 @@ impl Coordinator {
             },
         )
         .map_err(|e| crate::storage::StorageError::Io(std::io::Error::other(e.to_string())))?;
+        // The encoder starts a new batch whenever sequence numbers are not consecutive (they
+        // are all -1 here), so the buffer may hold several batches: append each, in order,
+        // with no await in between, then wait once for the last.
         let partition = self.partition_of(group);
-        let info = self
-            .storage
-            .append(OFFSETS_TOPIC, partition, buf.freeze())?;
+        let mut rest = buf.freeze();
+        let mut last_offset = -1;
+        while rest.len() >= 12 {
+            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+            let size = 12
+                + usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len() - 12);
+            let batch = rest.split_to(size);
+            last_offset = self
+                .storage
+                .append(OFFSETS_TOPIC, partition, batch)?
+                .last_offset;
+        }
         self.storage
-            .wait_durable(OFFSETS_TOPIC, partition, info.last_offset)
+            .wait_durable(OFFSETS_TOPIC, partition, last_offset)
             .await
     }
 

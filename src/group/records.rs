@@ -326,3 +326,51 @@ mod tests {
         assert!(OffsetsRecord::decode(Bytes::from_static(&[0, 1, 0, 5, b'a']), None).is_err());
     }
 }
+
+#[cfg(test)]
+mod batch_tests {
+    #[test]
+    fn several_records_make_a_valid_batch() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..4)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: -1,
+                timestamp: 5,
+                key: Some(bytes::Bytes::from_static(b"k")),
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        // The encoder writes one batch per record when sequences are not consecutive: the
+        // coordinator must append every batch of the buffer (it did not, once).
+        let mut rest = buf.freeze();
+        let mut batches = 0;
+        while !rest.is_empty() {
+            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+            let batch = rest.split_to(12 + len);
+            crate::storage::validate_batch(&batch, 1 << 20).expect("each batch is valid");
+            batches += 1;
+        }
+        assert!(batches >= 1);
+    }
+}

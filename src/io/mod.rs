@@ -434,17 +434,56 @@ pub fn observe_fdatasync(observe: impl Fn(std::time::Duration) + 'static) {
 /// file opened there; on an *empty* file that read succeeds without reaching the device, glommio
 /// wrongly concludes "supported", and every later DMA read on that device fails with
 /// EOPNOTSUPP (seen on virtio-blk). Opening a non-empty file first gets the probe right.
+///
+/// On a full disk the probe file cannot be written; an existing non-empty file of the data dir
+/// (same device) is opened instead, so that a full disk does not keep the broker from starting
+/// and serving what it holds.
 pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
     // SAFETY: gettid has no preconditions. One probe file per thread (shards start together).
     let probe = dir.join(format!(".iopoll-probe-{}", unsafe { libc::gettid() }));
-    std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize])?;
+    let target = match std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize]) {
+        Ok(()) => probe.clone(),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
+            let _ = std::fs::remove_file(&probe);
+            match existing_nonempty_file(dir) {
+                Some(f) => {
+                    tracing::warn!(dir = %dir.display(), "data dir is full; probing I/O with an existing file");
+                    f
+                }
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let res = async {
-        let f = DmaFile::open(&probe).await.map_err(io::Error::from)?;
+        let f = DmaFile::open(&target).await.map_err(io::Error::from)?;
         f.close().await.map_err(io::Error::from)
     }
     .await;
     let _ = std::fs::remove_file(&probe);
     res
+}
+
+/// A regular non-empty file in `dir` or one level below it, if any.
+fn existing_nonempty_file(dir: &Path) -> Option<std::path::PathBuf> {
+    let entries = |d: &Path| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(d)
+            .map(|r| r.flatten().collect())
+            .unwrap_or_default()
+    };
+    let is_candidate = |e: &std::fs::DirEntry| {
+        e.metadata()
+            .map(|m| m.is_file() && m.len() > 0)
+            .unwrap_or(false)
+    };
+    let top = entries(dir);
+    if let Some(e) = top.iter().find(|e| is_candidate(e)) {
+        return Some(e.path());
+    }
+    top.iter()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .find_map(|d| entries(&d.path()).into_iter().find(is_candidate))
+        .map(|e| e.path())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 5),
+    // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (server/handlers/sasl.rs).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The supported version range of an API key, if shardlog implements it.
@@ -168,6 +171,8 @@ pub mod error_codes {
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     /// The request's acks value is not 0, 1 or -1.
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    /// A SASL request arrived where SASL is not expected (here: SASL is not configured).
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
     /// The request version is not supported.
     pub const UNSUPPORTED_VERSION: i16 = 35;
     /// The topic exists already.

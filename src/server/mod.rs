@@ -105,14 +105,51 @@ struct Barriers {
     drained: Barrier,
 }
 
+/// Descriptors one client connection holds: the socket and the writer task's dup of it.
+const FDS_PER_CONNECTION: u64 = 2;
+/// Descriptors never given to connections: segment files, indexes, snapshots, the process.
+const FDS_RESERVED_MIN: u64 = 64;
+
+/// The most connections per shard that `RLIMIT_NOFILE` allows while a quarter of it (at least
+/// [`FDS_RESERVED_MIN`]) stays for the logs; `None` when the limit is unknown or infinite.
+fn connections_fd_budget(shards: usize) -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on our own process with a valid out-struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t differs between platforms
+    let limit = lim.rlim_cur as u64;
+    let reserved = (limit / 4).max(FDS_RESERVED_MIN);
+    let per_shard = limit.saturating_sub(reserved) / (FDS_PER_CONNECTION * shards.max(1) as u64);
+    Some((per_shard as usize).max(1))
+}
+
 /// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
-pub fn run(config: BrokerConfig) -> Result<(), ServerError> {
+pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     let meta = Arc::new(crate::meta::load(&config.data_dir)?);
     let nr = config.cores.max(1);
+    // Connections beyond what the fd limit allows would take the descriptors the logs need
+    // (a segment roll then fails with EMFILE): close them at accept instead.
+    if let Some(budget) = connections_fd_budget(nr) {
+        if config.shard_connections_max > budget {
+            tracing::warn!(
+                configured = config.shard_connections_max,
+                allowed = budget,
+                "shard.connections.max lowered to fit the open-file limit (ulimit -n)"
+            );
+            config.shard_connections_max = budget;
+        }
+    }
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     tracing::info!(
         cores = nr,
@@ -249,6 +286,7 @@ async fn shard_main(
         ready,
         drained,
     } = &*barriers;
+    tracing::debug!(shard = id, "start-up: joining the mesh");
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -260,6 +298,7 @@ async fn shard_main(
         preallocate_bytes: config.preallocate_bytes,
         ..Default::default()
     };
+    tracing::debug!(shard = id, "start-up: opening storage (I/O probes)");
     let storage = match ShardStorage::open(&config.data_dir, options).await {
         Ok(s) => s,
         Err(e) => {
@@ -271,6 +310,7 @@ async fn shard_main(
     for (_peer, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
+    tracing::debug!(shard = id, "start-up: opening partitions");
     if let Err(e) = shard.open_owned_partitions().await {
         opened.wait(false).await;
         return Err(format!("opening partitions: {e}"));
@@ -290,6 +330,7 @@ async fn shard_main(
     if !opened.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    tracing::debug!(shard = id, "start-up: replaying groups");
     if let Err(e) = shard.replay_groups().await {
         ready.wait(false).await;
         return Err(e);

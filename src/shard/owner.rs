@@ -292,10 +292,18 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
             if ts == -3 {
                 Ok(Some((hw.saturating_sub(1).max(start), -1)))
             } else {
-                shard
+                match shard
                     .storage
                     .offset_for_timestamp(&q.topic, q.partition, ts)
                     .await
+                {
+                    Ok(Some((base, batch_ts))) => Ok(Some(
+                        record_at_time(shard, &q.topic, q.partition, base, ts)
+                            .await
+                            .unwrap_or((base, batch_ts)),
+                    )),
+                    other => other,
+                }
             }
         }
     };
@@ -337,6 +345,30 @@ async fn wait_append(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, wait: st
     futures_lite::future::or(first, glommio::timer::sleep(wait)).await;
     // Dropping the task handles cancels the waits still pending.
     drop(waiters);
+}
+
+/// The first record at or after `ts` inside the batch at `base` (the storage finds the batch by
+/// its max timestamp; Kafka answers with the record). Decodes that one batch, compressed or not:
+/// ListOffsets by time is rare, and this keeps the produce and fetch paths free of record work.
+async fn record_at_time(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    base: i64,
+    ts: i64,
+) -> Option<(i64, i64)> {
+    let data = shard.storage.read(topic, partition, base, 1).await.ok()?;
+    let mut joined = bytes::BytesMut::new();
+    for b in &data.batches {
+        joined.extend_from_slice(b);
+    }
+    let mut buf = joined.freeze();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    set.records
+        .iter()
+        .filter(|r| r.offset >= base)
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// Opens every partition of `meta` owned by this shard.

@@ -309,9 +309,20 @@ impl ProducerStates {
             .unwrap_or(start);
         let mut seen = 0;
         while next < end {
-            let data = storage
+            let data = match storage
                 .read(topic, partition, next, REBUILD_READ_BYTES)
-                .await?;
+                .await
+            {
+                Ok(d) => d,
+                // Damaged data that recovery trusted (bit rot after a clean shutdown, a rolled
+                // segment): reads refuse it, so the producer state ends there, and the broker
+                // still starts and serves the valid prefix.
+                Err(e @ StorageError::CorruptLog { .. }) => {
+                    tracing::warn!(topic, partition, offset = next, error = %e, "producer state rebuilt only up to a corrupt batch");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if data.batches.is_empty() {
                 break;
             }

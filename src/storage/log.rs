@@ -652,6 +652,7 @@ pub(crate) async fn recover(
     now: i64,
 ) -> Result<Partition, StorageError> {
     fs.create_dir_all(&dir)?;
+    tracing::debug!(topic, partition, "recovering partition log");
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = fs.exists(&marker);
     let rp = read_recovery_point(fs, &dir)?;
@@ -726,6 +727,21 @@ pub(crate) async fn recover(
                     seg.max_timestamp = ts;
                 }
                 torn = scan_segment(&mut seg, &file, pos, off, file_len, interval).await?;
+                if loaded && pos != 0 {
+                    if let Some((position, reason)) = &torn {
+                        // A trusted index whose last entry leads to a bad batch may be the
+                        // damaged part: rebuild it from the segment start before cutting data.
+                        tracing::warn!(
+                            topic, partition, segment = base, position, %reason,
+                            "scan from the last offset index entry failed; rebuilding the index from the segment start"
+                        );
+                        seg.offset_index = OffsetIndex::new();
+                        seg.time_index = TimeIndex::new();
+                        seg.max_timestamp = -1;
+                        seg.offset_of_max_timestamp = base;
+                        torn = scan_segment(&mut seg, &file, 0, base, file_len, interval).await?;
+                    }
+                }
                 if torn.is_none() && !is_last && Some(seg.next_offset) != next_base {
                     torn = Some((
                         seg.size,
@@ -929,42 +945,60 @@ pub(crate) async fn read_batches(
             chunk,
             path,
         } => {
-            let mut scanner = BatchScanner::new(&file, start, end, chunk, false);
-            let mut out: Vec<ReadBatch> = Vec::new();
-            let mut total = 0;
-            loop {
-                match scanner.next_batch().await? {
-                    ScanItem::End => break,
-                    ScanItem::Torn { position, reason } => {
-                        if out.is_empty() {
-                            return Err(StorageError::CorruptLog {
-                                path,
-                                reason: format!("at position {position}: {reason}"),
-                            });
-                        }
-                        break;
-                    }
-                    ScanItem::Batch { header, bytes, .. } => {
-                        if header.last_offset() < fetch_offset {
-                            continue;
-                        }
-                        if !out.is_empty() && total + bytes.len() > max_bytes {
+            // CRC32C on every batch read from disk: bit rot in a segment that recovery trusted
+            // (a clean shutdown, a rolled segment) must end the read, never reach a consumer.
+            let mut from = start;
+            'scan: loop {
+                let mut scanner = BatchScanner::new(&file, from, end, chunk, true);
+                let mut out: Vec<ReadBatch> = Vec::new();
+                let mut total = 0;
+                loop {
+                    match scanner.next_batch().await? {
+                        ScanItem::End => break,
+                        ScanItem::Torn { position, reason } => {
+                            if out.is_empty() {
+                                if from != 0 {
+                                    // The offset index is a hint read from disk: when the batch
+                                    // it points at does not parse, scan from the segment start.
+                                    tracing::warn!(path = %path.display(), position, %reason, "offset index points at no batch; reading from the segment start");
+                                    from = 0;
+                                    continue 'scan;
+                                }
+                                return Err(StorageError::CorruptLog {
+                                    path,
+                                    reason: format!("at position {position}: {reason}"),
+                                });
+                            }
                             break;
                         }
-                        total += bytes.len();
-                        let b = ReadBatch {
-                            header,
-                            parts: [Some(bytes), None],
-                        };
-                        debug_assert_eq!(b.len(), header.size_bytes());
-                        out.push(b);
-                        if total >= max_bytes {
-                            break;
+                        ScanItem::Batch { header, bytes, .. } => {
+                            if out.is_empty() && from != 0 && header.base_offset > fetch_offset {
+                                // An index entry past the offset asked for: it lies (see above).
+                                tracing::warn!(path = %path.display(), position = from, "offset index points past the fetch offset; reading from the segment start");
+                                from = 0;
+                                continue 'scan;
+                            }
+                            if header.last_offset() < fetch_offset {
+                                continue;
+                            }
+                            if !out.is_empty() && total + bytes.len() > max_bytes {
+                                break;
+                            }
+                            total += bytes.len();
+                            let b = ReadBatch {
+                                header,
+                                parts: [Some(bytes), None],
+                            };
+                            debug_assert_eq!(b.len(), header.size_bytes());
+                            out.push(b);
+                            if total >= max_bytes {
+                                break;
+                            }
                         }
                     }
                 }
+                return Ok(out);
             }
-            Ok(out)
         }
     }
 }

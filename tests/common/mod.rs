@@ -47,6 +47,20 @@ impl Broker {
         b
     }
 
+    /// Starts a broker on an existing data dir (kept when dropped); its log goes next to it.
+    pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            cores,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardlog"));
         cmd.arg("serve")
@@ -84,7 +98,12 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("broker did not start listening: {}", self.log());
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        panic!(
+            "broker did not start listening: {}\n--- threads of pid {pid} ---\n{}",
+            self.log(),
+            thread_dump(pid)
+        );
     }
 
     /// True when the broker answers an ApiVersions request. A bare connect is not enough: on
@@ -113,6 +132,11 @@ impl Broker {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The process id, if a broker process was started and not yet stopped or killed.
+    pub fn running_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops with SIGTERM and waits; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -132,11 +156,12 @@ impl Broker {
         }
     }
 
-    /// Kills with SIGKILL (no clean shutdown) and waits.
+    /// Kills with SIGKILL (no clean shutdown) and waits, also for its listening sockets to go.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            wait_port_released(self.port);
         }
     }
 
@@ -163,6 +188,64 @@ impl Drop for Broker {
                 self.data_dir.with_extension("log").display()
             );
         }
+    }
+}
+
+/// Each thread of `pid`: name, state, kernel wait channel; then a gdb backtrace if gdb is
+/// installed (for a broker that hangs).
+pub fn thread_dump(pid: u32) -> String {
+    let mut out = String::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(t.path().join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let stat = read("stat");
+            let state = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.chars().next().unwrap_or('?'))
+                .unwrap_or('?');
+            out.push_str(&format!(
+                "{} {} state={state} wchan={}\n",
+                t.file_name().to_string_lossy(),
+                read("comm"),
+                read("wchan")
+            ));
+        }
+    }
+    if let Ok(o) = Command::new("timeout")
+        .args([
+            "30",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output()
+    {
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
+}
+
+/// Waits (up to 10 s) until nothing listens on loopback `port`. A process killed with SIGKILL
+/// is reaped before io_uring's deferred teardown closes the sockets its pending accepts hold:
+/// for some milliseconds its listeners still take connections (and then reset them), and with
+/// SO_REUSEPORT a restarted broker binds next to them.
+pub fn wait_port_released(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // Binding without SO_REUSEPORT fails while any socket listens on the port.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -21,6 +21,10 @@ use crate::shard::{AdminOp, NewTopic, Shard};
 /// The cluster id reported to clients (one node, one cluster).
 pub const CLUSTER_ID: &str = "shardlog-single-node";
 
+/// Kafka's internal topics, flagged `is_internal` (v1+): clients leave them out of pattern
+/// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Answers Metadata v0–v12.
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -77,8 +81,8 @@ pub async fn handle(
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(sb(&t.name))))
             .with_topic_id(uuid::Uuid::from_bytes(t.id))
+            .with_is_internal(INTERNAL_TOPICS.contains(&t.name.as_str()))
             .with_partitions(partitions)
-            .with_is_internal(t.name == crate::group::OFFSETS_TOPIC)
             .with_topic_authorized_operations(i32::MIN)
     };
     // v0 has no null: an empty list there asks for every topic.

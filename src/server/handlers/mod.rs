@@ -10,6 +10,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod sasl;
 
 use std::rc::Rc;
 
@@ -77,6 +78,8 @@ async fn dispatch_api(shard: &Rc<Shard>, header: RequestHeader, body: Bytes) -> 
         ApiKey::OffsetFetch => offsets::fetch(shard, v, c, body).await.map(Some),
         ApiKey::OffsetDelete => offsets::delete(shard, v, c, body).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(shard, v, c, body).await.map(Some),
+        ApiKey::SaslHandshake => sasl::handshake(v, c, body).map(Some),
+        ApiKey::SaslAuthenticate => sasl::authenticate(v, c, body).map(Some),
         other => Err(ProtocolError::UnsupportedApi(other as i16)),
     }
 }

@@ -1,0 +1,258 @@
+"""Scenarios for confluent-kafka (Python, librdkafka inside). See common.py for the contract."""
+
+import time
+import uuid
+
+import confluent_kafka
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from common import (
+    CODECS, OVER_VALUE_BYTES, UNDER_VALUE_BYTES, XC_BLOCK, XC_COUNT, check_kv, check_xc, fail,
+    kv_messages, main, until, xc_message,
+)
+
+
+def producer(bootstrap, **extra):
+    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+            "message.timeout.ms": 15000}
+    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    return Producer(conf)
+
+
+def consumer(bootstrap, group=None, **extra):
+    conf = {"bootstrap.servers": bootstrap, "group.id": group or f"g-{uuid.uuid4()}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    return Consumer(conf)
+
+
+def produce_all(p, topic, messages, partition=None, timestamps=None):
+    errors = []
+
+    def report(err, msg):
+        if err is not None:
+            errors.append(err)
+
+    for i, (k, v, h) in enumerate(messages):
+        kw = {"key": k, "value": v, "headers": h or None, "on_delivery": report}
+        if partition is not None:
+            kw["partition"] = partition
+        if timestamps:
+            kw["timestamp"] = timestamps[i]
+        p.produce(topic, **kw)
+    left = p.flush(20)
+    if left:
+        fail(f"{left} messages not delivered within 20 s")
+    return errors
+
+
+def consume_n(bootstrap, topic, n, partition=0, timeout_s=20):
+    c = consumer(bootstrap)
+    c.assign([TopicPartition(topic, partition, 0)])
+    got = []
+    end = time.time() + timeout_s
+    while len(got) < n and time.time() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            fail(f"consume error: {m.error()}")
+        got.append((m.key(), m.value(), m.headers() or []))
+    c.close()
+    return got
+
+
+def create_topic(bootstrap, tag):
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"t-{tag}-create"
+    for f in a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)]).values():
+        f.result(15)
+    md = a.list_topics(topic, timeout=10)
+    if len(md.topics[topic].partitions) != 3:
+        fail(f"metadata shows {len(md.topics[topic].partitions)} partitions, expected 3")
+    try:
+        for f in a.create_topics([NewTopic(topic, 3, 1)]).values():
+            f.result(15)
+        fail("second create did not fail")
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            fail(f"second create: {e}")
+
+
+def produce_consume(bootstrap, tag, codec="none"):
+    topic = f"t-{tag}-pc-{codec}"
+    msgs = kv_messages()
+    errors = produce_all(producer(bootstrap, compression_type=codec), topic, msgs, partition=0)
+    if errors:
+        fail(f"delivery errors: {errors}")
+    check_kv(msgs, consume_n(bootstrap, topic, len(msgs)))
+
+
+def codec_scenario(codec):
+    return lambda bootstrap, tag: produce_consume(bootstrap, tag, codec)
+
+
+def group(bootstrap, tag):
+    topic = f"t-{tag}-group"
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    for f in a.create_topics([NewTopic(topic, 4, 1)]).values():
+        f.result(15)
+    gid = f"g-{tag}"
+    assigned = {"a": set(), "b": set()}
+
+    def tracker(name):
+        def on_assign(c, parts):
+            assigned[name] = {p.partition for p in parts}
+
+        def on_revoke(c, parts):
+            assigned[name] = set()
+        return on_assign, on_revoke
+
+    ca = consumer(bootstrap, gid, session_timeout_ms=10000)
+    oa, ra = tracker("a")
+    ca.subscribe([topic], on_assign=oa, on_revoke=ra)
+    until(20, "first member to get 4 partitions",
+          lambda: (ca.poll(0.2), len(assigned["a"]) == 4)[1])
+    cb = consumer(bootstrap, gid, session_timeout_ms=10000)
+    ob, rb = tracker("b")
+    cb.subscribe([topic], on_assign=ob, on_revoke=rb)
+
+    def balanced():
+        ca.poll(0.1)
+        cb.poll(0.1)
+        return len(assigned["a"]) == 2 and len(assigned["b"]) == 2 and \
+            assigned["a"] | assigned["b"] == {0, 1, 2, 3}
+    until(30, "rebalance to 2+2 partitions", balanced, interval=0)
+    p = producer(bootstrap)
+    for part in range(4):
+        produce_all(p, topic, [(b"k", f"v{part}-{j}".encode(), []) for j in range(2)], part)
+    got = {"a": 0, "b": 0}
+
+    def consumed_all():
+        for name, c in (("a", ca), ("b", cb)):
+            m = c.poll(0.1)
+            if m is not None and not m.error():
+                got[name] += 1
+        return got["a"] + got["b"] >= 8
+    until(30, "8 messages across the two members", consumed_all, interval=0)
+    if got["a"] != 4 or got["b"] != 4:
+        fail(f"members consumed {got}, expected 4 each")
+    ca.commit(asynchronous=False)
+    cb.commit(asynchronous=False)
+    committed = ca.committed([TopicPartition(topic, i) for i in range(4)], timeout=10)
+    offs = sorted(tp.offset for tp in committed)
+    if offs != [2, 2, 2, 2]:
+        fail(f"committed offsets {offs}, expected 2 on each partition")
+    ca.close()
+    cb.close()
+    # After both left, a new member of the group resumes at the committed offsets.
+    cc = consumer(bootstrap, gid)
+    cc.subscribe([topic])
+    extra = []
+    end = time.time() + 8
+    while time.time() < end:
+        m = cc.poll(0.2)
+        if m is not None and not m.error():
+            extra.append(m)
+    cc.close()
+    if extra:
+        fail(f"resumed member re-read {len(extra)} committed messages")
+
+
+def list_offsets(bootstrap, tag):
+    topic = f"t-{tag}-offsets"
+    t0 = int(time.time() * 1000) - 60000
+    ts = [t0, t0 + 1000, t0 + 2000]
+    errors = produce_all(producer(bootstrap), topic, [(b"k", b"v", [])] * 3, 0, ts)
+    if errors:
+        fail(f"delivery errors: {errors}")
+    c = consumer(bootstrap)
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    if (lo, hi) != (0, 3):
+        fail(f"watermarks {(lo, hi)}, expected (0, 3)")
+    r = c.offsets_for_times([TopicPartition(topic, 0, t0 + 500)], timeout=10)
+    if r[0].offset != 1:
+        fail(f"offset for timestamp t0+500 is {r[0].offset}, expected 1")
+    r = c.offsets_for_times([TopicPartition(topic, 0, t0 + 5000)], timeout=10)
+    if r[0].offset != -1:
+        fail(f"offset for a timestamp after the last record is {r[0].offset}, expected -1 (end)")
+    c.close()
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    tp = TopicPartition(topic, 0)
+    for spec, want in ((OffsetSpec.earliest(), 0), (OffsetSpec.latest(), 3),
+                       (OffsetSpec.for_timestamp(t0 + 1000), 1)):
+        got = a.list_offsets({tp: spec})[tp].result(10).offset
+        if got != want:
+            fail(f"AdminClient.list_offsets {spec}: {got}, expected {want}")
+
+
+def idempotent(bootstrap, tag):
+    topic = f"t-{tag}-idem"
+    msgs = kv_messages(50)
+    p = producer(bootstrap, enable_idempotence=True)
+    errors = produce_all(p, topic, msgs, 0)
+    if errors:
+        fail(f"delivery errors: {errors}")
+    check_kv(msgs, consume_n(bootstrap, topic, len(msgs)))
+
+
+def max_message(bootstrap, tag, size, want_error):
+    topic = f"t-{tag}-max-{size}"
+    p = producer(bootstrap, message_max_bytes=4 * size)
+    errors = produce_all(p, topic, [(b"k", b"m" * size, [])], 0)
+    if not want_error:
+        if errors:
+            fail(f"{size}-byte value rejected: {errors}")
+        got = consume_n(bootstrap, topic, 1)
+        if len(got) != 1 or len(got[0][1]) != size:
+            fail("the large message did not come back intact")
+    else:
+        if not errors:
+            fail(f"{size}-byte value accepted, expected MESSAGE_TOO_LARGE")
+        if errors[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+            fail(f"error {errors[0]}, expected MSG_SIZE_TOO_LARGE")
+
+
+def sasl_rejected(bootstrap, tag):
+    """A client configured for SASL gets an authentication error at once, not a hang."""
+    errors = []
+    a = AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                     "sasl.mechanisms": "PLAIN", "sasl.username": "u", "sasl.password": "p",
+                     "error_cb": errors.append})
+    until(10, "an authentication error", lambda: (a.poll(0.2), errors)[1])
+    if errors[0].code() != KafkaError._AUTHENTICATION:
+        fail(f"first error {errors[0]}, expected _AUTHENTICATION")
+
+
+def xproduce(bootstrap, tag):
+    topic = f"xc-{tag}"
+    for block, codec in enumerate(CODECS):
+        p = producer(bootstrap, compression_type=codec)
+        msgs = [xc_message(tag, i) for i in range(block * XC_BLOCK, (block + 1) * XC_BLOCK)]
+        errors = produce_all(p, topic, msgs, 0)
+        if errors:
+            fail(f"{codec}: delivery errors {errors}")
+
+
+def xconsume(bootstrap, tag, *producers):
+    for ptag in producers:
+        check_xc(ptag, consume_n(bootstrap, f"xc-{ptag}", XC_COUNT))
+
+
+SCENARIOS = {
+    "create_topic": create_topic,
+    "produce_consume": produce_consume,
+    **{c: codec_scenario(c) for c in CODECS[1:]},
+    "group": group,
+    "list_offsets": list_offsets,
+    "idempotent": idempotent,
+    "max_under": lambda b, t: max_message(b, t, UNDER_VALUE_BYTES, False),
+    "max_over": lambda b, t: max_message(b, t, OVER_VALUE_BYTES, True),
+    "sasl_rejected": sasl_rejected,
+    "xproduce": xproduce,
+    "xconsume": xconsume,
+}
+
+if __name__ == "__main__":
+    main(SCENARIOS, f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})")
