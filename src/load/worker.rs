@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 /// producer id (u32 LE), sequence of that producer on that partition (u32 LE). Values shorter
 /// than this carry only as much as fits (the time needs 8).
 pub const STAMP_BYTES: usize = 16;
+/// Record framing plus the longest key this client writes (`key-` and up to 20 digits).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
 /// Messages a producer may create in one go before it yields to its other tasks.
 const CATCH_UP_MESSAGES_MAX: usize = 4096;
 /// Longest a producer sleeps before looking at the stop flag again.
@@ -424,6 +426,9 @@ struct Producer {
     end_ns: u64,
     linger_ns: u64,
     batch_bytes: usize,
+    /// Upper bound of one encoded record (value, key, varints): a batch is full when the
+    /// next record might not fit in `batch_bytes`.
+    record_bytes_max: usize,
     acks: i16,
     compression: Compression,
 }
@@ -498,6 +503,7 @@ impl Producer {
             end_ns: start_ns + plan.warmup_ns() + plan.duration_ns(),
             linger_ns: (w.linger_ms * 1e6) as u64,
             batch_bytes,
+            record_bytes_max: plan.payload.len() + RECORD_OVERHEAD_BYTES_MAX,
             acks: w.acks_wire(),
             compression: w.compression,
             plan: plan.clone(),
@@ -527,8 +533,10 @@ impl Producer {
                     else {
                         break;
                     };
-                    self.append(intended, now);
                     n += 1;
+                    if self.append(intended, now) {
+                        break; // a batch is full: send it before appending more
+                    }
                 }
                 self.send_ready(false).await;
                 let mut wake = self
@@ -549,7 +557,9 @@ impl Producer {
                 }
             } else {
                 for _ in 0..256 {
-                    self.append(now, now);
+                    if self.append(now, now) {
+                        break; // a batch is full: send it before appending more
+                    }
                 }
                 self.send_ready(false).await;
                 // Writes that complete at once never yield: let the other producers, the
@@ -590,9 +600,11 @@ impl Producer {
         self.shared.producers_running.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Creates one message intended at `intended` (ns), appended at `now`.
+    /// Creates one message intended at `intended` (ns), appended at `now`. Returns true when
+    /// its batch reached `batch_size` and must be sent before more messages are appended
+    /// (brokers refuse batches over their `message.max.bytes`).
     #[inline]
-    fn append(&mut self, intended: u64, now: u64) {
+    fn append(&mut self, intended: u64, now: u64) -> bool {
         let (p, key) = self.keys.choose();
         let slot = &mut self.slots[p];
         if slot.batch.is_empty() {
@@ -619,6 +631,7 @@ impl Producer {
             &self.plan.payload[stamp_len..],
         );
         slot.intended_ns.push(intended);
+        let full = slot.batch.size_bytes() + self.record_bytes_max > self.batch_bytes;
         let mut s = self.stats.borrow_mut();
         s.result.sent_all += 1;
         if self.schedule.is_some() {
@@ -628,6 +641,7 @@ impl Producer {
                 s.result.total.delay.record_ns(delay);
             }
         }
+        full
     }
 
     /// Sends every batch that is full or has lingered long enough (all non-empty ones if
@@ -643,7 +657,7 @@ impl Producer {
                     continue;
                 }
                 let ready = force
-                    || slot.batch.size_bytes() >= self.batch_bytes
+                    || slot.batch.size_bytes() + self.record_bytes_max > self.batch_bytes
                     || now.saturating_sub(slot.opened_ns) >= self.linger_ns;
                 if !ready {
                     continue;
