@@ -167,6 +167,8 @@ pub mod error_codes {
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     /// A batch is larger than `max.message.bytes`.
     pub const MESSAGE_TOO_LARGE: i16 = 10;
+    /// The group coordinator cannot answer now; clients retry.
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     /// The topic name is not legal.
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     /// The request's acks value is not 0, 1 or -1.

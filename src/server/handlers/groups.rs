@@ -17,11 +17,8 @@ use kafka_protocol::messages::{
 
 use super::sb;
 use crate::group::{GroupOp, GroupReply};
-use crate::protocol::{decode_body, encode_response, ProtocolError};
+use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
 use crate::shard::Shard;
-
-/// COORDINATOR_NOT_AVAILABLE: what a client retries on.
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
 /// is chosen per request). Transaction coordinators are not offered.
@@ -39,7 +36,7 @@ pub fn find_coordinator(
         (0, None)
     } else {
         (
-            COORDINATOR_NOT_AVAILABLE,
+            error_codes::COORDINATOR_NOT_AVAILABLE,
             Some(sb("transactions are not supported")),
         )
     };
@@ -90,7 +87,7 @@ pub async fn join(
     let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
     let mut resp = match shard.group(&group, op).await {
         Some(GroupReply::Join(r)) => r,
-        _ => JoinGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+        _ => JoinGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
     };
     if version < 7 {
         resp.protocol_type = None;
@@ -120,7 +117,7 @@ pub async fn sync(
     let group = req.group_id.to_string();
     let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
         Some(GroupReply::Sync(r)) => r,
-        _ => SyncGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+        _ => SyncGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
     };
     if version < 5 {
         resp.protocol_type = None;
@@ -145,7 +142,7 @@ pub async fn heartbeat(
     let group = req.group_id.to_string();
     let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
         Some(GroupReply::Heartbeat(c)) => c,
-        _ => COORDINATOR_NOT_AVAILABLE,
+        _ => error_codes::COORDINATOR_NOT_AVAILABLE,
     };
     let resp = HeartbeatResponse::default().with_error_code(code);
     Ok(vec![encode_response(
@@ -167,7 +164,7 @@ pub async fn leave(
     let group = req.group_id.to_string();
     let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
         Some(GroupReply::Leave(r)) => r,
-        _ => LeaveGroupResponse::default().with_error_code(COORDINATOR_NOT_AVAILABLE),
+        _ => LeaveGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
     };
     Ok(vec![encode_response(
         ApiKey::LeaveGroup,
@@ -247,7 +244,7 @@ pub async fn describe(
             Some(GroupReply::Describe(d)) => d,
             _ => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
                 .with_group_id(g.clone())
-                .with_error_code(COORDINATOR_NOT_AVAILABLE),
+                .with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
         };
         if version < 4 {
             for m in &mut d.members {
@@ -281,7 +278,7 @@ pub async fn delete(
         let id = g.to_string();
         let code = match shard.group(&id, GroupOp::Delete(id.clone())).await {
             Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
-            _ => COORDINATOR_NOT_AVAILABLE,
+            _ => error_codes::COORDINATOR_NOT_AVAILABLE,
         };
         results.push(
             DeletableGroupResult::default()

@@ -26,8 +26,6 @@ use crate::group::{GroupOp, GroupReply};
 use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
 use crate::shard::Shard;
 
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,7 +84,7 @@ pub async fn commit(
         };
         match shard.group(&group, op).await {
             Some(GroupReply::Commit(c)) => c,
-            _ => vec![COORDINATOR_NOT_AVAILABLE; n],
+            _ => vec![error_codes::COORDINATOR_NOT_AVAILABLE; n],
         }
     };
     let mut slot = slots.into_iter();
@@ -99,7 +97,10 @@ pub async fn commit(
                 .iter()
                 .map(|p| {
                     let code = match slot.next().flatten() {
-                        Some(i) => codes.get(i).copied().unwrap_or(COORDINATOR_NOT_AVAILABLE),
+                        Some(i) => codes
+                            .get(i)
+                            .copied()
+                            .unwrap_or(error_codes::COORDINATOR_NOT_AVAILABLE),
                         None => error_codes::UNKNOWN_TOPIC_OR_PARTITION,
                     };
                     OffsetCommitResponsePartition::default()
@@ -132,7 +133,7 @@ async fn fetch_group(
         .await
     {
         Some(GroupReply::Offsets(code, list)) => (code, list),
-        _ => (COORDINATOR_NOT_AVAILABLE, Vec::new()),
+        _ => (error_codes::COORDINATOR_NOT_AVAILABLE, Vec::new()),
     }
 }
 
@@ -270,7 +271,7 @@ pub async fn delete(
     {
         Some(GroupReply::Codes(c)) if c.len() == n => (0, c),
         Some(GroupReply::Codes(c)) => (c.first().copied().unwrap_or(0), vec![0; n]),
-        _ => (COORDINATOR_NOT_AVAILABLE, vec![0; n]),
+        _ => (error_codes::COORDINATOR_NOT_AVAILABLE, vec![0; n]),
     };
     // A missing group is a whole-request error, as in Kafka.
     let group_missing = codes.iter().all(|c| *c == 69) && n > 0;
