@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shardlog::config::{parse_host_port, parse_listen, BrokerConfig};
 
-/// Survives allocations sized by hostile counts in requests (see `shardlog::memory`).
+/// mimalloc, surviving allocations sized by hostile counts in requests (see `shardlog::memory`).
 #[global_allocator]
 static ALLOCATOR: shardlog::memory::BrokerAllocator = shardlog::memory::BrokerAllocator;
 

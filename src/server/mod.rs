@@ -302,7 +302,9 @@ async fn shard_main(
     let storage = match ShardStorage::open(&config.data_dir, options).await {
         Ok(s) => s,
         Err(e) => {
-            ready.wait(false).await;
+            // The other shards are at (or on their way to) `opened`: fail that barrier, or
+            // they would wait there for this shard forever.
+            opened.wait(false).await;
             return Err(format!("storage: {e}"));
         }
     };

@@ -5,6 +5,10 @@
 //! non-blocking `recv` writes straight into the spare capacity and only the bytes the kernel
 //! wrote become part of the buffer. When the socket has nothing, glommio's `peek` waits on the
 //! ring until it is readable (or `idle` passes: `connections.max.idle.ms`).
+//!
+//! An empty buffer is released before waiting: a connection between requests holds no read
+//! buffer, so thousands of quiet clients (1,000 producers at 10 messages/s each) do not keep
+//! 64 KiB each resident; the buffer is taken again from the allocator once data is there.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -20,9 +24,9 @@ pub async fn read_into(
     want: usize,
     idle: Duration,
 ) -> io::Result<usize> {
-    buf.reserve(want);
     let fd = stream.as_raw_fd();
     loop {
+        buf.reserve(want);
         let spare = buf.spare_capacity_mut();
         // SAFETY: `recv` writes at most `spare.len()` bytes into the spare capacity, which is
         // valid, writable memory owned by `buf`; `set_len` then counts only the bytes written.
@@ -42,6 +46,10 @@ pub async fn read_into(
         let err = io::Error::last_os_error();
         match err.kind() {
             io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    // Nothing to keep: hand the memory back while the client is quiet.
+                    *buf = BytesMut::new();
+                }
                 let mut probe = [0u8; 1];
                 // Ready (data or end of stream: the next recv tells which), or silent too long.
                 glommio::timer::timeout(idle, stream.peek(&mut probe))
