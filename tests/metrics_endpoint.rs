@@ -1,22 +1,32 @@
 //! End to end: a broker started with `--metrics-listen` serves Prometheus text that parses
-//! with prometheus_client, and its per-partition counters move by what this test produced
-//! and consumed. Skipped (with a message) while `serve` has no `--metrics-listen` flag.
+//! with prometheus_client, its per-partition counters move by what this test produced and
+//! consumed, the partition's disk usage covers what was produced and grows with it, and the
+//! lag of a group that committed offset K on a partition of N records is N − K (with the
+//! group's coordinator on the other shard than the partition, so the lag is combined across
+//! shards). Skipped (with a message) while `serve` has no `--metrics-listen` flag.
 
 mod ops_support;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 const TOPIC: &str = "metrics-e2e";
 const RECORDS: usize = 200;
 const VALUE_BYTES: usize = 1000;
+/// Offset the group commits: the lag is then `RECORDS - COMMITTED`.
+const COMMITTED: i64 = 150;
+/// Records produced after the commit.
+const MORE_RECORDS: usize = 50;
+/// Shards the broker runs (`--cores`).
+const SHARDS: usize = 2;
 
 struct Killed(Child);
 
@@ -72,6 +82,76 @@ fn topic_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Every sample of a family: (labels, value). Label values here need no unescaping (topic
+/// and group names of this test are plain).
+fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The one sample of `name` whose labels include all of `want`, with its full labels.
+fn one(text: &str, name: &str, want: &[(&str, &str)]) -> (BTreeMap<String, String>, f64) {
+    let hits: Vec<_> = series(text, name)
+        .into_iter()
+        .filter(|(l, _)| {
+            want.iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+        })
+        .collect();
+    assert_eq!(hits.len(), 1, "{name} {want:?}: {hits:?}\n{text}");
+    hits.into_iter().next().expect("one sample")
+}
+
+/// A group id whose coordinator shard is not the owner of `TOPIC`-0: its lag can only be
+/// computed by combining two shards' snapshots.
+fn cross_shard_group() -> (String, usize) {
+    let offsets_partitions =
+        shardlog::group::coordinator::GroupConfig::default().offsets_partitions;
+    let data_owner = shardlog::shard::shard_of(TOPIC, 0, SHARDS);
+    (0..100)
+        .map(|i| format!("metrics-e2e-{i}"))
+        .map(|g| {
+            let p = shardlog::group::offsets_partition(&g, offsets_partitions);
+            let coordinator = shardlog::shard::shard_of(shardlog::group::OFFSETS_TOPIC, p, SHARDS);
+            (g, coordinator)
+        })
+        .find(|(_, coordinator)| *coordinator != data_owner)
+        .expect("some group is coordinated by the other shard")
+}
+
+/// Produces `n` records of `VALUE_BYTES` to `TOPIC`-0 and waits for every acks=all answer.
+fn produce(kafka: u16, n: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{kafka}"))
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "false")
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let value = vec![b'x'; VALUE_BYTES];
+    for i in 0..n {
+        let key = i.to_string();
+        producer
+            .send(BaseRecord::to(TOPIC).key(&key).payload(&value).partition(0))
+            .expect("enqueue");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
 fn api_requests(text: &str, api: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with("shardlog_requests_total{"))
@@ -80,10 +160,11 @@ fn api_requests(text: &str, api: &str) -> f64 {
         .sum()
 }
 
-fn parse_with_prometheus_client(text: &str) {
-    let Some(python) = ops_support::venv_python() else {
-        return;
-    };
+/// Parses `text` with prometheus_client (failing the test if it refuses it) and returns the
+/// parser's JSON (`{"families": .., "samples": [[name, labels, value], ..]}`); `None` when the
+/// Python checks are switched off.
+fn parse_with_prometheus_client(text: &str) -> Option<serde_json::Value> {
+    let python = ops_support::venv_python()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("scrape.txt");
     std::fs::write(&file, text).expect("write scrape");
@@ -97,6 +178,24 @@ fn parse_with_prometheus_client(text: &str) {
         "prometheus_client refused the scrape: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Some(serde_json::from_slice(&out.stdout).expect("parser JSON"))
+}
+
+/// The value prometheus_client parsed for the sample with exactly these labels.
+fn parsed_value(parsed: &serde_json::Value, name: &str, labels: &BTreeMap<String, String>) -> f64 {
+    let hits: Vec<f64> = parsed["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter(|s| {
+            s[0] == name
+                && serde_json::from_value::<BTreeMap<String, String>>(s[1].clone())
+                    .is_ok_and(|l| &l == labels)
+        })
+        .filter_map(|s| s[2].as_f64())
+        .collect();
+    assert_eq!(hits.len(), 1, "{name} {labels:?}: {hits:?}");
+    hits[0]
 }
 
 #[test]
@@ -119,7 +218,7 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
         .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))
         .arg("--data-dir")
         .arg(data.path())
-        .args(["--cores", "2"])
+        .args(["--cores", &SHARDS.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -131,28 +230,12 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
     let before = scrape(metrics);
     parse_with_prometheus_client(&before);
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", format!("127.0.0.1:{kafka}"))
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "false")
-        .set("compression.type", "none")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer");
-    let value = vec![b'x'; VALUE_BYTES];
-    for i in 0..RECORDS {
-        let key = i.to_string();
-        producer
-            .send(BaseRecord::to(TOPIC).key(&key).payload(&value))
-            .expect("enqueue");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    produce(kafka, RECORDS);
 
+    let (group, coordinator) = cross_shard_group();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", format!("127.0.0.1:{kafka}"))
-        .set("group.id", "metrics-e2e")
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()
@@ -171,8 +254,16 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
     }
     assert_eq!(consumed, RECORDS);
 
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(TOPIC, 0, Offset::Offset(COMMITTED))
+        .expect("commit offset");
+    consumer
+        .commit(&commit, CommitMode::Sync)
+        .expect("commit K");
+
     let after = scrape(metrics);
-    parse_with_prometheus_client(&after);
+    let parsed = parse_with_prometheus_client(&after);
     let delta = |name: &str| topic_sum(&after, name) - topic_sum(&before, name);
     assert_eq!(
         delta("shardlog_partition_produced_records_total"),
@@ -188,4 +279,55 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
     assert!(delta("shardlog_partition_fetched_bytes_total") >= (RECORDS * VALUE_BYTES) as f64);
     assert!(api_requests(&after, "Produce") > api_requests(&before, "Produce"));
     assert!(api_requests(&after, "Fetch") > api_requests(&before, "Fetch"));
+
+    // Disk usage: the partition's .log bytes hold at least the batches produced (acks=all,
+    // so written), and not wildly more.
+    let part = [("topic", TOPIC), ("partition", "0")];
+    let (disk_labels, disk) = one(&after, "shardlog_partition_disk_usage_bytes", &part);
+    assert!(
+        disk >= produced_bytes && disk < produced_bytes + 64.0 * 1024.0,
+        "disk usage {disk} for {produced_bytes} produced bytes"
+    );
+    // Lag: N records, committed K, by the group's coordinator (the other shard).
+    let lag_of = |text: &str| {
+        one(
+            text,
+            "shardlog_consumer_group_lag_records",
+            &[("group", &group), ("topic", TOPIC), ("partition", "0")],
+        )
+    };
+    let (lag_labels, lag) = lag_of(&after);
+    assert_eq!(lag, (RECORDS as i64 - COMMITTED) as f64);
+    assert_eq!(lag_labels["shard"], coordinator.to_string());
+    assert_ne!(
+        disk_labels["shard"], lag_labels["shard"],
+        "meant to be cross-shard"
+    );
+    if let Some(parsed) = &parsed {
+        assert_eq!(
+            parsed_value(parsed, "shardlog_consumer_group_lag_records", &lag_labels),
+            lag
+        );
+        assert_eq!(
+            parsed_value(parsed, "shardlog_partition_disk_usage_bytes", &disk_labels),
+            disk
+        );
+    }
+
+    // More records: the disk usage grows by at least their bytes, the lag by their count.
+    produce(kafka, MORE_RECORDS);
+    let later = scrape(metrics);
+    parse_with_prometheus_client(&later);
+    let more_bytes = topic_sum(&later, "shardlog_partition_produced_bytes_total")
+        - topic_sum(&after, "shardlog_partition_produced_bytes_total");
+    assert!(more_bytes >= (MORE_RECORDS * VALUE_BYTES) as f64);
+    let (_, disk_later) = one(&later, "shardlog_partition_disk_usage_bytes", &part);
+    assert!(
+        disk_later >= disk + more_bytes,
+        "disk usage {disk} -> {disk_later} after {more_bytes} more bytes"
+    );
+    assert_eq!(
+        lag_of(&later).1,
+        (RECORDS + MORE_RECORDS) as f64 - COMMITTED as f64
+    );
 }

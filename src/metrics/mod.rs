@@ -13,6 +13,12 @@
 //! Per-partition counters are reached through [`ShardMetrics::partition`], which hands out an
 //! `Rc<PartitionMetrics>` that the partition's owner keeps, so the hot path does not look the
 //! partition up by name.
+//!
+//! Two values are not recorded on the data path but read when a scrape asks: each partition's
+//! disk usage and high watermark (set by the owner shard from its storage just before it takes
+//! its snapshot), and the committed offsets of the groups a shard coordinates. The shard
+//! serving the scrape combines them across shards with [`fill_consumer_group_lag`], so the
+//! lag of a group on a partition owned by another shard costs no lock and no extra message.
 
 mod http;
 mod prometheus;
@@ -166,8 +172,12 @@ pub struct PartitionMetrics {
     pub fetched_bytes: Counter,
     /// Records returned by Fetch.
     pub fetched_records: Counter,
-    /// Bytes of the partition's segment and index files.
+    /// Bytes of record batches written to the partition's segment (`.log`) files; set by the
+    /// owner shard when a scrape asks (index files and unwritten batches not counted).
     pub disk_usage_bytes: Gauge,
+    /// Next offset to be assigned (the log end offset); set by the owner shard when a scrape
+    /// asks, 0 until then. Not rendered: it is the minuend of the consumer-group lag.
+    pub high_watermark: Gauge,
 }
 
 impl PartitionMetrics {
@@ -185,11 +195,17 @@ impl PartitionMetrics {
         self.fetched_records.add(records);
     }
 
-    /// Sets the bytes the partition's files take on disk.
+    /// Sets the bytes the partition's segment files hold (saturating at `i64::MAX`).
     #[inline]
     pub fn set_disk_usage(&self, bytes: u64) {
         self.disk_usage_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the partition's high watermark (the next offset to be assigned).
+    #[inline]
+    pub fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.set(offset);
     }
 }
 
@@ -270,6 +286,16 @@ impl ShardMetrics {
         m
     }
 
+    /// Forgets every partition for which `keep(topic, partition)` is false (those no longer
+    /// open on this shard), so they leave the next snapshot. Allocates nothing.
+    pub fn retain_partitions(&self, mut keep: impl FnMut(&str, i32) -> bool) {
+        let mut map = self.partitions.borrow_mut();
+        map.retain(|topic, parts| {
+            parts.retain(|&p, _| keep(topic, p));
+            !parts.is_empty()
+        });
+    }
+
     /// Forgets a partition (deleted topic, or moved to another shard).
     pub fn remove_partition(&self, topic: &str, partition: i32) {
         let mut map = self.partitions.borrow_mut();
@@ -335,7 +361,8 @@ impl ShardMetrics {
     }
 
     /// A `Send` copy of every value, to carry to the shard that renders the scrape.
-    /// `consumer_group_lag` is left `None`: the group coordinator fills it in.
+    /// `committed_offsets` is left empty (the owner shard adds its coordinator's) and
+    /// `consumer_group_lag` `None` ([`fill_consumer_group_lag`] computes it).
     pub fn snapshot(&self) -> MetricsSnapshot {
         let partitions = self
             .partitions
@@ -350,6 +377,7 @@ impl ShardMetrics {
                 fetched_bytes: m.fetched_bytes.get(),
                 fetched_records: m.fetched_records.get(),
                 disk_usage_bytes: u64::try_from(m.disk_usage_bytes.get()).unwrap_or(0),
+                high_watermark: m.high_watermark.get(),
             })
             .collect();
         let requests = self
@@ -374,6 +402,7 @@ impl ShardMetrics {
             connections_open: u64::try_from(self.connections_open.get()).unwrap_or(0),
             connections_accepted: self.connections_accepted.get(),
             connections_rejected: self.connections_rejected.get(),
+            committed_offsets: Vec::new(),
             consumer_group_lag: None,
         }
     }
@@ -412,7 +441,10 @@ pub struct MetricsSnapshot {
     pub connections_accepted: u64,
     /// Client connections refused at the connection limit since start.
     pub connections_rejected: u64,
-    /// Lag of the consumer groups this shard coordinates, where computed.
+    /// Committed offsets of the consumer groups this shard coordinates (the input of the lag).
+    pub committed_offsets: Vec<CommittedOffsetSnapshot>,
+    /// Lag of the consumer groups this shard coordinates, once [`fill_consumer_group_lag`]
+    /// has combined `committed_offsets` with every shard's high watermarks.
     pub consumer_group_lag: Option<Vec<GroupLagSnapshot>>,
 }
 
@@ -431,8 +463,10 @@ pub struct PartitionSnapshot {
     pub fetched_bytes: u64,
     /// Records returned by Fetch.
     pub fetched_records: u64,
-    /// Bytes of the partition's files on disk.
+    /// Bytes of record batches written to the partition's segment (`.log`) files.
     pub disk_usage_bytes: u64,
+    /// Next offset to be assigned, as last set by the owner (0 if never set).
+    pub high_watermark: i64,
 }
 
 /// One API's request count, error count and latency (the `api` label).
@@ -448,7 +482,59 @@ pub struct ApiSnapshot {
     pub latency: HistogramSnapshot,
 }
 
-/// One consumer group's lag on one partition: log end offset minus committed offset.
+/// One group's committed offset on one partition, as its coordinator holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommittedOffsetSnapshot {
+    /// The group id.
+    pub group: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The next offset the group will consume (negative: no position).
+    pub offset: i64,
+}
+
+/// Fills every snapshot's `consumer_group_lag` from the `committed_offsets` it carries and the
+/// high watermarks of the partitions in all `shards`: lag = high watermark − committed offset,
+/// per (group, topic, partition), in the order of `committed_offsets`.
+///
+/// Guarantees: never negative (a commit read after the watermark was, or a commit beyond the
+/// log end, gives 0); commits on a partition no snapshot lists (deleted topic, partition index
+/// out of range, owner shard that did not answer) and negative commits are left out. Every
+/// snapshot gets `Some`, possibly empty.
+pub fn fill_consumer_group_lag(shards: &mut [MetricsSnapshot]) {
+    let lags: Vec<Vec<GroupLagSnapshot>> = {
+        let watermarks: std::collections::HashMap<(&str, i32), i64> = shards
+            .iter()
+            .flat_map(|s| s.partitions.iter())
+            .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+            .collect();
+        shards
+            .iter()
+            .map(|s| {
+                s.committed_offsets
+                    .iter()
+                    .filter(|c| c.offset >= 0)
+                    .filter_map(|c| {
+                        let hw = *watermarks.get(&(c.topic.as_str(), c.partition))?;
+                        Some(GroupLagSnapshot {
+                            group: c.group.clone(),
+                            topic: c.topic.clone(),
+                            partition: c.partition,
+                            lag_records: hw.saturating_sub(c.offset).max(0),
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    for (s, lag) in shards.iter_mut().zip(lags) {
+        s.consumer_group_lag = Some(lag);
+    }
+}
+
+/// One consumer group's lag on one partition: high watermark minus committed offset.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GroupLagSnapshot {
     /// The group id.
@@ -457,7 +543,7 @@ pub struct GroupLagSnapshot {
     pub topic: String,
     /// Partition index.
     pub partition: i32,
-    /// Records between the group's committed offset and the log end offset.
+    /// Records between the group's committed offset and the high watermark (never negative).
     pub lag_records: i64,
 }
 
@@ -538,6 +624,71 @@ mod tests {
         );
         m.remove_partition("audit", 0);
         assert_eq!(m.snapshot().partitions.len(), 1);
+    }
+
+    #[test]
+    fn retain_partitions_forgets_the_others() {
+        let m = ShardMetrics::new(0);
+        m.partition("a", 0).set_disk_usage(1);
+        m.partition("a", 1).set_high_watermark(7);
+        m.partition("b", 0);
+        m.retain_partitions(|t, p| t == "a" && p == 1);
+        let s = m.snapshot();
+        assert_eq!(s.partitions.len(), 1);
+        assert_eq!(
+            (s.partitions[0].partition, s.partitions[0].high_watermark),
+            (1, 7)
+        );
+    }
+
+    fn commit(group: &str, topic: &str, partition: i32, offset: i64) -> CommittedOffsetSnapshot {
+        CommittedOffsetSnapshot {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+
+    #[test]
+    fn lag_combines_commits_with_watermarks_of_every_shard() {
+        let a = ShardMetrics::new(0);
+        a.partition("orders", 0).set_high_watermark(100);
+        let b = ShardMetrics::new(1);
+        b.partition("orders", 1).set_high_watermark(40);
+        let mut shards = vec![a.snapshot(), b.snapshot()];
+        // Shard 0 coordinates "g": one commit per data partition, one on each shard.
+        shards[0].committed_offsets = vec![
+            commit("g", "orders", 0, 75),
+            commit("g", "orders", 1, 40),
+            commit("g", "gone", 0, 5),    // topic deleted: skipped
+            commit("g", "orders", 9, 5),  // no such partition: skipped
+            commit("h", "orders", 0, -1), // no position: skipped
+            commit("h", "orders", 1, 45), // ahead of the watermark read: 0, not -5
+        ];
+        fill_consumer_group_lag(&mut shards);
+        let lag: Vec<(&str, &str, i32, i64)> = shards[0]
+            .consumer_group_lag
+            .iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l.group.as_str(),
+                    l.topic.as_str(),
+                    l.partition,
+                    l.lag_records,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lag,
+            [
+                ("g", "orders", 0, 25),
+                ("g", "orders", 1, 0),
+                ("h", "orders", 1, 0)
+            ]
+        );
+        assert_eq!(shards[1].consumer_group_lag, Some(Vec::new()));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "shardlog_partition_disk_usage_bytes",
         "gauge",
-        "Bytes of the partition's segment and index files.",
+        "Bytes of record batches written to the partition's segment (.log) files, read when scraped; index files and batches not yet written by the group commit are not counted.",
     ),
     (
         "shardlog_requests_total",
@@ -92,7 +92,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "shardlog_consumer_group_lag_records",
         "gauge",
-        "Records between a consumer group's committed offset and the partition's log end offset.",
+        "Records between a consumer group's committed offset and the partition's high watermark (log end offset), read when scraped; clamped at 0, never negative. Only partitions that exist and have a committed offset.",
     ),
 ];
 

@@ -513,7 +513,9 @@ impl Shard {
         })
     }
 
-    /// Every shard's metrics, for a scrape.
+    /// Every shard's metrics, for a scrape, with the consumer-group lag computed across them
+    /// (committed offsets from the coordinators, high watermarks from the owners). A shard
+    /// that does not answer is missing, and so is the lag on the partitions it owns.
     pub async fn gather_metrics(self: &Rc<Self>) -> Vec<crate::metrics::MetricsSnapshot> {
         let mut waits = Vec::with_capacity(self.nr_shards);
         for to in 0..self.nr_shards {
@@ -527,6 +529,7 @@ impl Shard {
                 out.push(s);
             }
         }
+        crate::metrics::fill_consumer_group_lag(&mut out);
         out
     }
 

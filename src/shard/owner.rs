@@ -9,6 +9,7 @@ use super::producers::Verdict;
 use super::{FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg};
 use crate::config::topic_log_config;
 use crate::meta::Metadata;
+use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
 use crate::protocol::error_codes;
 use crate::storage::{parse_header, StorageError};
 
@@ -60,7 +61,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let _ = reply.send(out);
         }
         ShardMsg::Metrics { reply } => {
-            let _ = reply.send(shard.metrics.snapshot());
+            let _ = reply.send(metrics_snapshot(shard));
         }
         ShardMsg::Group { op, reply } => {
             let out = shard.groups.handle(*op).await;
@@ -71,6 +72,37 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let _ = reply.send(());
         }
     }
+}
+
+/// This shard's metrics for a scrape. First the per-partition values the data path does not
+/// record are read from storage (in memory, no I/O): every open partition's disk usage and
+/// high watermark, and partitions no longer open here (deleted topics) are forgotten. Then
+/// the committed offsets of the groups this shard coordinates are added, for the lag the
+/// gathering shard computes with every shard's watermarks.
+fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
+    shard
+        .metrics
+        .retain_partitions(|topic, partition| shard.storage.stats(topic, partition).is_ok());
+    shard.storage.partition_stats(|topic, partition, stats| {
+        let m = shard.metrics.partition(topic, partition);
+        m.set_disk_usage(stats.disk_usage_bytes);
+        m.set_high_watermark(stats.high_watermark);
+    });
+    let mut snapshot = shard.metrics.snapshot();
+    snapshot.committed_offsets = shard
+        .groups
+        .committed_offsets()
+        .into_iter()
+        .map(
+            |(group, topic, partition, offset)| CommittedOffsetSnapshot {
+                group,
+                topic,
+                partition,
+                offset,
+            },
+        )
+        .collect();
+    snapshot
 }
 
 fn storage_failure(e: &StorageError) -> ProduceResult {

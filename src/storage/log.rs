@@ -121,6 +121,16 @@ impl LogState {
             .map(|t| t.saturating_add(self.config.flush_ms.min(i64::MAX as u64) as i64))
     }
 
+    /// Bytes of record batches written to this log's segment (`.log`) files: the sum of the
+    /// segments' written lengths, which is each file's length minus the space reserved ahead
+    /// of the data (preallocation, trimmed when a segment is finished). Batches still waiting
+    /// for the group commit and the `.index`/`.timeindex` files are not counted. Segments
+    /// deleted by retention leave the sum when they are removed from `segments`. O(segments),
+    /// no I/O.
+    pub(crate) fn disk_usage_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.written_size).sum()
+    }
+
     /// Whether the flusher has writing (or segment finishing) to do.
     pub(crate) fn needs_write(&self) -> bool {
         self.written_offset < self.next_offset

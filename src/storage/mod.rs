@@ -169,6 +169,20 @@ pub struct LogAppendInfo {
     pub record_count: u32,
 }
 
+/// One partition's offsets and size at one instant, for metrics (see
+/// [`ShardStorage::partition_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// First offset still in the log.
+    pub log_start_offset: i64,
+    /// High watermark: the next offset to be assigned (every appended record is below it).
+    pub high_watermark: i64,
+    /// Bytes of record batches written to the partition's segment (`.log`) files: the files'
+    /// lengths without the space reserved ahead of the data. Batches still waiting for the
+    /// group commit, and the index files, are not counted.
+    pub disk_usage_bytes: u64,
+}
+
 /// Result of a read, as Kafka's `FetchDataInfo`.
 #[derive(Clone, Debug, Default)]
 pub struct FetchDataInfo {

@@ -12,8 +12,18 @@ use bytes::Bytes;
 
 use super::log::{read_batches, recover, Partition};
 use super::wait::Notify;
-use super::{now_ms, FetchDataInfo, LogAppendInfo, LogConfig, StorageError, StorageOptions};
+use super::{
+    now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, StorageError, StorageOptions,
+};
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
+
+fn stats_of(st: &super::log::LogState) -> PartitionStats {
+    PartitionStats {
+        log_start_offset: st.log_start_offset,
+        high_watermark: st.next_offset,
+        disk_usage_bytes: st.disk_usage_bytes(),
+    }
+}
 
 /// Accounting of the shard's batch cache: bytes held and insertion order for eviction.
 #[derive(Default)]
@@ -252,6 +262,29 @@ impl ShardStorage {
                     .sum::<u64>()
             })
             .sum()
+    }
+
+    /// The partition's offsets and the bytes its segment files hold (see
+    /// [`PartitionStats::disk_usage_bytes`]), from in-memory state: no I/O, O(segments).
+    /// [`StorageError::UnknownPartition`] if this shard has not opened it (or deleted it).
+    pub fn stats(&self, topic: &str, partition: i32) -> Result<PartitionStats, StorageError> {
+        let p = self.partition(topic, partition)?;
+        let st = p.state.borrow();
+        Ok(stats_of(&st))
+    }
+
+    /// Calls `visit(topic, partition, stats)` once for every partition open on this shard, in
+    /// no particular order; the same values as [`ShardStorage::stats`]. No I/O and no
+    /// allocation; `visit` must not open or delete partitions (the map is borrowed).
+    pub fn partition_stats(&self, mut visit: impl FnMut(&str, i32, PartitionStats)) {
+        for (topic, parts) in self.partitions.borrow().iter() {
+            for (&partition, p) in parts {
+                let st = p.state.borrow();
+                if !st.deleted {
+                    visit(topic, partition, stats_of(&st));
+                }
+            }
+        }
     }
 
     /// Resolves once `offset` is durable: fdatasynced (`flush.messages` = 1, default) or

@@ -924,3 +924,90 @@ fn flush_ms_syncs_on_time_without_waiters() {
         assert_eq!(s.durable_offset_for_test(T, 0), 2);
     });
 }
+
+/// Sum of the lengths of the `.log` files in one directory of the simulated disk.
+async fn log_file_bytes(disk: &Rc<SimDisk>, dir: &Path) -> u64 {
+    let fs = disk.fs();
+    let mut total = 0;
+    for name in fs.list_files(dir).expect("list") {
+        if name.ends_with(".log") {
+            let f = fs.open_file(&dir.join(&name), false).await.expect("open");
+            total += f.file_size().await.expect("size");
+        }
+    }
+    total
+}
+
+/// The disk usage reported for metrics counts written batches only, follows rolls, drops by
+/// what retention deletes, survives a reopen, and equals the `.log` files' lengths once the
+/// preallocated tail is trimmed.
+#[test]
+fn disk_usage_follows_writes_rolls_retention_and_reopen() {
+    run(|| async {
+        let disk = SimDisk::new(21);
+        let dir = PathBuf::from("/sim/t-0");
+        let cfg = small_config();
+        let s = open_sim(&disk, sim_options()).await;
+        s.open_partition(T, 0, cfg.clone()).await.unwrap();
+        assert_eq!(s.stats(T, 0).unwrap(), PartitionStats::default());
+        // Recent timestamps: only retention by bytes, below, may delete anything.
+        let mut appended = 0u64;
+        for i in 0..5 {
+            let b = build_test_batch(2, 300, now_ms() + i);
+            appended += b.len() as u64;
+            s.append(T, 0, b).unwrap();
+        }
+        // Appended but not yet written by the group commit: not on disk yet.
+        let st = s.stats(T, 0).unwrap();
+        assert_eq!((st.high_watermark, st.disk_usage_bytes), (10, 0));
+        s.flush().await.unwrap();
+        assert_eq!(s.stats(T, 0).unwrap().disk_usage_bytes, appended);
+        for i in 0..100 {
+            let b = build_test_batch(1, 200 + (i as usize * 13) % 700, now_ms() + i);
+            appended += b.len() as u64;
+            s.append(T, 0, b).unwrap();
+        }
+        s.flush().await.unwrap();
+        let st = s.stats(T, 0).unwrap();
+        assert_eq!(
+            st.disk_usage_bytes, appended,
+            "several segments after rolls"
+        );
+        assert!(log_file_bytes(&disk, &dir).await >= appended);
+        let mut seen = Vec::new();
+        s.partition_stats(|t, p, x| seen.push((t.to_string(), p, x)));
+        assert_eq!(seen, vec![(T.to_string(), 0, st)]);
+
+        // Retention by bytes deletes whole old segments: the usage drops, but stays at or
+        // above the limit (a segment goes only if what remains is still >= the limit).
+        s.set_config(
+            T,
+            0,
+            LogConfig {
+                retention_bytes: 20_000,
+                ..cfg.clone()
+            },
+        );
+        s.enforce_retention().await.unwrap();
+        let after = s.stats(T, 0).unwrap();
+        assert!(after.log_start_offset > 0);
+        assert_eq!(after.high_watermark, st.high_watermark);
+        assert!(
+            after.disk_usage_bytes >= 20_000 && after.disk_usage_bytes < appended,
+            "{after:?}"
+        );
+        s.shutdown().await.unwrap();
+        // Shutdown trims the active segment's preallocated tail: files and gauge agree.
+        assert_eq!(log_file_bytes(&disk, &dir).await, after.disk_usage_bytes);
+        drop(s);
+
+        let s = open_sim(&disk, sim_options()).await;
+        s.open_partition(T, 0, cfg.clone()).await.unwrap();
+        assert_eq!(s.stats(T, 0).unwrap(), after, "recovered from the files");
+        s.delete_partition(T, 0).await.unwrap();
+        assert_eq!(s.stats(T, 0).unwrap_err().kafka_error_code(), 3);
+        let mut visits = 0;
+        s.partition_stats(|_, _, _| visits += 1);
+        assert_eq!(visits, 0);
+    });
+}
