@@ -37,10 +37,23 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
-        ShardMsg::Fetch { parts, reply } => {
+        ShardMsg::Fetch {
+            parts,
+            limit,
+            min_one,
+            reply,
+        } => {
+            // In request order within `limit`; only the first partition with data may go past
+            // it (by its first batch, if `min_one`), as Kafka's `minOneMessage`.
             let mut out = Vec::with_capacity(parts.len());
+            let mut left = limit;
+            let mut got_data = false;
             for (i, part) in parts {
-                out.push((i, fetch_one(shard, part).await));
+                let r = fetch_one(shard, part, left, min_one && !got_data).await;
+                let n = r.bytes();
+                got_data |= n > 0;
+                left = left.saturating_sub(n);
+                out.push((i, r));
             }
             let _ = reply.send(out);
         }
@@ -234,14 +247,17 @@ fn batches_size(parts: &[Bytes]) -> (u64, u64) {
     (total as u64, records)
 }
 
-async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
+/// Reads one partition: up to `min(part.max_bytes, left)` bytes, or its first batch whatever
+/// its size when `min_one`.
+async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, left: usize, min_one: bool) -> FetchResult {
     match shard
         .storage
-        .read(
+        .read_limited(
             &part.topic,
             part.partition,
             part.fetch_offset,
-            part.max_bytes,
+            part.max_bytes.min(left),
+            min_one,
         )
         .await
     {
@@ -256,6 +272,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
                 high_watermark: data.high_watermark,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
+                allocated: data.allocated,
             }
         }
         Err(e) => {
@@ -268,6 +285,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
                 high_watermark: hw,
                 log_start_offset: start,
                 batches: Vec::new(),
+                allocated: 0,
             }
         }
     }

@@ -180,6 +180,9 @@ pub struct FetchDataInfo {
     pub high_watermark: i64,
     /// First offset still in the log.
     pub log_start_offset: i64,
+    /// Bytes of the disk read buffers `batches` are slices of (whole buffers); zero when all
+    /// came from the batch cache.
+    pub allocated: usize,
 }
 
 impl FetchDataInfo {

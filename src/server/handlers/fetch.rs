@@ -2,6 +2,13 @@
 //! (woken by appends on any shard), trims to the response `max_bytes`, and encodes the
 //! response around the batch buffers (zero-copy; see `protocol::fetch_response`).
 //!
+//! Memory: `max_bytes` and every `partition_max_bytes` are capped at `fetch.max.bytes`, and
+//! each read first reserves its bytes from this shard's `shard.fetch.memory.bytes` budget
+//! (`shard::fetch_memory`). Under memory pressure the reservation is smaller than asked and
+//! the response carries fewer bytes (at least one batch), never waits for memory. The
+//! reservation travels with the response and is released when the connection has written it
+//! (or dropped it).
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
 
@@ -11,8 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
+use super::super::connection::Response;
+use super::ConnInfo;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
 use crate::protocol::{decode_body, error_codes, ProtocolError};
+use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::{FetchPart, FetchResult, Shard};
 
 /// Longest long-poll honoured, whatever the client asks.
@@ -22,14 +32,21 @@ const FETCH_WAIT_MS_MAX: i32 = 30_000;
 /// the error it gets without a read.
 type PartitionSlots = Vec<(i32, Result<usize, i16>)>;
 
-/// Answers Fetch.
+/// Answers Fetch. The response holds a reservation of this shard's fetch memory for the disk
+/// read buffers it carries, released when it is dropped. Its first batch goes out whatever
+/// its size (KIP-74) unless the budget is used up and the connection still has earlier
+/// responses unsent: a client that has not taken its last response needs no forced progress,
+/// and the overdraft stays at one batch per connection.
 pub async fn handle(
     shard: &Rc<Shard>,
+    conn: ConnInfo,
     version: i16,
     correlation_id: i32,
     mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
+) -> Result<Response, ProtocolError> {
     let req: FetchRequest = decode_body(&mut body, version)?;
+    // `fetch.max.bytes`: what a client may ask, per response and per partition.
+    let cap = shard.config.fetch_max_bytes;
     let meta = shard.metadata();
     let mut parts: Vec<FetchPart> = Vec::new();
     // (topic out, per partition: index into parts or an error code)
@@ -58,7 +75,7 @@ pub async fn handle(
                         topic: t.name.clone(),
                         partition: p.partition,
                         fetch_offset: p.fetch_offset,
-                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(cap),
                     });
                     slots.push((p.partition, Ok(parts.len() - 1)));
                 }
@@ -72,16 +89,28 @@ pub async fn handle(
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = (req.max_bytes.max(0) as usize).min(cap);
+    // The most this response can hold (beyond one obligatory batch).
+    let want = max_bytes.min(parts.iter().map(|p| p.max_bytes).sum());
     let mut results: Vec<FetchResult>;
+    let mut hold: FetchReservation;
     loop {
+        hold = shard.fetch_memory.reserve(want);
+        let min_one = conn.drained || hold.bytes() > 0;
         results = if parts.is_empty() {
             Vec::new()
         } else {
-            shard.fetch(parts.clone()).await
+            shard.fetch(parts.clone(), hold.bytes(), min_one).await
         };
         let total: usize = results.iter().map(FetchResult::bytes).sum();
         let any_error = results.iter().any(|r| r.error_code != error_codes::NONE);
-        if total >= min_bytes.max(1) || any_error || parts.is_empty() || Instant::now() >= deadline
+        // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
+        let squeezed = total > 0 && hold.bytes() < want;
+        if total >= min_bytes.max(1)
+            || squeezed
+            || any_error
+            || parts.is_empty()
+            || Instant::now() >= deadline
         {
             break;
         }
@@ -97,15 +126,23 @@ pub async fn handle(
                 )
             })
             .collect();
+        // Nothing kept from this read: its buffers and their memory go back before the wait.
+        results.clear();
+        drop(hold);
         shard.wait_any_append(watch, deadline).await;
         if Instant::now() >= deadline {
-            results = shard.fetch(parts.clone()).await;
+            hold = shard.fetch_memory.reserve(want);
+            let min_one = conn.drained || hold.bytes() > 0;
+            results = shard.fetch(parts.clone(), hold.bytes(), min_one).await;
             break;
         }
     }
 
-    // Trim to the response max_bytes: the first non-empty partition always goes out whole.
-    let mut budget = req.max_bytes.max(0) as usize;
+    // Trim to the reservation (the response max_bytes, or less under memory pressure): the
+    // first non-empty partition always goes out whole.
+    let grant = hold.bytes();
+    let mut budget = grant;
+    let mut held = 0usize;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
     let mut topics = Vec::with_capacity(layout.len());
@@ -123,6 +160,7 @@ pub async fn handle(
                             r.batches.clear();
                         } else {
                             budget = budget.saturating_sub(size);
+                            held += r.allocated;
                             sent_any = true;
                         }
                     }
@@ -148,5 +186,19 @@ pub async fn handle(
         }
         topics.push(out);
     }
-    encode_fetch_response(version, correlation_id, error_codes::NONE, 0, &topics)
+    // Charge what the response really holds: disk read buffers (cached batches are counted by
+    // the batch cache), possibly past the reservation by the obligatory first batch.
+    hold.settle(held);
+    tracing::debug!(
+        want,
+        grant,
+        held,
+        in_use = shard.fetch_memory.in_use(),
+        "fetch memory"
+    );
+    let parts = encode_fetch_response(version, correlation_id, error_codes::NONE, 0, &topics)?;
+    Ok(Response {
+        parts,
+        hold: Some(hold),
+    })
 }
