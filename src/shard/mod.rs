@@ -89,6 +89,22 @@ pub struct FetchResult {
     /// Bytes allocated by disk reads for `batches` (whole read buffers; batches served from
     /// the batch cache count zero): what holding this result costs beyond the cache.
     pub allocated: usize,
+    /// The data at the fetch offset is on disk only and the read was for the cache only.
+    pub needs_disk: bool,
+}
+
+/// How much a Fetch read may take, over all the partitions of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Most bytes read in all; each owner shard gets a share in proportion to its parts'
+    /// `max_bytes` and reads its parts in order within it.
+    pub bytes: usize,
+    /// The first batch of an owner's first partition with data is read even past its share
+    /// (KIP-74); without, nothing goes past it (a zero share reads nothing).
+    pub min_one: bool,
+    /// Read from segment files too; false reads the batch cache only (and marks the parts
+    /// whose data is on disk only with `needs_disk`).
+    pub disk: bool,
 }
 
 impl FetchResult {
@@ -131,15 +147,12 @@ pub enum ShardMsg {
         /// Results by the same indexes.
         reply: oneshot::Sender<Vec<(usize, ProduceResult)>>,
     },
-    /// Read from partitions owned by the receiver, in order, at most `limit` bytes in all
-    /// (except, with `min_one`, the first batch of the first partition with data).
+    /// Read from partitions owned by the receiver, in order, within `limits`.
     Fetch {
         /// (index in the request, part).
         parts: Vec<(usize, FetchPart)>,
-        /// Most bytes read for all these parts together.
-        limit: usize,
-        /// Whether the first batch of the first partition with data goes past `limit`.
-        min_one: bool,
+        /// Limits for these parts together (`bytes` is this owner's share).
+        limits: FetchLimits,
         /// Results by the same indexes.
         reply: oneshot::Sender<Vec<(usize, FetchResult)>>,
     },
@@ -345,16 +358,12 @@ impl Shard {
         .await
     }
 
-    /// Reads each part on its owner shard; results in request order. `limit` bounds the bytes
-    /// read in all: each owner gets a share of it in proportion to its parts' `max_bytes` and
-    /// reads its parts in order within that share, except that with `min_one` the first batch
-    /// of its first partition with data is read even past it (so at most one batch per owner
-    /// overshoots); without, nothing goes past the share (a zero share reads nothing).
+    /// Reads each part on its owner shard within `limits` (see [`FetchLimits`]: at most one
+    /// batch per owner goes past them); results in request order.
     pub async fn fetch(
         self: &Rc<Self>,
         parts: Vec<FetchPart>,
-        limit: usize,
-        min_one: bool,
+        limits: FetchLimits,
     ) -> Vec<FetchResult> {
         let asked: u128 = parts.iter().map(|p| p.max_bytes as u128).sum();
         self.scatter(
@@ -362,13 +371,15 @@ impl Shard {
             |p| (&p.topic, p.partition),
             |parts, reply| {
                 let mine: u128 = parts.iter().map(|(_, p)| p.max_bytes as u128).sum();
-                let share = (limit as u128 * mine)
+                let share = (limits.bytes as u128 * mine)
                     .checked_div(asked)
                     .map_or(0, |s| s as usize);
                 ShardMsg::Fetch {
                     parts,
-                    limit: share,
-                    min_one,
+                    limits: FetchLimits {
+                        bytes: share,
+                        ..limits
+                    },
                     reply,
                 }
             },
@@ -378,6 +389,7 @@ impl Shard {
                 log_start_offset: -1,
                 batches: Vec::new(),
                 allocated: 0,
+                needs_disk: false,
             },
         )
         .await

@@ -879,13 +879,14 @@ enum ReadPlan {
 /// Reads whole batches from the one containing `fetch_offset` (offsets already range-checked by
 /// the caller: `log_start <= fetch_offset < high watermark`) up to `max_bytes`, and at least one
 /// if `min_one`. Also returns the bytes of the disk read buffers the batches hold (zero from
-/// the batch cache).
+/// the batch cache). `None` when the data is not in the batch cache and `disk` is false.
 pub(crate) async fn read_batches(
     p: &Partition,
     fetch_offset: i64,
     max_bytes: usize,
     min_one: bool,
-) -> Result<(Vec<ReadBatch>, usize), StorageError> {
+    disk: bool,
+) -> Result<Option<(Vec<ReadBatch>, usize)>, StorageError> {
     let plan = {
         let st = p.state.borrow();
         match st.cache.first_key_value() {
@@ -912,6 +913,7 @@ pub(crate) async fn read_batches(
                 super::report_read(true);
                 ReadPlan::Done(out)
             }
+            _ if !disk => return Ok(None),
             _ => {
                 let Some(seg) = st
                     .segments
@@ -919,10 +921,10 @@ pub(crate) async fn read_batches(
                     .next_back()
                     .map(|(_, s)| s)
                 else {
-                    return Ok((Vec::new(), 0));
+                    return Ok(Some((Vec::new(), 0)));
                 };
                 let Some(file) = seg.file.clone() else {
-                    return Ok((Vec::new(), 0));
+                    return Ok(Some((Vec::new(), 0)));
                 };
                 super::report_read(false);
                 let rel = (fetch_offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
@@ -940,7 +942,7 @@ pub(crate) async fn read_batches(
         }
     };
     match plan {
-        ReadPlan::Done(v) => Ok((v, 0)),
+        ReadPlan::Done(v) => Ok(Some((v, 0))),
         ReadPlan::Disk {
             file,
             start,
@@ -1008,7 +1010,7 @@ pub(crate) async fn read_batches(
                         }
                     }
                 }
-                return Ok((out, allocated));
+                return Ok(Some((out, allocated)));
             }
         }
     }

@@ -23,7 +23,7 @@ use super::ConnInfo;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
 use crate::protocol::{decode_body, error_codes, ProtocolError};
 use crate::shard::fetch_memory::FetchReservation;
-use crate::shard::{FetchPart, FetchResult, Shard};
+use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
 /// Longest long-poll honoured, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -31,6 +31,66 @@ const FETCH_WAIT_MS_MAX: i32 = 30_000;
 /// Per partition of a topic: its index, and where its read went (index into the parts) or
 /// the error it gets without a read.
 type PartitionSlots = Vec<(i32, Result<usize, i16>)>;
+
+/// One read of every part of a Fetch, and the memory its disk reads hold.
+struct Read {
+    /// Per part, in request order.
+    results: Vec<FetchResult>,
+    /// Fetch memory reserved for the disk reads among `results`.
+    hold: FetchReservation,
+    /// The disk reads got less memory than they could have used.
+    squeezed: bool,
+}
+
+/// Reads `parts` (up to `want` bytes in all) in two passes: first from the batch cache only,
+/// at no charge (the cache holds those batches already, and a tailing consumer reads nothing
+/// else); then, for the parts whose data is on disk only, within a reservation of what is left
+/// of `want`, taken from this shard's fetch memory before the read.
+async fn read_once(shard: &Rc<Shard>, conn: ConnInfo, parts: &[FetchPart], want: usize) -> Read {
+    if parts.is_empty() {
+        return Read {
+            results: Vec::new(),
+            hold: shard.fetch_memory.reserve(0),
+            squeezed: false,
+        };
+    }
+    let cache_only = FetchLimits {
+        bytes: want,
+        min_one: true,
+        disk: false,
+    };
+    let mut results = shard.fetch(parts.to_vec(), cache_only).await;
+    let cached: usize = results.iter().map(FetchResult::bytes).sum();
+    let on_disk: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].needs_disk)
+        .collect();
+    let rest = want.saturating_sub(cached);
+    if on_disk.is_empty() || (rest == 0 && cached > 0) {
+        return Read {
+            results,
+            hold: shard.fetch_memory.reserve(0),
+            squeezed: false,
+        };
+    }
+    let hold = shard.fetch_memory.reserve(rest);
+    let disk = FetchLimits {
+        bytes: hold.bytes(),
+        // A forced first batch only if nothing came from the cache, and past an exhausted
+        // budget only for a connection that has taken all its earlier responses.
+        min_one: cached == 0 && (conn.drained || hold.bytes() > 0),
+        disk: true,
+    };
+    let disk_parts = on_disk.iter().map(|&i| parts[i].clone()).collect();
+    let squeezed = hold.bytes() < rest;
+    for (i, r) in on_disk.into_iter().zip(shard.fetch(disk_parts, disk).await) {
+        results[i] = r;
+    }
+    Read {
+        results,
+        hold,
+        squeezed,
+    }
+}
 
 /// Answers Fetch. The response holds a reservation of this shard's fetch memory for the disk
 /// read buffers it carries, released when it is dropped. Its first batch goes out whatever
@@ -92,22 +152,17 @@ pub async fn handle(
     let max_bytes = (req.max_bytes.max(0) as usize).min(cap);
     // The most this response can hold (beyond one obligatory batch).
     let want = max_bytes.min(parts.iter().map(|p| p.max_bytes).sum());
-    let mut results: Vec<FetchResult>;
-    let mut hold: FetchReservation;
+    let mut read: Read;
     loop {
-        hold = shard.fetch_memory.reserve(want);
-        let min_one = conn.drained || hold.bytes() > 0;
-        results = if parts.is_empty() {
-            Vec::new()
-        } else {
-            shard.fetch(parts.clone(), hold.bytes(), min_one).await
-        };
-        let total: usize = results.iter().map(FetchResult::bytes).sum();
-        let any_error = results.iter().any(|r| r.error_code != error_codes::NONE);
+        read = read_once(shard, conn, &parts, want).await;
+        let total: usize = read.results.iter().map(FetchResult::bytes).sum();
+        let any_error = read
+            .results
+            .iter()
+            .any(|r| r.error_code != error_codes::NONE);
         // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
-        let squeezed = total > 0 && hold.bytes() < want;
         if total >= min_bytes.max(1)
-            || squeezed
+            || (total > 0 && read.squeezed)
             || any_error
             || parts.is_empty()
             || Instant::now() >= deadline
@@ -117,7 +172,7 @@ pub async fn handle(
         // Nothing (or too little) yet: wait for an append past what each partition has.
         let watch = parts
             .iter()
-            .zip(&results)
+            .zip(&read.results)
             .map(|(p, r)| {
                 (
                     p.topic.clone(),
@@ -127,21 +182,22 @@ pub async fn handle(
             })
             .collect();
         // Nothing kept from this read: its buffers and their memory go back before the wait.
-        results.clear();
-        drop(hold);
+        drop(read);
         shard.wait_any_append(watch, deadline).await;
         if Instant::now() >= deadline {
-            hold = shard.fetch_memory.reserve(want);
-            let min_one = conn.drained || hold.bytes() > 0;
-            results = shard.fetch(parts.clone(), hold.bytes(), min_one).await;
+            read = read_once(shard, conn, &parts, want).await;
             break;
         }
     }
+    let Read {
+        results,
+        mut hold,
+        squeezed: _,
+    } = read;
 
-    // Trim to the reservation (the response max_bytes, or less under memory pressure): the
-    // first non-empty partition always goes out whole.
-    let grant = hold.bytes();
-    let mut budget = grant;
+    // Trim to the response max_bytes: the first non-empty partition always goes out whole.
+    // (Disk reads already stayed within the reservation, but for one first batch.)
+    let mut budget = want;
     let mut held = 0usize;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
@@ -191,7 +247,6 @@ pub async fn handle(
     hold.settle(held);
     tracing::debug!(
         want,
-        grant,
         held,
         in_use = shard.fetch_memory.in_use(),
         "fetch memory"
