@@ -536,3 +536,102 @@ fn fetches_asking_for_gigabytes_stay_bounded() {
     );
     drop(greedy);
 }
+
+/// `fetch.max.bytes` caps what one Fetch may ask (here 150,000 bytes against `i32::MAX`),
+/// from the batch cache and from disk alike; the first batch still goes out whole when it is
+/// larger than the client's limit (KIP-74), so a consumer always makes progress.
+#[test]
+fn fetch_max_bytes_caps_what_a_fetch_may_ask() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut b = Broker::start(
+        2,
+        &[
+            "log.preallocate.bytes=1048576",
+            "offsets.topic.num.partitions=1",
+            "fetch.max.bytes=150000",
+        ],
+    );
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
+    let v = Bytes::from(vec![b'v'; 100_000]);
+    for _ in 0..4 {
+        let r = c
+            .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&v)))], 1)
+            .expect("produce");
+        assert_eq!(r[0].1, 0);
+    }
+    let check = |c: &mut Client, from: &str| {
+        let f = c.fetch(TOPIC, 0, 0, i32::MAX).expect("fetch");
+        assert_eq!(f.error_code, 0);
+        assert_eq!(f.high_watermark, 4);
+        assert_eq!(
+            f.records.len(),
+            1,
+            "{from}: two 100 kB batches pass fetch.max.bytes=150000"
+        );
+        let f = c.fetch(TOPIC, 0, 1, 1000).expect("fetch");
+        assert_eq!(
+            f.records.first().map(|r| r.0),
+            Some(1),
+            "{from}: the first batch goes out whole past max_bytes"
+        );
+    };
+    check(&mut c, "batch cache");
+    drop(c);
+    assert_eq!(b.stop(), Some(0));
+    b.restart();
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    check(&mut c, "disk");
+}
+
+/// A connection muted because its client does not read its responses is closed after
+/// `connections.max.idle.ms` (here 1 s) without progress, and its responses' memory freed; the
+/// broker keeps serving others.
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_idle_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let b = Broker::start(
+        2,
+        &[
+            "log.preallocate.bytes=1048576",
+            "offsets.topic.num.partitions=1",
+            "connections.max.idle.ms=1000",
+        ],
+    );
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
+    let big = Bytes::from(vec![b'z'; 1_000_000]);
+    for _ in 0..16 {
+        let r = c
+            .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&big)))], 1)
+            .expect("produce");
+        assert_eq!(r[0].1, 0);
+    }
+    // 32 responses of 16 MB (from the batch cache): far more than the socket buffers hold.
+    let mut greedy = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    for _ in 0..32 {
+        let req = Client::fetch_request(TOPIC, 0, 0, i32::MAX, 0).with_max_bytes(i32::MAX);
+        let f = greedy.frame(ApiKey::Fetch, rawkafka::FETCH_VERSION, &req).1;
+        greedy.stream.write_all(&f).expect("pipeline");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !b.log().contains("responses not read") {
+        assert!(
+            Instant::now() < deadline,
+            "the muted connection was not closed: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // (`c` sat idle past the same limit and was closed too: a new connection.)
+    drop(c);
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    let v = Bytes::from_static(b"after");
+    let r = c
+        .produce(TOPIC, &[(1, encode_batch(std::slice::from_ref(&v)))], -1)
+        .expect("produce after");
+    assert_eq!(r[0].1, 0);
+    let f = c.fetch(TOPIC, 1, r[0].2, 1 << 20).expect("fetch after");
+    assert_eq!(f.records.first(), Some(&(r[0].2, v)));
+    drop(greedy);
+}

@@ -249,9 +249,12 @@ async fn read_loop(
         let header = protocol::decode_request_header(&mut frame)?;
         let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
         let muted = |f: &Flow| f.unsent.get() > unsent_max || (is_fetch && f.fetching.get());
-        if muted(flow) {
+        // Muted: wait, closing the connection only when nothing drained for the idle time.
+        while muted(flow) && !flow.closed.get() {
+            let before = flow.unsent.get();
             let wait = async {
-                flow.wait_until(|f| !muted(f)).await;
+                flow.wait_until(|f| !muted(f) || f.unsent.get() < before)
+                    .await;
                 Ok(())
             };
             if glommio::timer::timeout(idle, wait).await.is_err() {
@@ -260,9 +263,9 @@ async fn read_loop(
                 unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
                 return Err(ConnError::Stalled(flow.unsent.get()));
             }
-            if flow.closed.get() {
-                return Ok(()); // writer gone: the socket failed
-            }
+        }
+        if flow.closed.get() {
+            return Ok(()); // writer gone: the socket failed
         }
         if is_fetch {
             flow.fetching.set(true);
