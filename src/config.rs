@@ -69,6 +69,16 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// Requests read ahead of their responses on one connection (clients pipeline up to 5).
     pub connection_inflight_requests_max: usize,
+    /// Response bytes one connection may have queued but not yet sent before its next request
+    /// is read (Kafka mutes a connection while a response is in flight); one response larger
+    /// than this still goes out. `connection.response.buffer.bytes`.
+    pub connection_response_buffer_bytes: usize,
+    /// Largest Fetch response: a request's `max_bytes` and `partition_max_bytes` are capped to
+    /// it (the first batch still goes out whole if larger, as in Kafka); `fetch.max.bytes`.
+    pub fetch_max_bytes: usize,
+    /// Memory for Fetch responses read from disk and not yet sent, split evenly over the
+    /// shards (see `shard::fetch_memory`); `shard.fetch.memory.bytes`.
+    pub fetch_memory_bytes: usize,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
@@ -100,6 +110,9 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
             connection_inflight_requests_max: 32,
+            connection_response_buffer_bytes: 4 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            fetch_memory_bytes: 256 * 1024 * 1024,
             shard_connections_max: 20_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
@@ -230,6 +243,30 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Requests read ahead of their responses per connection. Default 32.",
         apply: |c, v| {
             c.connection_inflight_requests_max = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "connection.response.buffer.bytes",
+        help: "Response bytes a connection may have queued unsent before its next request is read (a client that stops reading stops being read); one larger response still goes out. Default 4194304.",
+        apply: |c, v| {
+            c.connection_response_buffer_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "fetch.max.bytes",
+        help: "Largest Fetch response: caps each request's max_bytes and partition_max_bytes (the first batch still goes out whole if larger). Default 57671680.",
+        apply: |c, v| {
+            c.fetch_max_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "shard.fetch.memory.bytes",
+        help: "Memory for Fetch responses read from disk and not yet sent, split evenly over the shards; when used up a fetch gets fewer bytes (at least one batch), never a wait. Default 268435456.",
+        apply: |c, v| {
+            c.fetch_memory_bytes = parse_positive(v)?;
             Ok(())
         },
     },

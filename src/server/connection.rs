@@ -3,26 +3,42 @@
 //!
 //! Frames are cut out of one growing read buffer as `Bytes` slices, so the record batches of a
 //! Produce request stay slices of the bytes read from the socket until the storage engine's
-//! single copy. At most `connection.inflight.requests.max` requests are read ahead of their
-//! responses: a client that stops reading its responses stops being read. A length prefix
-//! above `socket.request.max.bytes`, a garbage header or an unsupported API closes this
-//! connection (with a log line) and nothing else.
+//! single copy. A length prefix above `socket.request.max.bytes`, a garbage header or an
+//! unsupported API closes this connection (with a log line) and nothing else.
+//!
+//! Backpressure (Kafka mutes a connection while a response is in flight): the reader stops
+//! reading requests while
+//! - `connection.inflight.requests.max` requests are waiting for their responses to be sent;
+//! - the responses finished but not yet written hold more than
+//!   `connection.response.buffer.bytes` (one larger response still goes out);
+//! - the request is a Fetch and an earlier Fetch of this connection is still being served, so
+//!   one connection holds at most one Fetch read in progress (the fetch memory budget's
+//!   overdraft is bounded by the connections, not by what they pipeline).
+//!
+//! None of these waits depends on a later request of the same connection (responses go out in
+//! request order and an earlier response never waits for a later one), so they cannot
+//! deadlock; a client that stops reading just stops being read. Muted for
+//! `connections.max.idle.ms` without its responses draining, the connection is closed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
+use kafka_protocol::messages::ApiKey;
 
 use super::handlers;
 use super::read::read_into;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
+use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::Shard;
 
 /// Smallest free space offered to one socket read.
@@ -91,8 +107,66 @@ impl Registry {
     }
 }
 
-/// A handler's answer: the response frame as buffers, or nothing (acks=0 Produce).
-pub type Reply = Result<Option<Vec<Bytes>>, ProtocolError>;
+/// A response frame as the buffers it is made of, and the memory charged for them.
+#[derive(Debug)]
+pub struct Response {
+    /// The frame (size prefix included), in order; written with one vectored send.
+    pub parts: Vec<Bytes>,
+    /// Fetch memory charged for `parts`; released when the response is dropped, that is once
+    /// the writer has sent it or the connection has died. Held for its `Drop` only.
+    #[allow(dead_code)]
+    pub hold: Option<FetchReservation>,
+}
+
+impl Response {
+    /// Bytes of the frame.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+}
+
+impl From<Vec<Bytes>> for Response {
+    fn from(parts: Vec<Bytes>) -> Self {
+        Response { parts, hold: None }
+    }
+}
+
+/// A handler's answer: the response, or nothing (acks=0 Produce).
+pub type Reply = Result<Option<Response>, ProtocolError>;
+
+/// What the reader, the handler tasks and the writer of one connection share, on one executor.
+#[derive(Default)]
+struct Flow {
+    /// Bytes of finished responses not yet written.
+    unsent: Cell<usize>,
+    /// A Fetch handler of this connection is running.
+    fetching: Cell<bool>,
+    /// The writer has stopped: nothing more will be sent.
+    closed: Cell<bool>,
+    /// The reader, when it waits for one of the above to change.
+    reader: Cell<Option<Waker>>,
+}
+
+impl Flow {
+    fn wake(&self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until `ready` holds or the writer has stopped.
+    async fn wait_until(&self, ready: impl Fn(&Flow) -> bool) {
+        poll_fn(|cx| {
+            if self.closed.get() || ready(self) {
+                Poll::Ready(())
+            } else {
+                self.reader.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
 
 /// Serves one connection until the client closes it, it misbehaves, or the shard drains.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
@@ -115,8 +189,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
     let id = registry.register(fd);
     let inflight_max = shard.config.connection_inflight_requests_max;
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(inflight_max);
-    let writer = glommio::spawn_local(write_loop(wstream, rx, peer.clone()));
-    if let Err(e) = read_loop(&shard, stream, tx).await {
+    let flow = Rc::new(Flow::default());
+    let writer = glommio::spawn_local(write_loop(wstream, rx, peer.clone(), flow.clone()));
+    if let Err(e) = read_loop(&shard, stream, tx, &flow).await {
         tracing::info!(%peer, error = %e, "closing connection");
     }
     writer.await;
@@ -131,16 +206,20 @@ enum ConnError {
     TooLarge(i64),
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    #[error("responses not read for connections.max.idle.ms ({0} bytes unsent)")]
+    Stalled(usize),
 }
 
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: TcpStream,
     tx: local_channel::LocalSender<JoinHandle<Reply>>,
+    flow: &Rc<Flow>,
 ) -> Result<(), ConnError> {
     // `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     let max = shard.config.socket_request_max_bytes as i64;
+    let unsent_max = shard.config.connection_response_buffer_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         if !fill(&stream, &mut buf, 4, idle).await? {
@@ -168,10 +247,46 @@ async fn read_loop(
             f
         };
         let header = protocol::decode_request_header(&mut frame)?;
+        let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
+        let muted = |f: &Flow| f.unsent.get() > unsent_max || (is_fetch && f.fetching.get());
+        // Muted: wait, closing the connection only when nothing drained for the idle time.
+        while muted(flow) && !flow.closed.get() {
+            let before = flow.unsent.get();
+            let wait = async {
+                flow.wait_until(|f| !muted(f) || f.unsent.get() < before)
+                    .await;
+                Ok(())
+            };
+            if glommio::timer::timeout(idle, wait).await.is_err() {
+                // Wake the writer, parked on a send the client never reads.
+                // SAFETY: shutting down our own connected socket (the stream is still open).
+                unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+                return Err(ConnError::Stalled(flow.unsent.get()));
+            }
+        }
+        if flow.closed.get() {
+            return Ok(()); // writer gone: the socket failed
+        }
+        if is_fetch {
+            flow.fetching.set(true);
+        }
+        let conn = handlers::ConnInfo {
+            drained: flow.unsent.get() == 0,
+        };
         let shard = shard.clone();
-        let task =
-            glommio::spawn_local(async move { handlers::dispatch(&shard, header, frame).await })
-                .detach();
+        let done = flow.clone();
+        let task = glommio::spawn_local(async move {
+            let reply = handlers::dispatch(&shard, conn, header, frame).await;
+            if let Ok(Some(r)) = &reply {
+                done.unsent.set(done.unsent.get() + r.len());
+            }
+            if is_fetch {
+                done.fetching.set(false);
+            }
+            done.wake();
+            reply
+        })
+        .detach();
         if tx.send(task).await.is_err() {
             return Ok(()); // writer gone: the socket failed
         }
@@ -206,6 +321,7 @@ async fn write_loop(
     mut stream: TcpStream,
     rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
     peer: String,
+    flow: Rc<Flow>,
 ) {
     while let Some(task) = rx.recv().await {
         let reply = match task.await {
@@ -213,8 +329,14 @@ async fn write_loop(
             None => Err(ProtocolError::Encode("handler cancelled".into())),
         };
         match reply {
-            Ok(Some(parts)) => {
-                if let Err(e) = write_all_vectored(&mut stream, &parts).await {
+            Ok(Some(response)) => {
+                let written = write_all_vectored(&mut stream, &response.parts).await;
+                flow.unsent
+                    .set(flow.unsent.get().saturating_sub(response.len()));
+                // Its buffers and fetch memory go back before the reader is woken.
+                drop(response);
+                flow.wake();
+                if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }
@@ -227,6 +349,8 @@ async fn write_loop(
         }
     }
     // Wake the reader if it is still blocked, and stop accepting its requests.
+    flow.closed.set(true);
+    flow.wake();
     // SAFETY: shutting down our own connected socket.
     unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
     // Drain what the reader already queued so it is not blocked on a full channel.

@@ -8,6 +8,7 @@
 //! (`Bytes`, strings, numbers); replies come back on a oneshot channel inside the message.
 
 pub mod controller;
+pub mod fetch_memory;
 mod owner;
 pub mod producers;
 
@@ -69,7 +70,8 @@ pub struct FetchPart {
     pub partition: i32,
     /// First offset wanted.
     pub fetch_offset: i64,
-    /// Most bytes wanted from this partition (the first batch is returned even if larger).
+    /// Most bytes wanted from this partition. The first batch of the first partition with data
+    /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
 }
 
@@ -84,6 +86,25 @@ pub struct FetchResult {
     pub log_start_offset: i64,
     /// Whole record batches from the one holding `fetch_offset`.
     pub batches: Vec<Bytes>,
+    /// Bytes allocated by disk reads for `batches` (whole read buffers; batches served from
+    /// the batch cache count zero): what holding this result costs beyond the cache.
+    pub allocated: usize,
+    /// The data at the fetch offset is on disk only and the read was for the cache only.
+    pub needs_disk: bool,
+}
+
+/// How much a Fetch read may take, over all the partitions of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Most bytes read in all; each owner shard gets a share in proportion to its parts'
+    /// `max_bytes` and reads its parts in order within it.
+    pub bytes: usize,
+    /// The first batch of an owner's first partition with data is read even past its share
+    /// (KIP-74); without, nothing goes past it (a zero share reads nothing).
+    pub min_one: bool,
+    /// Read from segment files too; false reads the batch cache only (and marks the parts
+    /// whose data is on disk only with `needs_disk`).
+    pub disk: bool,
 }
 
 impl FetchResult {
@@ -126,10 +147,12 @@ pub enum ShardMsg {
         /// Results by the same indexes.
         reply: oneshot::Sender<Vec<(usize, ProduceResult)>>,
     },
-    /// Read from partitions owned by the receiver.
+    /// Read from partitions owned by the receiver, in order, within `limits`.
     Fetch {
         /// (index in the request, part).
         parts: Vec<(usize, FetchPart)>,
+        /// Limits for these parts together (`bytes` is this owner's share).
+        limits: FetchLimits,
         /// Results by the same indexes.
         reply: oneshot::Sender<Vec<(usize, FetchResult)>>,
     },
@@ -199,6 +222,9 @@ pub struct Shard {
     pub producers: producers::ProducerStates,
     /// This shard's metrics (only this shard writes them).
     pub metrics: Rc<crate::metrics::ShardMetrics>,
+    /// Memory held by Fetch responses of this shard's connections (its share of
+    /// `shard.fetch.memory.bytes`).
+    pub fetch_memory: Rc<fetch_memory::FetchMemory>,
 }
 
 impl Shard {
@@ -217,9 +243,12 @@ impl Shard {
         crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
         let m = metrics.clone();
         crate::storage::observe_reads(move |hit| m.batch_cache_lookup(hit));
+        let fetch_memory =
+            fetch_memory::FetchMemory::new((config.fetch_memory_bytes / nr_shards.max(1)).max(1));
         Rc::new(Shard {
             id,
             nr_shards,
+            fetch_memory,
             groups,
             producers: producers::ProducerStates::default(),
             metrics,
@@ -329,17 +358,38 @@ impl Shard {
         .await
     }
 
-    /// Reads each part on its owner shard; results in request order.
-    pub async fn fetch(self: &Rc<Self>, parts: Vec<FetchPart>) -> Vec<FetchResult> {
+    /// Reads each part on its owner shard within `limits` (see [`FetchLimits`]: at most one
+    /// batch per owner goes past them); results in request order.
+    pub async fn fetch(
+        self: &Rc<Self>,
+        parts: Vec<FetchPart>,
+        limits: FetchLimits,
+    ) -> Vec<FetchResult> {
+        let asked: u128 = parts.iter().map(|p| p.max_bytes as u128).sum();
         self.scatter(
             parts,
             |p| (&p.topic, p.partition),
-            |parts, reply| ShardMsg::Fetch { parts, reply },
+            |parts, reply| {
+                let mine: u128 = parts.iter().map(|(_, p)| p.max_bytes as u128).sum();
+                let share = (limits.bytes as u128 * mine)
+                    .checked_div(asked)
+                    .map_or(0, |s| s as usize);
+                ShardMsg::Fetch {
+                    parts,
+                    limits: FetchLimits {
+                        bytes: share,
+                        ..limits
+                    },
+                    reply,
+                }
+            },
             || FetchResult {
                 error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
                 log_start_offset: -1,
                 batches: Vec::new(),
+                allocated: 0,
+                needs_disk: false,
             },
         )
         .await

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::producers::Verdict;
-use super::{FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg};
+use super::{
+    FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
+};
 use crate::config::topic_log_config;
 use crate::meta::Metadata;
 use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
@@ -38,10 +40,27 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
-        ShardMsg::Fetch { parts, reply } => {
+        ShardMsg::Fetch {
+            parts,
+            limits,
+            reply,
+        } => {
+            // In request order within the share; only the first partition with data may go
+            // past it (by its first batch, if `min_one`), as Kafka's `minOneMessage`.
             let mut out = Vec::with_capacity(parts.len());
+            let mut left = limits.bytes;
+            let mut got_data = false;
             for (i, part) in parts {
-                out.push((i, fetch_one(shard, part).await));
+                let limits = FetchLimits {
+                    bytes: left,
+                    min_one: limits.min_one && !got_data,
+                    ..limits
+                };
+                let r = fetch_one(shard, part, limits).await;
+                let n = r.bytes();
+                got_data |= n > 0;
+                left = left.saturating_sub(n);
+                out.push((i, r));
             }
             let _ = reply.send(out);
         }
@@ -266,14 +285,18 @@ fn batches_size(parts: &[Bytes]) -> (u64, u64) {
     (total as u64, records)
 }
 
-async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
+/// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch
+/// whatever its size when `limits.min_one`; from the cache only unless `limits.disk`.
+async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
     match shard
         .storage
-        .read(
+        .read_limited(
             &part.topic,
             part.partition,
             part.fetch_offset,
-            part.max_bytes,
+            part.max_bytes.min(limits.bytes),
+            limits.min_one,
+            limits.disk,
         )
         .await
     {
@@ -288,6 +311,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
                 high_watermark: data.high_watermark,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
+                allocated: data.allocated,
+                needs_disk: data.needs_disk,
             }
         }
         Err(e) => {
@@ -300,6 +325,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart) -> FetchResult {
                 high_watermark: hw,
                 log_start_offset: start,
                 batches: Vec::new(),
+                allocated: 0,
+                needs_disk: false,
             }
         }
     }

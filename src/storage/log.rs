@@ -887,12 +887,16 @@ enum ReadPlan {
 }
 
 /// Reads whole batches from the one containing `fetch_offset` (offsets already range-checked by
-/// the caller: `log_start <= fetch_offset < high watermark`), at least one, else up to `max_bytes`.
+/// the caller: `log_start <= fetch_offset < high watermark`) up to `max_bytes`, and at least one
+/// if `min_one`. Also returns the bytes of the disk read buffers the batches hold (zero from
+/// the batch cache). `None` when the data is not in the batch cache and `disk` is false.
 pub(crate) async fn read_batches(
     p: &Partition,
     fetch_offset: i64,
     max_bytes: usize,
-) -> Result<Vec<ReadBatch>, StorageError> {
+    min_one: bool,
+    disk: bool,
+) -> Result<Option<(Vec<ReadBatch>, usize)>, StorageError> {
     let plan = {
         let st = p.state.borrow();
         match st.cache.first_key_value() {
@@ -906,7 +910,7 @@ pub(crate) async fn read_batches(
                     .map(|(&k, _)| k)
                     .unwrap_or(first);
                 for (_, b) in st.cache.range(start..) {
-                    if !out.is_empty() && total + b.len() > max_bytes {
+                    if (!out.is_empty() || !min_one) && total + b.len() > max_bytes {
                         break;
                     }
                     let header = parse_header(&b.header)?;
@@ -919,6 +923,7 @@ pub(crate) async fn read_batches(
                 super::report_read(true);
                 ReadPlan::Done(out)
             }
+            _ if !disk => return Ok(None),
             _ => {
                 let Some(seg) = st
                     .segments
@@ -926,10 +931,10 @@ pub(crate) async fn read_batches(
                     .next_back()
                     .map(|(_, s)| s)
                 else {
-                    return Ok(Vec::new());
+                    return Ok(Some((Vec::new(), 0)));
                 };
                 let Some(file) = seg.file.clone() else {
-                    return Ok(Vec::new());
+                    return Ok(Some((Vec::new(), 0)));
                 };
                 super::report_read(false);
                 let rel = (fetch_offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
@@ -947,7 +952,7 @@ pub(crate) async fn read_batches(
         }
     };
     match plan {
-        ReadPlan::Done(v) => Ok(v),
+        ReadPlan::Done(v) => Ok(Some((v, 0))),
         ReadPlan::Disk {
             file,
             start,
@@ -962,6 +967,9 @@ pub(crate) async fn read_batches(
                 let mut scanner = BatchScanner::new(&file, from, end, chunk, true);
                 let mut out: Vec<ReadBatch> = Vec::new();
                 let mut total = 0;
+                // Read buffers the returned batches are slices of: (generation, length).
+                let mut allocated = 0usize;
+                let mut last_buffer = None;
                 loop {
                     match scanner.next_batch().await? {
                         ScanItem::End => break,
@@ -991,8 +999,13 @@ pub(crate) async fn read_batches(
                             if header.last_offset() < fetch_offset {
                                 continue;
                             }
-                            if !out.is_empty() && total + bytes.len() > max_bytes {
+                            if (!out.is_empty() || !min_one) && total + bytes.len() > max_bytes {
                                 break;
+                            }
+                            let (generation, len) = scanner.buffer();
+                            if last_buffer != Some(generation) {
+                                last_buffer = Some(generation);
+                                allocated += len;
                             }
                             total += bytes.len();
                             let b = ReadBatch {
@@ -1007,7 +1020,7 @@ pub(crate) async fn read_batches(
                         }
                     }
                 }
-                return Ok(out);
+                return Ok(Some((out, allocated)));
             }
         }
     }

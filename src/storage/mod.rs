@@ -194,6 +194,11 @@ pub struct FetchDataInfo {
     pub high_watermark: i64,
     /// First offset still in the log.
     pub log_start_offset: i64,
+    /// Bytes of the disk read buffers `batches` are slices of (whole buffers); zero when all
+    /// came from the batch cache.
+    pub allocated: usize,
+    /// The data at the fetch offset is on disk only and the read was asked not to go there.
+    pub needs_disk: bool,
 }
 
 impl FetchDataInfo {

@@ -149,6 +149,8 @@ pub(crate) struct BatchScanner<'a> {
     buf_pos: u64,
     chunk: usize,
     verify_crc: bool,
+    /// Buffers read so far (the generation of `buf`).
+    reads: u64,
 }
 
 impl<'a> BatchScanner<'a> {
@@ -168,6 +170,7 @@ impl<'a> BatchScanner<'a> {
             buf_pos: start,
             chunk: chunk.max(4096),
             verify_crc,
+            reads: 0,
         }
     }
 
@@ -180,7 +183,14 @@ impl<'a> BatchScanner<'a> {
         let want = (len.max(self.chunk) as u64).min(self.end - self.pos) as usize;
         self.buf = self.file.read_at(self.pos, want).await?;
         self.buf_pos = self.pos;
+        self.reads += 1;
         Ok(self.buf.len() >= len)
+    }
+
+    /// The buffer the last batch returned is a slice of: (its generation, which changes with
+    /// every read, and its length in bytes).
+    pub(crate) fn buffer(&self) -> (u64, usize) {
+        (self.reads, self.buf.len())
     }
 
     /// The next batch, or why there is none.

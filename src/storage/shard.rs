@@ -349,19 +349,46 @@ impl ShardStorage {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<FetchDataInfo, StorageError> {
+        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true)
+            .await
+    }
+
+    /// As [`ShardStorage::read`], but with `min_one` false the batches stay within `max_bytes`
+    /// even when the first one does not fit (then none is returned, and with `max_bytes == 0`
+    /// nothing is read at all: only the range is checked); with `disk` false only the batch
+    /// cache is read, and data that is on disk only gives no batches and `needs_disk`.
+    /// `allocated` in the result counts the disk read buffers the batches hold.
+    pub async fn read_limited(
+        &self,
+        topic: &str,
+        partition: i32,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        disk: bool,
+    ) -> Result<FetchDataInfo, StorageError> {
         let p = self.partition(topic, partition)?;
         let (log_start_offset, high_watermark) = self.check_range(&p, fetch_offset)?;
         let mut out = FetchDataInfo {
             batches: Vec::new(),
             high_watermark,
             log_start_offset,
+            allocated: 0,
+            needs_disk: false,
         };
-        if fetch_offset == high_watermark {
+        if fetch_offset == high_watermark || (max_bytes == 0 && !min_one) {
             return Ok(out);
         }
-        for b in read_batches(&p, fetch_offset, max_bytes).await? {
+        let Some((batches, allocated)) =
+            read_batches(&p, fetch_offset, max_bytes, min_one, disk).await?
+        else {
+            out.needs_disk = true;
+            return Ok(out);
+        };
+        for b in batches {
             out.batches.extend(b.parts.into_iter().flatten());
         }
+        out.allocated = allocated;
         Ok(out)
     }
 
@@ -427,7 +454,9 @@ impl ShardStorage {
             if start >= hw {
                 return Ok(None);
             }
-            let batches = read_batches(&p, start, 1 << 20).await?;
+            let (batches, _) = read_batches(&p, start, 1 << 20, true, true)
+                .await?
+                .unwrap_or_default();
             let Some(last) = batches.last() else {
                 return Ok(None);
             };

@@ -2,6 +2,13 @@
 //! (woken by appends on any shard), trims to the response `max_bytes`, and encodes the
 //! response around the batch buffers (zero-copy; see `protocol::fetch_response`).
 //!
+//! Memory: `max_bytes` and every `partition_max_bytes` are capped at `fetch.max.bytes`, and
+//! each read first reserves its bytes from this shard's `shard.fetch.memory.bytes` budget
+//! (`shard::fetch_memory`). Under memory pressure the reservation is smaller than asked and
+//! the response carries fewer bytes (at least one batch), never waits for memory. The
+//! reservation travels with the response and is released when the connection has written it
+//! (or dropped it).
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
 
@@ -11,9 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
+use super::super::connection::Response;
+use super::ConnInfo;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
 use crate::protocol::{decode_body, error_codes, ProtocolError};
-use crate::shard::{FetchPart, FetchResult, Shard};
+use crate::shard::fetch_memory::FetchReservation;
+use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
 /// Longest long-poll honoured, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -22,14 +32,81 @@ const FETCH_WAIT_MS_MAX: i32 = 30_000;
 /// the error it gets without a read.
 type PartitionSlots = Vec<(i32, Result<usize, i16>)>;
 
-/// Answers Fetch.
+/// One read of every part of a Fetch, and the memory its disk reads hold.
+struct Read {
+    /// Per part, in request order.
+    results: Vec<FetchResult>,
+    /// Fetch memory reserved for the disk reads among `results`.
+    hold: FetchReservation,
+    /// The disk reads got less memory than they could have used.
+    squeezed: bool,
+}
+
+/// Reads `parts` (up to `want` bytes in all) in two passes: first from the batch cache only,
+/// at no charge (the cache holds those batches already, and a tailing consumer reads nothing
+/// else); then, for the parts whose data is on disk only, within a reservation of what is left
+/// of `want`, taken from this shard's fetch memory before the read.
+async fn read_once(shard: &Rc<Shard>, conn: ConnInfo, parts: &[FetchPart], want: usize) -> Read {
+    if parts.is_empty() {
+        return Read {
+            results: Vec::new(),
+            hold: shard.fetch_memory.reserve(0),
+            squeezed: false,
+        };
+    }
+    let cache_only = FetchLimits {
+        bytes: want,
+        min_one: true,
+        disk: false,
+    };
+    let mut results = shard.fetch(parts.to_vec(), cache_only).await;
+    let cached: usize = results.iter().map(FetchResult::bytes).sum();
+    let on_disk: Vec<usize> = (0..results.len())
+        .filter(|&i| results[i].needs_disk)
+        .collect();
+    let rest = want.saturating_sub(cached);
+    if on_disk.is_empty() || (rest == 0 && cached > 0) {
+        return Read {
+            results,
+            hold: shard.fetch_memory.reserve(0),
+            squeezed: false,
+        };
+    }
+    let hold = shard.fetch_memory.reserve(rest);
+    let disk = FetchLimits {
+        bytes: hold.bytes(),
+        // A forced first batch only if nothing came from the cache, and past an exhausted
+        // budget only for a connection that has taken all its earlier responses.
+        min_one: cached == 0 && (conn.drained || hold.bytes() > 0),
+        disk: true,
+    };
+    let disk_parts = on_disk.iter().map(|&i| parts[i].clone()).collect();
+    let squeezed = hold.bytes() < rest;
+    for (i, r) in on_disk.into_iter().zip(shard.fetch(disk_parts, disk).await) {
+        results[i] = r;
+    }
+    Read {
+        results,
+        hold,
+        squeezed,
+    }
+}
+
+/// Answers Fetch. The response holds a reservation of this shard's fetch memory for the disk
+/// read buffers it carries, released when it is dropped. Its first batch goes out whatever
+/// its size (KIP-74) unless the budget is used up and the connection still has earlier
+/// responses unsent: a client that has not taken its last response needs no forced progress,
+/// and the overdraft stays at one batch per connection.
 pub async fn handle(
     shard: &Rc<Shard>,
+    conn: ConnInfo,
     version: i16,
     correlation_id: i32,
     mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
+) -> Result<Response, ProtocolError> {
     let req: FetchRequest = decode_body(&mut body, version)?;
+    // `fetch.max.bytes`: what a client may ask, per response and per partition.
+    let cap = shard.config.fetch_max_bytes;
     let meta = shard.metadata();
     let mut parts: Vec<FetchPart> = Vec::new();
     // (topic out, per partition: index into parts or an error code)
@@ -58,7 +135,7 @@ pub async fn handle(
                         topic: t.name.clone(),
                         partition: p.partition,
                         fetch_offset: p.fetch_offset,
-                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(cap),
                     });
                     slots.push((p.partition, Ok(parts.len() - 1)));
                 }
@@ -72,23 +149,30 @@ pub async fn handle(
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut results: Vec<FetchResult>;
+    let max_bytes = (req.max_bytes.max(0) as usize).min(cap);
+    // The most this response can hold (beyond one obligatory batch).
+    let want = max_bytes.min(parts.iter().map(|p| p.max_bytes).sum());
+    let mut read: Read;
     loop {
-        results = if parts.is_empty() {
-            Vec::new()
-        } else {
-            shard.fetch(parts.clone()).await
-        };
-        let total: usize = results.iter().map(FetchResult::bytes).sum();
-        let any_error = results.iter().any(|r| r.error_code != error_codes::NONE);
-        if total >= min_bytes.max(1) || any_error || parts.is_empty() || Instant::now() >= deadline
+        read = read_once(shard, conn, &parts, want).await;
+        let total: usize = read.results.iter().map(FetchResult::bytes).sum();
+        let any_error = read
+            .results
+            .iter()
+            .any(|r| r.error_code != error_codes::NONE);
+        // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
+        if total >= min_bytes.max(1)
+            || (total > 0 && read.squeezed)
+            || any_error
+            || parts.is_empty()
+            || Instant::now() >= deadline
         {
             break;
         }
         // Nothing (or too little) yet: wait for an append past what each partition has.
         let watch = parts
             .iter()
-            .zip(&results)
+            .zip(&read.results)
             .map(|(p, r)| {
                 (
                     p.topic.clone(),
@@ -97,15 +181,24 @@ pub async fn handle(
                 )
             })
             .collect();
+        // Nothing kept from this read: its buffers and their memory go back before the wait.
+        drop(read);
         shard.wait_any_append(watch, deadline).await;
         if Instant::now() >= deadline {
-            results = shard.fetch(parts.clone()).await;
+            read = read_once(shard, conn, &parts, want).await;
             break;
         }
     }
+    let Read {
+        results,
+        mut hold,
+        squeezed: _,
+    } = read;
 
     // Trim to the response max_bytes: the first non-empty partition always goes out whole.
-    let mut budget = req.max_bytes.max(0) as usize;
+    // (Disk reads already stayed within the reservation, but for one first batch.)
+    let mut budget = want;
+    let mut held = 0usize;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
     let mut topics = Vec::with_capacity(layout.len());
@@ -123,6 +216,7 @@ pub async fn handle(
                             r.batches.clear();
                         } else {
                             budget = budget.saturating_sub(size);
+                            held += r.allocated;
                             sent_any = true;
                         }
                     }
@@ -148,5 +242,18 @@ pub async fn handle(
         }
         topics.push(out);
     }
-    encode_fetch_response(version, correlation_id, error_codes::NONE, 0, &topics)
+    // Charge what the response really holds: disk read buffers (cached batches are counted by
+    // the batch cache), possibly past the reservation by the obligatory first batch.
+    hold.settle(held);
+    tracing::debug!(
+        want,
+        held,
+        in_use = shard.fetch_memory.in_use(),
+        "fetch memory"
+    );
+    let parts = encode_fetch_response(version, correlation_id, error_codes::NONE, 0, &topics)?;
+    Ok(Response {
+        parts,
+        hold: Some(hold),
+    })
 }
