@@ -53,6 +53,11 @@ pub(crate) struct LogState {
     pub written_offset: i64,
     /// Every offset below this is fdatasynced.
     pub durable_offset: i64,
+    /// The highest offset a `wait_durable` caller needs fdatasynced (-1: none). With
+    /// `flush.messages=1` only such a waiter (an acks=all produce, an offset commit) or
+    /// `flush.ms` makes the flusher sync; acks=0/1 data alone is written at once and synced
+    /// within `flush.ms`.
+    pub sync_wanted: i64,
     /// A contiguous suffix of the log, by base offset. Holds at least `[written_offset, next)`.
     pub cache: BTreeMap<i64, CachedBatch>,
     pub messages_since_sync: u64,
@@ -105,8 +110,8 @@ impl LogState {
         {
             return false;
         }
-        self.sync_on_ack()
-            || self.messages_since_sync >= self.config.flush_messages
+        self.sync_wanted >= self.durable_offset
+            || (!self.sync_on_ack() && self.messages_since_sync >= self.config.flush_messages)
             || self
                 .oldest_unsynced_ms
                 .is_some_and(|t| now.saturating_sub(t) as u64 >= self.config.flush_ms)
@@ -849,6 +854,7 @@ pub(crate) async fn recover(
             next_offset,
             written_offset: next_offset,
             durable_offset: next_offset,
+            sync_wanted: -1,
             cache: BTreeMap::new(),
             messages_since_sync: 0,
             oldest_unsynced_ms: None,

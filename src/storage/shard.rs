@@ -300,13 +300,17 @@ impl ShardStorage {
     ) -> Result<(), StorageError> {
         let p = self.partition(topic, partition)?;
         let epoch0 = {
-            let st = p.state.borrow();
+            let mut st = p.state.borrow_mut();
             if offset >= st.next_offset {
                 return Err(StorageError::OffsetOutOfRange {
                     offset,
                     log_start_offset: st.log_start_offset,
                     high_watermark: st.next_offset,
                 });
+            }
+            if st.sync_on_ack() {
+                // Group commit: the next flush round syncs because someone waits for it.
+                st.sync_wanted = st.sync_wanted.max(offset);
             }
             st.flush_error_epoch
         };

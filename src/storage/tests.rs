@@ -925,6 +925,48 @@ fn flush_ms_syncs_on_time_without_waiters() {
     });
 }
 
+/// With the default `flush.messages=1`, data nobody waits on (acks=0/1) is written at once but
+/// synced only by `flush.ms`; an acks=all waiter gets its sync at once (group commit).
+#[test]
+fn unwaited_data_is_synced_by_flush_ms_and_a_waiter_syncs_at_once() {
+    run(|| async {
+        let disk = SimDisk::new(12);
+        let s = open_sim(&disk, sim_options()).await;
+        s.spawn_background_tasks();
+        let cfg = LogConfig {
+            flush_ms: 200,
+            ..LogConfig::default()
+        };
+        assert_eq!(cfg.flush_messages, 1);
+        s.open_partition(T, 0, cfg).await.unwrap();
+        s.append(T, 0, build_test_batch(2, 64, 1)).unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(disk.sync_count(), 0, "acks=1 data: written, not synced yet");
+        assert_eq!(s.durable_offset_for_test(T, 0), 0);
+        let info = s.append(T, 0, build_test_batch(3, 64, 1)).unwrap();
+        s.wait_durable(T, 0, info.last_offset).await.unwrap();
+        assert!(
+            disk.sync_count() > 0,
+            "an acks=all waiter is synced at once"
+        );
+        assert_eq!(
+            s.durable_offset_for_test(T, 0),
+            5,
+            "the sync covers the earlier data"
+        );
+        let synced = disk.sync_count();
+        s.append(T, 0, build_test_batch(1, 64, 1)).unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(disk.sync_count(), synced);
+        glommio::timer::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            disk.sync_count() > synced,
+            "flush.ms syncs what nobody waited for"
+        );
+        assert_eq!(s.durable_offset_for_test(T, 0), 6);
+    });
+}
+
 /// Sum of the lengths of the `.log` files in one directory of the simulated disk.
 async fn log_file_bytes(disk: &Rc<SimDisk>, dir: &Path) -> u64 {
     let fs = disk.fs();
