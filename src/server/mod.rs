@@ -10,6 +10,7 @@
 mod connection;
 mod handlers;
 mod read;
+pub mod startup;
 mod write;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::shard::{Shard, ShardMsg};
 use crate::storage::{ShardStorage, StorageOptions};
+use startup::Phase;
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,8 @@ struct Barriers {
     ready: Barrier,
     /// Every shard finished its connections' in-flight requests.
     drained: Barrier,
+    /// Where each shard is in start-up (read by the watchdog).
+    progress: Arc<startup::StartupProgress>,
 }
 
 /// Descriptors one client connection holds: the socket and the writer task's dup of it.
@@ -188,7 +192,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         opened: Barrier::new(nr),
         ready: Barrier::new(nr),
         drained: Barrier::new(nr),
+        progress: startup::StartupProgress::new(nr),
     });
+    barriers.progress.spawn_watchdog();
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
         let placement = match cpus.get(id % cpus.len().max(1)) {
@@ -207,6 +213,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         handles.push(handle);
     }
     let mut first_error = None;
+    let progress = barriers.progress.clone();
     for (id, h) in handles.into_iter().enumerate() {
         let outcome = match h.join() {
             Ok(r) => r,
@@ -217,6 +224,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
             first_error.get_or_insert(ServerError::Shard { shard: id, message });
         }
     }
+    progress.finish();
     match first_error {
         Some(e) => Err(e),
         None => {
@@ -285,8 +293,30 @@ async fn shard_main(
         opened,
         ready,
         drained,
+        progress,
     } = &*barriers;
-    tracing::debug!(shard = id, "start-up: joining the mesh");
+    let result =
+        start_and_serve(id, nr, config, meta, mesh, opened, ready, drained, progress).await;
+    if result.is_err() {
+        progress.enter(id, Phase::Failed);
+    }
+    result
+}
+
+/// [`shard_main`]'s body: start-up phase by phase (recorded in `progress`), then serving.
+#[allow(clippy::too_many_arguments)]
+async fn start_and_serve(
+    id: usize,
+    nr: usize,
+    config: Arc<BrokerConfig>,
+    meta: Arc<crate::meta::Metadata>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    opened: &Barrier,
+    ready: &Barrier,
+    drained: &Barrier,
+    progress: &startup::StartupProgress,
+) -> Result<(), String> {
+    progress.enter(id, Phase::JoiningMesh);
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -298,7 +328,7 @@ async fn shard_main(
         preallocate_bytes: config.preallocate_bytes,
         ..Default::default()
     };
-    tracing::debug!(shard = id, "start-up: opening storage (I/O probes)");
+    progress.enter(id, Phase::OpeningStorage);
     let storage = match ShardStorage::open(&config.data_dir, options).await {
         Ok(s) => s,
         Err(e) => {
@@ -312,7 +342,7 @@ async fn shard_main(
     for (_peer, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
-    tracing::debug!(shard = id, "start-up: opening partitions");
+    progress.enter(id, Phase::OpeningPartitions);
     if let Err(e) = shard.open_owned_partitions().await {
         opened.wait(false).await;
         return Err(format!("opening partitions: {e}"));
@@ -329,10 +359,11 @@ async fn shard_main(
         opened.wait(false).await;
         return Err(format!("creating __consumer_offsets: {e}"));
     }
+    progress.enter(id, Phase::WaitingOpened);
     if !opened.wait(true).await {
         return Err("another shard failed to start".into());
     }
-    tracing::debug!(shard = id, "start-up: replaying groups");
+    progress.enter(id, Phase::ReplayingGroups);
     if let Err(e) = shard.replay_groups().await {
         ready.wait(false).await;
         return Err(e);
@@ -350,6 +381,7 @@ async fn shard_main(
         }
     })
     .detach();
+    progress.enter(id, Phase::WaitingReady);
     let listener = match bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -378,6 +410,7 @@ async fn shard_main(
             Box::pin(async move { s.gather_metrics().await })
         }))
     });
+    progress.enter(id, Phase::Serving);
     tracing::info!(shard = id, listen = %config.listen, "shard serving");
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
