@@ -441,7 +441,15 @@ pub fn observe_fdatasync(observe: impl Fn(std::time::Duration) + 'static) {
 pub async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
     // SAFETY: gettid has no preconditions. One probe file per thread (shards start together).
     let probe = dir.join(format!(".iopoll-probe-{}", unsafe { libc::gettid() }));
-    let target = match std::fs::write(&probe, [0u8; IO_ALIGNMENT as usize]) {
+    // The probe's bytes are made durable before the O_DIRECT read: a read over dirty page
+    // cache makes the kernel write it back first, which turns the polled probe read into a
+    // blocking one reissued from an io_uring worker; keeping that path out of start-up costs
+    // one 4 KiB fdatasync per shard (a suspect of the rare start-up stall after kill -9).
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, &[0u8; IO_ALIGNMENT as usize])?;
+        f.sync_data()
+    });
+    let target = match written {
         Ok(()) => probe.clone(),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
             let _ = std::fs::remove_file(&probe);
