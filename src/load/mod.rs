@@ -12,6 +12,11 @@
 //! histograms are kept: publish latency (intended send to ack), end-to-end latency (intended
 //! send to consumption) and publish delay (intended to actual send).
 //!
+//! Two variants end on their own before their duration: `--messages N` produces a fixed
+//! volume, and `--consume-existing` produces nothing and reads existing topics from their
+//! earliest offsets to the end offsets captured at the start (consume from disk after a broker
+//! restart; no latency is recorded then, the send times belong to another run).
+//!
 //! The main thread runs the control plane ([`cluster`]: versions, topic creation, leaders,
 //! end offsets), starts the cores, prints a progress line every second on stderr, stops them
 //! at the end or on Ctrl-C, and writes RUN.json plus `.hgrm` files ([`crate::hist`]).

@@ -158,9 +158,13 @@ start() { # DATA_DIR [resume]
   fi
   write_properties "$data"
   settings > "$data/settings.txt"
-  run_java -Dlog4j2.configurationFile="$data/log4j2.properties" kafka.tools.StorageTool \
-    format --config "$data/server.properties" --cluster-id "$(cluster_id)" --ignore-formatted \
-    > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "format failed"; }
+  # A resumed data dir is formatted already (with its own cluster id, which a new format
+  # would contradict).
+  if [[ -z "$resume" ]]; then
+    run_java -Dlog4j2.configurationFile="$data/log4j2.properties" kafka.tools.StorageTool \
+      format --config "$data/server.properties" --cluster-id "$(cluster_id)" --ignore-formatted \
+      > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "format failed"; }
+  fi
   # The flags of kafka-run-class.sh / kafka-server-start.sh, with the heap stated.
   local pin=()
   [[ -n "$cpus" ]] && pin=(taskset -c "$cpus")
