@@ -326,8 +326,8 @@ def disk_notes(per):
         ]
     else:
         lines += [
-            "**Page cache not dropped** before the restart (not root, or --quick without "
-            "--drop-caches): Kafka's reads may come from a page cache still warm from the "
+            "**Page cache not dropped** before the restart (--no-drop-caches, --quick without "
+            "--drop-caches, or not root): Kafka's reads may come from a page cache still warm from the "
             "produce phase, while shardlog reads its segments with O_DIRECT (no page cache), "
             "so this table favours Kafka.",
             "",
