@@ -78,6 +78,7 @@ fn compare_quick_writes_a_well_formed_table() {
         .env("HIST", format!("{} hist", load.display()))
         .env("WORK_DIR", work.path())
         .env("SHARDLOG_PORT", free_port().to_string())
+        .env("METRICS_PORT", free_port().to_string())
         .env("KAFKA_PORT", free_port().to_string())
         // Tests share the machine with other test binaries: no pinning.
         .env("BROKER_CPUS", "")
@@ -172,6 +173,19 @@ fn check_disk_and_limits(report: &str, with_kafka: bool) {
         report.contains("## Consume rates: from the batch cache and from disk"),
         "{report}"
     );
+    // Read from disk after the restart: shardlog's /metrics says where reads came from.
+    let hits = report
+        .lines()
+        .find(|l| l.starts_with("| batch cache hit ratio (shardlog's /metrics; ~0"))
+        .unwrap_or_else(|| panic!("hit ratio row: {report}"));
+    let hit: f64 = hits
+        .split('|')
+        .nth(2)
+        .map(str::trim)
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("a hit ratio for shardlog: {hits:?}"));
+    assert!((0.0..=1.0).contains(&hit), "{hits:?}");
     assert!(report.contains("## Machine limits (this run)"), "{report}");
     for limit in ["loopback TCP", "O_DIRECT write", "fdatasync"] {
         let line = report
