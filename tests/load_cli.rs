@@ -33,6 +33,9 @@ fn args(bootstrap: String, workload: PathBuf, out: PathBuf) -> LoadArgs {
         no_pin: true,
         quiet: true,
         connect_timeout_ms: 3000,
+        consumers: None,
+        messages: None,
+        consume_existing: false,
     }
 }
 
@@ -166,6 +169,90 @@ fn short_runs_count_exactly_and_compare_renders() {
         text.contains(">\na\n</text>") && text.contains(">\nb\n</text>"),
         "one legend entry per run"
     );
+}
+
+/// A fixed volume produced (`messages`), the broker restarted on the same data, then
+/// `consume_existing` reads exactly that volume back from disk and ends on its own.
+#[test]
+fn consume_existing_reads_a_fixed_volume_after_a_restart() {
+    let mut broker = Broker::start(1, &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = workload_file(
+        dir.path(),
+        "volume",
+        r#"
+        topics = 1
+        partitions_per_topic = 3
+        message_size = 512
+        producers_per_topic = 2
+        consumers_per_topic = 2
+        producer_rate = 0
+        acks = 1
+        warmup_secs = 0
+        duration_secs = 60
+        "#,
+    );
+    let total = 20_001u64;
+    let mut a = args(
+        broker.bootstrap(),
+        w.clone(),
+        dir.path().join("produce.json"),
+    );
+    a.topic_prefix = Some("volume-".into());
+    a.messages = Some(total);
+    a.consumers = Some(0);
+    let started = Instant::now();
+    let produced = load::run_cli(a).unwrap_or_else(|e| panic!("{e}\n{}", broker.log()));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "a fixed volume ends the run before its duration"
+    );
+    let s = &produced.summary;
+    // The quota is split evenly: ceil(total / producers) each.
+    assert_eq!(s.total_sent_msgs, 20_002, "{s:?}");
+    assert_eq!(s.total_acked_msgs, s.total_sent_msgs, "{s:?}");
+    assert_eq!(s.total_consumed_msgs, 0, "--consumers 0: {s:?}");
+
+    broker.stop();
+    broker.restart();
+    let mut a = args(broker.bootstrap(), w, dir.path().join("consume.json"));
+    a.topic_prefix = Some("volume-".into());
+    a.consume_existing = true;
+    let started = Instant::now();
+    let run = load::run_cli(a).unwrap_or_else(|e| panic!("{e}\n{}", broker.log()));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "reading to the end offsets ends the run"
+    );
+    let s = &run.summary;
+    assert!(
+        !run.interrupted && run.errors.is_empty(),
+        "{:?}",
+        run.errors
+    );
+    assert_eq!(s.existing_msgs, 20_002, "{s:?}");
+    assert_eq!(s.total_consumed_msgs, 20_002, "{s:?}");
+    assert_eq!(
+        s.consumed_msgs, 20_002,
+        "all of it in the measured window: {s:?}"
+    );
+    assert_eq!((s.duplicate_msgs, s.skipped_msgs), (0, 0), "{s:?}");
+    assert_eq!(s.total_sent_msgs, 0, "nothing produced: {s:?}");
+    assert!(s.consume_mb_per_sec > 0.0 && s.measured_secs > 0.0, "{s:?}");
+    assert!(
+        !run.histograms.contains_key("e2e") && !run.histograms.contains_key("publish"),
+        "no latency from another run's send times"
+    );
+
+    // Topics that do not exist are refused, not created empty.
+    let mut a = args(
+        broker.bootstrap(),
+        dir.path().join("volume.toml"),
+        dir.path().join("none.json"),
+    );
+    a.topic_prefix = Some("absent-".into());
+    a.consume_existing = true;
+    assert!(load::run_cli(a).is_err(), "absent topics are an error");
 }
 
 #[test]

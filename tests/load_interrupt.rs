@@ -34,6 +34,9 @@ fn sigint_writes_a_partial_result() {
         no_pin: true,
         quiet: true,
         connect_timeout_ms: 3000,
+        consumers: None,
+        messages: None,
+        consume_existing: false,
     };
     let interrupter = std::thread::spawn(|| {
         std::thread::sleep(Duration::from_millis(2500));

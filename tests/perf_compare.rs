@@ -20,18 +20,19 @@ fn free_port() -> u16 {
         .expect("bind an ephemeral loopback port")
 }
 
-/// The load generator example next to the broker binary (`cargo test --all-targets` builds
-/// it); built on demand when this test runs alone.
-fn load_example(shardlog: &Path) -> PathBuf {
+/// An example next to the broker binary (`cargo test --all-targets` builds them); built on
+/// demand when this test runs alone. `load` drives the brokers; `machine_limits` measures
+/// the limits where iperf3 or fio is missing.
+fn example(shardlog: &Path, name: &str) -> PathBuf {
     let dir = shardlog.parent().expect("binary has a directory");
-    let load = dir.join("examples").join("load");
+    let load = dir.join("examples").join(name);
     if !load.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "load", "--quiet"])
+            .args(["build", "--example", name, "--quiet"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --example load");
-        assert!(status.success(), "cargo build --example load failed");
+        assert!(status.success(), "cargo build --example {name} failed");
     }
     load
 }
@@ -48,7 +49,8 @@ fn kafka_installed(repo: &Path) -> bool {
 fn compare_quick_writes_a_well_formed_table() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shardlog = PathBuf::from(env!("CARGO_BIN_EXE_shardlog"));
-    let load = load_example(&shardlog);
+    let load = example(&shardlog, "load");
+    example(&shardlog, "machine_limits");
     let out = tempfile::tempdir().expect("temp dir");
     // Data dirs must accept O_DIRECT: the target dir's file system does (tmpfs would not).
     let work = tempfile::tempdir_in(shardlog.parent().expect("binary dir")).expect("work dir");
@@ -66,19 +68,25 @@ fn compare_quick_writes_a_well_formed_table() {
         cmd.env("KAFKA_LIB", work.path().join("no-kafka-jars"));
     } else {
         // Kafka's JVM start dominates: the workloads that matter most, not all of them.
-        cmd.args(["--workloads", "max-rate half-rate acks-all"]);
+        cmd.args([
+            "--workloads",
+            "max-rate half-rate acks-all consume-from-disk",
+        ]);
     }
     cmd.env("SHARDLOG", &shardlog)
         .env("LOAD", format!("{} load", load.display()))
         .env("HIST", format!("{} hist", load.display()))
         .env("WORK_DIR", work.path())
         .env("SHARDLOG_PORT", free_port().to_string())
+        .env("METRICS_PORT", free_port().to_string())
         .env("KAFKA_PORT", free_port().to_string())
         // Tests share the machine with other test binaries: no pinning.
         .env("BROKER_CPUS", "")
         .env("CLIENT_ARGS", "--cores 1 --no-pin --quiet")
         .env("QUICK_DURATION", "2")
         .env("QUICK_WARMUP", "1");
+    // A small volume for consume-from-disk, and the machine limits at their --quick length.
+    cmd.args(["--disk-mib", "16"]);
     let started = Instant::now();
     let output = cmd.output().expect("run perf/compare");
     let elapsed = started.elapsed();
@@ -101,6 +109,7 @@ fn compare_quick_writes_a_well_formed_table() {
             "the report says Kafka was skipped: {report}"
         );
     }
+    check_disk_and_limits(&report, with_kafka);
     // One plot per workload, from `hist compare`.
     let workloads: &[&str] = if with_kafka {
         &["max-rate", "half-rate", "acks-all"]
@@ -126,6 +135,72 @@ fn compare_quick_writes_a_well_formed_table() {
             "{w}: an SVG"
         );
     }
+}
+
+/// consume-from-disk ran (a read-back rate for shardlog, Kafka too when it took part), and the
+/// machine limits were measured and set against shardlog's figures.
+fn check_disk_and_limits(report: &str, with_kafka: bool) {
+    assert!(
+        report.contains("## consume-from-disk:"),
+        "consume-from-disk section: {report}"
+    );
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("| consume from disk MB/s |"))
+        .unwrap_or_else(|| panic!("consume from disk row: {report}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let shardlog: f64 = cells[2]
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("shardlog read something back: {row:?}"));
+    assert!(shardlog > 0.0, "{row:?}");
+    if with_kafka {
+        assert!(
+            cells[3].replace(',', "").parse::<f64>().is_ok(),
+            "Kafka read something back: {row:?}"
+        );
+    }
+    let missing = report
+        .lines()
+        .find(|l| l.starts_with("| messages not read"))
+        .unwrap_or_else(|| panic!("messages not read row: {report}"));
+    assert_eq!(
+        missing.split('|').nth(2).map(str::trim),
+        Some("0.000"),
+        "everything produced was read back: {missing:?}"
+    );
+    assert!(
+        report.contains("## Consume rates: from the batch cache and from disk"),
+        "{report}"
+    );
+    // Read from disk after the restart: shardlog's /metrics says where reads came from.
+    let hits = report
+        .lines()
+        .find(|l| l.starts_with("| batch cache hit ratio (shardlog's /metrics; ~0"))
+        .unwrap_or_else(|| panic!("hit ratio row: {report}"));
+    let hit: f64 = hits
+        .split('|')
+        .nth(2)
+        .map(str::trim)
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("a hit ratio for shardlog: {hits:?}"));
+    assert!((0.0..=1.0).contains(&hit), "{hits:?}");
+    assert!(report.contains("## Machine limits (this run)"), "{report}");
+    for limit in ["loopback TCP", "O_DIRECT write", "fdatasync"] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("| ") && l.contains(limit) && l.contains('`'))
+            .unwrap_or_else(|| panic!("limit {limit} in: {report}"));
+        assert!(
+            !line.contains("not measured") && !line.contains("no figure"),
+            "{line}"
+        );
+    }
+    assert!(
+        report.contains("## Fraction of this machine's limits"),
+        "{report}"
+    );
 }
 
 /// Every table: a header, a separator with as many cells, rows with as many cells, and the

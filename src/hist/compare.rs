@@ -185,6 +185,13 @@ pub fn render_show(run: &RunResult) -> String {
         s.duplicate_msgs,
         s.skipped_msgs
     );
+    if s.existing_msgs > 0 {
+        let _ = writeln!(
+            out,
+            "existing {} messages to read (from the earliest to the end offsets at the start)",
+            s.existing_msgs
+        );
+    }
     let mut rows = vec![{
         let mut h = vec!["latency ms".to_string(), "count".to_string()];
         h.extend(Percentiles::LEVELS.iter().map(|(l, _)| l.to_string()));
@@ -197,7 +204,12 @@ pub fn render_show(run: &RunResult) -> String {
             rows.push(row);
         }
     }
-    out.push_str(&layout(&rows));
+    if rows.len() > 1 {
+        out.push_str(&layout(&rows));
+    } else {
+        // A consume-existing run: the send times belong to another run.
+        out.push_str("latency  none recorded\n");
+    }
     if run.errors.is_empty() {
         out.push_str("errors   none\n");
     } else {

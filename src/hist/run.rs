@@ -77,6 +77,11 @@ pub struct RunSummary {
     /// includes messages whose produce failed.
     #[serde(default)]
     pub skipped_msgs: u64,
+    /// Messages between the earliest and the end offsets captured at the start of a
+    /// consume-existing run (`shardlog load --consume-existing`): what there was to read.
+    /// 0 for runs that produce.
+    #[serde(default)]
+    pub existing_msgs: u64,
 }
 
 /// One second of a run.
@@ -308,6 +313,7 @@ pub fn merge_runs(runs: &[RunResult]) -> Result<RunResult, HistError> {
         s.total_consumed_msgs += r.total_consumed_msgs;
         s.duplicate_msgs += r.duplicate_msgs;
         s.skipped_msgs += r.skipped_msgs;
+        s.existing_msgs += r.existing_msgs;
         s.target_rate += r.target_rate;
         out.client_cores += run.client_cores;
         out.interrupted |= run.interrupted;
@@ -389,6 +395,7 @@ pub(crate) mod tests {
                 target_rate: 0.0,
                 duplicate_msgs: 0,
                 skipped_msgs: 0,
+                existing_msgs: 0,
             },
             errors: BTreeMap::new(),
             rates: vec![RateSample {

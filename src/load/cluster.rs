@@ -12,6 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 /// Kafka's TOPIC_ALREADY_EXISTS.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// Time allowed for created topics to show up with leaders.
@@ -24,8 +26,11 @@ pub struct PartitionLayout {
     pub index: i32,
     /// The leader's `host:port`.
     pub leader: String,
-    /// Log end offset before the run: consumers start here.
+    /// Where consumers start: the log end offset before the run, or the earliest offset
+    /// when reading existing topics.
     pub start_offset: i64,
+    /// The log end offset before the run: where consumers of existing topics stop.
+    pub end_offset: i64,
 }
 
 /// One topic of a run.
@@ -47,11 +52,13 @@ pub struct ClusterLayout {
 }
 
 /// Connects to `bootstrap`, creates the topics (or relies on auto-creation), waits for leaders
-/// and reads end offsets.
+/// and reads end offsets. With `existing`, the topics must already exist (nothing is created)
+/// and their earliest offsets are read too.
 pub async fn prepare(
     bootstrap: &str,
     topic_names: &[String],
     partitions: u32,
+    existing: bool,
     connect_timeout: Duration,
 ) -> Result<ClusterLayout, WireError> {
     let mut conn = KafkaConn::connect(bootstrap, connect_timeout).await?;
@@ -60,7 +67,7 @@ pub async fn prepare(
     let versions = Versions::negotiate(&av)?;
     tracing::debug!(?versions, "negotiated API versions");
 
-    if let Some(v) = versions.create_topics {
+    if let Some(v) = versions.create_topics.filter(|_| !existing) {
         let topics = topic_names
             .iter()
             .map(|name| {
@@ -99,7 +106,7 @@ pub async fn prepare(
                     })
                     .collect(),
             ))
-            .with_allow_auto_topic_creation(true);
+            .with_allow_auto_topic_creation(!existing);
         let resp = with_timeout(
             "Metadata",
             bootstrap,
@@ -120,6 +127,13 @@ pub async fn prepare(
                 .as_ref()
                 .map(|n| n.as_str().to_string())
                 .unwrap_or_default();
+            if existing && t.error_code == UNKNOWN_TOPIC_OR_PARTITION {
+                // Nothing will create it: waiting for it cannot help.
+                return Err(WireError::Broker {
+                    api: ApiKey::Metadata,
+                    error: format!("topic {name} does not exist (nothing to consume)"),
+                });
+            }
             if t.error_code != 0 {
                 problem = Some(format!("topic {name}: {}", error_name(t.error_code)));
                 continue;
@@ -171,6 +185,7 @@ pub async fn prepare(
                         index: *i,
                         leader: leader.clone(),
                         start_offset: 0,
+                        end_offset: 0,
                     })
                     .collect()
             })
@@ -183,70 +198,106 @@ pub async fn prepare(
     }
 
     if let Some(v) = versions.list_offsets {
-        // One ListOffsets per leader, asking for the latest offset (-1) of its partitions.
-        let mut by_leader: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
-        for (ti, t) in topics.iter().enumerate() {
-            for (pi, p) in t.partitions.iter().enumerate() {
-                by_leader
-                    .entry(p.leader.clone())
-                    .or_default()
-                    .push((ti, pi));
+        // Latest (-1) everywhere: where a producing run's consumers start and, for existing
+        // topics, where reading stops. Earliest (-2) is where reading existing topics starts.
+        let latest = list_offsets(&mut conn, bootstrap, &topics, v, -1, connect_timeout).await?;
+        for (ti, pi, off) in latest {
+            let p = &mut topics[ti].partitions[pi];
+            p.start_offset = off;
+            p.end_offset = off;
+        }
+        if existing {
+            let earliest =
+                list_offsets(&mut conn, bootstrap, &topics, v, -2, connect_timeout).await?;
+            for (ti, pi, off) in earliest {
+                topics[ti].partitions[pi].start_offset = off;
             }
         }
-        for (leader, parts) in by_leader {
-            let mut lconn = if leader == bootstrap {
-                None
-            } else {
-                Some(KafkaConn::connect(&leader, connect_timeout).await?)
+    } else if existing {
+        return Err(WireError::Broker {
+            api: ApiKey::ListOffsets,
+            error: "the broker does not support ListOffsets: cannot read existing topics".into(),
+        });
+    }
+    Ok(ClusterLayout { versions, topics })
+}
+
+/// Asks each partition's leader for the offset at `timestamp` (-1 latest, -2 earliest), one
+/// ListOffsets per leader. Returns (topic index, partition index, offset) for every partition
+/// that answered without error; the others are logged and left out.
+async fn list_offsets(
+    conn: &mut KafkaConn,
+    bootstrap: &str,
+    topics: &[TopicLayout],
+    version: i16,
+    timestamp: i64,
+    connect_timeout: Duration,
+) -> Result<Vec<(usize, usize, i64)>, WireError> {
+    let call_timeout = Duration::from_secs(10);
+    let mut by_leader: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for (ti, t) in topics.iter().enumerate() {
+        for (pi, p) in t.partitions.iter().enumerate() {
+            by_leader
+                .entry(p.leader.clone())
+                .or_default()
+                .push((ti, pi));
+        }
+    }
+    let mut out = Vec::new();
+    for (leader, parts) in by_leader {
+        let mut lconn = if leader == bootstrap {
+            None
+        } else {
+            Some(KafkaConn::connect(&leader, connect_timeout).await?)
+        };
+        let c = lconn.as_mut().unwrap_or(conn);
+        let mut req_topics: BTreeMap<usize, Vec<ListOffsetsPartition>> = BTreeMap::new();
+        for (ti, pi) in &parts {
+            req_topics.entry(*ti).or_default().push(
+                ListOffsetsPartition::default()
+                    .with_partition_index(topics[*ti].partitions[*pi].index)
+                    .with_timestamp(timestamp),
+            );
+        }
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(
+                req_topics
+                    .into_iter()
+                    .map(|(ti, ps)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topics[ti].name.clone())))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        let resp =
+            with_timeout("ListOffsets", &leader, call_timeout, c.call(&req, version)).await?;
+        for rt in resp.topics {
+            let Some(ti) = topics.iter().position(|t| t.name == rt.name.as_str()) else {
+                continue;
             };
-            let c = lconn.as_mut().unwrap_or(&mut conn);
-            let mut req_topics: BTreeMap<usize, Vec<ListOffsetsPartition>> = BTreeMap::new();
-            for (ti, pi) in &parts {
-                req_topics.entry(*ti).or_default().push(
-                    ListOffsetsPartition::default()
-                        .with_partition_index(topics[*ti].partitions[*pi].index)
-                        .with_timestamp(-1),
-                );
-            }
-            let req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(
-                    req_topics
-                        .into_iter()
-                        .map(|(ti, ps)| {
-                            ListOffsetsTopic::default()
-                                .with_name(TopicName(StrBytes::from_string(
-                                    topics[ti].name.clone(),
-                                )))
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                );
-            let resp = with_timeout("ListOffsets", &leader, call_timeout, c.call(&req, v)).await?;
-            for rt in resp.topics {
-                let Some(t) = topics.iter_mut().find(|t| t.name == rt.name.as_str()) else {
+            for rp in rt.partitions {
+                let Some(pi) = topics[ti]
+                    .partitions
+                    .iter()
+                    .position(|p| p.index == rp.partition_index)
+                else {
                     continue;
                 };
-                for rp in rt.partitions {
-                    if let Some(p) = t
-                        .partitions
-                        .iter_mut()
-                        .find(|p| p.index == rp.partition_index)
-                    {
-                        if rp.error_code == 0 && rp.offset >= 0 {
-                            p.start_offset = rp.offset;
-                        } else {
-                            tracing::warn!(
-                                topic = t.name.as_str(),
-                                partition = p.index,
-                                error = error_name(rp.error_code),
-                                "ListOffsets failed; consumers start at 0"
-                            );
-                        }
-                    }
+                if rp.error_code == 0 && rp.offset >= 0 {
+                    out.push((ti, pi, rp.offset));
+                } else {
+                    tracing::warn!(
+                        topic = topics[ti].name.as_str(),
+                        partition = rp.partition_index,
+                        timestamp,
+                        error = error_name(rp.error_code),
+                        "ListOffsets failed; that partition starts at 0"
+                    );
                 }
             }
         }
     }
-    Ok(ClusterLayout { versions, topics })
+    Ok(out)
 }

@@ -12,6 +12,11 @@
 //! histograms are kept: publish latency (intended send to ack), end-to-end latency (intended
 //! send to consumption) and publish delay (intended to actual send).
 //!
+//! Two variants end on their own before their duration: `--messages N` produces a fixed
+//! volume, and `--consume-existing` produces nothing and reads existing topics from their
+//! earliest offsets to the end offsets captured at the start (consume from disk after a broker
+//! restart; no latency is recorded then, the send times belong to another run).
+//!
 //! The main thread runs the control plane ([`cluster`]: versions, topic creation, leaders,
 //! end offsets), starts the cores, prints a progress line every second on stderr, stops them
 //! at the end or on Ctrl-C, and writes RUN.json plus `.hgrm` files ([`crate::hist`]).
@@ -90,6 +95,20 @@ pub struct LoadArgs {
     /// Connection timeout, ms: an unreachable broker fails this fast.
     #[arg(long, default_value_t = 3000)]
     pub connect_timeout_ms: u64,
+    /// Override consumers per topic (0: produce only).
+    #[arg(long)]
+    pub consumers: Option<u32>,
+    /// Stop producing after this many messages over all producers (split evenly between them);
+    /// the run then ends once they are acknowledged (and consumed), before `--duration` if
+    /// sooner. For producing a fixed volume, e.g. before `--consume-existing`.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Produce nothing: the consumers read the existing topics named by `--topic-prefix`
+    /// (PREFIX0, PREFIX1, ...) from their earliest offset to the end offsets captured at the
+    /// start, and the run ends when all of it is read (or at `--duration`). No warm-up, and
+    /// no end-to-end latency (the send times stamped in the messages belong to another run).
+    #[arg(long, requires = "topic_prefix")]
+    pub consume_existing: bool,
 }
 
 /// Why a load run could not be made.
@@ -150,6 +169,30 @@ pub fn apply_overrides(w: &mut Workload, args: &LoadArgs) -> Result<(), LoadErro
     }
     if let Some(a) = &args.acks {
         w.acks = AcksValue::Text(a.clone());
+    }
+    if let Some(c) = args.consumers {
+        w.consumers_per_topic = c;
+    }
+    if args.messages == Some(0) {
+        return Err(LoadError::Usage("--messages must be at least 1".into()));
+    }
+    if args.consume_existing {
+        if args.topic_prefix.is_none() {
+            return Err(LoadError::Usage(
+                "--consume-existing reads the topics of an earlier run: give their --topic-prefix"
+                    .into(),
+            ));
+        }
+        if w.consumers_per_topic == 0 {
+            return Err(LoadError::Usage(format!(
+                "--consume-existing needs consumers, and workload {} has consumers_per_topic = 0 (give --consumers N)",
+                w.name
+            )));
+        }
+        // Nothing is produced: no rate to scale, no warm-up (the whole read is measured).
+        w.producer_rate = 0.0;
+        w.producer_rate_fraction_of_max = None;
+        w.warmup_secs = 0.0;
     }
     if let Some(f) = w.producer_rate_fraction_of_max {
         let Some(path) = &args.max_from else {
@@ -218,15 +261,23 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
         let bootstrap = args.bootstrap.clone();
         let names = topic_names.clone();
         let parts = w.partitions_per_topic;
-        ex.run(async move { cluster::prepare(&bootstrap, &names, parts, connect_timeout).await })?
+        let existing = args.consume_existing;
+        ex.run(async move {
+            cluster::prepare(&bootstrap, &names, parts, existing, connect_timeout).await
+        })?
     };
 
     // Deal producers and consumers over the cores, round-robin.
     let mut producers: Vec<Vec<ProducerSpec>> = vec![Vec::new(); cores];
     let mut consumers: Vec<Vec<ConsumerSpec>> = vec![Vec::new(); cores];
     let mut n = 0usize;
+    let producers_per_topic = if args.consume_existing {
+        0
+    } else {
+        w.producers_per_topic
+    };
     for t in 0..layout.topics.len() {
-        for _ in 0..w.producers_per_topic {
+        for _ in 0..producers_per_topic {
             producers[n % cores].push(ProducerSpec { id: n, topic: t });
             n += 1;
         }
@@ -249,7 +300,20 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
             cid += 1;
         }
     }
-    let rate_per_producer = if w.producer_rate > 0.0 {
+    let existing_msgs: u64 = if args.consume_existing {
+        layout
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.end_offset.saturating_sub(p.start_offset).max(0) as u64)
+            .sum()
+    } else {
+        0
+    };
+    let message_quota = args
+        .messages
+        .map(|m| m.div_ceil(producers_total.max(1) as u64));
+    let rate_per_producer = if w.producer_rate > 0.0 && producers_total > 0 {
         w.producer_rate / producers_total as f64
     } else {
         0.0
@@ -269,6 +333,8 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
         producers_total,
         wall_epoch_ms,
         connect_timeout,
+        consume_existing: args.consume_existing,
+        message_quota,
     });
 
     let interrupted = interrupt_flag();
@@ -323,7 +389,10 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
     loop {
         let next = progress.next_tick_ns().min(end_ns);
         while shared.now_ns() < next {
-            if interrupted.load(Ordering::SeqCst) || shared.stop.load(Ordering::SeqCst) {
+            if interrupted.load(Ordering::SeqCst)
+                || shared.stop.load(Ordering::SeqCst)
+                || shared.cores_running.load(Ordering::SeqCst) == 0
+            {
                 break;
             }
             let left = next.saturating_sub(shared.now_ns());
@@ -338,6 +407,12 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
         }
         progress.sample(&shared, now, "");
         if now >= end_ns {
+            break;
+        }
+        if shared.cores_running.load(Ordering::SeqCst) == 0 {
+            // Everything finished early: a fixed volume produced, or existing topics read.
+            let finished = shared.finished_ns.load(Ordering::SeqCst);
+            stopped_ns = if finished > 0 { finished.min(now) } else { now };
             break;
         }
     }
@@ -392,6 +467,7 @@ pub fn run_cli(args: LoadArgs) -> Result<RunResult, LoadError> {
         interrupted: interrupted_run,
         merged,
         rates: progress.samples,
+        existing_msgs,
     });
     write_outputs(&result, &args.out)?;
     print!("{}", render_show(&result));
@@ -428,6 +504,7 @@ struct BuildInput<'a> {
     interrupted: bool,
     merged: CoreResult,
     rates: Vec<RateSample>,
+    existing_msgs: u64,
 }
 
 fn build_result(b: BuildInput<'_>) -> RunResult {
@@ -451,10 +528,13 @@ fn build_result(b: BuildInput<'_>) -> RunResult {
         duplicate_msgs: m.duplicates,
         skipped_msgs: m.gaps,
         target_rate: b.workload.producer_rate,
+        existing_msgs: b.existing_msgs,
     };
     let mut histograms = BTreeMap::new();
-    histograms.insert("publish".to_string(), HistogramRecord::of(&m.total.publish));
-    if b.workload.consumers_per_topic > 0 {
+    if !b.args.consume_existing {
+        histograms.insert("publish".to_string(), HistogramRecord::of(&m.total.publish));
+    }
+    if b.workload.consumers_per_topic > 0 && !b.args.consume_existing {
         histograms.insert("e2e".to_string(), HistogramRecord::of(&m.total.e2e));
     }
     if b.workload.producer_rate > 0.0 {
@@ -610,6 +690,9 @@ mod tests {
             no_pin: true,
             quiet: true,
             connect_timeout_ms: 1000,
+            consumers: None,
+            messages: None,
+            consume_existing: false,
         }
     }
 

@@ -112,6 +112,9 @@ pub struct Shared {
     pub acked_all: AtomicU64,
     /// Messages consumed, all phases.
     pub consumed_all: AtomicU64,
+    /// When the last core finished its producers and consumers, ns since `epoch` (0 until a
+    /// core finishes): the end of a run that ends before its duration.
+    pub finished_ns: AtomicU64,
 }
 
 impl Shared {
@@ -131,6 +134,7 @@ impl Shared {
             cores_running: AtomicUsize::new(cores),
             acked_all: AtomicU64::new(0),
             consumed_all: AtomicU64::new(0),
+            finished_ns: AtomicU64::new(0),
         }
     }
 
@@ -190,6 +194,11 @@ pub struct Plan {
     pub wall_epoch_ms: i64,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Consumers read existing topics from `start_offset` to `end_offset` and stop there;
+    /// nothing is produced and no end-to-end latency is recorded.
+    pub consume_existing: bool,
+    /// Messages each producer sends before it stops (`None`: until the end of the run).
+    pub message_quota: Option<u64>,
 }
 
 impl Plan {
@@ -316,6 +325,9 @@ pub async fn run_core(core: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> Core
     }
     drop(ticker);
     flush_interval(&shared, &stats);
+    shared
+        .finished_ns
+        .fetch_max(shared.now_ns(), Ordering::SeqCst);
     let result = stats.borrow().result.clone();
     shared.cores_running.fetch_sub(1, Ordering::SeqCst);
     result
@@ -431,6 +443,8 @@ struct Producer {
     record_bytes_max: usize,
     acks: i16,
     compression: Compression,
+    /// Messages this producer may still create (`None`: no limit).
+    left: Option<u64>,
 }
 
 impl Producer {
@@ -513,11 +527,12 @@ impl Producer {
             slots,
             keys,
             schedule,
+            left: plan.message_quota,
         }
     }
 
     fn stopping(&self, now: u64) -> bool {
-        now >= self.end_ns || self.shared.stop.load(Ordering::Relaxed)
+        now >= self.end_ns || self.shared.stop.load(Ordering::Relaxed) || self.left == Some(0)
     }
 
     async fn run(mut self) {
@@ -528,7 +543,7 @@ impl Producer {
             }
             if self.schedule.is_some() {
                 let mut n = 0;
-                while n < CATCH_UP_MESSAGES_MAX {
+                while n < CATCH_UP_MESSAGES_MAX && self.left != Some(0) {
                     let Some(intended) = self.schedule.as_mut().and_then(|s| s.take_due(now))
                     else {
                         break;
@@ -557,7 +572,7 @@ impl Producer {
                 }
             } else {
                 for _ in 0..256 {
-                    if self.append(now, now) {
+                    if self.left == Some(0) || self.append(now, now) {
                         break; // a batch is full: send it before appending more
                     }
                 }
@@ -605,6 +620,9 @@ impl Producer {
     /// (brokers refuse batches over their `message.max.bytes`).
     #[inline]
     fn append(&mut self, intended: u64, now: u64) -> bool {
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(1);
+        }
         let (p, key) = self.keys.choose();
         let slot = &mut self.slots[p];
         if slot.batch.is_empty() {
@@ -958,10 +976,21 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn done(&self) -> bool {
+    /// Whether to stop fetching; `offsets` are the next offsets to fetch, by partition.
+    fn done(&self, offsets: &[(i32, i64)]) -> bool {
         let sh = &self.shared;
         if sh.hard_stop.load(Ordering::Relaxed) {
             return true;
+        }
+        if self.plan.consume_existing {
+            let topic = &self.plan.layout.topics[self.topic];
+            let read_all = self.parts.iter().zip(offsets).all(|(&pi, &(_, next))| {
+                topic
+                    .partitions
+                    .get(pi)
+                    .is_none_or(|p| next >= p.end_offset)
+            });
+            return read_all || sh.stop.load(Ordering::Relaxed);
         }
         if sh.producers_running.load(Ordering::SeqCst) > 0 {
             return false;
@@ -990,7 +1019,9 @@ impl Consumer {
         let partition_max = (w.batch_size as i32).max(1 << 20);
         let max_wait = w.fetch_max_wait_ms as i32;
         let timeout = Duration::from_millis(u64::from(w.fetch_max_wait_ms) + 10_000);
-        while !self.done() {
+        // Send times stamped by another run (consume-existing) are on another clock.
+        let record_e2e = !self.plan.consume_existing;
+        while !self.done(&offsets) {
             let req = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
                 .with_max_wait_ms(max_wait)
@@ -1075,7 +1106,7 @@ impl Consumer {
                                     SeqCheck::Skipped(n) => result.gaps += n,
                                 }
                             }
-                            if intended > now {
+                            if !record_e2e || intended > now {
                                 return; // not one of ours (or a clock we cannot compare)
                             }
                             let lat = now - intended;

@@ -7,6 +7,9 @@
 #   kafka.sh start DATA_DIR     write DATA_DIR/server.properties for one combined broker+controller
 #                               (KRaft), format DATA_DIR/logs, start kafka.Kafka, wait until it
 #                               answers on 127.0.0.1:$KAFKA_PORT; the pid goes to DATA_DIR/kafka.pid
+#   kafka.sh resume DATA_DIR    start again on DATA_DIR as left by a stopped `start` (same logs,
+#                               same settings; server.log of the earlier run kept as
+#                               server.log.before-restart): for reading what was written, from disk
 #   kafka.sh stop DATA_DIR      SIGTERM, wait (at most 60 s), then SIGKILL
 #   kafka.sh settings           print the settings in force (written beside the results)
 #   kafka.sh java CLASS ARGS..  run a class from the jars (e.g. org.apache.kafka.tools.ProducerPerformance)
@@ -138,18 +141,30 @@ cluster_id() {
 
 port_open() { (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; }
 
-start() {
-  local data=${1:?usage: kafka.sh start DATA_DIR}
+start() { # DATA_DIR [resume]
+  local data=${1:?usage: kafka.sh start DATA_DIR} resume=${2:-}
   installed || die "jars missing in $lib: run '$0 install' first"
   port_open "$port" && die "127.0.0.1:$port is already served; stop that first"
   mkdir -p "$data"
   data=$(cd "$data" && pwd)
-  [[ -e "$data/logs" ]] && die "$data/logs exists: start wants a fresh data dir"
+  if [[ -n "$resume" ]]; then
+    [[ -e "$data/logs" ]] || die "$data/logs is missing: nothing to resume"
+    [[ -f "$data/kafka.pid" ]] && kill -0 "$(cat "$data/kafka.pid")" 2> /dev/null &&
+      die "the broker of $data still runs: stop it first"
+    # The start check below greps server.log: keep the earlier run's log apart.
+    [[ -f "$data/server.log" ]] && mv "$data/server.log" "$data/server.log.before-restart"
+  else
+    [[ -e "$data/logs" ]] && die "$data/logs exists: start wants a fresh data dir"
+  fi
   write_properties "$data"
   settings > "$data/settings.txt"
-  run_java -Dlog4j2.configurationFile="$data/log4j2.properties" kafka.tools.StorageTool \
-    format --config "$data/server.properties" --cluster-id "$(cluster_id)" --ignore-formatted \
-    > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "format failed"; }
+  # A resumed data dir is formatted already (with its own cluster id, which a new format
+  # would contradict).
+  if [[ -z "$resume" ]]; then
+    run_java -Dlog4j2.configurationFile="$data/log4j2.properties" kafka.tools.StorageTool \
+      format --config "$data/server.properties" --cluster-id "$(cluster_id)" --ignore-formatted \
+      > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "format failed"; }
+  fi
   # The flags of kafka-run-class.sh / kafka-server-start.sh, with the heap stated.
   local pin=()
   [[ -n "$cpus" ]] && pin=(taskset -c "$cpus")
@@ -197,9 +212,10 @@ shift || true
 case "$cmd" in
   install) install ;;
   installed) installed ;;
-  start) start "$@" ;;
+  start) start "${1:-}" ;;
+  resume) start "${1:-}" resume ;;
   stop) stop "$@" ;;
   settings) settings ;;
   java) run_java "$@" ;;
-  *) die "usage: kafka.sh {install|installed|start DATA_DIR|stop DATA_DIR|settings|java CLASS ARGS..}" ;;
+  *) die "usage: kafka.sh {install|installed|start DATA_DIR|resume DATA_DIR|stop DATA_DIR|settings|java CLASS ARGS..}" ;;
 esac
