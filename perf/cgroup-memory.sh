@@ -9,15 +9,20 @@
 # Needs root and a cgroup v1 memory controller or cgroup v2 with the memory controller; where
 # neither can be used, every function is a no-op and the figure is reported as absent.
 #
-#   cgmem_enter NAME PID   creates a fresh cgroup NAME, moves PID (all its threads) into it,
-#                          charges included (v1: move_charge_at_immigrate)
-#   cgmem_peak_kib         peak usage of that cgroup since cgmem_enter (KiB), or "null"
-#   cgmem_leave            moves nothing back (the process is gone by then); removes the cgroup
+# The broker must be started inside its cgroup (memory is charged where it is first touched,
+# and moving a running JVM leaves its heap charged to the old group), so this shell joins the
+# cgroup just for the broker's start and leaves it before the load generator starts:
+#
+#   cgmem_create NAME     a fresh cgroup NAME below this shell's own
+#   cgmem_join_self       moves this shell in (children started now are charged there)
+#   cgmem_return_self     moves this shell back to its parent cgroup
+#   cgmem_peak_kib        peak usage of the cgroup (KiB), or "null"
+#   cgmem_leave           moves stragglers back to the parent and removes the cgroup
 
 cgmem_dir=
 cgmem_version=
+cgmem_parent= # set by cgmem_find_parent with cgmem_version; fails where none is usable
 
-cgmem_parent= # sets cgmem_parent and cgmem_version; fails where no memory cgroup is usable
 cgmem_find_parent() {
   local self
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
@@ -34,21 +39,22 @@ cgmem_find_parent() {
   fi
 }
 
-cgmem_enter() { # name pid
-  local parent
+cgmem_create() { # name
   cgmem_dir=
   cgmem_find_parent || return 0
-  parent=$cgmem_parent
-  mkdir -p "$parent/$1" 2> /dev/null || return 0
-  if [[ $cgmem_version == 1 ]]; then
-    echo 3 > "$parent/$1/memory.move_charge_at_immigrate" 2> /dev/null || true
-  fi
-  echo "$2" > "$parent/$1/cgroup.procs" 2> /dev/null || { rmdir "$parent/$1" 2> /dev/null; return 0; }
-  cgmem_dir=$parent/$1
-  # Peak from now on: charges moved in count, earlier peaks of the parent do not.
-  if [[ $cgmem_version == 1 ]]; then
-    echo 0 > "$cgmem_dir/memory.max_usage_in_bytes" 2> /dev/null || true
-  fi
+  mkdir -p "$cgmem_parent/$1" 2> /dev/null || return 0
+  [[ -w "$cgmem_parent/$1/cgroup.procs" ]] || { rmdir "$cgmem_parent/$1" 2> /dev/null; return 0; }
+  cgmem_dir=$cgmem_parent/$1
+}
+
+cgmem_join_self() {
+  [[ -n "$cgmem_dir" ]] || return 0
+  echo "$BASHPID" > "$cgmem_dir/cgroup.procs" 2> /dev/null || cgmem_dir=
+}
+
+cgmem_return_self() {
+  [[ -n "$cgmem_parent" ]] || return 0
+  echo "$BASHPID" > "$cgmem_parent/cgroup.procs" 2> /dev/null || true
 }
 
 cgmem_peak_kib() {
@@ -61,10 +67,8 @@ cgmem_peak_kib() {
 
 cgmem_leave() {
   [[ -n "$cgmem_dir" ]] || return 0
-  local parent=${cgmem_dir%/*}
-  # Anything still inside (a straggling child) goes back to the parent so the dir can go.
   if [[ -r "$cgmem_dir/cgroup.procs" ]]; then
-    while read -r p; do echo "$p" > "$parent/cgroup.procs" 2> /dev/null || true; done < "$cgmem_dir/cgroup.procs"
+    while read -r p; do echo "$p" > "$cgmem_parent/cgroup.procs" 2> /dev/null || true; done < "$cgmem_dir/cgroup.procs"
   fi
   rmdir "$cgmem_dir" 2> /dev/null || true
   cgmem_dir=

@@ -47,6 +47,7 @@ METRICS = [
     ("cpu_s", "broker CPU s (whole load command)", "s", "low"),
     ("cpu_per_gb", "broker CPU s per GB produced+consumed", "s/GB", "low"),
     ("rss_mib", "broker peak RSS (VmHWM)", "MiB", "low"),
+    ("mem_mib", "broker peak memory incl. page cache (memory cgroup)", "MiB", "low"),
     ("failed", "failed sends", "", "low"),
     ("unconsumed", "acked but not consumed", "", "low"),
 ]
@@ -66,6 +67,12 @@ def pct(run, hist, p):
         return run["histograms"][hist]["percentiles"][p] / 1000.0
     except (KeyError, TypeError):
         return None
+
+
+def cgroup_mib(broker):
+    """Peak of the broker's own memory cgroup (page cache included), MiB; None if unmeasured."""
+    kib = broker.get("cgroup_peak_kib") if broker else None
+    return kib / 1024.0 if isinstance(kib, (int, float)) else None
 
 
 def figures(run, broker):
@@ -95,6 +102,7 @@ def figures(run, broker):
         "cpu_s": cpu,
         "cpu_per_gb": (cpu / moved_gb) if (cpu is not None and moved_gb > 0) else None,
         "rss_mib": (hwm / 1024.0) if hwm is not None else None,
+        "mem_mib": cgroup_mib(broker),
         "failed": s.get("total_failed_msgs"),
         "unconsumed": (acked - consumed) if (acked or consumed) else None,
     }
@@ -117,6 +125,7 @@ DISK_METRICS = [
     ("cpu_s", "broker CPU s (read only)", "s", "low"),
     ("cpu_per_gb", "broker CPU s per GB read", "s/GB", "low"),
     ("rss_mib", "broker peak RSS since the restart (VmHWM)", "MiB", "low"),
+    ("mem_mib", "broker peak memory incl. page cache since the restart (memory cgroup)", "MiB", "low"),
 ]
 
 
@@ -145,6 +154,7 @@ def disk_figures(run, produce, broker):
         "cpu_s": cpu,
         "cpu_per_gb": (cpu / read_gb) if (cpu is not None and read_gb > 0) else None,
         "rss_mib": (hwm / 1024.0) if hwm is not None else None,
+        "mem_mib": cgroup_mib(broker),
         "caches_dropped": broker.get("caches_dropped") if broker else None,
     }
 
