@@ -91,6 +91,8 @@ fn compare_quick_writes_a_well_formed_table() {
     let output = cmd.output().expect("run perf/compare");
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // On a failed check below, what perf/compare logged (brokers' and loads' exits included).
+    let compare_log = std::fs::read_to_string(out.path().join("compare.log")).unwrap_or_default();
     assert!(
         output.status.success(),
         "perf/compare --quick failed: {stderr}"
@@ -109,7 +111,7 @@ fn compare_quick_writes_a_well_formed_table() {
             "the report says Kafka was skipped: {report}"
         );
     }
-    check_disk_and_limits(&report, with_kafka);
+    check_disk_and_limits(&report, with_kafka, &compare_log);
     // One plot per workload, from `hist compare`.
     let workloads: &[&str] = if with_kafka {
         &["max-rate", "half-rate", "acks-all"]
@@ -139,10 +141,10 @@ fn compare_quick_writes_a_well_formed_table() {
 
 /// consume-from-disk ran (a read-back rate for shardlog, Kafka too when it took part), and the
 /// machine limits were measured and set against shardlog's figures.
-fn check_disk_and_limits(report: &str, with_kafka: bool) {
+fn check_disk_and_limits(report: &str, with_kafka: bool, compare_log: &str) {
     assert!(
         report.contains("## consume-from-disk:"),
-        "consume-from-disk section: {report}"
+        "consume-from-disk section missing; compare.log:\n{compare_log}\nreport:\n{report}"
     );
     let row = report
         .lines()
