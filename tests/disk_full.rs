@@ -82,6 +82,17 @@ type Acked = Vec<(i32, i64, Vec<Bytes>)>;
 /// `max` batches); returns the acknowledged (partition, base offset, values) and the last
 /// error seen.
 fn fill(c: &mut Client, tag: &str, max: usize, stop_on: i16) -> (Acked, Option<i16>) {
+    fill_with_acks(c, tag, max, stop_on, -1)
+}
+
+/// [`fill`] with the given acks (-1 = all, 1 = leader).
+fn fill_with_acks(
+    c: &mut Client,
+    tag: &str,
+    max: usize,
+    stop_on: i16,
+    acks: i16,
+) -> (Acked, Option<i16>) {
     let mut acked = Vec::new();
     for i in 0..max {
         let p = (i % PARTITIONS as usize) as i32;
@@ -93,7 +104,7 @@ fn fill(c: &mut Client, tag: &str, max: usize, stop_on: i16) -> (Acked, Option<i
             })
             .collect();
         let resp = c
-            .produce(TOPIC, &[(p, encode_batch(&vals))], -1)
+            .produce(TOPIC, &[(p, encode_batch(&vals))], acks)
             .expect("produce must be answered, even on a full disk");
         let (_, code, base) = resp[0];
         if code == 0 {
@@ -169,6 +180,20 @@ fn full_disk_refuses_writes_keeps_acknowledged_data_and_recovers() {
     assert_eq!(err, Some(KAFKA_STORAGE_ERROR), "writes while full");
     acked.extend(more);
     check_acked(&b, &acked, "while full");
+    // acks=1 is answered before the write, but not without bound: once the shard holds
+    // 64 MiB it cannot write (UNWRITTEN_BYTES_MAX), a failed write answers KAFKA_STORAGE_ERROR
+    // instead of filling memory. (~16 KiB a batch over two shards: 8,192 batches are 64 MiB on each.)
+    let (taken, err) = fill_with_acks(&mut c, "acks1-while-full", 12_000, KAFKA_STORAGE_ERROR, 1);
+    assert_eq!(
+        err,
+        Some(KAFKA_STORAGE_ERROR),
+        "acks=1 on a full disk was accepted without bound ({} batches)",
+        taken.len()
+    );
+    eprintln!(
+        "acks=1 on the full disk: {} batches taken into memory, then KAFKA_STORAGE_ERROR",
+        taken.len()
+    );
 
     // A clean stop on a full disk finishes (its final flush may fail: exit code 0 or 1), and
     // the broker starts again on the still-full disk and serves what was acknowledged.

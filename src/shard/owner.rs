@@ -15,6 +15,11 @@ use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
 use crate::protocol::error_codes;
 use crate::storage::{parse_header, StorageError};
 
+/// Unwritten bytes a shard may hold before produce requests wait for the disk.
+pub(super) const UNWRITTEN_BYTES_MAX: u64 = 64 << 20;
+/// Longest a produce request waits for unwritten bytes to drain before KAFKA_STORAGE_ERROR.
+const UNWRITTEN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Handles one message addressed to this shard.
 pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
@@ -23,6 +28,21 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             // all instead of one fdatasync round per partition.
             let mut out = Vec::with_capacity(parts.len());
             let mut durable = Vec::new();
+            // Backpressure: appended bytes that are not yet written cannot be evicted, so a
+            // producer faster than the disk would otherwise grow memory without bound.
+            let deadline = std::time::Instant::now() + UNWRITTEN_WAIT_MAX;
+            if let Err(e) = shard
+                .storage
+                .wait_unwritten_below(UNWRITTEN_BYTES_MAX, deadline)
+                .await
+            {
+                let failed = storage_failure(&e);
+                for (i, _) in parts {
+                    out.push((i, failed.clone()));
+                }
+                let _ = reply.send(out);
+                return;
+            }
             for (i, part) in parts {
                 let (result, last_offset) =
                     append_part(shard, part.topic.as_str(), part.partition, &part.records);

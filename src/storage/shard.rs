@@ -245,8 +245,41 @@ impl ShardStorage {
         self.cache.borrow().bytes
     }
 
+    /// Waits while this shard holds more than `limit` bytes appended but not yet written (they
+    /// cannot leave memory: producers faster than the disk are slowed to its pace). Fails at
+    /// once when a partition's last write failed (a full disk: nothing drains until space is
+    /// freed, so acks=0/1 producers get an error instead of filling memory), and at `deadline`.
+    pub async fn wait_unwritten_below(
+        &self,
+        limit: u64,
+        deadline: std::time::Instant,
+    ) -> Result<(), StorageError> {
+        loop {
+            if self.unwritten_bytes() <= limit {
+                return Ok(());
+            }
+            let failed = self.all_partitions().iter().find_map(|p| {
+                let st = p.state.borrow();
+                (st.written_offset < st.next_offset)
+                    .then(|| st.flush_error.clone())
+                    .flatten()
+            });
+            if let Some((kind, msg)) = failed {
+                return Err(StorageError::Io(io::Error::new(kind, msg)));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "unwritten data did not drain to disk in time",
+                )));
+            }
+            self.flusher_wake.notify();
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Bytes appended on this shard but not yet written to disk: they cannot leave memory, so
-    /// this is the backpressure signal (stop reading produce requests above a limit).
+    /// this is the backpressure signal ([`ShardStorage::wait_unwritten_below`]).
     /// O(partitions).
     pub fn unwritten_bytes(&self) -> u64 {
         self.all_partitions()
