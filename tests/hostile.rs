@@ -374,6 +374,30 @@ fn garbage_written_to_the_offsets_topic_does_not_poison_restart() {
     assert_eq!(resp[0].1, 0, "{}", b.log());
 }
 
+/// A two-shard broker with `setting` on top of small preallocation and one offsets partition,
+/// and `TOPIC` holding `batches` one-record batches of `value_len` bytes in partition 0
+/// (acks=1, each acknowledged); returns it with the producing client.
+fn broker_with_batches(setting: &str, value_len: usize, batches: usize) -> (Broker, Client) {
+    let b = Broker::start(
+        2,
+        &[
+            "log.preallocate.bytes=1048576",
+            "offsets.topic.num.partitions=1",
+            setting,
+        ],
+    );
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
+    let v = Bytes::from(vec![b'v'; value_len]);
+    for _ in 0..batches {
+        let r = c
+            .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&v)))], 1)
+            .expect("produce");
+        assert_eq!(r[0].1, 0);
+    }
+    (b, c)
+}
+
 /// Sets this process's soft fd limit (children inherit it); returns the previous one.
 fn set_soft_fd_limit(soft: u64) -> u64 {
     let mut lim = libc::rlimit {
@@ -546,23 +570,7 @@ fn fetches_asking_for_gigabytes_stay_bounded() {
 #[test]
 fn fetch_max_bytes_caps_what_a_fetch_may_ask() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut b = Broker::start(
-        2,
-        &[
-            "log.preallocate.bytes=1048576",
-            "offsets.topic.num.partitions=1",
-            "fetch.max.bytes=150000",
-        ],
-    );
-    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
-    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
-    let v = Bytes::from(vec![b'v'; 100_000]);
-    for _ in 0..4 {
-        let r = c
-            .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&v)))], 1)
-            .expect("produce");
-        assert_eq!(r[0].1, 0);
-    }
+    let (mut b, mut c) = broker_with_batches("fetch.max.bytes=150000", 100_000, 4);
     let check = |c: &mut Client, from: &str| {
         let f = c.fetch(TOPIC, 0, 0, i32::MAX).expect("fetch");
         assert_eq!(f.error_code, 0);
@@ -593,23 +601,7 @@ fn fetch_max_bytes_caps_what_a_fetch_may_ask() {
 #[test]
 fn a_client_that_never_reads_is_closed_after_the_idle_time() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let b = Broker::start(
-        2,
-        &[
-            "log.preallocate.bytes=1048576",
-            "offsets.topic.num.partitions=1",
-            "connections.max.idle.ms=1000",
-        ],
-    );
-    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
-    assert_eq!(c.create_topic(TOPIC, PARTITIONS).expect("create"), 0);
-    let big = Bytes::from(vec![b'z'; 1_000_000]);
-    for _ in 0..16 {
-        let r = c
-            .produce(TOPIC, &[(0, encode_batch(std::slice::from_ref(&big)))], 1)
-            .expect("produce");
-        assert_eq!(r[0].1, 0);
-    }
+    let (b, c) = broker_with_batches("connections.max.idle.ms=1000", 1_000_000, 16);
     // 32 responses of 16 MB (from the batch cache): far more than the socket buffers hold.
     let mut greedy = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
     for _ in 0..32 {
