@@ -181,4 +181,31 @@ fn wrong_inputs_get_kafka_error_codes() {
     assert_eq!(other_join.error_code, 0);
     assert_eq!(rejoined.generation_id, generation + 1);
     assert_eq!(other_join.generation_id, generation + 1);
+    let generation = generation + 1;
+    let second = other_join.member_id.to_string();
+
+    // Kafka's rule: a member that rejoins with the same protocols while the group waits for
+    // the leader's SyncGroup (it may have missed its answer) gets the current generation
+    // back; no new rebalance starts.
+    let again = join(&mut other, &join_req("g", &second, 10_000, "range"));
+    assert_eq!(again.error_code, 0);
+    assert_eq!(again.generation_id, generation);
+    assert_eq!(heartbeat(&mut c, "g", &member, generation), 0);
+
+    // Once stable, the leader rejoining asks for a new assignment: a rebalance starts.
+    let synced = sync(&mut c, generation, &member);
+    assert_eq!(synced.error_code, 0);
+    let waiting = std::thread::spawn({
+        let mut c = c.try_clone().expect("clone");
+        move || join(&mut c, &join_req("g", &member, 10_000, "range"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        heartbeat(&mut other, "g", &second, generation),
+        REBALANCE_IN_PROGRESS
+    );
+    let follower = join(&mut other, &join_req("g", &second, 10_000, "range"));
+    let leader = waiting.join().expect("thread");
+    assert_eq!((leader.error_code, follower.error_code), (0, 0));
+    assert_eq!(leader.generation_id, generation + 1);
 }

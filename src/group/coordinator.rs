@@ -444,11 +444,44 @@ impl Coordinator {
     pub async fn handle(self: &Rc<Self>, op: GroupOp) -> GroupReply {
         match op {
             GroupOp::Join(req, version, client_id, client_host) => {
-                GroupReply::Join(self.join(req, version, client_id, client_host).await)
+                let (group, member) = (req.group_id.to_string(), req.member_id.to_string());
+                tracing::debug!(%group, %member, version, "join request");
+                let resp = self.join(req, version, client_id, client_host).await;
+                tracing::debug!(
+                    %group,
+                    member = %resp.member_id.as_str(),
+                    error = resp.error_code,
+                    generation = resp.generation_id,
+                    leader = %resp.leader.as_str(),
+                    "join answered"
+                );
+                GroupReply::Join(resp)
             }
-            GroupOp::Sync(req) => GroupReply::Sync(self.sync(req).await),
-            GroupOp::Heartbeat(req) => GroupReply::Heartbeat(self.heartbeat(&req)),
-            GroupOp::Leave(req, version) => GroupReply::Leave(self.leave(req, version)),
+            GroupOp::Sync(req) => {
+                let (group, member) = (req.group_id.to_string(), req.member_id.to_string());
+                let generation = req.generation_id;
+                tracing::debug!(%group, %member, generation, "sync request");
+                let resp = self.sync(req).await;
+                tracing::debug!(%group, %member, error = resp.error_code, "sync answered");
+                GroupReply::Sync(resp)
+            }
+            GroupOp::Heartbeat(req) => {
+                let code = self.heartbeat(&req);
+                tracing::debug!(
+                    group = %req.group_id.as_str(),
+                    member = %req.member_id.as_str(),
+                    generation = req.generation_id,
+                    error = code,
+                    "heartbeat"
+                );
+                GroupReply::Heartbeat(code)
+            }
+            GroupOp::Leave(req, version) => {
+                let group = req.group_id.to_string();
+                let resp = self.leave(req, version);
+                tracing::debug!(%group, error = resp.error_code, "leave");
+                GroupReply::Leave(resp)
+            }
             GroupOp::Commit {
                 group,
                 generation,
@@ -612,16 +645,21 @@ impl Coordinator {
             if g.protocol_type.is_none() {
                 g.protocol_type = Some(req.protocol_type.to_string());
             }
-            let leader_rejoin_stable =
-                g.state == State::Stable && g.leader.as_deref() == Some(member_id.as_str());
-            if g.state != State::PreparingRebalance
-                && (changed || leader_rejoin_stable || g.state != State::Stable)
-            {
+            let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+            // Kafka's rules for a member that rejoins with the same protocols: during
+            // CompletingRebalance (it may have missed its JoinGroup answer) and, for a
+            // follower, in Stable, it gets the current generation back; a leader rejoining a
+            // stable group asks for a new assignment, so that starts a rebalance.
+            let answer_current = !changed
+                && match g.state {
+                    State::CompletingRebalance => true,
+                    State::Stable => !is_leader,
+                    State::Empty | State::PreparingRebalance => false,
+                };
+            if g.state != State::PreparingRebalance && !answer_current {
                 let initial = g.state == State::Empty;
                 self.prepare_rebalance(g, initial);
-            } else if g.state == State::Stable {
-                // A follower rejoining a stable group with the same protocols: answer with
-                // the current generation at once.
+            } else if answer_current {
                 if let Some(m) = g.members.get_mut(&member_id) {
                     if let Some((v, w)) = m.join_waiter.take() {
                         let _ = w.send(Self::join_response(g, &member_id, v));
