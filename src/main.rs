@@ -123,6 +123,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk under a redirect, a closed pipe) must not
+        // stop the broker: by default tracing-subscriber reports the failure with eprintln!,
+        // which panics when stderr itself is what failed.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -630,3 +630,35 @@ fn a_client_that_never_reads_is_closed_after_the_idle_time() {
     assert_eq!(f.records.first(), Some(&(r[0].2, v)));
     drop(greedy);
 }
+
+#[test]
+fn a_log_that_cannot_be_written_does_not_stop_the_broker() {
+    // /dev/full fails every write with ENOSPC, like a log redirected to a full disk.
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("SKIPPED: this machine has no /dev/full");
+        return;
+    }
+    let b = Broker::start_logging_to(2, &["log.preallocate.bytes=1048576"], full);
+    let mut c = Client::connect(b.port, Duration::from_secs(20)).expect("connect");
+    assert_eq!(c.create_topic("logless", 2).expect("create"), 0);
+    let mut want = Vec::new();
+    for i in 0..50 {
+        let v = Bytes::from(format!("record-{i}"));
+        let acked = c
+            .produce("logless", &[(i % 2, encode_batch(&[v.clone()]))], -1)
+            .expect("produce");
+        assert_eq!(acked[0].1, 0, "produce {i}: error {}", acked[0].1);
+        want.push(v);
+    }
+    let mut got: Vec<Bytes> = (0..2)
+        .flat_map(|p| c.read_all("logless", p).expect("read back"))
+        .map(|(_, v)| v)
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Still serving after all the log lines it could not write.
+    let mut fresh = Client::connect(b.port, Duration::from_secs(20)).expect("connect again");
+    assert_eq!(fresh.create_topic("logless-2", 1).expect("create"), 0);
+}

@@ -15,6 +15,8 @@ pub struct Broker {
     _tmp: Option<tempfile::TempDir>,
     pub cores: usize,
     pub extra: Vec<String>,
+    /// Where the broker's stderr goes; `None`: `<data dir>.log`, read by [`Broker::log`].
+    pub log_to: Option<PathBuf>,
 }
 
 /// A loopback port that was free a moment ago.
@@ -42,6 +44,24 @@ impl Broker {
             _tmp: Some(tmp),
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_to: None,
+        };
+        b.spawn();
+        b
+    }
+
+    /// Starts a broker like [`Broker::start`] whose stderr (its log) goes to `log_to`, an
+    /// existing file or device such as `/dev/full`.
+    pub fn start_logging_to(cores: usize, extra: &[&str], log_to: &Path) -> Broker {
+        let tmp = temp_data_dir();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            cores,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_to: Some(log_to.to_path_buf()),
         };
         b.spawn();
         b
@@ -56,6 +76,7 @@ impl Broker {
             _tmp: None,
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_to: None,
         };
         b.spawn();
         b
@@ -73,7 +94,13 @@ impl Broker {
         for kv in &self.extra {
             cmd.arg("--set").arg(kv);
         }
-        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let log = match &self.log_to {
+            Some(path) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .expect("log target"),
+            None => std::fs::File::create(self.data_dir.with_extension("log")).expect("log file"),
+        };
         cmd.stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("start shardlog");
         self.child = Some(child);
@@ -82,6 +109,9 @@ impl Broker {
 
     /// The broker's log so far (for failure messages).
     pub fn log(&self) -> String {
+        if self.log_to.is_some() {
+            return String::new();
+        }
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
     }
 
