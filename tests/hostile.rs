@@ -646,7 +646,11 @@ fn a_log_that_cannot_be_written_does_not_stop_the_broker() {
     for i in 0..50 {
         let v = Bytes::from(format!("record-{i}"));
         let acked = c
-            .produce("logless", &[(i % 2, encode_batch(&[v.clone()]))], -1)
+            .produce(
+                "logless",
+                &[(i % 2, encode_batch(std::slice::from_ref(&v)))],
+                -1,
+            )
             .expect("produce");
         assert_eq!(acked[0].1, 0, "produce {i}: error {}", acked[0].1);
         want.push(v);
