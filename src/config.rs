@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
     pub batch_cache_bytes_max: usize,
+    /// Bytes appended but not yet written that one shard may hold before produce requests
+    /// wait for its disk (they cannot leave memory); `shard.unwritten.bytes.max`.
+    pub unwritten_bytes_max: u64,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
     /// Segment space reserved per fallocate, so a flush is not a metadata update.
@@ -116,6 +119,7 @@ impl Default for BrokerConfig {
             shard_connections_max: 20_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
+            unwritten_bytes_max: 64 << 20,
             buffered_io: false,
             preallocate_bytes: 64 << 20,
             metrics_listen: None,
@@ -267,6 +271,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Memory for Fetch responses read from disk and not yet sent, split evenly over the shards; when used up a fetch gets fewer bytes (at least one batch), never a wait. Default 268435456.",
         apply: |c, v| {
             c.fetch_memory_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "shard.unwritten.bytes.max",
+        help: "Bytes appended but not yet written to disk that one shard may hold; past it, produce requests wait for the disk (KAFKA_STORAGE_ERROR after 30 s or once a write failed). Per shard. Default 67108864.",
+        apply: |c, v| {
+            c.unwritten_bytes_max = parse_positive(v)?;
             Ok(())
         },
     },

@@ -181,7 +181,7 @@ fn full_disk_refuses_writes_keeps_acknowledged_data_and_recovers() {
     acked.extend(more);
     check_acked(&b, &acked, "while full");
     // acks=1 is answered before the write, but not without bound: once the shard holds
-    // 64 MiB it cannot write (UNWRITTEN_BYTES_MAX), a failed write answers KAFKA_STORAGE_ERROR
+    // 64 MiB it cannot write (shard.unwritten.bytes.max), a failed write answers KAFKA_STORAGE_ERROR
     // instead of filling memory. (~16 KiB a batch over two shards: 8,192 batches are 64 MiB on each.)
     let (taken, err) = fill_with_acks(&mut c, "acks1-while-full", 12_000, KAFKA_STORAGE_ERROR, 1);
     assert_eq!(

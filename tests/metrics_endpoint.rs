@@ -288,6 +288,12 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
         disk >= produced_bytes && disk < produced_bytes + 64.0 * 1024.0,
         "disk usage {disk} for {produced_bytes} produced bytes"
     );
+    // The owner shard's batch cache holds the batches just produced (the cap is far above
+    // them); acks=all means they are all written, so nothing is left unwritten.
+    let owner = [("shard", disk_labels["shard"].as_str())];
+    let (_, cached) = one(&after, "shardlog_batch_cache_bytes", &owner);
+    assert!(cached >= produced_bytes, "cache holds {cached} bytes");
+    assert_eq!(one(&after, "shardlog_unwritten_bytes", &owner).1, 0.0);
     // Lag: N records, committed K, by the group's coordinator (the other shard).
     let lag_of = |text: &str| {
         one(

@@ -36,7 +36,10 @@ fn example() -> String {
         partition: 1,
         lag_records: 5,
     }]);
-    render_prometheus(&[s0.snapshot(), snap1])
+    let mut snap0 = s0.snapshot();
+    snap0.batch_cache_bytes = 4096;
+    snap0.unwritten_bytes = 123;
+    render_prometheus(&[snap0, snap1])
 }
 
 #[test]
@@ -100,6 +103,12 @@ fn prometheus_client_parses_the_rendering() {
     );
     assert_eq!(value("shardlog_partition_fetched_bytes_total", &p0), 2000.0);
     assert_eq!(value("shardlog_partition_disk_usage_bytes", &p0), 1048576.0);
+    assert_eq!(
+        value("shardlog_batch_cache_bytes", &[("shard", "0")]),
+        4096.0
+    );
+    assert_eq!(value("shardlog_unwritten_bytes", &[("shard", "0")]), 123.0);
+    assert_eq!(value("shardlog_unwritten_bytes", &[("shard", "1")]), 0.0);
     let p1 = [("shard", "1"), ("topic", "orders"), ("partition", "1")];
     assert_eq!(value("shardlog_partition_produced_bytes_total", &p1), 7.0);
     let fetch = [("shard", "0"), ("api", "Fetch")];

@@ -399,6 +399,8 @@ impl ShardMetrics {
             fsync: self.fsync.snapshot(),
             batch_cache_hits: self.batch_cache_hits.get(),
             batch_cache_misses: self.batch_cache_misses.get(),
+            batch_cache_bytes: 0,
+            unwritten_bytes: 0,
             connections_open: u64::try_from(self.connections_open.get()).unwrap_or(0),
             connections_accepted: self.connections_accepted.get(),
             connections_rejected: self.connections_rejected.get(),
@@ -435,6 +437,10 @@ pub struct MetricsSnapshot {
     pub batch_cache_hits: u64,
     /// Fetch reads that went to disk.
     pub batch_cache_misses: u64,
+    /// Bytes the batch cache holds now (filled in by the owner shard when scraped).
+    pub batch_cache_bytes: u64,
+    /// Bytes appended but not yet written to disk now (filled in when scraped).
+    pub unwritten_bytes: u64,
     /// Client connections open now.
     pub connections_open: u64,
     /// Client connections accepted since start.

@@ -75,6 +75,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Fetch reads that went to disk.",
     ),
     (
+        "shardlog_batch_cache_bytes",
+        "gauge",
+        "Bytes of record batches the shard's batch cache holds, read when scraped; may exceed shard.batch.cache.bytes while batches are not yet written.",
+    ),
+    (
+        "shardlog_unwritten_bytes",
+        "gauge",
+        "Bytes appended on the shard but not yet written to disk, read when scraped; produce requests wait while it is above shard.unwritten.bytes.max.",
+    ),
+    (
         "shardlog_open_connections",
         "gauge",
         "Client connections open now.",
@@ -183,6 +193,8 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
                 let value = match name {
                     "shardlog_batch_cache_hits_total" => s.batch_cache_hits,
                     "shardlog_batch_cache_misses_total" => s.batch_cache_misses,
+                    "shardlog_batch_cache_bytes" => s.batch_cache_bytes,
+                    "shardlog_unwritten_bytes" => s.unwritten_bytes,
                     "shardlog_open_connections" => s.connections_open,
                     "shardlog_connections_accepted_total" => s.connections_accepted,
                     "shardlog_connections_rejected_total" => s.connections_rejected,

@@ -15,8 +15,6 @@ use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
 use crate::protocol::error_codes;
 use crate::storage::{parse_header, StorageError};
 
-/// Unwritten bytes a shard may hold before produce requests wait for the disk.
-pub(super) const UNWRITTEN_BYTES_MAX: u64 = 64 << 20;
 /// Longest a produce request waits for unwritten bytes to drain before KAFKA_STORAGE_ERROR.
 const UNWRITTEN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -33,7 +31,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let deadline = std::time::Instant::now() + UNWRITTEN_WAIT_MAX;
             if let Err(e) = shard
                 .storage
-                .wait_unwritten_below(UNWRITTEN_BYTES_MAX, deadline)
+                .wait_unwritten_below(shard.config.unwritten_bytes_max, deadline)
                 .await
             {
                 let failed = storage_failure(&e);
@@ -128,6 +126,8 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
         m.set_high_watermark(stats.high_watermark);
     });
     let mut snapshot = shard.metrics.snapshot();
+    snapshot.batch_cache_bytes = shard.storage.cache_bytes() as u64;
+    snapshot.unwritten_bytes = shard.storage.unwritten_bytes();
     snapshot.committed_offsets = shard
         .groups
         .committed_offsets()
