@@ -200,8 +200,21 @@ pub async fn prepare(
     if let Some(v) = versions.list_offsets {
         // Latest (-1) everywhere: where a producing run's consumers start and, for existing
         // topics, where reading stops. Earliest (-2) is where reading existing topics starts.
-        let latest = list_offsets(&mut conn, bootstrap, &topics, v, -1, connect_timeout).await?;
-        for (ti, pi, off) in latest {
+        // A leader named in Metadata may not lead the partition yet (Kafka answers
+        // NOT_LEADER_OR_FOLLOWER to Produce and ListOffsets alike for a moment after
+        // CreateTopics), so this also waits until every leader answers for its partitions:
+        // otherwise the run's first sends fail and are counted as failures.
+        let total: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        let latest = loop {
+            let answers =
+                list_offsets(&mut conn, bootstrap, &topics, v, -1, connect_timeout).await?;
+            let ready = answers.iter().filter(|(_, _, r)| r.is_ok()).count() == total;
+            if ready || Instant::now() >= deadline {
+                break answers;
+            }
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        };
+        for (ti, pi, off) in offsets_or_warn(&topics, latest, -1) {
             let p = &mut topics[ti].partitions[pi];
             p.start_offset = off;
             p.end_offset = off;
@@ -209,7 +222,7 @@ pub async fn prepare(
         if existing {
             let earliest =
                 list_offsets(&mut conn, bootstrap, &topics, v, -2, connect_timeout).await?;
-            for (ti, pi, off) in earliest {
+            for (ti, pi, off) in offsets_or_warn(&topics, earliest, -2) {
                 topics[ti].partitions[pi].start_offset = off;
             }
         }
@@ -222,9 +235,34 @@ pub async fn prepare(
     Ok(ClusterLayout { versions, topics })
 }
 
+/// The offsets of the partitions that answered; the others are logged and left out (they
+/// start at 0).
+fn offsets_or_warn(
+    topics: &[TopicLayout],
+    answers: Vec<(usize, usize, Result<i64, i16>)>,
+    timestamp: i64,
+) -> Vec<(usize, usize, i64)> {
+    answers
+        .into_iter()
+        .filter_map(|(ti, pi, r)| match r {
+            Ok(off) => Some((ti, pi, off)),
+            Err(code) => {
+                tracing::warn!(
+                    topic = topics[ti].name.as_str(),
+                    partition = topics[ti].partitions[pi].index,
+                    timestamp,
+                    error = error_name(code),
+                    "ListOffsets failed; that partition starts at 0"
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// Asks each partition's leader for the offset at `timestamp` (-1 latest, -2 earliest), one
-/// ListOffsets per leader. Returns (topic index, partition index, offset) for every partition
-/// that answered without error; the others are logged and left out.
+/// ListOffsets per leader. Returns (topic index, partition index, offset or error code) for
+/// every partition in the answers.
 async fn list_offsets(
     conn: &mut KafkaConn,
     bootstrap: &str,
@@ -232,7 +270,7 @@ async fn list_offsets(
     version: i16,
     timestamp: i64,
     connect_timeout: Duration,
-) -> Result<Vec<(usize, usize, i64)>, WireError> {
+) -> Result<Vec<(usize, usize, Result<i64, i16>)>, WireError> {
     let call_timeout = Duration::from_secs(10);
     let mut by_leader: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
     for (ti, t) in topics.iter().enumerate() {
@@ -285,17 +323,12 @@ async fn list_offsets(
                 else {
                     continue;
                 };
-                if rp.error_code == 0 && rp.offset >= 0 {
-                    out.push((ti, pi, rp.offset));
+                let answer = if rp.error_code == 0 && rp.offset >= 0 {
+                    Ok(rp.offset)
                 } else {
-                    tracing::warn!(
-                        topic = topics[ti].name.as_str(),
-                        partition = rp.partition_index,
-                        timestamp,
-                        error = error_name(rp.error_code),
-                        "ListOffsets failed; that partition starts at 0"
-                    );
-                }
+                    Err(rp.error_code)
+                };
+                out.push((ti, pi, answer));
             }
         }
     }
