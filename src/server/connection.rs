@@ -39,7 +39,7 @@ use super::read::read_into;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
 use crate::shard::fetch_memory::FetchReservation;
-use crate::shard::Shard;
+use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -221,6 +221,8 @@ async fn read_loop(
     let max = shard.config.socket_request_max_bytes as i64;
     let unsent_max = shard.config.connection_response_buffer_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // Released when the connection's latest Produce has appended (see `ProduceTurn`).
+    let mut last_produce: Option<futures_channel::oneshot::Receiver<()>> = None;
     loop {
         if !fill(&stream, &mut buf, 4, idle).await? {
             return Ok(()); // clean end of stream between requests
@@ -248,6 +250,13 @@ async fn read_loop(
         };
         let header = protocol::decode_request_header(&mut frame)?;
         let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
+        let turn = (header.request_api_key == ApiKey::Produce as i16).then(|| {
+            let (done, next) = futures_channel::oneshot::channel();
+            ProduceTurn {
+                previous: last_produce.replace(next),
+                done,
+            }
+        });
         let muted = |f: &Flow| f.unsent.get() > unsent_max || (is_fetch && f.fetching.get());
         // Muted: wait, closing the connection only when nothing drained for the idle time.
         while muted(flow) && !flow.closed.get() {
@@ -276,7 +285,7 @@ async fn read_loop(
         let shard = shard.clone();
         let done = flow.clone();
         let task = glommio::spawn_local(async move {
-            let reply = handlers::dispatch(&shard, conn, header, frame).await;
+            let reply = handlers::dispatch(&shard, conn, header, frame, turn).await;
             if let Ok(Some(r)) = &reply {
                 done.unsent.set(done.unsent.get() + r.len());
             }

@@ -35,6 +35,27 @@ pub fn shard_of(topic: &str, partition: i32, nr_shards: usize) -> usize {
     ((h + partition as u64) % nr_shards as u64) as usize
 }
 
+/// A Produce request's place in its connection's order: it may append once `previous` (the
+/// connection's Produce before it) has appended, and releases the next one by dropping
+/// `done` once it has. Built by the connection in the order requests arrive.
+pub struct ProduceTurn {
+    /// Resolves (or is cancelled) when the previous Produce of the connection has appended.
+    pub previous: Option<oneshot::Receiver<()>>,
+    /// Dropped when this request has appended: the next one's `previous`.
+    pub done: oneshot::Sender<()>,
+}
+
+impl ProduceTurn {
+    /// A turn that waits for nothing (a request alone on its connection, or a test).
+    pub fn first() -> ProduceTurn {
+        let (done, _) = oneshot::channel();
+        ProduceTurn {
+            previous: None,
+            done,
+        }
+    }
+}
+
 /// One partition's records in a Produce request, as slices of the request buffer.
 #[derive(Debug)]
 pub struct ProducePart {
@@ -146,6 +167,9 @@ pub enum ShardMsg {
         parts: Vec<(usize, ProducePart)>,
         /// Results by the same indexes.
         reply: oneshot::Sender<Vec<(usize, ProduceResult)>>,
+        /// Sent (or dropped) once every part is appended or refused, before any wait for
+        /// durability: the connection's next Produce may go from then on.
+        appended: oneshot::Sender<()>,
     },
     /// Read from partitions owned by the receiver, in order, within `limits`.
     Fetch {
@@ -337,25 +361,68 @@ impl Shard {
             .collect()
     }
 
-    /// Appends each part on its owner shard; results in request order.
+    /// Appends each part on its owner shard; results in request order. The parts are sent
+    /// once the connection's previous Produce has appended everything (`turn`), and the turn
+    /// passes on when this one has: batches of one connection are appended in request order,
+    /// whatever waits (backpressure, a full mesh channel) reorder the tasks in between.
     pub async fn produce(
         self: &Rc<Self>,
         acks: i16,
         parts: Vec<ProducePart>,
+        turn: ProduceTurn,
     ) -> Vec<ProduceResult> {
-        self.scatter(
-            parts,
-            |p| (&p.topic, p.partition),
-            |parts, reply| ShardMsg::Produce { acks, parts, reply },
-            || ProduceResult {
-                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
-                base_offset: -1,
-                log_append_time: -1,
-                log_start_offset: -1,
-                error_message: Some("owner shard unavailable".into()),
-            },
-        )
-        .await
+        let ProduceTurn { previous, done } = turn;
+        if let Some(previous) = previous {
+            // Ok or cancelled (that request ended early): either way it is our turn.
+            let _ = previous.await;
+        }
+        let n = parts.len();
+        let mut groups: Vec<Vec<(usize, ProducePart)>> =
+            (0..self.nr_shards).map(|_| Vec::new()).collect();
+        for (i, part) in parts.into_iter().enumerate() {
+            groups[self.owner_of(&part.topic, part.partition)].push((i, part));
+        }
+        let mut replies = Vec::new();
+        let mut appends = Vec::new();
+        for (owner, parts) in groups.into_iter().enumerate() {
+            if parts.is_empty() {
+                continue;
+            }
+            let (reply, reply_rx) = oneshot::channel();
+            let (appended, appended_rx) = oneshot::channel();
+            let msg = ShardMsg::Produce {
+                acks,
+                parts,
+                reply,
+                appended,
+            };
+            self.send(owner, msg).await;
+            replies.push(reply_rx);
+            appends.push(appended_rx);
+        }
+        for a in appends {
+            let _ = a.await;
+        }
+        drop(done);
+        let mut out: Vec<Option<ProduceResult>> = (0..n).map(|_| None).collect();
+        for rx in replies {
+            if let Ok(results) = rx.await {
+                for (i, r) in results {
+                    out[i] = Some(r);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| ProduceResult {
+                    error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    error_message: Some("owner shard unavailable".into()),
+                })
+            })
+            .collect()
     }
 
     /// Reads each part on its owner shard within `limits` (see [`FetchLimits`]: at most one

@@ -21,7 +21,12 @@ const UNWRITTEN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3
 /// Handles one message addressed to this shard.
 pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
     match msg {
-        ShardMsg::Produce { acks, parts, reply } => {
+        ShardMsg::Produce {
+            acks,
+            parts,
+            reply,
+            appended,
+        } => {
             // Append every part first, then wait for durability: one group commit covers them
             // all instead of one fdatasync round per partition.
             let mut out = Vec::with_capacity(parts.len());
@@ -49,6 +54,8 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
                 }
                 out.push((i, result));
             }
+            // The connection's next Produce may append now (acks=all waits below).
+            let _ = appended.send(());
             if acks == -1 {
                 for (at, topic, partition, last) in durable {
                     if let Err(e) = shard.storage.wait_durable(&topic, partition, last).await {

@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::connection::{Reply, Response};
 use crate::protocol::ProtocolError;
-use crate::shard::Shard;
+use crate::shard::{ProduceTurn, Shard};
 
 /// What a handler may know of the connection its request came on.
 #[derive(Clone, Copy, Debug)]
@@ -31,16 +31,17 @@ pub struct ConnInfo {
 }
 
 /// Routes one decoded request header and its body to the handler of its API, and records
-/// its count and latency per API.
+/// its count and latency per API. A Produce appends in its connection's order (`turn`).
 pub async fn dispatch(
     shard: &Rc<Shard>,
     conn: ConnInfo,
     header: RequestHeader,
     body: Bytes,
+    turn: Option<ProduceTurn>,
 ) -> Reply {
     let started = std::time::Instant::now();
     let key = header.request_api_key;
-    let reply = dispatch_api(shard, conn, header, body).await;
+    let reply = dispatch_api(shard, conn, header, body, turn).await;
     shard
         .metrics
         .observe_request(key, started.elapsed(), reply.is_err());
@@ -52,6 +53,7 @@ async fn dispatch_api(
     conn: ConnInfo,
     header: RequestHeader,
     body: Bytes,
+    turn: Option<ProduceTurn>,
 ) -> Reply {
     let key = ApiKey::try_from(header.request_api_key)
         .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
@@ -60,9 +62,11 @@ async fn dispatch_api(
     match key {
         ApiKey::ApiVersions => api_versions::handle(v, c).map(some),
         ApiKey::Metadata => metadata::handle(shard, v, c, body).await.map(some),
-        ApiKey::Produce => produce::handle(shard, v, c, body)
-            .await
-            .map(|r| r.map(Response::from)),
+        ApiKey::Produce => {
+            produce::handle(shard, v, c, body, turn.unwrap_or_else(ProduceTurn::first))
+                .await
+                .map(|r| r.map(Response::from))
+        }
         ApiKey::Fetch => fetch::handle(shard, conn, v, c, body).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(shard, v, c, body).await.map(some),
         ApiKey::CreateTopics => admin_topics::create_topics(shard, v, c, body)

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::sb;
 use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
-use crate::shard::{ProducePart, ProduceResult, Shard};
+use crate::shard::{ProducePart, ProduceResult, ProduceTurn, Shard};
 
 /// Where one partition of the request goes: to a shard (index into the parts sent) or
 /// straight to an error.
@@ -25,6 +25,7 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
     mut body: Bytes,
+    turn: ProduceTurn,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
@@ -73,7 +74,7 @@ pub async fn handle(
     let results = if parts.is_empty() {
         Vec::new()
     } else {
-        shard.produce(acks, parts).await
+        shard.produce(acks, parts, turn).await
     };
     if acks == 0 {
         return Ok(None);
