@@ -17,26 +17,7 @@ fn workload_file(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn args(bootstrap: String, workload: PathBuf, out: PathBuf) -> LoadArgs {
-    LoadArgs {
-        bootstrap,
-        workload,
-        out,
-        duration: None,
-        warmup: None,
-        rate: None,
-        acks: None,
-        cores: Some(1),
-        max_from: None,
-        topic_prefix: None,
-        first_cpu: 0,
-        // Tests share the machine with other test binaries: do not pin.
-        no_pin: true,
-        quiet: true,
-        connect_timeout_ms: 3000,
-        consumers: None,
-        messages: None,
-        consume_existing: false,
-    }
+    common::load_args(bootstrap, workload, out)
 }
 
 fn check_run(run: &RunResult, what: &str) {

@@ -5,7 +5,7 @@ mod common;
 
 use common::Broker;
 use shardlog::hist::RunResult;
-use shardlog::load::{self, LoadArgs};
+use shardlog::load;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -19,25 +19,7 @@ fn sigint_writes_a_partial_result() {
     )
     .expect("write workload");
     let out = dir.path().join("RUN.json");
-    let args = LoadArgs {
-        bootstrap: broker.bootstrap(),
-        workload,
-        out: out.clone(),
-        duration: None,
-        warmup: None,
-        rate: None,
-        acks: None,
-        cores: Some(1),
-        max_from: None,
-        topic_prefix: None,
-        first_cpu: 0,
-        no_pin: true,
-        quiet: true,
-        connect_timeout_ms: 3000,
-        consumers: None,
-        messages: None,
-        consume_existing: false,
-    };
+    let args = common::load_args(broker.bootstrap(), workload, out.clone());
     let interrupter = std::thread::spawn(|| {
         std::thread::sleep(Duration::from_millis(2500));
         // SAFETY: sends SIGINT to this process; run_cli has installed its handler by now.

@@ -19,6 +19,30 @@ pub struct Broker {
     pub log_to: Option<PathBuf>,
 }
 
+/// `shardlog load` arguments for a test: one unpinned core (tests share the machine with
+/// other test binaries), quiet, a 3 s connect timeout, everything else from the workload.
+pub fn load_args(bootstrap: String, workload: PathBuf, out: PathBuf) -> shardlog::load::LoadArgs {
+    shardlog::load::LoadArgs {
+        bootstrap,
+        workload,
+        out,
+        duration: None,
+        warmup: None,
+        rate: None,
+        acks: None,
+        cores: Some(1),
+        max_from: None,
+        topic_prefix: None,
+        first_cpu: 0,
+        no_pin: true,
+        quiet: true,
+        connect_timeout_ms: 3000,
+        consumers: None,
+        messages: None,
+        consume_existing: false,
+    }
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
