@@ -136,7 +136,11 @@ impl Broker {
         if self.log_to.is_some() {
             return String::new();
         }
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+        // Lossy: a log with one invalid UTF-8 byte must still be shown, not read as "".
+        match std::fs::read(self.data_dir.with_extension("log")) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("(broker log unreadable: {e})"),
+        }
     }
 
     fn wait_ready(&mut self) {
