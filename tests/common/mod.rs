@@ -274,6 +274,22 @@ pub fn thread_dump(pid: u32) -> String {
             ));
         }
     }
+    // Its open descriptors: where stderr (the log) points, and anything unexpected.
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        let mut list: Vec<(u32, String)> = fds
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some((n, target.to_string_lossy().into_owned()))
+            })
+            .collect();
+        list.sort();
+        out.push_str(&format!("--- {} open descriptors ---\n", list.len()));
+        for (n, target) in list.iter().take(40) {
+            out.push_str(&format!("fd {n} -> {target}\n"));
+        }
+    }
     if let Ok(o) = Command::new("timeout")
         .args([
             "30",
