@@ -334,22 +334,44 @@ impl Shard {
         fallback: impl Fn() -> O,
     ) -> Vec<O> {
         let n = items.len();
+        let replies = self.send_by_owner(items, key, make).await;
+        Self::gather(n, replies, fallback).await
+    }
+
+    /// Splits `items` by owner shard and sends each group with `make` (item indexes travel
+    /// with the items); returns the reply receivers, one per owner that got items.
+    async fn send_by_owner<I, O>(
+        self: &Rc<Self>,
+        items: Vec<I>,
+        key: impl Fn(&I) -> (&str, i32),
+        make: impl Fn(Vec<(usize, I)>, oneshot::Sender<Vec<(usize, O)>>) -> ShardMsg,
+    ) -> Vec<oneshot::Receiver<Vec<(usize, O)>>> {
         let mut groups: Vec<Vec<(usize, I)>> = (0..self.nr_shards).map(|_| Vec::new()).collect();
         for (i, item) in items.into_iter().enumerate() {
             let (t, p) = key(&item);
             groups[self.owner_of(t, p)].push((i, item));
         }
-        let mut waits = Vec::new();
+        let mut replies = Vec::new();
         for (owner, group) in groups.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
             let (tx, rx) = oneshot::channel();
             self.send(owner, make(group, tx)).await;
-            waits.push(rx);
+            replies.push(rx);
         }
+        replies
+    }
+
+    /// The answers of [`Shard::send_by_owner`]'s receivers in item order (`n` items); an item
+    /// whose shard did not answer yields `fallback`.
+    async fn gather<O>(
+        n: usize,
+        replies: Vec<oneshot::Receiver<Vec<(usize, O)>>>,
+        fallback: impl Fn() -> O,
+    ) -> Vec<O> {
         let mut out: Vec<Option<O>> = (0..n).map(|_| None).collect();
-        for rx in waits {
+        for rx in replies {
             if let Ok(results) = rx.await {
                 for (i, o) in results {
                     out[i] = Some(o);
@@ -377,52 +399,35 @@ impl Shard {
             let _ = previous.await;
         }
         let n = parts.len();
-        let mut groups: Vec<Vec<(usize, ProducePart)>> =
-            (0..self.nr_shards).map(|_| Vec::new()).collect();
-        for (i, part) in parts.into_iter().enumerate() {
-            groups[self.owner_of(&part.topic, part.partition)].push((i, part));
-        }
-        let mut replies = Vec::new();
-        let mut appends = Vec::new();
-        for (owner, parts) in groups.into_iter().enumerate() {
-            if parts.is_empty() {
-                continue;
-            }
-            let (reply, reply_rx) = oneshot::channel();
-            let (appended, appended_rx) = oneshot::channel();
-            let msg = ShardMsg::Produce {
-                acks,
+        let appends = RefCell::new(Vec::new());
+        let replies = self
+            .send_by_owner(
                 parts,
-                reply,
-                appended,
-            };
-            self.send(owner, msg).await;
-            replies.push(reply_rx);
-            appends.push(appended_rx);
-        }
-        for a in appends {
+                |p| (&p.topic, p.partition),
+                |parts, reply| {
+                    let (appended, appended_rx) = oneshot::channel();
+                    appends.borrow_mut().push(appended_rx);
+                    ShardMsg::Produce {
+                        acks,
+                        parts,
+                        reply,
+                        appended,
+                    }
+                },
+            )
+            .await;
+        for a in appends.into_inner() {
             let _ = a.await;
         }
         drop(done);
-        let mut out: Vec<Option<ProduceResult>> = (0..n).map(|_| None).collect();
-        for rx in replies {
-            if let Ok(results) = rx.await {
-                for (i, r) in results {
-                    out[i] = Some(r);
-                }
-            }
-        }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| ProduceResult {
-                    error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                    error_message: Some("owner shard unavailable".into()),
-                })
-            })
-            .collect()
+        Self::gather(n, replies, || ProduceResult {
+            error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+            error_message: Some("owner shard unavailable".into()),
+        })
+        .await
     }
 
     /// Reads each part on its owner shard within `limits` (see [`FetchLimits`]: at most one
