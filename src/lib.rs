@@ -25,6 +25,7 @@
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
 
 pub mod config;
+pub mod error_code;
 pub mod group;
 pub mod hist;
 pub mod io;

@@ -27,26 +27,8 @@ use kafka_protocol::records::{
 
 use super::records::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 use super::OFFSETS_TOPIC;
+use crate::error_code::ErrorCode;
 use crate::storage::ShardStorage;
-
-/// Kafka error codes the coordinator answers with.
-mod codes {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-}
 
 /// Group settings (Kafka's names).
 #[derive(Clone, Debug)]
@@ -215,13 +197,13 @@ pub enum GroupReply {
     /// To Sync.
     Sync(SyncGroupResponse),
     /// To Heartbeat: an error code.
-    Heartbeat(i16),
+    Heartbeat(ErrorCode),
     /// To Leave.
     Leave(LeaveGroupResponse),
     /// To Commit: the error code of each offset, in order.
     Commit(Vec<i16>),
     /// To FetchOffsets: group error, and (topic, partition, offset or none).
-    Offsets(i16, Vec<(String, i32, Option<CommittedOffset>)>),
+    Offsets(ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>),
     /// To List: (group, protocol type, state).
     List(Vec<(String, String, String)>),
     /// To Describe.
@@ -471,7 +453,7 @@ impl Coordinator {
                     group = %req.group_id.as_str(),
                     member = %req.member_id.as_str(),
                     generation = req.generation_id,
-                    error = code,
+                    error = %code,
                     "heartbeat"
                 );
                 GroupReply::Heartbeat(code)
@@ -498,16 +480,16 @@ impl Coordinator {
             }
             GroupOp::List => GroupReply::List(self.list()),
             GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),
-            GroupOp::Delete(group) => GroupReply::Codes(vec![self.delete(&group).await]),
+            GroupOp::Delete(group) => GroupReply::Codes(vec![self.delete(&group).await.code()]),
             GroupOp::OffsetDelete(group, parts) => {
                 GroupReply::Codes(self.offset_delete(&group, parts).await)
             }
         }
     }
 
-    fn join_error(code: i16, member_id: &str) -> JoinGroupResponse {
+    fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
         JoinGroupResponse::default()
-            .with_error_code(code)
+            .with_error_code(code.code())
             .with_generation_id(-1)
             .with_member_id(sb(member_id))
     }
@@ -522,15 +504,15 @@ impl Coordinator {
         let group_id = req.group_id.to_string();
         let member_id = req.member_id.to_string();
         if group_id.is_empty() {
-            return Self::join_error(codes::INVALID_GROUP_ID, &member_id);
+            return Self::join_error(ErrorCode::INVALID_GROUP_ID, &member_id);
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return Self::join_error(codes::INVALID_SESSION_TIMEOUT, &member_id);
+            return Self::join_error(ErrorCode::INVALID_SESSION_TIMEOUT, &member_id);
         }
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
-            return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+            return Self::join_error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, &member_id);
         }
         let protocols: Vec<(String, Bytes)> = req
             .protocols
@@ -552,7 +534,7 @@ impl Coordinator {
                     .as_deref()
                     .is_some_and(|t| t != req.protocol_type.as_str())
                 {
-                    return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+                    return Self::join_error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, &member_id);
                 }
                 let shared = g.members.values().all(|m| {
                     m.protocols
@@ -560,7 +542,7 @@ impl Coordinator {
                         .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
                 });
                 if !shared {
-                    return Self::join_error(codes::INCONSISTENT_GROUP_PROTOCOL, &member_id);
+                    return Self::join_error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, &member_id);
                 }
             }
             let mut member_id = member_id;
@@ -576,7 +558,7 @@ impl Coordinator {
                 if let Some(old) = static_prev {
                     let mut m = g.members.remove(&old).expect("found above");
                     if let Some((_, w)) = m.join_waiter.take() {
-                        let _ = w.send(Self::join_error(codes::FENCED_INSTANCE_ID, &old));
+                        let _ = w.send(Self::join_error(ErrorCode::FENCED_INSTANCE_ID, &old));
                     }
                     m.last_heartbeat = Instant::now();
                     let same = m.protocols == protocols;
@@ -600,13 +582,13 @@ impl Coordinator {
                 } else if version >= 4 && instance_id.is_none() {
                     let timeout = Duration::from_millis(req.session_timeout_ms as u64);
                     g.pending.insert(new_id.clone(), Instant::now() + timeout);
-                    return Self::join_error(codes::MEMBER_ID_REQUIRED, &new_id);
+                    return Self::join_error(ErrorCode::MEMBER_ID_REQUIRED, &new_id);
                 } else {
                     member_id = new_id;
                 }
             } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
             {
-                return Self::join_error(codes::UNKNOWN_MEMBER_ID, &member_id);
+                return Self::join_error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id);
             }
 
             let (tx, rx) = oneshot::channel();
@@ -671,7 +653,7 @@ impl Coordinator {
         };
         match rx.await {
             Ok(resp) => resp,
-            Err(_) => Self::join_error(codes::UNKNOWN_MEMBER_ID, ""),
+            Err(_) => Self::join_error(ErrorCode::UNKNOWN_MEMBER_ID, ""),
         }
     }
 
@@ -692,7 +674,8 @@ impl Coordinator {
         for m in g.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
                 let _ = w.send(
-                    SyncGroupResponse::default().with_error_code(codes::REBALANCE_IN_PROGRESS),
+                    SyncGroupResponse::default()
+                        .with_error_code(ErrorCode::REBALANCE_IN_PROGRESS.code()),
                 );
             }
         }
@@ -785,17 +768,17 @@ impl Coordinator {
         let (rx, persist) = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(&group_id) else {
-                return err(codes::UNKNOWN_MEMBER_ID);
+                return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
             };
             if !g.members.contains_key(&member_id) {
-                return err(codes::UNKNOWN_MEMBER_ID);
+                return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
             }
             if req.generation_id != g.generation {
-                return err(codes::ILLEGAL_GENERATION);
+                return err(ErrorCode::ILLEGAL_GENERATION.code());
             }
             match g.state {
-                State::Empty => return err(codes::UNKNOWN_MEMBER_ID),
-                State::PreparingRebalance => return err(codes::REBALANCE_IN_PROGRESS),
+                State::Empty => return err(ErrorCode::UNKNOWN_MEMBER_ID.code()),
+                State::PreparingRebalance => return err(ErrorCode::REBALANCE_IN_PROGRESS.code()),
                 State::Stable => {
                     let m = &g.members[&member_id];
                     return SyncGroupResponse::default()
@@ -846,25 +829,25 @@ impl Coordinator {
             }
         }
         rx.await
-            .unwrap_or_else(|_| err(codes::REBALANCE_IN_PROGRESS))
+            .unwrap_or_else(|_| err(ErrorCode::REBALANCE_IN_PROGRESS.code()))
     }
 
-    fn heartbeat(&self, req: &HeartbeatRequest) -> i16 {
+    fn heartbeat(&self, req: &HeartbeatRequest) -> ErrorCode {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(req.group_id.as_str()) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return ErrorCode::UNKNOWN_MEMBER_ID;
         };
         let Some(m) = g.members.get_mut(req.member_id.as_str()) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return ErrorCode::UNKNOWN_MEMBER_ID;
         };
         m.last_heartbeat = Instant::now();
         if req.generation_id != g.generation {
-            return codes::ILLEGAL_GENERATION;
+            return ErrorCode::ILLEGAL_GENERATION;
         }
         match g.state {
-            State::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
-            State::Empty => codes::UNKNOWN_MEMBER_ID,
-            _ => codes::NONE,
+            State::PreparingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
+            State::Empty => ErrorCode::UNKNOWN_MEMBER_ID,
+            _ => ErrorCode::NONE,
         }
     }
 
@@ -884,7 +867,8 @@ impl Coordinator {
         };
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(req.group_id.as_str()) else {
-            return LeaveGroupResponse::default().with_error_code(codes::UNKNOWN_MEMBER_ID);
+            return LeaveGroupResponse::default()
+                .with_error_code(ErrorCode::UNKNOWN_MEMBER_ID.code());
         };
         let mut results = Vec::new();
         let mut removed_any = false;
@@ -905,9 +889,9 @@ impl Coordinator {
                         drop(w);
                     }
                     removed_any = true;
-                    codes::NONE
+                    ErrorCode::NONE.code()
                 }
-                None => codes::UNKNOWN_MEMBER_ID,
+                None => ErrorCode::UNKNOWN_MEMBER_ID.code(),
             };
             results.push(
                 MemberResponse::default()
@@ -922,7 +906,9 @@ impl Coordinator {
         if version >= 3 {
             LeaveGroupResponse::default().with_members(results)
         } else {
-            let code = results.first().map_or(codes::NONE, |r| r.error_code);
+            let code = results
+                .first()
+                .map_or(ErrorCode::NONE.code(), |r| r.error_code);
             LeaveGroupResponse::default().with_error_code(code)
         }
     }
@@ -957,26 +943,26 @@ impl Coordinator {
         {
             let mut groups = self.groups.borrow_mut();
             if group.is_empty() {
-                return fail(codes::INVALID_GROUP_ID);
+                return fail(ErrorCode::INVALID_GROUP_ID.code());
             }
             let g = groups.entry(group.clone()).or_insert_with(Group::new);
             if generation >= 0 || !member_id.is_empty() {
                 let Some(m) = g.members.get_mut(&member_id) else {
-                    return fail(codes::UNKNOWN_MEMBER_ID);
+                    return fail(ErrorCode::UNKNOWN_MEMBER_ID.code());
                 };
                 if instance_id.is_some() && m.group_instance_id != instance_id {
-                    return fail(codes::FENCED_INSTANCE_ID);
+                    return fail(ErrorCode::FENCED_INSTANCE_ID.code());
                 }
                 m.last_heartbeat = Instant::now();
                 if generation != g.generation {
-                    return fail(codes::ILLEGAL_GENERATION);
+                    return fail(ErrorCode::ILLEGAL_GENERATION.code());
                 }
                 if g.state == State::PreparingRebalance || g.state == State::CompletingRebalance {
-                    return fail(codes::REBALANCE_IN_PROGRESS);
+                    return fail(ErrorCode::REBALANCE_IN_PROGRESS.code());
                 }
             } else if g.state != State::Empty {
                 // A commit outside group management into an active group.
-                return fail(codes::UNKNOWN_MEMBER_ID);
+                return fail(ErrorCode::UNKNOWN_MEMBER_ID.code());
             }
         }
         let n = offsets.len();
@@ -994,21 +980,21 @@ impl Coordinator {
         }
         if let Err(e) = self.persist(&group, &recs).await {
             tracing::warn!(%group, error = %e, "offset commit not durable");
-            return fail(codes::KAFKA_STORAGE_ERROR);
+            return fail(ErrorCode::KAFKA_STORAGE_ERROR.code());
         }
         let mut groups = self.groups.borrow_mut();
         let g = groups.entry(group).or_insert_with(Group::new);
         for (t, p, c) in offsets {
             g.offsets.insert((t, p), c);
         }
-        vec![codes::NONE; n]
+        vec![ErrorCode::NONE.code(); n]
     }
 
     fn fetch_offsets(
         &self,
         group: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> (i16, Vec<(String, i32, Option<CommittedOffset>)>) {
+    ) -> (ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>) {
         let groups = self.groups.borrow();
         let g = groups.get(group);
         let list = match wanted {
@@ -1033,7 +1019,7 @@ impl Coordinator {
                 all
             }
         };
-        (codes::NONE, list)
+        (ErrorCode::NONE, list)
     }
 
     /// Every offset committed to the groups this shard coordinates, as
@@ -1096,14 +1082,14 @@ impl Coordinator {
             .with_members(members)
     }
 
-    async fn delete(&self, group: &str) -> i16 {
+    async fn delete(&self, group: &str) -> ErrorCode {
         let offsets: Vec<(String, i32)> = {
             let groups = self.groups.borrow();
             let Some(g) = groups.get(group) else {
-                return codes::GROUP_ID_NOT_FOUND;
+                return ErrorCode::GROUP_ID_NOT_FOUND;
             };
             if !g.members.is_empty() || g.state != State::Empty {
-                return codes::NON_EMPTY_GROUP;
+                return ErrorCode::NON_EMPTY_GROUP;
             }
             g.offsets.keys().cloned().collect()
         };
@@ -1122,17 +1108,17 @@ impl Coordinator {
         });
         if let Err(e) = self.persist(group, &recs).await {
             tracing::warn!(group, error = %e, "group delete not durable");
-            return codes::KAFKA_STORAGE_ERROR;
+            return ErrorCode::KAFKA_STORAGE_ERROR;
         }
         self.groups.borrow_mut().remove(group);
-        codes::NONE
+        ErrorCode::NONE
     }
 
     async fn offset_delete(&self, group: &str, parts: Vec<(String, i32)>) -> Vec<i16> {
         let codes_out: Vec<i16> = {
             let groups = self.groups.borrow();
             let Some(g) = groups.get(group) else {
-                return vec![codes::GROUP_ID_NOT_FOUND; parts.len()];
+                return vec![ErrorCode::GROUP_ID_NOT_FOUND.code(); parts.len()];
             };
             // Offsets of topics the active group still subscribes to cannot be deleted; we
             // cannot read subscriptions (client-side format), so refuse while members exist.
@@ -1140,9 +1126,9 @@ impl Coordinator {
                 .iter()
                 .map(|_| {
                     if g.members.is_empty() {
-                        codes::NONE
+                        ErrorCode::NONE.code()
                     } else {
-                        codes::GROUP_SUBSCRIBED_TO_TOPIC
+                        ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC.code()
                     }
                 })
                 .collect()
@@ -1150,7 +1136,7 @@ impl Coordinator {
         let recs: Vec<OffsetsRecord> = parts
             .iter()
             .zip(&codes_out)
-            .filter(|(_, c)| **c == codes::NONE)
+            .filter(|(_, c)| **c == ErrorCode::NONE.code())
             .map(|((topic, partition), _)| OffsetsRecord::Offset {
                 group: group.to_string(),
                 topic: topic.clone(),
@@ -1161,12 +1147,12 @@ impl Coordinator {
         if !recs.is_empty() {
             if let Err(e) = self.persist(group, &recs).await {
                 tracing::warn!(group, error = %e, "offset delete not durable");
-                return vec![codes::KAFKA_STORAGE_ERROR; parts.len()];
+                return vec![ErrorCode::KAFKA_STORAGE_ERROR.code(); parts.len()];
             }
             let mut groups = self.groups.borrow_mut();
             if let Some(g) = groups.get_mut(group) {
                 for (p, c) in parts.iter().zip(&codes_out) {
-                    if *c == codes::NONE {
+                    if *c == ErrorCode::NONE.code() {
                         g.offsets.remove(p);
                     }
                 }
@@ -1206,12 +1192,12 @@ impl Coordinator {
 
     /// Answers for a group whose coordinator is not this shard (should not happen: routing
     /// sends every group request to its coordinator).
-    pub fn not_available() -> i16 {
-        codes::COORDINATOR_NOT_AVAILABLE
+    pub fn not_available() -> ErrorCode {
+        ErrorCode::COORDINATOR_NOT_AVAILABLE
     }
 
     /// Error code for an unknown topic in an offset request.
-    pub fn unknown_topic() -> i16 {
-        codes::UNKNOWN_TOPIC_OR_PARTITION
+    pub fn unknown_topic() -> ErrorCode {
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     }
 }

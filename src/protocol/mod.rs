@@ -153,48 +153,6 @@ pub fn encode_response<R: Encodable>(
     Ok(buf.freeze())
 }
 
-/// Kafka error codes used by shardlog, by their Kafka names.
-pub mod error_codes {
-    /// No error.
-    pub const NONE: i16 = 0;
-    /// The requested offset is outside the log.
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    /// A batch failed its CRC or structure check.
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    /// The topic or partition does not exist.
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// This broker does not lead the partition.
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    /// A batch is larger than `max.message.bytes`.
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    /// The group coordinator cannot answer now; clients retry.
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    /// The topic name is not legal.
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    /// The request's acks value is not 0, 1 or -1.
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    /// A SASL request arrived where SASL is not expected (here: SASL is not configured).
-    pub const ILLEGAL_SASL_STATE: i16 = 34;
-    /// The request version is not supported.
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    /// The topic exists already.
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    /// The partition count is not valid.
-    pub const INVALID_PARTITIONS: i16 = 37;
-    /// The replication factor is not valid for this cluster.
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    /// A config name or value is not valid.
-    pub const INVALID_CONFIG: i16 = 40;
-    /// The request is not valid.
-    pub const INVALID_REQUEST: i16 = 42;
-    /// The disk failed the operation.
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    /// A record inside a batch is not valid.
-    pub const INVALID_RECORD: i16 = 87;
-    /// The topic id is not known.
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,9 @@ use glommio::sync::Semaphore;
 
 use super::{Shard, ShardMsg};
 use crate::config::{apply_topic_key, topic_log_config};
+use crate::error_code::ErrorCode;
 use crate::group::OFFSETS_TOPIC;
 use crate::meta::{self, Metadata, TopicMeta};
-use crate::protocol::error_codes;
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub enum AdminOp {
 #[derive(Debug, Clone)]
 pub struct AdminError {
     /// Kafka error code.
-    pub code: i16,
+    pub code: ErrorCode,
     /// What was wrong.
     pub message: String,
 }
@@ -91,7 +91,7 @@ impl AdminReply {
         AdminReply {
             results: Vec::new(),
             failure: Some(AdminError {
-                code: error_codes::KAFKA_STORAGE_ERROR,
+                code: ErrorCode::KAFKA_STORAGE_ERROR,
                 message: "controller unavailable".into(),
             }),
             allocated: None,
@@ -136,12 +136,12 @@ impl Default for Controller {
 /// The refusal to delete or repartition an internal topic.
 fn internal_topic(name: &str) -> AdminError {
     err(
-        error_codes::INVALID_TOPIC_EXCEPTION,
+        ErrorCode::INVALID_TOPIC_EXCEPTION,
         format!("`{name}` is an internal topic and cannot be changed this way"),
     )
 }
 
-fn err(code: i16, message: impl Into<String>) -> AdminError {
+fn err(code: ErrorCode, message: impl Into<String>) -> AdminError {
     AdminError {
         code,
         message: message.into(),
@@ -172,7 +172,7 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
         tracing::error!(error = %e, "cannot persist metadata");
         return AdminReply {
             results,
-            failure: Some(err(error_codes::KAFKA_STORAGE_ERROR, e.to_string())),
+            failure: Some(err(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())),
             allocated: None,
         };
     }
@@ -220,7 +220,7 @@ async fn allocate_producer_id(shard: &Rc<Shard>) -> AdminReply {
     if let Err(e) = meta::save(&shard.config.data_dir, &next) {
         return AdminReply {
             results: Vec::new(),
-            failure: Some(err(error_codes::KAFKA_STORAGE_ERROR, e.to_string())),
+            failure: Some(err(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())),
             allocated: None,
         };
     }
@@ -260,7 +260,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                     }
                     next.topics.remove(&n).map(|_| ()).ok_or_else(|| {
                         err(
-                            error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("topic `{n}` does not exist"),
                         )
                     })
@@ -281,13 +281,13 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                     }
                     let t = next.topics.get_mut(&name).ok_or_else(|| {
                         err(
-                            error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("topic `{name}` does not exist"),
                         )
                     })?;
                     if count <= t.partitions {
                         return Err(err(
-                            error_codes::INVALID_PARTITIONS,
+                            ErrorCode::INVALID_PARTITIONS,
                             format!(
                                 "topic `{name}` has {} partitions; the new count must be larger",
                                 t.partitions
@@ -296,7 +296,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                     }
                     if count > 100_000 {
                         return Err(err(
-                            error_codes::INVALID_PARTITIONS,
+                            ErrorCode::INVALID_PARTITIONS,
                             "at most 100000 partitions",
                         ));
                     }
@@ -317,7 +317,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                 .map(|(name, changes)| {
                     let t = next.topics.get_mut(&name).ok_or_else(|| {
                         err(
-                            error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             format!("topic `{name}` does not exist"),
                         )
                     })?;
@@ -333,7 +333,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                         }
                     }
                     topic_log_config(&shard.config.log, &configs)
-                        .map_err(|e| err(error_codes::INVALID_CONFIG, e.to_string()))?;
+                        .map_err(|e| err(ErrorCode::INVALID_CONFIG, e.to_string()))?;
                     if !validate_only {
                         t.configs = configs;
                     }
@@ -351,10 +351,10 @@ fn create_topic(
     t: NewTopic,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    meta::validate_topic_name(&t.name).map_err(|m| err(error_codes::INVALID_TOPIC_EXCEPTION, m))?;
+    meta::validate_topic_name(&t.name).map_err(|m| err(ErrorCode::INVALID_TOPIC_EXCEPTION, m))?;
     if next.topics.contains_key(&t.name) {
         return Err(err(
-            error_codes::TOPIC_ALREADY_EXISTS,
+            ErrorCode::TOPIC_ALREADY_EXISTS,
             format!("topic `{}` already exists", t.name),
         ));
     }
@@ -365,13 +365,13 @@ fn create_topic(
     };
     if !(1..=100_000).contains(&partitions) {
         return Err(err(
-            error_codes::INVALID_PARTITIONS,
+            ErrorCode::INVALID_PARTITIONS,
             "partitions must be between 1 and 100000",
         ));
     }
     if t.replication_factor != -1 && t.replication_factor != 1 {
         return Err(err(
-            error_codes::INVALID_REPLICATION_FACTOR,
+            ErrorCode::INVALID_REPLICATION_FACTOR,
             format!(
                 "replication factor {} is larger than the 1 available broker",
                 t.replication_factor
@@ -381,7 +381,7 @@ fn create_topic(
     let mut probe = shard.config.log.clone();
     for (k, v) in &t.configs {
         apply_topic_key(&mut probe, k, v)
-            .map_err(|why| err(error_codes::INVALID_CONFIG, format!("{k}={v}: {why}")))?;
+            .map_err(|why| err(ErrorCode::INVALID_CONFIG, format!("{k}={v}: {why}")))?;
     }
     if !validate_only {
         next.topics.insert(

@@ -22,6 +22,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::BrokerConfig;
+use crate::error_code::ErrorCode;
 use crate::group::{Coordinator, GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::meta::Metadata;
 use crate::storage::ShardStorage;
@@ -71,7 +72,7 @@ pub struct ProducePart {
 #[derive(Debug, Clone, Default)]
 pub struct ProduceResult {
     /// Kafka error code (0 = none).
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// Offset assigned to the first record (-1 on error).
     pub base_offset: i64,
     /// Broker time stamped on the batch with LogAppendTime, else -1.
@@ -100,7 +101,7 @@ pub struct FetchPart {
 #[derive(Debug, Default)]
 pub struct FetchResult {
     /// Kafka error code (0 = none).
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// Next offset to be written (-1 on error).
     pub high_watermark: i64,
     /// First offset still in the log (-1 on error).
@@ -150,7 +151,7 @@ pub struct OffsetQuery {
 #[derive(Debug, Clone, Default)]
 pub struct OffsetAnswer {
     /// Kafka error code (0 = none).
-    pub error_code: i16,
+    pub error_code: ErrorCode,
     /// The offset found (-1 when none).
     pub offset: i64,
     /// The timestamp of the record found (-1 when not applicable).
@@ -421,7 +422,7 @@ impl Shard {
         }
         drop(done);
         Self::gather(n, replies, || ProduceResult {
-            error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+            error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
             base_offset: -1,
             log_append_time: -1,
             log_start_offset: -1,
@@ -456,7 +457,7 @@ impl Shard {
                 }
             },
             || FetchResult {
-                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
                 log_start_offset: -1,
                 batches: Vec::new(),
@@ -474,7 +475,7 @@ impl Shard {
             |q| (&q.topic, q.partition),
             |parts, reply| ShardMsg::ListOffsets { parts, reply },
             || OffsetAnswer {
-                error_code: crate::protocol::error_codes::NOT_LEADER_OR_FOLLOWER,
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 offset: -1,
                 timestamp: -1,
             },
@@ -630,7 +631,7 @@ impl Shard {
         let reply = self.admin(AdminOp::AllocateProducerId).await;
         reply.result(0)?;
         reply.allocated.ok_or(AdminError {
-            code: crate::protocol::error_codes::KAFKA_STORAGE_ERROR,
+            code: ErrorCode::KAFKA_STORAGE_ERROR,
             message: "no producer id allocated".into(),
         })
     }

@@ -10,9 +10,9 @@ use super::{
     FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
+use crate::error_code::ErrorCode;
 use crate::meta::Metadata;
 use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
-use crate::protocol::error_codes;
 use crate::storage::{parse_header, StorageError};
 
 /// Longest a produce request waits for unwritten bytes to drain before KAFKA_STORAGE_ERROR.
@@ -264,7 +264,7 @@ fn append_part(
         );
     };
     let result = ProduceResult {
-        error_code: error_codes::NONE,
+        error_code: ErrorCode::NONE,
         base_offset: first_offset,
         log_append_time,
         log_start_offset,
@@ -334,7 +334,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
                 .partition(&part.topic, part.partition)
                 .record_fetch(bytes, records);
             FetchResult {
-                error_code: error_codes::NONE,
+                error_code: ErrorCode::NONE,
                 high_watermark: data.high_watermark,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
@@ -395,12 +395,12 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
     };
     match found {
         Ok(Some((offset, timestamp))) => OffsetAnswer {
-            error_code: error_codes::NONE,
+            error_code: ErrorCode::NONE,
             offset,
             timestamp,
         },
         Ok(None) => OffsetAnswer {
-            error_code: error_codes::NONE,
+            error_code: ErrorCode::NONE,
             offset: -1,
             timestamp: -1,
         },

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::error_code::ErrorCode;
 use crate::storage::{parse_header, BatchHeader, ShardStorage, StorageError};
 
 /// How many recent batches per producer are remembered for duplicate detection.
@@ -46,10 +47,8 @@ pub fn write_snapshot_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// OUT_OF_ORDER_SEQUENCE_NUMBER.
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-/// INVALID_PRODUCER_EPOCH.
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER;
+const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode::INVALID_PRODUCER_EPOCH;
 
 #[derive(Clone, Copy, Debug)]
 struct BatchMeta {
@@ -78,7 +77,7 @@ pub enum Verdict {
         last_offset: i64,
     },
     /// Refuse with this Kafka error code.
-    Reject(i16),
+    Reject(ErrorCode),
 }
 
 fn last_seq(h: &BatchHeader) -> i32 {

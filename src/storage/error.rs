@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::error_code::ErrorCode;
+
 /// Every error the storage engine reports. [`StorageError::kafka_error_code`] is the only place
 /// where storage errors become Kafka error codes.
 #[derive(thiserror::Error, Debug)]
@@ -62,17 +64,17 @@ pub enum StorageError {
 
 impl StorageError {
     /// The Kafka error code to put in a response for this error.
-    pub fn kafka_error_code(&self) -> i16 {
+    pub fn kafka_error_code(&self) -> ErrorCode {
         match self {
-            StorageError::CorruptMessage(_) => 2,
-            StorageError::InvalidRecord(_) => 87,
-            StorageError::MessageTooLarge { .. } => 10,
-            StorageError::OffsetOutOfRange { .. } => 1,
-            StorageError::UnknownPartition => 3,
+            StorageError::CorruptMessage(_) => ErrorCode::CORRUPT_MESSAGE,
+            StorageError::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
+            StorageError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            StorageError::UnknownPartition => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             StorageError::Io(_)
             | StorageError::CorruptLog { .. }
             | StorageError::DirectIoUnsupported { .. }
-            | StorageError::ShuttingDown => 56,
+            | StorageError::ShuttingDown => ErrorCode::KAFKA_STORAGE_ERROR,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::*;
+use crate::error_code::ErrorCode;
 use crate::io::SimDisk;
 
 /// Runs a future on a fresh single-thread glommio executor with a small I/O buffer pool.
@@ -172,7 +173,7 @@ fn append_roll_read_from_cache_and_disk() {
                 .batches
                 .is_empty());
             let e = s.read(&topic, 0, next + 1, 100).await.unwrap_err();
-            assert_eq!(e.kafka_error_code(), 1);
+            assert_eq!(e.kafka_error_code(), ErrorCode::OFFSET_OUT_OF_RANGE);
             s.shutdown().await.unwrap();
         }
     });
@@ -188,14 +189,17 @@ fn invalid_batches_are_rejected_and_nothing_is_appended() {
         let mut bad = good.to_vec();
         bad[70] ^= 1;
         let e = s.append(T, 0, Bytes::from(bad)).unwrap_err();
-        assert_eq!(e.kafka_error_code(), 2);
+        assert_eq!(e.kafka_error_code(), ErrorCode::CORRUPT_MESSAGE);
         let big = build_test_batch(1, 2 << 20, 5);
-        assert_eq!(s.append(T, 0, big).unwrap_err().kafka_error_code(), 10);
+        assert_eq!(
+            s.append(T, 0, big).unwrap_err().kafka_error_code(),
+            ErrorCode::MESSAGE_TOO_LARGE
+        );
         assert_eq!(
             s.append("nope", 0, good.clone())
                 .unwrap_err()
                 .kafka_error_code(),
-            3
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
         );
         assert_eq!(s.offsets(T, 0).unwrap(), (0, 0));
         assert_eq!(s.append(T, 0, good).unwrap().first_offset, 0);
@@ -220,7 +224,7 @@ fn reopen_after_clean_shutdown_keeps_everything() {
                 s.append(T, 0, sent[0].clone())
                     .unwrap_err()
                     .kafka_error_code(),
-                56
+                ErrorCode::KAFKA_STORAGE_ERROR
             );
         }
         // a crash after a clean shutdown loses nothing
@@ -370,7 +374,7 @@ fn disk_errors_surface_and_appends_recover() {
         disk.set_fail_writes(Some(std::io::ErrorKind::StorageFull));
         let b = s.append(T, 0, build_test_batch(2, 100, 1)).unwrap();
         let e = s.wait_durable(T, 0, b.last_offset).await.unwrap_err();
-        assert_eq!(e.kafka_error_code(), 56);
+        assert_eq!(e.kafka_error_code(), ErrorCode::KAFKA_STORAGE_ERROR);
         assert!(s.unwritten_bytes() > 200, "the failed batch stays pending");
         // appends still work in memory, reads still serve them
         let c = s.append(T, 0, build_test_batch(1, 100, 1)).unwrap();
@@ -378,7 +382,7 @@ fn disk_errors_surface_and_appends_recover() {
         disk.set_fail_writes(None);
         disk.set_fail_syncs(Some(std::io::ErrorKind::Other));
         let e = s.wait_durable(T, 0, c.last_offset).await.unwrap_err();
-        assert_eq!(e.kafka_error_code(), 56);
+        assert_eq!(e.kafka_error_code(), ErrorCode::KAFKA_STORAGE_ERROR);
         disk.set_fail_syncs(None);
         s.wait_durable(T, 0, c.last_offset).await.unwrap();
         s.shutdown().await.unwrap();
@@ -529,7 +533,7 @@ fn retention_by_bytes_and_time_advances_log_start() {
         assert_eq!(hw, 100);
         assert!(start > 50, "log start {start}");
         let e = s.read(T, 0, 0, 100).await.unwrap_err();
-        assert_eq!(e.kafka_error_code(), 1);
+        assert_eq!(e.kafka_error_code(), ErrorCode::OFFSET_OUT_OF_RANGE);
         assert_eq!(read_all(&s, start).await.len() as i64, hw - start);
         // by time: everything but the active segment is older than 1 ms
         s.set_config(
@@ -572,7 +576,10 @@ fn appended_wakes_long_poll_and_delete_removes_everything() {
             .list_files(Path::new("/sim/t-0"))
             .unwrap()
             .is_empty());
-        assert_eq!(s.offsets(T, 0).unwrap_err().kafka_error_code(), 3);
+        assert_eq!(
+            s.offsets(T, 0).unwrap_err().kafka_error_code(),
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        );
         assert_eq!(s.cache_bytes(), 0);
     });
 }
@@ -1047,7 +1054,10 @@ fn disk_usage_follows_writes_rolls_retention_and_reopen() {
         s.open_partition(T, 0, cfg.clone()).await.unwrap();
         assert_eq!(s.stats(T, 0).unwrap(), after, "recovered from the files");
         s.delete_partition(T, 0).await.unwrap();
-        assert_eq!(s.stats(T, 0).unwrap_err().kafka_error_code(), 3);
+        assert_eq!(
+            s.stats(T, 0).unwrap_err().kafka_error_code(),
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        );
         let mut visits = 0;
         s.partition_stats(|_, _, _| visits += 1);
         assert_eq!(visits, 0);

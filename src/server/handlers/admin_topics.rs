@@ -13,14 +13,15 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::{AdminError, AdminOp, NewTopic, Shard};
 
 fn code_and_message(
     r: &Result<(), AdminError>,
-) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+) -> (ErrorCode, Option<kafka_protocol::protocol::StrBytes>) {
     match r {
-        Ok(()) => (error_codes::NONE, None),
+        Ok(()) => (ErrorCode::NONE, None),
         Err(e) => (e.code, Some(sb(&e.message))),
     }
 }
@@ -70,7 +71,7 @@ pub async fn create_topics(
             let (code, message) = code_and_message(&r);
             let mut out = CreatableTopicResult::default()
                 .with_name(TopicName(sb(&t.name)))
-                .with_error_code(code)
+                .with_error_code(code.code())
                 .with_error_message(message);
             if r.is_ok() && version >= 5 {
                 let partitions = meta.topics.get(&t.name).map_or(
@@ -143,7 +144,7 @@ pub async fn delete_topics(
                     reply.result(next - 1)
                 }
                 None => Err(AdminError {
-                    code: error_codes::UNKNOWN_TOPIC_ID,
+                    code: ErrorCode::UNKNOWN_TOPIC_ID,
                     message: "unknown topic id".into(),
                 }),
             };
@@ -151,7 +152,7 @@ pub async fn delete_topics(
             DeletableTopicResult::default()
                 .with_name(name.as_deref().map(|n| TopicName(sb(n))))
                 .with_topic_id(if version >= 6 { *id } else { uuid::Uuid::nil() })
-                .with_error_code(code)
+                .with_error_code(code.code())
                 .with_error_message(if version >= 5 { message } else { None })
         })
         .collect();
@@ -190,7 +191,7 @@ pub async fn create_partitions(
             let (code, message) = code_and_message(&reply.result(i));
             CreatePartitionsTopicResult::default()
                 .with_name(TopicName(sb(name)))
-                .with_error_code(code)
+                .with_error_code(code.code())
                 .with_error_message(message)
         })
         .collect();

@@ -4,7 +4,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use crate::protocol::{encode_response, error_codes, ProtocolError, SUPPORTED_APIS};
+use crate::error_code::ErrorCode;
+use crate::protocol::{encode_response, ProtocolError, SUPPORTED_APIS};
 
 /// Answers ApiVersions. A version above the supported maximum gets UNSUPPORTED_VERSION in the
 /// v0 format (which every client can read) with the full table, so the client can retry with
@@ -22,9 +23,9 @@ pub fn handle(version: i16, correlation_id: i32) -> Result<Vec<Bytes>, ProtocolE
     let (_, _, max) = crate::protocol::supported_versions(ApiKey::ApiVersions as i16)
         .ok_or(ProtocolError::UnsupportedApi(ApiKey::ApiVersions as i16))?;
     let (version, error_code) = if version > max {
-        (0, error_codes::UNSUPPORTED_VERSION)
+        (0, ErrorCode::UNSUPPORTED_VERSION.code())
     } else {
-        (version, error_codes::NONE)
+        (version, ErrorCode::NONE.code())
     };
     let body = ApiVersionsResponse::default()
         .with_error_code(error_code)

@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
 
 use super::sb;
 use crate::config::{topic_key_value, topic_log_config, TOPIC_KEYS};
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::{AdminOp, Shard};
 
 /// Kafka's ConfigResource type of a topic.
@@ -61,20 +62,20 @@ pub fn describe(
                         Ok(log) => (log, Some(t.configs.clone()), SOURCE_DEFAULT),
                         Err(e) => {
                             return base
-                                .with_error_code(error_codes::INVALID_CONFIG)
+                                .with_error_code(ErrorCode::INVALID_CONFIG.code())
                                 .with_error_message(Some(sb(&e.to_string())))
                         }
                     },
                     None => {
                         return base
-                            .with_error_code(error_codes::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code())
                             .with_error_message(Some(sb("unknown topic")))
                     }
                 },
                 RESOURCE_BROKER => (shard.config.log.clone(), None, SOURCE_STATIC_BROKER),
                 other => {
                     return base
-                        .with_error_code(error_codes::INVALID_REQUEST)
+                        .with_error_code(ErrorCode::INVALID_REQUEST.code())
                         .with_error_message(Some(sb(&format!(
                             "resource type {other} is not supported"
                         ))))
@@ -126,7 +127,7 @@ pub async fn incremental_alter(
     for r in &req.resources {
         if r.resource_type != RESOURCE_TOPIC {
             slots.push(Err((
-                error_codes::INVALID_REQUEST,
+                ErrorCode::INVALID_REQUEST,
                 "only topic configs can be altered".to_string(),
             )));
             continue;
@@ -149,7 +150,7 @@ pub async fn incremental_alter(
             }
         }
         match bad {
-            Some(m) => slots.push(Err((error_codes::INVALID_CONFIG, m))),
+            Some(m) => slots.push(Err((ErrorCode::INVALID_CONFIG, m))),
             None => {
                 changes.push((r.resource_name.to_string(), ops));
                 slots.push(Ok(changes.len() - 1));
@@ -176,14 +177,14 @@ pub async fn incremental_alter(
             let (code, message) = match slot {
                 Ok(i) => match reply.as_ref().map(|rep| rep.result(i)) {
                     Some(Err(e)) => (e.code, Some(sb(&e.message))),
-                    _ => (error_codes::NONE, None),
+                    _ => (ErrorCode::NONE, None),
                 },
                 Err((code, m)) => (code, Some(sb(&m))),
             };
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
-                .with_error_code(code)
+                .with_error_code(code.code())
                 .with_error_message(message)
         })
         .collect();

@@ -20,8 +20,9 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::super::connection::Response;
 use super::ConnInfo;
+use crate::error_code::ErrorCode;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
-use crate::protocol::{decode_body, error_codes, ProtocolError};
+use crate::protocol::{decode_body, ProtocolError};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
@@ -118,9 +119,9 @@ pub async fn handle(
             meta.topics.get(topic.topic.as_str())
         };
         let unknown = if version >= 13 {
-            error_codes::UNKNOWN_TOPIC_ID
+            ErrorCode::UNKNOWN_TOPIC_ID.code()
         } else {
-            error_codes::UNKNOWN_TOPIC_OR_PARTITION
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
         };
         let out = FetchTopicOut {
             name: found.map_or_else(|| topic.topic.to_string(), |t| t.name.clone()),
@@ -139,7 +140,10 @@ pub async fn handle(
                     });
                     slots.push((p.partition, Ok(parts.len() - 1)));
                 }
-                Some(_) => slots.push((p.partition, Err(error_codes::UNKNOWN_TOPIC_OR_PARTITION))),
+                Some(_) => slots.push((
+                    p.partition,
+                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()),
+                )),
                 None => slots.push((p.partition, Err(unknown))),
             }
         }
@@ -156,10 +160,7 @@ pub async fn handle(
     loop {
         read = read_once(shard, conn, &parts, want).await;
         let total: usize = read.results.iter().map(FetchResult::bytes).sum();
-        let any_error = read
-            .results
-            .iter()
-            .any(|r| r.error_code != error_codes::NONE);
+        let any_error = read.results.iter().any(|r| r.error_code != ErrorCode::NONE);
         // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
         if total >= min_bytes.max(1)
             || (total > 0 && read.squeezed)
@@ -222,7 +223,7 @@ pub async fn handle(
                     }
                     FetchPartitionOut {
                         partition,
-                        error_code: r.error_code,
+                        error_code: r.error_code.code(),
                         high_watermark: r.high_watermark,
                         last_stable_offset: r.high_watermark,
                         log_start_offset: r.log_start_offset,
@@ -251,7 +252,7 @@ pub async fn handle(
         in_use = shard.fetch_memory.in_use(),
         "fetch memory"
     );
-    let parts = encode_fetch_response(version, correlation_id, error_codes::NONE, 0, &topics)?;
+    let parts = encode_fetch_response(version, correlation_id, ErrorCode::NONE.code(), 0, &topics)?;
     Ok(Response {
         parts,
         hold: Some(hold),

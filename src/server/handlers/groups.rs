@@ -16,8 +16,9 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::Shard;
 
 /// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
@@ -36,7 +37,7 @@ pub fn find_coordinator(
         (0, None)
     } else {
         (
-            error_codes::COORDINATOR_NOT_AVAILABLE,
+            ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
             Some(sb("transactions are not supported")),
         )
     };
@@ -87,7 +88,8 @@ pub async fn join(
     let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
     let mut resp = match shard.group(&group, op).await {
         Some(GroupReply::Join(r)) => r,
-        _ => JoinGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
+        _ => JoinGroupResponse::default()
+            .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
     };
     if version < 7 {
         resp.protocol_type = None;
@@ -117,7 +119,8 @@ pub async fn sync(
     let group = req.group_id.to_string();
     let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
         Some(GroupReply::Sync(r)) => r,
-        _ => SyncGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
+        _ => SyncGroupResponse::default()
+            .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
     };
     if version < 5 {
         resp.protocol_type = None;
@@ -142,9 +145,9 @@ pub async fn heartbeat(
     let group = req.group_id.to_string();
     let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
         Some(GroupReply::Heartbeat(c)) => c,
-        _ => error_codes::COORDINATOR_NOT_AVAILABLE,
+        _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
     };
-    let resp = HeartbeatResponse::default().with_error_code(code);
+    let resp = HeartbeatResponse::default().with_error_code(code.code());
     Ok(vec![encode_response(
         ApiKey::Heartbeat,
         version,
@@ -164,7 +167,8 @@ pub async fn leave(
     let group = req.group_id.to_string();
     let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
         Some(GroupReply::Leave(r)) => r,
-        _ => LeaveGroupResponse::default().with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
+        _ => LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
     };
     Ok(vec![encode_response(
         ApiKey::LeaveGroup,
@@ -244,7 +248,7 @@ pub async fn describe(
             Some(GroupReply::Describe(d)) => d,
             _ => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
                 .with_group_id(g.clone())
-                .with_error_code(error_codes::COORDINATOR_NOT_AVAILABLE),
+                .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
         };
         if version < 4 {
             for m in &mut d.members {
@@ -278,7 +282,7 @@ pub async fn delete(
         let id = g.to_string();
         let code = match shard.group(&id, GroupOp::Delete(id.clone())).await {
             Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
-            _ => error_codes::COORDINATOR_NOT_AVAILABLE,
+            _ => ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
         };
         results.push(
             DeletableGroupResult::default()

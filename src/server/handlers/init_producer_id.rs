@@ -7,7 +7,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::Shard;
 
 /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED: the closest Kafka code to "no transactions here".
@@ -42,7 +43,7 @@ pub async fn handle(
             Err(e) => {
                 tracing::warn!(error = %e.message, "cannot allocate a producer id");
                 InitProducerIdResponse::default()
-                    .with_error_code(error_codes::KAFKA_STORAGE_ERROR)
+                    .with_error_code(ErrorCode::KAFKA_STORAGE_ERROR.code())
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1)
             }

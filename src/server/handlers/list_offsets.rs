@@ -9,7 +9,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::{OffsetAnswer, OffsetQuery, Shard};
 
 /// Answers ListOffsets.
@@ -55,14 +56,14 @@ pub async fn handle(
                     let a = match slot {
                         Some(i) => answers.get(i).cloned().unwrap_or_default(),
                         None => OffsetAnswer {
-                            error_code: error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             offset: -1,
                             timestamp: -1,
                         },
                     };
                     ListOffsetsPartitionResponse::default()
                         .with_partition_index(index)
-                        .with_error_code(a.error_code)
+                        .with_error_code(a.error_code.code())
                         .with_offset(a.offset)
                         .with_timestamp(a.timestamp)
                         .with_leader_epoch(if version >= 4 { 0 } else { -1 })

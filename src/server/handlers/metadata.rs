@@ -14,8 +14,9 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::{AdminOp, NewTopic, Shard};
 
 /// The cluster id reported to clients (one node, one cluster).
@@ -103,10 +104,10 @@ pub async fn handle(
                     None => {
                         let code = match &w.name {
                             Some(n) if crate::meta::validate_topic_name(n.as_str()).is_err() => {
-                                error_codes::INVALID_TOPIC_EXCEPTION
+                                ErrorCode::INVALID_TOPIC_EXCEPTION.code()
                             }
-                            Some(_) => error_codes::UNKNOWN_TOPIC_OR_PARTITION,
-                            None => error_codes::UNKNOWN_TOPIC_ID,
+                            Some(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
+                            None => ErrorCode::UNKNOWN_TOPIC_ID.code(),
                         };
                         MetadataResponseTopic::default()
                             .with_error_code(code)

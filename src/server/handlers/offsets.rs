@@ -21,9 +21,10 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::error_code::ErrorCode;
 use crate::group::records::CommittedOffset;
 use crate::group::{GroupOp, GroupReply};
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::Shard;
 
 fn now_ms() -> i64 {
@@ -84,7 +85,7 @@ pub async fn commit(
         };
         match shard.group(&group, op).await {
             Some(GroupReply::Commit(c)) => c,
-            _ => vec![error_codes::COORDINATOR_NOT_AVAILABLE; n],
+            _ => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE.code(); n],
         }
     };
     let mut slot = slots.into_iter();
@@ -100,8 +101,8 @@ pub async fn commit(
                         Some(i) => codes
                             .get(i)
                             .copied()
-                            .unwrap_or(error_codes::COORDINATOR_NOT_AVAILABLE),
-                        None => error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
+                        None => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                     };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
@@ -127,13 +128,13 @@ async fn fetch_group(
     shard: &Rc<Shard>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> (i16, Vec<(String, i32, Option<CommittedOffset>)>) {
+) -> (ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>) {
     match shard
         .group(group, GroupOp::FetchOffsets(group.to_string(), wanted))
         .await
     {
         Some(GroupReply::Offsets(code, list)) => (code, list),
-        _ => (error_codes::COORDINATOR_NOT_AVAILABLE, Vec::new()),
+        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new()),
     }
 }
 
@@ -194,7 +195,7 @@ pub async fn fetch(
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
-                    .with_error_code(code)
+                    .with_error_code(code.code())
                     .with_topics(topics),
             );
         }
@@ -236,7 +237,7 @@ pub async fn fetch(
         .collect();
     let mut resp = OffsetFetchResponse::default().with_topics(topics);
     if version >= 2 {
-        resp = resp.with_error_code(code);
+        resp = resp.with_error_code(code.code());
     }
     Ok(vec![encode_response(
         ApiKey::OffsetFetch,
@@ -271,7 +272,7 @@ pub async fn delete(
     {
         Some(GroupReply::Codes(c)) if c.len() == n => (0, c),
         Some(GroupReply::Codes(c)) => (c.first().copied().unwrap_or(0), vec![0; n]),
-        _ => (error_codes::COORDINATOR_NOT_AVAILABLE, vec![0; n]),
+        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE.code(), vec![0; n]),
     };
     // A missing group is a whole-request error, as in Kafka.
     let group_missing = codes.iter().all(|c| *c == 69) && n > 0;

@@ -9,14 +9,15 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::sb;
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 use crate::shard::{ProducePart, ProduceResult, ProduceTurn, Shard};
 
 /// Where one partition of the request goes: to a shard (index into the parts sent) or
 /// straight to an error.
 enum Slot {
     Sent(usize),
-    Failed(i16, &'static str),
+    Failed(ErrorCode, &'static str),
 }
 
 /// Answers Produce; `None` for acks=0.
@@ -39,13 +40,10 @@ pub async fn handle(
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let slot = if !(-1..=1).contains(&acks) {
-                Slot::Failed(
-                    error_codes::INVALID_REQUIRED_ACKS,
-                    "acks must be 0, 1 or -1",
-                )
+                Slot::Failed(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1")
             } else if name == crate::group::OFFSETS_TOPIC {
                 Slot::Failed(
-                    error_codes::INVALID_TOPIC_EXCEPTION,
+                    ErrorCode::INVALID_TOPIC_EXCEPTION,
                     "cannot produce to an internal topic",
                 )
             } else {
@@ -59,10 +57,10 @@ pub async fn handle(
                         Slot::Sent(parts.len() - 1)
                     }
                     (Some(t), None) if p.index >= 0 && p.index < t.partitions => {
-                        Slot::Failed(error_codes::CORRUPT_MESSAGE, "no records")
+                        Slot::Failed(ErrorCode::CORRUPT_MESSAGE, "no records")
                     }
                     _ => Slot::Failed(
-                        error_codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         "unknown topic or partition",
                     ),
                 }
@@ -97,7 +95,7 @@ pub async fn handle(
                     };
                     PartitionProduceResponse::default()
                         .with_index(index)
-                        .with_error_code(r.error_code)
+                        .with_error_code(r.error_code.code())
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time)
                         .with_log_start_offset(if version >= 5 { r.log_start_offset } else { -1 })

@@ -12,7 +12,8 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
-use crate::protocol::{decode_body, encode_response, error_codes, ProtocolError};
+use crate::error_code::ErrorCode;
+use crate::protocol::{decode_body, encode_response, ProtocolError};
 
 /// Answers SaslHandshake: ILLEGAL_SASL_STATE, no mechanism enabled.
 pub fn handshake(
@@ -23,7 +24,7 @@ pub fn handshake(
     let req: SaslHandshakeRequest = decode_body(&mut body, version)?;
     tracing::debug!(mechanism = %req.mechanism, "SASL handshake on a listener without SASL");
     let resp = SaslHandshakeResponse::default()
-        .with_error_code(error_codes::ILLEGAL_SASL_STATE)
+        .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
         .with_mechanisms(Vec::new());
     Ok(vec![encode_response(
         ApiKey::SaslHandshake,
@@ -41,7 +42,7 @@ pub fn authenticate(
 ) -> Result<Vec<Bytes>, ProtocolError> {
     let _: SaslAuthenticateRequest = decode_body(&mut body, version)?;
     let resp = SaslAuthenticateResponse::default()
-        .with_error_code(error_codes::ILLEGAL_SASL_STATE)
+        .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
         .with_error_message(Some(sb("SASL is not enabled on this listener")));
     Ok(vec![encode_response(
         ApiKey::SaslAuthenticate,
