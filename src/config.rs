@@ -79,6 +79,9 @@ pub struct BrokerConfig {
     /// Memory for Fetch responses read from disk and not yet sent, split evenly over the
     /// shards (see `shard::fetch_memory`); `shard.fetch.memory.bytes`.
     pub fetch_memory_bytes: usize,
+    /// Incremental fetch sessions (KIP-227) the broker keeps, split evenly over the shards
+    /// (rounded up); 0 disables them; `max.incremental.fetch.session.cache.slots`.
+    pub fetch_session_cache_slots: usize,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
@@ -116,6 +119,7 @@ impl Default for BrokerConfig {
             connection_response_buffer_bytes: 4 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_memory_bytes: 256 * 1024 * 1024,
+            fetch_session_cache_slots: 1000,
             shard_connections_max: 20_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
@@ -271,6 +275,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Memory for Fetch responses read from disk and not yet sent, split evenly over the shards; when used up a fetch gets fewer bytes (at least one batch), never a wait. Default 268435456.",
         apply: |c, v| {
             c.fetch_memory_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "max.incremental.fetch.session.cache.slots",
+        help: "Incremental fetch sessions (KIP-227) kept, split evenly over the shards; 0 disables them. Default 1000.",
+        apply: |c, v| {
+            c.fetch_session_cache_slots = parse_num(v)?;
             Ok(())
         },
     },
