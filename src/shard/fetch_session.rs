@@ -301,6 +301,19 @@ impl FetchContext {
     }
 }
 
+/// The session fields of a Fetch request, and who sent it (Kafka's `FetchMetadata` and more).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionRequest {
+    /// The Fetch version (topic ids from v13).
+    pub version: i16,
+    /// The session named (0: none).
+    pub session_id: i32,
+    /// The session epoch sent: 0 or -1 full, else incremental.
+    pub epoch: i32,
+    /// From a follower (replica id >= 0).
+    pub privileged: bool,
+}
+
 /// The session fields of a response, and which partitions it carries.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SessionResponse {
@@ -381,14 +394,17 @@ impl FetchSessionCache {
     /// An incremental request updates its session and moves its epoch here, before the read.
     pub fn new_context(
         &mut self,
-        version: i16,
-        session_id: i32,
-        epoch: i32,
-        privileged: bool,
+        rq: SessionRequest,
         fetch: Vec<PartitionRequest>,
         forget: &[PartitionKey],
         now: Instant,
     ) -> FetchContext {
+        let SessionRequest {
+            version,
+            session_id,
+            epoch,
+            privileged,
+        } = rq;
         if epoch == INITIAL_EPOCH || epoch == FINAL_EPOCH {
             if session_id != INVALID_SESSION_ID {
                 // Any session named by a full request is closed.
@@ -616,8 +632,8 @@ impl FetchSessionCache {
         self.partitions_total -= s.cached_size;
         s.cached_size = s.len();
         self.partitions_total += s.cached_size;
-        let old = now.saturating_duration_since(s.created)
-            > Duration::from_millis(SESSION_EVICTION_MS);
+        let old =
+            now.saturating_duration_since(s.created) > Duration::from_millis(SESSION_EVICTION_MS);
         s.evictable_by_privileged = !s.privileged || old;
         s.evictable_by_all = old;
     }
@@ -675,6 +691,15 @@ fn dedup(fetch: Vec<PartitionRequest>) -> Vec<PartitionRequest> {
 mod tests {
     use super::*;
 
+    fn sr(version: i16, session_id: i32, epoch: i32, privileged: bool) -> SessionRequest {
+        SessionRequest {
+            version,
+            session_id,
+            epoch,
+            privileged,
+        }
+    }
+
     fn req(topic: &str, partition: i32, fetch_offset: i64) -> PartitionRequest {
         PartitionRequest {
             key: PartitionKey {
@@ -703,7 +728,7 @@ mod tests {
         now: Instant,
     ) -> i32 {
         let n = parts.len();
-        let ctx = cache.new_context(12, 0, INITIAL_EPOCH, privileged, parts, &[], now);
+        let ctx = cache.new_context(sr(12, 0, INITIAL_EPOCH, privileged), parts, &[], now);
         let outcomes = vec![out(0, 0); n];
         cache.respond(&ctx, &outcomes, now).session_id
     }
@@ -720,12 +745,17 @@ mod tests {
     fn full_then_incremental_answers_only_what_changed() {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(1000, 0, 1, 7);
-        let id = open(&mut c, vec![req("a", 0, 0), req("a", 1, 0), req("b", 0, 5)], false, t);
+        let id = open(
+            &mut c,
+            vec![req("a", 0, 0), req("a", 1, 0), req("b", 0, 5)],
+            false,
+            t,
+        );
         assert_ne!(id, INVALID_SESSION_ID);
         assert_eq!((c.len(), c.partitions_total()), (1, 3));
 
         // Epoch 1: nothing sent; a-1 got records, b-0's high watermark moved.
-        let ctx = c.new_context(12, id, 1, false, vec![], &[], t);
+        let ctx = c.new_context(sr(12, id, 1, false), vec![], &[], t);
         let keys: Vec<i32> = ctx.partitions().iter().map(|p| p.key.partition).collect();
         assert_eq!(keys, vec![0, 1, 0], "every session partition is read");
         let r = c.respond(&ctx, &[out(0, 0), out(3, 100), out(9, 0)], t);
@@ -734,7 +764,7 @@ mod tests {
         assert_eq!(r.include, vec![false, true, true]);
 
         // Epoch 2: a-1 moved to the end (it returned records); the client advanced it.
-        let ctx = c.new_context(12, id, 2, false, vec![req("a", 1, 3)], &[], t);
+        let ctx = c.new_context(sr(12, id, 2, false), vec![req("a", 1, 3)], &[], t);
         let order: Vec<(TopicKey, i32, i64)> = ctx
             .partitions()
             .iter()
@@ -764,10 +794,10 @@ mod tests {
             records_bytes: 0,
         };
         for epoch in 1..=2 {
-            let ctx = c.new_context(12, id, epoch, false, vec![], &[], t);
+            let ctx = c.new_context(sr(12, id, epoch, false), vec![], &[], t);
             assert_eq!(c.respond(&ctx, &[failed], t).include, vec![true]);
         }
-        let ctx = c.new_context(12, id, 3, false, vec![], &[], t);
+        let ctx = c.new_context(sr(12, id, 3, false), vec![], &[], t);
         assert_eq!(
             c.respond(&ctx, &[out(0, 0)], t).include,
             vec![true],
@@ -779,7 +809,7 @@ mod tests {
     fn session_errors() {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(10, 0, 1, 3);
-        let ctx = c.new_context(12, 12345, 1, false, vec![], &[], t);
+        let ctx = c.new_context(sr(12, 12345, 1, false), vec![], &[], t);
         assert!(matches!(
             ctx,
             FetchContext::Error(ErrorCode::FETCH_SESSION_ID_NOT_FOUND)
@@ -793,18 +823,18 @@ mod tests {
             }
         );
         let id = open(&mut c, vec![req("a", 0, 0)], false, t);
-        let ctx = c.new_context(12, id, 5, false, vec![], &[], t);
+        let ctx = c.new_context(sr(12, id, 5, false), vec![], &[], t);
         assert!(matches!(
             ctx,
             FetchContext::Error(ErrorCode::INVALID_FETCH_SESSION_EPOCH)
         ));
-        let ctx = c.new_context(13, id, 1, false, vec![], &[], t);
+        let ctx = c.new_context(sr(13, id, 1, false), vec![], &[], t);
         assert!(matches!(
             ctx,
             FetchContext::Error(ErrorCode::FETCH_SESSION_TOPIC_ID_ERROR)
         ));
         // An error does not move the epoch: 1 is still the one expected.
-        let ctx = c.new_context(12, id, 1, false, vec![], &[], t);
+        let ctx = c.new_context(sr(12, id, 1, false), vec![], &[], t);
         assert!(matches!(ctx, FetchContext::Incremental { epoch: 2, .. }));
     }
 
@@ -813,13 +843,16 @@ mod tests {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(10, 0, 1, 3);
         let id = open(&mut c, vec![req("a", 0, 0)], false, t);
-        let first = c.new_context(12, id, 1, false, vec![], &[], t);
-        let second = c.new_context(12, id, 2, false, vec![], &[], t);
+        let first = c.new_context(sr(12, id, 1, false), vec![], &[], t);
+        let second = c.new_context(sr(12, id, 2, false), vec![], &[], t);
         let r = c.respond(&first, &[out(0, 0)], t);
         assert_eq!(r.error_code, ErrorCode::INVALID_FETCH_SESSION_EPOCH);
         assert_eq!(r.session_id, id);
         assert!(r.include.is_empty());
-        assert_eq!(c.respond(&second, &[out(0, 0)], t).error_code, ErrorCode::NONE);
+        assert_eq!(
+            c.respond(&second, &[out(0, 0)], t).error_code,
+            ErrorCode::NONE
+        );
     }
 
     #[test]
@@ -827,12 +860,17 @@ mod tests {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(10, 0, 1, 3);
         let id = open(&mut c, vec![req("a", 0, 0)], false, t);
-        let ctx = c.new_context(12, id, FINAL_EPOCH, false, vec![req("a", 0, 0)], &[], t);
+        let ctx = c.new_context(sr(12, id, FINAL_EPOCH, false), vec![req("a", 0, 0)], &[], t);
         assert!(matches!(ctx, FetchContext::Sessionless(_)));
         assert_eq!(c.respond(&ctx, &[out(0, 0)], t).session_id, 0);
         assert!(c.is_empty(), "the named session is closed");
         let id = open(&mut c, vec![req("a", 0, 0)], false, t);
-        let ctx = c.new_context(12, id, INITIAL_EPOCH, false, vec![req("a", 0, 0)], &[], t);
+        let ctx = c.new_context(
+            sr(12, id, INITIAL_EPOCH, false),
+            vec![req("a", 0, 0)],
+            &[],
+            t,
+        );
         let new = c.respond(&ctx, &[out(0, 0)], t).session_id;
         assert_ne!(new, id);
         assert_eq!(c.len(), 1, "the old session is gone, the new one in");
@@ -843,11 +881,11 @@ mod tests {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(10, 0, 1, 3);
         let id = open(&mut c, vec![req("a", 0, 0), req("a", 1, 0)], false, t);
-        let ctx = c.new_context(12, id, 1, false, vec![], &[req("a", 0, 0).key], t);
+        let ctx = c.new_context(sr(12, id, 1, false), vec![], &[req("a", 0, 0).key], t);
         assert_eq!(ctx.partitions().len(), 1);
         assert_eq!(c.partitions_total(), 1);
         let _ = c.respond(&ctx, &[out(0, 0)], t);
-        let ctx = c.new_context(12, id, 2, false, vec![], &[req("a", 1, 0).key], t);
+        let ctx = c.new_context(sr(12, id, 2, false), vec![], &[req("a", 1, 0).key], t);
         assert!(matches!(ctx, FetchContext::Sessionless(ref p) if p.is_empty()));
         assert!(c.is_empty());
         assert_eq!(c.partitions_total(), 0);
@@ -868,7 +906,7 @@ mod tests {
         assert!(c.get(small).is_none() && c.get(big).is_some());
         assert_eq!(c.evictions(), 1);
         // Keep the follower's session in use; the consumer's goes stale.
-        let ctx = c.new_context(12, f, 1, true, vec![], &[], old);
+        let ctx = c.new_context(sr(12, f, 1, true), vec![], &[], old);
         let _ = c.respond(&ctx, &[out(0, 0)], old);
         let late = open(&mut c, vec![req("d", 0, 0)], false, old);
         assert_ne!(late, 0, "a stale session is evicted by anyone");
@@ -907,7 +945,11 @@ mod tests {
         let many: Vec<PartitionRequest> = (0..CACHED_PARTITIONS_MAX as i32 + 1)
             .map(|p| req("a", p, 0))
             .collect();
-        assert_eq!(open(&mut c, many, false, t), 0, "too many partitions: no session");
+        assert_eq!(
+            open(&mut c, many, false, t),
+            0,
+            "too many partitions: no session"
+        );
         assert_eq!(c.partitions_total(), 0);
     }
 
@@ -915,7 +957,12 @@ mod tests {
     fn duplicates_in_a_full_request_are_one_partition() {
         let t = Instant::now();
         let mut c = FetchSessionCache::new(10, 0, 1, 3);
-        let ctx = c.new_context(12, 0, 0, false, vec![req("a", 0, 1), req("a", 0, 2)], &[], t);
+        let ctx = c.new_context(
+            sr(12, 0, 0, false),
+            vec![req("a", 0, 1), req("a", 0, 2)],
+            &[],
+            t,
+        );
         assert_eq!(ctx.partitions(), &[req("a", 0, 2)]);
     }
 }

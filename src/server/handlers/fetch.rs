@@ -23,13 +23,13 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{ConnInfo, Request};
 use crate::error_code::ErrorCode;
+use crate::meta::TopicMeta;
 use crate::protocol::decode_body;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
-use crate::meta::TopicMeta;
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::fetch_session::{
-    FetchContext, PartitionKey, PartitionOutcome, PartitionRequest, TopicKey,
+    FetchContext, PartitionKey, PartitionOutcome, PartitionRequest, SessionRequest, TopicKey,
 };
 use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
@@ -156,15 +156,17 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     } else {
         *req.replica_id >= 0
     };
-    let ctx = shard.fetch_sessions.borrow_mut().new_context(
+    let session_rq = SessionRequest {
         version,
-        req.session_id,
-        req.session_epoch,
+        session_id: req.session_id,
+        epoch: req.session_epoch,
         privileged,
-        wanted,
-        &forget,
-        Instant::now(),
-    );
+    };
+    let ctx =
+        shard
+            .fetch_sessions
+            .borrow_mut()
+            .new_context(session_rq, wanted, &forget, Instant::now());
     if let FetchContext::Error(code) = ctx {
         tracing::info!(
             session_id = req.session_id,
