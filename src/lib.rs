@@ -14,6 +14,7 @@
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
+//! - [`cluster`]: the control plane: cluster identity and config, the metadata quorum.
 //! - [`config`]: broker and topic settings by their Kafka names.
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
@@ -24,6 +25,7 @@
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
 
+pub mod cluster;
 pub mod config;
 pub mod error_code;
 pub mod group;
