@@ -354,8 +354,24 @@ impl ClusterImage {
                 self.producer_id_next = *next_producer_id;
             }
         }
-        assert!(offset > self.offset, "records apply in log order");
+        assert!(offset >= self.offset, "records apply in log order");
         self.offset = offset;
+        Ok(())
+    }
+
+    /// Applies the records of one log entry (at index `offset`) all or none: a topic and its
+    /// partitions appear together. On error the image is unchanged.
+    pub fn apply_batch(
+        &mut self,
+        offset: u64,
+        records: &[MetadataRecord],
+    ) -> Result<(), ApplyError> {
+        let mut next = self.clone();
+        for r in records {
+            next.apply(offset, r)?;
+        }
+        next.offset = offset;
+        *self = next;
         Ok(())
     }
 }
@@ -431,6 +447,14 @@ mod tests {
         assert_eq!(img.live_brokers().count(), 1);
         apply_all(&mut img, &[MetadataRecord::FenceBroker { id: 1 }]);
         assert_eq!(img.live_brokers().count(), 0);
+        // A batch applies all or nothing.
+        let before = img.clone();
+        let bad = [
+            MetadataRecord::UnfenceBroker { id: 2 },
+            MetadataRecord::UnfenceBroker { id: 99 },
+        ];
+        img.apply_batch(5, &bad).expect_err("99 unknown");
+        assert_eq!(img, before);
         // Re-registration (a restart) replaces the old one with a new epoch, fenced.
         apply_all(&mut img, &[register(1, None)]);
         assert_eq!(img.brokers[&1].epoch, 6);

@@ -15,3 +15,4 @@ pub mod config;
 pub mod control;
 pub mod identity;
 pub mod image;
+pub mod store;
