@@ -64,11 +64,20 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         }
         layout.push((topic.name, slots));
     }
+    let sent = parts.len();
     let results = if parts.is_empty() {
         Vec::new()
     } else {
         shard.produce(acks, parts, turn).await
     };
+    // Every part sent has its own result (`Shard::produce` answers an unreachable owner with an
+    // error): a missing one must never turn into an acknowledgement at some offset.
+    assert_eq!(
+        results.len(),
+        sent,
+        "Shard::produce returned {} results for {sent} parts",
+        results.len()
+    );
     if acks == 0 {
         return Ok(None);
     }
@@ -79,7 +88,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 .into_iter()
                 .map(|(index, slot)| {
                     let r = match slot {
-                        Slot::Sent(i) => results.get(i).cloned().unwrap_or_default(),
+                        Slot::Sent(i) => results[i].clone(),
                         Slot::Failed(code, msg) => ProduceResult {
                             error_code: code,
                             base_offset: -1,
