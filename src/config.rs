@@ -94,7 +94,8 @@ pub struct BrokerConfig {
     pub unwritten_bytes_max: u64,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
-    /// Segment space reserved per fallocate, so a flush is not a metadata update.
+    /// Largest step of segment space reserved ahead of the data (steps grow with the segment
+    /// from 64 KiB); `log.preallocate.bytes`.
     pub preallocate_bytes: u64,
     /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
     pub metrics_listen: Option<SocketAddr>,
@@ -351,7 +352,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "log.preallocate.bytes",
-        help: "Segment space reserved per fallocate, so a flush is not a metadata update. Default 67108864.",
+        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from 64 KiB (as much again as it holds), so an idle partition reserves 64 KiB. Default 67108864.",
         apply: |c, v| {
             c.preallocate_bytes = parse_positive(v)?;
             Ok(())
