@@ -83,6 +83,9 @@ pub struct BrokerConfig {
     /// Incremental fetch sessions (KIP-227) the broker keeps, split evenly over the shards
     /// (rounded up); 0 disables them; `max.incremental.fetch.session.cache.slots`.
     pub fetch_session_cache_slots: usize,
+    /// Most partitions in one DescribeTopicPartitions response (KIP-966);
+    /// `max.request.partition.size.limit`.
+    pub request_partition_size_limit: i32,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
@@ -124,6 +127,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_memory_bytes: 256 * 1024 * 1024,
             fetch_session_cache_slots: 1000,
+            request_partition_size_limit: 2000,
             shard_connections_max: 20_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
@@ -307,6 +311,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "Incremental fetch sessions (KIP-227) kept, split evenly over the shards; 0 disables them. Default 1000.",
         apply: |c, v| {
             c.fetch_session_cache_slots = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "max.request.partition.size.limit",
+        help: "Most partitions in one DescribeTopicPartitions response (KIP-966); the rest follow by cursor. Default 2000.",
+        apply: |c, v| {
+            c.request_partition_size_limit = parse_positive(v)?;
             Ok(())
         },
     },
