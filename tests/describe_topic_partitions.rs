@@ -23,10 +23,11 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-/// (topic, error, partitions) of a response, and its next cursor.
-fn page(
-    r: &DescribeTopicPartitionsResponse,
-) -> (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>) {
+/// One answered topic: (name, error code, partition indexes).
+type TopicPage = (String, i16, Vec<i32>);
+
+/// The topics of a response, and its next cursor.
+fn page(r: &DescribeTopicPartitionsResponse) -> (Vec<TopicPage>, Option<(String, i32)>) {
     let topics = r
         .topics
         .iter()
