@@ -130,6 +130,65 @@ impl Group {
         }
     }
 
+    /// The member id a static member (`group.instance.id`) currently has.
+    fn static_member(&self, instance_id: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance_id))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Kafka's `validateMember`: a request naming a static member's instance id must carry
+    /// that member's current id, else FENCED_INSTANCE_ID (another process took the instance
+    /// id over and this one must stop); an unknown instance id or member id is
+    /// UNKNOWN_MEMBER_ID.
+    fn validate_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        operation: &str,
+        group: &str,
+    ) -> Result<(), ErrorCode> {
+        if let Some(iid) = instance_id {
+            match self.static_member(iid) {
+                None => return Err(ErrorCode::UNKNOWN_MEMBER_ID),
+                Some(current) if current != member_id => {
+                    tracing::info!(
+                        group,
+                        member = member_id,
+                        instance = iid,
+                        current,
+                        operation,
+                        "static member fenced by a newer member with its instance id"
+                    );
+                    return Err(ErrorCode::FENCED_INSTANCE_ID);
+                }
+                Some(_) => {}
+            }
+        }
+        if self.members.contains_key(member_id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        }
+    }
+
+    /// The protocol the next generation would use: the first of the first member's
+    /// protocols that every member supports.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .find(|p| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *p))
+            })
+            .cloned()
+    }
+
     fn stored(&self) -> StoredGroup {
         let protocol = self.protocol.clone().unwrap_or_default();
         StoredGroup {
@@ -556,20 +615,45 @@ impl Coordinator {
                 });
                 let new_id = format!("{}-{}", client_id, uuid::Uuid::new_v4());
                 if let Some(old) = static_prev {
+                    // KIP-345: the newest process with an instance id replaces the member;
+                    // the old one's parked requests, and every later one, get
+                    // FENCED_INSTANCE_ID (see `Group::validate_member`).
+                    tracing::info!(
+                        group = %group_id,
+                        instance = instance_id.as_deref().unwrap_or(""),
+                        old = %old,
+                        new = %new_id,
+                        state = g.state.name(),
+                        "static member replaced"
+                    );
                     let mut m = g.members.remove(&old).expect("found above");
                     if let Some((_, w)) = m.join_waiter.take() {
                         let _ = w.send(Self::join_error(ErrorCode::FENCED_INSTANCE_ID, &old));
                     }
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(
+                            SyncGroupResponse::default()
+                                .with_error_code(ErrorCode::FENCED_INSTANCE_ID.code()),
+                        );
+                    }
                     m.last_heartbeat = Instant::now();
-                    let same = m.protocols == protocols;
                     m.protocols = protocols.clone();
                     m.session_timeout_ms = req.session_timeout_ms;
                     m.rebalance_timeout_ms = rebalance_timeout_ms;
-                    let assignment_kept = g.state == State::Stable && same;
                     if g.leader.as_deref() == Some(old.as_str()) {
                         g.leader = Some(new_id.clone());
                     }
                     g.members.insert(new_id.clone(), m);
+                    // Stable: no rebalance unless the group's protocol would change.
+                    let assignment_kept =
+                        g.state == State::Stable && g.select_protocol() == g.protocol;
+                    if g.state == State::CompletingRebalance
+                        || (g.state == State::Stable && !assignment_kept)
+                    {
+                        // The leader may be assigning to the old member id, or the protocol
+                        // changes: start over, as Kafka does.
+                        self.prepare_rebalance(g, false);
+                    }
                     if assignment_kept {
                         // KIP-345: same subscription, stable group: no rebalance. The member
                         // gets the current generation and syncs to receive its assignment; a
@@ -585,6 +669,11 @@ impl Coordinator {
                     return Self::join_error(ErrorCode::MEMBER_ID_REQUIRED, &new_id);
                 } else {
                     member_id = new_id;
+                }
+            } else if let Some(iid) = instance_id.as_deref() {
+                if let Err(code) = g.validate_member(&member_id, Some(iid), "join-group", &group_id)
+                {
+                    return Self::join_error(code, &member_id);
                 }
             } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
             {
@@ -710,18 +799,7 @@ impl Coordinator {
             return;
         }
         g.generation += 1;
-        // Protocol: the first of the first member's protocols that every member supports.
-        let candidates: Vec<String> = g
-            .members
-            .values()
-            .next()
-            .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
-            .unwrap_or_default();
-        g.protocol = candidates.into_iter().find(|p| {
-            g.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
-        });
+        g.protocol = g.select_protocol();
         if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
             g.leader = g.members.keys().next().cloned();
         }
@@ -770,8 +848,9 @@ impl Coordinator {
             let Some(g) = groups.get_mut(&group_id) else {
                 return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
             };
-            if !g.members.contains_key(&member_id) {
-                return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
+            let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+            if let Err(code) = g.validate_member(&member_id, instance_id, "sync-group", &group_id) {
+                return err(code.code());
             }
             if req.generation_id != g.generation {
                 return err(ErrorCode::ILLEGAL_GENERATION.code());
@@ -837,6 +916,15 @@ impl Coordinator {
         let Some(g) = groups.get_mut(req.group_id.as_str()) else {
             return ErrorCode::UNKNOWN_MEMBER_ID;
         };
+        let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+        if let Err(code) = g.validate_member(
+            req.member_id.as_str(),
+            instance_id,
+            "heartbeat",
+            req.group_id.as_str(),
+        ) {
+            return code;
+        }
         let Some(m) = g.members.get_mut(req.member_id.as_str()) else {
             return ErrorCode::UNKNOWN_MEMBER_ID;
         };
@@ -873,15 +961,29 @@ impl Coordinator {
         let mut results = Vec::new();
         let mut removed_any = false;
         for (member_id, instance_id) in &leaving {
-            let id = if member_id.is_empty() {
-                instance_id.as_ref().and_then(|iid| {
-                    g.members
-                        .iter()
-                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(iid))
-                        .map(|(id, _)| id.clone())
-                })
-            } else {
-                Some(member_id.clone())
+            // Kafka's rule: a static member leaves by its instance id; a member id given with
+            // it must be the current one.
+            let id = match instance_id.as_deref() {
+                Some(iid) => match g.static_member(iid) {
+                    Some(current) if !member_id.is_empty() && current != member_id => {
+                        tracing::info!(
+                            group = %req.group_id.as_str(),
+                            member = %member_id,
+                            instance = iid,
+                            current,
+                            "leave of a fenced static member refused"
+                        );
+                        results.push(
+                            MemberResponse::default()
+                                .with_member_id(sb(member_id))
+                                .with_group_instance_id(Some(sb(iid)))
+                                .with_error_code(ErrorCode::FENCED_INSTANCE_ID.code()),
+                        );
+                        continue;
+                    }
+                    current => current.map(str::to_string),
+                },
+                None => Some(member_id.clone()),
             };
             let code = match id.and_then(|id| g.members.remove(&id).map(|m| (id, m))) {
                 Some((_, m)) => {
@@ -946,18 +1048,26 @@ impl Coordinator {
                 return fail(ErrorCode::INVALID_GROUP_ID.code());
             }
             let g = groups.entry(group.clone()).or_insert_with(Group::new);
-            if generation >= 0 || !member_id.is_empty() {
-                let Some(m) = g.members.get_mut(&member_id) else {
-                    return fail(ErrorCode::UNKNOWN_MEMBER_ID.code());
-                };
-                if instance_id.is_some() && m.group_instance_id != instance_id {
-                    return fail(ErrorCode::FENCED_INSTANCE_ID.code());
+            // Kafka's `validateOffsetCommit` (classic group).
+            if generation < 0 && g.state == State::Empty {
+                // Outside group management (admin client, assign()): into an empty group.
+            } else if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+                if let Err(code) =
+                    g.validate_member(&member_id, instance_id.as_deref(), "offset-commit", &group)
+                {
+                    return fail(code.code());
                 }
-                m.last_heartbeat = Instant::now();
+                if let Some(m) = g.members.get_mut(&member_id) {
+                    m.last_heartbeat = Instant::now();
+                }
                 if generation != g.generation {
                     return fail(ErrorCode::ILLEGAL_GENERATION.code());
                 }
-                if g.state == State::PreparingRebalance || g.state == State::CompletingRebalance {
+                // A member of the current generation may commit while the group prepares a
+                // rebalance (consumers commit in their revoke callbacks exactly then); only
+                // between the join and sync phases, when its assignment may already have
+                // changed, is the commit refused.
+                if g.state == State::CompletingRebalance {
                     return fail(ErrorCode::REBALANCE_IN_PROGRESS.code());
                 }
             } else if g.state != State::Empty {

@@ -40,11 +40,7 @@ pub async fn create_topics(
         .map(|t| NewTopic {
             name: t.name.to_string(),
             partitions: t.num_partitions,
-            replication_factor: if t.assignments.is_empty() {
-                t.replication_factor
-            } else {
-                -1
-            },
+            replication_factor: t.replication_factor,
             configs: t
                 .configs
                 .iter()
@@ -52,6 +48,16 @@ pub async fn create_topics(
                     c.value
                         .as_ref()
                         .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect(),
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
                 })
                 .collect(),
         })
@@ -74,14 +80,13 @@ pub async fn create_topics(
                 .with_error_code(code.code())
                 .with_error_message(message);
             if r.is_ok() && version >= 5 {
-                let partitions = meta.topics.get(&t.name).map_or(
-                    if t.partitions == -1 {
-                        shard.config.num_partitions
-                    } else {
-                        t.partitions
-                    },
-                    |m| m.partitions,
-                );
+                // The created topic's count; with validate_only, the count it would have.
+                let partitions = match meta.topics.get(&t.name) {
+                    Some(m) if !req.validate_only => m.partitions,
+                    _ if !t.assignments.is_empty() => t.assignments.len() as i32,
+                    _ if t.partitions == -1 => shard.config.num_partitions,
+                    _ => t.partitions,
+                };
                 out = out
                     .with_num_partitions(partitions)
                     .with_replication_factor(1)

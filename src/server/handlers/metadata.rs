@@ -51,6 +51,7 @@ pub async fn handle(
                     partitions: -1,
                     replication_factor: -1,
                     configs: Default::default(),
+                    assignments: Vec::new(),
                 })
                 .collect();
             if !missing.is_empty() {
