@@ -1010,31 +1010,38 @@ impl BrokerConfig {
             let help = topic_config(topic).map_or("", |d| d.help);
             out.push_str(&format!("| `{broker}` (topic: `{topic}`) | {help} |\n"));
         }
-        out.push_str(
-            "\n### Topic-level settings\n\n\
-             Every topic-level setting of Kafka 4.3, set with CreateTopics, IncrementalAlterConfigs \
-             or AlterConfigs and validated as Kafka validates it; any other name is refused with \
-             INVALID_CONFIG. *implemented*: the broker behaves as the setting says. *accepted and \
-             stored*: kept with the topic and reported by DescribeConfigs, without effect yet.\n\n\
-             | topic property | Kafka default | status | meaning |\n|---|---|---|---|\n",
-        );
-        for d in TOPIC_CONFIGS {
-            let status = match d.status {
-                TopicConfigStatus::Implemented => "implemented",
-                TopicConfigStatus::Stored => "accepted and stored",
-            };
-            let default = if d.kafka_default.is_empty() {
-                "(empty)"
-            } else {
-                d.kafka_default
-            };
-            out.push_str(&format!(
-                "| `{}` | {default} | {status} | {} |\n",
-                d.name, d.help
-            ));
-        }
         out
     }
+}
+
+/// The reference of every topic-level setting with its Kafka default and status (for
+/// `shardlog config-reference`, after [`BrokerConfig::reference`]).
+pub fn topic_reference() -> String {
+    let mut out = String::new();
+    out.push_str(
+        "\n### Topic-level settings\n\n\
+         Every topic-level setting of Kafka 4.3, set with CreateTopics, IncrementalAlterConfigs \
+         or AlterConfigs and validated as Kafka validates it; any other name is refused with \
+         INVALID_CONFIG. *implemented*: the broker behaves as the setting says. *accepted and \
+         stored*: kept with the topic and reported by DescribeConfigs, without effect yet.\n\n\
+         | topic property | Kafka default | status | meaning |\n|---|---|---|---|\n",
+    );
+    for d in TOPIC_CONFIGS {
+        let status = match d.status {
+            TopicConfigStatus::Implemented => "implemented",
+            TopicConfigStatus::Stored => "accepted and stored",
+        };
+        let default = if d.kafka_default.is_empty() {
+            "(empty)"
+        } else {
+            d.kafka_default
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {status} | {} |\n",
+            d.name, d.help
+        ));
+    }
+    out
 }
 
 /// Flattens nested TOML tables into dotted Kafka names with string values.

@@ -3,25 +3,23 @@
 //! means and how it is checked lives in `crate::config`; the change is made by shard 0.
 
 use std::collections::HashSet;
-use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, ApiKey,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::sb;
+use super::{sb, Request};
 use crate::config::{topic_config_value, topic_log_config, TopicConfigStatus, TOPIC_CONFIGS};
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
+use crate::protocol::ProtocolError;
+use crate::server::refusal::log_refusal;
+use crate::shard::{AdminOp, AdminReply, ConfigOp};
 
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -33,13 +31,11 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// Answers DescribeConfigs.
-pub fn describe(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: DescribeConfigsRequest = decode_body(&mut body, version)?;
+pub async fn describe(
+    rq: &Request<'_>,
+    req: DescribeConfigsRequest,
+) -> Result<DescribeConfigsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
     let results = req
         .resources
@@ -109,13 +105,7 @@ pub fn describe(
             base.with_configs(configs)
         })
         .collect();
-    let body = DescribeConfigsResponse::default().with_results(results);
-    Ok(vec![encode_response(
-        ApiKey::DescribeConfigs,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(DescribeConfigsResponse::default().with_results(results))
 }
 
 /// Kafka's numbers of IncrementalAlterConfigs' operations.
@@ -155,7 +145,7 @@ fn plan_resource(
 
 /// Sends the planned changes to shard 0 and returns each resource's (code, message).
 async fn apply(
-    shard: &Rc<Shard>,
+    rq: &Request<'_>,
     planned: Vec<Planned>,
     replace: bool,
     validate_only: bool,
@@ -170,7 +160,7 @@ async fn apply(
         None
     } else {
         Some(
-            shard
+            rq.shard
                 .admin(AdminOp::AlterConfigs {
                     topics,
                     replace,
@@ -196,7 +186,11 @@ async fn apply(
             match outcome {
                 Ok(()) => (ErrorCode::NONE, None),
                 Err((topic, code, message)) => {
-                    tracing::info!(api, %topic, error = %code, %message, "config change refused");
+                    log_refusal(
+                        rq.client_id,
+                        api,
+                        &format_args!("topic `{topic}`: {code}: {message}"),
+                    );
                     (code, Some(sb(&message)))
                 }
             }
@@ -208,12 +202,9 @@ async fn apply(
 /// Kafka's semantics (APPEND and SUBTRACT on LIST settings only, from the current value or
 /// else the default).
 pub async fn incremental_alter(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: IncrementalAlterConfigsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> Result<IncrementalAlterConfigsResponse, ProtocolError> {
     let planned: Vec<Planned> = req
         .resources
         .iter()
@@ -241,7 +232,7 @@ pub async fn incremental_alter(
         })
         .collect();
     let outcomes = apply(
-        shard,
+        rq,
         planned,
         false,
         req.validate_only,
@@ -260,26 +251,15 @@ pub async fn incremental_alter(
                 .with_error_message(message)
         })
         .collect();
-    let body = IncrementalAlterConfigsResponse::default().with_responses(responses);
-    Ok(vec![encode_response(
-        ApiKey::IncrementalAlterConfigs,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
 /// Answers the legacy AlterConfigs (v0–v2): each topic's overrides become exactly the ones
 /// given, every other override is removed (back to its default), as in Kafka.
-// Wired into the API table with the dispatch rewrite (see the branch's report).
-#[allow(dead_code)]
 pub async fn alter(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: AlterConfigsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: AlterConfigsRequest,
+) -> Result<AlterConfigsResponse, ProtocolError> {
     let planned: Vec<Planned> = req
         .resources
         .iter()
@@ -298,7 +278,7 @@ pub async fn alter(
             plan_resource(r.resource_type, &r.resource_name, configs)
         })
         .collect();
-    let outcomes = apply(shard, planned, true, req.validate_only, "AlterConfigs").await;
+    let outcomes = apply(rq, planned, true, req.validate_only, "AlterConfigs").await;
     let responses = req
         .resources
         .iter()
@@ -311,11 +291,5 @@ pub async fn alter(
                 .with_error_message(message)
         })
         .collect();
-    let body = AlterConfigsResponse::default().with_responses(responses);
-    Ok(vec![encode_response(
-        ApiKey::AlterConfigs,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(AlterConfigsResponse::default().with_responses(responses))
 }
