@@ -113,8 +113,16 @@ public class Conformance {
     static void incremental(String bootstrap) throws Exception {
         try (Admin a = admin(bootstrap)) {
             String t = "inc";
-            a.createTopics(List.of(new NewTopic(t, Optional.empty(), Optional.empty())))
-                    .all().get(TIMEOUT_S, TimeUnit.SECONDS);
+            var created = a.createTopics(List.of(new NewTopic(t, Optional.empty(), Optional.empty())
+                    .configs(Map.of("compression.type", "zstd"))));
+            created.all().get(TIMEOUT_S, TimeUnit.SECONDS);
+            // CreateTopics v5+ reports the new topic's partitions and configs.
+            check(created.numPartitions(t).get() == 4, "numPartitions " + created.numPartitions(t).get());
+            Config createdConfig = created.config(t).get(TIMEOUT_S, TimeUnit.SECONDS);
+            check(createdConfig.get("compression.type").value().equals("zstd"),
+                    "created compression.type " + createdConfig.get("compression.type"));
+            check(createdConfig.get("retention.ms").value().equals("604800000"),
+                    "created retention.ms " + createdConfig.get("retention.ms"));
             String key = "leader.replication.throttled.replicas";
             check(entry(a, t, key).value().isEmpty(), key + " default not empty");
             alter(a, t, AlterConfigOp.OpType.APPEND, key, "0:0");

@@ -2,15 +2,19 @@
 //! answers only once every shard has opened (or deleted) its partitions.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
+use super::configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
 use super::sb;
 use super::Request;
+use crate::config::{topic_config_value, topic_log_config, TOPIC_CONFIGS};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::server::refusal::log_refusal;
@@ -94,6 +98,7 @@ pub async fn create_topics(
                 out = out
                     .with_num_partitions(partitions)
                     .with_replication_factor(1)
+                    .with_configs(Some(created_configs(shard, &t.configs)))
                     .with_topic_id(match (version >= 7, meta.topics.get(&t.name)) {
                         (true, Some(m)) => uuid::Uuid::from_bytes(m.id),
                         _ => uuid::Uuid::nil(),
@@ -106,6 +111,31 @@ pub async fn create_topics(
         .collect();
     let body = CreateTopicsResponse::default().with_topics(results);
     Ok(body)
+}
+
+/// The configs a created topic has, as CreateTopics v5+ reports them (Kafka lists every
+/// topic config with its value and source).
+fn created_configs(
+    shard: &crate::shard::Shard,
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    let log = topic_log_config(&shard.config.log, overrides).unwrap_or_else(|_| {
+        // Checked by the controller before the topic was created.
+        shard.config.log.clone()
+    });
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            CreatableTopicConfigs::default()
+                .with_name(sb(d.name))
+                .with_value(topic_config_value(&log, overrides, d.name).map(|v| sb(&v)))
+                .with_config_source(if overrides.contains_key(d.name) {
+                    SOURCE_DYNAMIC_TOPIC
+                } else {
+                    SOURCE_DEFAULT
+                })
+        })
+        .collect()
 }
 
 /// Answers DeleteTopics v1–v6 (by name, or by topic id from v6).

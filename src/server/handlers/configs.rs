@@ -26,9 +26,9 @@ const RESOURCE_TOPIC: i8 = 2;
 /// Kafka's ConfigResource type of a broker.
 const RESOURCE_BROKER: i8 = 4;
 /// Config sources, as Kafka numbers them.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub(super) const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
+pub(super) const SOURCE_DEFAULT: i8 = 5;
 
 /// Answers DescribeConfigs.
 pub async fn describe(
