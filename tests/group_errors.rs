@@ -240,7 +240,7 @@ fn wrong_inputs_get_kafka_error_codes() {
 /// gets FENCED_INSTANCE_ID, as from Kafka; the new member carries on.
 #[test]
 fn a_replaced_static_member_is_fenced() {
-    let b = Broker::start(
+    let mut b = Broker::start(
         1,
         &[
             "group.initial.rebalance.delay.ms=0",
@@ -324,5 +324,17 @@ fn a_replaced_static_member_is_fenced() {
     assert_eq!(
         commit(&mut c2, "sg", &new, generation, Some("instance-1")),
         0
+    );
+
+    // The replacement was persisted (Kafka writes the group with the new member id): after
+    // a restart the new member is still the member and the old one still fenced.
+    drop((c, c2));
+    b.stop();
+    b.restart();
+    let mut c = connect(&b);
+    assert_eq!(static_heartbeat(&mut c, &new, generation), 0);
+    assert_eq!(
+        static_heartbeat(&mut c, &old, generation),
+        FENCED_INSTANCE_ID
     );
 }

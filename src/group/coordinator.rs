@@ -584,7 +584,10 @@ impl Coordinator {
         } else {
             req.rebalance_timeout_ms
         };
-        let rx = {
+        // A static member that took its place without a rebalance: its answer, and the group
+        // to persist with the new member id (as Kafka does) before answering.
+        let mut replaced: Option<(JoinGroupResponse, StoredGroup)> = None;
+        let rx = 'rx: {
             let mut groups = self.groups.borrow_mut();
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
             // Protocol compatibility with the current members.
@@ -659,8 +662,10 @@ impl Coordinator {
                         // gets the current generation and syncs to receive its assignment; a
                         // returning leader is told to skip the assignment (KIP-814, v9).
                         let is_leader = g.leader.as_deref() == Some(new_id.as_str());
-                        return Self::join_response(g, &new_id, version)
+                        let resp = Self::join_response(g, &new_id, version)
                             .with_skip_assignment(version >= 9 && is_leader);
+                        replaced = Some((resp, g.stored()));
+                        break 'rx None;
                     }
                     member_id = new_id;
                 } else if version >= 4 && instance_id.is_none() {
@@ -738,7 +743,18 @@ impl Coordinator {
                 }
             }
             Self::maybe_complete_join(g, Instant::now());
-            rx
+            Some(rx)
+        };
+        let Some(rx) = rx else {
+            let (resp, stored) = replaced.expect("set where the block breaks with None");
+            let rec = OffsetsRecord::Group {
+                group: group_id.clone(),
+                value: Some(stored),
+            };
+            if let Err(e) = self.persist(&group_id, &[rec]).await {
+                tracing::warn!(group = %group_id, error = %e, "cannot persist group metadata");
+            }
+            return resp;
         };
         match rx.await {
             Ok(resp) => resp,
