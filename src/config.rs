@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::cluster::config::{ClusterConfig, ResolvedCluster};
 use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
 
@@ -98,6 +99,8 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
     pub log: LogConfig,
+    /// The cluster's identity settings (`process.roles`, `controller.quorum.voters`, ...).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for BrokerConfig {
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             metrics_listen: None,
             group: GroupConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::new(),
         }
     }
 }
@@ -188,17 +192,36 @@ pub fn parse_listen(v: &str) -> Result<SocketAddr, String> {
 const BROKER_KEYS: &[BrokerKey] = &[
     BrokerKey {
         name: "listeners",
-        help: "HOST:PORT every shard listens on (SO_REUSEPORT). Default 127.0.0.1:9092.",
+        help: "HOST:PORT every shard listens on (SO_REUSEPORT), or Kafka's list `PLAINTEXT://HOST:PORT,CONTROLLER://HOST:PORT` (the controller listener carries quorum traffic). Default 127.0.0.1:9092.",
         apply: |c, v| {
-            c.listen = parse_listen(v)?;
+            if v.contains("://") {
+                let listeners = crate::cluster::config::parse_listeners(v)?;
+                let names = c.cluster.controller_names();
+                if let Some(l) = listeners.iter().find(|l| !names.contains(&l.name)) {
+                    c.listen = l.addr;
+                }
+                c.cluster.listeners = listeners;
+            } else {
+                c.listen = parse_listen(v)?;
+                c.cluster.listeners.clear();
+            }
             Ok(())
         },
     },
     BrokerKey {
         name: "advertised.listeners",
-        help: "HOST:PORT given to clients in Metadata. Default: the listen address.",
+        help: "HOST:PORT given to clients in Metadata (or Kafka's `PLAINTEXT://HOST:PORT,...`: the first entry that is not a controller listener). Default: the listen address.",
         apply: |c, v| {
-            c.advertised = Some(parse_host_port(v)?);
+            let names = c.cluster.controller_names();
+            let entry = v
+                .split(',')
+                .map(str::trim)
+                .find(|e| {
+                    let name = e.split_once("://").map(|(n, _)| n.to_ascii_uppercase());
+                    !name.is_some_and(|n| names.contains(&n))
+                })
+                .ok_or_else(|| "no entry that is not a controller listener".to_string())?;
+            c.advertised = Some(parse_host_port(entry)?);
             Ok(())
         },
     },
@@ -977,7 +1000,27 @@ impl BrokerConfig {
         if let Some((_, topic_key)) = LOG_KEY_ALIASES.iter().find(|(b, _)| *b == key) {
             return apply_topic_key(&mut self.log, topic_key, value).map_err(bad);
         }
+        if let Some(result) = self.cluster.apply(key, value) {
+            return result.map_err(bad);
+        }
         Err(ConfigError::UnknownKey(key.to_string()))
+    }
+
+    /// The cross-key checks of the cluster settings, once every key is read: `None` for the
+    /// embedded one-node default (no `process.roles`), else what the node is and where it
+    /// listens (its client listener becomes [`BrokerConfig::listen`]).
+    pub fn resolve_cluster(&mut self) -> Result<Option<ResolvedCluster>, ConfigError> {
+        if !self.cluster.is_cluster_mode() {
+            return Ok(None);
+        }
+        let resolved = self
+            .cluster
+            .resolve(self.node_id, self.listen)
+            .map_err(|(key, value, why)| ConfigError::BadValue { key, value, why })?;
+        if let Some(l) = resolved.client_listen {
+            self.listen = l;
+        }
+        Ok(Some(resolved))
     }
 
     /// Reads a TOML file of Kafka properties on top of the defaults.
@@ -1009,6 +1052,9 @@ impl BrokerConfig {
         for (broker, topic) in LOG_KEY_ALIASES {
             let help = topic_config(topic).map_or("", |d| d.help);
             out.push_str(&format!("| `{broker}` (topic: `{topic}`) | {help} |\n"));
+        }
+        for (name, help) in crate::cluster::config::CLUSTER_KEYS {
+            out.push_str(&format!("| `{name}` | {help} |\n"));
         }
         out
     }
@@ -1093,6 +1139,29 @@ mod tests {
         assert!(e.to_string().contains("num.partitions"), "{e}");
         let e = load("auto.create.topics.enable = \"maybe\"\n").expect_err("bad bool");
         assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+    }
+
+    #[test]
+    fn kafka_listener_lists_and_cluster_keys() {
+        let c = load(
+            "listeners = \"PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093\"\n\
+             advertised.listeners = \"CONTROLLER://h:1,PLAINTEXT://broker1:19092\"\n\
+             process.roles = \"broker,controller\"\nnode.id = 1\n\
+             controller.quorum.voters = \"1@127.0.0.1:19093\"\nbroker.rack = \"r1\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised(), ("broker1".to_string(), 19092));
+        let mut c = c;
+        let r = c
+            .resolve_cluster()
+            .expect("resolves")
+            .expect("cluster mode");
+        assert_eq!(r.controller_listen.map(|a| a.port()), Some(19093));
+        let e = load("controller.quorum.voters = \"1@a:1,1@b:2\"\n").expect_err("dup");
+        assert!(e.to_string().contains("controller.quorum.voters"), "{e}");
+        let mut plain = load("listeners = \"127.0.0.1:9092\"\n").expect("plain");
+        assert!(plain.resolve_cluster().expect("embedded").is_none());
     }
 
     #[test]

@@ -175,6 +175,12 @@ kafka_error_codes! {
     TOPIC_DELETION_DISABLED = 73,
     /// The topic id is not known.
     UNKNOWN_TOPIC_ID = 100,
+    /// A live broker with this node id is already registered (another incarnation).
+    DUPLICATE_BROKER_REGISTRATION = 101,
+    /// The broker is not registered with the controller.
+    BROKER_ID_NOT_REGISTERED = 102,
+    /// The request came from a node of another cluster.
+    INCONSISTENT_CLUSTER_ID = 104,
     /// The fetch session's topic id does not match.
     FETCH_SESSION_TOPIC_ID_ERROR = 106,
     /// The broker is not registered or is fenced.

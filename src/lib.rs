@@ -18,8 +18,10 @@
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
+//! - [`cluster`]: the control plane: cluster identity and config, the metadata quorum
+//!   (openraft on a dedicated thread), the metadata image it builds. → meta, io, protocol
 //! - [`config`]: broker and topic settings by their Kafka names, turned into each layer's
-//!   settings. → storage, group
+//!   settings. → storage, group, cluster
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`error_code`]: Kafka's error codes, the one place their numbers are written; any module
 //!   may use it.
@@ -50,17 +52,18 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "storage", "group", "meta", "metrics", "io", "config", "cluster",
         ],
     ),
-    ("cluster", &["meta", "config", "io", "protocol"]),
+    ("cluster", &["meta", "io", "protocol"]),
     ("group", &["storage"]),
     ("storage", &["io"]),
     ("io", &[]),
     ("meta", &[]),
-    ("config", &["storage", "group"]),
+    ("config", &["storage", "group", "cluster"]),
     ("metrics", &[]),
     ("memory", &[]),
     ("error_code", &[]),
 ];
 
+pub mod cluster;
 pub mod config;
 pub mod error_code;
 pub mod group;

@@ -27,6 +27,11 @@ enum Command {
     Serve(ServeArgs),
     /// Print the reference of every configuration property (Markdown).
     ConfigReference,
+    /// Give a data dir its identity (`meta.properties`: cluster id, node id), as Kafka's
+    /// `kafka-storage format`; every node of a cluster is formatted with the same cluster id.
+    Format(FormatArgs),
+    /// Print a fresh cluster id (Kafka's `kafka-storage random-uuid`).
+    RandomUuid,
     /// Check the host settings the broker's speed depends on; as root, apply the safe ones.
     Tune(TuneArgs),
     /// Drive any Kafka-compatible broker with a workload file; record latency histograms.
@@ -50,6 +55,26 @@ struct TuneArgs {
     /// Shards the broker will run (sizes the memlock need); default: all cores.
     #[arg(long)]
     cores: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct FormatArgs {
+    /// The cluster id (22 characters of base64url, from `shardlog random-uuid`).
+    #[arg(long, short = 't')]
+    cluster_id: String,
+    /// TOML file of Kafka properties to take `node.id` and `log.dirs` from.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Data directory (default: `log.dirs` from --config, else ./shardlog-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Set any property by its Kafka name, e.g. `--set node.id=2` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Leave an already formatted dir as it is instead of failing (it must be this node's
+    /// and this cluster's).
+    #[arg(long, short = 'g')]
+    ignore_formatted: bool,
 }
 
 #[derive(clap::Args)]
@@ -80,17 +105,43 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
-fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
+/// The defaults, then the `--config` file, then each `--set KEY=VALUE`.
+fn load_properties(config: Option<&PathBuf>, set: &[String]) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
-    if let Some(path) = &args.config {
+    if let Some(path) = config {
         c.load_file(path).map_err(|e| e.to_string())?;
     }
-    for kv in &args.set {
+    for kv in set {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         c.apply(k.trim(), v.trim()).map_err(|e| e.to_string())?;
     }
+    Ok(c)
+}
+
+fn format_dir(args: FormatArgs) -> Result<String, String> {
+    let c = load_properties(args.config.as_ref(), &args.set)?;
+    let dir = args.data_dir.unwrap_or(c.data_dir);
+    let m = shardlog::cluster::identity::format(
+        &dir,
+        &args.cluster_id,
+        c.node_id,
+        args.ignore_formatted,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "Formatted {} for cluster {} as node.id {}",
+        dir.display(),
+        m.cluster_id,
+        m.node_id
+    ))
+}
+
+fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
+    let mut c = load_properties(args.config.as_ref(), &args.set)?;
+    // The cluster cross-checks run on the properties; the flags below override addresses.
+    c.resolve_cluster().map_err(|e| e.to_string())?;
     if let Some(l) = args.listen {
         c.listen = l;
     }
@@ -152,6 +203,20 @@ fn main() -> ExitCode {
                 BrokerConfig::reference(),
                 shardlog::config::topic_reference()
             );
+            ExitCode::SUCCESS
+        }
+        Command::Format(args) => match format_dir(args) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shardlog format: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::RandomUuid => {
+            println!("{}", shardlog::cluster::identity::random_uuid());
             ExitCode::SUCCESS
         }
         Command::Load(args) => match shardlog_tools::load::run_cli(args) {

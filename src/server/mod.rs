@@ -46,6 +46,12 @@ pub enum ServerError {
     /// The metadata snapshot could not be loaded.
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
+    /// The data dir belongs to another node or cluster, or a cluster node's is not formatted.
+    #[error(transparent)]
+    Identity(#[from] crate::cluster::identity::IdentityError),
+    /// A setting the broker parses but cannot serve yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// A shard failed to start or run (the message names the shard and the cause).
     #[error("shard {shard}: {message}")]
     Shard {
@@ -140,6 +146,20 @@ fn connections_fd_budget(shards: usize) -> Option<usize> {
 
 /// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
 pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
+    // Checked before anything is written: a data dir of another node or cluster is refused.
+    let identity = crate::cluster::identity::load_at_start(
+        &config.data_dir,
+        config.node_id,
+        config.cluster.is_cluster_mode(),
+    )?;
+    if config.cluster.is_cluster_mode() {
+        return Err(ServerError::Unsupported(
+            "process.roles is set, but serving as a member of a multi-node cluster is not \
+             wired in yet (issue 17, docs/design/cluster.md); unset process.roles to run \
+             the one-node broker"
+                .into(),
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -165,6 +185,8 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         listen = %config.listen,
         advertised = %format!("{}:{}", config.advertised().0, config.advertised().1),
         topics = meta.topics.len(),
+        cluster_id = %identity.cluster_id,
+        node_id = config.node_id,
         apis = %advertised_versions(),
         "shardlog starting"
     );
