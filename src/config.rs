@@ -1173,4 +1173,84 @@ mod tests {
         assert!(parse_listen("localhost:1").is_ok());
         assert!(parse_listen("nohost").is_err());
     }
+
+    #[test]
+    fn every_topic_config_default_is_valid_and_unknown_names_are_refused() {
+        assert_eq!(
+            TOPIC_CONFIGS.len(),
+            33,
+            "Kafka 4.3's LogConfig has 33 public topic configs"
+        );
+        for d in TOPIC_CONFIGS {
+            validate_topic_value(d.name, d.kafka_default)
+                .unwrap_or_else(|e| panic!("{}: default refused: {e}", d.name));
+        }
+        assert_eq!(
+            validate_topic_value("no.such", "1").expect_err("unknown"),
+            "Unknown topic config name: no.such"
+        );
+    }
+
+    #[test]
+    fn topic_values_get_kafkas_messages() {
+        let msg = |k: &str, v: &str| validate_topic_value(k, v).expect_err("invalid");
+        assert_eq!(
+            msg("segment.bytes", "1000"),
+            "Invalid value 1000 for configuration segment.bytes: Value must be at least 1048576"
+        );
+        assert_eq!(
+            msg("segment.bytes", "abc"),
+            "Invalid value abc for configuration segment.bytes: Not a number of type INT"
+        );
+        assert_eq!(
+            msg("compression.type", "LZ4"),
+            "Invalid value LZ4 for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
+        );
+        assert_eq!(
+            msg("compression.gzip.level", "0"),
+            "Invalid value 0 for configuration compression.gzip.level: Value must be between 1 and 9 or equal to -1"
+        );
+        assert_eq!(
+            msg("min.cleanable.dirty.ratio", "1.5"),
+            "Invalid value 1.5 for configuration min.cleanable.dirty.ratio: Value must be no more than 1"
+        );
+        assert_eq!(
+            msg("preallocate", "yes"),
+            "Invalid value yes for configuration preallocate: Expected value to be either true or false"
+        );
+        assert_eq!(
+            msg("cleanup.policy", "Delete"),
+            "Invalid value Delete for configuration cleanup.policy: String must be one of: compact, delete"
+        );
+        for (k, v) in [
+            ("preallocate", "TRUE"),
+            ("segment.bytes", " 2000000 "),
+            ("retention.bytes", "-5"),
+            ("leader.replication.throttled.replicas", "*"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("cleanup.policy", "delete,delete"),
+        ] {
+            assert!(validate_topic_value(k, v).is_ok(), "{k}={v}");
+        }
+        let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            validate_topic_configs(&configs(&[
+                ("min.compaction.lag.ms", "10"),
+                ("max.compaction.lag.ms", "5")
+            ]))
+            .expect_err("conflict"),
+            "conflict topic config setting min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"
+        );
+        assert!(
+            validate_topic_configs(&configs(&[("cleanup.policy", "compact")]))
+                .expect_err("no compaction")
+                .contains("no log compaction")
+        );
+        assert!(validate_topic_configs(&configs(&[("compression.type", "lz4")])).is_ok());
+    }
 }

@@ -529,3 +529,99 @@ fn create_topic(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(list: &[(&str, ConfigOp)]) -> ConfigChanges {
+        list.iter()
+            .map(|(k, op)| (k.to_string(), op.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn append_and_subtract_follow_kafka() {
+        let key = "leader.replication.throttled.replicas";
+        // APPEND starts from the default (empty here) and adds only missing items.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[
+                (key, ConfigOp::Append("0:0".into())),
+                (key, ConfigOp::Append("1:0,0:0".into())),
+            ]),
+        )
+        .expect("list config");
+        assert_eq!(c[key], "0:0,1:0");
+        let c = altered_configs(c, changes(&[(key, ConfigOp::Subtract("0:0,7:7".into()))]))
+            .expect("list config");
+        assert_eq!(c[key], "1:0");
+        // cleanup.policy starts from its default, `delete`.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[("cleanup.policy", ConfigOp::Subtract("delete".into()))]),
+        )
+        .expect("list config");
+        assert_eq!(c["cleanup.policy"], "");
+        // Not a LIST: Kafka's message.
+        let e = altered_configs(
+            BTreeMap::new(),
+            changes(&[("retention.ms", ConfigOp::Append("1".into()))]),
+        )
+        .expect_err("not a list");
+        assert_eq!(
+            e,
+            "Can't APPEND to key retention.ms because its type is not LIST."
+        );
+        // SET and DELETE.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[
+                ("retention.ms", ConfigOp::Set("5".into())),
+                ("segment.ms", ConfigOp::Set("9".into())),
+                ("retention.ms", ConfigOp::Delete),
+            ]),
+        )
+        .expect("set and delete");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["segment.ms"], "9");
+    }
+
+    fn manual(partitions: i32, rf: i16, assignments: &[(i32, &[i32])]) -> NewTopic {
+        NewTopic {
+            name: "t".into(),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+            assignments: assignments.iter().map(|(p, b)| (*p, b.to_vec())).collect(),
+        }
+    }
+
+    #[test]
+    fn manual_assignments_are_checked_as_kafka_does() {
+        let code = |t: &NewTopic| manual_partitions(t, 3).map_err(|e| e.code);
+        assert_eq!(code(&manual(-1, -1, &[(0, &[3])])), Ok(1));
+        assert_eq!(code(&manual(-1, -1, &[(1, &[3]), (0, &[3])])), Ok(2));
+        assert_eq!(
+            code(&manual(1, -1, &[(0, &[3])])),
+            Err(ErrorCode::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(&manual(-1, 1, &[(0, &[3])])),
+            Err(ErrorCode::INVALID_REQUEST)
+        );
+        for bad in [
+            manual(-1, -1, &[(0, &[4])]),
+            manual(-1, -1, &[(0, &[])]),
+            manual(-1, -1, &[(0, &[3, 3])]),
+            manual(-1, -1, &[(0, &[3]), (0, &[3])]),
+            manual(-1, -1, &[(1, &[3])]),
+        ] {
+            assert_eq!(
+                code(&bad),
+                Err(ErrorCode::INVALID_REPLICA_ASSIGNMENT),
+                "{bad:?}"
+            );
+        }
+    }
+}
