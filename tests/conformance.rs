@@ -4,8 +4,10 @@
 //! - librdkafka's admin API (confluent-kafka, `tests/conformance_clients/admin_librdkafka.py`):
 //!   CreateTopics with manual assignments, every topic config, the legacy AlterConfigs, and
 //!   `num.partitions` for created and auto-created topics;
+//! - kafka-python's admin client (`admin_kafka_python.py`): legacy and incremental alters;
 //! - the Java AdminClient (`tests/conformance_clients/Conformance.java`, kafka-clients 4.3.1,
-//!   run as a single-file program): IncrementalAlterConfigs APPEND and SUBTRACT;
+//!   run as a single-file program): IncrementalAlterConfigs APPEND and SUBTRACT (its legacy
+//!   `alterConfigs` was removed in Kafka 4.0, so the legacy API is driven by the two above);
 //! - Java consumers: a static-membership pair (the replaced member is fenced), and members
 //!   committing in their revoke callbacks through rebalances (range and cooperative-sticky),
 //!   with a checker counting records delivered twice;
@@ -274,6 +276,27 @@ fn legacy_alter_configs_replaces_the_overrides() {
     let b = broker();
     let out = librdkafka(&b, "legacy_alter");
     assert!(out.contains("ok: legacy_alter"), "{out}");
+}
+
+/// Issue 23 item 3 from a second client family: kafka-python's legacy AlterConfigs and its
+/// IncrementalAlterConfigs APPEND and SUBTRACT.
+#[test]
+fn kafka_python_alters_configs_both_ways() {
+    if !clients_wanted(PYTHON) {
+        return;
+    }
+    let b = broker();
+    let bootstrap = b.bootstrap();
+    let out = run_client(
+        &b,
+        &[
+            PYTHON,
+            "tests/conformance_clients/admin_kafka_python.py",
+            &bootstrap,
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(out.contains("ok: kafka-python alter configs"), "{out}");
 }
 
 /// Issue 23 item 3: IncrementalAlterConfigs APPEND and SUBTRACT from the Java AdminClient.
