@@ -173,20 +173,41 @@ impl Group {
         }
     }
 
-    /// The protocol the next generation would use: the first of the first member's
-    /// protocols that every member supports.
+    /// The protocol the next generation would use, chosen as Kafka chooses it
+    /// (`ClassicGroup.selectProtocol`): among the protocols every member supports, each member
+    /// votes for the first of its own list, and the most votes win (a tie, which Kafka leaves
+    /// to hash order, goes to the earlier in the first member's list).
     fn select_protocol(&self) -> Option<String> {
         let first = self.members.values().next()?;
-        first
+        let supported_by_all = |p: &str| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
+        };
+        let candidates: Vec<&str> = first
             .protocols
             .iter()
-            .map(|(n, _)| n)
-            .find(|p| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == *p))
-            })
-            .cloned()
+            .map(|(n, _)| n.as_str())
+            .filter(|p| supported_by_all(p))
+            .collect();
+        let votes = |p: &str| {
+            self.members
+                .values()
+                .filter(|m| {
+                    m.protocols
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .find(|n| candidates.contains(n))
+                        == Some(p)
+                })
+                .count()
+        };
+        // max_by_key keeps the last of equal maxima: reverse, so the earliest wins a tie.
+        candidates
+            .iter()
+            .rev()
+            .max_by_key(|p| votes(p))
+            .map(|p| p.to_string())
     }
 
     fn stored(&self) -> StoredGroup {
@@ -1325,5 +1346,74 @@ impl Coordinator {
     /// Error code for an unknown topic in an offset request.
     pub fn unknown_topic() -> ErrorCode {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(protocols: &[&str], instance: Option<&str>) -> Member {
+        Member {
+            group_instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::new()))
+                .collect(),
+            assignment: Bytes::new(),
+            last_heartbeat: Instant::now(),
+            join_waiter: None,
+            sync_waiter: None,
+        }
+    }
+
+    fn group(members: &[(&str, &[&str], Option<&str>)]) -> Group {
+        let mut g = Group::new();
+        for (id, protocols, instance) in members {
+            g.members
+                .insert(id.to_string(), member(protocols, *instance));
+        }
+        g
+    }
+
+    #[test]
+    fn the_protocol_is_chosen_by_the_members_votes() {
+        // Only protocols every member supports count; each member votes for its first one.
+        let g = group(&[
+            ("a", &["range", "cooperative-sticky"], None),
+            ("b", &["cooperative-sticky", "range"], None),
+            ("c", &["cooperative-sticky", "range", "roundrobin"], None),
+        ]);
+        assert_eq!(g.select_protocol().as_deref(), Some("cooperative-sticky"));
+        // A rolling upgrade's first step: the old members only know range.
+        let g = group(&[
+            ("a", &["range"], None),
+            ("b", &["cooperative-sticky", "range"], None),
+        ]);
+        assert_eq!(g.select_protocol().as_deref(), Some("range"));
+        let g = group(&[("a", &["x"], None), ("b", &["y"], None)]);
+        assert_eq!(g.select_protocol(), None);
+    }
+
+    #[test]
+    fn static_members_are_validated_as_kafka_does() {
+        let g = group(&[("m-new", &["range"], Some("i1")), ("d", &["range"], None)]);
+        let check =
+            |member: &str, instance: Option<&str>| g.validate_member(member, instance, "test", "g");
+        assert_eq!(check("m-new", Some("i1")), Ok(()));
+        assert_eq!(
+            check("m-old", Some("i1")),
+            Err(ErrorCode::FENCED_INSTANCE_ID)
+        );
+        assert_eq!(
+            check("m-new", Some("i2")),
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        );
+        assert_eq!(check("d", None), Ok(()));
+        assert_eq!(check("gone", None), Err(ErrorCode::UNKNOWN_MEMBER_ID));
     }
 }
