@@ -24,7 +24,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{request, Broker};
-use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, TopicName,
 };
@@ -34,6 +36,8 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 const INVALID_REQUEST: i16 = 42;
 /// Kafka's INVALID_REPLICA_ASSIGNMENT.
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+/// Kafka's INVALID_CONFIG.
+const INVALID_CONFIG: i16 = 40;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -165,7 +169,8 @@ fn create_topics_with_manual_assignments() {
 
 /// Issue 23 item 1, on the wire: a count and assignments together are INVALID_REQUEST (no
 /// client sends that, so a raw request); so are assignments with a replication factor; a
-/// partition assigned twice and gaps are INVALID_REPLICA_ASSIGNMENT; Kafka's messages.
+/// partition assigned twice and gaps are INVALID_REPLICA_ASSIGNMENT; a config without a value
+/// is INVALID_CONFIG; Kafka's messages.
 #[test]
 fn a_count_and_assignments_together_are_an_invalid_request() {
     let b = broker();
@@ -197,6 +202,14 @@ fn a_count_and_assignments_together_are_an_invalid_request() {
             topic("gap", -1, -1, &[(0, &[0]), (2, &[0])]),
             topic("dup-broker", -1, -1, &[(0, &[0, 0])]),
             topic("good", -1, -1, &[(0, &[0]), (1, &[0])]),
+            topic("null-config", -1, -1, &[]).with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(None),
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.ms"))
+                    .with_value(None),
+            ]),
         ]);
     let mut resp = request(&mut c, ApiKey::CreateTopics, 7, &req);
     let resp = CreateTopicsResponse::decode(&mut resp, 7).expect("create topics response");
@@ -251,6 +264,13 @@ fn a_count_and_assignments_together_are_an_invalid_request() {
         )
     );
     assert_eq!(answer("good"), (0, String::new(), 2));
+    assert_eq!(
+        (answer("null-config").0, answer("null-config").1),
+        (
+            INVALID_CONFIG,
+            "Null value not supported for topic configs: retention.ms,segment.ms".to_string()
+        )
+    );
 }
 
 /// Issue 23 item 2: every Kafka 4.3 topic config is accepted with Kafka's validation and

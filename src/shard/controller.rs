@@ -17,7 +17,7 @@ use crate::group::OFFSETS_TOPIC;
 use crate::meta::{self, Metadata, TopicMeta};
 
 /// A topic to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewTopic {
     /// Name.
     pub name: String,
@@ -30,6 +30,8 @@ pub struct NewTopic {
     /// Manual replica assignments, `(partition, broker ids)`; when given, their number is the
     /// partition count and `partitions` and `replication_factor` must be -1 (as in Kafka).
     pub assignments: Vec<(i32, Vec<i32>)>,
+    /// Config names the request gave without a value (refused, as in Kafka).
+    pub null_configs: Vec<String>,
 }
 
 /// One change to a topic config override, with IncrementalAlterConfigs' semantics.
@@ -479,6 +481,15 @@ fn create_topic(
             format!("Topic '{}' already exists.", t.name),
         ));
     }
+    if !t.null_configs.is_empty() {
+        return Err(err(
+            ErrorCode::INVALID_CONFIG,
+            format!(
+                "Null value not supported for topic configs: {}",
+                t.null_configs.join(",")
+            ),
+        ));
+    }
     validate_topic_configs(&t.configs).map_err(|m| err(ErrorCode::INVALID_CONFIG, m))?;
     let partitions = if !t.assignments.is_empty() {
         manual_partitions(&t, shard.config.node_id)?
@@ -594,6 +605,7 @@ mod tests {
             replication_factor: rf,
             configs: BTreeMap::new(),
             assignments: assignments.iter().map(|(p, b)| (*p, b.to_vec())).collect(),
+            null_configs: Vec::new(),
         }
     }
 

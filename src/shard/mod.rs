@@ -589,7 +589,7 @@ impl Shard {
                     partitions: self.config.group.offsets_partitions,
                     replication_factor: 1,
                     configs,
-                    assignments: Vec::new(),
+                    ..Default::default()
                 }],
                 validate_only: false,
             })

@@ -61,6 +61,12 @@ pub async fn create_topics(
                     )
                 })
                 .collect(),
+            null_configs: t
+                .configs
+                .iter()
+                .filter(|c| c.value.is_none())
+                .map(|c| c.name.to_string())
+                .collect(),
         })
         .collect();
     let reply = shard
