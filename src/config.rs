@@ -963,6 +963,14 @@ pub fn topic_config_value(
     })
 }
 
+/// True when the broker's default of a topic setting differs from shardlog's built-in one:
+/// it was set in the broker's configuration (`log.retention.ms`, ...), which DescribeConfigs
+/// reports as the value's source.
+pub fn broker_sets_topic_default(broker: &LogConfig, key: &str) -> bool {
+    let none = BTreeMap::new();
+    topic_config_value(broker, &none, key) != topic_config_value(&LogConfig::default(), &none, key)
+}
+
 /// Builds a topic's effective log config: broker defaults, then the topic's overrides.
 pub fn topic_log_config(
     defaults: &LogConfig,

@@ -45,12 +45,14 @@ fn root() -> PathBuf {
 
 /// The broker every client test runs against: one shard, small preallocation, no initial
 /// rebalance delay (rebalances are what the group tests exercise), `num.partitions=4` as many
-/// client suites run brokers.
+/// client suites run brokers, and one topic default set in the broker's configuration
+/// (`log.retention.ms`, reported with source STATIC_BROKER_CONFIG).
 fn broker() -> Broker {
     Broker::start(
         1,
         &[
             "num.partitions=4",
+            "log.retention.ms=86400000",
             "log.preallocate.bytes=1048576",
             "group.initial.rebalance.delay.ms=0",
         ],

@@ -147,6 +147,12 @@ def scenario_topic_configs(admin, node_id):
     check(d["message.timestamp.after.max.ms"].value == "3600000",
           f"message.timestamp.after.max.ms={d['message.timestamp.after.max.ms'].value}")
     check(d["cleanup.policy"].value == "delete", "cleanup.policy default")
+    check(d["cleanup.policy"].source == ConfigSource.DEFAULT_CONFIG.value,
+          f"cleanup.policy source {d['cleanup.policy'].source}")
+    # The broker runs with log.retention.ms=86400000 (tests/conformance.rs).
+    check(d["retention.ms"].value == "86400000", f"retention.ms={d['retention.ms'].value}")
+    check(d["retention.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value,
+          f"retention.ms source {d['retention.ms'].source}")
     d = describe(admin, "cfg-stored")
     for k, v in stored.items():
         check(d[k].value == v, f"cfg-stored {k}={d[k].value}, expected {v}")

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
-use super::configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
+use super::configs::config_source;
 use super::sb;
 use super::Request;
 use crate::config::{topic_config_value, topic_log_config, TOPIC_CONFIGS};
@@ -135,11 +135,7 @@ fn created_configs(
             CreatableTopicConfigs::default()
                 .with_name(sb(d.name))
                 .with_value(topic_config_value(&log, overrides, d.name).map(|v| sb(&v)))
-                .with_config_source(if overrides.contains_key(d.name) {
-                    SOURCE_DYNAMIC_TOPIC
-                } else {
-                    SOURCE_DEFAULT
-                })
+                .with_config_source(config_source(shard, overrides, d.name))
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! the legacy AlterConfigs v0–v2 for topics (and broker describe). What each topic setting
 //! means and how it is checked lives in `crate::config`; the change is made by shard 0.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -15,20 +15,35 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{sb, Request};
-use crate::config::{topic_config_value, topic_log_config, TopicConfigStatus, TOPIC_CONFIGS};
+use crate::config::{
+    broker_sets_topic_default, topic_config_value, topic_log_config, TopicConfigStatus,
+    TOPIC_CONFIGS,
+};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::server::refusal::log_refusal;
-use crate::shard::{AdminOp, AdminReply, ConfigOp};
+use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
 
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
 /// Kafka's ConfigResource type of a broker.
 const RESOURCE_BROKER: i8 = 4;
 /// Config sources, as Kafka numbers them.
-pub(super) const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
-pub(super) const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Where a topic's value of `name` comes from, as Kafka reports it: the topic's override, the
+/// broker's configuration (its `log.*` default was set to something else), or the default.
+pub(super) fn config_source(shard: &Shard, overrides: &BTreeMap<String, String>, name: &str) -> i8 {
+    if overrides.contains_key(name) {
+        SOURCE_DYNAMIC_TOPIC
+    } else if broker_sets_topic_default(&shard.config.log, name) {
+        SOURCE_STATIC_BROKER
+    } else {
+        SOURCE_DEFAULT
+    }
+}
 
 /// Answers DescribeConfigs.
 pub async fn describe(
@@ -49,10 +64,10 @@ pub async fn describe(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let (log, overrides, source_default) = match r.resource_type {
+            let (log, overrides) = match r.resource_type {
                 RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
                     Some(t) => match topic_log_config(&shard.config.log, &t.configs) {
-                        Ok(log) => (log, Some(t.configs.clone()), SOURCE_DEFAULT),
+                        Ok(log) => (log, Some(t.configs.clone())),
                         Err(e) => {
                             return base
                                 .with_error_code(ErrorCode::INVALID_CONFIG.code())
@@ -65,7 +80,7 @@ pub async fn describe(
                             .with_error_message(Some(sb("unknown topic")))
                     }
                 },
-                RESOURCE_BROKER => (shard.config.log.clone(), None, SOURCE_STATIC_BROKER),
+                RESOURCE_BROKER => (shard.config.log.clone(), None),
                 other => {
                     return base
                         .with_error_code(ErrorCode::INVALID_REQUEST.code())
@@ -81,16 +96,15 @@ pub async fn describe(
                 .filter(|d| overrides.is_some() || d.status == TopicConfigStatus::Implemented)
                 .filter(|d| wanted(d.name))
                 .map(|d| {
+                    let source = match &overrides {
+                        Some(o) => config_source(shard, o, d.name),
+                        None => SOURCE_STATIC_BROKER,
+                    };
                     let overrides = overrides.as_ref().unwrap_or(&empty);
-                    let is_override = overrides.contains_key(d.name);
                     let mut c = DescribeConfigsResourceResult::default()
                         .with_name(sb(d.name))
                         .with_value(topic_config_value(&log, overrides, d.name).map(|v| sb(&v)))
-                        .with_config_source(if is_override {
-                            SOURCE_DYNAMIC_TOPIC
-                        } else {
-                            source_default
-                        })
+                        .with_config_source(source)
                         .with_config_type(if version >= 3 {
                             d.kind.kafka_type_id()
                         } else {
