@@ -67,8 +67,8 @@ pub enum AdminOp {
     },
     /// Grow topics to a new partition count.
     CreatePartitions {
-        /// (topic, new total count).
-        topics: Vec<(String, i32)>,
+        /// (topic, new total count, manual replica assignments of the added partitions).
+        topics: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
         /// Only validate; change nothing.
         validate_only: bool,
     },
@@ -295,7 +295,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
         } => {
             let results = topics
                 .into_iter()
-                .map(|(name, count)| {
+                .map(|(name, count, assignments)| {
                     if name == OFFSETS_TOPIC {
                         // Groups are placed by hash modulo this count.
                         return Err(internal_topic(&name));
@@ -306,14 +306,37 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                             format!("topic `{name}` does not exist"),
                         )
                     })?;
-                    if count <= t.partitions {
+                    // Kafka's checks and messages (`ReplicationControlManager`).
+                    if count == t.partitions {
+                        return Err(err(
+                            ErrorCode::INVALID_PARTITIONS,
+                            format!("Topic already has {count} partition(s)."),
+                        ));
+                    }
+                    if count < t.partitions {
                         return Err(err(
                             ErrorCode::INVALID_PARTITIONS,
                             format!(
-                                "topic `{name}` has {} partitions; the new count must be larger",
+                                "The topic {name} currently has {} partition(s); {count} would not be an increase.",
                                 t.partitions
                             ),
                         ));
+                    }
+                    if let Some(lists) = assignments {
+                        let added = count - t.partitions;
+                        if lists.len() != added as usize {
+                            return Err(err(
+                                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                                format!(
+                                    "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                                    lists.len()
+                                ),
+                            ));
+                        }
+                        // Every partition here has one replica.
+                        for brokers in &lists {
+                            check_replicas(brokers, shard.config.node_id, Some(1))?;
+                        }
                     }
                     if count > 100_000 {
                         return Err(err(
@@ -408,6 +431,43 @@ pub fn altered_configs(
     Ok(configs)
 }
 
+/// Kafka's `validateManualPartitionAssignment` on one broker, `node_id`: a non-empty list of
+/// registered brokers, none twice, as many as the other partitions have (`replication_factor`);
+/// returns the list's length.
+fn check_replicas(
+    brokers: &[i32],
+    node_id: i32,
+    replication_factor: Option<usize>,
+) -> Result<usize, AdminError> {
+    let invalid = |m: String| err(ErrorCode::INVALID_REPLICA_ASSIGNMENT, m);
+    if brokers.is_empty() {
+        return Err(invalid(
+            "The manual partition assignment includes an empty replica list.".into(),
+        ));
+    }
+    let mut sorted = brokers.to_vec();
+    sorted.sort_unstable();
+    for (i, b) in sorted.iter().enumerate() {
+        if *b != node_id {
+            return Err(invalid(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            )));
+        }
+        if i > 0 && sorted[i - 1] == *b {
+            return Err(invalid(format!(
+                "The manual partition assignment includes the broker {b} more than once."
+            )));
+        }
+    }
+    if let Some(rf) = replication_factor.filter(|rf| *rf != sorted.len()) {
+        return Err(invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+            sorted.len()
+        )));
+    }
+    Ok(sorted.len())
+}
+
 /// The partition count of a topic created with manual replica assignments, after Kafka's
 /// checks (`ReplicationControlManager.createTopic`), on one broker, `node_id`.
 fn manual_partitions(t: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
@@ -432,32 +492,7 @@ fn manual_partitions(t: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
                 "Found multiple manual partition assignments for partition {partition}"
             )));
         }
-        if brokers.is_empty() {
-            return Err(invalid(
-                "The manual partition assignment includes an empty replica list.".into(),
-            ));
-        }
-        let mut sorted = brokers.clone();
-        sorted.sort_unstable();
-        for (i, b) in sorted.iter().enumerate() {
-            if *b != node_id {
-                return Err(invalid(format!(
-                    "The manual partition assignment includes broker {b}, but no such broker is registered."
-                )));
-            }
-            if i > 0 && sorted[i - 1] == *b {
-                return Err(invalid(format!(
-                    "The manual partition assignment includes the broker {b} more than once."
-                )));
-            }
-        }
-        if let Some(rf) = replication_factor.filter(|rf| *rf != sorted.len()) {
-            return Err(invalid(format!(
-                "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
-                sorted.len()
-            )));
-        }
-        replication_factor = Some(sorted.len());
+        replication_factor = Some(check_replicas(brokers, node_id, replication_factor)?);
     }
     let count = i32::try_from(seen.len()).unwrap_or(i32::MAX);
     if !seen.iter().copied().eq(0..count) {

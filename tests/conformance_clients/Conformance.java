@@ -25,6 +25,7 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
@@ -40,6 +41,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.FencedInstanceIdException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidReplicaAssignmentException;
 import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -124,6 +126,16 @@ public class Conformance {
             // The broker runs with log.retention.ms=86400000 (tests/conformance.rs).
             check(createdConfig.get("retention.ms").value().equals("86400000"),
                     "created retention.ms " + createdConfig.get("retention.ms"));
+            // CreatePartitions: as many assignments as partitions added (Kafka's message).
+            try {
+                a.createPartitions(Map.of(t, NewPartitions.increaseTo(7, List.of(List.of(0)))))
+                        .all().get(TIMEOUT_S, TimeUnit.SECONDS);
+                fail("CreatePartitions with 1 assignment for 3 new partitions accepted");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof InvalidReplicaAssignmentException, "" + e.getCause());
+                check(e.getCause().getMessage().equals("Attempted to add 3 additional partition(s), "
+                        + "but only 1 assignment(s) were specified."), e.getCause().getMessage());
+            }
             String key = "leader.replication.throttled.replicas";
             check(entry(a, t, key).value().isEmpty(), key + " default not empty");
             alter(a, t, AlterConfigOp.OpType.APPEND, key, "0:0");

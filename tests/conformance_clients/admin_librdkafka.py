@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     ConfigSource,
+    NewPartitions,
     NewTopic,
     ResourceType,
 )
@@ -98,6 +99,31 @@ def scenario_manual_assignment(admin, node_id):
           % partitions(admin, "manual-3"))
     expect_error(r, KafkaError.INVALID_REPLICA_ASSIGNMENT, "manual-other-broker",
                  f"includes broker {node_id + 7}, but no such broker is registered")
+
+    # CreatePartitions with assignments for the added partitions: Kafka's checks.
+    def grow(new_parts):
+        fs = admin.create_partitions(new_parts, operation_timeout=10, request_timeout=TIMEOUT_S)
+        out = {}
+        for name, f in fs.items():
+            try:
+                f.result(timeout=TIMEOUT_S)
+                out[name] = None
+            except KafkaException as e:
+                out[name] = e.args[0]
+        return out
+
+    r = grow([NewPartitions("manual-1", 3, replica_assignment=[[node_id], [node_id]])])
+    check(r["manual-1"] is None, f"grow manual-1: {r['manual-1']}")
+    check(partitions(admin, "manual-1") == 3, "manual-1 did not grow to 3")
+    r = grow([NewPartitions("manual-1", 4, replica_assignment=[[node_id + 7]])])
+    expect_error(r, KafkaError.INVALID_REPLICA_ASSIGNMENT, "manual-1",
+                 f"includes broker {node_id + 7}, but no such broker is registered")
+    r = grow([NewPartitions("manual-3", 3)])
+    expect_error(r, KafkaError.INVALID_PARTITIONS, "manual-3", "Topic already has 3 partition(s).")
+    r = grow([NewPartitions("manual-3", 2)])
+    expect_error(r, KafkaError.INVALID_PARTITIONS, "manual-3",
+                 "The topic manual-3 currently has 3 partition(s); 2 would not be an increase.")
+    check(partitions(admin, "manual-1") == 3, "a refused CreatePartitions changed manual-1")
 
 
 def scenario_topic_configs(admin, node_id):

@@ -200,10 +200,18 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> Result<CreatePartitionsResponse, ProtocolError> {
     let shard = rq.shard;
-    let topics: Vec<(String, i32)> = req
+    let topics: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = req
         .topics
         .iter()
-        .map(|t| (t.name.to_string(), t.count))
+        .map(|t| {
+            let assignments = t.assignments.as_ref().map(|lists| {
+                lists
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            (t.name.to_string(), t.count, assignments)
+        })
         .collect();
     let reply = shard
         .admin(AdminOp::CreatePartitions {
@@ -214,8 +222,16 @@ pub async fn create_partitions(
     let results = topics
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| {
-            let (code, message) = code_and_message(&reply.result(i));
+        .map(|(i, (name, _, _))| {
+            let r = reply.result(i);
+            if let Err(e) = &r {
+                log_refusal(
+                    rq.client_id,
+                    "CreatePartitions",
+                    &format_args!("topic `{name}`: {}: {}", e.code, e.message),
+                );
+            }
+            let (code, message) = code_and_message(&r);
             CreatePartitionsTopicResult::default()
                 .with_name(TopicName(sb(name)))
                 .with_error_code(code.code())
