@@ -34,6 +34,10 @@ pub struct NewTopic {
     pub null_configs: Vec<String>,
 }
 
+/// One topic of a CreatePartitions: (topic, new total count, the broker ids of each added
+/// partition when the request assigns them).
+pub type PartitionGrowth = (String, i32, Option<Vec<Vec<i32>>>);
+
 /// One change to a topic config override, with IncrementalAlterConfigs' semantics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOp {
@@ -67,8 +71,8 @@ pub enum AdminOp {
     },
     /// Grow topics to a new partition count.
     CreatePartitions {
-        /// (topic, new total count, manual replica assignments of the added partitions).
-        topics: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
+        /// The topics to grow.
+        topics: Vec<PartitionGrowth>,
         /// Only validate; change nothing.
         validate_only: bool,
     },

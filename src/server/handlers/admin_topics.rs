@@ -18,6 +18,7 @@ use crate::config::{topic_config_value, topic_log_config, TOPIC_CONFIGS};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::server::refusal::log_refusal;
+use crate::shard::controller::PartitionGrowth;
 use crate::shard::{AdminError, AdminOp, NewTopic};
 
 fn code_and_message(
@@ -200,7 +201,7 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> Result<CreatePartitionsResponse, ProtocolError> {
     let shard = rq.shard;
-    let topics: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = req
+    let topics: Vec<PartitionGrowth> = req
         .topics
         .iter()
         .map(|t| {
