@@ -7,9 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::batch::{
-    parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH,
-};
+use super::batch::{check_batch, parse_header, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
 use super::index::{OffsetIndex, TimeIndex};
 use crate::io::IoFile;
 
@@ -252,7 +250,7 @@ impl<'a> BatchScanner<'a> {
         let off = (self.pos - self.buf_pos) as usize;
         let bytes = self.buf.slice(off..off + size);
         if self.verify_crc {
-            if let Err(e) = validate_batch(&bytes, u32::MAX) {
+            if let Err(e) = check_batch(&bytes, &header, u32::MAX) {
                 return Ok(ScanItem::Torn {
                     position,
                     reason: e.to_string(),
