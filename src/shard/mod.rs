@@ -67,8 +67,9 @@ pub struct ProducePart {
     pub records: Bytes,
 }
 
-/// The outcome of one partition's produce.
-#[derive(Debug, Clone, Default)]
+/// The outcome of one partition's produce. No `Default`: a default would read as success at
+/// offset 0, an acknowledgement of nothing.
+#[derive(Debug, Clone)]
 pub struct ProduceResult {
     /// Kafka error code (0 = none).
     pub error_code: ErrorCode,
