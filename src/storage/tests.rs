@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::error_code::ErrorCode;
-use crate::io::SimDisk;
+use crate::io::{yield_now_times as yield_times, SimDisk};
 
 /// Runs a future on a fresh single-thread glommio executor with a small I/O buffer pool.
 pub(crate) fn run<F, Fut>(f: F)
@@ -986,22 +986,6 @@ async fn concurrent_crash_case(seed: u64) -> (i64, usize) {
         drop(s);
     }
     (acked_total, lost)
-}
-
-async fn yield_times(n: u32) {
-    for _ in 0..n {
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                std::task::Poll::Ready(())
-            } else {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-        })
-        .await;
-    }
 }
 
 #[test]
