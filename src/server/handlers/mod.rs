@@ -102,6 +102,7 @@ kafka_apis! {
     DescribeConfigs         1..=4  => configs::describe,
     CreatePartitions        0..=3  => admin_topics::create_partitions,
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
+    AlterConfigs            0..=2  => configs::alter,
     DescribeCluster         0..=1  => metadata::describe_cluster,
     DescribeTopicPartitions 0..=0  => describe_topic_partitions::handle,
     FindCoordinator         0..=4  => groups::find_coordinator,
