@@ -447,7 +447,7 @@ async fn start_and_serve(
     drop(acceptor); // cancels accept: the listener closes
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
-    shard.snapshot_producers().await;
+    // Shutdown writes every partition's producer snapshot itself.
     if let Err(e) = storage.shutdown().await {
         return Err(format!("flush at shutdown: {e}"));
     }
