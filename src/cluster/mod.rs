@@ -15,4 +15,6 @@ pub mod config;
 pub mod control;
 pub mod identity;
 pub mod image;
+pub mod quorum;
 pub mod store;
+pub mod transport;
