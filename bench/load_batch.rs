@@ -8,8 +8,8 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression as KpCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use shardlog::load::batch::{walk_records, BatchBuilder};
-use shardlog::load::workload::Compression;
+use shardlog_tools::load::batch::{walk_records, BatchBuilder};
+use shardlog_tools::load::workload::Compression;
 use std::hint::black_box;
 
 const RECORDS: usize = 100;

@@ -15,9 +15,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a workload against a broker.
-    Load(shardlog::load::LoadArgs),
+    Load(shardlog_tools::load::LoadArgs),
     /// Show, compare or merge RUN.json files.
-    Hist(shardlog::hist::HistArgs),
+    Hist(shardlog_tools::hist::HistArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,10 +28,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Load(args) => shardlog::load::run_cli(args)
+        Command::Load(args) => shardlog_tools::load::run_cli(args)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        Command::Hist(args) => shardlog::hist::run_cli(args).map_err(|e| e.to_string()),
+        Command::Hist(args) => shardlog_tools::hist::run_cli(args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@
 //! `cargo run --release --example machine_limits -- DIR [SECONDS]` (DIR on the broker's file
 //! system; a scratch file is written there and removed).
 
-use shardlog::hist::{LatencyHistogram, Percentiles};
+use shardlog_tools::hist::{LatencyHistogram, Percentiles};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::cluster::config::{ClusterConfig, ResolvedCluster};
+pub mod cluster;
+
 use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
+use cluster::{ClusterConfig, ResolvedCluster};
 
 /// Why a configuration was refused; the message names the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +197,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "HOST:PORT every shard listens on (SO_REUSEPORT), or Kafka's list `PLAINTEXT://HOST:PORT,CONTROLLER://HOST:PORT` (the controller listener carries quorum traffic). Default 127.0.0.1:9092.",
         apply: |c, v| {
             if v.contains("://") {
-                let listeners = crate::cluster::config::parse_listeners(v)?;
+                let listeners = cluster::parse_listeners(v)?;
                 let names = c.cluster.controller_names();
                 if let Some(l) = listeners.iter().find(|l| !names.contains(&l.name)) {
                     c.listen = l.addr;
@@ -566,7 +568,7 @@ impl BrokerConfig {
                 .map_or("", |(_, h)| h);
             out.push_str(&format!("| `{broker}` (topic: `{topic}`) | {help} |\n"));
         }
-        for (name, help) in crate::cluster::config::CLUSTER_KEYS {
+        for (name, help) in cluster::CLUSTER_KEYS {
             out.push_str(&format!("| `{name}` | {help} |\n"));
         }
         out

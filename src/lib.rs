@@ -1,37 +1,74 @@
 //! # shardlog
 //!
 //! A Kafka-compatible message broker, thread-per-core on glommio (io_uring).
-//! A tour of the layout, top to bottom (arrows are the only allowed imports):
+//! A tour of the layout, top to bottom. The arrows are the only imports allowed between
+//! modules: [`LAYERS`] holds them as code and `tests/layering.rs` fails on any other.
 //!
-//! - [`server`]: per-core startup, listeners, the connection loop, one handler per Kafka API
-//!   (`server/handlers/`). → protocol, shard
-//! - [`protocol`]: request/response codecs (the `kafka-protocol` crate), the API versions
-//!   table, the zero-copy Fetch response encoder.
+//! - [`server`]: per-core startup, listeners, the connection loop, and one handler per Kafka
+//!   API under `server/handlers/`, named with its version range in one table
+//!   (`kafka_apis!`). → protocol, shard, group (its request vocabulary), meta, metrics,
+//!   storage (startup only: opening each shard's storage), config
+//! - [`protocol`]: frames, request/response codecs (the `kafka-protocol` crate), the zero-copy
+//!   Fetch response encoder.
 //! - [`shard`]: partition ownership, the cross-core mesh, the owner-side handling of each
-//!   message, and the metadata writer (shard 0). → storage, group, meta
+//!   message, and the metadata writer (shard 0). → storage, group, meta, metrics, io (the
+//!   fdatasync observer), config
 //! - [`group`]: the consumer group coordinator and committed offsets. → storage
 //! - [`storage`]: segments, indexes, appender, reader, batch cache, recovery, retention. → io
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
-//! - [`cluster`]: the control plane: cluster identity and config, the metadata quorum.
-//! - [`config`]: broker and topic settings by their Kafka names.
+//! - [`cluster`]: the control plane: cluster identity (`meta.properties`), the metadata
+//!   records and image, the controller's decisions, the Raft quorum on its own thread
+//!   (`docs/design/cluster.md`). → meta, config, io, protocol
+//! - [`config`]: broker and topic settings by their Kafka names, turned into each layer's
+//!   settings. → storage, group
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
-//! - [`tune`]: `shardlog tune`, the host checks the broker's speed depends on.
+//! - [`error_code`]: Kafka's error codes, the one place their numbers are written; any module
+//!   may use it.
 //! - [`memory`]: the process allocator, which survives allocations sized by hostile counts.
-//! - [`load`]: the load generator (`shardlog load`), a Kafka client of its own. → hist
-//! - [`hist`]: latency histograms, RUN.json, `.hgrm`, comparison tables and SVG plots.
+//!
+//! The load generator, the histogram tools and `shardlog tune` live in the `shardlog-tools`
+//! crate (`tools/`): they reach a broker only over the wire, and the broker never imports them.
+//! The `shardlog` binary (`src/main.rs`) links both.
 //!
 //! Read a Produce from `server/connection.rs` → `server/handlers/produce.rs` →
 //! `shard/mod.rs` (split per owner) → `shard/owner.rs` → `storage`.
+
+/// The allowed imports between the broker's top-level modules: each module with the modules
+/// it may name through `crate::`. [`error_code`] may be used by every module and is not
+/// listed. `tests/layering.rs` checks every `crate::` path in `src/` against this table and
+/// that the table has no cycle.
+pub const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "protocol", "shard", "group", "meta", "metrics", "storage", "config", "cluster",
+        ],
+    ),
+    ("protocol", &[]),
+    (
+        "shard",
+        &[
+            "storage", "group", "meta", "metrics", "io", "config", "cluster",
+        ],
+    ),
+    ("cluster", &["meta", "config", "io", "protocol"]),
+    ("group", &["storage"]),
+    ("storage", &["io"]),
+    ("io", &[]),
+    ("meta", &[]),
+    ("config", &["storage", "group"]),
+    ("metrics", &[]),
+    ("memory", &[]),
+    ("error_code", &[]),
+];
 
 pub mod cluster;
 pub mod config;
 pub mod error_code;
 pub mod group;
-pub mod hist;
 pub mod io;
-pub mod load;
 pub mod memory;
 pub mod meta;
 pub mod metrics;
@@ -39,4 +76,3 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
-pub mod tune;

@@ -35,9 +35,9 @@ enum Command {
     /// Check the host settings the broker's speed depends on; as root, apply the safe ones.
     Tune(TuneArgs),
     /// Drive any Kafka-compatible broker with a workload file; record latency histograms.
-    Load(shardlog::load::LoadArgs),
+    Load(shardlog_tools::load::LoadArgs),
     /// Show, compare (table and SVG) or merge the RUN.json files of load runs.
-    Hist(shardlog::hist::HistArgs),
+    Hist(shardlog_tools::hist::HistArgs),
 }
 
 #[derive(clap::Args)]
@@ -215,14 +215,14 @@ fn main() -> ExitCode {
             println!("{}", shardlog::cluster::identity::random_uuid());
             ExitCode::SUCCESS
         }
-        Command::Load(args) => match shardlog::load::run_cli(args) {
+        Command::Load(args) => match shardlog_tools::load::run_cli(args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shardlog load: {e}");
                 ExitCode::FAILURE
             }
         },
-        Command::Hist(args) => match shardlog::hist::run_cli(args) {
+        Command::Hist(args) => match shardlog_tools::hist::run_cli(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shardlog hist: {e}");
@@ -237,13 +237,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let host = shardlog::tune::Host {
+            let host = shardlog_tools::tune::Host {
                 root: PathBuf::from("/"),
                 data_dir: args.data_dir.unwrap_or(c.data_dir),
                 shards: args.cores.unwrap_or(c.cores).max(1),
                 probe: true,
             };
-            ExitCode::from(shardlog::tune::run(&host, args.check))
+            ExitCode::from(shardlog_tools::tune::run(&host, args.check))
         }
     }
 }

@@ -45,8 +45,9 @@ const CLIENT_SCENARIOS: &[&str] = &[
 ];
 
 /// CLIENT_SCENARIOS plus `sasl_rejected` (a client configured for SASL gets an authentication
-/// error at once from a listener without SASL): written for librdkafka and the Java client,
-/// whose reactions to a closed connection differ most (a clean error vs. endless retries).
+/// error at once from a listener without SASL) and `txn_refused` (a transactional producer
+/// fails at once while the broker has no transactions): written for librdkafka and the Java
+/// client, whose reactions to a refusal differ most (a clean error vs. endless retries).
 const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "create_topic",
     "produce_consume",
@@ -60,6 +61,7 @@ const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "max_under",
     "max_over",
     "sasl_rejected",
+    "txn_refused",
     "xproduce",
     "xconsume",
 ];

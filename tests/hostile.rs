@@ -302,8 +302,9 @@ fn absurd_array_counts_in_every_request_type() {
     let b = start();
     let rss_before = rss_kib(b.pid());
     under_attack(&b, "absurd array counts", || {
-        for &(key, min, max) in shardlog::protocol::SUPPORTED_APIS {
-            for version in [min, max] {
+        for api in shardlog::server::SUPPORTED_APIS {
+            let key = api.key;
+            for version in [api.min_version, api.max_version] {
                 let flexible = key.request_header_version(version) >= 2;
                 let mut frame = Vec::new();
                 frame.extend_from_slice(&(key as i16).to_be_bytes());

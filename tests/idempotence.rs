@@ -386,3 +386,51 @@ fn producer_state_survives_clean_restart_and_kill9() {
         again.producer_id.0
     );
 }
+
+/// Kafka validates a batch before its idempotence check: a retry whose header matches a stored
+/// batch (same producer id, epoch and sequence range) but whose records fail the CRC32C check
+/// is refused with CORRUPT_MESSAGE and appends nothing; it is never answered as a duplicate.
+#[test]
+fn corrupt_retry_of_a_stored_batch_is_refused_not_answered_as_duplicate() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    use shardlog::error_code::ErrorCode;
+    let b = Broker::start(1, &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
+    let md = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+            Some(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
+            )),
+        ),
+    ]));
+    let _ = common::request(&mut c, ApiKey::Metadata, 12, &md);
+    let mut r = common::request(
+        &mut c,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let init = InitProducerIdResponse::decode(&mut r, 4).expect("init");
+    assert_eq!(init.error_code, ErrorCode::NONE.code());
+    let pid = init.producer_id.0;
+
+    let batch = idempotent_batch(pid, 0, 0, 3);
+    assert_eq!(produce_raw(&b, batch.clone()), (ErrorCode::NONE.code(), 0));
+    // Same header, one record byte flipped: the CRC32C no longer matches.
+    let mut corrupt = batch.to_vec();
+    let last = corrupt.len() - 2;
+    corrupt[last] ^= 0x55;
+    assert_eq!(
+        produce_raw(&b, Bytes::from(corrupt)),
+        (ErrorCode::CORRUPT_MESSAGE.code(), -1),
+        "a corrupt retry must be refused, not answered as a duplicate"
+    );
+    // The intact retry is still the duplicate, and the log holds the batch once.
+    assert_eq!(produce_raw(&b, batch), (ErrorCode::NONE.code(), 0));
+    assert_eq!(
+        produce_raw(&b, idempotent_batch(pid, 0, 3, 1)),
+        (ErrorCode::NONE.code(), 3)
+    );
+}

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{free_port, Broker};
-use shardlog::hist::{self, HistArgs, HistCommand, RunResult};
-use shardlog::load::{self, LoadArgs, LoadError};
+use shardlog_tools::hist::{self, HistArgs, HistCommand, RunResult};
+use shardlog_tools::load::{self, LoadArgs, LoadError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

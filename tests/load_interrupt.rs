@@ -4,8 +4,8 @@
 mod common;
 
 use common::Broker;
-use shardlog::hist::RunResult;
-use shardlog::load;
+use shardlog_tools::hist::RunResult;
+use shardlog_tools::load;
 use std::time::{Duration, Instant};
 
 #[test]

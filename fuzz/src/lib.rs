@@ -20,7 +20,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use shardlog::group::records::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
-use shardlog::protocol::{decode_body, decode_request_header, SUPPORTED_APIS};
+use shardlog::protocol::{decode_body, decode_request_header};
+use shardlog::server::SUPPORTED_APIS;
 use shardlog::storage::{build_test_batch, validate_batch};
 
 /// Splits a Produce records field into batches the way the broker does (12 bytes of offset
@@ -46,7 +47,7 @@ fn validate_records(records: &Bytes) {
 /// One request frame, as the connection hands it to the handlers.
 pub fn request_frame(data: &[u8]) {
     let mut frame = Bytes::copy_from_slice(data);
-    let Ok(header) = decode_request_header(&mut frame) else {
+    let Ok(header) = decode_request_header(&mut frame, SUPPORTED_APIS) else {
         return;
     };
     let v = header.request_api_version;
@@ -330,7 +331,12 @@ fn seed_body(key: ApiKey, version: i16) -> Option<Vec<u8>> {
 /// (name, frame) for every supported API at every supported version.
 pub fn seed_request_frames() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for &(key, min, max) in SUPPORTED_APIS {
+    for &shardlog::protocol::ApiSpec {
+        key,
+        min_version: min,
+        max_version: max,
+    } in SUPPORTED_APIS
+    {
         for version in min..=max {
             if let Some(f) = seed_body(key, version) {
                 out.push((format!("{key:?}-v{version}"), f));

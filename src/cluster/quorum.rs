@@ -20,10 +20,10 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::{oneshot, watch};
 
-use super::config::Voter;
 use super::image::{ClusterImage, MetadataRecord};
 use super::store::{LogStore, Proposal, ProposalReply, RaftNodeId, StateMachineStore, TypeConfig};
 use super::transport::{self, LocalPropose, Network, PeerClient, ProposeError, RpcBody, RpcReply};
+use crate::config::cluster::Voter;
 
 /// The quorum's directory under a data dir (Kafka's name for the metadata log's partition).
 pub fn quorum_dir(data_dir: &Path) -> PathBuf {

@@ -13,10 +13,12 @@
 //!   prefix of the unsynced writes and tears the last replayed one at a random byte. It can also
 //!   inject `ENOSPC`/`EIO` on writes and syncs.
 //!
-//! Small metadata files (indexes written at roll, checkpoints, the clean-shutdown marker) and
-//! directory operations go through [`FileSystem`]. On the real file system they use blocking
-//! `std::fs` calls: they happen at partition open, segment roll, retention and shutdown, never
-//! per append, and each is a few small syscalls.
+//! Small metadata files (indexes written at roll, checkpoints, the clean-shutdown marker, the
+//! producer state snapshots) and directory operations go through [`FileSystem`]. On the real
+//! file system they use blocking `std::fs` calls: they happen at partition open, segment roll,
+//! retention and shutdown, never per append, and each is a few small syscalls; the periodic
+//! producer state snapshots run them on glommio's blocking thread pool instead
+//! ([`FileSystem::write_small_file_durable_off_shard`]).
 //!
 //! The simulated disk treats metadata operations (create, rename, remove, truncate, preallocate)
 //! as immediately durable; only data writes to segment files can be lost or torn.
@@ -248,6 +250,34 @@ impl FileSystem {
                     .files
                     .insert(path.to_path_buf(), Rc::new(RefCell::new(file)));
                 Ok(())
+            }
+        }
+    }
+}
+
+impl FileSystem {
+    /// As [`FileSystem::write_small_file_durable`] (atomic and durable: after `Ok`, a crash
+    /// leaves either the old file or `data`), but on the real file system the blocking writes
+    /// and fsyncs run on glommio's blocking thread pool, so the shard keeps serving meanwhile.
+    /// For files written while the broker serves (the producer state snapshots).
+    pub async fn write_small_file_durable_off_shard(
+        &self,
+        path: &Path,
+        data: Vec<u8>,
+    ) -> io::Result<()> {
+        match self {
+            FileSystem::Real { buffered } => {
+                let buffered = *buffered;
+                let path = path.to_path_buf();
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        FileSystem::Real { buffered }.write_small_file_durable(&path, &data)
+                    })
+                    .await
+            }
+            FileSystem::Sim(sim) => {
+                yield_now_times(sim.disk.yields()).await;
+                self.write_small_file_durable(path, &data)
             }
         }
     }

@@ -5,8 +5,8 @@
 //! ([`fetch_response`]): it is encoded around the record batches, so that the batches go to the
 //! socket as the buffers they are, never copied into a response buffer.
 //!
-//! [`SUPPORTED_APIS`] is the single table of what shardlog implements; ApiVersions advertises
-//! exactly it and the connection refuses anything outside it.
+//! What shardlog implements is not listed here: the handlers' table
+//! (`server::handlers::SUPPORTED_APIS`) is the one list, passed to [`decode_request_header`].
 
 pub mod fetch_response;
 
@@ -36,49 +36,26 @@ pub enum ProtocolError {
     Encode(String),
 }
 
-/// The APIs shardlog implements, as (key, lowest version, highest version).
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 16),
-    (ApiKey::ListOffsets, 1, 8),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::InitProducerId, 0, 5),
-    // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (server/handlers/sasl.rs).
-    (ApiKey::SaslHandshake, 0, 1),
-    (ApiKey::SaslAuthenticate, 0, 2),
-];
-
-/// The supported version range of an API key, if shardlog implements it.
-pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
-    SUPPORTED_APIS
-        .iter()
-        .copied()
-        .find(|(k, _, _)| *k as i16 == api_key)
+/// One supported API: its key and the versions shardlog speaks. The table of them lives with
+/// the handlers (`server::handlers::SUPPORTED_APIS`), the only list of what is implemented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiSpec {
+    /// The API key.
+    pub key: ApiKey,
+    /// Lowest supported version.
+    pub min_version: i16,
+    /// Highest supported version.
+    pub max_version: i16,
 }
 
 /// Decodes a request header from the front of a frame, leaving the body in `frame`.
 ///
-/// Unknown API keys and versions outside [`SUPPORTED_APIS`] are errors, except ApiVersions,
+/// API keys not in `apis` and versions outside their range are errors, except ApiVersions,
 /// whose too-new versions must still be answered (with the v0 UNSUPPORTED_VERSION reply).
-pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, ProtocolError> {
+pub fn decode_request_header(
+    frame: &mut Bytes,
+    apis: &[ApiSpec],
+) -> Result<RequestHeader, ProtocolError> {
     if frame.len() < 8 {
         return Err(ProtocolError::Malformed(
             "frame shorter than a request header".into(),
@@ -86,8 +63,14 @@ pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, Protoco
     }
     let api_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let (key, min, max) =
-        supported_versions(api_key).ok_or(ProtocolError::UnsupportedApi(api_key))?;
+    let ApiSpec {
+        key,
+        min_version: min,
+        max_version: max,
+    } = *apis
+        .iter()
+        .find(|a| a.key as i16 == api_key)
+        .ok_or(ProtocolError::UnsupportedApi(api_key))?;
     if key == ApiKey::ApiVersions && version > max {
         // Too new to know its header: Kafka reads the client id the same way (header v1
         // prefix) and answers in v0 format. Parse just the fixed part.
@@ -105,6 +88,16 @@ pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, Protoco
     let header_version = key.request_header_version(version);
     RequestHeader::decode(frame, header_version)
         .map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// The client id of a request frame read without knowing its API (every request header from
+/// v1 on starts with key, version, correlation id, then the client id as a nullable string),
+/// for logging a request that cannot be decoded. `None` if the frame is too short or the id is
+/// null or not UTF-8.
+pub fn peek_client_id(frame: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes([*frame.get(8)?, *frame.get(9)?]);
+    let bytes = frame.get(10..10 + usize::try_from(len).ok()?)?;
+    String::from_utf8(bytes.to_vec()).ok()
 }
 
 /// Decodes a request body of a known version.
@@ -175,29 +168,51 @@ mod tests {
         buf.freeze()
     }
 
+    const TEST_APIS: &[ApiSpec] = &[
+        ApiSpec {
+            key: ApiKey::ApiVersions,
+            min_version: 0,
+            max_version: 4,
+        },
+        ApiSpec {
+            key: ApiKey::Fetch,
+            min_version: 4,
+            max_version: 16,
+        },
+    ];
+
     #[test]
     fn header_round_trip_and_limits() {
         let mut f = request_frame(ApiKey::ApiVersions, 3);
-        let h = decode_request_header(&mut f).expect("v3 header");
+        let h = decode_request_header(&mut f, TEST_APIS).expect("v3 header");
         assert_eq!((h.request_api_version, h.correlation_id), (3, 77));
         let mut f = request_frame(ApiKey::ApiVersions, 9);
-        let h = decode_request_header(&mut f).expect("too-new ApiVersions still answered");
+        let h =
+            decode_request_header(&mut f, TEST_APIS).expect("too-new ApiVersions still answered");
         assert_eq!(h.correlation_id, 77);
         let mut f = Bytes::from_static(&[0, 1, 0, 99, 0, 0, 0, 1]);
         assert!(matches!(
-            decode_request_header(&mut f),
+            decode_request_header(&mut f, TEST_APIS),
             Err(ProtocolError::UnsupportedVersion { .. })
         ));
         let mut f = Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1]);
         assert!(matches!(
-            decode_request_header(&mut f),
+            decode_request_header(&mut f, TEST_APIS),
             Err(ProtocolError::UnsupportedApi(_))
         ));
         let mut f = Bytes::from_static(&[0, 1]);
         assert!(matches!(
-            decode_request_header(&mut f),
+            decode_request_header(&mut f, TEST_APIS),
             Err(ProtocolError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn client_id_is_read_from_any_header() {
+        let f = request_frame(ApiKey::ApiVersions, 9);
+        assert_eq!(peek_client_id(&f).as_deref(), Some("t"));
+        assert_eq!(peek_client_id(&[0, 1, 0, 2, 0, 0, 0, 1, 0]), None);
+        assert_eq!(peek_client_id(&[0, 1, 0, 2, 0, 0, 0, 1, 0xff, 0xff]), None);
     }
 
     #[test]

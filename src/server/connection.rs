@@ -36,9 +36,9 @@ use kafka_protocol::messages::ApiKey;
 
 use super::handlers;
 use super::read::read_into;
+use super::response::Reply;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
-use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
@@ -106,33 +106,6 @@ impl Registry {
         }
     }
 }
-
-/// A response frame as the buffers it is made of, and the memory charged for them.
-#[derive(Debug)]
-pub struct Response {
-    /// The frame (size prefix included), in order; written with one vectored send.
-    pub parts: Vec<Bytes>,
-    /// Fetch memory charged for `parts`; released when the response is dropped, that is once
-    /// the writer has sent it or the connection has died. Held for its `Drop` only.
-    #[allow(dead_code)]
-    pub hold: Option<FetchReservation>,
-}
-
-impl Response {
-    /// Bytes of the frame.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
-    }
-}
-
-impl From<Vec<Bytes>> for Response {
-    fn from(parts: Vec<Bytes>) -> Self {
-        Response { parts, hold: None }
-    }
-}
-
-/// A handler's answer: the response, or nothing (acks=0 Produce).
-pub type Reply = Result<Option<Response>, ProtocolError>;
 
 /// What the reader, the handler tasks and the writer of one connection share, on one executor.
 #[derive(Default)]
@@ -248,7 +221,19 @@ async fn read_loop(
             f.advance(4);
             f
         };
-        let header = protocol::decode_request_header(&mut frame)?;
+        let header = match protocol::decode_request_header(&mut frame, handlers::SUPPORTED_APIS) {
+            Ok(h) => h,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ProtocolError::UnsupportedApi(_) | ProtocolError::UnsupportedVersion { .. }
+                ) {
+                    let client = protocol::peek_client_id(&frame).unwrap_or_default();
+                    super::refusal::log_refusal(&client, "(request header)", &e);
+                }
+                return Err(e.into());
+            }
+        };
         let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
         let turn = (header.request_api_key == ApiKey::Produce as i16).then(|| {
             let (done, next) = futures_channel::oneshot::channel();

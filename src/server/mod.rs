@@ -10,8 +10,12 @@
 mod connection;
 mod handlers;
 mod read;
+mod refusal;
+pub(crate) mod response;
 pub mod startup;
 mod write;
+
+pub use handlers::SUPPORTED_APIS;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -257,9 +261,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
 }
 
 fn advertised_versions() -> String {
-    crate::protocol::SUPPORTED_APIS
+    handlers::SUPPORTED_APIS
         .iter()
-        .map(|(k, lo, hi)| format!("{k:?}:{lo}-{hi}"))
+        .map(|a| format!("{:?}:{}-{}", a.key, a.min_version, a.max_version))
         .collect::<Vec<_>>()
         .join(",")
 }

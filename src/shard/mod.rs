@@ -10,7 +10,6 @@
 pub mod controller;
 pub mod fetch_memory;
 mod owner;
-pub mod producers;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -68,8 +67,9 @@ pub struct ProducePart {
     pub records: Bytes,
 }
 
-/// The outcome of one partition's produce.
-#[derive(Debug, Clone, Default)]
+/// The outcome of one partition's produce. No `Default`: a default would read as success at
+/// offset 0, an acknowledgement of nothing.
+#[derive(Debug, Clone)]
 pub struct ProduceResult {
     /// Kafka error code (0 = none).
     pub error_code: ErrorCode,
@@ -243,8 +243,6 @@ pub struct Shard {
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
-    /// Idempotent producer state of the partitions this shard owns.
-    pub producers: producers::ProducerStates,
     /// This shard's metrics (only this shard writes them).
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Memory held by Fetch responses of this shard's connections (its share of
@@ -275,7 +273,6 @@ impl Shard {
             nr_shards,
             fetch_memory,
             groups,
-            producers: producers::ProducerStates::default(),
             metrics,
             config,
             storage,
@@ -656,22 +653,10 @@ impl Shard {
         out
     }
 
-    /// Snapshots the idempotent producer state of every owned partition that has some.
-    /// The file writes run on glommio's blocking thread pool, not on the shard.
+    /// Snapshots the idempotent producer state of every owned partition that has some (the
+    /// storage owns that state and writes the files through its file seam).
     pub async fn snapshot_producers(&self) {
-        for (topic, partition) in self.producers.partitions() {
-            let Ok((_, covered)) = self.storage.offsets(&topic, partition) else {
-                continue;
-            };
-            let bytes = self.producers.encode_snapshot(&topic, partition, covered);
-            let path = producers::snapshot_path(&self.config.data_dir, &topic, partition);
-            let written = glommio::executor()
-                .spawn_blocking(move || producers::write_snapshot_file(&path, &bytes))
-                .await;
-            if let Err(e) = written {
-                tracing::warn!(%topic, partition, error = %e, "cannot write producer state snapshot");
-            }
-        }
+        self.storage.snapshot_producers().await;
     }
 
     /// Sends an admin change to shard 0 and waits for its outcome.

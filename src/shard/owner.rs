@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::producers::Verdict;
 use super::{
     FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
 };
@@ -13,7 +12,7 @@ use crate::config::topic_log_config;
 use crate::error_code::ErrorCode;
 use crate::meta::Metadata;
 use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
-use crate::storage::{parse_header, StorageError};
+use crate::storage::{split_batches, StorageError};
 
 /// Longest a produce request waits for unwritten bytes to drain before KAFKA_STORAGE_ERROR.
 const UNWRITTEN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
@@ -161,36 +160,6 @@ fn storage_failure(e: &StorageError) -> ProduceResult {
     }
 }
 
-/// Splits a records field into its v2 batches (each is 12 bytes of offset + length, then
-/// `length` bytes). A field whose lengths do not add up is corrupt as a whole.
-fn split_batches(records: &Bytes) -> Result<Vec<Bytes>, StorageError> {
-    let mut out = Vec::with_capacity(1);
-    let mut at = 0usize;
-    while at < records.len() {
-        if records.len() - at < 12 {
-            return Err(StorageError::CorruptMessage("truncated batch header"));
-        }
-        let len = i32::from_be_bytes([
-            records[at + 8],
-            records[at + 9],
-            records[at + 10],
-            records[at + 11],
-        ]);
-        if len < 0 || at + 12 + len as usize > records.len() {
-            return Err(StorageError::CorruptMessage(
-                "batch length past the end of the records",
-            ));
-        }
-        let end = at + 12 + len as usize;
-        out.push(records.slice(at..end));
-        at = end;
-    }
-    if out.is_empty() {
-        return Err(StorageError::CorruptMessage("no record batch"));
-    }
-    Ok(out)
-}
-
 /// Appends one partition's batches (synchronously: no other request interleaves). Returns the
 /// result and, on success, the last offset to wait on for durability.
 fn append_part(
@@ -207,54 +176,27 @@ fn append_part(
     let mut first: Option<(i64, i64, i64)> = None;
     let mut last_offset = -1;
     for batch in batches {
-        let header = match parse_header(&batch) {
-            Ok(h) => h,
-            Err(e) => return (storage_failure(&e), None),
-        };
-        // Check and append with no await between: no other request can interleave.
-        match shard.producers.check(topic, partition, &header) {
-            Verdict::Append => match shard.storage.append(topic, partition, batch) {
-                Ok(info) => {
-                    shard.metrics.partition(topic, partition).record_produce(
-                        header.size_bytes() as u64,
-                        header.records_count.max(0) as u64,
-                    );
-                    shard.producers.record(
-                        topic,
-                        partition,
-                        &header,
-                        info.first_offset,
-                        info.last_offset,
-                    );
-                    last_offset = info.last_offset;
-                    first.get_or_insert((
-                        info.first_offset,
-                        info.log_append_time,
-                        info.log_start_offset,
-                    ));
+        let size = batch.len() as u64;
+        // Validation, the idempotence check and the append happen in one synchronous call:
+        // no other request can interleave.
+        match shard.storage.append(topic, partition, batch) {
+            Ok(info) => {
+                if !info.duplicate {
+                    shard
+                        .metrics
+                        .partition(topic, partition)
+                        .record_produce(size, info.record_count as u64);
                 }
-                // Batches already appended stay appended (as in Kafka, a request is not
-                // atomic across batches); the error is reported for the partition.
-                Err(e) => return (storage_failure(&e), None),
-            },
-            Verdict::Duplicate {
-                first_offset,
-                last_offset: dup_last,
-            } => {
-                last_offset = last_offset.max(dup_last);
-                let start = shard.storage.offsets(topic, partition).map_or(-1, |o| o.0);
-                first.get_or_insert((first_offset, -1, start));
+                last_offset = last_offset.max(info.last_offset);
+                first.get_or_insert((
+                    info.first_offset,
+                    info.log_append_time,
+                    info.log_start_offset,
+                ));
             }
-            Verdict::Reject(code) => {
-                let result = ProduceResult {
-                    error_code: code,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                    error_message: Some("idempotent producer sequence check failed".into()),
-                };
-                return (result, None);
-            }
+            // Batches already appended stay appended (as in Kafka, a request is not atomic
+            // across batches); the error is reported for the partition.
+            Err(e) => return (storage_failure(&e), None),
         }
     }
     let Some((first_offset, log_append_time, log_start_offset)) = first else {
@@ -273,45 +215,6 @@ fn append_part(
     (result, Some(last_offset))
 }
 
-/// Bytes and records in a list of buffers that together hold whole v2 batches (a batch may
-/// span buffers: the batch cache hands out its offset prefix separately).
-fn batches_size(parts: &[Bytes]) -> (u64, u64) {
-    let total: usize = parts.iter().map(Bytes::len).sum();
-    // Reads 4 big-endian bytes at a logical position across the buffers.
-    let be_i32_at = |mut pos: usize| -> Option<i32> {
-        let mut out = [0u8; 4];
-        let mut filled = 0;
-        for p in parts {
-            if pos >= p.len() {
-                pos -= p.len();
-                continue;
-            }
-            while filled < 4 && pos < p.len() {
-                out[filled] = p[pos];
-                filled += 1;
-                pos += 1;
-            }
-            pos = 0;
-            if filled == 4 {
-                return Some(i32::from_be_bytes(out));
-            }
-        }
-        None
-    };
-    let (mut at, mut records) = (0usize, 0u64);
-    while at + crate::storage::BATCH_HEADER_BYTES <= total {
-        let (Some(len), Some(count)) = (be_i32_at(at + 8), be_i32_at(at + 57)) else {
-            break;
-        };
-        if len <= 0 {
-            break;
-        }
-        records += count.max(0) as u64;
-        at += 12 + len as usize;
-    }
-    (total as u64, records)
-}
-
 /// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch
 /// whatever its size when `limits.min_one`; from the cache only unless `limits.disk`.
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
@@ -328,11 +231,10 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
         .await
     {
         Ok(data) => {
-            let (bytes, records) = batches_size(&data.batches);
             shard
                 .metrics
                 .partition(&part.topic, part.partition)
-                .record_fetch(bytes, records);
+                .record_fetch(data.total_bytes() as u64, data.records);
             FetchResult {
                 error_code: ErrorCode::NONE,
                 high_watermark: data.high_watermark,
@@ -470,10 +372,6 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
                     .storage
                     .open_partition(&topic.name, p, log.clone())
                     .await?;
-                shard
-                    .producers
-                    .rebuild(&shard.storage, &shard.config.data_dir, &topic.name, p)
-                    .await?;
             }
         }
     }
@@ -492,7 +390,6 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
         if gone {
             for p in 0..topic.partitions {
                 if shard.owner_of(&topic.name, p) == shard.id {
-                    shard.producers.forget(&topic.name, p);
                     if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
                     }

@@ -22,6 +22,14 @@ pub enum StorageError {
         /// The topic's `max.message.bytes`.
         max: u32,
     },
+    /// An idempotent producer's batch does not continue its sequence (a gap, or a first batch
+    /// not starting at 0): nothing was appended.
+    #[error("idempotent producer sequence check failed")]
+    OutOfOrderSequence,
+    /// An idempotent producer's batch carries an epoch older than the one the partition knows
+    /// (a fenced producer): nothing was appended.
+    #[error("idempotent producer sequence check failed")]
+    InvalidProducerEpoch,
     /// The fetch offset is outside `[log_start_offset, high_watermark]`.
     #[error("offset {offset} out of range [{log_start_offset}, {high_watermark}]")]
     OffsetOutOfRange {
@@ -69,6 +77,8 @@ impl StorageError {
             StorageError::CorruptMessage(_) => ErrorCode::CORRUPT_MESSAGE,
             StorageError::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
             StorageError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            StorageError::OutOfOrderSequence => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            StorageError::InvalidProducerEpoch => ErrorCode::INVALID_PRODUCER_EPOCH,
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             StorageError::UnknownPartition => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             StorageError::Io(_)

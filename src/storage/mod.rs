@@ -8,7 +8,8 @@
 //!
 //! # Write path (one copy)
 //! [`ShardStorage::append`] is synchronous: validate the batch (length, magic, CRC32C, counts),
-//! assign offsets, and put it in the batch cache as two `Bytes`: a 61-byte patched header (base
+//! then check it against the partition's idempotent producer state (a retry of a stored batch
+//! is answered with its offsets and not appended), assign offsets, and put it in the batch cache as two `Bytes`: a 61-byte patched header (base
 //! offset, leader epoch, log-append time + CRC when the topic asks) and the untouched records
 //! slice of the request buffer. The one copy of record bytes happens at flush time, into the
 //! aligned DMA buffer. Unwritten batches are never evicted from the cache.
@@ -32,6 +33,7 @@ mod batch;
 mod error;
 mod index;
 mod log;
+mod producers;
 mod segment;
 mod shard;
 mod wait;
@@ -39,7 +41,9 @@ mod wait;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{build_test_batch, parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
+pub use batch::{
+    build_test_batch, parse_header, split_batches, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
+};
 pub use error::StorageError;
 
 /// A function told where a read was served from.
@@ -174,6 +178,9 @@ pub struct LogAppendInfo {
     pub log_start_offset: i64,
     /// Records in the batch.
     pub record_count: u32,
+    /// The batch retried one of its producer's last five batches: nothing was appended, the
+    /// offsets are the original's, `max_timestamp` and `log_append_time` are -1.
+    pub duplicate: bool,
 }
 
 /// One partition's offsets and size at one instant, for metrics (see
@@ -197,6 +204,8 @@ pub struct FetchDataInfo {
     /// Kafka records bytes. At least one batch if any data exists at the offset (even beyond
     /// `max_bytes`), otherwise within `max_bytes`. A batch may span two buffers.
     pub batches: Vec<bytes::Bytes>,
+    /// Records in `batches` (from the batch headers the read parsed: nobody re-reads them).
+    pub records: u64,
     /// Next offset to be assigned.
     pub high_watermark: i64,
     /// First offset still in the log.

@@ -5,32 +5,17 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::log::{read_batches, recover, Partition};
+use super::batch::count_records;
+use super::log::{AppendOutcome, CacheBytes, Eviction, Partition};
 use super::wait::Notify;
 use super::{
     now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, StorageError, StorageOptions,
 };
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
-
-fn stats_of(st: &super::log::LogState) -> PartitionStats {
-    PartitionStats {
-        log_start_offset: st.log_start_offset,
-        high_watermark: st.next_offset,
-        disk_usage_bytes: st.disk_usage_bytes(),
-    }
-}
-
-/// Accounting of the shard's batch cache: bytes held and insertion order for eviction.
-#[derive(Default)]
-struct CacheAccounting {
-    bytes: usize,
-    fifo: VecDeque<(Weak<Partition>, i64)>,
-}
 
 /// The storage of one shard: its partition logs, batch cache and group-commit flusher.
 ///
@@ -41,7 +26,10 @@ pub struct ShardStorage {
     options: StorageOptions,
     fs: FileSystem,
     partitions: RefCell<HashMap<String, HashMap<i32, Rc<Partition>>>>,
-    cache: RefCell<CacheAccounting>,
+    /// Bytes held by the partitions' batch caches (each cache keeps it in step).
+    cache_bytes: CacheBytes,
+    /// The cached batches in insertion order, for eviction: (partition, base offset).
+    cache_fifo: RefCell<VecDeque<(Weak<Partition>, i64)>>,
     flusher_wake: Rc<Notify>,
     shutting_down: Cell<bool>,
     background_started: Cell<bool>,
@@ -88,7 +76,8 @@ impl ShardStorage {
             options,
             fs,
             partitions: RefCell::new(HashMap::new()),
-            cache: RefCell::new(CacheAccounting::default()),
+            cache_bytes: CacheBytes::default(),
+            cache_fifo: RefCell::new(VecDeque::new()),
             flusher_wake: Rc::new(Notify::default()),
             shutting_down: Cell::new(false),
             background_started: Cell::new(false),
@@ -113,8 +102,9 @@ impl ShardStorage {
     }
 
     /// Opens the log of `topic`/`partition` (directory `<data_dir>/<topic>-<partition>`),
-    /// creating it if missing, else recovering it. Idempotent: if already open, only the config
-    /// is updated.
+    /// creating it if missing, else recovering it, and loads its idempotent producer state
+    /// (snapshot, then the batch headers after it). Idempotent: if already open, only the
+    /// config is updated.
     pub async fn open_partition(
         &self,
         topic: &str,
@@ -125,11 +115,20 @@ impl ShardStorage {
             return Err(StorageError::ShuttingDown);
         }
         if let Ok(p) = self.partition(topic, partition) {
-            p.state.borrow_mut().config = config;
+            p.set_config(config);
             return Ok(());
         }
         let dir = self.data_dir.join(format!("{topic}-{partition}"));
-        let p = recover(&self.fs, dir, topic, partition, config, now_ms()).await?;
+        let p = Partition::open(
+            &self.fs,
+            dir,
+            topic,
+            partition,
+            config,
+            now_ms(),
+            self.cache_bytes.clone(),
+        )
+        .await?;
         let mut parts = self.partitions.borrow_mut();
         // Another task may have opened it while we recovered: keep the first.
         parts
@@ -144,7 +143,7 @@ impl ShardStorage {
     /// run). Unknown partitions are ignored.
     pub fn set_config(&self, topic: &str, partition: i32, config: LogConfig) {
         if let Ok(p) = self.partition(topic, partition) {
-            p.state.borrow_mut().config = config;
+            p.set_config(config);
         }
     }
 
@@ -164,30 +163,18 @@ impl ShardStorage {
             }
             p
         };
-        let _permit = p
-            .io_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|e| StorageError::Io(io::Error::other(e.to_string())))?;
-        let dir = {
-            let mut st = p.state.borrow_mut();
-            st.deleted = true;
-            let released: usize = st.cache.values().map(|b| b.len()).sum();
-            st.cache.clear();
-            st.segments.clear();
-            self.cache.borrow_mut().bytes -= released;
-            st.dir.clone()
-        };
-        p.appended.wake_all();
-        p.durable.wake_all();
-        self.fs.remove_dir_all(&dir)?;
+        p.delete(&self.fs).await?;
         tracing::info!(topic, partition, "deleted partition");
         Ok(())
     }
 
-    /// Validates `batch` (one v2 batch), assigns its offsets and appends it to the in-memory
-    /// tail and the batch cache. Synchronous: acks=1 may be answered on return. Nothing is
-    /// appended on error. The batch's bytes are kept as they are (no copy).
+    /// Validates `batch` (one v2 batch: length, magic, size, CRC32C, counts), then checks it
+    /// against the partition's idempotent producer state, then assigns its offsets and appends
+    /// it to the in-memory tail and the batch cache. Synchronous: acks=1 may be answered on
+    /// return. Nothing is appended on error (a sequence gap or a fenced epoch is an error too).
+    /// A retry of one of a producer's last five batches appends nothing and returns the
+    /// original offsets with [`LogAppendInfo::duplicate`] set. The batch's bytes are kept as
+    /// they are (no copy).
     pub fn append(
         &self,
         topic: &str,
@@ -198,14 +185,14 @@ impl ShardStorage {
             return Err(StorageError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
-        let (info, len) = p.append(batch, now_ms())?;
-        {
-            let mut c = self.cache.borrow_mut();
-            c.bytes += len;
-            c.fifo.push_back((Rc::downgrade(&p), info.first_offset));
-        }
+        let info = match p.append(batch, now_ms())? {
+            AppendOutcome::Duplicate(info) => return Ok(info),
+            AppendOutcome::Appended(info) => info,
+        };
+        self.cache_fifo
+            .borrow_mut()
+            .push_back((Rc::downgrade(&p), info.first_offset));
         self.evict();
-        p.appended.wake_all();
         self.flusher_wake.notify();
         Ok(info)
     }
@@ -213,36 +200,27 @@ impl ShardStorage {
     /// Drops the oldest cached batches that are already written while over the cache cap.
     /// Unwritten batches stop the eviction (they must stay until the flusher wrote them).
     fn evict(&self) {
-        let mut c = self.cache.borrow_mut();
-        while c.bytes > self.options.batch_cache_bytes_max {
-            let Some((weak, base)) = c.fifo.front().cloned() else {
+        let mut fifo = self.cache_fifo.borrow_mut();
+        while self.cache_bytes.get() > self.options.batch_cache_bytes_max {
+            let Some((weak, base)) = fifo.front().cloned() else {
                 break;
             };
             let Some(p) = weak.upgrade() else {
-                c.fifo.pop_front();
+                fifo.pop_front();
                 continue;
             };
-            let Ok(mut st) = p.state.try_borrow_mut() else {
-                break;
-            };
-            match st.cache.get(&base) {
-                None => {
-                    c.fifo.pop_front();
+            match p.evict_if_written(base) {
+                Eviction::Gone | Eviction::Evicted => {
+                    fifo.pop_front();
                 }
-                Some(b) if b.last_offset < st.written_offset => {
-                    let len = b.len();
-                    st.cache.remove(&base);
-                    c.bytes -= len;
-                    c.fifo.pop_front();
-                }
-                Some(_) => break,
+                Eviction::Unwritten | Eviction::Busy => break,
             }
         }
     }
 
     /// Bytes currently held by the batch cache (may exceed the cap while data is unwritten).
     pub fn cache_bytes(&self) -> usize {
-        self.cache.borrow().bytes
+        self.cache_bytes.get()
     }
 
     /// Waits while this shard holds more than `limit` bytes appended but not yet written (they
@@ -258,12 +236,10 @@ impl ShardStorage {
             if self.unwritten_bytes() <= limit {
                 return Ok(());
             }
-            let failed = self.all_partitions().iter().find_map(|p| {
-                let st = p.state.borrow();
-                (st.written_offset < st.next_offset)
-                    .then(|| st.flush_error.clone())
-                    .flatten()
-            });
+            let failed = self
+                .all_partitions()
+                .iter()
+                .find_map(|p| p.pending_flush_error());
             if let Some((kind, msg)) = failed {
                 return Err(StorageError::Io(io::Error::new(kind, msg)));
             }
@@ -284,16 +260,7 @@ impl ShardStorage {
     pub fn unwritten_bytes(&self) -> u64 {
         self.all_partitions()
             .iter()
-            .map(|p| {
-                p.state
-                    .borrow()
-                    .segments
-                    .values()
-                    .rev()
-                    .take_while(|s| s.written_size < s.size)
-                    .map(|s| s.size - s.written_size)
-                    .sum::<u64>()
-            })
+            .map(|p| p.unwritten_bytes())
             .sum()
     }
 
@@ -301,9 +268,7 @@ impl ShardStorage {
     /// [`PartitionStats::disk_usage_bytes`]), from in-memory state: no I/O, O(segments).
     /// [`StorageError::UnknownPartition`] if this shard has not opened it (or deleted it).
     pub fn stats(&self, topic: &str, partition: i32) -> Result<PartitionStats, StorageError> {
-        let p = self.partition(topic, partition)?;
-        let st = p.state.borrow();
-        Ok(stats_of(&st))
+        Ok(self.partition(topic, partition)?.stats())
     }
 
     /// Calls `visit(topic, partition, stats)` once for every partition open on this shard, in
@@ -312,9 +277,8 @@ impl ShardStorage {
     pub fn partition_stats(&self, mut visit: impl FnMut(&str, i32, PartitionStats)) {
         for (topic, parts) in self.partitions.borrow().iter() {
             for (&partition, p) in parts {
-                let st = p.state.borrow();
-                if !st.deleted {
-                    visit(topic, partition, stats_of(&st));
+                if !p.is_deleted() {
+                    visit(topic, partition, p.stats());
                 }
             }
         }
@@ -331,47 +295,9 @@ impl ShardStorage {
         partition: i32,
         offset: i64,
     ) -> Result<(), StorageError> {
-        let p = self.partition(topic, partition)?;
-        let epoch0 = {
-            let mut st = p.state.borrow_mut();
-            if offset >= st.next_offset {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset,
-                    log_start_offset: st.log_start_offset,
-                    high_watermark: st.next_offset,
-                });
-            }
-            if st.sync_on_ack() {
-                // Group commit: the next flush round syncs because someone waits for it.
-                st.sync_wanted = st.sync_wanted.max(offset);
-            }
-            st.flush_error_epoch
-        };
-        std::future::poll_fn(|cx| {
-            let st = p.state.borrow();
-            if st.deleted {
-                return Poll::Ready(Err(StorageError::UnknownPartition));
-            }
-            let reached = if st.sync_on_ack() {
-                st.durable_offset
-            } else {
-                st.written_offset
-            };
-            if reached > offset {
-                return Poll::Ready(Ok(()));
-            }
-            if st.flush_error_epoch != epoch0 {
-                let (kind, msg) = st
-                    .flush_error
-                    .clone()
-                    .unwrap_or((io::ErrorKind::Other, "flush failed".into()));
-                return Poll::Ready(Err(StorageError::Io(io::Error::new(kind, msg))));
-            }
-            p.durable.register(cx.waker());
-            self.flusher_wake.notify();
-            Poll::Pending
-        })
-        .await
+        self.partition(topic, partition)?
+            .wait_durable(offset, &self.flusher_wake)
+            .await
     }
 
     /// Reads whole batches starting with the one containing `fetch_offset`: at least one batch
@@ -405,9 +331,10 @@ impl ShardStorage {
         disk: bool,
     ) -> Result<FetchDataInfo, StorageError> {
         let p = self.partition(topic, partition)?;
-        let (log_start_offset, high_watermark) = self.check_range(&p, fetch_offset)?;
+        let (log_start_offset, high_watermark) = p.check_range(fetch_offset)?;
         let mut out = FetchDataInfo {
             batches: Vec::new(),
+            records: 0,
             high_watermark,
             log_start_offset,
             allocated: 0,
@@ -416,39 +343,22 @@ impl ShardStorage {
         if fetch_offset == high_watermark || (max_bytes == 0 && !min_one) {
             return Ok(out);
         }
-        let Some((batches, allocated)) =
-            read_batches(&p, fetch_offset, max_bytes, min_one, disk).await?
-        else {
+        let Some(read) = p.read(fetch_offset, max_bytes, min_one, disk).await? else {
             out.needs_disk = true;
             return Ok(out);
         };
-        for b in batches {
+        out.records = count_records(read.batches.iter().map(|b| &b.header));
+        out.batches.reserve(read.batches.len() * 2);
+        for b in read.batches {
             out.batches.extend(b.parts.into_iter().flatten());
         }
-        out.allocated = allocated;
+        out.allocated = read.allocated;
         Ok(out)
-    }
-
-    fn check_range(&self, p: &Partition, offset: i64) -> Result<(i64, i64), StorageError> {
-        let st = p.state.borrow();
-        if st.deleted {
-            return Err(StorageError::UnknownPartition);
-        }
-        if offset < st.log_start_offset || offset > st.next_offset {
-            return Err(StorageError::OffsetOutOfRange {
-                offset,
-                log_start_offset: st.log_start_offset,
-                high_watermark: st.next_offset,
-            });
-        }
-        Ok((st.log_start_offset, st.next_offset))
     }
 
     /// `(log start offset, high watermark)`; the high watermark is the next offset to assign.
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), StorageError> {
-        let p = self.partition(topic, partition)?;
-        let st = p.state.borrow();
-        Ok((st.log_start_offset, st.next_offset))
+        Ok(self.partition(topic, partition)?.offsets())
     }
 
     /// ListOffsets by time: `(base offset, max timestamp)` of the first batch whose max
@@ -461,68 +371,19 @@ impl ShardStorage {
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
         let p = self.partition(topic, partition)?;
-        let mut start = {
-            let st = p.state.borrow();
-            match timestamp {
-                -2 => return Ok(Some((st.log_start_offset, -1))),
-                -1 => return Ok(Some((st.next_offset, -1))),
-                _ => {}
-            }
-            let Some(seg) = st.segments.values().find(|s| s.max_timestamp >= timestamp) else {
-                return Ok(None);
-            };
-            (seg.base_offset + seg.time_index.lookup_scan_start(timestamp) as i64)
-                .max(st.log_start_offset)
-        };
-        loop {
-            let hw = match self.check_range(&p, start) {
-                Ok((_, hw)) => hw,
-                // Retention moved the start past us: continue from the new start.
-                Err(StorageError::OffsetOutOfRange {
-                    log_start_offset,
-                    high_watermark,
-                    ..
-                }) if start < log_start_offset && log_start_offset < high_watermark => {
-                    start = log_start_offset;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if start >= hw {
-                return Ok(None);
-            }
-            let (batches, _) = read_batches(&p, start, 1 << 20, true, true)
-                .await?
-                .unwrap_or_default();
-            let Some(last) = batches.last() else {
-                return Ok(None);
-            };
-            let next = last.header.last_offset() + 1;
-            if let Some(b) = batches.iter().find(|b| b.header.max_timestamp >= timestamp) {
-                return Ok(Some((b.header.base_offset, b.header.max_timestamp)));
-            }
-            if next <= start {
-                return Ok(None);
-            }
-            start = next;
+        match timestamp {
+            -2 => Ok(Some((p.offsets().0, -1))),
+            -1 => Ok(Some((p.offsets().1, -1))),
+            _ => p.offset_for_timestamp(timestamp).await,
         }
     }
 
     /// Resolves when the high watermark is `> after_offset` (or the partition is gone).
     /// Cancel by dropping the future.
     pub async fn appended(&self, topic: &str, partition: i32, after_offset: i64) {
-        let Ok(p) = self.partition(topic, partition) else {
-            return;
-        };
-        std::future::poll_fn(|cx| {
-            let st = p.state.borrow();
-            if st.deleted || st.next_offset > after_offset {
-                return Poll::Ready(());
-            }
-            p.appended.register(cx.waker());
-            Poll::Pending
-        })
-        .await
+        if let Ok(p) = self.partition(topic, partition) {
+            p.wait_appended(after_offset).await;
+        }
     }
 
     /// One flush round over every partition: writes all unwritten data and fdatasyncs every
@@ -542,7 +403,7 @@ impl ShardStorage {
     #[cfg(test)]
     pub(crate) fn durable_offset_for_test(&self, topic: &str, partition: i32) -> i64 {
         self.partition(topic, partition)
-            .map(|p| p.state.borrow().durable_offset)
+            .map(|p| p.durable_offset())
             .unwrap_or(-1)
     }
 
@@ -552,13 +413,7 @@ impl ShardStorage {
         let now = now_ms();
         let mut tasks = Vec::new();
         for p in self.all_partitions() {
-            let work = {
-                let st = p.state.borrow();
-                st.needs_write()
-                    || (force_sync && st.durable_offset < st.written_offset)
-                    || st.sync_due(now)
-            };
-            if !work {
+            if !p.needs_flush(force_sync, now) {
                 continue;
             }
             let fs = self.fs.clone();
@@ -586,11 +441,10 @@ impl ShardStorage {
     fn flusher_plan(&self, now: i64) -> Result<(), Option<i64>> {
         let mut deadline: Option<i64> = None;
         for p in self.all_partitions() {
-            let st = p.state.borrow();
-            if st.needs_write() || st.sync_due(now) {
+            if p.needs_flush(false, now) {
                 return Ok(());
             }
-            if let Some(d) = st.sync_deadline() {
+            if let Some(d) = p.sync_deadline() {
                 deadline = Some(deadline.map_or(d, |x: i64| x.min(d)));
             }
         }
@@ -614,12 +468,9 @@ impl ShardStorage {
         let now = now_ms();
         let mut first_err = None;
         for p in self.all_partitions() {
-            match p.apply_retention(&self.fs, now).await {
-                Ok(released) => self.cache.borrow_mut().bytes -= released,
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention failed");
-                    first_err.get_or_insert(e);
-                }
+            if let Err(e) = p.apply_retention(&self.fs, now).await {
+                tracing::warn!(error = %e, "retention failed");
+                first_err.get_or_insert(e);
             }
         }
         match first_err {
@@ -628,8 +479,20 @@ impl ShardStorage {
         }
     }
 
+    /// Snapshots the idempotent producer state of every partition that has some, beside its
+    /// segments (through the file seam, off the shard on the real disk). A failed write is
+    /// logged and leaves the previous snapshot; the next open then scans more of the log.
+    pub async fn snapshot_producers(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.snapshot_producers(&self.fs).await {
+                tracing::warn!(topic = %p.topic(), partition = p.index(), error = %e, "cannot write producer state snapshot");
+            }
+        }
+    }
+
     /// Stops accepting appends, flushes and syncs everything, writes every active segment's
-    /// indexes, the recovery points and the clean-shutdown markers. Idempotent.
+    /// indexes, the producer state snapshots, the recovery points and the clean-shutdown
+    /// markers. Idempotent.
     pub async fn shutdown(&self) -> Result<(), StorageError> {
         if self.shutting_down.replace(true) {
             return Ok(());
@@ -642,8 +505,7 @@ impl ShardStorage {
                 Err(e) => Err(e),
             };
             if let Err(e) = res {
-                let st = p.state.borrow();
-                tracing::error!(topic = %st.topic, partition = st.partition, error = %e, "unclean close");
+                tracing::error!(topic = %p.topic(), partition = p.index(), error = %e, "unclean close");
                 first_err.get_or_insert(e);
             }
         }

@@ -21,8 +21,12 @@ pub struct Broker {
 
 /// `shardlog load` arguments for a test: one unpinned core (tests share the machine with
 /// other test binaries), quiet, a 3 s connect timeout, everything else from the workload.
-pub fn load_args(bootstrap: String, workload: PathBuf, out: PathBuf) -> shardlog::load::LoadArgs {
-    shardlog::load::LoadArgs {
+pub fn load_args(
+    bootstrap: String,
+    workload: PathBuf,
+    out: PathBuf,
+) -> shardlog_tools::load::LoadArgs {
+    shardlog_tools::load::LoadArgs {
         bootstrap,
         workload,
         out,

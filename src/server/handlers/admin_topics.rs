@@ -1,21 +1,19 @@
 //! CreateTopics, DeleteTopics and CreatePartitions: validated and applied by shard 0, which
 //! answers only once every shard has opened (or deleted) its partitions.
 
-use std::rc::Rc;
-
-use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
 use super::sb;
+use super::Request;
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{AdminError, AdminOp, NewTopic, Shard};
+use crate::protocol::ProtocolError;
+use crate::shard::{AdminError, AdminOp, NewTopic};
 
 fn code_and_message(
     r: &Result<(), AdminError>,
@@ -28,12 +26,10 @@ fn code_and_message(
 
 /// Answers CreateTopics v2–v7.
 pub async fn create_topics(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: CreateTopicsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: CreateTopicsRequest,
+) -> Result<CreateTopicsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let topics: Vec<NewTopic> = req
         .topics
         .iter()
@@ -96,22 +92,15 @@ pub async fn create_topics(
         })
         .collect();
     let body = CreateTopicsResponse::default().with_topics(results);
-    Ok(vec![encode_response(
-        ApiKey::CreateTopics,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }
 
 /// Answers DeleteTopics v1–v6 (by name, or by topic id from v6).
 pub async fn delete_topics(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: DeleteTopicsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: DeleteTopicsRequest,
+) -> Result<DeleteTopicsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
     // (name if resolvable, topic id as asked)
     let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
@@ -157,22 +146,15 @@ pub async fn delete_topics(
         })
         .collect();
     let body = DeleteTopicsResponse::default().with_responses(responses);
-    Ok(vec![encode_response(
-        ApiKey::DeleteTopics,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }
 
 /// Answers CreatePartitions v0–v3.
 pub async fn create_partitions(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: CreatePartitionsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: CreatePartitionsRequest,
+) -> Result<CreatePartitionsResponse, ProtocolError> {
+    let shard = rq.shard;
     let topics: Vec<(String, i32)> = req
         .topics
         .iter()
@@ -196,10 +178,5 @@ pub async fn create_partitions(
         })
         .collect();
     let body = CreatePartitionsResponse::default().with_results(results);
-    Ok(vec![encode_response(
-        ApiKey::CreatePartitions,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }

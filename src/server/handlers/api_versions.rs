@@ -4,36 +4,37 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
+use super::{Request, SUPPORTED_APIS};
 use crate::error_code::ErrorCode;
-use crate::protocol::{encode_response, ProtocolError, SUPPORTED_APIS};
+use crate::protocol::encode_response;
+use crate::server::response::Reply;
 
-/// Answers ApiVersions. A version above the supported maximum gets UNSUPPORTED_VERSION in the
-/// v0 format (which every client can read) with the full table, so the client can retry with
-/// a version it shares with us.
-pub fn handle(version: i16, correlation_id: i32) -> Result<Vec<Bytes>, ProtocolError> {
+/// Answers ApiVersions with every row of [`SUPPORTED_APIS`]. A version above the supported
+/// maximum gets UNSUPPORTED_VERSION in the v0 format (which every client can read) with the full
+/// table, so the client can retry with a version it shares with us. The request body is not
+/// read: its fields (client software name and version) change nothing in the answer.
+pub async fn handle(rq: &Request<'_>, _body: Bytes) -> Reply {
     let api_keys = SUPPORTED_APIS
         .iter()
-        .map(|(k, min, max)| {
+        .map(|a| {
             ApiVersion::default()
-                .with_api_key(*k as i16)
-                .with_min_version(*min)
-                .with_max_version(*max)
+                .with_api_key(a.key as i16)
+                .with_min_version(a.min_version)
+                .with_max_version(a.max_version)
         })
         .collect();
-    let (_, _, max) = crate::protocol::supported_versions(ApiKey::ApiVersions as i16)
-        .ok_or(ProtocolError::UnsupportedApi(ApiKey::ApiVersions as i16))?;
-    let (version, error_code) = if version > max {
-        (0, ErrorCode::UNSUPPORTED_VERSION.code())
+    let max = SUPPORTED_APIS
+        .iter()
+        .find(|a| a.key == ApiKey::ApiVersions)
+        .map_or(0, |a| a.max_version);
+    let (version, error_code) = if rq.version > max {
+        (0, ErrorCode::UNSUPPORTED_VERSION)
     } else {
-        (version, ErrorCode::NONE.code())
+        (rq.version, ErrorCode::NONE)
     };
     let body = ApiVersionsResponse::default()
-        .with_error_code(error_code)
+        .with_error_code(error_code.code())
         .with_api_keys(api_keys);
-    Ok(vec![encode_response(
-        ApiKey::ApiVersions,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    let frame = encode_response(ApiKey::ApiVersions, version, rq.correlation_id, &body)?;
+    Ok(Some(vec![frame].into()))
 }

@@ -1,22 +1,20 @@
 //! DescribeConfigs v1–v4 and IncrementalAlterConfigs v0–v1 for topics (and broker describe).
 
-use std::rc::Rc;
-
-use bytes::Bytes;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    ApiKey, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
 
 use super::sb;
+use super::Request;
 use crate::config::{topic_key_value, topic_log_config, TOPIC_KEYS};
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{AdminOp, Shard};
+use crate::protocol::ProtocolError;
+use crate::shard::AdminOp;
 
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -36,13 +34,11 @@ fn config_type(key: &str) -> i8 {
 }
 
 /// Answers DescribeConfigs.
-pub fn describe(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: DescribeConfigsRequest = decode_body(&mut body, version)?;
+pub async fn describe(
+    rq: &Request<'_>,
+    req: DescribeConfigsRequest,
+) -> Result<DescribeConfigsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
     let results = req
         .resources
@@ -105,22 +101,15 @@ pub fn describe(
         })
         .collect();
     let body = DescribeConfigsResponse::default().with_results(results);
-    Ok(vec![encode_response(
-        ApiKey::DescribeConfigs,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }
 
 /// Answers IncrementalAlterConfigs: SET and DELETE on topic configs.
 pub async fn incremental_alter(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: IncrementalAlterConfigsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> Result<IncrementalAlterConfigsResponse, ProtocolError> {
+    let shard = rq.shard;
     let mut changes = Vec::new();
     // Per resource: Ok(index into changes) or an immediate error.
     let mut slots = Vec::with_capacity(req.resources.len());
@@ -189,10 +178,5 @@ pub async fn incremental_alter(
         })
         .collect();
     let body = IncrementalAlterConfigsResponse::default().with_responses(responses);
-    Ok(vec![encode_response(
-        ApiKey::IncrementalAlterConfigs,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
-use super::super::connection::Response;
-use super::ConnInfo;
+use super::{ConnInfo, Request};
 use crate::error_code::ErrorCode;
+use crate::protocol::decode_body;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
-use crate::protocol::{decode_body, ProtocolError};
+use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
@@ -98,13 +98,8 @@ async fn read_once(shard: &Rc<Shard>, conn: ConnInfo, parts: &[FetchPart], want:
 /// its size (KIP-74) unless the budget is used up and the connection still has earlier
 /// responses unsent: a client that has not taken its last response needs no forced progress,
 /// and the overdraft stays at one batch per connection.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    conn: ConnInfo,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Response, ProtocolError> {
+pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
+    let (shard, conn, version) = (rq.shard, rq.conn, rq.version);
     let req: FetchRequest = decode_body(&mut body, version)?;
     // `fetch.max.bytes`: what a client may ask, per response and per partition.
     let cap = shard.config.fetch_max_bytes;
@@ -252,9 +247,15 @@ pub async fn handle(
         in_use = shard.fetch_memory.in_use(),
         "fetch memory"
     );
-    let parts = encode_fetch_response(version, correlation_id, ErrorCode::NONE.code(), 0, &topics)?;
-    Ok(Response {
+    let parts = encode_fetch_response(
+        version,
+        rq.correlation_id,
+        ErrorCode::NONE.code(),
+        0,
+        &topics,
+    )?;
+    Ok(Some(Response {
         parts,
         hold: Some(hold),
-    })
+    }))
 }

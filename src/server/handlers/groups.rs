@@ -2,43 +2,42 @@
 //! ListGroups, DescribeGroups, DeleteGroups. Each request is routed to the shard that
 //! coordinates its group (`shard.group`); the answer is encoded here for the request's version.
 
-use std::rc::Rc;
-
-use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorOut;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
 use super::sb;
+use super::{refuse_transactions, Request, NO_TRANSACTIONS};
 use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::Shard;
+use crate::protocol::ProtocolError;
 
 /// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
-/// is chosen per request). Transaction coordinators are not offered.
-pub fn find_coordinator(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: FindCoordinatorRequest = decode_body(&mut body, version)?;
+/// is chosen per request). Transaction coordinators are refused (transactions are not built yet).
+pub async fn find_coordinator(
+    rq: &Request<'_>,
+    req: FindCoordinatorRequest,
+) -> Result<FindCoordinatorResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let (host, port) = &shard.config.advertised();
     let node = BrokerId(shard.config.node_id);
+    // Groups only. A transaction coordinator is refused with an error clients treat as fatal
+    // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), so initTransactions fails at once with the
+    // message instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever.
     let supported = req.key_type == 0;
     let (code, msg) = if supported {
-        (0, None)
+        (ErrorCode::NONE.code(), None)
     } else {
+        refuse_transactions(rq, "FindCoordinator");
         (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
-            Some(sb("transactions are not supported")),
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code(),
+            Some(sb(NO_TRANSACTIONS)),
         )
     };
     let resp = if version >= 4 {
@@ -67,23 +66,15 @@ pub fn find_coordinator(
         }
         r
     };
-    Ok(vec![encode_response(
-        ApiKey::FindCoordinator,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers JoinGroup v0–v9 (parks until the rebalance completes).
 pub async fn join(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    client_id: String,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: JoinGroupRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: JoinGroupRequest,
+) -> Result<JoinGroupResponse, ProtocolError> {
+    let (shard, version, client_id) = (rq.shard, rq.version, rq.client_id.to_string());
     let group = req.group_id.to_string();
     let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
     let mut resp = match shard.group(&group, op).await {
@@ -100,22 +91,15 @@ pub async fn join(
             m.group_instance_id = None;
         }
     }
-    Ok(vec![encode_response(
-        ApiKey::JoinGroup,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers SyncGroup v0–v5 (parks until the leader's assignment arrives).
 pub async fn sync(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: SyncGroupRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: SyncGroupRequest,
+) -> Result<SyncGroupResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
     let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
         Some(GroupReply::Sync(r)) => r,
@@ -126,66 +110,45 @@ pub async fn sync(
         resp.protocol_type = None;
         resp.protocol_name = None;
     }
-    Ok(vec![encode_response(
-        ApiKey::SyncGroup,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers Heartbeat v0–v4.
 pub async fn heartbeat(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: HeartbeatRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: HeartbeatRequest,
+) -> Result<HeartbeatResponse, ProtocolError> {
+    let shard = rq.shard;
     let group = req.group_id.to_string();
     let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
         Some(GroupReply::Heartbeat(c)) => c,
         _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
     };
     let resp = HeartbeatResponse::default().with_error_code(code.code());
-    Ok(vec![encode_response(
-        ApiKey::Heartbeat,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers LeaveGroup v0–v5.
 pub async fn leave(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: LeaveGroupRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: LeaveGroupRequest,
+) -> Result<LeaveGroupResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
     let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
         Some(GroupReply::Leave(r)) => r,
         _ => LeaveGroupResponse::default()
             .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
     };
-    Ok(vec![encode_response(
-        ApiKey::LeaveGroup,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers ListGroups v0–v5 from every shard's coordinator.
 pub async fn list(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: ListGroupsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: ListGroupsRequest,
+) -> Result<ListGroupsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let mut groups = Vec::new();
     for reply in shard.group_everywhere(|| GroupOp::List).await {
         if let GroupReply::List(list) = reply {
@@ -225,22 +188,15 @@ pub async fn list(
         })
         .collect();
     let resp = ListGroupsResponse::default().with_groups(listed);
-    Ok(vec![encode_response(
-        ApiKey::ListGroups,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers DescribeGroups v0–v5.
 pub async fn describe(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: DescribeGroupsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: DescribeGroupsRequest,
+) -> Result<DescribeGroupsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in &req.groups {
         let id = g.to_string();
@@ -261,22 +217,15 @@ pub async fn describe(
         groups.push(d);
     }
     let resp = DescribeGroupsResponse::default().with_groups(groups);
-    Ok(vec![encode_response(
-        ApiKey::DescribeGroups,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers DeleteGroups v0–v2 (only empty groups can be deleted).
 pub async fn delete(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: DeleteGroupsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: DeleteGroupsRequest,
+) -> Result<DeleteGroupsResponse, ProtocolError> {
+    let shard = rq.shard;
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let id = g.to_string();
@@ -291,10 +240,5 @@ pub async fn delete(
         );
     }
     let resp = DeleteGroupsResponse::default().with_results(results);
-    Ok(vec![encode_response(
-        ApiKey::DeleteGroups,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }

@@ -2,29 +2,22 @@
 //! shard 0's persisted blocks) and epoch 0; a producer that names its id and epoch (KIP-360)
 //! gets the epoch bumped. Transactional ids are refused: transactions are not implemented.
 
-use std::rc::Rc;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
-
+use super::{refuse_transactions, Request};
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::Shard;
-
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED: the closest Kafka code to "no transactions here".
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+use crate::protocol::ProtocolError;
 
 /// Answers InitProducerId.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: InitProducerIdRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: InitProducerIdRequest,
+) -> Result<InitProducerIdResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let resp = if req.transactional_id.is_some() {
+        refuse_transactions(rq, "InitProducerId");
         InitProducerIdResponse::default()
-            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     } else if version >= 3
@@ -49,10 +42,5 @@ pub async fn handle(
             }
         }
     };
-    Ok(vec![encode_response(
-        ApiKey::InitProducerId,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }

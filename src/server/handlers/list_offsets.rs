@@ -1,26 +1,22 @@
 //! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) or by time, answered by
 //! each partition's owner shard.
 
-use std::rc::Rc;
-
-use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::Request;
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{OffsetAnswer, OffsetQuery, Shard};
+use crate::protocol::ProtocolError;
+use crate::shard::{OffsetAnswer, OffsetQuery};
 
 /// Answers ListOffsets.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: ListOffsetsRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: ListOffsetsRequest,
+) -> Result<ListOffsetsResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
     let mut queries = Vec::new();
     let mut layout = Vec::with_capacity(req.topics.len());
@@ -75,10 +71,5 @@ pub async fn handle(
         })
         .collect();
     let body = ListOffsetsResponse::default().with_topics(topics);
-    Ok(vec![encode_response(
-        ApiKey::ListOffsets,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }

@@ -1,23 +1,21 @@
 //! Metadata and DescribeCluster: answered from this shard's snapshot; a Metadata request for
 //! a missing topic creates it first when `auto.create.topics.enable` and the client allow it.
 
-use std::rc::Rc;
-
-use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 
 use super::sb;
+use super::Request;
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{AdminOp, NewTopic, Shard};
+use crate::protocol::ProtocolError;
+use crate::shard::{AdminOp, NewTopic};
 
 /// The cluster id reported to clients (one node, one cluster).
 pub const CLUSTER_ID: &str = "shardlog-single-node";
@@ -28,12 +26,10 @@ const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 /// Answers Metadata v0–v12.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: MetadataRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: MetadataRequest,
+) -> Result<MetadataResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     let allow_create =
         shard.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let mut meta = shard.metadata();
@@ -128,22 +124,15 @@ pub async fn handle(
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN);
-    Ok(vec![encode_response(
-        ApiKey::Metadata,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }
 
 /// Answers DescribeCluster v0–v1: this one broker is the whole cluster and its controller.
-pub fn describe_cluster(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let _req: DescribeClusterRequest = decode_body(&mut body, version)?;
+pub async fn describe_cluster(
+    rq: &Request<'_>,
+    _req: DescribeClusterRequest,
+) -> Result<DescribeClusterResponse, ProtocolError> {
+    let shard = rq.shard;
     let (host, port) = &shard.config.advertised();
     let node_id = shard.config.node_id;
     let body = DescribeClusterResponse::default()
@@ -154,10 +143,5 @@ pub fn describe_cluster(
             .with_host(sb(host))
             .with_port(*port as i32)])
         .with_cluster_authorized_operations(i32::MIN);
-    Ok(vec![encode_response(
-        ApiKey::DescribeCluster,
-        version,
-        correlation_id,
-        &body,
-    )?])
+    Ok(body)
 }

@@ -1,4 +1,16 @@
-//! One handler per Kafka API: decode the request, call the shard layer, encode the response.
+//! One handler per Kafka API, and the one table that names them.
+//!
+//! [`kafka_apis!`] below is the only list of the APIs shardlog implements: each row gives the
+//! API key, its supported version range and its handler. ApiVersions advertises exactly the rows
+//! ([`SUPPORTED_APIS`]), the connection refuses a key or version outside them, and
+//! [`dispatch`] routes by them, so adding an API is one new row and one handler.
+//!
+//! A handler is parse → apply → encode, as in mini-redis, with the parse and the encode done
+//! here once for all: a plain row's handler is
+//! `async fn(&Request<'_>, XRequest) -> Result<XResponse, ProtocolError>` and never sees bytes.
+//! A `[raw]` row's handler gets the body bytes and builds its own frame; three APIs need that:
+//! Produce (acks=0 has no response), Fetch (encoded around the record batches, zero-copy) and
+//! ApiVersions (answers a too-new version in v0 format).
 
 mod admin_topics;
 mod api_versions;
@@ -12,14 +24,16 @@ mod offsets;
 mod produce;
 mod sasl;
 
+use std::cell::Cell;
+use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::connection::{Reply, Response};
-use crate::protocol::ProtocolError;
+use super::response::Reply;
+use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
 use crate::shard::{ProduceTurn, Shard};
 
 /// What a handler may know of the connection its request came on.
@@ -30,8 +44,102 @@ pub struct ConnInfo {
     pub drained: bool,
 }
 
-/// Routes one decoded request header and its body to the handler of its API, and records
-/// its count and latency per API. A Produce appends in its connection's order (`turn`).
+/// One request as a handler sees it, beside its decoded body.
+pub struct Request<'a> {
+    /// The shard the connection lives on.
+    pub shard: &'a Rc<Shard>,
+    /// What the connection knows of its earlier responses.
+    pub conn: ConnInfo,
+    /// The request's API version (within the row's range).
+    pub version: i16,
+    /// The request's correlation id, echoed in the response.
+    pub correlation_id: i32,
+    /// The client's `client.id` ("" when it sent none).
+    pub client_id: &'a str,
+    /// A Produce's turn in its connection's append order; taken by the Produce handler.
+    pub produce_turn: Cell<Option<ProduceTurn>>,
+}
+
+/// Declares every supported API once: `Key min..=max => handler`, or `raw` before the handler
+/// (`handler [raw]`) for one that takes the body bytes and encodes its own frame. Generates [`SUPPORTED_APIS`]
+/// and the router used by [`dispatch`].
+macro_rules! kafka_apis {
+    ($($key:ident $min:literal ..= $max:literal => $handler:path $([$raw:ident])?,)*) => {
+        /// Every API shardlog implements with its version range: what ApiVersions advertises
+        /// and the connection accepts.
+        pub const SUPPORTED_APIS: &[ApiSpec] = &[
+            $(ApiSpec { key: ApiKey::$key, min_version: $min, max_version: $max },)*
+        ];
+
+        /// Runs the handler of the request's API (the key is one of the table's: the
+        /// connection checked it against [`SUPPORTED_APIS`]).
+        async fn route(key: ApiKey, rq: &Request<'_>, body: Bytes) -> Reply {
+            $(
+                if key == ApiKey::$key {
+                    return kafka_apis!(@call $($raw)? $key, $handler, rq, body);
+                }
+            )*
+            Err(ProtocolError::UnsupportedApi(key as i16))
+        }
+    };
+    (@call raw $key:ident, $handler:path, $rq:ident, $body:ident) => {
+        $handler($rq, $body).await
+    };
+    (@call $key:ident, $handler:path, $rq:ident, $body:ident) => {
+        serve(ApiKey::$key, $rq, $body, $handler).await
+    };
+}
+
+kafka_apis! {
+    Produce                 3..=11 => produce::handle [raw],
+    Fetch                   4..=16 => fetch::handle [raw],
+    ListOffsets             1..=8  => list_offsets::handle,
+    Metadata                0..=12 => metadata::handle,
+    ApiVersions             0..=4  => api_versions::handle [raw],
+    CreateTopics            2..=7  => admin_topics::create_topics,
+    DeleteTopics            1..=6  => admin_topics::delete_topics,
+    DescribeConfigs         1..=4  => configs::describe,
+    CreatePartitions        0..=3  => admin_topics::create_partitions,
+    IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
+    DescribeCluster         0..=1  => metadata::describe_cluster,
+    FindCoordinator         0..=4  => groups::find_coordinator,
+    JoinGroup               0..=9  => groups::join,
+    SyncGroup               0..=5  => groups::sync,
+    Heartbeat               0..=4  => groups::heartbeat,
+    LeaveGroup              0..=5  => groups::leave,
+    ListGroups              0..=5  => groups::list,
+    DescribeGroups          0..=5  => groups::describe,
+    DeleteGroups            0..=2  => groups::delete,
+    OffsetCommit            2..=9  => offsets::commit,
+    OffsetFetch             1..=9  => offsets::fetch,
+    OffsetDelete            0..=0  => offsets::delete,
+    InitProducerId          0..=5  => init_producer_id::handle,
+    // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (sasl.rs).
+    SaslHandshake           0..=1  => sasl::handshake,
+    SaslAuthenticate        0..=2  => sasl::authenticate,
+}
+
+/// Parse → apply → encode for a plain row: decodes the body as the handler's request type at
+/// the request's version, runs it, and encodes its response as one frame.
+async fn serve<'a, Req, Resp, Fut>(
+    key: ApiKey,
+    rq: &'a Request<'a>,
+    mut body: Bytes,
+    handler: impl FnOnce(&'a Request<'a>, Req) -> Fut,
+) -> Reply
+where
+    Req: Decodable,
+    Resp: Encodable,
+    Fut: Future<Output = Result<Resp, ProtocolError>>,
+{
+    let req: Req = decode_body(&mut body, rq.version)?;
+    let resp = handler(rq, req).await?;
+    let frame = encode_response(key, rq.version, rq.correlation_id, &resp)?;
+    Ok(Some(vec![frame].into()))
+}
+
+/// Routes one decoded request to the handler of its API, and records its count and latency
+/// per API. A Produce appends in its connection's order (`turn`).
 pub async fn dispatch(
     shard: &Rc<Shard>,
     conn: ConnInfo,
@@ -41,79 +149,55 @@ pub async fn dispatch(
 ) -> Reply {
     let started = std::time::Instant::now();
     let key = header.request_api_key;
-    let reply = dispatch_api(shard, conn, header, body, turn).await;
+    let client_id = header.client_id.as_deref().unwrap_or("");
+    let rq = Request {
+        shard,
+        conn,
+        version: header.request_api_version,
+        correlation_id: header.correlation_id,
+        client_id,
+        produce_turn: Cell::new(turn),
+    };
+    let reply = match ApiKey::try_from(key) {
+        Ok(api) => route(api, &rq, body).await,
+        Err(_) => Err(ProtocolError::UnsupportedApi(key)),
+    };
     shard
         .metrics
         .observe_request(key, started.elapsed(), reply.is_err());
     reply
 }
 
-async fn dispatch_api(
-    shard: &Rc<Shard>,
-    conn: ConnInfo,
-    header: RequestHeader,
-    body: Bytes,
-    turn: Option<ProduceTurn>,
-) -> Reply {
-    let key = ApiKey::try_from(header.request_api_key)
-        .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
-    let v = header.request_api_version;
-    let c = header.correlation_id;
-    match key {
-        ApiKey::ApiVersions => api_versions::handle(v, c).map(some),
-        ApiKey::Metadata => metadata::handle(shard, v, c, body).await.map(some),
-        ApiKey::Produce => {
-            produce::handle(shard, v, c, body, turn.unwrap_or_else(ProduceTurn::first))
-                .await
-                .map(|r| r.map(Response::from))
-        }
-        ApiKey::Fetch => fetch::handle(shard, conn, v, c, body).await.map(Some),
-        ApiKey::ListOffsets => list_offsets::handle(shard, v, c, body).await.map(some),
-        ApiKey::CreateTopics => admin_topics::create_topics(shard, v, c, body)
-            .await
-            .map(some),
-        ApiKey::DeleteTopics => admin_topics::delete_topics(shard, v, c, body)
-            .await
-            .map(some),
-        ApiKey::CreatePartitions => admin_topics::create_partitions(shard, v, c, body)
-            .await
-            .map(some),
-        ApiKey::DescribeConfigs => configs::describe(shard, v, c, body).map(some),
-        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(shard, v, c, body)
-            .await
-            .map(some),
-        ApiKey::DescribeCluster => metadata::describe_cluster(shard, v, c, body).map(some),
-        ApiKey::FindCoordinator => groups::find_coordinator(shard, v, c, body).map(some),
-        ApiKey::JoinGroup => {
-            let client_id = header
-                .client_id
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            groups::join(shard, v, c, client_id, body).await.map(some)
-        }
-        ApiKey::SyncGroup => groups::sync(shard, v, c, body).await.map(some),
-        ApiKey::Heartbeat => groups::heartbeat(shard, v, c, body).await.map(some),
-        ApiKey::LeaveGroup => groups::leave(shard, v, c, body).await.map(some),
-        ApiKey::ListGroups => groups::list(shard, v, c, body).await.map(some),
-        ApiKey::DescribeGroups => groups::describe(shard, v, c, body).await.map(some),
-        ApiKey::DeleteGroups => groups::delete(shard, v, c, body).await.map(some),
-        ApiKey::OffsetCommit => offsets::commit(shard, v, c, body).await.map(some),
-        ApiKey::OffsetFetch => offsets::fetch(shard, v, c, body).await.map(some),
-        ApiKey::OffsetDelete => offsets::delete(shard, v, c, body).await.map(some),
-        ApiKey::InitProducerId => init_producer_id::handle(shard, v, c, body).await.map(some),
-        ApiKey::SaslHandshake => sasl::handshake(v, c, body).map(some),
-        ApiKey::SaslAuthenticate => sasl::authenticate(v, c, body).map(some),
-        other => Err(ProtocolError::UnsupportedApi(other as i16)),
-    }
-}
+/// Why a transactional request is refused until transactions exist. Sent with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (they stop at once with
+/// this message rather than retry).
+pub(crate) const NO_TRANSACTIONS: &str =
+    "transactions are not supported by this broker yet; use an idempotent producer without transactional.id";
 
-/// A response frame that holds nothing beyond its buffers.
-fn some(parts: Vec<Bytes>) -> Option<Response> {
-    Some(Response::from(parts))
+/// Logs a refused transactional request (see [`NO_TRANSACTIONS`]) in the broker log.
+pub(crate) fn refuse_transactions(rq: &Request<'_>, api: &str) {
+    super::refusal::log_refusal(rq.client_id, api, &NO_TRANSACTIONS);
 }
 
 /// A protocol string from a Rust string.
 pub(crate) fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SUPPORTED_APIS;
+    use std::collections::HashSet;
+
+    #[test]
+    fn each_api_is_listed_once_with_a_sane_range() {
+        let keys: HashSet<i16> = SUPPORTED_APIS.iter().map(|a| a.key as i16).collect();
+        assert_eq!(keys.len(), SUPPORTED_APIS.len(), "an API listed twice");
+        for api in SUPPORTED_APIS {
+            assert!(
+                0 <= api.min_version && api.min_version <= api.max_version,
+                "{api:?}"
+            );
+        }
+    }
 }

@@ -4,7 +4,6 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -16,15 +15,16 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    ApiKey, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
 use super::sb;
+use super::Request;
 use crate::error_code::ErrorCode;
 use crate::group::records::CommittedOffset;
 use crate::group::{GroupOp, GroupReply};
-use crate::protocol::{decode_body, encode_response, ProtocolError};
+use crate::protocol::ProtocolError;
 use crate::shard::Shard;
 
 fn now_ms() -> i64 {
@@ -35,12 +35,10 @@ fn now_ms() -> i64 {
 
 /// Answers OffsetCommit.
 pub async fn commit(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: OffsetCommitRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: OffsetCommitRequest,
+) -> Result<OffsetCommitResponse, ProtocolError> {
+    let shard = rq.shard;
     let meta = shard.metadata();
     let ts = now_ms();
     // Partitions of unknown topics fail on their own; the rest go to the coordinator.
@@ -115,12 +113,7 @@ pub async fn commit(
         })
         .collect();
     let resp = OffsetCommitResponse::default().with_topics(topics);
-    Ok(vec![encode_response(
-        ApiKey::OffsetCommit,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Fetches one group's offsets: (group error, [(topic, partition, offset or none)]).
@@ -155,12 +148,10 @@ fn by_topic(list: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffse
 
 /// Answers OffsetFetch.
 pub async fn fetch(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: OffsetFetchRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, ProtocolError> {
+    let (shard, version) = (rq.shard, rq.version);
     if version >= 8 {
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
@@ -200,12 +191,7 @@ pub async fn fetch(
             );
         }
         let resp = OffsetFetchResponse::default().with_groups(groups);
-        return Ok(vec![encode_response(
-            ApiKey::OffsetFetch,
-            version,
-            correlation_id,
-            &resp,
-        )?]);
+        return Ok(resp);
     }
     let wanted = req.topics.as_ref().map(|ts| {
         ts.iter()
@@ -239,22 +225,15 @@ pub async fn fetch(
     if version >= 2 {
         resp = resp.with_error_code(code.code());
     }
-    Ok(vec![encode_response(
-        ApiKey::OffsetFetch,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }
 
 /// Answers OffsetDelete v0.
 pub async fn delete(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-) -> Result<Vec<Bytes>, ProtocolError> {
-    let req: OffsetDeleteRequest = decode_body(&mut body, version)?;
+    rq: &Request<'_>,
+    req: OffsetDeleteRequest,
+) -> Result<OffsetDeleteResponse, ProtocolError> {
+    let shard = rq.shard;
     let group = req.group_id.to_string();
     let parts: Vec<(String, i32)> = req
         .topics
@@ -299,10 +278,5 @@ pub async fn delete(
     let resp = OffsetDeleteResponse::default()
         .with_error_code(if group_missing { 69 } else { group_code })
         .with_topics(if group_missing { Vec::new() } else { topics });
-    Ok(vec![encode_response(
-        ApiKey::OffsetDelete,
-        version,
-        correlation_id,
-        &resp,
-    )?])
+    Ok(resp)
 }

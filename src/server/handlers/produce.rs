@@ -2,16 +2,15 @@
 //! shard's storage engine; acks=0 gets no response, acks=1 an answer once appended, acks=-1
 //! once the group commit covering the batch was fdatasynced.
 
-use std::rc::Rc;
-
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
-use super::sb;
+use super::{sb, Request};
 use crate::error_code::ErrorCode;
-use crate::protocol::{decode_body, encode_response, ProtocolError};
-use crate::shard::{ProducePart, ProduceResult, ProduceTurn, Shard};
+use crate::protocol::{decode_body, encode_response};
+use crate::server::response::Reply;
+use crate::shard::{ProducePart, ProduceResult, ProduceTurn};
 
 /// Where one partition of the request goes: to a shard (index into the parts sent) or
 /// straight to an error.
@@ -20,14 +19,10 @@ enum Slot {
     Failed(ErrorCode, &'static str),
 }
 
-/// Answers Produce; `None` for acks=0.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    version: i16,
-    correlation_id: i32,
-    mut body: Bytes,
-    turn: ProduceTurn,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+/// Answers Produce; no response for acks=0.
+pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
+    let (shard, version) = (rq.shard, rq.version);
+    let turn = rq.produce_turn.take().unwrap_or_else(ProduceTurn::first);
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
     let meta = shard.metadata();
@@ -69,11 +64,20 @@ pub async fn handle(
         }
         layout.push((topic.name, slots));
     }
+    let sent = parts.len();
     let results = if parts.is_empty() {
         Vec::new()
     } else {
         shard.produce(acks, parts, turn).await
     };
+    // Every part sent has its own result (`Shard::produce` answers an unreachable owner with an
+    // error): a missing one must never turn into an acknowledgement at some offset.
+    assert_eq!(
+        results.len(),
+        sent,
+        "Shard::produce returned {} results for {sent} parts",
+        results.len()
+    );
     if acks == 0 {
         return Ok(None);
     }
@@ -84,7 +88,7 @@ pub async fn handle(
                 .into_iter()
                 .map(|(index, slot)| {
                     let r = match slot {
-                        Slot::Sent(i) => results.get(i).cloned().unwrap_or_default(),
+                        Slot::Sent(i) => results[i].clone(),
                         Slot::Failed(code, msg) => ProduceResult {
                             error_code: code,
                             base_offset: -1,
@@ -112,10 +116,6 @@ pub async fn handle(
         })
         .collect();
     let body = ProduceResponse::default().with_responses(responses);
-    Ok(Some(vec![encode_response(
-        ApiKey::Produce,
-        version,
-        correlation_id,
-        &body,
-    )?]))
+    let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
+    Ok(Some(vec![frame].into()))
 }

@@ -225,6 +225,26 @@ def sasl_rejected(bootstrap, tag):
         fail(f"first error {errors[0]}, expected _AUTHENTICATION")
 
 
+def txn_refused(bootstrap, tag):
+    """Until the broker has transactions, a transactional producer fails at once with a fatal
+    authorization error instead of retrying a coordinator lookup forever."""
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{tag}"})
+    start = time.monotonic()
+    try:
+        p.init_transactions(30)
+    except KafkaException as e:
+        err = e.args[0]
+        if err.code() != KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            fail(f"error {err}, expected TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
+        if not err.fatal():
+            fail(f"error {err} is not fatal: the client would retry")
+    else:
+        fail("init_transactions succeeded on a broker without transactions")
+    took = time.monotonic() - start
+    if took > 10:
+        fail(f"the refusal took {took:.1f} s")
+
+
 def xproduce(bootstrap, tag):
     topic = f"xc-{tag}"
     for block, codec in enumerate(CODECS):
@@ -250,6 +270,7 @@ SCENARIOS = {
     "max_under": lambda b, t: max_message(b, t, UNDER_VALUE_BYTES, False),
     "max_over": lambda b, t: max_message(b, t, OVER_VALUE_BYTES, True),
     "sasl_rejected": sasl_rejected,
+    "txn_refused": txn_refused,
     "xproduce": xproduce,
     "xconsume": xconsume,
 }

@@ -387,6 +387,26 @@ public final class Main {
     }
   }
 
+  /**
+   * Until the broker has transactions, a transactional producer fails at once with a fatal
+   * authorization error instead of retrying a coordinator lookup forever.
+   */
+  static void txnRefused(String bootstrap, String tag) throws Exception {
+    long start = System.currentTimeMillis();
+    try (KafkaProducer<byte[], byte[]> p =
+        producer(
+            bootstrap,
+            Map.of(
+                ProducerConfig.TRANSACTIONAL_ID_CONFIG, "tx-" + tag,
+                ProducerConfig.MAX_BLOCK_MS_CONFIG, 30000))) {
+      p.initTransactions();
+      fail("initTransactions succeeded on a broker without transactions");
+    } catch (org.apache.kafka.common.errors.TransactionalIdAuthorizationException e) {
+      long ms = System.currentTimeMillis() - start;
+      if (ms > 10000) fail("the refusal took " + ms + " ms");
+    }
+  }
+
   static void xproduce(String bootstrap, String tag) throws Exception {
     String topic = "xc-" + tag;
     for (int block = 0; block < CODECS.length; block++) {
@@ -430,6 +450,7 @@ public final class Main {
         case "max_under" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES - 512, false);
         case "max_over" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES + 512, true);
         case "sasl_rejected" -> saslRejected(bs);
+        case "txn_refused" -> txnRefused(bs, tag);
         case "xproduce" -> xproduce(bs, tag);
         case "xconsume" -> xconsume(bs, Arrays.copyOfRange(args, 3, args.length));
         default -> {

@@ -534,7 +534,7 @@ mod tests {
 
     #[test]
     fn shipped_workloads_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../perf/workloads");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).expect("perf/workloads exists") {
             let path = entry.expect("entry").path();

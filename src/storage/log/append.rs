@@ -1,0 +1,129 @@
+//! Append: validate the batch, check it against the idempotent producer state, roll the
+//! active segment if due, assign offsets and put the batch in the cache.
+
+use bytes::Bytes;
+
+use super::cache::CachedBatch;
+use super::{LogState, Partition};
+use crate::storage::batch::{patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::storage::producers::Verdict;
+use crate::storage::segment::LogSegment;
+use crate::storage::{LogAppendInfo, StorageError, TimestampType};
+
+/// What an append did.
+pub(crate) enum AppendOutcome {
+    /// The batch was appended; the cache now holds it at `info.first_offset`.
+    Appended(LogAppendInfo),
+    /// The batch retried one already in the log: nothing was appended; `info` carries the
+    /// original offsets (timestamps unknown: -1).
+    Duplicate(LogAppendInfo),
+}
+
+impl Partition {
+    /// Validates `batch` (exactly one v2 batch), checks it against the idempotent producer
+    /// state (after validation, as Kafka: a corrupt retry is refused, never answered as a
+    /// duplicate), and appends it in memory. Nothing changes on error. Wakes fetch waiters.
+    pub(crate) fn append(&self, batch: Bytes, now: i64) -> Result<AppendOutcome, StorageError> {
+        let outcome = {
+            let mut st = self.state.borrow_mut();
+            if st.deleted {
+                return Err(StorageError::UnknownPartition);
+            }
+            let h = validate_batch(&batch, st.config.max_message_bytes)?;
+            match st.producers.check(&h)? {
+                Verdict::Duplicate {
+                    first_offset,
+                    last_offset,
+                } => {
+                    return Ok(AppendOutcome::Duplicate(LogAppendInfo {
+                        first_offset,
+                        last_offset,
+                        max_timestamp: -1,
+                        log_append_time: -1,
+                        log_start_offset: st.log_start_offset,
+                        record_count: (last_offset - first_offset + 1).clamp(0, u32::MAX as i64)
+                            as u32,
+                        duplicate: true,
+                    }))
+                }
+                Verdict::Append => {}
+            }
+            st.roll_if_due(
+                batch.len() as u64,
+                h.last_offset_delta as i64 + 1,
+                now,
+                self,
+            );
+            let info = st.append_validated(batch, &h, now);
+            st.producers.record(&h, info.first_offset, info.last_offset);
+            AppendOutcome::Appended(info)
+        };
+        self.appended.wake_all();
+        Ok(outcome)
+    }
+}
+
+impl LogState {
+    /// Rolls a new active segment at the next offset when the batch (`size` bytes, `count`
+    /// records) would not fit the active one by `segment.bytes`, `segment.ms`, or the i32
+    /// ranges of relative offsets and positions.
+    fn roll_if_due(&mut self, size: u64, count: i64, now: i64, log: &Partition) {
+        let next = self.next_offset;
+        let cfg = &self.config;
+        let active = self.active();
+        let needs_roll = active.size > 0
+            && (active.size + size > cfg.segment_bytes
+                || now.saturating_sub(active.created_ms) as u64 >= cfg.segment_ms
+                || next + count - active.base_offset > i32::MAX as i64
+                || active.size + size > i32::MAX as u64);
+        if needs_roll {
+            self.active_mut().rolled = true;
+            self.segments.insert(next, LogSegment::new(next, now));
+            tracing::debug!(topic = %log.topic, partition = log.partition, base_offset = next, "rolled segment");
+        }
+    }
+
+    /// Assigns offsets to a validated batch (header `h`) and puts it in the active segment's
+    /// accounting and the cache: the header patched, the records slice kept as it is.
+    fn append_validated(&mut self, batch: Bytes, h: &BatchHeader, now: i64) -> LogAppendInfo {
+        let size = batch.len() as u64;
+        let count = h.last_offset_delta as i64 + 1;
+        let base = self.next_offset;
+        let last = base + h.last_offset_delta as i64;
+        let append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let (header_bytes, header) = patched_header(&batch, h, base, append_time);
+        let body = batch.slice(BATCH_HEADER_BYTES..);
+        let index_interval_bytes = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        let pos = seg.size;
+        seg.record_batch(
+            base,
+            last,
+            header.max_timestamp,
+            pos,
+            size,
+            index_interval_bytes,
+        );
+        self.next_offset = last + 1;
+        self.messages_since_sync += count as u64;
+        self.oldest_unsynced_ms.get_or_insert(now);
+        self.cache.insert(
+            base,
+            CachedBatch {
+                header_bytes,
+                body,
+                header,
+            },
+        );
+        LogAppendInfo {
+            first_offset: base,
+            last_offset: last,
+            max_timestamp: header.max_timestamp,
+            log_append_time: append_time.unwrap_or(-1),
+            log_start_offset: self.log_start_offset,
+            record_count: count as u32,
+            duplicate: false,
+        }
+    }
+}
