@@ -8,10 +8,15 @@
 //! - [`store`]: the Raft log, vote and snapshot on disk, and the state machine, for openraft.
 //! - [`transport`]: controller-to-controller RPCs over TCP on the CONTROLLER listener.
 //! - [`quorum`]: a quorum member on its own `quorum` thread; the handle the broker uses.
+//! - [`active`]: the active controller (the quorum leader): broker sessions, registration,
+//!   heartbeats, fencing, controlled shutdown, CreateTopics with placement.
+//! - [`agent`]: the broker's side: registration, heartbeats, images, controlled shutdown.
 //!
 //! The cluster's properties (`process.roles`, `controller.quorum.voters`, ...) are parsed by
 //! `config::cluster`, which owns every setting; this module uses them (see `LAYERS`).
 
+pub mod active;
+pub mod agent;
 pub mod control;
 pub mod identity;
 pub mod image;

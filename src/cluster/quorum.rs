@@ -20,9 +20,10 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use tokio::sync::{oneshot, watch};
 
+use super::active::{ActiveController, ControllerSettings, SESSION_CHECK_INTERVAL_MS};
 use super::image::{ClusterImage, MetadataRecord};
 use super::store::{LogStore, Proposal, ProposalReply, RaftNodeId, StateMachineStore, TypeConfig};
-use super::transport::{self, LocalPropose, Network, PeerClient, ProposeError, RpcBody, RpcReply};
+use super::transport::{self, LocalHandler, Network, PeerClient, ProposeError, RpcBody, RpcReply};
 use crate::config::cluster::Voter;
 
 /// The quorum's directory under a data dir (Kafka's name for the metadata log's partition).
@@ -53,6 +54,8 @@ pub struct QuorumConfig {
     pub heartbeat_interval_ms: u64,
     /// A snapshot is taken every this many log entries; the log before it is purged.
     pub snapshot_interval_entries: u64,
+    /// What the member does when it is the active controller.
+    pub controller: ControllerSettings,
 }
 
 impl QuorumConfig {
@@ -73,6 +76,10 @@ impl QuorumConfig {
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 200,
             snapshot_interval_entries: 1000,
+            controller: ControllerSettings {
+                broker_session_timeout_ms: 9000,
+                default_replication_factor: 1,
+            },
         }
     }
 }
@@ -179,11 +186,24 @@ impl Quorum {
         );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let handle = runtime.handle().clone();
+        let controller = Arc::new(ActiveController::new(
+            node_id,
+            raft.clone(),
+            images.clone(),
+            cfg.controller,
+        ));
         let (thread_raft, thread_cluster) = (raft.clone(), cluster_id.clone());
         let thread = std::thread::Builder::new()
             .name("quorum".into())
             .spawn(move || {
-                runtime.block_on(run(thread_raft, listener, thread_cluster, members, stop_rx));
+                runtime.block_on(run(
+                    thread_raft,
+                    controller,
+                    listener,
+                    thread_cluster,
+                    members,
+                    stop_rx,
+                ));
             })
             .map_err(|e| QuorumError::Raft(format!("cannot start the quorum thread: {e}")))?;
         tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, voters = cfg.voters.len(), "quorum member started");
@@ -216,6 +236,21 @@ impl Quorum {
     /// This member's node id.
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// The quorum thread's runtime (for the broker agent of a combined node).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// The controllers' addresses by node id (`controller.quorum.voters`).
+    pub fn controllers(&self) -> &BTreeMap<RaftNodeId, String> {
+        &self.peers
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> Arc<str> {
+        self.cluster_id.clone()
     }
 
     /// Proposes records (applied all or none at one log index), through the leader wherever
@@ -264,6 +299,7 @@ impl Drop for Quorum {
 /// The quorum thread's body: serve peers, form the quorum on first start, run until stopped.
 async fn run(
     raft: Raft<TypeConfig>,
+    controller: Arc<ActiveController>,
     listener: std::net::TcpListener,
     cluster_id: Arc<str>,
     members: BTreeMap<RaftNodeId, BasicNode>,
@@ -278,16 +314,28 @@ async fn run(
         }
     };
     let local = raft.clone();
-    let propose: LocalPropose = Arc::new(move |p| {
-        let raft = local.clone();
-        Box::pin(async move { propose_local(&raft, p).await })
+    let answering = controller.clone();
+    let handler: LocalHandler = Arc::new(move |body| {
+        let (raft, controller) = (local.clone(), answering.clone());
+        Box::pin(async move {
+            match body {
+                RpcBody::Propose(p) => RpcReply::Propose(propose_local(&raft, p).await),
+                other => controller.handle(other).await,
+            }
+        })
     });
     let server = tokio::spawn(transport::serve(
         listener,
         raft.clone(),
         cluster_id,
-        propose,
+        handler,
     ));
+    let sessions = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(SESSION_CHECK_INTERVAL_MS)).await;
+            controller.fence_expired().await;
+        }
+    });
     match raft.initialize(members).await {
         Ok(()) => tracing::info!("quorum formed from controller.quorum.voters"),
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {} // formed before
@@ -295,6 +343,7 @@ async fn run(
     }
     let _ = stop.await;
     server.abort();
+    sessions.abort();
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "quorum shutdown");
     }
@@ -357,7 +406,10 @@ async fn propose_anywhere(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::image::MetadataRecord;
+    use crate::cluster::agent::{AgentConfig, BrokerAgent, ControllerClient};
+    use crate::cluster::control::TopicRequest;
+    use crate::cluster::image::{Endpoint, MetadataRecord, NO_LEADER};
+    use crate::error_code::ErrorCode;
 
     fn free_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -387,6 +439,7 @@ mod tests {
         cfg.election_timeout_ms = 300;
         cfg.heartbeat_interval_ms = 50;
         cfg.snapshot_interval_entries = 4;
+        cfg.controller.broker_session_timeout_ms = 1000;
         // The port may still be held by the member just stopped: retry a few times.
         for _ in 0..50 {
             match Quorum::start(cfg.clone()) {
@@ -506,6 +559,188 @@ mod tests {
             let dir = quorum_dir(&tmp.path().join(format!("node{id}")));
             assert!(dir.join("snapshot").exists(), "node {id} has no snapshot");
         }
+        for m in members.into_iter().flatten() {
+            m.stop();
+        }
+    }
+
+    fn agent(q: &Quorum, id: i32) -> BrokerAgent {
+        BrokerAgent::spawn(
+            q.runtime(),
+            AgentConfig {
+                id,
+                endpoints: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                }],
+                rack: None,
+                controllers: q.controllers().clone(),
+                cluster_id: q.cluster_id(),
+                heartbeat_interval_ms: 100,
+            },
+        )
+    }
+
+    fn live_ids(image: &ClusterImage) -> Vec<i32> {
+        image.live_brokers().map(|b| b.id).collect()
+    }
+
+    fn topic(name: &str, partitions: i32, rf: i16) -> TopicRequest {
+        TopicRequest {
+            name: name.into(),
+            id: crate::meta::new_topic_id(),
+            partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs: Default::default(),
+        }
+    }
+
+    /// Brokers register and heartbeat; topics are placed over them; a silent broker is fenced
+    /// and its leaderships move, and it comes back on restart; a duplicate node id is refused;
+    /// a controlled shutdown moves leadership away first; the controller's loss changes none
+    /// of it.
+    #[test]
+    fn brokers_register_are_fenced_and_shut_down_through_the_active_controller() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cluster = crate::cluster::identity::random_uuid();
+        let ports = [free_port(), free_port(), free_port()];
+        let mut members: Vec<Option<Quorum>> = (1..=3)
+            .map(|id| Some(member(tmp.path(), id, &ports, &cluster)))
+            .collect();
+        let mut agents: Vec<Option<BrokerAgent>> = live(&members)
+            .iter()
+            .map(|q| Some(agent(q, q.node_id())))
+            .collect();
+        let image_of = |a: &BrokerAgent| a.images().borrow().clone();
+        wait_for("three live brokers", 10_000, || {
+            agents
+                .iter()
+                .flatten()
+                .all(|a| live_ids(&image_of(a)) == vec![1, 2, 3])
+        });
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut admin =
+            ControllerClient::new(cluster.clone().into(), live(&members)[0].controllers());
+        let results = rt
+            .block_on(admin.create_topics(vec![
+                topic("spread", 6, 1),
+                topic("replicated", 3, 3),
+                topic("too-wide", 1, 4),
+                topic("bad/name", 1, 1),
+            ]))
+            .expect("answered");
+        assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+        assert_eq!(
+            results[2].as_ref().map_err(|e| e.code),
+            Err(ErrorCode::INVALID_REPLICATION_FACTOR)
+        );
+        assert_eq!(
+            results[3].as_ref().map_err(|e| e.code),
+            Err(ErrorCode::INVALID_TOPIC_EXCEPTION)
+        );
+        let leaders_of = |img: &ClusterImage, t: &str| -> Vec<i32> {
+            img.topics[t].partitions.iter().map(|p| p.leader).collect()
+        };
+        wait_for("the topics in every broker's image", 5000, || {
+            agents
+                .iter()
+                .flatten()
+                .all(|a| image_of(a).topics.len() == 2)
+        });
+        let img = image_of(agents[0].as_ref().expect("agent"));
+        let mut spread = leaders_of(&img, "spread");
+        spread.sort_unstable();
+        assert_eq!(
+            spread,
+            vec![1, 1, 2, 2, 3, 3],
+            "leaders balanced over the brokers"
+        );
+
+        // A second process with node id 2 is refused while broker 2 is alive.
+        let dup = agent(live(&members)[0], 2);
+        wait_for("the duplicate to be refused", 5000, || {
+            dup.status().borrow().fatal.is_some()
+        });
+        let fatal = dup.status().borrow().fatal.clone().unwrap_or_default();
+        assert!(fatal.contains("DUPLICATE_BROKER_REGISTRATION"), "{fatal}");
+        drop(dup);
+
+        // Broker 3 stops heartbeating: fenced, out of Metadata, its leaderships move.
+        agents[2] = None;
+        let watcher = agents[0].as_ref().expect("agent").images();
+        wait_for("broker 3 fenced", 5000, || {
+            live_ids(&watcher.borrow().clone()) == vec![1, 2]
+        });
+        let img = watcher.borrow().clone();
+        assert!(
+            !leaders_of(&img, "replicated").contains(&3),
+            "leadership moved"
+        );
+        assert!(
+            img.topics["replicated"]
+                .partitions
+                .iter()
+                .all(|p| !p.isr.contains(&3)),
+            "out of every ISR"
+        );
+        assert_eq!(
+            leaders_of(&img, "spread")
+                .iter()
+                .filter(|l| **l == NO_LEADER)
+                .count(),
+            2,
+            "its single-replica partitions are offline, not moved (no unclean election)"
+        );
+        // It comes back on restart, and leads its partitions again.
+        agents[2] = Some(agent(live(&members)[2], 3));
+        wait_for("broker 3 back", 5000, || {
+            let img = watcher.borrow().clone();
+            live_ids(&img) == vec![1, 2, 3] && !leaders_of(&img, "spread").contains(&NO_LEADER)
+        });
+
+        // The active controller is lost: a new one takes over, the brokers stay registered.
+        let leader = agreed_leader(&live(&members)).expect("leader");
+        agents[leader as usize - 1] = None;
+        members[leader as usize - 1].take().expect("member").stop();
+        let survivor = (1..=3).find(|i| *i != leader).expect("a survivor");
+        let watcher = agents[survivor as usize - 1]
+            .as_ref()
+            .expect("agent")
+            .images();
+        wait_for("the lost controller's broker fenced", 10_000, || {
+            live_ids(&watcher.borrow().clone()).len() == 2
+        });
+        let results = rt
+            .block_on(admin.create_topics(vec![topic("after-failover", 2, 2)]))
+            .expect("answered by the new controller");
+        assert!(results[0].is_ok(), "{results:?}");
+
+        // Controlled shutdown: leadership moves away first, then the broker is fenced.
+        let stopping = agents[survivor as usize - 1].take().expect("agent");
+        stopping.request_shutdown();
+        wait_for("controlled shutdown", 5000, || {
+            stopping.status().borrow().shut_down
+        });
+        let other = agents.iter().flatten().next().expect("one agent left");
+        wait_for("its image to show it", 5000, || {
+            !live_ids(&image_of(other)).contains(&survivor)
+        });
+        let img = image_of(other);
+        for t in img.topics.values() {
+            assert!(
+                t.partitions.iter().all(|p| p.leader != survivor),
+                "{}",
+                t.name
+            );
+        }
+        drop(stopping);
+        drop(agents);
         for m in members.into_iter().flatten() {
             m.stop();
         }

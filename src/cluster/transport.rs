@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::control::ControlError;
+use super::image::{ClusterImage, Endpoint, NodeId};
 use super::store::{Proposal, ProposalReply, RaftNodeId, TypeConfig};
 
 /// Largest frame read from a peer; a larger length prefix closes the connection.
@@ -42,7 +44,7 @@ pub struct RpcFrame {
 }
 
 /// The requests.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RpcBody {
     /// Raft replication and heartbeats.
     AppendEntries(AppendEntriesRequest<TypeConfig>),
@@ -52,6 +54,51 @@ pub enum RpcBody {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// Records for the leader to propose (a follower forwarding a write).
     Propose(Proposal),
+    /// A broker registers with the active controller (Kafka's BrokerRegistration).
+    BrokerRegistration {
+        /// Its node id.
+        id: NodeId,
+        /// A random id of this process start.
+        incarnation: [u8; 16],
+        /// Where clients reach it.
+        endpoints: Vec<Endpoint>,
+        /// `broker.rack`.
+        rack: Option<String>,
+    },
+    /// A registered broker's heartbeat (Kafka's BrokerHeartbeat).
+    BrokerHeartbeat {
+        /// Its node id.
+        id: NodeId,
+        /// The incarnation that registered.
+        incarnation: [u8; 16],
+        /// The offset of the newest image it holds.
+        applied_offset: u64,
+        /// It is shutting down: move its leaderships away (controlled shutdown).
+        want_shutdown: bool,
+    },
+    /// Create topics with placement by the active controller.
+    CreateTopics(Vec<super::control::TopicRequest>),
+}
+
+/// The active controller's answers to brokers.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ControllerReply {
+    /// Registered; Kafka's broker epoch (the registration's log index).
+    Registered {
+        /// The broker epoch.
+        epoch: u64,
+    },
+    /// Heartbeat taken.
+    Heartbeat {
+        /// The broker is fenced (not yet caught up, or its session ran out).
+        fenced: bool,
+        /// A controlled shutdown is complete: the broker leads nothing and may stop.
+        shutdown_ready: bool,
+        /// The current image, when the broker's is older.
+        image: Option<Box<ClusterImage>>,
+    },
+    /// One result per topic, in request order.
+    TopicsCreated(Vec<Result<(), ControlError>>),
 }
 
 /// Why a proposal was not applied.
@@ -71,6 +118,23 @@ pub enum ProposeError {
     Failed(String),
 }
 
+/// Why the active controller did not answer a broker request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControllerError {
+    /// Not the active controller (the leader, if known): ask it instead.
+    #[error("not the active controller (leader: {leader:?})")]
+    NotLeader {
+        /// The active controller's node id, if known.
+        leader: Option<RaftNodeId>,
+    },
+    /// Refused, with Kafka's error code.
+    #[error(transparent)]
+    Refused(#[from] ControlError),
+    /// The request could not be carried out now (quorum unavailable); retry.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// The answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RpcReply {
@@ -84,6 +148,8 @@ pub enum RpcReply {
     ),
     /// To [`RpcBody::Propose`].
     Propose(Result<ProposalReply, ProposeError>),
+    /// To the broker requests ([`RpcBody::BrokerRegistration`], ...).
+    Controller(Result<ControllerReply, ControllerError>),
     /// The request came from another cluster; `expected` is this one's id.
     InconsistentClusterId {
         /// This cluster's id.
@@ -281,13 +347,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
-/// What the server needs of its quorum member to answer a forwarded proposal.
-pub type LocalPropose = Arc<
-    dyn Fn(
-            Proposal,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<ProposalReply, ProposeError>> + Send>,
-        > + Send
+/// How the server answers the requests that are not Raft's own (proposals, broker requests).
+pub type LocalHandler = Arc<
+    dyn Fn(RpcBody) -> std::pin::Pin<Box<dyn std::future::Future<Output = RpcReply> + Send>>
+        + Send
         + Sync,
 >;
 
@@ -296,15 +359,15 @@ pub async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     cluster_id: Arc<str>,
-    propose: LocalPropose,
+    handler: LocalHandler,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let (raft, cluster_id, propose) =
-                    (raft.clone(), cluster_id.clone(), propose.clone());
+                let (raft, cluster_id, handler) =
+                    (raft.clone(), cluster_id.clone(), handler.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_peer(stream, raft, &cluster_id, propose).await {
+                    if let Err(e) = serve_peer(stream, raft, &cluster_id, handler).await {
                         tracing::debug!(%peer, error = %e, "quorum peer connection closed");
                     }
                 });
@@ -321,7 +384,7 @@ async fn serve_peer(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
     cluster_id: &str,
-    propose: LocalPropose,
+    handler: LocalHandler,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
@@ -344,7 +407,7 @@ async fn serve_peer(
             RpcBody::InstallSnapshot(r) => {
                 RpcReply::InstallSnapshot(raft.install_snapshot(r).await)
             }
-            RpcBody::Propose(p) => RpcReply::Propose(propose(p).await),
+            other => handler(other).await,
         };
         write_frame(&mut stream, &reply).await?;
     }
