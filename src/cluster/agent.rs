@@ -100,6 +100,11 @@ impl ControllerClient {
         Err(last)
     }
 
+    /// The active controller as last seen.
+    pub fn leader(&self) -> Option<RaftNodeId> {
+        self.leader
+    }
+
     /// CreateTopics through the active controller: one result per topic.
     pub async fn create_topics(
         &mut self,
@@ -142,6 +147,8 @@ pub struct AgentStatus {
     pub fatal: Option<String>,
     /// The controlled shutdown is complete.
     pub shut_down: bool,
+    /// The active controller as last seen.
+    pub controller: Option<RaftNodeId>,
 }
 
 /// A running broker agent; its task ends when dropped.
@@ -246,7 +253,11 @@ async fn run(
                             images.send_replace(Arc::new(*image));
                         }
                     }
-                    status.send_modify(|s| s.fenced = fenced);
+                    let controller = client.leader();
+                    status.send_modify(|s| {
+                        s.fenced = fenced;
+                        s.controller = controller;
+                    });
                     if want_shutdown && shutdown_ready {
                         tracing::info!(broker = cfg.id, "controlled shutdown complete");
                         status.send_modify(|s| s.shut_down = true);

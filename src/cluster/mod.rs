@@ -11,6 +11,7 @@
 //! - [`active`]: the active controller (the quorum leader): broker sessions, registration,
 //!   heartbeats, fencing, controlled shutdown, CreateTopics with placement.
 //! - [`agent`]: the broker's side: registration, heartbeats, images, controlled shutdown.
+//! - [`node`]: one node's control plane started from its properties (what `serve` will call).
 //!
 //! The cluster's properties (`process.roles`, `controller.quorum.voters`, ...) are parsed by
 //! `config::cluster`, which owns every setting; this module uses them (see `LAYERS`).
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod control;
 pub mod identity;
 pub mod image;
+pub mod node;
 pub mod quorum;
 pub mod store;
 pub mod transport;
