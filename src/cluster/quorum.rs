@@ -429,6 +429,16 @@ mod tests {
     }
 
     fn member(root: &Path, id: i32, ports: &[u16], cluster: &str) -> Quorum {
+        member_with(root, id, ports, cluster, 4)
+    }
+
+    fn member_with(
+        root: &Path,
+        id: i32,
+        ports: &[u16],
+        cluster: &str,
+        snapshot_interval_entries: u64,
+    ) -> Quorum {
         let mut cfg = QuorumConfig::new(
             id,
             quorum_dir(&root.join(format!("node{id}"))),
@@ -438,7 +448,7 @@ mod tests {
         );
         cfg.election_timeout_ms = 300;
         cfg.heartbeat_interval_ms = 50;
-        cfg.snapshot_interval_entries = 4;
+        cfg.snapshot_interval_entries = snapshot_interval_entries;
         cfg.controller.broker_session_timeout_ms = 1000;
         // The port may still be held by the member just stopped: retry a few times.
         for _ in 0..50 {
@@ -744,6 +754,44 @@ mod tests {
         for m in members.into_iter().flatten() {
             m.stop();
         }
+    }
+
+    /// Commit latency of one proposal through a 3-member quorum on loopback (each commit is
+    /// an fdatasync on two of three members). A measurement, not a check: run it by name with
+    /// `--ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_commit_latency() {
+        let tmp = crate::cluster::identity::random_uuid();
+        let dir = std::env::current_dir()
+            .expect("cwd")
+            .join("target")
+            .join(format!("quorum-measure-{tmp}"));
+        let ports = [free_port(), free_port(), free_port()];
+        let members: Vec<Quorum> = (1..=3)
+            .map(|id| member_with(&dir, id, &ports, &tmp, 1000))
+            .collect();
+        let refs: Vec<&Quorum> = members.iter().collect();
+        wait_for("a leader", 10_000, || agreed_leader(&refs).is_some());
+        let leader = agreed_leader(&refs).expect("leader");
+        let q = &members[leader as usize - 1];
+        let mut micros: Vec<u128> = Vec::new();
+        for i in 0..300 {
+            let t = Instant::now();
+            block_on(q.propose(register(1000 + i))).expect("proposed");
+            micros.push(t.elapsed().as_micros());
+        }
+        micros.sort_unstable();
+        let at = |q: f64| micros[((micros.len() as f64 * q) as usize).min(micros.len() - 1)];
+        println!(
+            "quorum commit latency over {} proposals: p50 {} us, p99 {} us, max {} us",
+            micros.len(),
+            at(0.5),
+            at(0.99),
+            micros[micros.len() - 1]
+        );
+        drop(members);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
