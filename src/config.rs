@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub mod cluster;
-
+use crate::cluster::config::{ClusterConfig, ResolvedCluster};
 use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
-use cluster::{ClusterConfig, ResolvedCluster};
 
 /// Why a configuration was refused; the message names the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +195,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "HOST:PORT every shard listens on (SO_REUSEPORT), or Kafka's list `PLAINTEXT://HOST:PORT,CONTROLLER://HOST:PORT` (the controller listener carries quorum traffic). Default 127.0.0.1:9092.",
         apply: |c, v| {
             if v.contains("://") {
-                let listeners = cluster::parse_listeners(v)?;
+                let listeners = crate::cluster::config::parse_listeners(v)?;
                 let names = c.cluster.controller_names();
                 if let Some(l) = listeners.iter().find(|l| !names.contains(&l.name)) {
                     c.listen = l.addr;
@@ -395,22 +393,495 @@ const LOG_KEY_ALIASES: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "message.timestamp.type"),
 ];
 
-/// The topic-level settings shardlog understands, with their help text.
-pub const TOPIC_KEYS: &[(&str, &str)] = &[
-    ("segment.bytes", "Roll the active segment at this size. Default 1073741824."),
-    ("segment.ms", "Roll the active segment after this age. Default 604800000."),
-    ("index.interval.bytes", "Bytes of log between offset index entries. Default 4096."),
-    ("flush.messages", "Batches between fdatasyncs; 1 = every acks=all batch (and offset commit) is durable before its ack (group commit), acks=0/1 data within flush.ms. Default 1."),
-    ("flush.ms", "Longest time written data stays not fdatasynced, in ms. Default 100 (Kafka: never, left to the OS)."),
-    ("retention.ms", "Delete whole segments older than this; -1 keeps forever. Default 604800000."),
-    ("retention.bytes", "Delete oldest segments beyond this size per partition; -1 = no limit. Default -1."),
-    ("max.message.bytes", "Largest record batch accepted. Default 1048588."),
-    ("message.timestamp.type", "CreateTime or LogAppendTime. Default CreateTime."),
-    ("cleanup.policy", "Only `delete` is supported."),
+/// What shardlog does with a topic-level setting (listed in docs/configuration.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicConfigStatus {
+    /// Applied: the broker behaves as the setting says.
+    Implemented,
+    /// Validated as Kafka validates it, stored with the topic and reported by DescribeConfigs,
+    /// but without effect yet; the help text says what shardlog does instead.
+    Stored,
+}
+
+/// Kafka's value type of a topic-level setting, with its valid values.
+#[derive(Clone, Copy, Debug)]
+pub enum TopicConfigType {
+    /// Kafka's INT, in `min..=max`.
+    Int {
+        /// Smallest valid value.
+        min: i64,
+        /// Largest valid value.
+        max: i64,
+    },
+    /// Kafka's LONG, in `min..=max`.
+    Long {
+        /// Smallest valid value.
+        min: i64,
+        /// Largest valid value.
+        max: i64,
+    },
+    /// Kafka's DOUBLE, in `min..=max`.
+    Double {
+        /// Smallest valid value.
+        min: f64,
+        /// Largest valid value.
+        max: f64,
+    },
+    /// Kafka's BOOLEAN (`true` or `false`, any case).
+    Boolean,
+    /// Kafka's STRING, one of these (case-sensitive, as Kafka).
+    Choice(&'static [&'static str]),
+    /// Kafka's LIST: comma-separated items, each one of these.
+    List(&'static [&'static str]),
+    /// Kafka's LIST of throttled replicas: `*` or `partition:broker` pairs.
+    ThrottledReplicas,
+    /// `compression.gzip.level`: 1 to 9, or -1.
+    GzipLevel,
+}
+
+impl TopicConfigType {
+    /// The type id DescribeConfigs (v3+) reports, as Kafka numbers them.
+    pub fn kafka_type_id(self) -> i8 {
+        match self {
+            TopicConfigType::Boolean => 1,
+            TopicConfigType::Choice(_) => 2,
+            TopicConfigType::Int { .. } | TopicConfigType::GzipLevel => 3,
+            TopicConfigType::Long { .. } => 5,
+            TopicConfigType::Double { .. } => 6,
+            TopicConfigType::List(_) | TopicConfigType::ThrottledReplicas => 7,
+        }
+    }
+
+    /// True for Kafka's LIST type (IncrementalAlterConfigs APPEND and SUBTRACT apply).
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            TopicConfigType::List(_) | TopicConfigType::ThrottledReplicas
+        )
+    }
+}
+
+/// One topic-level setting of Kafka 4.x.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicConfigDef {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Kafka's type and valid values.
+    pub kind: TopicConfigType,
+    /// Kafka's default, as Kafka prints it.
+    pub kafka_default: &'static str,
+    /// Whether shardlog applies it.
+    pub status: TopicConfigStatus,
+    /// What it means here.
+    pub help: &'static str,
+}
+
+const I32_MAX: i64 = i32::MAX as i64;
+const INT_AT_LEAST_0: TopicConfigType = TopicConfigType::Int {
+    min: 0,
+    max: I32_MAX,
+};
+const LONG_AT_LEAST_0: TopicConfigType = TopicConfigType::Long {
+    min: 0,
+    max: i64::MAX,
+};
+const LONG_MAX: &str = "9223372036854775807";
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
+
+/// Every topic-level setting Kafka 4.3 defines (its `LogConfig`), with Kafka's type, valid
+/// values and default, and what shardlog does with it. Unknown names are refused.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        kind: TopicConfigType::List(CLEANUP_POLICIES),
+        kafka_default: "delete",
+        status: TopicConfigStatus::Implemented,
+        help: "`delete` only: `compact` (and an empty list) are refused with INVALID_CONFIG until shardlog has log compaction.",
+    },
+    TopicConfigDef {
+        name: "compression.gzip.level",
+        kind: TopicConfigType::GzipLevel,
+        kafka_default: "-1",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog does not recompress (see `compression.type`).",
+    },
+    TopicConfigDef {
+        name: "compression.lz4.level",
+        kind: TopicConfigType::Int { min: 1, max: 17 },
+        kafka_default: "9",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog does not recompress (see `compression.type`).",
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        kind: TopicConfigType::Choice(COMPRESSION_TYPES),
+        kafka_default: "producer",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect yet: batches are kept as the producer compressed them (Kafka recompresses to this codec unless it is `producer`). Consumers decode either way.",
+    },
+    TopicConfigDef {
+        name: "compression.zstd.level",
+        kind: TopicConfigType::Int {
+            min: -131_072,
+            max: 22,
+        },
+        kafka_default: "3",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog does not recompress (see `compression.type`).",
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: "86400000",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: "60000",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog removes a deleted segment's files at once.",
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        kind: TopicConfigType::Long { min: 1, max: i64::MAX },
+        kafka_default: LONG_MAX,
+        status: TopicConfigStatus::Implemented,
+        help: "Batches between fdatasyncs; 1 = every acks=all batch (and offset commit) is durable before its ack (group commit), acks=0/1 data within flush.ms. Default 1 (Kafka: never, left to the OS).",
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: LONG_MAX,
+        status: TopicConfigStatus::Implemented,
+        help: "Longest time written data stays not fdatasynced, in ms. Default 100 (Kafka: never, left to the OS).",
+    },
+    TopicConfigDef {
+        name: "follower.replication.throttled.replicas",
+        kind: TopicConfigType::ThrottledReplicas,
+        kafka_default: "",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: one node has no replication to throttle.",
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        kind: INT_AT_LEAST_0,
+        kafka_default: "4096",
+        status: TopicConfigStatus::Implemented,
+        help: "Bytes of log between offset index entries. Default 4096.",
+    },
+    TopicConfigDef {
+        name: "leader.replication.throttled.replicas",
+        kind: TopicConfigType::ThrottledReplicas,
+        kafka_default: "",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: one node has no replication to throttle.",
+    },
+    TopicConfigDef {
+        name: "local.retention.bytes",
+        kind: TopicConfigType::Long {
+            min: -2,
+            max: i64::MAX,
+        },
+        kafka_default: "-2",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: tiered storage is not available (`remote.storage.enable=true` is refused, as by a Kafka broker without it).",
+    },
+    TopicConfigDef {
+        name: "local.retention.ms",
+        kind: TopicConfigType::Long {
+            min: -2,
+            max: i64::MAX,
+        },
+        kafka_default: "-2",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: tiered storage is not available.",
+    },
+    TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        kind: TopicConfigType::Long { min: 1, max: i64::MAX },
+        kafka_default: LONG_MAX,
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        kind: INT_AT_LEAST_0,
+        kafka_default: "1048588",
+        status: TopicConfigStatus::Implemented,
+        help: "Largest record batch accepted. Default 1048588.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: "3600000",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, not enforced yet: shardlog accepts records whatever their timestamp (Kafka refuses, with INVALID_TIMESTAMP, CreateTime records more than this ahead of the broker's clock).",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: LONG_MAX,
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, not enforced yet: shardlog accepts records whatever their timestamp.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        kind: TopicConfigType::Choice(&["CreateTime", "LogAppendTime"]),
+        kafka_default: "CreateTime",
+        status: TopicConfigStatus::Implemented,
+        help: "CreateTime or LogAppendTime. Default CreateTime.",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        kind: TopicConfigType::Double { min: 0.0, max: 1.0 },
+        kafka_default: "0.5",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: "0",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored (at most `max.compaction.lag.ms`, as in Kafka), no effect: no compaction yet.",
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        kind: TopicConfigType::Int { min: 1, max: I32_MAX },
+        kafka_default: "1",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, not enforced: every partition has one replica, which acks=all waits for (Kafka answers NOT_ENOUGH_REPLICAS to acks=all when this exceeds the in-sync replicas).",
+    },
+    TopicConfigDef {
+        name: "preallocate",
+        kind: TopicConfigType::Boolean,
+        kafka_default: "false",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog always reserves segment space in `log.preallocate.bytes` steps.",
+    },
+    TopicConfigDef {
+        name: "remote.log.copy.disable",
+        kind: TopicConfigType::Boolean,
+        kafka_default: "false",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: tiered storage is not available.",
+    },
+    TopicConfigDef {
+        name: "remote.log.delete.on.disable",
+        kind: TopicConfigType::Boolean,
+        kafka_default: "false",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: tiered storage is not available.",
+    },
+    TopicConfigDef {
+        name: "remote.storage.enable",
+        kind: TopicConfigType::Boolean,
+        kafka_default: "false",
+        status: TopicConfigStatus::Implemented,
+        help: "`false` only: `true` is refused with INVALID_CONFIG, as by a Kafka broker without tiered storage.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        kind: TopicConfigType::Long {
+            min: i64::MIN,
+            max: i64::MAX,
+        },
+        kafka_default: "-1",
+        status: TopicConfigStatus::Implemented,
+        help: "Delete oldest segments beyond this size per partition; negative = no limit. Default -1.",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        kind: TopicConfigType::Long {
+            min: -1,
+            max: i64::MAX,
+        },
+        kafka_default: "604800000",
+        status: TopicConfigStatus::Implemented,
+        help: "Delete whole segments older than this; -1 keeps forever. Default 604800000.",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        kind: TopicConfigType::Int {
+            min: 1_048_576,
+            max: I32_MAX,
+        },
+        kafka_default: "1073741824",
+        status: TopicConfigStatus::Implemented,
+        help: "Roll the active segment at this size. Default 1073741824. At least 1048576 per topic, as in Kafka (the broker-level `log.segment.bytes` also takes 14336 and more, for tests).",
+    },
+    TopicConfigDef {
+        name: "segment.index.bytes",
+        kind: TopicConfigType::Int { min: 4, max: I32_MAX },
+        kafka_default: "10485760",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: shardlog's offset index grows with its segment.",
+    },
+    TopicConfigDef {
+        name: "segment.jitter.ms",
+        kind: LONG_AT_LEAST_0,
+        kafka_default: "0",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: segments roll at `segment.ms` exactly.",
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        kind: TopicConfigType::Long { min: 1, max: i64::MAX },
+        kafka_default: "604800000",
+        status: TopicConfigStatus::Implemented,
+        help: "Roll the active segment after this age. Default 604800000.",
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        kind: TopicConfigType::Boolean,
+        kafka_default: "false",
+        status: TopicConfigStatus::Stored,
+        help: "Accepted and stored, no effect: one node has no other replica to elect.",
+    },
 ];
 
+/// The definition of a topic-level setting by its Kafka name.
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The items of a Kafka LIST value: split on commas, trimmed, empty items dropped.
+pub fn list_items(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(n: T, min: T, max: T) -> Result<(), String> {
+    if n < min {
+        return Err(format!("Value must be at least {min}"));
+    }
+    if n > max {
+        return Err(format!("Value must be no more than {max}"));
+    }
+    Ok(())
+}
+
+/// Checks one value against Kafka's type and validator of its setting; the message is
+/// Kafka's ("Invalid value V for configuration K: ...", "Unknown topic config name: K").
+pub fn validate_topic_value(key: &str, value: &str) -> Result<(), String> {
+    let def = topic_config(key).ok_or_else(|| format!("Unknown topic config name: {key}"))?;
+    let v = value.trim();
+    let why = match def.kind {
+        TopicConfigType::Int { min, max } => match v.parse::<i32>() {
+            Ok(n) => check_range(i64::from(n), min, max),
+            Err(_) => Err("Not a number of type INT".to_string()),
+        },
+        TopicConfigType::GzipLevel => match v.parse::<i32>() {
+            Ok(n) if n == -1 || (1..=9).contains(&n) => Ok(()),
+            Ok(_) => Err("Value must be between 1 and 9 or equal to -1".to_string()),
+            Err(_) => Err("Not a number of type INT".to_string()),
+        },
+        TopicConfigType::Long { min, max } => match v.parse::<i64>() {
+            Ok(n) => check_range(n, min, max),
+            Err(_) => Err("Not a number of type LONG".to_string()),
+        },
+        TopicConfigType::Double { min, max } => match v.parse::<f64>() {
+            Ok(n) if n.is_finite() => check_range(n, min, max),
+            _ => Err("Not a number of type DOUBLE".to_string()),
+        },
+        TopicConfigType::Boolean => {
+            if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+                Ok(())
+            } else {
+                Err("Expected value to be either true or false".to_string())
+            }
+        }
+        TopicConfigType::Choice(allowed) => {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("String must be one of: {}", allowed.join(", ")))
+            }
+        }
+        TopicConfigType::List(allowed) => match list_items(v)
+            .into_iter()
+            .find(|item| !allowed.contains(item))
+        {
+            None => Ok(()),
+            Some(bad) => {
+                return Err(format!(
+                    "Invalid value {bad} for configuration {key}: String must be one of: {}",
+                    allowed.join(", ")
+                ))
+            }
+        },
+        TopicConfigType::ThrottledReplicas => {
+            let items = list_items(v);
+            let pair_ok = |s: &str| {
+                s.split_once(':').is_some_and(|(p, b)| {
+                    p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()
+                })
+            };
+            if items == ["*"] || items.iter().all(|s| pair_ok(s)) {
+                Ok(())
+            } else {
+                return Err(format!(
+                    "Invalid value [{}] for configuration {key}: {key} must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    items.join(", ")
+                ));
+            }
+        }
+    };
+    why.map_err(|why| format!("Invalid value {value} for configuration {key}: {why}"))
+}
+
+/// Checks a topic's whole set of overrides as Kafka does (each value, then the rules between
+/// values), then what shardlog cannot honour yet; the message says which and why.
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in configs {
+        validate_topic_value(k, v)?;
+    }
+    let long = |k: &str| {
+        configs
+            .get(k)
+            .map(String::as_str)
+            .or_else(|| topic_config(k).map(|d| d.kafka_default))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if let (Some(min), Some(max)) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms")) {
+        if min > max {
+            return Err(format!(
+                "conflict topic config setting min.compaction.lag.ms ({min}) > max.compaction.lag.ms ({max})"
+            ));
+        }
+    }
+    if configs
+        .get("remote.storage.enable")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    {
+        return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".into());
+    }
+    if let Some(policy) = configs.get("cleanup.policy") {
+        let items = list_items(policy);
+        if items.contains(&"compact") {
+            return Err(format!(
+                "cleanup.policy={policy} is not supported: shardlog has no log compaction yet, so a compacted topic would silently keep (or delete by retention) every record; only `delete` is accepted"
+            ));
+        }
+        if items.is_empty() {
+            return Err("cleanup.policy= (no cleanup) is not supported yet: shardlog deletes segments by retention.ms and retention.bytes; only `delete` is accepted".into());
+        }
+    }
+    Ok(())
+}
+
 /// Applies one topic-level property to a log config; the error says what is expected.
+/// Lenient where the broker's own defaults need it (`log.segment.bytes` from 14336 bytes);
+/// the admin APIs check values with [`validate_topic_configs`] first. Settings shardlog
+/// stores without applying are only checked.
 pub fn apply_topic_key(log: &mut LogConfig, key: &str, v: &str) -> Result<(), String> {
+    let v = v.trim();
     match key {
         "segment.bytes" => {
             let n: u64 = parse_positive(v)?;
@@ -420,7 +891,7 @@ pub fn apply_topic_key(log: &mut LogConfig, key: &str, v: &str) -> Result<(), St
             log.segment_bytes = n;
         }
         "segment.ms" => log.segment_ms = parse_positive(v)?,
-        "index.interval.bytes" => log.index_interval_bytes = parse_positive(v)?,
+        "index.interval.bytes" => log.index_interval_bytes = parse_num(v)?,
         "flush.messages" => log.flush_messages = parse_positive(v)?,
         "flush.ms" => log.flush_ms = parse_num(v)?,
         "retention.ms" => {
@@ -430,33 +901,48 @@ pub fn apply_topic_key(log: &mut LogConfig, key: &str, v: &str) -> Result<(), St
             }
             log.retention_ms = n;
         }
-        "retention.bytes" => {
-            let n: i64 = parse_num(v)?;
-            if n < -1 {
-                return Err("must be -1 or more".into());
-            }
-            log.retention_bytes = n;
-        }
-        "max.message.bytes" => log.max_message_bytes = parse_positive(v)?,
+        "retention.bytes" => log.retention_bytes = parse_num(v)?,
+        "max.message.bytes" => log.max_message_bytes = parse_num(v)?,
         "message.timestamp.type" => {
-            log.timestamp_type = match v.trim() {
+            log.timestamp_type = match v {
                 "CreateTime" => TimestampType::CreateTime,
                 "LogAppendTime" => TimestampType::LogAppendTime,
                 _ => return Err("expected CreateTime or LogAppendTime".into()),
             }
         }
         "cleanup.policy" => {
-            if v.trim() != "delete" {
+            if list_items(v).iter().any(|p| *p != "delete") || list_items(v).is_empty() {
                 return Err("only `delete` is supported".into());
             }
         }
-        _ => return Err("unknown topic configuration".into()),
+        "remote.storage.enable" => {
+            if !v.eq_ignore_ascii_case("false") {
+                return Err("tiered storage is not available".into());
+            }
+        }
+        _ => {
+            // Stored, not applied: check it like Kafka.
+            validate_topic_value(key, v).map_err(|e| {
+                if topic_config(key).is_none() {
+                    "unknown topic configuration".to_string()
+                } else {
+                    e
+                }
+            })?;
+        }
     }
     Ok(())
 }
 
-/// The value of one topic-level property in a log config, as Kafka prints it.
-pub fn topic_key_value(log: &LogConfig, key: &str) -> Option<String> {
+/// The value of one topic-level property as Kafka prints it: for an applied setting, its
+/// effective value in `log` (the broker default or the override); for a stored one, the
+/// override or Kafka's default. `None` for an unknown name.
+pub fn topic_config_value(
+    log: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+    key: &str,
+) -> Option<String> {
+    let def = topic_config(key)?;
     Some(match key {
         "segment.bytes" => log.segment_bytes.to_string(),
         "segment.ms" => log.segment_ms.to_string(),
@@ -470,9 +956,19 @@ pub fn topic_key_value(log: &LogConfig, key: &str) -> Option<String> {
             TimestampType::CreateTime => "CreateTime".into(),
             TimestampType::LogAppendTime => "LogAppendTime".into(),
         },
-        "cleanup.policy" => "delete".into(),
-        _ => return None,
+        _ => overrides
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| def.kafka_default.to_string()),
     })
+}
+
+/// True when the broker's default of a topic setting differs from shardlog's built-in one:
+/// it was set in the broker's configuration (`log.retention.ms`, ...), which DescribeConfigs
+/// reports as the value's source.
+pub fn broker_sets_topic_default(broker: &LogConfig, key: &str) -> bool {
+    let none = BTreeMap::new();
+    topic_config_value(broker, &none, key) != topic_config_value(&LogConfig::default(), &none, key)
 }
 
 /// Builds a topic's effective log config: broker defaults, then the topic's overrides.
@@ -562,17 +1058,44 @@ impl BrokerConfig {
             out.push_str(&format!("| `{}` | {} |\n", k.name, k.help));
         }
         for (broker, topic) in LOG_KEY_ALIASES {
-            let help = TOPIC_KEYS
-                .iter()
-                .find(|(n, _)| n == topic)
-                .map_or("", |(_, h)| h);
+            let help = topic_config(topic).map_or("", |d| d.help);
             out.push_str(&format!("| `{broker}` (topic: `{topic}`) | {help} |\n"));
         }
-        for (name, help) in cluster::CLUSTER_KEYS {
+        for (name, help) in crate::cluster::config::CLUSTER_KEYS {
             out.push_str(&format!("| `{name}` | {help} |\n"));
         }
         out
     }
+}
+
+/// The reference of every topic-level setting with its Kafka default and status (for
+/// `shardlog config-reference`, after [`BrokerConfig::reference`]).
+pub fn topic_reference() -> String {
+    let mut out = String::new();
+    out.push_str(
+        "\n### Topic-level settings\n\n\
+         Every topic-level setting of Kafka 4.3, set with CreateTopics, IncrementalAlterConfigs \
+         or AlterConfigs and validated as Kafka validates it; any other name is refused with \
+         INVALID_CONFIG. *implemented*: the broker behaves as the setting says. *accepted and \
+         stored*: kept with the topic and reported by DescribeConfigs, without effect yet.\n\n\
+         | topic property | Kafka default | status | meaning |\n|---|---|---|---|\n",
+    );
+    for d in TOPIC_CONFIGS {
+        let status = match d.status {
+            TopicConfigStatus::Implemented => "implemented",
+            TopicConfigStatus::Stored => "accepted and stored",
+        };
+        let default = if d.kafka_default.is_empty() {
+            "(empty)"
+        } else {
+            d.kafka_default
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {status} | {} |\n",
+            d.name, d.help
+        ));
+    }
+    out
 }
 
 /// Flattens nested TOML tables into dotted Kafka names with string values.
@@ -657,5 +1180,85 @@ mod tests {
         );
         assert!(parse_listen("localhost:1").is_ok());
         assert!(parse_listen("nohost").is_err());
+    }
+
+    #[test]
+    fn every_topic_config_default_is_valid_and_unknown_names_are_refused() {
+        assert_eq!(
+            TOPIC_CONFIGS.len(),
+            33,
+            "Kafka 4.3's LogConfig has 33 public topic configs"
+        );
+        for d in TOPIC_CONFIGS {
+            validate_topic_value(d.name, d.kafka_default)
+                .unwrap_or_else(|e| panic!("{}: default refused: {e}", d.name));
+        }
+        assert_eq!(
+            validate_topic_value("no.such", "1").expect_err("unknown"),
+            "Unknown topic config name: no.such"
+        );
+    }
+
+    #[test]
+    fn topic_values_get_kafkas_messages() {
+        let msg = |k: &str, v: &str| validate_topic_value(k, v).expect_err("invalid");
+        assert_eq!(
+            msg("segment.bytes", "1000"),
+            "Invalid value 1000 for configuration segment.bytes: Value must be at least 1048576"
+        );
+        assert_eq!(
+            msg("segment.bytes", "abc"),
+            "Invalid value abc for configuration segment.bytes: Not a number of type INT"
+        );
+        assert_eq!(
+            msg("compression.type", "LZ4"),
+            "Invalid value LZ4 for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
+        );
+        assert_eq!(
+            msg("compression.gzip.level", "0"),
+            "Invalid value 0 for configuration compression.gzip.level: Value must be between 1 and 9 or equal to -1"
+        );
+        assert_eq!(
+            msg("min.cleanable.dirty.ratio", "1.5"),
+            "Invalid value 1.5 for configuration min.cleanable.dirty.ratio: Value must be no more than 1"
+        );
+        assert_eq!(
+            msg("preallocate", "yes"),
+            "Invalid value yes for configuration preallocate: Expected value to be either true or false"
+        );
+        assert_eq!(
+            msg("cleanup.policy", "Delete"),
+            "Invalid value Delete for configuration cleanup.policy: String must be one of: compact, delete"
+        );
+        for (k, v) in [
+            ("preallocate", "TRUE"),
+            ("segment.bytes", " 2000000 "),
+            ("retention.bytes", "-5"),
+            ("leader.replication.throttled.replicas", "*"),
+            ("leader.replication.throttled.replicas", "0:1,1:2"),
+            ("cleanup.policy", "delete,delete"),
+        ] {
+            assert!(validate_topic_value(k, v).is_ok(), "{k}={v}");
+        }
+        let configs = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            validate_topic_configs(&configs(&[
+                ("min.compaction.lag.ms", "10"),
+                ("max.compaction.lag.ms", "5")
+            ]))
+            .expect_err("conflict"),
+            "conflict topic config setting min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"
+        );
+        assert!(
+            validate_topic_configs(&configs(&[("cleanup.policy", "compact")]))
+                .expect_err("no compaction")
+                .contains("no log compaction")
+        );
+        assert!(validate_topic_configs(&configs(&[("compression.type", "lz4")])).is_ok());
     }
 }

@@ -18,11 +18,11 @@
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
-//! - [`cluster`]: the control plane: cluster identity (`meta.properties`), the metadata
-//!   records and image, the controller's decisions, the Raft quorum on its own thread
-//!   (`docs/design/cluster.md`). → meta, config, io, protocol
+//! - [`cluster`]: the control plane: cluster identity (`meta.properties`) and properties,
+//!   the metadata records and image, the controller's decisions, the Raft quorum (openraft)
+//!   on its own thread, the broker agent (`docs/design/cluster.md`). → meta, io, protocol
 //! - [`config`]: broker and topic settings by their Kafka names, turned into each layer's
-//!   settings. → storage, group
+//!   settings. → storage, group, cluster
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`error_code`]: Kafka's error codes, the one place their numbers are written; any module
 //!   may use it.
@@ -53,12 +53,12 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "storage", "group", "meta", "metrics", "io", "config", "cluster",
         ],
     ),
-    ("cluster", &["meta", "config", "io", "protocol"]),
+    ("cluster", &["meta", "io", "protocol"]),
     ("group", &["storage"]),
     ("storage", &["io"]),
     ("io", &[]),
     ("meta", &[]),
-    ("config", &["storage", "group"]),
+    ("config", &["storage", "group", "cluster"]),
     ("metrics", &[]),
     ("memory", &[]),
     ("error_code", &[]),

@@ -198,7 +198,11 @@ fn main() -> ExitCode {
             }
         }
         Command::ConfigReference => {
-            print!("{}", BrokerConfig::reference());
+            print!(
+                "{}{}",
+                BrokerConfig::reference(),
+                shardlog::config::topic_reference()
+            );
             ExitCode::SUCCESS
         }
         Command::Format(args) => match format_dir(args) {

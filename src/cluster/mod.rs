@@ -12,12 +12,12 @@
 //!   heartbeats, fencing, controlled shutdown, CreateTopics with placement.
 //! - [`agent`]: the broker's side: registration, heartbeats, images, controlled shutdown.
 //! - [`node`]: one node's control plane started from its properties (what `serve` will call).
-//!
-//! The cluster's properties (`process.roles`, `controller.quorum.voters`, ...) are parsed by
-//! `config::cluster`, which owns every setting; this module uses them (see `LAYERS`).
+//! - [`config`]: `process.roles`, `controller.quorum.voters`, listeners and the other identity
+//!   properties by Kafka's names, with their cross-checks (`config` applies them by key).
 
 pub mod active;
 pub mod agent;
+pub mod config;
 pub mod control;
 pub mod identity;
 pub mod image;

@@ -19,7 +19,7 @@ use super::image::{ClusterImage, Endpoint};
 use super::quorum::{quorum_dir, Quorum, QuorumConfig, QuorumError};
 use super::store::RaftNodeId;
 use super::transport::peer_addr;
-use crate::config::cluster::{ClusterConfig, ProcessRole, ResolvedCluster};
+use crate::cluster::config::{ClusterConfig, ProcessRole, ResolvedCluster};
 
 /// Everything a node's control plane starts from.
 #[derive(Clone, Debug)]
@@ -199,7 +199,7 @@ fn agent_thread() -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::cluster::{parse_listeners, parse_roles, parse_voters};
+    use crate::cluster::config::{parse_listeners, parse_roles, parse_voters};
 
     fn free_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -24,7 +24,7 @@ use super::active::{ActiveController, ControllerSettings, SESSION_CHECK_INTERVAL
 use super::image::{ClusterImage, MetadataRecord};
 use super::store::{LogStore, Proposal, ProposalReply, RaftNodeId, StateMachineStore, TypeConfig};
 use super::transport::{self, LocalHandler, Network, PeerClient, ProposeError, RpcBody, RpcReply};
-use crate::config::cluster::Voter;
+use crate::cluster::config::Voter;
 
 /// The quorum's directory under a data dir (Kafka's name for the metadata log's partition).
 pub fn quorum_dir(data_dir: &Path) -> PathBuf {

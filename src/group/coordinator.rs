@@ -130,6 +130,86 @@ impl Group {
         }
     }
 
+    /// The member id a static member (`group.instance.id`) currently has.
+    fn static_member(&self, instance_id: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance_id))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Kafka's `validateMember`: a request naming a static member's instance id must carry
+    /// that member's current id, else FENCED_INSTANCE_ID (another process took the instance
+    /// id over and this one must stop); an unknown instance id or member id is
+    /// UNKNOWN_MEMBER_ID.
+    fn validate_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        operation: &str,
+        group: &str,
+    ) -> Result<(), ErrorCode> {
+        if let Some(iid) = instance_id {
+            match self.static_member(iid) {
+                None => return Err(ErrorCode::UNKNOWN_MEMBER_ID),
+                Some(current) if current != member_id => {
+                    tracing::info!(
+                        group,
+                        member = member_id,
+                        instance = iid,
+                        current,
+                        operation,
+                        "static member fenced by a newer member with its instance id"
+                    );
+                    return Err(ErrorCode::FENCED_INSTANCE_ID);
+                }
+                Some(_) => {}
+            }
+        }
+        if self.members.contains_key(member_id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        }
+    }
+
+    /// The protocol the next generation would use, chosen as Kafka chooses it
+    /// (`ClassicGroup.selectProtocol`): among the protocols every member supports, each member
+    /// votes for the first of its own list, and the most votes win (a tie, which Kafka leaves
+    /// to hash order, goes to the earlier in the first member's list).
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let supported_by_all = |p: &str| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
+        };
+        let candidates: Vec<&str> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|p| supported_by_all(p))
+            .collect();
+        let votes = |p: &str| {
+            self.members
+                .values()
+                .filter(|m| {
+                    m.protocols
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .find(|n| candidates.contains(n))
+                        == Some(p)
+                })
+                .count()
+        };
+        // max_by_key keeps the last of equal maxima: reverse, so the earliest wins a tie.
+        candidates
+            .iter()
+            .rev()
+            .max_by_key(|p| votes(p))
+            .map(|p| p.to_string())
+    }
+
     fn stored(&self) -> StoredGroup {
         let protocol = self.protocol.clone().unwrap_or_default();
         StoredGroup {
@@ -525,7 +605,10 @@ impl Coordinator {
         } else {
             req.rebalance_timeout_ms
         };
-        let rx = {
+        // A static member that took its place without a rebalance: its answer, and the group
+        // to persist with the new member id (as Kafka does) before answering.
+        let mut replaced: Option<(JoinGroupResponse, StoredGroup)> = None;
+        let rx = 'rx: {
             let mut groups = self.groups.borrow_mut();
             let g = groups.entry(group_id.clone()).or_insert_with(Group::new);
             // Protocol compatibility with the current members.
@@ -556,27 +639,54 @@ impl Coordinator {
                 });
                 let new_id = format!("{}-{}", client_id, uuid::Uuid::new_v4());
                 if let Some(old) = static_prev {
+                    // KIP-345: the newest process with an instance id replaces the member;
+                    // the old one's parked requests, and every later one, get
+                    // FENCED_INSTANCE_ID (see `Group::validate_member`).
+                    tracing::info!(
+                        group = %group_id,
+                        instance = instance_id.as_deref().unwrap_or(""),
+                        old = %old,
+                        new = %new_id,
+                        state = g.state.name(),
+                        "static member replaced"
+                    );
                     let mut m = g.members.remove(&old).expect("found above");
                     if let Some((_, w)) = m.join_waiter.take() {
                         let _ = w.send(Self::join_error(ErrorCode::FENCED_INSTANCE_ID, &old));
                     }
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(
+                            SyncGroupResponse::default()
+                                .with_error_code(ErrorCode::FENCED_INSTANCE_ID.code()),
+                        );
+                    }
                     m.last_heartbeat = Instant::now();
-                    let same = m.protocols == protocols;
                     m.protocols = protocols.clone();
                     m.session_timeout_ms = req.session_timeout_ms;
                     m.rebalance_timeout_ms = rebalance_timeout_ms;
-                    let assignment_kept = g.state == State::Stable && same;
                     if g.leader.as_deref() == Some(old.as_str()) {
                         g.leader = Some(new_id.clone());
                     }
                     g.members.insert(new_id.clone(), m);
+                    // Stable: no rebalance unless the group's protocol would change.
+                    let assignment_kept =
+                        g.state == State::Stable && g.select_protocol() == g.protocol;
+                    if g.state == State::CompletingRebalance
+                        || (g.state == State::Stable && !assignment_kept)
+                    {
+                        // The leader may be assigning to the old member id, or the protocol
+                        // changes: start over, as Kafka does.
+                        self.prepare_rebalance(g, false);
+                    }
                     if assignment_kept {
                         // KIP-345: same subscription, stable group: no rebalance. The member
                         // gets the current generation and syncs to receive its assignment; a
                         // returning leader is told to skip the assignment (KIP-814, v9).
                         let is_leader = g.leader.as_deref() == Some(new_id.as_str());
-                        return Self::join_response(g, &new_id, version)
+                        let resp = Self::join_response(g, &new_id, version)
                             .with_skip_assignment(version >= 9 && is_leader);
+                        replaced = Some((resp, g.stored()));
+                        break 'rx None;
                     }
                     member_id = new_id;
                 } else if version >= 4 && instance_id.is_none() {
@@ -585,6 +695,11 @@ impl Coordinator {
                     return Self::join_error(ErrorCode::MEMBER_ID_REQUIRED, &new_id);
                 } else {
                     member_id = new_id;
+                }
+            } else if let Some(iid) = instance_id.as_deref() {
+                if let Err(code) = g.validate_member(&member_id, Some(iid), "join-group", &group_id)
+                {
+                    return Self::join_error(code, &member_id);
                 }
             } else if !g.members.contains_key(&member_id) && g.pending.remove(&member_id).is_none()
             {
@@ -649,7 +764,18 @@ impl Coordinator {
                 }
             }
             Self::maybe_complete_join(g, Instant::now());
-            rx
+            Some(rx)
+        };
+        let Some(rx) = rx else {
+            let (resp, stored) = replaced.expect("set where the block breaks with None");
+            let rec = OffsetsRecord::Group {
+                group: group_id.clone(),
+                value: Some(stored),
+            };
+            if let Err(e) = self.persist(&group_id, &[rec]).await {
+                tracing::warn!(group = %group_id, error = %e, "cannot persist group metadata");
+            }
+            return resp;
         };
         match rx.await {
             Ok(resp) => resp,
@@ -710,18 +836,7 @@ impl Coordinator {
             return;
         }
         g.generation += 1;
-        // Protocol: the first of the first member's protocols that every member supports.
-        let candidates: Vec<String> = g
-            .members
-            .values()
-            .next()
-            .map(|m| m.protocols.iter().map(|(n, _)| n.clone()).collect())
-            .unwrap_or_default();
-        g.protocol = candidates.into_iter().find(|p| {
-            g.members
-                .values()
-                .all(|m| m.protocols.iter().any(|(n, _)| n == p))
-        });
+        g.protocol = g.select_protocol();
         if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
             g.leader = g.members.keys().next().cloned();
         }
@@ -770,8 +885,9 @@ impl Coordinator {
             let Some(g) = groups.get_mut(&group_id) else {
                 return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
             };
-            if !g.members.contains_key(&member_id) {
-                return err(ErrorCode::UNKNOWN_MEMBER_ID.code());
+            let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+            if let Err(code) = g.validate_member(&member_id, instance_id, "sync-group", &group_id) {
+                return err(code.code());
             }
             if req.generation_id != g.generation {
                 return err(ErrorCode::ILLEGAL_GENERATION.code());
@@ -837,6 +953,15 @@ impl Coordinator {
         let Some(g) = groups.get_mut(req.group_id.as_str()) else {
             return ErrorCode::UNKNOWN_MEMBER_ID;
         };
+        let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
+        if let Err(code) = g.validate_member(
+            req.member_id.as_str(),
+            instance_id,
+            "heartbeat",
+            req.group_id.as_str(),
+        ) {
+            return code;
+        }
         let Some(m) = g.members.get_mut(req.member_id.as_str()) else {
             return ErrorCode::UNKNOWN_MEMBER_ID;
         };
@@ -873,15 +998,29 @@ impl Coordinator {
         let mut results = Vec::new();
         let mut removed_any = false;
         for (member_id, instance_id) in &leaving {
-            let id = if member_id.is_empty() {
-                instance_id.as_ref().and_then(|iid| {
-                    g.members
-                        .iter()
-                        .find(|(_, m)| m.group_instance_id.as_ref() == Some(iid))
-                        .map(|(id, _)| id.clone())
-                })
-            } else {
-                Some(member_id.clone())
+            // Kafka's rule: a static member leaves by its instance id; a member id given with
+            // it must be the current one.
+            let id = match instance_id.as_deref() {
+                Some(iid) => match g.static_member(iid) {
+                    Some(current) if !member_id.is_empty() && current != member_id => {
+                        tracing::info!(
+                            group = %req.group_id.as_str(),
+                            member = %member_id,
+                            instance = iid,
+                            current,
+                            "leave of a fenced static member refused"
+                        );
+                        results.push(
+                            MemberResponse::default()
+                                .with_member_id(sb(member_id))
+                                .with_group_instance_id(Some(sb(iid)))
+                                .with_error_code(ErrorCode::FENCED_INSTANCE_ID.code()),
+                        );
+                        continue;
+                    }
+                    current => current.map(str::to_string),
+                },
+                None => Some(member_id.clone()),
             };
             let code = match id.and_then(|id| g.members.remove(&id).map(|m| (id, m))) {
                 Some((_, m)) => {
@@ -946,18 +1085,26 @@ impl Coordinator {
                 return fail(ErrorCode::INVALID_GROUP_ID.code());
             }
             let g = groups.entry(group.clone()).or_insert_with(Group::new);
-            if generation >= 0 || !member_id.is_empty() {
-                let Some(m) = g.members.get_mut(&member_id) else {
-                    return fail(ErrorCode::UNKNOWN_MEMBER_ID.code());
-                };
-                if instance_id.is_some() && m.group_instance_id != instance_id {
-                    return fail(ErrorCode::FENCED_INSTANCE_ID.code());
+            // Kafka's `validateOffsetCommit` (classic group).
+            if generation < 0 && g.state == State::Empty {
+                // Outside group management (admin client, assign()): into an empty group.
+            } else if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+                if let Err(code) =
+                    g.validate_member(&member_id, instance_id.as_deref(), "offset-commit", &group)
+                {
+                    return fail(code.code());
                 }
-                m.last_heartbeat = Instant::now();
+                if let Some(m) = g.members.get_mut(&member_id) {
+                    m.last_heartbeat = Instant::now();
+                }
                 if generation != g.generation {
                     return fail(ErrorCode::ILLEGAL_GENERATION.code());
                 }
-                if g.state == State::PreparingRebalance || g.state == State::CompletingRebalance {
+                // A member of the current generation may commit while the group prepares a
+                // rebalance (consumers commit in their revoke callbacks exactly then); only
+                // between the join and sync phases, when its assignment may already have
+                // changed, is the commit refused.
+                if g.state == State::CompletingRebalance {
                     return fail(ErrorCode::REBALANCE_IN_PROGRESS.code());
                 }
             } else if g.state != State::Empty {
@@ -1199,5 +1346,74 @@ impl Coordinator {
     /// Error code for an unknown topic in an offset request.
     pub fn unknown_topic() -> ErrorCode {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(protocols: &[&str], instance: Option<&str>) -> Member {
+        Member {
+            group_instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::new()))
+                .collect(),
+            assignment: Bytes::new(),
+            last_heartbeat: Instant::now(),
+            join_waiter: None,
+            sync_waiter: None,
+        }
+    }
+
+    fn group(members: &[(&str, &[&str], Option<&str>)]) -> Group {
+        let mut g = Group::new();
+        for (id, protocols, instance) in members {
+            g.members
+                .insert(id.to_string(), member(protocols, *instance));
+        }
+        g
+    }
+
+    #[test]
+    fn the_protocol_is_chosen_by_the_members_votes() {
+        // Only protocols every member supports count; each member votes for its first one.
+        let g = group(&[
+            ("a", &["range", "cooperative-sticky"], None),
+            ("b", &["cooperative-sticky", "range"], None),
+            ("c", &["cooperative-sticky", "range", "roundrobin"], None),
+        ]);
+        assert_eq!(g.select_protocol().as_deref(), Some("cooperative-sticky"));
+        // A rolling upgrade's first step: the old members only know range.
+        let g = group(&[
+            ("a", &["range"], None),
+            ("b", &["cooperative-sticky", "range"], None),
+        ]);
+        assert_eq!(g.select_protocol().as_deref(), Some("range"));
+        let g = group(&[("a", &["x"], None), ("b", &["y"], None)]);
+        assert_eq!(g.select_protocol(), None);
+    }
+
+    #[test]
+    fn static_members_are_validated_as_kafka_does() {
+        let g = group(&[("m-new", &["range"], Some("i1")), ("d", &["range"], None)]);
+        let check =
+            |member: &str, instance: Option<&str>| g.validate_member(member, instance, "test", "g");
+        assert_eq!(check("m-new", Some("i1")), Ok(()));
+        assert_eq!(
+            check("m-old", Some("i1")),
+            Err(ErrorCode::FENCED_INSTANCE_ID)
+        );
+        assert_eq!(
+            check("m-new", Some("i2")),
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        );
+        assert_eq!(check("d", None), Ok(()));
+        assert_eq!(check("gone", None), Err(ErrorCode::UNKNOWN_MEMBER_ID));
     }
 }

@@ -697,7 +697,14 @@ pub struct SimFs {
 
 impl SimFs {
     fn alive(&self) -> io::Result<()> {
-        if self.disk.inner.borrow().epoch == self.epoch {
+        self.disk.alive(self.epoch)
+    }
+}
+
+impl SimDisk {
+    /// Fails once the simulated process that opened a handle at `epoch` has crashed.
+    fn alive(&self, epoch: u64) -> io::Result<()> {
+        if self.inner.borrow().epoch == epoch {
             Ok(())
         } else {
             Err(io::Error::other("simulated process crashed"))
@@ -706,7 +713,7 @@ impl SimFs {
 }
 
 /// Yields to the executor `n` times (lets other tasks run while an operation is "in flight").
-async fn yield_now_times(n: u32) {
+pub(crate) async fn yield_now_times(n: u32) {
     for _ in 0..n {
         let mut yielded = false;
         std::future::poll_fn(|cx| {
@@ -731,11 +738,7 @@ pub struct SimFile {
 
 impl SimFile {
     fn alive(&self) -> io::Result<()> {
-        if self.disk.inner.borrow().epoch == self.epoch {
-            Ok(())
-        } else {
-            Err(io::Error::other("simulated process crashed"))
-        }
+        self.disk.alive(self.epoch)
     }
 
     fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<usize> {

@@ -11,13 +11,13 @@ use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
 use super::{Shard, ShardMsg};
-use crate::config::{apply_topic_key, topic_log_config};
+use crate::config::{list_items, topic_config, validate_topic_configs};
 use crate::error_code::ErrorCode;
 use crate::group::OFFSETS_TOPIC;
 use crate::meta::{self, Metadata, TopicMeta};
 
 /// A topic to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewTopic {
     /// Name.
     pub name: String,
@@ -27,10 +27,32 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Config overrides by Kafka name.
     pub configs: BTreeMap<String, String>,
+    /// Manual replica assignments, `(partition, broker ids)`; when given, their number is the
+    /// partition count and `partitions` and `replication_factor` must be -1 (as in Kafka).
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    /// Config names the request gave without a value (refused, as in Kafka).
+    pub null_configs: Vec<String>,
 }
 
-/// Config changes of one topic: set (`Some`) or delete (`None`) by key.
-pub type ConfigChanges = Vec<(String, Option<String>)>;
+/// One topic of a CreatePartitions: (topic, new total count, the broker ids of each added
+/// partition when the request assigns them).
+pub type PartitionGrowth = (String, i32, Option<Vec<Vec<i32>>>);
+
+/// One change to a topic config override, with IncrementalAlterConfigs' semantics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    /// Set the value.
+    Set(String),
+    /// Remove the override (back to the default).
+    Delete,
+    /// Add comma-separated items missing from a LIST value (current, else default).
+    Append(String),
+    /// Remove comma-separated items from a LIST value (current, else default).
+    Subtract(String),
+}
+
+/// Config changes of one topic, by key, applied in order.
+pub type ConfigChanges = Vec<(String, ConfigOp)>;
 
 /// An admin change, applied by shard 0.
 #[derive(Debug, Clone)]
@@ -49,17 +71,20 @@ pub enum AdminOp {
     },
     /// Grow topics to a new partition count.
     CreatePartitions {
-        /// (topic, new total count).
-        topics: Vec<(String, i32)>,
+        /// The topics to grow.
+        topics: Vec<PartitionGrowth>,
         /// Only validate; change nothing.
         validate_only: bool,
     },
     /// Hand out one producer id (InitProducerId).
     AllocateProducerId,
-    /// Set (`Some`) or delete (`None`) topic config overrides.
+    /// Change topic config overrides (IncrementalAlterConfigs), or replace them all (the
+    /// legacy AlterConfigs: `replace`, every change a `Set`, every other override removed).
     AlterConfigs {
-        /// (topic, [(key, value)]).
+        /// (topic, changes).
         topics: Vec<(String, ConfigChanges)>,
+        /// Remove every override the changes do not name.
+        replace: bool,
         /// Only validate; change nothing.
         validate_only: bool,
     },
@@ -274,7 +299,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
         } => {
             let results = topics
                 .into_iter()
-                .map(|(name, count)| {
+                .map(|(name, count, assignments)| {
                     if name == OFFSETS_TOPIC {
                         // Groups are placed by hash modulo this count.
                         return Err(internal_topic(&name));
@@ -285,14 +310,37 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                             format!("topic `{name}` does not exist"),
                         )
                     })?;
-                    if count <= t.partitions {
+                    // Kafka's checks and messages (`ReplicationControlManager`).
+                    if count == t.partitions {
+                        return Err(err(
+                            ErrorCode::INVALID_PARTITIONS,
+                            format!("Topic already has {count} partition(s)."),
+                        ));
+                    }
+                    if count < t.partitions {
                         return Err(err(
                             ErrorCode::INVALID_PARTITIONS,
                             format!(
-                                "topic `{name}` has {} partitions; the new count must be larger",
+                                "The topic {name} currently has {} partition(s); {count} would not be an increase.",
                                 t.partitions
                             ),
                         ));
+                    }
+                    if let Some(lists) = assignments {
+                        let added = count - t.partitions;
+                        if lists.len() != added as usize {
+                            return Err(err(
+                                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                                format!(
+                                    "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                                    lists.len()
+                                ),
+                            ));
+                        }
+                        // Every partition here has one replica.
+                        for brokers in &lists {
+                            check_replicas(brokers, shard.config.node_id, Some(1))?;
+                        }
                     }
                     if count > 100_000 {
                         return Err(err(
@@ -310,6 +358,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
         }
         AdminOp::AlterConfigs {
             topics,
+            replace,
             validate_only,
         } => {
             let results = topics
@@ -318,22 +367,18 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                     let t = next.topics.get_mut(&name).ok_or_else(|| {
                         err(
                             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                            format!("topic `{name}` does not exist"),
+                            format!("The topic '{name}' does not exist."),
                         )
                     })?;
-                    let mut configs = t.configs.clone();
-                    for (k, v) in changes {
-                        match v {
-                            Some(v) => {
-                                configs.insert(k, v);
-                            }
-                            None => {
-                                configs.remove(&k);
-                            }
-                        }
-                    }
-                    topic_log_config(&shard.config.log, &configs)
-                        .map_err(|e| err(ErrorCode::INVALID_CONFIG, e.to_string()))?;
+                    let current = if replace {
+                        BTreeMap::new()
+                    } else {
+                        t.configs.clone()
+                    };
+                    let configs = altered_configs(current, changes)
+                        .map_err(|m| err(ErrorCode::INVALID_CONFIG, m))?;
+                    validate_topic_configs(&configs)
+                        .map_err(|m| err(ErrorCode::INVALID_CONFIG, m))?;
                     if !validate_only {
                         t.configs = configs;
                     }
@@ -343,6 +388,123 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
             (results, validate_only)
         }
     }
+}
+
+/// Applies IncrementalAlterConfigs' operations to a topic's overrides, as Kafka's controller
+/// does: APPEND and SUBTRACT only on LIST settings, starting from the override or else the
+/// default, adding only items not yet there. Values are checked afterwards, all together.
+pub fn altered_configs(
+    mut configs: BTreeMap<String, String>,
+    changes: ConfigChanges,
+) -> Result<BTreeMap<String, String>, String> {
+    for (key, op) in changes {
+        let (items, append) = match op {
+            ConfigOp::Set(v) => {
+                configs.insert(key, v);
+                continue;
+            }
+            ConfigOp::Delete => {
+                configs.remove(&key);
+                continue;
+            }
+            ConfigOp::Append(items) => (items, true),
+            ConfigOp::Subtract(items) => (items, false),
+        };
+        let def = topic_config(&key).filter(|d| d.kind.is_list());
+        let Some(def) = def else {
+            let op = if append { "APPEND" } else { "SUBTRACT" };
+            return Err(format!(
+                "Can't {op} to key {key} because its type is not LIST."
+            ));
+        };
+        let current = configs
+            .get(&key)
+            .map_or(def.kafka_default.to_string(), Clone::clone);
+        let mut list: Vec<String> = list_items(&current).into_iter().map(String::from).collect();
+        for item in items.split(',') {
+            if append {
+                if !list.iter().any(|x| x == item) {
+                    list.push(item.to_string());
+                }
+            } else if let Some(i) = list.iter().position(|x| x == item) {
+                list.remove(i);
+            }
+        }
+        configs.insert(key, list.join(","));
+    }
+    Ok(configs)
+}
+
+/// Kafka's `validateManualPartitionAssignment` on one broker, `node_id`: a non-empty list of
+/// registered brokers, none twice, as many as the other partitions have (`replication_factor`);
+/// returns the list's length.
+fn check_replicas(
+    brokers: &[i32],
+    node_id: i32,
+    replication_factor: Option<usize>,
+) -> Result<usize, AdminError> {
+    let invalid = |m: String| err(ErrorCode::INVALID_REPLICA_ASSIGNMENT, m);
+    if brokers.is_empty() {
+        return Err(invalid(
+            "The manual partition assignment includes an empty replica list.".into(),
+        ));
+    }
+    let mut sorted = brokers.to_vec();
+    sorted.sort_unstable();
+    for (i, b) in sorted.iter().enumerate() {
+        if *b != node_id {
+            return Err(invalid(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            )));
+        }
+        if i > 0 && sorted[i - 1] == *b {
+            return Err(invalid(format!(
+                "The manual partition assignment includes the broker {b} more than once."
+            )));
+        }
+    }
+    if let Some(rf) = replication_factor.filter(|rf| *rf != sorted.len()) {
+        return Err(invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+            sorted.len()
+        )));
+    }
+    Ok(sorted.len())
+}
+
+/// The partition count of a topic created with manual replica assignments, after Kafka's
+/// checks (`ReplicationControlManager.createTopic`), on one broker, `node_id`.
+fn manual_partitions(t: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
+    let invalid = |m: String| err(ErrorCode::INVALID_REPLICA_ASSIGNMENT, m);
+    if t.replication_factor != -1 {
+        return Err(err(
+            ErrorCode::INVALID_REQUEST,
+            "A manual partition assignment was specified, but replication factor was not set to -1.",
+        ));
+    }
+    if t.partitions != -1 {
+        return Err(err(
+            ErrorCode::INVALID_REQUEST,
+            "A manual partition assignment was specified, but numPartitions was not set to -1.",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut replication_factor = None;
+    for (partition, brokers) in &t.assignments {
+        if !seen.insert(*partition) {
+            return Err(invalid(format!(
+                "Found multiple manual partition assignments for partition {partition}"
+            )));
+        }
+        replication_factor = Some(check_replicas(brokers, node_id, replication_factor)?);
+    }
+    let count = i32::try_from(seen.len()).unwrap_or(i32::MAX);
+    if !seen.iter().copied().eq(0..count) {
+        return Err(invalid(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(count)
 }
 
 fn create_topic(
@@ -355,33 +517,54 @@ fn create_topic(
     if next.topics.contains_key(&t.name) {
         return Err(err(
             ErrorCode::TOPIC_ALREADY_EXISTS,
-            format!("topic `{}` already exists", t.name),
+            format!("Topic '{}' already exists.", t.name),
         ));
     }
-    let partitions = if t.partitions == -1 {
-        shard.config.num_partitions
+    if !t.null_configs.is_empty() {
+        return Err(err(
+            ErrorCode::INVALID_CONFIG,
+            format!(
+                "Null value not supported for topic configs: {}",
+                t.null_configs.join(",")
+            ),
+        ));
+    }
+    validate_topic_configs(&t.configs).map_err(|m| err(ErrorCode::INVALID_CONFIG, m))?;
+    let partitions = if !t.assignments.is_empty() {
+        manual_partitions(&t, shard.config.node_id)?
     } else {
-        t.partitions
+        if t.partitions == 0 || t.partitions < -1 {
+            return Err(err(
+                ErrorCode::INVALID_PARTITIONS,
+                "Number of partitions was set to an invalid non-positive value.",
+            ));
+        }
+        if t.replication_factor == 0 || t.replication_factor < -1 {
+            return Err(err(
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                "Replication factor must be larger than 0, or -1 to use the default value.",
+            ));
+        }
+        if t.replication_factor > 1 {
+            return Err(err(
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered.",
+                    rf = t.replication_factor
+                ),
+            ));
+        }
+        if t.partitions == -1 {
+            shard.config.num_partitions
+        } else {
+            t.partitions
+        }
     };
     if !(1..=100_000).contains(&partitions) {
         return Err(err(
             ErrorCode::INVALID_PARTITIONS,
             "partitions must be between 1 and 100000",
         ));
-    }
-    if t.replication_factor != -1 && t.replication_factor != 1 {
-        return Err(err(
-            ErrorCode::INVALID_REPLICATION_FACTOR,
-            format!(
-                "replication factor {} is larger than the 1 available broker",
-                t.replication_factor
-            ),
-        ));
-    }
-    let mut probe = shard.config.log.clone();
-    for (k, v) in &t.configs {
-        apply_topic_key(&mut probe, k, v)
-            .map_err(|why| err(ErrorCode::INVALID_CONFIG, format!("{k}={v}: {why}")))?;
     }
     if !validate_only {
         next.topics.insert(
@@ -395,4 +578,101 @@ fn create_topic(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(list: &[(&str, ConfigOp)]) -> ConfigChanges {
+        list.iter()
+            .map(|(k, op)| (k.to_string(), op.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn append_and_subtract_follow_kafka() {
+        let key = "leader.replication.throttled.replicas";
+        // APPEND starts from the default (empty here) and adds only missing items.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[
+                (key, ConfigOp::Append("0:0".into())),
+                (key, ConfigOp::Append("1:0,0:0".into())),
+            ]),
+        )
+        .expect("list config");
+        assert_eq!(c[key], "0:0,1:0");
+        let c = altered_configs(c, changes(&[(key, ConfigOp::Subtract("0:0,7:7".into()))]))
+            .expect("list config");
+        assert_eq!(c[key], "1:0");
+        // cleanup.policy starts from its default, `delete`.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[("cleanup.policy", ConfigOp::Subtract("delete".into()))]),
+        )
+        .expect("list config");
+        assert_eq!(c["cleanup.policy"], "");
+        // Not a LIST: Kafka's message.
+        let e = altered_configs(
+            BTreeMap::new(),
+            changes(&[("retention.ms", ConfigOp::Append("1".into()))]),
+        )
+        .expect_err("not a list");
+        assert_eq!(
+            e,
+            "Can't APPEND to key retention.ms because its type is not LIST."
+        );
+        // SET and DELETE.
+        let c = altered_configs(
+            BTreeMap::new(),
+            changes(&[
+                ("retention.ms", ConfigOp::Set("5".into())),
+                ("segment.ms", ConfigOp::Set("9".into())),
+                ("retention.ms", ConfigOp::Delete),
+            ]),
+        )
+        .expect("set and delete");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["segment.ms"], "9");
+    }
+
+    fn manual(partitions: i32, rf: i16, assignments: &[(i32, &[i32])]) -> NewTopic {
+        NewTopic {
+            name: "t".into(),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+            assignments: assignments.iter().map(|(p, b)| (*p, b.to_vec())).collect(),
+            null_configs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn manual_assignments_are_checked_as_kafka_does() {
+        let code = |t: &NewTopic| manual_partitions(t, 3).map_err(|e| e.code);
+        assert_eq!(code(&manual(-1, -1, &[(0, &[3])])), Ok(1));
+        assert_eq!(code(&manual(-1, -1, &[(1, &[3]), (0, &[3])])), Ok(2));
+        assert_eq!(
+            code(&manual(1, -1, &[(0, &[3])])),
+            Err(ErrorCode::INVALID_REQUEST)
+        );
+        assert_eq!(
+            code(&manual(-1, 1, &[(0, &[3])])),
+            Err(ErrorCode::INVALID_REQUEST)
+        );
+        for bad in [
+            manual(-1, -1, &[(0, &[4])]),
+            manual(-1, -1, &[(0, &[])]),
+            manual(-1, -1, &[(0, &[3, 3])]),
+            manual(-1, -1, &[(0, &[3]), (0, &[3])]),
+            manual(-1, -1, &[(1, &[3])]),
+        ] {
+            assert_eq!(
+                code(&bad),
+                Err(ErrorCode::INVALID_REPLICA_ASSIGNMENT),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -26,7 +26,7 @@ use crate::group::{Coordinator, GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
-pub use controller::{AdminError, AdminOp, AdminReply, NewTopic};
+pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
 
 /// The shard that owns a partition: a stable hash of the topic name plus the partition index,
 /// so ownership survives restarts and a topic's partitions spread round-robin over shards.
@@ -589,6 +589,7 @@ impl Shard {
                     partitions: self.config.group.offsets_partitions,
                     replication_factor: 1,
                     configs,
+                    ..Default::default()
                 }],
                 validate_only: false,
             })

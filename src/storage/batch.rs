@@ -137,6 +137,17 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, StorageError> {
 /// attributes..end, `records_count >= 1` and `last_offset_delta == records_count - 1`.
 pub fn validate_batch(batch: &[u8], max_message_bytes: u32) -> Result<BatchHeader, StorageError> {
     let h = parse_header(batch)?;
+    check_batch(batch, &h, max_message_bytes)?;
+    Ok(h)
+}
+
+/// [`validate_batch`]'s checks for a batch whose header `h` was already parsed from `batch`
+/// (the disk scanner parses it first to learn the batch's length).
+pub(crate) fn check_batch(
+    batch: &[u8],
+    h: &BatchHeader,
+    max_message_bytes: u32,
+) -> Result<(), StorageError> {
     if h.batch_length < MIN_BATCH_LENGTH {
         return Err(StorageError::CorruptMessage(
             "batch_length below the header size",
@@ -167,7 +178,7 @@ pub fn validate_batch(batch: &[u8], max_message_bytes: u32) -> Result<BatchHeade
             "last_offset_delta != records_count - 1",
         ));
     }
-    Ok(h)
+    Ok(())
 }
 
 /// Builds the broker's copy of the 61-byte header of `batch` (whose validated header is `h`):

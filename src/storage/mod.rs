@@ -3,8 +3,14 @@
 //! What it owns: for each partition a shard opened, `DATA_DIR/<topic>-<partition>/` with
 //! `<base offset>.log` segments (v2 record batches byte-for-byte as produced, base offset
 //! assigned), their `.index`/`.timeindex`, a `recovery-point-offset-checkpoint` and a
-//! `.clean_shutdown` marker; the shard's batch cache; the group-commit flusher; retention.
-//! What it may call: [`crate::io`] (the file seam), glommio, crc32c. Nothing else in the crate.
+//! `.clean_shutdown` marker; each partition's idempotent producer state and its
+//! `producer-state.snapshot`; the shard's batch cache; the group-commit flusher; retention; and
+//! Kafka's v2 batch framing (split, parse, validate, patch, count: [`batch`'s functions]).
+//! What it may call: [`crate::io`] (the file seam, for every file it touches),
+//! [`crate::error_code`], glommio, crc32c. Nothing else in the crate. See `README.md` for the
+//! files.
+//!
+//! [`batch`'s functions]: split_batches
 //!
 //! # Write path (one copy)
 //! [`ShardStorage::append`] is synchronous: validate the batch (length, magic, CRC32C, counts),

@@ -7,11 +7,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::batch::{
-    parse_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH,
-};
+use super::batch::{check_batch, parse_header, BatchHeader, BATCH_HEADER_BYTES, MIN_BATCH_LENGTH};
 use super::index::{OffsetIndex, TimeIndex};
-use crate::io::IoFile;
+use crate::io::{FileSystem, IoFile};
 
 /// Path of a segment file: `dir/<base offset, 20 digits>.<ext>` (Kafka's naming).
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
@@ -106,8 +104,23 @@ impl LogSegment {
         self.next_offset = last_offset + 1;
     }
 
+    /// Adds the final time index entry and takes what the segment's files must now hold (at
+    /// a finish or a clean close): taken under the state borrow, written after it.
+    pub(crate) fn seal(&mut self) -> SealedSegment {
+        self.seal_time_index();
+        SealedSegment {
+            file: self.file.clone(),
+            base_offset: self.base_offset,
+            size: self.size,
+            allocated: self.allocated,
+            next_offset: self.next_offset,
+            index: self.offset_index.to_bytes(),
+            timeindex: self.time_index.to_bytes(),
+        }
+    }
+
     /// Adds the final time index entry (segment's max timestamp), as Kafka does at roll.
-    pub(crate) fn seal_time_index(&mut self) {
+    fn seal_time_index(&mut self) {
         if self.max_timestamp >= 0 {
             self.time_index.maybe_append(
                 self.max_timestamp,
@@ -123,6 +136,33 @@ impl LogSegment {
         } else {
             self.created_ms
         }
+    }
+}
+
+/// A segment's file and index contents as of a seal (see [`LogSegment::seal`]).
+pub(crate) struct SealedSegment {
+    /// The segment file, if it was ever written.
+    pub file: Option<Rc<IoFile>>,
+    pub base_offset: i64,
+    /// Bytes of batches in the segment.
+    pub size: u64,
+    /// File size reserved with fallocate.
+    pub allocated: u64,
+    /// Offset after the segment's last batch.
+    pub next_offset: i64,
+    index: Vec<u8>,
+    timeindex: Vec<u8>,
+}
+
+impl SealedSegment {
+    /// Writes the `.index` and `.timeindex` files beside the segment, each atomically and
+    /// durably.
+    pub(crate) fn write_indexes(&self, fs: &FileSystem, dir: &Path) -> io::Result<()> {
+        fs.write_small_file_durable(&segment_path(dir, self.base_offset, "index"), &self.index)?;
+        fs.write_small_file_durable(
+            &segment_path(dir, self.base_offset, "timeindex"),
+            &self.timeindex,
+        )
     }
 }
 
@@ -252,7 +292,7 @@ impl<'a> BatchScanner<'a> {
         let off = (self.pos - self.buf_pos) as usize;
         let bytes = self.buf.slice(off..off + size);
         if self.verify_crc {
-            if let Err(e) = validate_batch(&bytes, u32::MAX) {
+            if let Err(e) = check_batch(&bytes, &header, u32::MAX) {
                 return Ok(ScanItem::Torn {
                     position,
                     reason: e.to_string(),

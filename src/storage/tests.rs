@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::error_code::ErrorCode;
-use crate::io::SimDisk;
+use crate::io::{yield_now_times as yield_times, SimDisk};
 
 /// Runs a future on a fresh single-thread glommio executor with a small I/O buffer pool.
 pub(crate) fn run<F, Fut>(f: F)
@@ -261,6 +261,64 @@ fn crash_recovery_property_simulated() {
     });
 }
 
+/// `b` re-stamped as idempotent producer `pid`'s batch (epoch 0) starting at sequence `seq`,
+/// its CRC32C recomputed.
+fn idempotent(b: &Bytes, pid: i64, seq: i32) -> Bytes {
+    let mut v = b.to_vec();
+    v[43..51].copy_from_slice(&pid.to_be_bytes());
+    v[51..53].copy_from_slice(&0i16.to_be_bytes());
+    v[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(v)
+}
+
+/// Producers the crash cases use (ids 1 and 2; id -1 is a plain producer).
+const PRODUCER_IDS: [i64; 2] = [1, 2];
+
+/// The next sequence of producer `pid` after the batches of `model` (0 if it has none).
+fn next_sequence(model: &[Bytes], pid: i64) -> i32 {
+    model
+        .iter()
+        .filter_map(|b| parse_header(b).ok())
+        .filter(|h| h.producer_id == pid)
+        .last()
+        .map_or(0, |h| h.base_sequence + h.records_count)
+}
+
+/// The producer-state property after a recovery: every recovered batch among each producer's
+/// last five (the ones Kafka remembers) is recognized when retried: answered as a duplicate
+/// with its original offsets, nothing appended. `got` is the recovered log, `model` its
+/// batches as the producers sent them.
+fn assert_retries_are_duplicates(
+    s: &ShardStorage,
+    got: &[(BatchHeader, Bytes)],
+    model: &[Bytes],
+    ctx: &str,
+) {
+    let hw = s.offsets(T, 0).unwrap().1;
+    for pid in PRODUCER_IDS {
+        let mine: Vec<usize> = (0..got.len())
+            .filter(|&i| got[i].0.producer_id == pid)
+            .collect();
+        for &i in mine.iter().rev().take(5) {
+            let info = s
+                .append(T, 0, model[i].clone())
+                .unwrap_or_else(|e| panic!("{ctx}: retry of batch {i} (producer {pid}): {e}"));
+            assert!(
+                info.duplicate,
+                "{ctx}: retry of batch {i} (producer {pid}) appended again"
+            );
+            assert_eq!(
+                (info.first_offset, info.last_offset),
+                (got[i].0.base_offset, got[i].0.last_offset()),
+                "{ctx}: offsets of the retried batch {i}"
+            );
+        }
+    }
+    assert_eq!(s.offsets(T, 0).unwrap().1, hw, "{ctx}: retries appended");
+}
+
 /// Prints the seed if the case panics, so it can be replayed with `<case>(seed)`.
 struct SeedGuard(u64, &'static str);
 impl Drop for SeedGuard {
@@ -312,17 +370,30 @@ async fn crash_case(seed: u64) -> (usize, usize) {
             next = h.last_offset() + 1;
         }
         assert_eq!(s.offsets(T, 0).unwrap().1, next, "{ctx}: high watermark");
+        assert_retries_are_duplicates(&s, &got, &model, &ctx);
         lost += model.len() - got.len();
         kept_unsynced += usize::from(got.len() > acked);
         model.truncate(got.len());
         acked = got.len();
+        let mut seqs = PRODUCER_IDS.map(|pid| next_sequence(&model, pid));
         let ops = 5 + rng.below(40);
         let mut clean = false;
         for _ in 0..ops {
             match rng.below(10) {
                 0..=6 => {
-                    let b = build_test_batch(1 + rng.below(4) as i32, rng.below(700) as usize, 7);
-                    s.append(T, 0, b.clone()).unwrap();
+                    let count = 1 + rng.below(4) as i32;
+                    let mut b = build_test_batch(count, rng.below(700) as usize, 7);
+                    // A third of the batches each from two idempotent producers.
+                    let who = rng.below(3) as usize;
+                    if who < PRODUCER_IDS.len() {
+                        b = idempotent(&b, PRODUCER_IDS[who], seqs[who]);
+                        seqs[who] += count;
+                    }
+                    let info = s.append(T, 0, b.clone()).unwrap();
+                    assert!(
+                        !info.duplicate,
+                        "seed {seed}: a new batch taken for a retry"
+                    );
                     model.push(b);
                 }
                 7 => {
@@ -350,6 +421,10 @@ async fn crash_case(seed: u64) -> (usize, usize) {
                         acked = model.len();
                         clean = true;
                         break;
+                    }
+                    if rng.below(2) == 0 {
+                        // The periodic snapshot: it may cover data a crash then takes away.
+                        s.snapshot_producers().await;
                     }
                 }
             }
@@ -850,6 +925,7 @@ async fn concurrent_crash_case(seed: u64) -> (i64, usize) {
             for (i, (_, b)) in got.iter().enumerate() {
                 assert_eq!(body(b), body(&m[i]), "{ctx}: bytes of batch {i}");
             }
+            assert_retries_are_duplicates(&s, &got, &m, &ctx);
         }
         lost += model.borrow().len() - got.len();
         model.borrow_mut().truncate(got.len());
@@ -863,13 +939,20 @@ async fn concurrent_crash_case(seed: u64) -> (i64, usize) {
             let model = model.clone();
             let acked = acked.clone();
             let mut prng = Rng(seed * 31 + p + cycle * 7);
+            // Each task is one idempotent producer, continuing its sequence after recovery.
+            let pid = PRODUCER_IDS[p as usize];
+            let mut seq = next_sequence(&model.borrow(), pid);
             tasks.push(glommio::spawn_local(async move {
                 loop {
-                    let b = build_test_batch(1 + prng.below(3) as i32, prng.below(900) as usize, 1);
+                    let count = 1 + prng.below(3) as i32;
+                    let b = build_test_batch(count, prng.below(900) as usize, 1);
+                    let b = idempotent(&b, pid, seq);
                     let info = match s.append(T, 0, b.clone()) {
                         Ok(i) => i,
                         Err(_) => return,
                     };
+                    assert!(!info.duplicate, "a new batch taken for a retry");
+                    seq += count;
                     model.borrow_mut().push(b);
                     if prng.below(2) == 0 {
                         match s.wait_durable(T, 0, info.last_offset).await {
@@ -879,6 +962,17 @@ async fn concurrent_crash_case(seed: u64) -> (i64, usize) {
                     } else {
                         yield_times(prng.below(4) as u32).await;
                     }
+                }
+            }));
+        }
+        // The periodic producer state snapshot, at seeded moments.
+        {
+            let s = s.clone();
+            let mut prng = Rng(seed * 17 + cycle);
+            tasks.push(glommio::spawn_local(async move {
+                loop {
+                    yield_times(1 + prng.below(100) as u32).await;
+                    s.snapshot_producers().await;
                 }
             }));
         }
@@ -892,22 +986,6 @@ async fn concurrent_crash_case(seed: u64) -> (i64, usize) {
         drop(s);
     }
     (acked_total, lost)
-}
-
-async fn yield_times(n: u32) {
-    for _ in 0..n {
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                std::task::Poll::Ready(())
-            } else {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-        })
-        .await;
-    }
 }
 
 #[test]

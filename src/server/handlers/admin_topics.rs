@@ -2,17 +2,23 @@
 //! answers only once every shard has opened (or deleted) its partitions.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
+use super::configs::config_source;
 use super::sb;
 use super::Request;
+use crate::config::{topic_config_value, topic_log_config, TOPIC_CONFIGS};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::server::refusal::log_refusal;
+use crate::shard::controller::PartitionGrowth;
 use crate::shard::{AdminError, AdminOp, NewTopic};
 
 fn code_and_message(
@@ -36,11 +42,7 @@ pub async fn create_topics(
         .map(|t| NewTopic {
             name: t.name.to_string(),
             partitions: t.num_partitions,
-            replication_factor: if t.assignments.is_empty() {
-                t.replication_factor
-            } else {
-                -1
-            },
+            replication_factor: t.replication_factor,
             configs: t
                 .configs
                 .iter()
@@ -49,6 +51,22 @@ pub async fn create_topics(
                         .as_ref()
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
+                .collect(),
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            null_configs: t
+                .configs
+                .iter()
+                .filter(|c| c.value.is_none())
+                .map(|c| c.name.to_string())
                 .collect(),
         })
         .collect();
@@ -64,23 +82,30 @@ pub async fn create_topics(
         .enumerate()
         .map(|(i, t)| {
             let r = reply.result(i);
+            if let Err(e) = &r {
+                log_refusal(
+                    rq.client_id,
+                    "CreateTopics",
+                    &format_args!("topic `{}`: {}: {}", t.name, e.code, e.message),
+                );
+            }
             let (code, message) = code_and_message(&r);
             let mut out = CreatableTopicResult::default()
                 .with_name(TopicName(sb(&t.name)))
                 .with_error_code(code.code())
                 .with_error_message(message);
             if r.is_ok() && version >= 5 {
-                let partitions = meta.topics.get(&t.name).map_or(
-                    if t.partitions == -1 {
-                        shard.config.num_partitions
-                    } else {
-                        t.partitions
-                    },
-                    |m| m.partitions,
-                );
+                // The created topic's count; with validate_only, the count it would have.
+                let partitions = match meta.topics.get(&t.name) {
+                    Some(m) if !req.validate_only => m.partitions,
+                    _ if !t.assignments.is_empty() => t.assignments.len() as i32,
+                    _ if t.partitions == -1 => shard.config.num_partitions,
+                    _ => t.partitions,
+                };
                 out = out
                     .with_num_partitions(partitions)
                     .with_replication_factor(1)
+                    .with_configs(Some(created_configs(shard, &t.configs)))
                     .with_topic_id(match (version >= 7, meta.topics.get(&t.name)) {
                         (true, Some(m)) => uuid::Uuid::from_bytes(m.id),
                         _ => uuid::Uuid::nil(),
@@ -93,6 +118,27 @@ pub async fn create_topics(
         .collect();
     let body = CreateTopicsResponse::default().with_topics(results);
     Ok(body)
+}
+
+/// The configs a created topic has, as CreateTopics v5+ reports them (Kafka lists every
+/// topic config with its value and source).
+fn created_configs(
+    shard: &crate::shard::Shard,
+    overrides: &std::collections::BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    let log = topic_log_config(&shard.config.log, overrides).unwrap_or_else(|_| {
+        // Checked by the controller before the topic was created.
+        shard.config.log.clone()
+    });
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            CreatableTopicConfigs::default()
+                .with_name(sb(d.name))
+                .with_value(topic_config_value(&log, overrides, d.name).map(|v| sb(&v)))
+                .with_config_source(config_source(shard, overrides, d.name))
+        })
+        .collect()
 }
 
 /// Answers DeleteTopics v1–v6 (by name, or by topic id from v6).
@@ -155,10 +201,18 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> Result<CreatePartitionsResponse, ProtocolError> {
     let shard = rq.shard;
-    let topics: Vec<(String, i32)> = req
+    let topics: Vec<PartitionGrowth> = req
         .topics
         .iter()
-        .map(|t| (t.name.to_string(), t.count))
+        .map(|t| {
+            let assignments = t.assignments.as_ref().map(|lists| {
+                lists
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            (t.name.to_string(), t.count, assignments)
+        })
         .collect();
     let reply = shard
         .admin(AdminOp::CreatePartitions {
@@ -169,8 +223,16 @@ pub async fn create_partitions(
     let results = topics
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| {
-            let (code, message) = code_and_message(&reply.result(i));
+        .map(|(i, (name, _, _))| {
+            let r = reply.result(i);
+            if let Err(e) = &r {
+                log_refusal(
+                    rq.client_id,
+                    "CreatePartitions",
+                    &format_args!("topic `{name}`: {}: {}", e.code, e.message),
+                );
+            }
+            let (code, message) = code_and_message(&r);
             CreatePartitionsTopicResult::default()
                 .with_name(TopicName(sb(name)))
                 .with_error_code(code.code())

@@ -1,20 +1,28 @@
-//! DescribeConfigs v1–v4 and IncrementalAlterConfigs v0–v1 for topics (and broker describe).
+//! DescribeConfigs v1–v4, IncrementalAlterConfigs v0–v1 (SET, DELETE, APPEND, SUBTRACT) and
+//! the legacy AlterConfigs v0–v2 for topics (and broker describe). What each topic setting
+//! means and how it is checked lives in `crate::config`; the change is made by shard 0.
+
+use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 
-use super::sb;
-use super::Request;
-use crate::config::{topic_key_value, topic_log_config, TOPIC_KEYS};
+use super::{sb, Request};
+use crate::config::{
+    broker_sets_topic_default, topic_config_value, topic_log_config, TopicConfigStatus,
+    TOPIC_CONFIGS,
+};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
-use crate::shard::AdminOp;
+use crate::server::refusal::log_refusal;
+use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
 
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -25,11 +33,15 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn config_type(key: &str) -> i8 {
-    match key {
-        "message.timestamp.type" | "cleanup.policy" => 2, // STRING
-        "max.message.bytes" | "index.interval.bytes" => 3, // INT
-        _ => 5,                                           // LONG
+/// Where a topic's value of `name` comes from, as Kafka reports it: the topic's override, the
+/// broker's configuration (its `log.*` default was set to something else), or the default.
+pub(super) fn config_source(shard: &Shard, overrides: &BTreeMap<String, String>, name: &str) -> i8 {
+    if overrides.contains_key(name) {
+        SOURCE_DYNAMIC_TOPIC
+    } else if broker_sets_topic_default(&shard.config.log, name) {
+        SOURCE_STATIC_BROKER
+    } else {
+        SOURCE_DEFAULT
     }
 }
 
@@ -52,10 +64,10 @@ pub async fn describe(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let (log, overrides, source_default) = match r.resource_type {
+            let (log, overrides) = match r.resource_type {
                 RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
                     Some(t) => match topic_log_config(&shard.config.log, &t.configs) {
-                        Ok(log) => (log, Some(t.configs.clone()), SOURCE_DEFAULT),
+                        Ok(log) => (log, Some(t.configs.clone())),
                         Err(e) => {
                             return base
                                 .with_error_code(ErrorCode::INVALID_CONFIG.code())
@@ -68,7 +80,7 @@ pub async fn describe(
                             .with_error_message(Some(sb("unknown topic")))
                     }
                 },
-                RESOURCE_BROKER => (shard.config.log.clone(), None, SOURCE_STATIC_BROKER),
+                RESOURCE_BROKER => (shard.config.log.clone(), None),
                 other => {
                     return base
                         .with_error_code(ErrorCode::INVALID_REQUEST.code())
@@ -77,22 +89,29 @@ pub async fn describe(
                         ))))
                 }
             };
-            let configs = TOPIC_KEYS
+            let empty = Default::default();
+            let configs = TOPIC_CONFIGS
                 .iter()
-                .filter(|(k, _)| wanted(k))
-                .map(|(k, help)| {
-                    let is_override = overrides.as_ref().is_some_and(|o| o.contains_key(*k));
+                // The broker resource lists the log defaults shardlog applies.
+                .filter(|d| overrides.is_some() || d.status == TopicConfigStatus::Implemented)
+                .filter(|d| wanted(d.name))
+                .map(|d| {
+                    let source = match &overrides {
+                        Some(o) => config_source(shard, o, d.name),
+                        None => SOURCE_STATIC_BROKER,
+                    };
+                    let overrides = overrides.as_ref().unwrap_or(&empty);
                     let mut c = DescribeConfigsResourceResult::default()
-                        .with_name(sb(k))
-                        .with_value(topic_key_value(&log, k).map(|v| sb(&v)))
-                        .with_config_source(if is_override {
-                            SOURCE_DYNAMIC_TOPIC
+                        .with_name(sb(d.name))
+                        .with_value(topic_config_value(&log, overrides, d.name).map(|v| sb(&v)))
+                        .with_config_source(source)
+                        .with_config_type(if version >= 3 {
+                            d.kind.kafka_type_id()
                         } else {
-                            source_default
-                        })
-                        .with_config_type(if version >= 3 { config_type(k) } else { 0 });
+                            0
+                        });
                     if req.include_documentation && version >= 3 {
-                        c = c.with_documentation(Some(sb(help)));
+                        c = c.with_documentation(Some(sb(d.help)));
                     }
                     c
                 })
@@ -100,76 +119,145 @@ pub async fn describe(
             base.with_configs(configs)
         })
         .collect();
-    let body = DescribeConfigsResponse::default().with_results(results);
-    Ok(body)
+    Ok(DescribeConfigsResponse::default().with_results(results))
 }
 
-/// Answers IncrementalAlterConfigs: SET and DELETE on topic configs.
-pub async fn incremental_alter(
-    rq: &Request<'_>,
-    req: IncrementalAlterConfigsRequest,
-) -> Result<IncrementalAlterConfigsResponse, ProtocolError> {
-    let shard = rq.shard;
-    let mut changes = Vec::new();
-    // Per resource: Ok(index into changes) or an immediate error.
-    let mut slots = Vec::with_capacity(req.resources.len());
-    for r in &req.resources {
-        if r.resource_type != RESOURCE_TOPIC {
-            slots.push(Err((
-                ErrorCode::INVALID_REQUEST,
-                "only topic configs can be altered".to_string(),
-            )));
-            continue;
-        }
-        let mut ops = Vec::new();
-        let mut bad = None;
-        for c in &r.configs {
-            match c.config_operation {
-                0 => ops.push((
-                    c.name.to_string(),
-                    Some(c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()),
-                )),
-                1 => ops.push((c.name.to_string(), None)),
-                op => {
-                    bad = Some(format!(
-                        "config operation {op} on `{}` is not supported (only SET and DELETE)",
-                        c.name.as_str()
-                    ))
-                }
-            }
-        }
-        match bad {
-            Some(m) => slots.push(Err((ErrorCode::INVALID_CONFIG, m))),
-            None => {
-                changes.push((r.resource_name.to_string(), ops));
-                slots.push(Ok(changes.len() - 1));
-            }
-        }
+/// Kafka's numbers of IncrementalAlterConfigs' operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Per resource of an alter request: the topic's changes, or why it is refused at once.
+type Planned = Result<(String, Vec<(String, ConfigOp)>), (ErrorCode, String)>;
+
+/// Checks shared by both alter APIs: a topic resource, no key twice, no null value.
+fn plan_resource(
+    resource_type: i8,
+    name: &StrBytes,
+    configs: impl Iterator<Item = (String, Result<ConfigOp, (ErrorCode, String)>)>,
+) -> Planned {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ErrorCode::INVALID_REQUEST,
+            "only topic configs can be altered".to_string(),
+        ));
     }
-    let reply = if changes.is_empty() {
+    let mut keys = HashSet::new();
+    let mut changes = Vec::new();
+    for (key, op) in configs {
+        if !keys.insert(key.clone()) {
+            return Err((
+                ErrorCode::INVALID_REQUEST,
+                "Error due to duplicate config keys".to_string(),
+            ));
+        }
+        changes.push((key, op?));
+    }
+    Ok((name.to_string(), changes))
+}
+
+/// Sends the planned changes to shard 0 and returns each resource's (code, message).
+async fn apply(
+    rq: &Request<'_>,
+    planned: Vec<Planned>,
+    replace: bool,
+    validate_only: bool,
+    api: &str,
+) -> Vec<(ErrorCode, Option<StrBytes>)> {
+    let topics: Vec<_> = planned
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .cloned()
+        .collect();
+    let reply = if topics.is_empty() {
         None
     } else {
         Some(
-            shard
+            rq.shard
                 .admin(AdminOp::AlterConfigs {
-                    topics: changes,
-                    validate_only: req.validate_only,
+                    topics,
+                    replace,
+                    validate_only,
                 })
                 .await,
         )
     };
+    let mut next = 0;
+    planned
+        .into_iter()
+        .map(|p| {
+            let outcome = match p {
+                Ok((name, _)) => {
+                    next += 1;
+                    match reply.as_ref().map(|r: &AdminReply| r.result(next - 1)) {
+                        Some(Err(e)) => Err((name, e.code, e.message)),
+                        _ => Ok(()),
+                    }
+                }
+                Err((code, m)) => Err((String::new(), code, m)),
+            };
+            match outcome {
+                Ok(()) => (ErrorCode::NONE, None),
+                Err((topic, code, message)) => {
+                    log_refusal(
+                        rq.client_id,
+                        api,
+                        &format_args!("topic `{topic}`: {code}: {message}"),
+                    );
+                    (code, Some(sb(&message)))
+                }
+            }
+        })
+        .collect()
+}
+
+/// Answers IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on topic configs, with
+/// Kafka's semantics (APPEND and SUBTRACT on LIST settings only, from the current value or
+/// else the default).
+pub async fn incremental_alter(
+    rq: &Request<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> Result<IncrementalAlterConfigsResponse, ProtocolError> {
+    let planned: Vec<Planned> = req
+        .resources
+        .iter()
+        .map(|r| {
+            let configs = r.configs.iter().map(|c| {
+                let key = c.name.to_string();
+                let value = c.value.as_ref().map(|v| v.to_string());
+                let op = match (c.config_operation, value) {
+                    (OP_DELETE, _) => Ok(ConfigOp::Delete),
+                    (OP_SET | OP_APPEND | OP_SUBTRACT, None) => Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("Null value not supported for : {key}"),
+                    )),
+                    (OP_SET, Some(v)) => Ok(ConfigOp::Set(v)),
+                    (OP_APPEND, Some(v)) => Ok(ConfigOp::Append(v)),
+                    (OP_SUBTRACT, Some(v)) => Ok(ConfigOp::Subtract(v)),
+                    (other, _) => Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("Unknown operations type {other}"),
+                    )),
+                };
+                (key, op)
+            });
+            plan_resource(r.resource_type, &r.resource_name, configs)
+        })
+        .collect();
+    let outcomes = apply(
+        rq,
+        planned,
+        false,
+        req.validate_only,
+        "IncrementalAlterConfigs",
+    )
+    .await;
     let responses = req
         .resources
         .iter()
-        .zip(slots)
-        .map(|(r, slot)| {
-            let (code, message) = match slot {
-                Ok(i) => match reply.as_ref().map(|rep| rep.result(i)) {
-                    Some(Err(e)) => (e.code, Some(sb(&e.message))),
-                    _ => (ErrorCode::NONE, None),
-                },
-                Err((code, m)) => (code, Some(sb(&m))),
-            };
+        .zip(outcomes)
+        .map(|(r, (code, message))| {
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
@@ -177,6 +265,45 @@ pub async fn incremental_alter(
                 .with_error_message(message)
         })
         .collect();
-    let body = IncrementalAlterConfigsResponse::default().with_responses(responses);
-    Ok(body)
+    Ok(IncrementalAlterConfigsResponse::default().with_responses(responses))
+}
+
+/// Answers the legacy AlterConfigs (v0–v2): each topic's overrides become exactly the ones
+/// given, every other override is removed (back to its default), as in Kafka.
+pub async fn alter(
+    rq: &Request<'_>,
+    req: AlterConfigsRequest,
+) -> Result<AlterConfigsResponse, ProtocolError> {
+    let planned: Vec<Planned> = req
+        .resources
+        .iter()
+        .map(|r| {
+            let configs = r.configs.iter().map(|c| {
+                let key = c.name.to_string();
+                let op = match &c.value {
+                    Some(v) => Ok(ConfigOp::Set(v.to_string())),
+                    None => Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("Null value not supported for : {key}"),
+                    )),
+                };
+                (key, op)
+            });
+            plan_resource(r.resource_type, &r.resource_name, configs)
+        })
+        .collect();
+    let outcomes = apply(rq, planned, true, req.validate_only, "AlterConfigs").await;
+    let responses = req
+        .resources
+        .iter()
+        .zip(outcomes)
+        .map(|(r, (code, message))| {
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code.code())
+                .with_error_message(message)
+        })
+        .collect();
+    Ok(AlterConfigsResponse::default().with_responses(responses))
 }

@@ -47,6 +47,7 @@ pub async fn handle(
                     partitions: -1,
                     replication_factor: -1,
                     configs: Default::default(),
+                    ..Default::default()
                 })
                 .collect();
             if !missing.is_empty() {

@@ -101,6 +101,7 @@ kafka_apis! {
     DescribeConfigs         1..=4  => configs::describe,
     CreatePartitions        0..=3  => admin_topics::create_partitions,
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
+    AlterConfigs            0..=2  => configs::alter,
     DescribeCluster         0..=1  => metadata::describe_cluster,
     FindCoordinator         0..=4  => groups::find_coordinator,
     JoinGroup               0..=9  => groups::join,

@@ -276,32 +276,23 @@ impl Partition {
     /// Finishes a rolled, fully written segment: sync, trim the preallocated tail, persist its
     /// indexes, then move the recovery point past it.
     async fn finish_segment(&self, fs: &FileSystem, base: i64) -> Result<(), StorageError> {
-        let (file, size, allocated, index, timeindex, dir, rp) = {
+        let (sealed, dir) = {
             let mut st = self.state.borrow_mut();
             let dir = st.dir.clone();
             let Some(seg) = st.segments.get_mut(&base) else {
                 return Ok(());
             };
-            seg.seal_time_index();
-            (
-                seg.file.clone(),
-                seg.size,
-                seg.allocated,
-                seg.offset_index.to_bytes(),
-                seg.time_index.to_bytes(),
-                dir,
-                seg.next_offset,
-            )
+            (seg.seal(), dir)
         };
-        if let Some(f) = &file {
+        let (size, rp) = (sealed.size, sealed.next_offset);
+        if let Some(f) = &sealed.file {
             f.fdatasync().await?;
-            if allocated > size {
+            if sealed.allocated > size {
                 f.truncate(size).await?;
                 f.fdatasync().await?;
             }
         }
-        fs.write_small_file_durable(&segment_path(&dir, base, "index"), &index)?;
-        fs.write_small_file_durable(&segment_path(&dir, base, "timeindex"), &timeindex)?;
+        sealed.write_indexes(fs, &dir)?;
         write_recovery_point(fs, &dir, &self.topic, self.partition, rp)?;
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
@@ -318,33 +309,22 @@ impl Partition {
     /// clean-shutdown marker.
     pub(crate) async fn close_clean(&self, fs: &FileSystem) -> Result<(), StorageError> {
         let _permit = self.io_lock.acquire_permit(1).await.map_err(lock_err)?;
-        let (file, size, allocated, index, timeindex, dir, base, rp) = {
+        let (sealed, dir, rp) = {
             let mut st = self.state.borrow_mut();
             if st.deleted {
                 return Ok(());
             }
             let next = st.next_offset;
             let dir = st.dir.clone();
-            let seg = st.active_mut();
-            seg.seal_time_index();
-            (
-                seg.file.clone(),
-                seg.size,
-                seg.allocated,
-                seg.offset_index.to_bytes(),
-                seg.time_index.to_bytes(),
-                dir,
-                seg.base_offset,
-                next,
-            )
+            (st.active_mut().seal(), dir, next)
         };
-        if let Some(f) = &file {
-            if allocated > size {
+        let size = sealed.size;
+        if let Some(f) = &sealed.file {
+            if sealed.allocated > size {
                 f.truncate(size).await?;
             }
             f.fdatasync().await?;
-            fs.write_small_file_durable(&segment_path(&dir, base, "index"), &index)?;
-            fs.write_small_file_durable(&segment_path(&dir, base, "timeindex"), &timeindex)?;
+            sealed.write_indexes(fs, &dir)?;
         }
         self.write_producer_snapshot(fs, true).await?;
         write_recovery_point(fs, &dir, &self.topic, self.partition, rp)?;

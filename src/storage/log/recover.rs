@@ -82,32 +82,9 @@ impl Partition {
         let clean = fs.exists(&marker);
         let rp = read_recovery_point(fs, &dir)?;
         let bases = segment_bases(fs, &dir)?;
-        // Segments with base >= this are re-scanned with CRC checks (None: clean, trust them).
-        let scan_from_base = if clean {
-            None
-        } else {
-            Some(match rp {
-                Some(rp) => bases
-                    .iter()
-                    .rev()
-                    .find(|&&b| b <= rp)
-                    .copied()
-                    .unwrap_or(i64::MIN),
-                None => i64::MIN,
-            })
-        };
-        let mut segments = BTreeMap::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let full_scan = scan_from_base.is_some_and(|b| base >= b);
-            let next_base = bases.get(i + 1).copied();
-            let r =
-                recover_segment(fs, &dir, &names, base, next_base, full_scan, &config, now).await?;
-            segments.insert(base, r.seg);
-            if r.torn.is_some() {
-                delete_segments(fs, &dir, &names, &bases[i + 1..])?;
-                break;
-            }
-        }
+        let scan_from = first_segment_to_scan(clean, rp, &bases);
+        let mut segments =
+            recover_segments(fs, &dir, &names, &bases, scan_from, &config, now).await?;
         if segments.is_empty() {
             let start = rp.unwrap_or(0).max(0);
             segments.insert(start, LogSegment::new(start, now));
@@ -230,6 +207,49 @@ impl Partition {
         }
         Ok(seen)
     }
+}
+
+/// Segments with a base offset at or past this are re-scanned with CRC checks: after an
+/// unclean stop, the one holding the recovery point and all after it (all of them without a
+/// recovery point). `None` after a clean shutdown: every segment is trusted.
+fn first_segment_to_scan(clean: bool, recovery_point: Option<i64>, bases: &[i64]) -> Option<i64> {
+    if clean {
+        return None;
+    }
+    Some(match recovery_point {
+        Some(rp) => bases
+            .iter()
+            .rev()
+            .find(|&&b| b <= rp)
+            .copied()
+            .unwrap_or(i64::MIN),
+        None => i64::MIN,
+    })
+}
+
+/// Recovers the segments in order; at the first torn or corrupt batch the log ends: that
+/// segment is cut there and every later one deleted.
+async fn recover_segments(
+    fs: &FileSystem,
+    dir: &Path,
+    names: &Names<'_>,
+    bases: &[i64],
+    scan_from: Option<i64>,
+    config: &LogConfig,
+    now: i64,
+) -> Result<BTreeMap<i64, LogSegment>, StorageError> {
+    let mut segments = BTreeMap::new();
+    for (i, &base) in bases.iter().enumerate() {
+        let full_scan = scan_from.is_some_and(|b| base >= b);
+        let next_base = bases.get(i + 1).copied();
+        let r = recover_segment(fs, dir, names, base, next_base, full_scan, config, now).await?;
+        segments.insert(base, r.seg);
+        if r.torn.is_some() {
+            delete_segments(fs, dir, names, &bases[i + 1..])?;
+            break;
+        }
+    }
+    Ok(segments)
 }
 
 /// Base offsets of the segment files in `dir`, ascending.
