@@ -80,6 +80,12 @@ pub struct BrokerConfig {
     /// Memory for Fetch responses read from disk and not yet sent, split evenly over the
     /// shards (see `shard::fetch_memory`); `shard.fetch.memory.bytes`.
     pub fetch_memory_bytes: usize,
+    /// Incremental fetch sessions (KIP-227) the broker keeps, split evenly over the shards
+    /// (rounded up); 0 disables them; `max.incremental.fetch.session.cache.slots`.
+    pub fetch_session_cache_slots: usize,
+    /// Most partitions in one DescribeTopicPartitions response (KIP-966);
+    /// `max.request.partition.size.limit`.
+    pub request_partition_size_limit: i32,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
@@ -91,7 +97,8 @@ pub struct BrokerConfig {
     pub unwritten_bytes_max: u64,
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
-    /// Segment space reserved per fallocate, so a flush is not a metadata update.
+    /// Largest step of segment space reserved ahead of the data (steps grow with the segment
+    /// from 64 KiB); `log.preallocate.bytes`.
     pub preallocate_bytes: u64,
     /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
     pub metrics_listen: Option<SocketAddr>,
@@ -119,6 +126,8 @@ impl Default for BrokerConfig {
             connection_response_buffer_bytes: 4 * 1024 * 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_memory_bytes: 256 * 1024 * 1024,
+            fetch_session_cache_slots: 1000,
+            request_partition_size_limit: 2000,
             shard_connections_max: 20_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
@@ -298,6 +307,22 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "max.incremental.fetch.session.cache.slots",
+        help: "Incremental fetch sessions (KIP-227) kept, split evenly over the shards; 0 disables them. Default 1000.",
+        apply: |c, v| {
+            c.fetch_session_cache_slots = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "max.request.partition.size.limit",
+        help: "Most partitions in one DescribeTopicPartitions response (KIP-966); the rest follow by cursor. Default 2000.",
+        apply: |c, v| {
+            c.request_partition_size_limit = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "shard.unwritten.bytes.max",
         help: "Bytes appended but not yet written to disk that one shard may hold; past it, produce requests wait for the disk (KAFKA_STORAGE_ERROR after 30 s or once a write failed). Per shard. Default 67108864.",
         apply: |c, v| {
@@ -339,7 +364,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "log.preallocate.bytes",
-        help: "Segment space reserved per fallocate, so a flush is not a metadata update. Default 67108864.",
+        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from 64 KiB (as much again as it holds), so an idle partition reserves 64 KiB. Default 67108864.",
         apply: |c, v| {
             c.preallocate_bytes = parse_positive(v)?;
             Ok(())

@@ -9,6 +9,7 @@
 
 pub mod controller;
 pub mod fetch_memory;
+pub mod fetch_session;
 mod owner;
 
 use std::cell::RefCell;
@@ -248,6 +249,8 @@ pub struct Shard {
     /// Memory held by Fetch responses of this shard's connections (its share of
     /// `shard.fetch.memory.bytes`).
     pub fetch_memory: Rc<fetch_memory::FetchMemory>,
+    /// The incremental fetch sessions of this shard's connections (see `fetch_session`).
+    pub fetch_sessions: RefCell<fetch_session::FetchSessionCache>,
 }
 
 impl Shard {
@@ -268,10 +271,17 @@ impl Shard {
         crate::storage::observe_reads(move |hit| m.batch_cache_lookup(hit));
         let fetch_memory =
             fetch_memory::FetchMemory::new((config.fetch_memory_bytes / nr_shards.max(1)).max(1));
+        let fetch_sessions = RefCell::new(fetch_session::FetchSessionCache::new(
+            config.fetch_session_cache_slots,
+            id,
+            nr_shards,
+            uuid::Uuid::new_v4().as_u64_pair().0,
+        ));
         Rc::new(Shard {
             id,
             nr_shards,
             fetch_memory,
+            fetch_sessions,
             groups,
             metrics,
             config,

@@ -1141,3 +1141,56 @@ fn disk_usage_follows_writes_rolls_retention_and_reopen() {
         assert_eq!(visits, 0);
     });
 }
+
+/// Space reserved ahead of the data grows with the segment (issue 16): one small record
+/// reserves 64 KiB, not `preallocate_bytes`; a growing segment holds at most about twice its
+/// data, and steps stop growing at `preallocate_bytes`.
+#[test]
+fn reservation_grows_with_the_data() {
+    run(|| async {
+        let disk = SimDisk::new(16);
+        let dir = PathBuf::from("/sim/t-0");
+        let cfg = LogConfig {
+            segment_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let opts = StorageOptions {
+            batch_cache_bytes_max: 0,
+            write_bytes_max: 256 << 10,
+            preallocate_bytes: 1 << 20,
+            ..StorageOptions::default()
+        };
+        let s = open_sim(&disk, opts).await;
+        s.open_partition(T, 0, cfg).await.unwrap();
+        s.append(T, 0, build_test_batch(1, 100, now_ms())).unwrap();
+        s.flush().await.unwrap();
+        assert_eq!(
+            log_file_bytes(&disk, &dir).await,
+            crate::storage::log::PREALLOCATE_MIN_BYTES,
+            "an idle partition reserves the smallest step"
+        );
+        let mut largest_step = 0;
+        let mut last = log_file_bytes(&disk, &dir).await;
+        for i in 0..400 {
+            s.append(T, 0, build_test_batch(4, 2000, now_ms() + i))
+                .unwrap();
+            s.flush().await.unwrap();
+            let data = s.stats(T, 0).unwrap().disk_usage_bytes;
+            let file = log_file_bytes(&disk, &dir).await;
+            assert!(file >= data);
+            assert!(
+                file <= 2 * data + (64 << 10),
+                "at most about twice the data: {file} for {data}"
+            );
+            largest_step = largest_step.max(file - last);
+            last = file;
+        }
+        let data = s.stats(T, 0).unwrap().disk_usage_bytes;
+        assert!(data > 3 << 20, "past several full steps: {data}");
+        assert!(
+            largest_step <= (1 << 20) + 4096,
+            "no step past preallocate_bytes: {largest_step}"
+        );
+        assert!(last - data < (1 << 20) + 4096, "{last} for {data}");
+    });
+}

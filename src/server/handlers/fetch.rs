@@ -9,9 +9,12 @@
 //! reservation travels with the response and is released when the connection has written it
 //! (or dropped it).
 //!
-//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to send full fetch requests.
+//! Fetch sessions (KIP-227): from v7 a client may open a session with a full request and then
+//! send only what changed; the session lives on this connection's shard and decides which
+//! partitions are read and which are answered (`shard::fetch_session`, with Kafka's rules).
+//! The record batches still go out as the buffers they are.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,18 +23,29 @@ use kafka_protocol::messages::FetchRequest;
 
 use super::{ConnInfo, Request};
 use crate::error_code::ErrorCode;
+use crate::meta::TopicMeta;
 use crate::protocol::decode_body;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
+use crate::shard::fetch_session::{
+    FetchContext, PartitionKey, PartitionOutcome, PartitionRequest, SessionRequest, TopicKey,
+};
 use crate::shard::{FetchLimits, FetchPart, FetchResult, Shard};
 
 /// Longest long-poll honoured, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
 
-/// Per partition of a topic: its index, and where its read went (index into the parts) or
-/// the error it gets without a read.
-type PartitionSlots = Vec<(i32, Result<usize, i16>)>;
+/// One partition of the response, in response order: how it is named, and where its read
+/// went (index into the parts) or the error it gets without a read.
+struct Slot {
+    /// Topic name (empty for an unknown topic id).
+    name: String,
+    /// Topic id (as asked for an unknown one).
+    topic_id: [u8; 16],
+    partition: i32,
+    target: Result<usize, ErrorCode>,
+}
 
 /// One read of every part of a Fetch, and the memory its disk reads hold.
 struct Read {
@@ -104,46 +118,109 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     // `fetch.max.bytes`: what a client may ask, per response and per partition.
     let cap = shard.config.fetch_max_bytes;
     let meta = shard.metadata();
-    let mut parts: Vec<FetchPart> = Vec::new();
-    // (topic out, per partition: index into parts or an error code)
-    let mut layout: Vec<(FetchTopicOut, PartitionSlots)> = Vec::with_capacity(req.topics.len());
-    for topic in &req.topics {
-        let found = if version >= 13 {
-            meta.topic_by_id(topic.topic_id.as_bytes())
+
+    // The session decides what is read: the request's partitions, or all of its session's.
+    let uses_ids = version >= 13;
+    let key = |name: &str, id: &uuid::Uuid| {
+        if uses_ids {
+            TopicKey::Id(*id.as_bytes())
         } else {
-            meta.topics.get(topic.topic.as_str())
-        };
-        let unknown = if version >= 13 {
-            ErrorCode::UNKNOWN_TOPIC_ID.code()
-        } else {
-            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()
-        };
-        let out = FetchTopicOut {
-            name: found.map_or_else(|| topic.topic.to_string(), |t| t.name.clone()),
-            topic_id: found.map_or(*topic.topic_id.as_bytes(), |t| t.id),
-            partitions: Vec::new(),
-        };
-        let mut slots = Vec::with_capacity(topic.partitions.len());
-        for p in &topic.partitions {
-            match found {
-                Some(t) if p.partition >= 0 && p.partition < t.partitions => {
-                    parts.push(FetchPart {
-                        topic: t.name.clone(),
-                        partition: p.partition,
-                        fetch_offset: p.fetch_offset,
-                        max_bytes: (p.partition_max_bytes.max(0) as usize).min(cap),
-                    });
-                    slots.push((p.partition, Ok(parts.len() - 1)));
-                }
-                Some(_) => slots.push((
-                    p.partition,
-                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code()),
-                )),
-                None => slots.push((p.partition, Err(unknown))),
-            }
+            TopicKey::Name(name.to_string())
         }
-        layout.push((out, slots));
+    };
+    let mut wanted = Vec::with_capacity(req.topics.iter().map(|t| t.partitions.len()).sum());
+    for t in &req.topics {
+        for p in &t.partitions {
+            wanted.push(PartitionRequest {
+                key: PartitionKey {
+                    topic: key(&t.topic, &t.topic_id),
+                    partition: p.partition,
+                },
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            });
+        }
     }
+    let mut forget = Vec::new();
+    for t in &req.forgotten_topics_data {
+        for &partition in &t.partitions {
+            forget.push(PartitionKey {
+                topic: key(&t.topic, &t.topic_id),
+                partition,
+            });
+        }
+    }
+    // A follower's session is privileged in the cache (Kafka's rule); none fetch here yet.
+    let privileged = if version >= 15 {
+        *req.replica_state.replica_id >= 0
+    } else {
+        *req.replica_id >= 0
+    };
+    let session_rq = SessionRequest {
+        version,
+        session_id: req.session_id,
+        epoch: req.session_epoch,
+        privileged,
+    };
+    let ctx =
+        shard
+            .fetch_sessions
+            .borrow_mut()
+            .new_context(session_rq, wanted, &forget, Instant::now());
+    if let FetchContext::Error(code) = ctx {
+        tracing::info!(
+            session_id = req.session_id,
+            session_epoch = req.session_epoch,
+            error = %code,
+            "fetch session refused"
+        );
+        let parts = encode_fetch_response(version, rq.correlation_id, code.code(), 0, &[])?;
+        return Ok(Some(Response::from(parts)));
+    }
+
+    // Resolve each partition's topic once per topic.
+    let mut topics_by_key: HashMap<&TopicKey, Option<&TopicMeta>> = HashMap::new();
+    let unknown = if uses_ids {
+        ErrorCode::UNKNOWN_TOPIC_ID
+    } else {
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+    };
+    let mut parts: Vec<FetchPart> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::with_capacity(ctx.partitions().len());
+    for p in ctx.partitions() {
+        let found = *topics_by_key
+            .entry(&p.key.topic)
+            .or_insert_with(|| match &p.key.topic {
+                TopicKey::Id(id) => meta.topic_by_id(id),
+                TopicKey::Name(name) => meta.topics.get(name.as_str()),
+            });
+        let (name, topic_id) = match (found, &p.key.topic) {
+            (Some(t), _) => (t.name.clone(), t.id),
+            (None, TopicKey::Name(name)) => (name.clone(), [0; 16]),
+            (None, TopicKey::Id(id)) => (String::new(), *id),
+        };
+        let partition = p.key.partition;
+        let target = match found {
+            Some(t) if partition >= 0 && partition < t.partitions => {
+                parts.push(FetchPart {
+                    topic: t.name.clone(),
+                    partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: (p.max_bytes.max(0) as usize).min(cap),
+                });
+                Ok(parts.len() - 1)
+            }
+            Some(_) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            None => Err(unknown),
+        };
+        slots.push(Slot {
+            name,
+            topic_id,
+            partition,
+            target,
+        });
+    }
+    drop(topics_by_key);
 
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
@@ -194,49 +271,90 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     // Trim to the response max_bytes: the first non-empty partition always goes out whole.
     // (Disk reads already stayed within the reservation, but for one first batch.)
     let mut budget = want;
-    let mut held = 0usize;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
-    let mut topics = Vec::with_capacity(layout.len());
-    for (mut out, slots) in layout {
-        for (partition, slot) in slots {
-            let part = match slot {
-                Ok(i) => {
-                    let mut r = results
-                        .get_mut(i)
-                        .and_then(Option::take)
-                        .unwrap_or_default();
-                    let size = r.bytes();
-                    if size > 0 {
-                        if sent_any && size > budget {
-                            r.batches.clear();
-                        } else {
-                            budget = budget.saturating_sub(size);
-                            held += r.allocated;
-                            sent_any = true;
-                        }
-                    }
-                    FetchPartitionOut {
-                        partition,
-                        error_code: r.error_code.code(),
-                        high_watermark: r.high_watermark,
-                        last_stable_offset: r.high_watermark,
-                        log_start_offset: r.log_start_offset,
-                        records: r.batches,
+    // Per slot: the partition's answer and the disk read bytes it holds.
+    let mut answers: Vec<(FetchPartitionOut, usize)> = Vec::with_capacity(slots.len());
+    for slot in &slots {
+        let answer = match slot.target {
+            Ok(i) => {
+                let mut r = results
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .unwrap_or_default();
+                let size = r.bytes();
+                let mut allocated = 0;
+                if size > 0 {
+                    if sent_any && size > budget {
+                        r.batches.clear();
+                    } else {
+                        budget = budget.saturating_sub(size);
+                        allocated = r.allocated;
+                        sent_any = true;
                     }
                 }
-                Err(code) => FetchPartitionOut {
-                    partition,
-                    error_code: code,
+                let out = FetchPartitionOut {
+                    partition: slot.partition,
+                    error_code: r.error_code.code(),
+                    high_watermark: r.high_watermark,
+                    last_stable_offset: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    records: r.batches,
+                };
+                (out, allocated)
+            }
+            Err(code) => {
+                let out = FetchPartitionOut {
+                    partition: slot.partition,
+                    error_code: code.code(),
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
                     records: Vec::new(),
-                },
-            };
-            out.partitions.push(part);
+                };
+                (out, 0)
+            }
+        };
+        answers.push(answer);
+    }
+
+    // The session keeps what changed: an incremental response leaves the rest out.
+    let outcomes: Vec<PartitionOutcome> = answers
+        .iter()
+        .map(|(p, _)| PartitionOutcome {
+            error_code: ErrorCode::from_code(p.error_code),
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+            records_bytes: p.records.iter().map(Bytes::len).sum(),
+        })
+        .collect();
+    let session = shard
+        .fetch_sessions
+        .borrow_mut()
+        .respond(&ctx, &outcomes, Instant::now());
+    if !session.error_code.is_none() {
+        tracing::info!(
+            session_id = session.session_id,
+            error = %session.error_code,
+            "fetch session moved by another request meanwhile"
+        );
+    }
+    // Topics in response order, consecutive partitions of one topic together (as Kafka does).
+    let mut held = 0usize;
+    let mut topics: Vec<FetchTopicOut> = Vec::new();
+    for ((slot, (out, allocated)), include) in slots.iter().zip(answers).zip(&session.include) {
+        if !include {
+            continue;
         }
-        topics.push(out);
+        held += allocated;
+        match topics.last_mut() {
+            Some(t) if t.name == slot.name && t.topic_id == slot.topic_id => t.partitions.push(out),
+            _ => topics.push(FetchTopicOut {
+                name: slot.name.clone(),
+                topic_id: slot.topic_id,
+                partitions: vec![out],
+            }),
+        }
     }
     // Charge what the response really holds: disk read buffers (cached batches are counted by
     // the batch cache), possibly past the reservation by the obligatory first batch.
@@ -250,8 +368,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let parts = encode_fetch_response(
         version,
         rq.correlation_id,
-        ErrorCode::NONE.code(),
-        0,
+        session.error_code.code(),
+        session.session_id,
         &topics,
     )?;
     Ok(Some(Response {

@@ -22,7 +22,7 @@ pub const CLUSTER_ID: &str = "shardlog-single-node";
 
 /// Kafka's internal topics, flagged `is_internal` (v1+): clients leave them out of pattern
 /// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
-const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 /// Answers Metadata v0–v12.
 pub async fn handle(

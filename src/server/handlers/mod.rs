@@ -15,6 +15,7 @@
 mod admin_topics;
 mod api_versions;
 mod configs;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -103,6 +104,7 @@ kafka_apis! {
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
     AlterConfigs            0..=2  => configs::alter,
     DescribeCluster         0..=1  => metadata::describe_cluster,
+    DescribeTopicPartitions 0..=0  => describe_topic_partitions::handle,
     FindCoordinator         0..=4  => groups::find_coordinator,
     JoinGroup               0..=9  => groups::join,
     SyncGroup               0..=5  => groups::sync,

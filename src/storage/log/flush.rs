@@ -12,6 +12,11 @@ use crate::storage::producers::SNAPSHOT_FILE;
 use crate::storage::segment::segment_path;
 use crate::storage::{now_ms, StorageError, StorageOptions};
 
+/// The first space reservation of a segment, and the smallest step after it (see
+/// `reserve_space`): an idle partition holds this much beyond its data, not a whole
+/// `log.preallocate.bytes`.
+pub(crate) const PREALLOCATE_MIN_BYTES: u64 = 64 << 10;
+
 /// One write the flusher prepared for a segment: the bytes (in page-aligned chunks) and where
 /// the segment's flush cursor moves once they are on disk.
 struct PreparedWrite {
@@ -238,9 +243,15 @@ impl Partition {
         }
     }
 
-    /// Reserves file space (in `preallocate.bytes` steps) when the write would pass the
-    /// reserved size. A full disk may still hold this write but not a whole step: then the
-    /// write goes without reserving (the file grows by it) and reports ENOSPC itself if any.
+    /// Reserves file space when the write would pass the reserved size, in steps that grow
+    /// with the segment: as much again as it holds, at least [`PREALLOCATE_MIN_BYTES`] and at
+    /// most `log.preallocate.bytes` (and `segment.bytes`). An idle partition's segment so
+    /// reserves 64 KiB, not 64 MiB, and the disk holds about twice the data at most (plus
+    /// one full step for a segment past 64 MiB); a busy one reaches whole 64 MiB steps after
+    /// about ten reservations, so its flushes still write into reserved (unwritten-extent)
+    /// space that needs no block allocation. A full disk may still hold this write but not a
+    /// whole step: then the write goes without reserving (the file grows by it) and reports
+    /// ENOSPC itself if any.
     async fn reserve_space(
         &self,
         file: &IoFile,
@@ -254,9 +265,11 @@ impl Partition {
         }
         let step = {
             let st = self.state.borrow();
-            opts.preallocate_bytes
+            let most = opts
+                .preallocate_bytes
                 .min(align_up(st.config.segment_bytes))
-                .max(IO_ALIGNMENT)
+                .max(IO_ALIGNMENT);
+            end.max(PREALLOCATE_MIN_BYTES).min(most)
         };
         let target = align_up(end.max(w.allocated + step));
         let reserved = match file.pre_allocate(target).await {

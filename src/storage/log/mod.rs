@@ -22,6 +22,9 @@ mod read;
 mod recover;
 mod retention;
 
+#[cfg(test)]
+pub(crate) use flush::PREALLOCATE_MIN_BYTES;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
