@@ -31,6 +31,10 @@ use super::store::{Proposal, ProposalReply, RaftNodeId, TypeConfig};
 /// Largest frame read from a peer; a larger length prefix closes the connection.
 pub const QUORUM_FRAME_BYTES_MAX: u32 = 64 << 20;
 
+/// Connections the quorum listener serves at once (peers and brokers); more wait in the
+/// kernel's accept queue.
+pub const QUORUM_CONNECTIONS_MAX: usize = 1024;
+
 /// Connecting to a peer gives up after this long.
 const CONNECT_TIMEOUT_MS: u64 = 1000;
 
@@ -361,7 +365,11 @@ pub async fn serve(
     cluster_id: Arc<str>,
     handler: LocalHandler,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(QUORUM_CONNECTIONS_MAX));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let (raft, cluster_id, handler) =
@@ -370,6 +378,7 @@ pub async fn serve(
                     if let Err(e) = serve_peer(stream, raft, &cluster_id, handler).await {
                         tracing::debug!(%peer, error = %e, "quorum peer connection closed");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
