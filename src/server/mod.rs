@@ -236,6 +236,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    config.cluster_id = identity.cluster_id.clone();
     let meta = Arc::new(crate::meta::load(&config.data_dir)?);
     let nr = config.cores.max(1);
     // Connections beyond what the fd limit allows would take the descriptors the logs need
