@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     pub cores: usize,
     /// Node id reported in Metadata; `node.id`.
     pub node_id: i32,
+    /// The cluster id of this node's data dir (`meta.properties`), reported in Metadata and
+    /// DescribeCluster. Not a property: set at start from the data dir's identity.
+    pub cluster_id: String,
     /// Create a topic on first Metadata request for it; `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic; `num.partitions`.
@@ -119,6 +122,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./shardlog-data"),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             node_id: 0,
+            cluster_id: String::new(),
             auto_create_topics: true,
             num_partitions: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,

@@ -18,8 +18,9 @@
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
 //! - [`meta`]: topic metadata and its persistence.
-//! - [`cluster`]: the control plane: cluster identity and config, the metadata quorum
-//!   (openraft on a dedicated thread), the metadata image it builds. → meta, io, protocol
+//! - [`cluster`]: the control plane: cluster identity (`meta.properties`) and properties,
+//!   the metadata records and image, the controller's decisions, the Raft quorum (openraft)
+//!   on its own thread, the broker agent (`docs/design/cluster.md`). → meta, io, protocol
 //! - [`config`]: broker and topic settings by their Kafka names, turned into each layer's
 //!   settings. → storage, group, cluster
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.

@@ -171,7 +171,9 @@ fn build_config(args: ServeArgs) -> Result<BrokerConfig, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // openraft narrates every election and shutdown step at INFO; its warnings suffice.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         // A log that cannot be written (a full disk under a redirect, a closed pipe) must not

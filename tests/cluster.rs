@@ -151,3 +151,206 @@ fn the_embedded_default_formats_itself_once() {
         "{props}"
     );
 }
+
+/// A controller-only node process (`process.roles=controller`), killed with SIGKILL on drop.
+struct Controller {
+    child: std::process::Child,
+}
+
+impl Controller {
+    fn start(dir: &Path, id: i32, port: u16, voters: &str) -> Controller {
+        let log = dir.with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--set",
+                "process.roles=controller",
+                "--set",
+                &format!("node.id={id}"),
+                "--set",
+                &format!("controller.quorum.voters={voters}"),
+                "--set",
+                &format!("listeners=CONTROLLER://127.0.0.1:{port}"),
+                "--set",
+                "broker.session.timeout.ms=1500",
+                "--set",
+                "controller.quorum.election.timeout.ms=500",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start shardlog");
+        Controller { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three controller processes started with Kafka's properties form the metadata quorum; the
+/// test registers two brokers through the real broker agent. Topic creation places replicas
+/// (and refuses a replication factor above the broker count); kill -9 of the active
+/// controller: another takes over and creation keeps working; a silent broker is fenced; the
+/// killed controller rejoins with its data (the quorum then needs it: another one is killed).
+#[test]
+fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
+    use shardlog::cluster::agent::{AgentConfig, BrokerAgent, ControllerClient};
+    use shardlog::cluster::control::TopicRequest;
+    use shardlog::cluster::image::Endpoint;
+    use shardlog::error_code::ErrorCode;
+    use std::time::Duration;
+
+    let tmp = common::temp_data_dir();
+    let id = String::from_utf8(shardlog(&["random-uuid"]).stdout).expect("utf-8");
+    let id = id.trim().to_string();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let voters = (1..=3)
+        .map(|i| format!("{i}@127.0.0.1:{}", ports[i - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dirs: Vec<_> = (1..=3).map(|i| tmp.path().join(format!("c{i}"))).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        let o = shardlog(&[
+            "format",
+            "-t",
+            &id,
+            "--data-dir",
+            dir.to_str().expect("utf-8 path"),
+            "--set",
+            &format!("node.id={}", i + 1),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut nodes: Vec<Controller> = (0..3)
+        .map(|i| Controller::start(&dirs[i], i as i32 + 1, ports[i], &voters))
+        .collect();
+    let logs = |dirs: &[std::path::PathBuf]| {
+        dirs.iter()
+            .map(|d| std::fs::read_to_string(d.with_extension("log")).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let controllers: std::collections::BTreeMap<u64, String> = (1..=3u64)
+        .map(|i| (i, format!("127.0.0.1:{}", ports[i as usize - 1])))
+        .collect();
+    let agent = |broker: i32| {
+        BrokerAgent::spawn(
+            rt.handle(),
+            AgentConfig {
+                id: broker,
+                endpoints: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + broker as u16,
+                }],
+                rack: None,
+                controllers: controllers.clone(),
+                cluster_id: id.clone().into(),
+                heartbeat_interval_ms: 100,
+            },
+        )
+    };
+    // The agents run on `rt`, driven while the test blocks on it.
+    let block_until = |what: &str, secs: u64, ok: &dyn Fn() -> bool| {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            while tokio::time::Instant::now() < deadline {
+                if ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }) || panic!("timed out waiting for {what}\n{}", logs(&dirs))
+    };
+    let b1 = agent(101);
+    let b2 = agent(102);
+    let live = |a: &BrokerAgent| -> Vec<i32> {
+        a.images().borrow().live_brokers().map(|b| b.id).collect()
+    };
+    block_until("two live brokers", 20, &|| live(&b1) == vec![101, 102]);
+
+    let topic = |name: &str, rf: i16| TopicRequest {
+        name: name.into(),
+        id: shardlog::meta::new_topic_id(),
+        partitions: 2,
+        replication_factor: rf,
+        assignments: None,
+        configs: Default::default(),
+    };
+    let mut admin = ControllerClient::new(id.clone().into(), &controllers);
+    let r = rt
+        .block_on(admin.create_topics(vec![topic("before", 2), topic("wide", 3)]))
+        .expect("answered");
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(
+        r[1].as_ref().map_err(|e| e.code),
+        Err(ErrorCode::INVALID_REPLICATION_FACTOR)
+    );
+
+    // kill -9 the active controller: another takes over, creation keeps working.
+    let leader = b1.status().borrow().controller.expect("a controller") as usize;
+    nodes[leader - 1].kill();
+    let mut created = false;
+    for _ in 0..5 {
+        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("after", 2)])) {
+            assert!(r[0].is_ok(), "{r:?}");
+            created = true;
+            break;
+        }
+    }
+    assert!(created, "no new controller took over\n{}", logs(&dirs));
+    block_until("a new controller known to the broker", 10, &|| {
+        b1.status()
+            .borrow()
+            .controller
+            .is_some_and(|c| c as usize != leader)
+    });
+
+    // A broker that stops heartbeating is fenced and leaves the live brokers.
+    drop(b2);
+    block_until("broker 102 fenced", 10, &|| live(&b1) == vec![101]);
+
+    // The killed controller restarts on its data and rejoins: with another one killed, the
+    // quorum (2 of 3) needs it to create a topic.
+    nodes[leader - 1] =
+        Controller::start(&dirs[leader - 1], leader as i32, ports[leader - 1], &voters);
+    let current = b1.status().borrow().controller.expect("a controller") as usize;
+    let other = (1..=3)
+        .find(|i| *i != leader && *i != current)
+        .expect("the third");
+    // Let the restarted one catch up (the agents keep heartbeating meanwhile).
+    rt.block_on(tokio::time::sleep(Duration::from_millis(1500)));
+    nodes[other - 1].kill();
+    let mut created = false;
+    for _ in 0..5 {
+        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("rejoined", 1)])) {
+            assert!(r[0].is_ok(), "{r:?}");
+            created = true;
+            break;
+        }
+    }
+    assert!(
+        created,
+        "the restarted controller did not rejoin\n{}",
+        logs(&dirs)
+    );
+    block_until("the last topic in the broker's image", 10, &|| {
+        b1.images().borrow().topics.contains_key("rejoined")
+    });
+}

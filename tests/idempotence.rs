@@ -394,7 +394,8 @@ fn producer_state_survives_clean_restart_and_kill9() {
 fn corrupt_retry_of_a_stored_batch_is_refused_not_answered_as_duplicate() {
     use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
     use shardlog::error_code::ErrorCode;
-    let b = Broker::start(1, &[]);
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let b = Broker::start_logging_to(1, &[], log.path());
     let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
     let md = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
         kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
@@ -433,4 +434,18 @@ fn corrupt_retry_of_a_stored_batch_is_refused_not_answered_as_duplicate() {
         produce_raw(&b, idempotent_batch(pid, 0, 3, 1)),
         (ErrorCode::NONE.code(), 3)
     );
+    // The refusal is one INFO line in the broker's log (at the default log level).
+    if std::env::var_os("RUST_LOG").is_none() {
+        let text = std::fs::read_to_string(log.path()).expect("broker log");
+        let refusals: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("produce refused"))
+            .collect();
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].contains("INFO") && refusals[0].contains("CORRUPT_MESSAGE"),
+            "{}",
+            refusals[0]
+        );
+    }
 }

@@ -251,3 +251,33 @@ fn idle_connections_are_closed_and_a_bare_length_prefix_reserves_little() {
     );
     assert_serves(&b);
 }
+
+/// Metadata and DescribeCluster report the cluster id of the data dir (`meta.properties`, as
+/// Kafka's `kafka-storage format` writes it), not a constant.
+#[test]
+fn cluster_id_is_the_data_dirs() {
+    use kafka_protocol::messages::{
+        DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    };
+    let b = Broker::start(1, &[]);
+    let props =
+        std::fs::read_to_string(b.data_dir.join("meta.properties")).expect("meta.properties");
+    let stored = props
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.id="))
+        .expect("cluster.id in meta.properties")
+        .to_string();
+    assert!(!stored.is_empty());
+    let mut s = connect(&b);
+    let mut body = common::request(&mut s, ApiKey::Metadata, 12, &MetadataRequest::default());
+    let meta = MetadataResponse::decode(&mut body, 12).expect("metadata");
+    assert_eq!(meta.cluster_id.as_deref(), Some(stored.as_str()));
+    let mut body = common::request(
+        &mut s,
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default(),
+    );
+    let described = DescribeClusterResponse::decode(&mut body, 1).expect("describe cluster");
+    assert_eq!(described.cluster_id.as_str(), stored);
+}

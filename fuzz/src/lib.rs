@@ -22,25 +22,14 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use shardlog::group::records::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 use shardlog::protocol::{decode_body, decode_request_header};
 use shardlog::server::SUPPORTED_APIS;
-use shardlog::storage::{build_test_batch, validate_batch};
+use shardlog::storage::{build_test_batch, split_batches, validate_batch};
 
-/// Splits a Produce records field into batches the way the broker does (12 bytes of offset
-/// and length, then the length) and validates each.
+/// Splits a Produce records field into batches as the broker does and validates each.
 fn validate_records(records: &Bytes) {
-    let mut at = 0usize;
-    while records.len() - at >= 12 {
-        let len = i32::from_be_bytes([
-            records[at + 8],
-            records[at + 9],
-            records[at + 10],
-            records[at + 11],
-        ]);
-        if len < 0 || at + 12 + len as usize > records.len() {
-            return;
+    if let Ok(batches) = split_batches(records) {
+        for batch in batches {
+            let _ = record_batch_checked(&batch, 1_048_588);
         }
-        let end = at + 12 + len as usize;
-        let _ = record_batch_checked(&records[at..end], 1_048_588);
-        at = end;
     }
 }
 

@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: how often a broker heartbeats. Kafka's default 2000.
     pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`: a voter that hears no leader for a random
+    /// time between this and twice this starts an election. Kafka's default 1000.
+    pub election_timeout_ms: u64,
 }
 
 /// The cluster settings after the cross-checks: what the node is and where it listens.
@@ -91,6 +94,7 @@ pub const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("min.insync.replicas", "In-sync replicas an acks=all write needs. Default 1."),
     ("broker.session.timeout.ms", "A broker that has not heartbeated for this long is fenced. Default 9000."),
     ("broker.heartbeat.interval.ms", "How often a broker heartbeats to the active controller. Default 2000."),
+    ("controller.quorum.election.timeout.ms", "A voter that hears from no leader for a random time between this and twice this starts an election. Default 1000."),
 ];
 
 impl ClusterConfig {
@@ -101,6 +105,7 @@ impl ClusterConfig {
             min_insync_replicas: 1,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            election_timeout_ms: 1000,
             ..Default::default()
         }
     }
@@ -139,6 +144,9 @@ impl ClusterConfig {
             }
             "broker.heartbeat.interval.ms" => {
                 positive::<u64>(v).map(|n| self.broker_heartbeat_interval_ms = n)
+            }
+            "controller.quorum.election.timeout.ms" => {
+                positive::<u64>(v).map(|n| self.election_timeout_ms = n)
             }
             _ => return None,
         })

@@ -4,17 +4,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::image::{ClusterImage, Endpoint, MetadataRecord, NodeId, NO_LEADER};
 use crate::error_code::ErrorCode;
 
 /// A request the controller refused: Kafka's error code and a readable message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{code}: {message}")]
 pub struct ControlError {
     /// Kafka's error code for the client.
+    #[serde(with = "code_on_the_wire")]
     pub code: ErrorCode,
     /// What was wrong.
     pub message: String,
+}
+
+/// An [`ErrorCode`] travels between controllers as its Kafka number.
+mod code_on_the_wire {
+    use super::ErrorCode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &ErrorCode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i16(c.code())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
+        Ok(ErrorCode::from_code(i16::deserialize(d)?))
+    }
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> ControlError {
@@ -25,7 +42,7 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> ControlError {
 }
 
 /// A topic to create through the controller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRequest {
     /// Name (already checked against Kafka's naming rules).
     pub name: String,

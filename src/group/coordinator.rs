@@ -483,15 +483,8 @@ impl Coordinator {
         // are all -1 here), so the buffer may hold several batches: append each, in order,
         // with no await in between, then wait once for the last.
         let partition = self.partition_of(group);
-        let mut rest = buf.freeze();
         let mut last_offset = -1;
-        while rest.len() >= 12 {
-            let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-            let size = 12
-                + usize::try_from(len)
-                    .unwrap_or(usize::MAX)
-                    .min(rest.len() - 12);
-            let batch = rest.split_to(size);
+        for batch in crate::storage::split_batches(&buf.freeze())? {
             last_offset = self
                 .storage
                 .append(OFFSETS_TOPIC, partition, batch)?

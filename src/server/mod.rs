@@ -49,6 +49,9 @@ pub enum ServerError {
     /// The data dir belongs to another node or cluster, or a cluster node's is not formatted.
     #[error(transparent)]
     Identity(#[from] crate::cluster::identity::IdentityError),
+    /// The quorum member could not start (its listener or its storage).
+    #[error(transparent)]
+    Quorum(#[from] crate::cluster::quorum::QuorumError),
     /// A setting the broker parses but cannot serve yet.
     #[error("{0}")]
     Unsupported(String),
@@ -144,6 +147,62 @@ fn connections_fd_budget(shards: usize) -> Option<usize> {
     Some((per_shard as usize).max(1))
 }
 
+/// SIGTERM and SIGINT set [`STOP`] (through [`request_stop`]).
+fn install_signal_handlers() -> Result<(), ServerError> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // SAFETY-free: signal_hook's flag registration only stores to an atomic.
+        let flag = Arc::new(AtomicBool::new(false));
+        if signal_hook::flag::register(sig, flag.clone()).is_ok() {
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || loop {
+                    if flag.load(Ordering::SeqCst) {
+                        request_stop();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                })
+                .map_err(|e| ServerError::Shard {
+                    shard: 0,
+                    message: format!("cannot start signal thread: {e}"),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A controller-only node (`process.roles=controller`, Kafka's dedicated controller): runs
+/// its quorum member and the active controller's duties, serves no client, and stops on
+/// SIGTERM/SIGINT.
+fn run_controller_only(
+    config: &BrokerConfig,
+    resolved: crate::cluster::config::ResolvedCluster,
+    cluster_id: String,
+) -> Result<(), ServerError> {
+    install_signal_handlers()?;
+    STOP.store(false, Ordering::SeqCst);
+    let node = crate::cluster::node::ClusterNode::start(crate::cluster::node::NodeParams {
+        resolved: resolved.clone(),
+        settings: config.cluster.clone(),
+        cluster_id: cluster_id.clone(),
+        data_dir: config.data_dir.clone(),
+        advertised: config.advertised(),
+        election_timeout_ms: config.cluster.election_timeout_ms,
+    })?;
+    tracing::info!(
+        node_id = resolved.node_id,
+        cluster_id = %cluster_id,
+        listen = ?resolved.controller_listen,
+        "controller serving"
+    );
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(node);
+    tracing::info!("controller stopped cleanly");
+    Ok(())
+}
+
 /// Runs the broker until SIGTERM/SIGINT; returns after a clean shutdown.
 pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     // Checked before anything is written: a data dir of another node or cluster is refused.
@@ -153,17 +212,31 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         config.cluster.is_cluster_mode(),
     )?;
     if config.cluster.is_cluster_mode() {
-        return Err(ServerError::Unsupported(
-            "process.roles is set, but serving as a member of a multi-node cluster is not \
-             wired in yet (issue 17, docs/design/cluster.md); unset process.roles to run \
-             the one-node broker"
-                .into(),
-        ));
+        let resolved = config
+            .cluster
+            .resolve(config.node_id, config.listen)
+            .map_err(|(key, value, why)| {
+                ServerError::Unsupported(format!("bad value for `{key}`: {value} ({why})"))
+            })?;
+        if resolved
+            .roles
+            .contains(&crate::cluster::config::ProcessRole::Broker)
+        {
+            return Err(ServerError::Unsupported(
+                "process.roles has `broker`, but serving clients as a member of a multi-node \
+                 cluster is not wired in yet (issue 17, docs/design/cluster.md); run \
+                 `process.roles=controller` nodes, or unset process.roles for the one-node \
+                 broker"
+                    .into(),
+            ));
+        }
+        return run_controller_only(&config, resolved, identity.cluster_id);
     }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    config.cluster_id = identity.cluster_id.clone();
     let meta = Arc::new(crate::meta::load(&config.data_dir)?);
     let nr = config.cores.max(1);
     // Connections beyond what the fd limit allows would take the descriptors the logs need
@@ -190,25 +263,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         apis = %advertised_versions(),
         "shardlog starting"
     );
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // SAFETY-free: signal_hook's flag registration only stores to an atomic.
-        let flag = Arc::new(AtomicBool::new(false));
-        if signal_hook::flag::register(sig, flag.clone()).is_ok() {
-            std::thread::Builder::new()
-                .name("signals".into())
-                .spawn(move || loop {
-                    if flag.load(Ordering::SeqCst) {
-                        request_stop();
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                })
-                .map_err(|e| ServerError::Shard {
-                    shard: 0,
-                    message: format!("cannot start signal thread: {e}"),
-                })?;
-        }
-    }
+    install_signal_handlers()?;
     STOP.store(false, Ordering::SeqCst);
     refuse_if_port_taken(config.listen)?;
 
@@ -447,7 +502,7 @@ async fn start_and_serve(
     drop(acceptor); // cancels accept: the listener closes
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
-    shard.snapshot_producers().await;
+    // Shutdown writes every partition's producer snapshot itself.
     if let Err(e) = storage.shutdown().await {
         return Err(format!("flush at shutdown: {e}"));
     }

@@ -160,6 +160,14 @@ fn storage_failure(e: &StorageError) -> ProduceResult {
     }
 }
 
+/// The answer for a partition whose batches were refused; bad input is logged (one INFO line).
+fn refused(topic: &str, partition: i32, e: &StorageError) -> (ProduceResult, Option<i64>) {
+    if e.is_bad_input() {
+        tracing::info!(topic, partition, error_code = e.kafka_error_code().name(), error = %e, "produce refused");
+    }
+    (storage_failure(e), None)
+}
+
 /// Appends one partition's batches (synchronously: no other request interleaves). Returns the
 /// result and, on success, the last offset to wait on for durability.
 fn append_part(
@@ -170,7 +178,7 @@ fn append_part(
 ) -> (ProduceResult, Option<i64>) {
     let batches = match split_batches(records) {
         Ok(b) => b,
-        Err(e) => return (storage_failure(&e), None),
+        Err(e) => return refused(topic, partition, &e),
     };
     // (first offset, log append time, log start offset) of the first batch.
     let mut first: Option<(i64, i64, i64)> = None;
@@ -196,7 +204,7 @@ fn append_part(
             }
             // Batches already appended stay appended (as in Kafka, a request is not atomic
             // across batches); the error is reported for the partition.
-            Err(e) => return (storage_failure(&e), None),
+            Err(e) => return refused(topic, partition, &e),
         }
     }
     let Some((first_offset, log_append_time, log_start_offset)) = first else {

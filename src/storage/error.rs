@@ -71,6 +71,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the client's input caused this error (a malformed or refused batch), as opposed
+    /// to the broker's state or its disk.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StorageError::CorruptMessage(_)
+                | StorageError::InvalidRecord(_)
+                | StorageError::MessageTooLarge { .. }
+                | StorageError::OutOfOrderSequence
+                | StorageError::InvalidProducerEpoch
+        )
+    }
+
     /// The Kafka error code to put in a response for this error.
     pub fn kafka_error_code(&self) -> ErrorCode {
         match self {

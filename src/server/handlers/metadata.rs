@@ -17,9 +17,6 @@ use crate::meta::TopicMeta;
 use crate::protocol::ProtocolError;
 use crate::shard::{AdminOp, NewTopic};
 
-/// The cluster id reported to clients (one node, one cluster).
-pub const CLUSTER_ID: &str = "shardlog-single-node";
-
 /// Kafka's internal topics, flagged `is_internal` (v1+): clients leave them out of pattern
 /// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
 pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
@@ -121,7 +118,7 @@ pub async fn handle(
             .with_node_id(BrokerId(node_id))
             .with_host(sb(host))
             .with_port(*port as i32)])
-        .with_cluster_id(Some(sb(CLUSTER_ID)))
+        .with_cluster_id(Some(sb(&shard.config.cluster_id)))
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN);
@@ -137,7 +134,7 @@ pub async fn describe_cluster(
     let (host, port) = &shard.config.advertised();
     let node_id = shard.config.node_id;
     let body = DescribeClusterResponse::default()
-        .with_cluster_id(sb(CLUSTER_ID))
+        .with_cluster_id(sb(&shard.config.cluster_id))
         .with_controller_id(BrokerId(node_id))
         .with_brokers(vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(node_id))

@@ -1,0 +1,281 @@
+//! The broker's side of the control plane: registration, heartbeats, controlled shutdown, and
+//! the images it receives.
+//!
+//! A [`BrokerAgent`] runs as a task on a tokio runtime (the quorum thread's on a combined
+//! node). It registers with the active controller (a new random incarnation per process
+//! start), heartbeats every `broker.heartbeat.interval.ms` with the offset of the image it
+//! holds, and publishes each newer image it is sent on a watch channel the broker reads. When
+//! asked to shut down it heartbeats with `want_shutdown` until the controller has moved its
+//! leaderships away (Kafka's controlled shutdown), then reports that it may stop. A refusal
+//! of the registration (a live broker with the same node id) is fatal and reported.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::control::{ControlError, TopicRequest};
+use super::image::{ClusterImage, Endpoint, NodeId};
+use super::store::RaftNodeId;
+use super::transport::{ControllerError, ControllerReply, PeerClient, RpcBody, RpcReply};
+use crate::error_code::ErrorCode;
+
+/// One request to the controllers gives up after this long.
+pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 5000;
+
+/// A client of the active controller, wherever it is: asks the last known leader, follows
+/// `NotLeader` hints, and tries every controller in turn when none is known.
+pub struct ControllerClient {
+    controllers: BTreeMap<RaftNodeId, PeerClient>,
+    leader: Option<RaftNodeId>,
+}
+
+impl ControllerClient {
+    /// A client of the controllers at `addrs` (node id → `host:port`) of cluster `cluster_id`.
+    pub fn new(cluster_id: Arc<str>, addrs: &BTreeMap<RaftNodeId, String>) -> Self {
+        ControllerClient {
+            controllers: addrs
+                .iter()
+                .map(|(id, a)| (*id, PeerClient::new(cluster_id.clone(), a.clone())))
+                .collect(),
+            leader: None,
+        }
+    }
+
+    /// Sends `body` to the active controller, within [`CONTROLLER_REQUEST_TIMEOUT_MS`].
+    pub async fn call(&mut self, body: RpcBody) -> Result<ControllerReply, ControllerError> {
+        let deadline = Instant::now() + Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS);
+        let ids: Vec<RaftNodeId> = self.controllers.keys().copied().collect();
+        let mut next = 0usize;
+        let mut last = ControllerError::Unavailable("no controller answered".into());
+        while Instant::now() < deadline {
+            let target = match self.leader {
+                Some(l) if self.controllers.contains_key(&l) => l,
+                _ => {
+                    let Some(id) = ids.get(next % ids.len().max(1)) else {
+                        return Err(last);
+                    };
+                    next += 1;
+                    *id
+                }
+            };
+            let Some(client) = self.controllers.get_mut(&target) else {
+                return Err(last);
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ttl = left.min(Duration::from_millis(1000));
+            match client.call(body.clone(), ttl).await {
+                Ok(RpcReply::Controller(Err(ControllerError::NotLeader { leader }))) => {
+                    self.leader = leader.filter(|l| *l != target);
+                    last = ControllerError::NotLeader { leader };
+                    if self.leader.is_none() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Ok(RpcReply::Controller(Err(ControllerError::Unavailable(why)))) => {
+                    self.leader = None;
+                    last = ControllerError::Unavailable(why);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(RpcReply::Controller(answer)) => {
+                    self.leader = Some(target);
+                    return answer;
+                }
+                Ok(RpcReply::InconsistentClusterId { expected }) => {
+                    return Err(ControlError {
+                        code: ErrorCode::INCONSISTENT_CLUSTER_ID,
+                        message: format!("the controllers belong to cluster {expected}"),
+                    }
+                    .into())
+                }
+                Ok(other) => last = ControllerError::Unavailable(format!("unexpected {other:?}")),
+                Err(e) => {
+                    self.leader = None;
+                    last = ControllerError::Unavailable(format!("controller {target}: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The active controller as last seen.
+    pub fn leader(&self) -> Option<RaftNodeId> {
+        self.leader
+    }
+
+    /// CreateTopics through the active controller: one result per topic.
+    pub async fn create_topics(
+        &mut self,
+        topics: Vec<TopicRequest>,
+    ) -> Result<Vec<Result<(), ControlError>>, ControllerError> {
+        match self.call(RpcBody::CreateTopics(topics)).await? {
+            ControllerReply::TopicsCreated(r) => Ok(r),
+            other => Err(ControllerError::Unavailable(format!(
+                "unexpected {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What a broker agent is to run with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The broker's node id.
+    pub id: NodeId,
+    /// Where clients reach it.
+    pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// The controllers (node id → `host:port` of their CONTROLLER listener).
+    pub controllers: BTreeMap<RaftNodeId, String>,
+    /// The cluster id.
+    pub cluster_id: Arc<str>,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Where the agent stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// The broker epoch of the current registration.
+    pub epoch: Option<u64>,
+    /// Fenced as of the last heartbeat.
+    pub fenced: bool,
+    /// A refusal the broker cannot recover from (e.g. `DUPLICATE_BROKER_REGISTRATION`).
+    pub fatal: Option<String>,
+    /// The controlled shutdown is complete.
+    pub shut_down: bool,
+    /// The active controller as last seen.
+    pub controller: Option<RaftNodeId>,
+}
+
+/// A running broker agent; its task ends when dropped.
+pub struct BrokerAgent {
+    images: watch::Receiver<Arc<ClusterImage>>,
+    status: watch::Receiver<AgentStatus>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerAgent {
+    /// Starts the agent on `runtime`.
+    pub fn spawn(runtime: &tokio::runtime::Handle, cfg: AgentConfig) -> BrokerAgent {
+        let (images_tx, images) = watch::channel(Arc::new(ClusterImage::default()));
+        let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = runtime.spawn(run(cfg, images_tx, status_tx, shutdown_rx));
+        BrokerAgent {
+            images,
+            status,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The images received (the newest first on subscribe).
+    pub fn images(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.images.clone()
+    }
+
+    /// The agent's status.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.clone()
+    }
+
+    /// Starts the controlled shutdown; [`AgentStatus::shut_down`] tells when it is complete.
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for BrokerAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    cfg: AgentConfig,
+    images: watch::Sender<Arc<ClusterImage>>,
+    status: watch::Sender<AgentStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = ControllerClient::new(cfg.cluster_id.clone(), &cfg.controllers);
+    let incarnation = *uuid::Uuid::new_v4().as_bytes();
+    let interval = Duration::from_millis(cfg.heartbeat_interval_ms);
+    let mut registered = false;
+    loop {
+        if !registered {
+            let req = RpcBody::BrokerRegistration {
+                id: cfg.id,
+                incarnation,
+                endpoints: cfg.endpoints.clone(),
+                rack: cfg.rack.clone(),
+            };
+            match client.call(req).await {
+                Ok(ControllerReply::Registered { epoch }) => {
+                    registered = true;
+                    status.send_modify(|s| {
+                        s.epoch = Some(epoch);
+                        s.fenced = true;
+                    });
+                }
+                Err(ControllerError::Refused(e))
+                    if e.code == ErrorCode::DUPLICATE_BROKER_REGISTRATION
+                        || e.code == ErrorCode::INCONSISTENT_CLUSTER_ID =>
+                {
+                    tracing::error!(broker = cfg.id, error = %e, "registration refused");
+                    status.send_modify(|s| s.fatal = Some(e.to_string()));
+                    return;
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to a registration"),
+                Err(e) => tracing::debug!(error = %e, "registration not done yet; retrying"),
+            }
+        }
+        if registered {
+            let want_shutdown = *shutdown.borrow();
+            let req = RpcBody::BrokerHeartbeat {
+                id: cfg.id,
+                incarnation,
+                applied_offset: images.borrow().offset,
+                want_shutdown,
+            };
+            match client.call(req).await {
+                Ok(ControllerReply::Heartbeat {
+                    fenced,
+                    shutdown_ready,
+                    image,
+                }) => {
+                    if let Some(image) = image {
+                        if image.offset > images.borrow().offset {
+                            images.send_replace(Arc::new(*image));
+                        }
+                    }
+                    let controller = client.leader();
+                    status.send_modify(|s| {
+                        s.fenced = fenced;
+                        s.controller = controller;
+                    });
+                    if want_shutdown && shutdown_ready {
+                        tracing::info!(broker = cfg.id, "controlled shutdown complete");
+                        status.send_modify(|s| s.shut_down = true);
+                        return;
+                    }
+                }
+                Err(ControllerError::Refused(e))
+                    if e.code == ErrorCode::BROKER_ID_NOT_REGISTERED
+                        || e.code == ErrorCode::STALE_BROKER_EPOCH =>
+                {
+                    tracing::info!(broker = cfg.id, error = %e, "registering again");
+                    registered = false;
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to a heartbeat"),
+                Err(e) => tracing::debug!(error = %e, "heartbeat not taken; retrying"),
+            }
+        }
+        // Sleep one interval, or less when a shutdown is asked for.
+        let _ = tokio::time::timeout(interval, shutdown.changed()).await;
+    }
+}
