@@ -200,6 +200,7 @@ fn agent_thread() -> Result<
 mod tests {
     use super::*;
     use crate::cluster::config::{parse_listeners, parse_roles, parse_voters};
+    use crate::cluster::quorum::tests::wait_for;
 
     fn free_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -234,17 +235,6 @@ mod tests {
             advertised: ("127.0.0.1".into(), 9100 + id as u16),
             election_timeout_ms: 300,
         }
-    }
-
-    fn wait_for(what: &str, timeout_ms: u64, mut ok: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        while Instant::now() < deadline {
-            if ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("timed out waiting for {what}");
     }
 
     /// Three combined nodes and one broker-only node form a cluster from their properties;

@@ -404,7 +404,7 @@ async fn propose_anywhere(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cluster::agent::{AgentConfig, BrokerAgent, ControllerClient};
     use crate::cluster::control::TopicRequest;
@@ -469,7 +469,8 @@ mod tests {
             .block_on(f)
     }
 
-    fn wait_for(what: &str, timeout_ms: u64, mut ok: impl FnMut() -> bool) {
+    /// Polls `ok` every 20 ms until it holds; panics naming `what` after `timeout_ms`.
+    pub(crate) fn wait_for(what: &str, timeout_ms: u64, mut ok: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         while Instant::now() < deadline {
             if ok() {
@@ -500,6 +501,16 @@ mod tests {
         ]
     }
 
+    /// Three quorum members of a fresh cluster on free loopback ports, data under `root`.
+    fn three_members(root: &Path) -> (String, [u16; 3], Vec<Option<Quorum>>) {
+        let cluster = crate::cluster::identity::random_uuid();
+        let ports = [free_port(), free_port(), free_port()];
+        let members = (1..=3)
+            .map(|id| Some(member(root, id, &ports, &cluster)))
+            .collect();
+        (cluster, ports, members)
+    }
+
     fn live(members: &[Option<Quorum>]) -> Vec<&Quorum> {
         members.iter().flatten().collect()
     }
@@ -513,11 +524,7 @@ mod tests {
     #[test]
     fn three_members_elect_replicate_survive_the_leader_and_rejoin() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let cluster = crate::cluster::identity::random_uuid();
-        let ports = [free_port(), free_port(), free_port()];
-        let mut members: Vec<Option<Quorum>> = (1..=3)
-            .map(|id| Some(member(tmp.path(), id, &ports, &cluster)))
-            .collect();
+        let (cluster, ports, mut members) = three_members(tmp.path());
         wait_for("a leader", 10_000, || {
             agreed_leader(&live(&members)).is_some()
         });
@@ -614,11 +621,7 @@ mod tests {
     #[test]
     fn brokers_register_are_fenced_and_shut_down_through_the_active_controller() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let cluster = crate::cluster::identity::random_uuid();
-        let ports = [free_port(), free_port(), free_port()];
-        let mut members: Vec<Option<Quorum>> = (1..=3)
-            .map(|id| Some(member(tmp.path(), id, &ports, &cluster)))
-            .collect();
+        let (cluster, _, mut members) = three_members(tmp.path());
         let mut agents: Vec<Option<BrokerAgent>> = live(&members)
             .iter()
             .map(|q| Some(agent(q, q.node_id())))
