@@ -295,19 +295,18 @@ fn produce_raw(b: &Broker, records: Bytes) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
-#[test]
-fn producer_state_survives_clean_restart_and_kill9() {
-    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
-    let mut b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
-    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    // Create the topic through Metadata auto-creation.
-    let md = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
-        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
-            Some(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
-            )),
-        ),
-    ]));
+/// A connection with the topic `idem-raw` auto-created through Metadata and a fresh idempotent
+/// producer id from InitProducerId.
+fn idempotent_connection(port: u16) -> (TcpStream, i64) {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, TopicName,
+    };
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let md = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(
+            kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
+        )))]));
     let _ = common::request(&mut c, ApiKey::Metadata, 12, &md);
     let mut r = common::request(
         &mut c,
@@ -318,8 +317,15 @@ fn producer_state_survives_clean_restart_and_kill9() {
             .with_transaction_timeout_ms(60_000),
     );
     let init = InitProducerIdResponse::decode(&mut r, 4).expect("init");
-    assert_eq!(init.error_code, 0);
-    let pid = init.producer_id.0;
+    assert_eq!(init.error_code, 0, "InitProducerId");
+    (c, init.producer_id.0)
+}
+
+#[test]
+fn producer_state_survives_clean_restart_and_kill9() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let mut b = Broker::start(2, &["log.preallocate.bytes=1048576"]);
+    let (_c, pid) = idempotent_connection(b.port);
     assert!(pid >= 0);
 
     let mut offsets = Vec::new();
@@ -392,30 +398,10 @@ fn producer_state_survives_clean_restart_and_kill9() {
 /// is refused with CORRUPT_MESSAGE and appends nothing; it is never answered as a duplicate.
 #[test]
 fn corrupt_retry_of_a_stored_batch_is_refused_not_answered_as_duplicate() {
-    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
     use shardlog::error_code::ErrorCode;
     let log = tempfile::NamedTempFile::new().expect("log file");
     let b = Broker::start_logging_to(1, &[], log.path());
-    let mut c = TcpStream::connect(("127.0.0.1", b.port)).expect("connect");
-    let md = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
-        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
-            Some(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_static_str("idem-raw"),
-            )),
-        ),
-    ]));
-    let _ = common::request(&mut c, ApiKey::Metadata, 12, &md);
-    let mut r = common::request(
-        &mut c,
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000),
-    );
-    let init = InitProducerIdResponse::decode(&mut r, 4).expect("init");
-    assert_eq!(init.error_code, ErrorCode::NONE.code());
-    let pid = init.producer_id.0;
+    let (_c, pid) = idempotent_connection(b.port);
 
     let batch = idempotent_batch(pid, 0, 0, 3);
     assert_eq!(produce_raw(&b, batch.clone()), (ErrorCode::NONE.code(), 0));
