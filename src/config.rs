@@ -91,6 +91,10 @@ pub struct BrokerConfig {
     pub request_partition_size_limit: i32,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
+    /// Partitions this broker may host, all topics together (internal ones too): not a
+    /// property, derived at start from the open-file limit (`server::fd_budget`). Creating
+    /// topics or partitions past it is refused with INVALID_PARTITIONS.
+    pub partitions_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
@@ -133,6 +137,7 @@ impl Default for BrokerConfig {
             fetch_session_cache_slots: 1000,
             request_partition_size_limit: 2000,
             shard_connections_max: 20_000,
+            partitions_max: 100_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             unwritten_bytes_max: 64 << 20,
