@@ -391,6 +391,7 @@ async fn start_and_serve(
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
         preallocate_bytes: config.preallocate_bytes,
+        retention_check_interval_ms: config.log_retention_check_interval_ms,
         ..Default::default()
     };
     progress.enter(id, Phase::OpeningStorage);

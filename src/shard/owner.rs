@@ -129,6 +129,7 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
     shard.storage.partition_stats(|topic, partition, stats| {
         let m = shard.metrics.partition(topic, partition);
         m.set_disk_usage(stats.disk_usage_bytes);
+        m.set_disk_allocated(stats.disk_allocated_bytes);
         m.set_high_watermark(stats.high_watermark);
     });
     let mut snapshot = shard.metrics.snapshot();

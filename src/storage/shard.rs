@@ -479,6 +479,19 @@ impl ShardStorage {
         }
     }
 
+    /// Re-reads every open partition's allocated blocks
+    /// ([`PartitionStats::disk_allocated_bytes`]), yielding between partitions so that a shard
+    /// with thousands of them does not hold up its requests. Failures are logged; the old value
+    /// stays.
+    pub async fn sample_disk_allocated(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.sample_disk_allocated(&self.fs) {
+                tracing::debug!(topic = %p.topic(), partition = p.index(), error = %e, "cannot read allocated blocks");
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
     /// Snapshots the idempotent producer state of every partition that has some, beside its
     /// segments (through the file seam, off the shard on the real disk). A failed write is
     /// logged and leaves the previous snapshot; the next open then scans more of the log.
@@ -566,5 +579,6 @@ async fn retention_loop(weak: Weak<ShardStorage>) {
             return;
         }
         let _ = s.enforce_retention().await;
+        s.sample_disk_allocated().await;
     }
 }

@@ -122,12 +122,14 @@ impl Partition {
                 flush_error: None,
                 flush_error_epoch: 0,
                 deleted: false,
+                disk_allocated_bytes: 0,
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),
             durable: WaitList::default(),
         };
         log.load_producer_state(fs).await?;
+        log.sample_disk_allocated(fs)?;
         Ok(log)
     }
 
