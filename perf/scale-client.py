@@ -18,9 +18,11 @@ recorded: nothing acknowledged lost), at most TIMEOUT_S. metadata: COUNT Metadat
 all topics (v4, raw socket, timed to the last byte of the answer). idle: COUNT connections,
 each answered an ApiVersions, held until RELEASE_FILE exists (READY_FILE is written once they
 are open). group: a consumer group (librdkafka, group.id PREFIXgroup, subscribed to ^PREFIX[0-9]+$, from
-the latest offsets, auto-commit every 5 s) reading until RELEASE_FILE exists (READY_FILE is
-written once it has its assignment); its latency is receipt time - the record's CreateTime
-(wall clock, ms resolution: the load generator stamps the time it appended the record).
+the earliest offsets, auto-commit every 5 s) reading until RELEASE_FILE exists; READY_FILE is
+written once a record came from every assigned partition (each holds the one of `produce`).
+Its latency is receipt time - the record's CreateTime (wall clock, ms resolution: the load
+generator stamps the time it appended the record), over the records created from the time in
+READY_FILE.from (wall-clock ms, written by the caller: the load's warm-up left out).
 
 Loopback only: BOOTSTRAP must be 127.x.x.x:PORT.
 """
@@ -323,21 +325,17 @@ def cmd_group(bootstrap, prefix, ready_file, release_file, timeout_s):
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"{prefix}group",
-            "auto.offset.reset": "latest",
+            "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 5000,
         }
     )
     c.subscribe([f"^{prefix}[0-9]+$"])
     deadline = time.monotonic() + float(timeout_s)
-    lat, n, nbytes, errors = [], 0, 0, 0
-    t0, assigned_secs = time.monotonic(), None
+    recs, n, nbytes, errors = [], 0, 0, 0
+    t0, ready_secs, seen = time.monotonic(), None, set()
     while time.monotonic() < deadline and not os.path.exists(release_file):
         m = c.poll(0.2)
-        if assigned_secs is None and c.assignment():
-            assigned_secs = round(time.monotonic() - t0, 3)
-            with open(ready_file, "w") as f:
-                f.write("assigned\n")
         if m is None:
             continue
         if m.error():
@@ -347,7 +345,24 @@ def cmd_group(bootstrap, prefix, ready_file, release_file, timeout_s):
         nbytes += len(m.value() or b"")
         kind, ts = m.timestamp()
         if kind != 0:
-            lat.append(time.time() * 1000 - ts)
+            recs.append((ts, time.time() * 1000 - ts))
+        # Ready once a record came from every assigned partition (each holds one from the
+        # produce step, read from the earliest offset): the group fetches from all of them.
+        if ready_secs is None:
+            seen.add((m.topic(), m.partition()))
+            if len(seen) >= len(c.assignment()) > 0:
+                ready_secs = round(time.monotonic() - t0, 3)
+                with open(ready_file, "w") as f:
+                    f.write(f"{len(seen)} partitions read\n")
+    # Latency of the records created in the measured window only (the caller writes its start,
+    # wall-clock ms, to READY_FILE.from: the load's warm-up is left out).
+    measure_from = 0
+    try:
+        with open(ready_file + ".from") as f:
+            measure_from = float(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    lat = sorted(d for ts, d in recs if ts >= measure_from)
     assignment = len(c.assignment())
     c.close()
     lat.sort()
@@ -357,9 +372,10 @@ def cmd_group(bootstrap, prefix, ready_file, release_file, timeout_s):
 
     out(
         {
-            "group_assigned_secs": assigned_secs,
+            "group_ready_secs": ready_secs,
             "group_assigned_partitions": assignment,
             "group_consumed": n,
+            "group_measured": len(lat),
             "group_bytes": nbytes,
             "group_errors": errors,
             "group_p50_ms": q(0.5),

@@ -61,6 +61,7 @@ def mib(kib):
 def figures(run):
     s, load = run["steps"], run["load"]
     f = {}
+    f["partitions_created"] = get(s, "create", "partitions_ready")
     f["create_secs"] = get(s, "create", "create_secs")
     f["produce_one_secs"] = get(s, "produce", "produce_secs")
     f["disk_mib"] = mib(get(s, "produce", "du_kib"))
@@ -85,7 +86,9 @@ def figures(run):
     f["publish_p99_ms"] = pub["p99"] / 1000 if "p99" in pub else None
     f["e2e_p50_ms"] = get(s, "lowrate", "group_p50_ms")
     f["e2e_p99_ms"] = get(s, "lowrate", "group_p99_ms")
+    f["group_ready_secs"] = get(s, "lowrate", "group_ready_secs")
     f["group_consumed"] = get(s, "lowrate", "group_consumed")
+    f["group_measured"] = get(s, "lowrate", "group_measured")
     f["load_acked"] = acked
     f["load_failed"] = summary.get("total_failed_msgs")
     for k in s:
@@ -110,6 +113,7 @@ def figures(run):
 
 
 LABELS = [
+    ("partitions_created", "partitions created (every leader shown)"),
     ("create_secs", "create all partitions (until every leader shows), s"),
     ("produce_one_secs", "one record to each partition, acks=all, s"),
     ("disk_mib", "disk allocated after that (du), MiB"),
@@ -123,7 +127,10 @@ LABELS = [
     ("publish_p99_ms", "low-rate load: publish p99 (acks=all), ms"),
     ("e2e_p50_ms", "low-rate load: produce->consume p50 (group), ms"),
     ("e2e_p99_ms", "low-rate load: produce->consume p99 (group), ms"),
-    ("group_consumed", "low-rate load: records the group read"),
+    ("group_ready_secs", "consumer group: join until it read from every partition, s"),
+    ("group_consumed", "low-rate load: records the group read (all)"),
+    ("group_measured", "low-rate load: records in the group's latency (after warm-up)"),
+    ("load_acked", "low-rate load: records acknowledged"),
     ("load_failed", "low-rate load: produce failures"),
     ("disk_after_load_mib", "disk after the load, MiB"),
     ("rss_after_load_mib", "RSS after the load, MiB"),
@@ -207,6 +214,9 @@ def main():
         for r, f in zip(runs[b], per[b]):
             picks = ["create_secs", "disk_mib", "rss_mib", "cpu_per_gb_secs", "e2e_p99_ms", "restart_secs", "kill9_restart_secs"]
             lines.append(f"- {b} rep {r['rep']}: " + ", ".join(f"{k} {fmt(f.get(k))}" for k in picks))
+            refused = r["steps"].get("create", {}).get("first_error")
+            if refused:
+                lines.append(f"  - create refused: {refused}")
     lines.append("")
     (out / "RESULTS-scale.md").write_text("\n".join(lines))
     print("\n".join(lines))
