@@ -92,6 +92,13 @@ pub struct BrokerConfig {
     pub request_partition_size_limit: i32,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
+    /// How often each shard deletes segments past retention and re-reads its partitions'
+    /// allocated blocks; `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// Partitions this broker may host, all topics together (internal ones too): not a
+    /// property, derived at start from the open-file limit (`server::fd_budget`). Creating
+    /// topics or partitions past it is refused with INVALID_PARTITIONS.
+    pub partitions_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
@@ -136,6 +143,8 @@ impl Default for BrokerConfig {
             fetch_session_cache_slots: 1000,
             request_partition_size_limit: 2000,
             shard_connections_max: 20_000,
+            partitions_max: 100_000,
+            log_retention_check_interval_ms: 30_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             unwritten_bytes_max: 64 << 20,
@@ -339,8 +348,16 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "log.retention.check.interval.ms",
+        help: "How often each shard deletes segments past retention.ms/retention.bytes and re-reads its partitions' allocated disk blocks (the disk_allocated_bytes metric). Default 30000 (Kafka's is 300000).",
+        apply: |c, v| {
+            c.log_retention_check_interval_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "shard.connections.max",
-        help: "Client connections per shard; further ones are closed at accept. Default 20000.",
+        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit half of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
         apply: |c, v| {
             c.shard_connections_max = parse_positive(v)?;
             Ok(())

@@ -45,6 +45,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Bytes of record batches written to the partition's segment (.log) files, read when scraped; index files and batches not yet written by the group commit are not counted.",
     ),
     (
+        "shardlog_partition_disk_allocated_bytes",
+        "gauge",
+        "Bytes of blocks allocated to the partition's directory and files, as du counts them (preallocated space, indexes, snapshots included); sampled at open and every log.retention.check.interval.ms.",
+    ),
+    (
         "shardlog_requests_total",
         "counter",
         "Requests handled, by Kafka API.",
@@ -126,7 +131,8 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
         | "shardlog_partition_produced_records_total"
         | "shardlog_partition_fetched_bytes_total"
         | "shardlog_partition_fetched_records_total"
-        | "shardlog_partition_disk_usage_bytes" => {
+        | "shardlog_partition_disk_usage_bytes"
+        | "shardlog_partition_disk_allocated_bytes" => {
             for s in shards {
                 let shard = s.shard.to_string();
                 for p in &s.partitions {
@@ -135,6 +141,7 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
                         "shardlog_partition_produced_records_total" => p.produced_records,
                         "shardlog_partition_fetched_bytes_total" => p.fetched_bytes,
                         "shardlog_partition_fetched_records_total" => p.fetched_records,
+                        "shardlog_partition_disk_allocated_bytes" => p.disk_allocated_bytes,
                         _ => p.disk_usage_bytes,
                     };
                     let partition = p.partition.to_string();

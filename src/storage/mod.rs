@@ -204,6 +204,10 @@ pub struct PartitionStats {
     /// lengths without the space reserved ahead of the data. Batches still waiting for the
     /// group commit, and the index files, are not counted.
     pub disk_usage_bytes: u64,
+    /// Blocks allocated to the partition's directory and its files, as `du` counts them
+    /// (preallocated space, indexes, snapshots and checkpoints included): sampled when the
+    /// partition opens and at every retention check, so it may trail by one interval.
+    pub disk_allocated_bytes: u64,
 }
 
 /// Result of a read, as Kafka's `FetchDataInfo`.

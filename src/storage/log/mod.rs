@@ -33,6 +33,8 @@ use std::task::Poll;
 
 use glommio::sync::Semaphore;
 
+use crate::io::FileSystem;
+
 use super::producers::ProducerTable;
 use super::segment::LogSegment;
 use super::wait::{Notify, WaitList};
@@ -76,6 +78,9 @@ struct LogState {
     flush_error: Option<(io::ErrorKind, String)>,
     flush_error_epoch: u64,
     deleted: bool,
+    /// Blocks allocated to the partition's directory and files (`du`'s figure), as last
+    /// sampled by [`Partition::sample_disk_allocated`].
+    disk_allocated_bytes: u64,
 }
 
 /// One partition: state plus its wait lists and I/O lock.
@@ -149,6 +154,7 @@ impl LogState {
             log_start_offset: self.log_start_offset,
             high_watermark: self.next_offset,
             disk_usage_bytes: self.disk_usage_bytes(),
+            disk_allocated_bytes: self.disk_allocated_bytes,
         }
     }
 
@@ -219,6 +225,22 @@ impl Partition {
     /// Offsets and disk usage for metrics.
     pub(crate) fn stats(&self) -> PartitionStats {
         self.state.borrow().stats()
+    }
+
+    /// Re-reads the blocks allocated to the partition's directory and files (one `statx` per
+    /// file, on this thread) for [`PartitionStats::disk_allocated_bytes`]. A deleted partition
+    /// keeps its last value.
+    pub(crate) fn sample_disk_allocated(&self, fs: &FileSystem) -> io::Result<()> {
+        let dir = {
+            let st = self.state.borrow();
+            if st.deleted {
+                return Ok(());
+            }
+            st.dir.clone()
+        };
+        let bytes = fs.allocated_bytes(&dir)?;
+        self.state.borrow_mut().disk_allocated_bytes = bytes;
+        Ok(())
     }
 
     /// Every offset below this is fdatasynced.

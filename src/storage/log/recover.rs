@@ -22,8 +22,9 @@ use crate::storage::{LogConfig, StorageError};
 /// Bytes read per step while rebuilding producer state from a log.
 const PRODUCER_REBUILD_READ_BYTES: usize = 1 << 20;
 
-/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry).
-pub(super) fn write_recovery_point(
+/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry), atomically
+/// and durably, off the shard.
+pub(super) async fn write_recovery_point(
     fs: &FileSystem,
     dir: &Path,
     topic: &str,
@@ -31,7 +32,8 @@ pub(super) fn write_recovery_point(
     offset: i64,
 ) -> io::Result<()> {
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable(&dir.join(RECOVERY_POINT_FILE), text.as_bytes())
+    fs.write_small_file_durable_off_shard(&dir.join(RECOVERY_POINT_FILE), text.into_bytes())
+        .await
 }
 
 fn read_recovery_point(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
@@ -122,12 +124,14 @@ impl Partition {
                 flush_error: None,
                 flush_error_epoch: 0,
                 deleted: false,
+                disk_allocated_bytes: 0,
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),
             durable: WaitList::default(),
         };
         log.load_producer_state(fs).await?;
+        log.sample_disk_allocated(fs)?;
         Ok(log)
     }
 
