@@ -68,7 +68,12 @@ const CLIENT_SCENARIOS_SASL: &[&str] = &[
 ];
 
 /// Kafka's command-line tools (kafka-tools), a row of their own.
-const TOOLS_SCENARIOS: &[&str] = &["tools_topic", "tools_console", "tools_groups"];
+const TOOLS_SCENARIOS: &[&str] = &[
+    "tools_topic",
+    "tools_console",
+    "tools_groups",
+    "tools_transactions",
+];
 
 /// The broker's `message.max.bytes` in this run; the programs know it too (max_under/max_over).
 const MESSAGE_MAX_BYTES: usize = 65536;
