@@ -135,6 +135,12 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
     let mut snapshot = shard.metrics.snapshot();
     snapshot.batch_cache_bytes = shard.storage.cache_bytes() as u64;
     snapshot.unwritten_bytes = shard.storage.unwritten_bytes();
+    {
+        let sessions = shard.fetch_sessions.borrow();
+        snapshot.fetch_sessions = sessions.len() as u64;
+        snapshot.fetch_session_partitions = sessions.partitions_total() as u64;
+        snapshot.fetch_session_evictions = sessions.evictions();
+    }
     snapshot.committed_offsets = shard
         .groups
         .committed_offsets()
