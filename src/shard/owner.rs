@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
+    DeleteRecordsAnswer, FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery,
+    ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
 use crate::error_code::ErrorCode;
@@ -92,6 +93,29 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let mut out = Vec::with_capacity(parts.len());
             for (i, q) in parts {
                 out.push((i, list_offset(shard, q).await));
+            }
+            let _ = reply.send(out);
+        }
+        ShardMsg::DeleteRecords { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, p) in parts {
+                let answer = match shard
+                    .storage
+                    .delete_records(&p.topic, p.partition, p.offset)
+                    .await
+                {
+                    Ok(low_watermark) => DeleteRecordsAnswer {
+                        error_code: ErrorCode::NONE,
+                        low_watermark,
+                        error_message: None,
+                    },
+                    Err(e) => DeleteRecordsAnswer {
+                        error_code: e.kafka_error_code(),
+                        low_watermark: -1,
+                        error_message: Some(e.to_string()),
+                    },
+                };
+                out.push((i, answer));
             }
             let _ = reply.send(out);
         }
