@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::config::{ClusterConfig, ResolvedCluster};
 use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
+use crate::txn::TxnConfig;
 
 /// Why a configuration was refused; the message names the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,8 @@ pub struct BrokerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Consumer group settings.
     pub group: GroupConfig,
+    /// Transaction coordinator settings.
+    pub txn: TxnConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
     pub log: LogConfig,
     /// The cluster's identity settings (`process.roles`, `controller.quorum.voters`, ...).
@@ -149,6 +152,7 @@ impl Default for BrokerConfig {
             preallocate_bytes: 64 << 20,
             metrics_listen: None,
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
             log: LogConfig::default(),
             cluster: ClusterConfig::new(),
         }
@@ -412,6 +416,30 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "How long the first rebalance of an empty group waits for more members. Default 3000.",
         apply: |c, v| {
             c.group.initial_rebalance_delay_ms = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.state.log.num.partitions",
+        help: "Partitions of __transaction_state (fixed once created; it is created at the first transactional request). Default 50.",
+        apply: |c, v| {
+            c.txn.state_partitions = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.max.timeout.ms",
+        help: "Largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT). Default 900000.",
+        apply: |c, v| {
+            c.txn.max_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        help: "How often ongoing transactions are checked against their timeout (a timed-out one is aborted). Default 10000.",
+        apply: |c, v| {
+            c.txn.abort_check_interval_ms = parse_positive(v)?;
             Ok(())
         },
     },

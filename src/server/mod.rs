@@ -441,12 +441,17 @@ async fn start_and_serve(
         ready.wait(false).await;
         return Err(e);
     }
+    if let Err(e) = shard.replay_transactions().await {
+        ready.wait(false).await;
+        return Err(e);
+    }
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticker.groups.tick();
+            ticker.tick_transactions(ticks, 100).await;
             ticks += 1;
             if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
                 ticker.snapshot_producers().await;
@@ -475,6 +480,8 @@ async fn start_and_serve(
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    // Every shard has replayed its groups and transactions: markers owed may go out.
+    shard.resume_markers();
     let _metrics_server = metrics_listener.map(|listener| {
         tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
         let s = shard.clone();

@@ -134,6 +134,24 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let out = shard.groups.handle(*op).await;
             let _ = reply.send(out);
         }
+        ShardMsg::Txn { op, reply } => shard.serve_txn(*op, reply).await,
+        ShardMsg::Producers { parts, reply } => {
+            let out = parts
+                .into_iter()
+                .map(|(i, (topic, partition))| {
+                    let r = shard
+                        .storage
+                        .describe_producers(&topic, partition)
+                        .map_err(|e| e.kafka_error_code());
+                    (i, r)
+                })
+                .collect();
+            let _ = reply.send(out);
+        }
+        ShardMsg::Markers { parts, reply } => {
+            let out = shard.append_markers(parts).await;
+            let _ = reply.send(out);
+        }
         ShardMsg::ApplyMetadata { meta, reply } => {
             apply_metadata(shard, meta).await;
             let _ = reply.send(());
@@ -266,6 +284,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             part.max_bytes.min(limits.bytes),
             limits.min_one,
             limits.disk,
+            part.read_committed,
         )
         .await
     {
@@ -277,6 +296,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: ErrorCode::NONE,
                 high_watermark: data.high_watermark,
+                last_stable_offset: data.last_stable_offset,
+                aborted: data.aborted,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
                 allocated: data.allocated,
@@ -291,6 +312,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: e.kafka_error_code(),
                 high_watermark: hw,
+                last_stable_offset: hw,
+                aborted: Vec::new(),
                 log_start_offset: start,
                 batches: Vec::new(),
                 allocated: 0,

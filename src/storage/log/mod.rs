@@ -199,6 +199,24 @@ impl Partition {
         self.state.borrow().deleted
     }
 
+    /// The last stable offset (see `producers`).
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        let st = self.state.borrow();
+        let lso = st.producers.last_stable_offset(st.next_offset);
+        debug_assert!(st.log_start_offset <= st.next_offset);
+        lso
+    }
+
+    /// The aborted transactions overlapping `[from, to)`: `(producer id, first offset)`.
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.state.borrow().producers.aborted_between(from, to)
+    }
+
+    /// Every producer with state here (DescribeProducers).
+    pub(crate) fn describe_producers(&self) -> Vec<super::ProducerDescription> {
+        self.state.borrow().producers.describe()
+    }
+
     /// `(log start offset, high watermark)`.
     pub(crate) fn offsets(&self) -> (i64, i64) {
         let st = self.state.borrow();

@@ -211,7 +211,9 @@ impl Partition {
                 for b in &read {
                     let h = &b.header;
                     if h.producer_id >= 0 && h.base_offset >= next {
-                        st.producers.record(h, h.base_offset, h.last_offset());
+                        let control = h.is_control().then(|| b.control_type()).flatten();
+                        st.producers
+                            .record(h, h.base_offset, h.last_offset(), control);
                         seen += 1;
                     }
                     advanced = advanced.max(h.last_offset() + 1);
