@@ -170,6 +170,28 @@ pub struct OffsetAnswer {
     pub timestamp: i64,
 }
 
+/// One partition's DeleteRecords ask: move its log start offset up to `offset`.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsPart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The new log start offset; -1 = the high watermark.
+    pub offset: i64,
+}
+
+/// One partition's DeleteRecords outcome.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsAnswer {
+    /// Kafka error code (0 = none).
+    pub error_code: ErrorCode,
+    /// The log start offset after the request (-1 on error).
+    pub low_watermark: i64,
+    /// A readable reason on error.
+    pub error_message: Option<String>,
+}
+
 /// A message from one shard to another. Every variant carries its own reply channel.
 pub enum ShardMsg {
     /// Append batches to partitions owned by the receiver; `acks` = -1 waits for durability.
@@ -208,6 +230,13 @@ pub enum ShardMsg {
         parts: Vec<(usize, OffsetQuery)>,
         /// Answers by the same indexes.
         reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
+    },
+    /// DeleteRecords on partitions owned by the receiver.
+    DeleteRecords {
+        /// (index in the request, part).
+        parts: Vec<(usize, DeleteRecordsPart)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, DeleteRecordsAnswer)>>,
     },
     /// An admin change, sent to shard 0 (the metadata writer).
     Admin {
@@ -523,6 +552,25 @@ impl Shard {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 offset: -1,
                 timestamp: -1,
+            },
+        )
+        .await
+    }
+
+    /// Moves log start offsets (DeleteRecords) on their owner shards; answers in request
+    /// order. Each answer is given once the new start is durable.
+    pub async fn delete_records(
+        self: &Rc<Self>,
+        parts: Vec<DeleteRecordsPart>,
+    ) -> Vec<DeleteRecordsAnswer> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::DeleteRecords { parts, reply },
+            || DeleteRecordsAnswer {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                low_watermark: -1,
+                error_message: Some("owner shard unavailable".into()),
             },
         )
         .await

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
+    DeleteRecordsAnswer, FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery,
+    ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
 use crate::error_code::ErrorCode;
@@ -95,6 +96,29 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
+        ShardMsg::DeleteRecords { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, p) in parts {
+                let answer = match shard
+                    .storage
+                    .delete_records(&p.topic, p.partition, p.offset)
+                    .await
+                {
+                    Ok(low_watermark) => DeleteRecordsAnswer {
+                        error_code: ErrorCode::NONE,
+                        low_watermark,
+                        error_message: None,
+                    },
+                    Err(e) => DeleteRecordsAnswer {
+                        error_code: e.kafka_error_code(),
+                        low_watermark: -1,
+                        error_message: Some(e.to_string()),
+                    },
+                };
+                out.push((i, answer));
+            }
+            let _ = reply.send(out);
+        }
         ShardMsg::WaitAppend { parts, wait, reply } => {
             wait_append(shard, parts, wait).await;
             let _ = reply.send(());
@@ -153,6 +177,12 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
     let mut snapshot = shard.metrics.snapshot();
     snapshot.batch_cache_bytes = shard.storage.cache_bytes() as u64;
     snapshot.unwritten_bytes = shard.storage.unwritten_bytes();
+    {
+        let sessions = shard.fetch_sessions.borrow();
+        snapshot.fetch_sessions = sessions.len() as u64;
+        snapshot.fetch_session_partitions = sessions.partitions_total() as u64;
+        snapshot.fetch_session_evictions = sessions.evictions();
+    }
     snapshot.committed_offsets = shard
         .groups
         .committed_offsets()

@@ -46,6 +46,8 @@ mod wait;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compaction;
 
 pub use batch::{
     build_control_batch, build_test_batch, control_type, parse_header, split_batches,
@@ -118,6 +120,23 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type` (default CreateTime).
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` has `delete`: retention deletes old segments and DeleteRecords may
+    /// move the log start (default true).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record of every key, and
+    /// records without a key are refused at produce (default false).
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: the cleaner starts on a log once the dirty (never cleaned)
+    /// part is at least this share of its non-active bytes (default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long (default 0).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the dirty
+    /// ratio (default `i64::MAX`: never forced).
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: a tombstone (null value) stays at least this long after the
+    /// segment holding it was last written (default 1 day).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -132,6 +151,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }

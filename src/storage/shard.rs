@@ -426,6 +426,28 @@ impl ShardStorage {
         Ok(self.partition(topic, partition)?.offsets())
     }
 
+    /// DeleteRecords: moves the partition's log start offset up to `offset` (-1 = the high
+    /// watermark) durably (it survives a restart and a crash), then deletes the whole
+    /// segments below it; reads, ListOffsets earliest and Fetch follow it from the return.
+    /// Returns the log start offset after the call (Kafka's low watermark); an offset at or
+    /// below the current start changes nothing. Errors: above the high watermark or negative
+    /// (not -1) → [`StorageError::OffsetOutOfRange`]; a topic without `delete` in its
+    /// `cleanup.policy` → [`StorageError::PolicyViolation`]; not open here →
+    /// [`StorageError::UnknownPartition`].
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        if self.shutting_down.get() {
+            return Err(StorageError::ShuttingDown);
+        }
+        self.partition(topic, partition)?
+            .delete_records(&self.fs, offset)
+            .await
+    }
+
     /// ListOffsets by time: `(base offset, max timestamp)` of the first batch whose max
     /// timestamp is `>= timestamp`, or `None` if there is none. Kafka's special values work
     /// too: -2 (earliest) gives `(log start, -1)`, -1 (latest) gives `(high watermark, -1)`.
@@ -439,7 +461,11 @@ impl ShardStorage {
         match timestamp {
             -2 => Ok(Some((p.offsets().0, -1))),
             -1 => Ok(Some((p.offsets().1, -1))),
-            _ => p.offset_for_timestamp(timestamp).await,
+            // A batch may straddle the log start (DeleteRecords): never answer below it.
+            _ => Ok(p
+                .offset_for_timestamp(timestamp)
+                .await?
+                .map(|(offset, ts)| (offset.max(p.offsets().0), ts))),
         }
     }
 

@@ -15,6 +15,7 @@
 mod admin_topics;
 mod api_versions;
 mod configs;
+mod delete_records;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -100,6 +101,7 @@ kafka_apis! {
     ApiVersions             0..=4  => api_versions::handle [raw],
     CreateTopics            2..=7  => admin_topics::create_topics,
     DeleteTopics            1..=6  => admin_topics::delete_topics,
+    DeleteRecords           0..=2  => delete_records::handle,
     DescribeConfigs         1..=4  => configs::describe,
     CreatePartitions        0..=3  => admin_topics::create_partitions,
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,

@@ -21,6 +21,7 @@ mod flush;
 mod read;
 mod recover;
 mod retention;
+mod start;
 
 #[cfg(test)]
 pub(crate) use flush::PREALLOCATE_MIN_BYTES;

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use super::cache::{BatchCache, CacheBytes};
+use super::start::read_log_start;
 use super::{LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 use crate::io::{align_down, FileSystem, IoFile};
 use crate::storage::index::{OffsetIndex, TimeIndex};
@@ -87,11 +88,23 @@ impl Partition {
         let scan_from = first_segment_to_scan(clean, rp, &bases);
         let mut segments =
             recover_segments(fs, &dir, &names, &bases, scan_from, &config, now).await?;
+        let start_checkpoint = read_log_start(fs, &dir)?;
+        let log_end = segments.values().next_back().map(|s| s.next_offset);
+        if let (Some(cp), Some(end)) = (start_checkpoint, log_end) {
+            if cp > end {
+                // DeleteRecords moved the start past data a crash then took away: nothing
+                // below the start may be served, so the log restarts empty at it.
+                tracing::warn!(topic, partition, log_start_offset = cp, log_end = end, "log start offset checkpoint is past the recovered log end; starting an empty log there");
+                let all: Vec<i64> = segments.keys().copied().collect();
+                delete_segments(fs, &dir, &names, &all)?;
+                segments.clear();
+            }
+        }
         if segments.is_empty() {
-            let start = rp.unwrap_or(0).max(0);
+            let start = rp.unwrap_or(0).max(start_checkpoint.unwrap_or(0)).max(0);
             segments.insert(start, LogSegment::new(start, now));
         }
-        let log_start = *segments.keys().next().unwrap_or(&0);
+        let log_start = (*segments.keys().next().unwrap_or(&0)).max(start_checkpoint.unwrap_or(0));
         let next_offset = reopen_active(&mut segments).await?;
         if clean {
             fs.remove_file(&marker)?;
