@@ -147,11 +147,13 @@ impl ProducerTable {
     /// (INVALID_PRODUCER_EPOCH), so a delayed marker of a fenced epoch never closes a later
     /// transaction.
     /// A coordinator's own write (`coordinator`: transactional offset commits, markers) is
-    /// checked for its epoch only, as Kafka's `AppendOrigin.COORDINATOR`.
+    /// checked for its epoch only, as Kafka's `AppendOrigin.COORDINATOR`; a `strict_marker`
+    /// (transactions v2) must carry a newer epoch than the producer's.
     pub(crate) fn check(
         &self,
         h: &BatchHeader,
         coordinator: bool,
+        strict_marker: bool,
     ) -> Result<Verdict, StorageError> {
         if h.producer_id < 0 {
             return Ok(Verdict::Append);
@@ -159,6 +161,11 @@ impl ProducerTable {
         if h.is_control() || coordinator {
             return match self.producers.get(&h.producer_id) {
                 Some(e) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch),
+                // Transactions v2: the coordinator bumps the epoch at every end, so a marker
+                // of this epoch belongs to an earlier transaction (delayed or repeated).
+                Some(e) if h.is_control() && strict_marker && h.producer_epoch <= e.epoch => {
+                    Err(StorageError::InvalidProducerEpoch)
+                }
                 _ => Ok(Verdict::Append),
             };
         }
@@ -430,11 +437,30 @@ mod tests {
         assert_eq!(back.last_stable_offset(17), 16);
         s.drop_aborted_below(16);
         assert_eq!(s.aborted_between(0, 17), vec![]);
+
+        // Transactions v2: the coordinator's marker must carry a newer epoch than producer
+        // 5's transaction (epoch 3); a delayed marker of epoch 3 (an earlier transaction's)
+        // is refused and leaves it open. The same marker through WriteTxnMarkers (not
+        // strict, as Kafka's admin abort) would close it.
+        s.record(&txn(5, 3, 0, 2), 17, 18, None);
+        assert_eq!(
+            refused(s.check(&marker(5, 3), true, true)),
+            ErrorCode::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            s.check(&marker(5, 3), true, false).unwrap(),
+            Verdict::Append
+        );
+        assert_eq!(s.last_stable_offset(19), 16);
+        assert_eq!(s.check(&marker(5, 4), true, true).unwrap(), Verdict::Append);
+        s.record(&marker(5, 4), 19, 19, Some(CONTROL_COMMIT));
+        s.record(&marker(4, 0), 20, 20, Some(CONTROL_COMMIT));
+        assert_eq!(s.last_stable_offset(21), 21);
     }
 
     impl ProducerTable {
         fn check_client(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
-            self.check(h, false)
+            self.check(h, false, false)
         }
     }
 
