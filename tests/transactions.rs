@@ -491,3 +491,150 @@ fn consume_transform_produce_is_exactly_once_across_a_crash() {
     // The aborted transaction's outputs are in the log, visible without isolation.
     assert!(read_values(&b, "out", 2, "read_uncommitted").len() > want.len());
 }
+
+/// A transactional batch of one record from `pid` at `epoch`, sequence `seq`.
+fn txn_records(pid: i64, epoch: i16, seq: i32, value: &str) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let r = Record {
+        transactional: true,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: pid,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: seq,
+        timestamp: 1,
+        key: None,
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&r],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+fn produce_txn(
+    c: &mut TcpStream,
+    version: i16,
+    id: &str,
+    topic: &str,
+    records: bytes::Bytes,
+) -> (ErrorCode, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let resp: ProduceResponse = call(c, ApiKey::Produce, version, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (code(p.error_code), p.base_offset)
+}
+
+#[test]
+fn transactions_v2_add_by_produce_and_bump_the_epoch_per_transaction() {
+    let b = Broker::start(2, &[]);
+    let mut c = connect(&b);
+    // The feature Kafka 4.x clients read to use transactions v2.
+    let versions: ApiVersionsResponse = call(
+        &mut c,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    );
+    let tv = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version finalized");
+    assert_eq!(tv.max_version_level, 2);
+
+    create_topic(&mut c, "t-v2", 1);
+    let init = init_producer_id(&mut c, "tx-v2", 30_000);
+    assert_eq!(code(init.error_code), ErrorCode::NONE);
+    let (pid, e0) = (init.producer_id.0, init.producer_epoch);
+    // Produce v11 of a partition never added: refused by verification, nothing appended.
+    assert_eq!(
+        produce_txn(&mut c, 11, "tx-v2", "t-v2", txn_records(pid, e0, 0, "a")).0,
+        ErrorCode::INVALID_TXN_STATE
+    );
+    assert_eq!(latest(&mut c, "t-v2", 0, false), 0);
+    // Produce v12 adds the partition itself.
+    assert_eq!(
+        produce_txn(&mut c, 12, "tx-v2", "t-v2", txn_records(pid, e0, 0, "a")),
+        (ErrorCode::NONE, 0)
+    );
+    assert_eq!(describe_txn(&mut c, "tx-v2"), ("Ongoing".to_string(), 1));
+    assert_eq!(
+        latest(&mut c, "t-v2", 0, true),
+        0,
+        "the open transaction holds the LSO"
+    );
+    // EndTxn v5 commits and answers the bumped epoch; a retry with the old one is answered
+    // as done.
+    let end = |c: &mut TcpStream, epoch: i16| -> EndTxnResponse {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-v2")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        call(c, ApiKey::EndTxn, 5, &req)
+    };
+    let r = end(&mut c, e0);
+    assert_eq!(code(r.error_code), ErrorCode::NONE);
+    assert_eq!((r.producer_id.0, r.producer_epoch), (pid, e0 + 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe_txn(&mut c, "tx-v2").0 != "CompleteCommit" {
+        assert!(Instant::now() < deadline, "the commit did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(code(end(&mut c, e0).error_code), ErrorCode::NONE, "retry");
+    // The COMMIT marker (offset 1) carries the bumped epoch: the LSO passed it.
+    assert_eq!(latest(&mut c, "t-v2", 0, true), 2);
+    // The old epoch is fenced; the new one starts the next transaction.
+    assert_eq!(
+        produce_txn(&mut c, 12, "tx-v2", "t-v2", txn_records(pid, e0, 1, "late")).0,
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(
+        produce_txn(
+            &mut c,
+            12,
+            "tx-v2",
+            "t-v2",
+            txn_records(pid, e0 + 1, 0, "b")
+        ),
+        (ErrorCode::NONE, 2)
+    );
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+            .with_name(TopicName(s("t-v2")))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let resp: DescribeProducersResponse = call(&mut c, ApiKey::DescribeProducers, 0, &req);
+    let p = &resp.topics[0].partitions[0].active_producers[0];
+    assert_eq!(
+        (
+            p.producer_id.0,
+            p.producer_epoch,
+            p.current_txn_start_offset
+        ),
+        (pid, i32::from(e0) + 1, 2)
+    );
+}

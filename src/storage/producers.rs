@@ -89,6 +89,9 @@ pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
     /// Aborted transactions by marker offset (ascending).
     aborted: Vec<AbortedTxn>,
+    /// Producers with an ongoing transaction here (those with `txn_first_offset`): with none,
+    /// the LSO is the high watermark without a look at the producers (the Fetch path).
+    open_txns: usize,
 }
 
 impl ProducerTable {
@@ -98,14 +101,25 @@ impl ProducerTable {
     }
 
     /// The last stable offset given the high watermark `next_offset`: the first offset of the
-    /// oldest ongoing transaction, else `next_offset`. O(producers).
+    /// oldest ongoing transaction, else `next_offset`. O(1) without an ongoing transaction,
+    /// else O(producers).
     pub(crate) fn last_stable_offset(&self, next_offset: i64) -> i64 {
+        if self.open_txns == 0 {
+            return next_offset;
+        }
         let lso = self
             .producers
             .values()
             .filter_map(|e| e.txn_first_offset)
             .fold(next_offset, i64::min);
         debug_assert!(lso <= next_offset);
+        debug_assert_eq!(
+            self.open_txns,
+            self.producers
+                .values()
+                .filter(|e| e.txn_first_offset.is_some())
+                .count()
+        );
         lso
     }
 
@@ -226,6 +240,7 @@ impl ProducerTable {
                 entry.batches.clear();
             }
             if let Some(first) = entry.txn_first_offset.take() {
+                self.open_txns -= 1;
                 if control == Some(CONTROL_ABORT) {
                     let lso = self.last_stable_offset(last_offset + 1);
                     debug_assert!(self
@@ -249,6 +264,7 @@ impl ProducerTable {
         }
         if h.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(first_offset);
+            self.open_txns += 1;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -363,7 +379,18 @@ impl ProducerTable {
                 });
             }
         }
-        Some((covered, ProducerTable { producers, aborted }))
+        let open_txns = producers
+            .values()
+            .filter(|e| e.txn_first_offset.is_some())
+            .count();
+        Some((
+            covered,
+            ProducerTable {
+                producers,
+                aborted,
+                open_txns,
+            },
+        ))
     }
 }
 
