@@ -8,7 +8,7 @@
 //! and writes its clean-shutdown marker, and the process exits 0.
 
 mod connection;
-mod fd_budget;
+pub mod fd_budget;
 mod handlers;
 mod read;
 mod refusal;
