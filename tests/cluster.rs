@@ -295,12 +295,24 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
     };
     let mut admin = ControllerClient::new(id.clone().into(), &controllers);
     let r = rt
-        .block_on(admin.create_topics(vec![topic("before", 2), topic("wide", 3)]))
+        .block_on(admin.create_topics(vec![
+            topic("before", 1),
+            topic("wide", 3),
+            topic("replicated", 2),
+        ]))
         .expect("answered");
     assert!(r[0].is_ok(), "{r:?}");
     assert_eq!(
         r[1].as_ref().map_err(|e| e.code),
         Err(ErrorCode::INVALID_REPLICATION_FACTOR)
+    );
+    // Until partition data is replicated, no replica may be placed that would hold no data.
+    let e = r[2].as_ref().expect_err("RF 2 refused");
+    assert_eq!(e.code, ErrorCode::INVALID_REPLICATION_FACTOR);
+    assert!(
+        e.message.contains("replication is not built yet"),
+        "{}",
+        e.message
     );
 
     // kill -9 the active controller: another takes over, creation keeps working.
@@ -308,7 +320,7 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
     nodes[leader - 1].kill();
     let mut created = false;
     for _ in 0..5 {
-        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("after", 2)])) {
+        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("after", 1)])) {
             assert!(r[0].is_ok(), "{r:?}");
             created = true;
             break;

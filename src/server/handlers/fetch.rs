@@ -185,6 +185,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     } else {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     };
+    let view = shard.cluster_view();
     let mut parts: Vec<FetchPart> = Vec::new();
     let mut slots: Vec<Slot> = Vec::with_capacity(ctx.partitions().len());
     for p in ctx.partitions() {
@@ -201,6 +202,16 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         };
         let partition = p.key.partition;
         let target = match found {
+            // In a cluster, only the leader serves reads (no follower fetching yet).
+            Some(t)
+                if partition >= 0
+                    && partition < t.partitions
+                    && view
+                        .as_deref()
+                        .is_some_and(|v| !v.leads(&t.name, partition)) =>
+            {
+                Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+            }
             Some(t) if partition >= 0 && partition < t.partitions => {
                 parts.push(FetchPart {
                     topic: t.name.clone(),

@@ -18,55 +18,125 @@ use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
 
-/// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
-/// is chosen per request). Transaction coordinators are refused (transactions are not built yet).
+/// Answers FindCoordinator v0–v4. On one node this broker coordinates every group (the
+/// shard inside it is chosen per request); in a cluster, the leader of the group's
+/// `__consumer_offsets` partition does (the topic is created on the first request, as Kafka
+/// does). Transaction coordinators are refused (transactions are not built yet).
 pub async fn find_coordinator(
     rq: &Request<'_>,
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
-    let (host, port) = &shard.config.advertised();
-    let node = BrokerId(shard.config.node_id);
     // Groups only. A transaction coordinator is refused with an error clients treat as fatal
     // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), so initTransactions fails at once with the
     // message instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever.
     let supported = req.key_type == 0;
-    let (code, msg) = if supported {
-        (ErrorCode::NONE.code(), None)
-    } else {
+    if !supported {
         refuse_transactions(rq, "FindCoordinator");
-        (
-            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code(),
-            Some(sb(NO_TRANSACTIONS)),
-        )
+    } else if shard.cluster.is_some() {
+        crate::shard::cluster::ensure_offsets_topic(shard).await;
+    }
+    let keys = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
     };
+    let answers: Vec<Coordinated> = keys
+        .iter()
+        .map(|k| {
+            if !supported {
+                return Coordinated::refused(
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    NO_TRANSACTIONS,
+                );
+            }
+            coordinator_of(shard, k.as_str())
+        })
+        .collect();
     let resp = if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .iter()
-            .map(|k| {
+        let coordinators = keys
+            .into_iter()
+            .zip(answers)
+            .map(|(k, a)| {
                 CoordinatorOut::default()
-                    .with_key(k.clone())
-                    .with_node_id(if supported { node } else { BrokerId(-1) })
-                    .with_host(sb(if supported { host } else { "" }))
-                    .with_port(if supported { *port as i32 } else { -1 })
-                    .with_error_code(code)
-                    .with_error_message(msg.clone())
+                    .with_key(k)
+                    .with_node_id(BrokerId(a.node))
+                    .with_host(sb(&a.host))
+                    .with_port(a.port)
+                    .with_error_code(a.code.code())
+                    .with_error_message(a.message.as_deref().map(sb))
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
+        let a = answers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Coordinated::refused(ErrorCode::INVALID_REQUEST, "no key"));
         let mut r = FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_node_id(if supported { node } else { BrokerId(-1) })
-            .with_host(sb(if supported { host } else { "" }))
-            .with_port(if supported { *port as i32 } else { -1 });
+            .with_error_code(a.code.code())
+            .with_node_id(BrokerId(a.node))
+            .with_host(sb(&a.host))
+            .with_port(a.port);
         if version >= 1 {
-            r = r.with_error_message(msg);
+            r = r.with_error_message(a.message.as_deref().map(sb));
         }
         r
     };
     Ok(resp)
+}
+
+/// One FindCoordinator answer.
+struct Coordinated {
+    code: ErrorCode,
+    message: Option<String>,
+    node: i32,
+    host: String,
+    port: i32,
+}
+
+impl Coordinated {
+    fn refused(code: ErrorCode, message: &str) -> Self {
+        Coordinated {
+            code,
+            message: Some(message.to_string()),
+            node: -1,
+            host: String::new(),
+            port: -1,
+        }
+    }
+}
+
+/// The coordinator of `group`: this broker on one node; in a cluster the leader of its
+/// `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE while it has none.
+fn coordinator_of(shard: &crate::shard::Shard, group: &str) -> Coordinated {
+    let Some(view) = shard.cluster_view() else {
+        let (host, port) = shard.config.advertised();
+        return Coordinated {
+            code: ErrorCode::NONE,
+            message: None,
+            node: shard.config.node_id,
+            host,
+            port: port as i32,
+        };
+    };
+    let partition = shard.groups.partition_of(group);
+    let leader = view
+        .partition(crate::group::OFFSETS_TOPIC, partition)
+        .map(|p| p.leader);
+    match leader.and_then(|l| view.endpoint(l).map(|e| (l, e))) {
+        Some((node, (host, port))) => Coordinated {
+            code: ErrorCode::NONE,
+            message: None,
+            node,
+            host,
+            port: port as i32,
+        },
+        None => Coordinated::refused(
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            "the group's coordinator partition has no leader now",
+        ),
+    }
 }
 
 /// Answers JoinGroup v0–v9 (parks until the rebalance completes).
