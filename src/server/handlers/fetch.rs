@@ -187,6 +187,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     };
     let view = shard.cluster_view();
     let mut parts: Vec<FetchPart> = Vec::new();
+    // read_committed (isolation level 1): up to the last stable offset, with the aborted list.
+    let read_committed = req.isolation_level == 1;
     let mut slots: Vec<Slot> = Vec::with_capacity(ctx.partitions().len());
     for p in ctx.partitions() {
         let found = *topics_by_key
@@ -217,6 +219,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     topic: t.name.clone(),
                     partition,
                     fetch_offset: p.fetch_offset,
+                    read_committed,
                     max_bytes: (p.max_bytes.max(0) as usize).min(cap),
                 });
                 Ok(parts.len() - 1)
@@ -308,8 +311,9 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     partition: slot.partition,
                     error_code: r.error_code.code(),
                     high_watermark: r.high_watermark,
-                    last_stable_offset: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
+                    aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
                 };
                 (out, allocated)
@@ -321,6 +325,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
+                    aborted_transactions: None,
                     records: Vec::new(),
                 };
                 (out, 0)

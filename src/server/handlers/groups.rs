@@ -13,29 +13,49 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
-use super::{refuse_transactions, Request, NO_TRANSACTIONS};
+use super::Request;
 use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
 
-/// Answers FindCoordinator v0–v4. On one node this broker coordinates every group (the
-/// shard inside it is chosen per request); in a cluster, the leader of the group's
-/// `__consumer_offsets` partition does (the topic is created on the first request, as Kafka
-/// does). Transaction coordinators are refused (transactions are not built yet).
+/// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
+/// 1). On one node this broker coordinates both (the shard inside it is chosen per request;
+/// the first transactional lookup creates `__transaction_state`, as in Kafka). In a cluster a
+/// group's coordinator is the leader of its `__consumer_offsets` partition (the topic is
+/// created on the first lookup, as Kafka does); transactions are refused there until their
+/// markers can reach partitions on other brokers.
 pub async fn find_coordinator(
     rq: &Request<'_>,
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
-    // Groups only. A transaction coordinator is refused with an error clients treat as fatal
-    // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), so initTransactions fails at once with the
-    // message instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever.
-    let supported = req.key_type == 0;
-    if !supported {
-        refuse_transactions(rq, "FindCoordinator");
-    } else if shard.cluster.is_some() {
-        crate::shard::cluster::ensure_offsets_topic(shard).await;
-    }
+    let refused: Option<(ErrorCode, String)> = match req.key_type {
+        0 => {
+            if shard.cluster.is_some() {
+                crate::shard::cluster::ensure_offsets_topic(shard).await;
+            }
+            None
+        }
+        1 if shard.cluster.is_some() => {
+            super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &NO_TXN_IN_CLUSTER);
+            Some((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                NO_TXN_IN_CLUSTER.to_string(),
+            ))
+        }
+        1 => match shard.ensure_txn_topic().await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create __transaction_state");
+                Some((ErrorCode::COORDINATOR_NOT_AVAILABLE, e))
+            }
+        },
+        other => {
+            let msg = format!("unknown coordinator key type {other}");
+            super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &msg);
+            Some((ErrorCode::INVALID_REQUEST, msg))
+        }
+    };
     let keys = if version >= 4 {
         req.coordinator_keys.clone()
     } else {
@@ -43,14 +63,9 @@ pub async fn find_coordinator(
     };
     let answers: Vec<Coordinated> = keys
         .iter()
-        .map(|k| {
-            if !supported {
-                return Coordinated::refused(
-                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    NO_TRANSACTIONS,
-                );
-            }
-            coordinator_of(shard, k.as_str())
+        .map(|k| match &refused {
+            Some((code, message)) => Coordinated::refused(*code, message),
+            None => coordinator_of(shard, k.as_str()),
         })
         .collect();
     let resp = if version >= 4 {
@@ -86,6 +101,12 @@ pub async fn find_coordinator(
     Ok(resp)
 }
 
+/// Why a transactional id finds no coordinator in a multi-node cluster. Sent with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (no endless lookups).
+const NO_TXN_IN_CLUSTER: &str = "transactions are not supported in a multi-node cluster yet \
+     (their markers cannot reach partitions led by other brokers); use an idempotent producer \
+     without transactional.id";
+
 /// One FindCoordinator answer.
 struct Coordinated {
     code: ErrorCode,
@@ -107,7 +128,8 @@ impl Coordinated {
     }
 }
 
-/// The coordinator of `group`: this broker on one node; in a cluster the leader of its
+/// The coordinator of `group` (or of a transactional id on one node): this broker on one
+/// node; in a cluster the leader of the group's
 /// `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE while it has none.
 fn coordinator_of(shard: &crate::shard::Shard, group: &str) -> Coordinated {
     let Some(view) = shard.cluster_view() else {
