@@ -366,3 +366,69 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
         b1.images().borrow().topics.contains_key("rejoined")
     });
 }
+
+/// The deployment examples are real cluster configurations: each host's file of the 3-host
+/// systemd example, and the Kubernetes ConfigMap for every pod ordinal, pass the cluster
+/// cross-checks; the ConfigMap's cluster id formats a data dir.
+#[test]
+fn deploy_cluster_examples_resolve() {
+    use shardlog::config::BrokerConfig;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut voters = Vec::new();
+    for i in 1..=3 {
+        let path = repo.join(format!("deploy/systemd/cluster/host{i}.toml"));
+        let mut c = BrokerConfig::default();
+        c.load_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let r = c
+            .resolve_cluster()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .expect("cluster mode");
+        assert_eq!(r.node_id, i);
+        assert_eq!(r.controller_listen.map(|a| a.port()), Some(9093));
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.advertised(), (format!("sl{i}"), 9092));
+        voters.push(r.voters);
+    }
+    assert!(voters.iter().all(|v| *v == voters[0] && v.len() == 3));
+
+    let yaml = std::fs::read_to_string(repo.join("deploy/kubernetes/configmap.yaml"))
+        .expect("read configmap");
+    let cluster_id = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cluster.id: "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("cluster.id in the ConfigMap");
+    let toml: String = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "shardlog.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let tmp = common::temp_data_dir();
+    let path = tmp.path().join("shardlog.toml");
+    std::fs::write(&path, &toml).expect("write");
+    for ordinal in 0..3 {
+        let mut c = BrokerConfig::default();
+        c.load_file(&path).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        c.apply("node.id", &ordinal.to_string()).expect("node.id");
+        let r = c
+            .resolve_cluster()
+            .unwrap_or_else(|e| panic!("pod {ordinal}: {e}"))
+            .expect("cluster mode");
+        assert_eq!(r.voters.len(), 3);
+        assert!(r.voters.iter().any(|v| v.id == ordinal));
+    }
+    let dir = tmp.path().join("pod0");
+    let o = shardlog(&[
+        "format",
+        "-t",
+        &cluster_id,
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--set",
+        "node.id=0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
