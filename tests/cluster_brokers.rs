@@ -229,6 +229,49 @@ fn consume(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<(i32,
     out
 }
 
+/// The active controller's id as DescribeCluster on `port` reports it (-1: none known).
+fn controller_id(port: u16) -> Option<i32> {
+    use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeClusterResponse};
+    use kafka_protocol::protocol::Decodable;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut body = common::request(
+        &mut s,
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
+    );
+    let r = DescribeClusterResponse::decode(&mut body, 0).ok()?;
+    Some(r.controller_id.0)
+}
+
+/// A Produce v11 of partition `partition` of `topic` sent to the broker on `port`: (error
+/// code, KIP-951 current leader, the ports of the node endpoints given).
+fn produce_raw(port: u16, topic: &str, partition: i32) -> (i16, i32, Vec<i32>) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(bytes::Bytes::from_static(b"not a batch")))])]);
+    let mut body = common::request(&mut s, ApiKey::Produce, 11, &req);
+    let r = ProduceResponse::decode(&mut body, 11).expect("produce response");
+    let p = &r.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.current_leader.leader_id.0,
+        r.node_endpoints.iter().map(|e| e.port).collect(),
+    )
+}
+
 /// A client scenario program of tests/clients (see its README): exit 0 is a pass.
 fn scenario(program: &[&str], name: &str, bootstrap: &str, tag: &str) -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -334,6 +377,18 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
     let led: BTreeSet<i32> = leaders(&boot).into_iter().collect();
     assert_eq!(led, all, "each broker leads one partition of `spread`");
 
+    // A Produce to a broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER, with
+    // the leader and its endpoint (KIP-951), before the records are even looked at.
+    let spread = leaders(&boot);
+    let p = spread
+        .iter()
+        .position(|l| *l != 1)
+        .expect("a partition led elsewhere");
+    let (code, leader, endpoints) = produce_raw(nodes[0].port, "spread", p as i32);
+    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(leader, spread[p]);
+    assert_eq!(endpoints, vec![nodes[spread[p] as usize - 1].port as i32]);
+
     // librdkafka produces to every partition (so to every broker) and reads it all back,
     // bootstrapped from different nodes.
     produce(&nodes[1].bootstrap(), "spread", 4, 40);
@@ -385,6 +440,45 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("DUPLICATE_BROKER_REGISTRATION"), "{err}");
 
+    // kill -9 the active controller (a combined node): another takes over, topic creation
+    // and Metadata keep working; the killed node rejoins on restart with its data.
+    let controller = controller_id(nodes[0].port).expect("DescribeCluster");
+    assert!((1..=3).contains(&controller), "controller {controller}");
+    let victim = controller as usize - 1;
+    let survivor = (0..3).find(|i| *i != victim).expect("a survivor");
+    nodes[victim].kill9();
+    wait_for("a new active controller", 30, &nodes, || {
+        controller_id(nodes[survivor].port).is_some_and(|c| c > 0 && c != controller)
+    });
+    let results =
+        futures_lite::future::block_on(admin(&nodes[survivor].bootstrap()).create_topics(
+            &[NewTopic::new(
+                "after-failover",
+                2,
+                TopicReplication::Fixed(1),
+            )],
+            &opts,
+        ))
+        .expect("create_topics");
+    assert!(results[0].is_ok(), "{results:?}");
+    let without: BTreeSet<i32> = all.iter().copied().filter(|b| *b != controller).collect();
+    wait_for("the killed controller fenced", 20, &nodes, || {
+        metadata(&nodes[survivor].bootstrap(), "after-failover")
+            .is_some_and(|(b, l)| b == without && l.len() == 2)
+    });
+    common::wait_port_released(nodes[victim].port);
+    nodes[victim].spawn();
+    wait_for("the killed controller back", 30, &nodes, || {
+        metadata(&nodes[survivor].bootstrap(), "spread")
+            .is_some_and(|(b, l)| b == all && !l.contains(&-1))
+    });
+    let read = consume(&nodes[victim].bootstrap(), "spread", 4, 40);
+    assert_eq!(
+        read.len(),
+        40,
+        "every record back after the controller's restart"
+    );
+
     // kill -9 broker 4: fenced, gone from Metadata, its partition offline; back on restart,
     // leading it again with its data.
     nodes[3].kill9();
@@ -392,6 +486,7 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
     wait_for("broker 4 fenced", 20, &nodes, || {
         metadata(&boot, "spread").is_some_and(|(b, l)| b == three && l.contains(&-1))
     });
+    common::wait_port_released(nodes[3].port);
     nodes[3].spawn();
     wait_for("broker 4 back", 30, &nodes, || {
         metadata(&boot, "spread").is_some_and(|(b, l)| b == all && !l.contains(&-1))
