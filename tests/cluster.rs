@@ -432,3 +432,66 @@ fn deploy_cluster_examples_resolve() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A broker whose controllers do not answer waits to join (it does not listen meanwhile), and
+/// stops cleanly on SIGTERM.
+#[test]
+fn a_broker_without_a_quorum_waits_and_stops_cleanly_on_sigterm() {
+    let tmp = common::temp_data_dir();
+    let dir = tmp.path().join("b7");
+    let id = String::from_utf8(shardlog(&["random-uuid"]).stdout).expect("utf-8");
+    let o = shardlog(&[
+        "format",
+        "-t",
+        id.trim(),
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--set",
+        "node.id=7",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (port, dead) = (common::free_port(), common::free_port());
+    let log = dir.with_extension("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["serve", "--cores", "1", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--set",
+            "process.roles=broker",
+            "--set",
+            "node.id=7",
+            "--set",
+            &format!("controller.quorum.voters=1@127.0.0.1:{dead}"),
+            "--set",
+            &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start shardlog");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "it waits for the quorum"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no listener before it has joined"
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("stopped before joining the cluster"),
+        "{text}"
+    );
+}

@@ -267,7 +267,10 @@ fn run_cluster_broker(
     let Some(link) = node.broker_link() else {
         return Err(ServerError::Cluster("the broker role has no agent".into()));
     };
-    let image = wait_for_first_image(&link)?;
+    let Some(image) = wait_for_first_image(&link)? else {
+        tracing::info!("stopped before joining the cluster");
+        return Ok(());
+    };
     tracing::info!(
         node_id = resolved.node_id,
         image_offset = image.offset,
@@ -303,14 +306,15 @@ fn run_cluster_broker(
     result
 }
 
-/// Waits until the agent has registered and holds an image with its registration; a fatal
-/// refusal or a stop signal ends the wait with an error. Logs every [`STALL_REPORT_EVERY`]
-/// while no controller answers (Kafka's broker, too, waits for the quorum).
+/// Waits until the agent has registered and holds an image with its registration (`None`
+/// when a stop signal came first); a fatal refusal ends the wait with an error. Logs every
+/// [`STALL_REPORT_EVERY`] while no controller answers (Kafka's broker, too, waits for the
+/// quorum).
 ///
 /// [`STALL_REPORT_EVERY`]: startup::STALL_REPORT_EVERY
 fn wait_for_first_image(
     link: &crate::cluster::node::BrokerLink,
-) -> Result<Arc<crate::cluster::image::ClusterImage>, ServerError> {
+) -> Result<Option<Arc<crate::cluster::image::ClusterImage>>, ServerError> {
     let started = std::time::Instant::now();
     let mut report = started + startup::STALL_REPORT_EVERY;
     loop {
@@ -323,13 +327,11 @@ fn wait_for_first_image(
         if let Some(epoch) = status.epoch {
             let image = link.images().borrow().clone();
             if image.offset >= epoch {
-                return Ok(image);
+                return Ok(Some(image));
             }
         }
         if STOP.load(Ordering::SeqCst) || TERM_REQUESTED.load(Ordering::SeqCst) {
-            return Err(ServerError::Cluster(
-                "stopped before joining the cluster".into(),
-            ));
+            return Ok(None);
         }
         if std::time::Instant::now() >= report {
             report += startup::STALL_REPORT_EVERY;
