@@ -3,8 +3,10 @@
 //! once the group commit covering the batch was fdatasynced.
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
 
 use super::{sb, Request};
 use crate::error_code::ErrorCode;
@@ -17,6 +19,8 @@ use crate::shard::{ProducePart, ProduceResult, ProduceTurn};
 enum Slot {
     Sent(usize),
     Failed(ErrorCode, &'static str),
+    /// In a cluster, another broker leads the partition: (leader, leader epoch).
+    NotLeader(i32, i32),
 }
 
 /// Answers Produce; no response for acks=0.
@@ -27,6 +31,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|s| s.to_string());
     let meta = shard.metadata();
+    let view = shard.cluster_view();
     let mut parts = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> =
         Vec::with_capacity(req.topic_data.len());
@@ -45,7 +50,16 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     "cannot produce to an internal topic",
                 )
             } else {
+                let elsewhere = view
+                    .as_deref()
+                    .filter(|v| !v.leads(&name, p.index))
+                    .and_then(|v| v.partition(&name, p.index))
+                    .map(|st| (st.leader, st.leader_epoch));
                 match (known, p.records) {
+                    (Some(_), _) if elsewhere.is_some() => {
+                        let (leader, epoch) = elsewhere.unwrap_or((-1, -1));
+                        Slot::NotLeader(leader, epoch)
+                    }
                     (Some(t), Some(records)) if p.index >= 0 && p.index < t.partitions => {
                         parts.push(ProducePart {
                             topic: name.clone(),
@@ -123,14 +137,36 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     if acks == 0 {
         return Ok(None);
     }
+    // KIP-951: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+    let mut leaders_named = std::collections::BTreeSet::new();
     let responses = layout
         .into_iter()
         .map(|(name, slots)| {
             let partition_responses = slots
                 .into_iter()
                 .map(|(index, slot)| {
+                    let mut current_leader = LeaderIdAndEpoch::default();
                     let r = match slot {
                         Slot::Sent(i) => results[i].clone(),
+                        Slot::NotLeader(leader, epoch) => {
+                            if leader >= 0 {
+                                leaders_named.insert(leader);
+                            }
+                            if version >= 10 {
+                                current_leader = current_leader
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch);
+                            }
+                            ProduceResult {
+                                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                                base_offset: -1,
+                                log_append_time: -1,
+                                log_start_offset: -1,
+                                error_message: Some(format!(
+                                    "this broker does not lead the partition (leader: {leader})"
+                                )),
+                            }
+                        }
                         Slot::Failed(code, msg) => ProduceResult {
                             error_code: code,
                             base_offset: -1,
@@ -150,6 +186,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         } else {
                             None
                         })
+                        .with_current_leader(current_leader)
                 })
                 .collect();
             TopicProduceResponse::default()
@@ -157,7 +194,23 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    let body = ProduceResponse::default().with_responses(responses);
+    let node_endpoints = match view.as_deref() {
+        Some(v) if version >= 10 => leaders_named
+            .into_iter()
+            .filter_map(|id| {
+                v.endpoint(id).map(|(host, port)| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(sb(&host))
+                        .with_port(port as i32)
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(node_endpoints);
     let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))
 }
