@@ -262,3 +262,121 @@ fn kafka_delete_records_moves_the_log_start_durably() {
     assert_eq!(watermarks(&b, "dr"), (150, 300));
     assert_eq!(consume(&b, "dr", 0).first().map(|r| r.0), Some(150));
 }
+
+/// Latest value of every key in `records` (`None`: a tombstone).
+fn latest_values(
+    records: &[(Option<String>, Option<String>)],
+) -> std::collections::BTreeMap<String, Option<String>> {
+    records
+        .iter()
+        .filter_map(|(k, v)| k.clone().map(|k| (k, v.clone())))
+        .collect()
+}
+
+#[test]
+fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_kill9() {
+    let mut settings = SETTINGS.to_vec();
+    settings.push("log.cleaner.backoff.ms=100");
+    let mut b = Broker::start(2, &settings);
+    // Kafka's validation: an unknown policy and a negative lag are INVALID_CONFIG.
+    let err = create_topic(&b, "bad1", &[("cleanup.policy", "compact,purge")]).unwrap_err();
+    assert!(
+        err.contains("InvalidConfig") || err.contains("INVALID_CONFIG"),
+        "{err}"
+    );
+    let err = create_topic(&b, "bad2", &[("min.compaction.lag.ms", "-1")]).unwrap_err();
+    assert!(
+        err.contains("InvalidConfig") || err.contains("INVALID_CONFIG"),
+        "{err}"
+    );
+    create_topic(
+        &b,
+        "cmp",
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "86400000"),
+        ],
+    )
+    .expect("a compacted topic is accepted");
+    let mut records = Vec::new();
+    for round in 0..6 {
+        for k in 0..20 {
+            let value = (round < 5 || k % 4 != 0).then(|| format!("r{round}-k{k}-{:0>300}", k));
+            records.push((Some(format!("key-{k}")), value));
+        }
+    }
+    produce(&b, "cmp", &records);
+    let produced = records.len() as i64;
+    assert_eq!(watermarks(&b, "cmp"), (0, produced));
+
+    // A record without a key: refused with INVALID_RECORD, the log intact.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("acks", "all")
+        .set("retries", "0")
+        .create()
+        .expect("producer");
+    p.send(BaseRecord::<(), str>::to("cmp").payload("no key"))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.in_flight_count() > 0 && Instant::now() < deadline {
+        p.poll(Duration::from_millis(50));
+    }
+    assert_eq!(
+        watermarks(&b, "cmp"),
+        (0, produced),
+        "the keyless record was not appended"
+    );
+    assert!(
+        b.log().contains("without key"),
+        "the broker says why it refused the batch"
+    );
+
+    // The cleaner (every 100 ms) compacts every segment but the active one.
+    let want = latest_values(&records);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = consume(&b, "cmp", 0);
+        let mut seen = std::collections::BTreeSet::new();
+        let duplicates = got
+            .iter()
+            .filter(|(o, _, _)| *o < produced - 40)
+            .any(|(_, k, _)| !seen.insert(k.clone()));
+        if !duplicates {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleaner did not compact: {} records",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!((got.len() as i64) < produced, "older values are gone");
+    let check = |got: &[(i64, Option<String>, Option<String>)]| {
+        let mut last: std::collections::BTreeMap<String, (i64, Option<String>)> =
+            Default::default();
+        for (o, k, v) in got {
+            let k = k.clone().expect("every record has a key");
+            // The record at each offset is the one produced there.
+            assert_eq!(
+                records[*o as usize],
+                (Some(k.clone()), v.clone()),
+                "offset {o}"
+            );
+            last.insert(k, (*o, v.clone()));
+        }
+        for (k, v) in &want {
+            assert_eq!(last.get(k).map(|l| &l.1), Some(v), "latest value of {k}");
+        }
+    };
+    check(&got);
+    b.kill9();
+    b.restart();
+    assert_eq!(watermarks(&b, "cmp"), (0, produced));
+    let again = consume(&b, "cmp", 0);
+    check(&again);
+    assert!(again.len() <= got.len());
+}

@@ -7,6 +7,7 @@ use super::cache::CachedBatch;
 use super::{LogState, Partition};
 use crate::storage::batch::{patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use crate::storage::producers::Verdict;
+use crate::storage::records::check_keys;
 use crate::storage::segment::LogSegment;
 use crate::storage::{LogAppendInfo, StorageError, TimestampType};
 
@@ -30,6 +31,9 @@ impl Partition {
                 return Err(StorageError::UnknownPartition);
             }
             let h = validate_batch(&batch, st.config.max_message_bytes)?;
+            if st.config.cleanup_compact {
+                check_keys(&batch, &h).map_err(StorageError::InvalidRecord)?;
+            }
             match st.producers.check(&h)? {
                 Verdict::Duplicate {
                     first_offset,
