@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
 use crate::shard::{Shard, ShardMsg};
@@ -122,6 +122,12 @@ struct Barriers {
     /// Where each shard is in start-up (read by the watchdog).
     progress: Arc<startup::StartupProgress>,
 }
+
+/// Threads of each shard's blocking pool, where small durable file writes (segment indexes,
+/// recovery points, producer snapshots) wait for their fsyncs off the shard: several, so that
+/// many partitions' fsyncs (at a segment roll, or a clean shutdown of thousands) share journal
+/// commits instead of queueing behind one thread. They mostly sleep in fsync.
+const BLOCKING_THREADS_PER_SHARD: usize = 8;
 
 /// SIGTERM and SIGINT set [`STOP`] (through [`request_stop`]).
 fn install_signal_handlers() -> Result<(), ServerError> {
@@ -270,6 +276,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
             (config.clone(), meta.clone(), mesh.clone(), barriers.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
             .spawn(move || async move { shard_main(id, nr, config, meta, mesh, barriers).await })
             .map_err(|e| ServerError::Shard {
                 shard: id,
@@ -394,6 +401,7 @@ async fn start_and_serve(
         cleaner_enable: config.cleaner_enable,
         cleaner_backoff_ms: config.cleaner_backoff_ms,
         cleaner_dedupe_buffer_bytes: (config.cleaner_dedupe_buffer_bytes / nr).max(1 << 20),
+        retention_check_interval_ms: config.log_retention_check_interval_ms,
         ..Default::default()
     };
     progress.enter(id, Phase::OpeningStorage);
@@ -436,12 +444,17 @@ async fn start_and_serve(
         ready.wait(false).await;
         return Err(e);
     }
+    if let Err(e) = shard.replay_transactions().await {
+        ready.wait(false).await;
+        return Err(e);
+    }
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticker.groups.tick();
+            ticker.tick_transactions(ticks, 100).await;
             ticks += 1;
             if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
                 ticker.snapshot_producers().await;
@@ -470,6 +483,8 @@ async fn start_and_serve(
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    // Every shard has replayed its groups and transactions: markers owed may go out.
+    shard.resume_markers();
     let _metrics_server = metrics_listener.map(|listener| {
         tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
         let s = shard.clone();

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
+mod txn;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,6 +29,7 @@ use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
 pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
+pub use txn::{MarkerPart, ProducersResult};
 
 /// The shard that owns a partition: a stable hash of the topic name plus the partition index,
 /// so ownership survives restarts and a topic's partitions spread round-robin over shards.
@@ -93,6 +95,8 @@ pub struct FetchPart {
     pub partition: i32,
     /// First offset wanted.
     pub fetch_offset: i64,
+    /// read_committed (isolation level 1): read up to the last stable offset only.
+    pub read_committed: bool,
     /// Most bytes wanted from this partition. The first batch of the first partition with data
     /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
@@ -105,6 +109,11 @@ pub struct FetchResult {
     pub error_code: ErrorCode,
     /// Next offset to be written (-1 on error).
     pub high_watermark: i64,
+    /// The last stable offset (-1 on error).
+    pub last_stable_offset: i64,
+    /// read_committed: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log (-1 on error).
     pub log_start_offset: i64,
     /// Whole record batches from the one holding `fetch_offset`.
@@ -241,6 +250,27 @@ pub enum ShardMsg {
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
     },
+    /// A request for a transactional id this shard coordinates.
+    Txn {
+        /// The request.
+        op: Box<crate::txn::TxnOp>,
+        /// Its answer.
+        reply: oneshot::Sender<crate::txn::TxnReply>,
+    },
+    /// Transaction markers for partitions owned by the receiver.
+    Markers {
+        /// (index in the request, marker).
+        parts: Vec<(usize, MarkerPart)>,
+        /// Codes by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ErrorCode)>>,
+    },
+    /// DescribeProducers on partitions owned by the receiver.
+    Producers {
+        /// (index in the request, (topic, partition)).
+        parts: Vec<(usize, (String, i32))>,
+        /// Each partition's producers, or its error, by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ProducersResult)>>,
+    },
     /// A copy of the receiver's metrics, for a scrape.
     Metrics {
         /// The snapshot.
@@ -273,6 +303,8 @@ pub struct Shard {
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<crate::txn::Coordinator>,
     /// This shard's metrics (only this shard writes them).
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Memory held by Fetch responses of this shard's connections (its share of
@@ -293,6 +325,7 @@ impl Shard {
         senders: Senders<ShardMsg>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
+        let txns = crate::txn::Coordinator::new(config.txn.clone(), storage.clone());
         let metrics = Rc::new(crate::metrics::ShardMetrics::new(id));
         let m = metrics.clone();
         crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
@@ -312,6 +345,7 @@ impl Shard {
             fetch_memory,
             fetch_sessions,
             groups,
+            txns,
             metrics,
             config,
             storage,
@@ -495,6 +529,8 @@ impl Shard {
             || FetchResult {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
+                last_stable_offset: -1,
+                aborted: Vec::new(),
                 log_start_offset: -1,
                 batches: Vec::new(),
                 allocated: 0,

@@ -51,7 +51,9 @@ mod tests;
 mod tests_compaction;
 
 pub use batch::{
-    build_test_batch, parse_header, split_batches, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
+    build_control_batch, build_test_batch, control_type, parse_header, split_batches,
+    validate_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES,
+    CONTROL_ABORT, CONTROL_COMMIT,
 };
 pub use error::StorageError;
 
@@ -244,6 +246,10 @@ pub struct PartitionStats {
     /// lengths without the space reserved ahead of the data. Batches still waiting for the
     /// group commit, and the index files, are not counted.
     pub disk_usage_bytes: u64,
+    /// Blocks allocated to the partition's directory and its files, as `du` counts them
+    /// (preallocated space, indexes, snapshots and checkpoints included): sampled when the
+    /// partition opens and at every retention check, so it may trail by one interval.
+    pub disk_allocated_bytes: u64,
 }
 
 /// Result of a read, as Kafka's `FetchDataInfo`.
@@ -257,6 +263,12 @@ pub struct FetchDataInfo {
     pub records: u64,
     /// Next offset to be assigned.
     pub high_watermark: i64,
+    /// The last stable offset: the first offset of the oldest ongoing transaction, else the
+    /// high watermark.
+    pub last_stable_offset: i64,
+    /// read_committed reads: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`, oldest marker first.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log.
     pub log_start_offset: i64,
     /// Bytes of the disk read buffers `batches` are slices of (whole buffers); zero when all
@@ -271,6 +283,19 @@ impl FetchDataInfo {
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|b| b.len()).sum()
     }
+}
+
+/// One producer's state on a partition, as DescribeProducers reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerDescription {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch on the partition.
+    pub producer_epoch: i16,
+    /// The sequence number of its last batch (-1: none, e.g. only markers).
+    pub last_sequence: i32,
+    /// The first offset of its ongoing transaction here (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 /// Milliseconds since the Unix epoch (wall clock, as Kafka timestamps).

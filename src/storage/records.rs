@@ -13,8 +13,6 @@ use super::batch::{BatchHeader, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES};
 
 /// Attribute bits of the compression codec.
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-/// Attribute bit of a control batch (transaction markers).
-pub(crate) const ATTR_CONTROL: i16 = 0x20;
 
 /// One record of a batch, as stored (after decompression).
 #[derive(Clone, Debug)]
@@ -116,7 +114,7 @@ pub(crate) fn batch_records(
 /// A compacted topic needs a key on every record (Kafka: INVALID_RECORD, "Compacted topic
 /// cannot accept message without key"). Control batches are exempt.
 pub(crate) fn check_keys(batch: &Bytes, h: &BatchHeader) -> Result<(), RecordsError> {
-    if h.attributes & ATTR_CONTROL != 0 {
+    if h.is_control() {
         return Ok(());
     }
     if batch_records(batch, h)?.iter().any(|r| r.key.is_none()) {

@@ -405,3 +405,20 @@ pub fn request<R: kafka_protocol::protocol::Encodable>(
     ResponseHeader::decode(&mut b, key.response_header_version(version)).expect("response header");
     b
 }
+
+/// The sum of every sample of the Prometheus family `name` served at
+/// `http://127.0.0.1:{metrics_port}/metrics` (a broker started with `metrics.listen`).
+pub fn metric_sum(metrics_port: u16, name: &str) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read metrics");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}

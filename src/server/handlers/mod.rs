@@ -25,6 +25,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod txn;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -119,6 +120,15 @@ kafka_apis! {
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
     InitProducerId          0..=5  => init_producer_id::handle,
+    AddPartitionsToTxn      0..=5  => txn::add_partitions,
+    AddOffsetsToTxn         0..=4  => txn::add_offsets,
+    TxnOffsetCommit         0..=5  => txn::txn_offset_commit,
+    // v5 is transactions v2 (KIP-890), not advertised yet (no `transaction.version` feature).
+    EndTxn                  0..=4  => txn::end_txn,
+    WriteTxnMarkers         1..=1  => txn::write_txn_markers,
+    DescribeProducers       0..=0  => txn::describe_producers,
+    DescribeTransactions    0..=0  => txn::describe_transactions,
+    ListTransactions        0..=2  => txn::list_transactions,
     // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (sasl.rs).
     SaslHandshake           0..=1  => sasl::handshake,
     SaslAuthenticate        0..=2  => sasl::authenticate,
@@ -171,17 +181,6 @@ pub async fn dispatch(
         .metrics
         .observe_request(key, started.elapsed(), reply.is_err());
     reply
-}
-
-/// Why a transactional request is refused until transactions exist. Sent with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (they stop at once with
-/// this message rather than retry).
-pub(crate) const NO_TRANSACTIONS: &str =
-    "transactions are not supported by this broker yet; use an idempotent producer without transactional.id";
-
-/// Logs a refused transactional request (see [`NO_TRANSACTIONS`]) in the broker log.
-pub(crate) fn refuse_transactions(rq: &Request<'_>, api: &str) {
-    super::refusal::log_refusal(rq.client_id, api, &NO_TRANSACTIONS);
 }
 
 /// A protocol string from a Rust string.

@@ -2,8 +2,9 @@
 //! latest record, at its original offset.
 //!
 //! What one pass does, per partition ([`Partition::clean`]):
-//! 1. Picks the cleanable segments: finished, not the active one, every record older than
-//!    `min.compaction.lag.ms` (by the segment's largest timestamp). The part from the cleaner
+//! 1. Picks the cleanable segments: finished, not the active one, wholly below the last
+//!    stable offset (no open transaction), every record older than `min.compaction.lag.ms`
+//!    (by the segment's largest timestamp). The part from the cleaner
 //!    checkpoint (the first dirty offset) on is dirty; the pass runs when the dirty bytes are at
 //!    least `min.cleanable.dirty.ratio` of the cleanable bytes, when the first dirty segment is
 //!    older than `max.compaction.lag.ms`, or when kept tombstones have expired.
@@ -17,7 +18,8 @@
 //!    own time, so a tombstone produced with an old timestamp may go at the first pass). A batch keeps its
 //!    base offset and its last offset delta (offsets are preserved; a cleaned batch may have
 //!    gaps, as Kafka's do); a batch that loses some records is rebuilt uncompressed, one that
-//!    loses all is dropped; control batches stay as they are.
+//!    loses all is dropped; control batches (transaction markers) stay as they are; records of
+//!    aborted transactions are neither mapped nor kept (as Kafka's cleaner).
 //! 4. Swaps each rewritten segment in, crash-safely (below), and moves the checkpoint.
 //!
 //! Crash safety: the cleaned copy is written as `<base>.log.cleaned` (never read by recovery,
@@ -41,7 +43,8 @@ use bytes::Bytes;
 use super::{lock_err, Partition};
 use crate::io::{align_down, align_up, alloc_write_buffer, FileSystem, IoFile};
 use crate::storage::batch::BatchHeader;
-use crate::storage::records::{batch_records, rebuild_batch, RecordRef, ATTR_CONTROL};
+use crate::storage::producers::AbortedTxn;
+use crate::storage::records::{batch_records, rebuild_batch, RecordRef};
 use crate::storage::segment::{segment_path, BatchScanner, LogSegment, ScanItem};
 use crate::storage::StorageError;
 
@@ -91,10 +94,26 @@ struct Plan {
     first_dirty: i64,
     index_interval_bytes: u32,
     delete_retention_ms: i64,
+    /// Aborted transactions overlapping the cleanable segments: their records are neither
+    /// mapped nor kept (as Kafka's cleaner).
+    aborted: Vec<AbortedTxn>,
+}
+
+impl Plan {
+    /// Whether the transactional batch `h` belongs to an aborted transaction.
+    fn aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.aborted.iter().any(|a| {
+                a.producer_id == h.producer_id
+                    && a.first_offset <= h.base_offset
+                    && h.base_offset < a.last_offset
+            })
+    }
 }
 
 /// Writes the cleaner checkpoint (Kafka's checkpoint format, one entry), durably.
-fn write_checkpoint(
+async fn write_checkpoint(
     fs: &FileSystem,
     dir: &Path,
     topic: &str,
@@ -102,7 +121,8 @@ fn write_checkpoint(
     offset: i64,
 ) -> io::Result<()> {
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable(&dir.join(CLEANER_CHECKPOINT_FILE), text.as_bytes())
+    fs.write_small_file_durable_off_shard(&dir.join(CLEANER_CHECKPOINT_FILE), text.into_bytes())
+        .await
 }
 
 /// The cleaner checkpoint: `None` when the log was never cleaned, else the first dirty offset
@@ -175,7 +195,7 @@ impl Partition {
                     }
                     ScanItem::Batch { header, bytes, .. } => {
                         stats.bytes_read += bytes.len() as u64;
-                        if header.attributes & ATTR_CONTROL != 0 {
+                        if header.is_control() || plan.aborted(&header) {
                             continue;
                         }
                         let recs = batch_records(&bytes, &header)
@@ -229,7 +249,7 @@ impl Partition {
         if self.state.borrow().deleted {
             return Ok(Some(stats));
         }
-        write_checkpoint(fs, &plan.dir, &self.topic, self.partition, dirty_end)?;
+        write_checkpoint(fs, &plan.dir, &self.topic, self.partition, dirty_end).await?;
         let mut st = self.state.borrow_mut();
         st.cleaner.checkpoint = Some(dirty_end);
         st.cleaner.tombstones_due_ms = tombstone_due;
@@ -257,13 +277,19 @@ impl Partition {
         }
         let cfg = &st.config;
         let active_base = st.active().base_offset;
+        // Never past an open transaction: its records may still be aborted.
+        let last_stable = st.producers.last_stable_offset(st.next_offset);
         let lag_limit = now.saturating_sub(cfg.min_compaction_lag_ms);
         let bases: Vec<i64> = st.segments.keys().copied().collect();
         let mut segments = Vec::new();
         for pair in bases.windows(2) {
             let (base, end) = (pair[0], pair[1]);
             let seg = &st.segments[&base];
-            if base == active_base || !seg.finished || seg.retention_timestamp() > lag_limit {
+            if base == active_base
+                || end > last_stable
+                || !seg.finished
+                || seg.retention_timestamp() > lag_limit
+            {
                 break;
             }
             let Some(file) = seg.file.clone() else { break };
@@ -294,7 +320,10 @@ impl Partition {
         if segments.is_empty() || !(by_ratio || by_lag || by_tombstones) {
             return None;
         }
+        let range_start = segments.first().map_or(0, |s| s.base);
+        let range_end = segments.last().map_or(0, |s| s.end);
         Some(Plan {
+            aborted: st.producers.aborted_txns_between(range_start, range_end),
             dir: st.dir.clone(),
             segments,
             first_dirty,
@@ -334,8 +363,11 @@ impl Partition {
                 ScanItem::Batch { header, bytes, .. } => (header, bytes),
             };
             stats.bytes_read += bytes.len() as u64;
-            let kept = if header.attributes & ATTR_CONTROL != 0 {
+            let kept = if header.is_control() {
                 Kept::All
+            } else if plan.aborted(&header) {
+                removed_here += header.records_count.max(0) as u64;
+                Kept::None
             } else {
                 let recs = batch_records(&bytes, &header)
                     .map_err(|r| self.corrupt(&plan.dir, seg.base, 0, r))?;
@@ -441,7 +473,7 @@ impl Partition {
         }
         if marker_needed {
             // Recovery must accept this log's gaps from the first swap on.
-            write_checkpoint(fs, dir, &self.topic, self.partition, 0)?;
+            write_checkpoint(fs, dir, &self.topic, self.partition, 0).await?;
             self.state.borrow_mut().cleaner.checkpoint = Some(0);
         }
         // The new file handle is opened on the final path (the copy's handle may point to
@@ -453,7 +485,7 @@ impl Partition {
         fs.rename_durable(&copy, &final_path)?;
         seg.file = Some(Rc::new(fs.open_file(&final_path, false).await?));
         let sealed = seg.seal();
-        sealed.write_indexes(fs, dir)?;
+        sealed.write_indexes(fs, dir).await?;
         seg.allocated = seg.size;
         seg.written_size = seg.size;
         // The segment still covers [base, end): offsets after its last kept batch are a gap.

@@ -24,8 +24,9 @@ use crate::storage::{LogConfig, StorageError};
 /// Bytes read per step while rebuilding producer state from a log.
 const PRODUCER_REBUILD_READ_BYTES: usize = 1 << 20;
 
-/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry).
-pub(super) fn write_recovery_point(
+/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry), atomically
+/// and durably, off the shard.
+pub(super) async fn write_recovery_point(
     fs: &FileSystem,
     dir: &Path,
     topic: &str,
@@ -33,7 +34,8 @@ pub(super) fn write_recovery_point(
     offset: i64,
 ) -> io::Result<()> {
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable(&dir.join(RECOVERY_POINT_FILE), text.as_bytes())
+    fs.write_small_file_durable_off_shard(&dir.join(RECOVERY_POINT_FILE), text.into_bytes())
+        .await
 }
 
 fn read_recovery_point(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
@@ -145,6 +147,7 @@ impl Partition {
                 flush_error: None,
                 flush_error_epoch: 0,
                 deleted: false,
+                disk_allocated_bytes: 0,
                 cleaner: CleanerState {
                     checkpoint: cleaner_checkpoint,
                     tombstones_due_ms: None,
@@ -155,6 +158,7 @@ impl Partition {
             durable: WaitList::default(),
         };
         log.load_producer_state(fs).await?;
+        log.sample_disk_allocated(fs)?;
         Ok(log)
     }
 
@@ -221,7 +225,9 @@ impl Partition {
                 for b in &read {
                     let h = &b.header;
                     if h.producer_id >= 0 && h.base_offset >= next {
-                        st.producers.record(h, h.base_offset, h.last_offset());
+                        let control = h.is_control().then(|| b.control_type()).flatten();
+                        st.producers
+                            .record(h, h.base_offset, h.last_offset(), control);
                         seen += 1;
                     }
                     advanced = advanced.max(h.last_offset() + 1);

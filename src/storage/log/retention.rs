@@ -44,6 +44,7 @@ impl Partition {
             st.log_start_offset = st.log_start_offset.max(first);
             let start = st.log_start_offset;
             st.cache.drop_below(start);
+            st.producers.drop_aborted_below(start);
             tracing::info!(topic = %self.topic, partition = self.partition, deleted = ?removed, log_start_offset = start, "retention deleted segments");
             (victims, st.dir.clone())
         };
