@@ -478,6 +478,18 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "offsets.topic.segment.bytes",
+        help: "Segment size of __consumer_offsets when it is created (it is compacted: old commits go from rolled segments). Default 104857600.",
+        apply: |c, v| {
+            let n: u64 = parse_positive(v)?;
+            if n < 1_048_576 {
+                return Err("must be at least 1048576 (the topic-level segment.bytes minimum)".into());
+            }
+            c.group.offsets_segment_bytes = n;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "offsets.topic.num.partitions",
         help: "Partitions of __consumer_offsets (fixed once created). Default 8 (Kafka: 50; fewer files on one node).",
         apply: |c, v| {

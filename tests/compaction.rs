@@ -380,3 +380,90 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_kill9() {
     check(&again);
     assert!(again.len() <= got.len());
 }
+
+/// Bytes of the `.log` files of one partition directory.
+fn log_bytes(b: &Broker, dir: &str) -> u64 {
+    std::fs::read_dir(b.data_dir.join(dir))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn consumer_offsets_is_compacted_and_the_latest_commits_survive_kill9() {
+    let mut b = Broker::start(
+        2,
+        &[
+            "offsets.topic.num.partitions=1",
+            "offsets.topic.segment.bytes=1048576",
+            "log.cleaner.backoff.ms=100",
+            "log.preallocate.bytes=65536",
+        ],
+    );
+    let partitions = 100;
+    let t = NewTopic::new("src", partitions, TopicReplication::Fixed(1));
+    futures_lite::future::block_on(admin(&b).create_topics(&[t], &AdminOptions::new()))
+        .expect("create")
+        .into_iter()
+        .for_each(|r| {
+            r.expect("created");
+        });
+    let consumer = |b: &Broker| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("group.id", "offsets-compaction")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    };
+    let c = consumer(&b);
+    let commits = 300;
+    for round in 1..=commits {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset("src", p, Offset::Offset(round))
+                .expect("tpl");
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit");
+    }
+    // Every commit of 100 partitions is ~8 KB of records: ~2.5 MB were written in 1 MiB
+    // segments; the cleaner keeps one record per partition in the rolled ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = log_bytes(&b, "__consumer_offsets-0");
+        if bytes < 1_200_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "__consumer_offsets-0 still holds {bytes} bytes of log"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+    b.kill9();
+    b.restart();
+    let c = consumer(&b);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition("src", p);
+    }
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(20))
+        .expect("committed offsets");
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(commits),
+            "partition {}",
+            e.partition()
+        );
+    }
+    assert_eq!(committed.count(), partitions as usize);
+}
