@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
 use crate::shard::{Shard, ShardMsg};
@@ -268,15 +268,22 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     barriers.progress.spawn_watchdog();
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
-        let placement = match cpus.get(id % cpus.len().max(1)) {
-            Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
-            _ => Placement::Unbound,
+        let cpu = cpus.get(id % cpus.len().max(1)).map(|c| c.id);
+        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+        // The blocking pool's threads stay on the shard's cpu, like the shard itself.
+        let blocking_pool = match cpu.and_then(|cpu| {
+            CpuSet::online()
+                .ok()
+                .map(|set| set.filter(|l| l.cpu == cpu))
+        }) {
+            Some(set) if !set.is_empty() => PoolPlacement::Fenced(BLOCKING_THREADS_PER_SHARD, set),
+            _ => PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD),
         };
         let (config, meta, mesh, barriers) =
             (config.clone(), meta.clone(), mesh.clone(), barriers.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .blocking_thread_pool_placement(blocking_pool)
             .spawn(move || async move { shard_main(id, nr, config, meta, mesh, barriers).await })
             .map_err(|e| ServerError::Shard {
                 shard: id,
