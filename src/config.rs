@@ -1121,6 +1121,15 @@ pub fn broker_sets_topic_default(broker: &LogConfig, key: &str) -> bool {
     topic_config_value(broker, &none, key) != topic_config_value(&LogConfig::default(), &none, key)
 }
 
+/// The broker-level name of a topic-level log setting (`segment.bytes` → `log.segment.bytes`),
+/// Kafka's synonym, if it has one.
+pub fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    LOG_KEY_ALIASES
+        .iter()
+        .find(|(_, t)| *t == topic_key)
+        .map(|(b, _)| *b)
+}
+
 /// Builds a topic's effective log config: broker defaults, then the topic's overrides.
 pub fn topic_log_config(
     defaults: &LogConfig,

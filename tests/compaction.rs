@@ -467,3 +467,94 @@ fn consumer_offsets_is_compacted_and_the_latest_commits_survive_kill9() {
     }
     assert_eq!(committed.count(), partitions as usize);
 }
+
+/// DescribeConfigs v4 with synonyms, by hand: (name, value, source, synonyms) of each config.
+#[allow(clippy::type_complexity)]
+fn describe_topic(
+    b: &Broker,
+    topic: &str,
+) -> Vec<(
+    String,
+    Option<String>,
+    i8,
+    Vec<(String, Option<String>, i8)>,
+)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let req = DescribeConfigsRequest::default()
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)])
+        .with_include_synonyms(true);
+    let mut stream = std::net::TcpStream::connect(b.bootstrap()).expect("connect");
+    let mut body = common::request(&mut stream, ApiKey::DescribeConfigs, 4, &req);
+    let resp = DescribeConfigsResponse::decode(&mut body, 4).expect("decode");
+    let s = |v: &Option<kafka_protocol::protocol::StrBytes>| v.as_ref().map(|v| v.to_string());
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                s(&c.value),
+                c.config_source,
+                c.synonyms
+                    .iter()
+                    .map(|y| (y.name.to_string(), s(&y.value), y.source))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn describe_configs_reports_effective_values_sources_and_synonyms() {
+    let b = Broker::start(1, &["log.cleaner.delete.retention.ms=1000"]);
+    create_topic(
+        &b,
+        "described",
+        &[
+            ("cleanup.policy", "compact,delete"),
+            ("min.compaction.lag.ms", "5"),
+        ],
+    )
+    .expect("create");
+    let configs = describe_topic(&b, "described");
+    let get = |n: &str| {
+        configs
+            .iter()
+            .find(|c| c.0 == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not described"))
+    };
+    let s = |v: &str| Some(v.to_string());
+    // Kafka's sources: 1 DYNAMIC_TOPIC_CONFIG, 4 STATIC_BROKER_CONFIG, 5 DEFAULT_CONFIG.
+    assert_eq!(
+        get("cleanup.policy"),
+        (
+            "cleanup.policy".into(),
+            s("compact,delete"),
+            1,
+            vec![
+                ("cleanup.policy".into(), s("compact,delete"), 1),
+                ("log.cleanup.policy".into(), s("delete"), 5),
+            ]
+        )
+    );
+    assert_eq!(
+        get("delete.retention.ms"),
+        (
+            "delete.retention.ms".into(),
+            s("1000"),
+            4,
+            vec![
+                ("log.cleaner.delete.retention.ms".into(), s("1000"), 4),
+                ("log.cleaner.delete.retention.ms".into(), s("86400000"), 5),
+            ]
+        )
+    );
+    assert_eq!(get("min.compaction.lag.ms").1, s("5"));
+    assert_eq!(get("min.cleanable.dirty.ratio").2, 5);
+}
