@@ -157,6 +157,8 @@ pub struct OffsetQuery {
     pub partition: i32,
     /// The timestamp or one of the special values.
     pub timestamp: i64,
+    /// read_committed (isolation level 1): "latest" is the last stable offset.
+    pub read_committed: bool,
 }
 
 /// One partition's ListOffsets answer.

@@ -336,6 +336,10 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
     };
     let found = match q.timestamp {
         -2 => Ok(Some((start, -1))),
+        -1 if q.read_committed => shard
+            .storage
+            .last_stable_offset(&q.topic, q.partition)
+            .map(|lso| Some((lso, -1))),
         -1 => Ok(Some((hw, -1))),
         ts => {
             // -3 (max timestamp) is answered as "latest" with its time unknown.

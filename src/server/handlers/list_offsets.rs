@@ -1,5 +1,6 @@
-//! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) or by time, answered by
-//! each partition's owner shard.
+//! ListOffsets v1–v8: earliest (-2), latest (-1: the high watermark, or the last stable offset
+//! for read_committed), max timestamp (-3) or by time, answered by each partition's owner
+//! shard.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -50,6 +51,7 @@ pub async fn handle(
                     topic: name.clone(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
+                    read_committed: req.isolation_level == 1,
                 });
                 slots.push((p.partition_index, epoch, Ok(queries.len() - 1)));
             }

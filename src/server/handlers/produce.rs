@@ -1,4 +1,4 @@
-//! Produce v3–v11: batches stay `Bytes` slices of the request frame all the way to the owner
+//! Produce v3–v12: batches stay `Bytes` slices of the request frame all the way to the owner
 //! shard's storage engine; acks=0 gets no response, acks=1 an answer once appended, acks=-1
 //! once the group commit covering the batch was fdatasynced.
 
@@ -29,6 +29,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let turn = rq.produce_turn.take().unwrap_or_else(ProduceTurn::first);
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|s| s.to_string());
     let meta = shard.metadata();
     let view = shard.cluster_view();
     let mut parts = Vec::new();
@@ -41,7 +42,9 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         for p in topic.partition_data {
             let slot = if !(-1..=1).contains(&acks) {
                 Slot::Failed(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1")
-            } else if name == crate::group::OFFSETS_TOPIC {
+            } else if name == crate::group::OFFSETS_TOPIC
+                || name == crate::txn::TRANSACTION_STATE_TOPIC
+            {
                 Slot::Failed(
                     ErrorCode::INVALID_TOPIC_EXCEPTION,
                     "cannot produce to an internal topic",
@@ -77,6 +80,45 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             slots.push((p.index, slot));
         }
         layout.push((topic.name, slots));
+    }
+    // Transactional batches: checked with their coordinator first (and, from v12, added to
+    // their transaction); a refused part is answered with its error and not appended.
+    if let Some(id) = transactional_id.as_deref().filter(|id| !id.is_empty()) {
+        let verdicts = shard.verify_transactional(id, &parts, version >= 12).await;
+        if verdicts.iter().any(Option::is_some) {
+            let mut kept = Vec::with_capacity(parts.len());
+            let mut moved: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(parts.len());
+            for (part, verdict) in parts.into_iter().zip(verdicts) {
+                match verdict {
+                    None => {
+                        kept.push(part);
+                        moved.push(Ok(kept.len() - 1));
+                    }
+                    // A transaction still completing is retried by the client: not bad input.
+                    Some(code) if code == ErrorCode::CONCURRENT_TRANSACTIONS => {
+                        moved.push(Err(code));
+                    }
+                    Some(code) => {
+                        tracing::info!(client_id = rq.client_id, transactional_id = id, topic = %part.topic, partition = part.partition, error_code = code.name(), "transactional produce refused by its coordinator");
+                        moved.push(Err(code));
+                    }
+                }
+            }
+            parts = kept;
+            for (_, slots) in &mut layout {
+                for (_, slot) in slots.iter_mut() {
+                    if let Slot::Sent(i) = *slot {
+                        *slot = match moved[i] {
+                            Ok(j) => Slot::Sent(j),
+                            Err(code) => Slot::Failed(
+                                code,
+                                "the transaction's coordinator refused this partition",
+                            ),
+                        };
+                    }
+                }
+            }
+        }
     }
     let sent = parts.len();
     let results = if parts.is_empty() {
