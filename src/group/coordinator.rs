@@ -42,6 +42,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: u64,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compacted, so
+    /// the cleaner can drop old commits only from rolled segments).
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +54,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             offsets_partitions: 8,
+            offsets_segment_bytes: 104_857_600,
         }
     }
 }
@@ -388,15 +392,23 @@ impl Coordinator {
                 joined.extend_from_slice(b);
             }
             let mut buf = joined.freeze();
-            let set =
-                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+            // Where the batches end: a compacted batch keeps its last offset but may have lost
+            // the records at its end, so the records' offsets alone could stop the replay.
+            let mut batches_end = next;
+            let mut at = 0usize;
+            while let Ok(h) = crate::storage::parse_header(&buf[at.min(buf.len())..]) {
+                batches_end = batches_end.max(h.last_offset() + 1);
+                at += h.size_bytes();
+            }
+            let sets =
+                kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                     crate::storage::StorageError::CorruptLog {
                         path: format!("{OFFSETS_TOPIC}-{partition}").into(),
                         reason: e.to_string(),
                     }
                 })?;
-            let mut last = next;
-            for r in set.records {
+            let mut last = batches_end;
+            for r in sets.into_iter().flat_map(|s| s.records) {
                 last = last.max(r.offset + 1);
                 if r.offset < next {
                     continue;

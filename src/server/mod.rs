@@ -590,6 +590,9 @@ async fn start_and_serve(
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
         preallocate_bytes: config.preallocate_bytes,
+        cleaner_enable: config.cleaner_enable,
+        cleaner_backoff_ms: config.cleaner_backoff_ms,
+        cleaner_dedupe_buffer_bytes: (config.cleaner_dedupe_buffer_bytes / nr).max(1 << 20),
         retention_check_interval_ms: config.log_retention_check_interval_ms,
         ..Default::default()
     };

@@ -704,13 +704,38 @@ impl Shard {
     /// Shard 0 at start: creates `__consumer_offsets` if this data dir has none yet.
     pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
         // In a cluster it is created through the controller on the first FindCoordinator.
-        if self.cluster.is_some() || self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+        if self.cluster.is_some() {
             return Ok(());
         }
+        if let Some(t) = self.metadata().topics.get(OFFSETS_TOPIC) {
+            if t.configs.contains_key("cleanup.policy") {
+                return Ok(());
+            }
+            // Created before shardlog had compaction: compact it from now on.
+            let reply = self
+                .admin(AdminOp::AlterConfigs {
+                    topics: vec![(
+                        OFFSETS_TOPIC.to_string(),
+                        vec![(
+                            "cleanup.policy".to_string(),
+                            ConfigOp::Set("compact".to_string()),
+                        )],
+                    )],
+                    replace: false,
+                    validate_only: false,
+                })
+                .await;
+            tracing::info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)");
+            return reply.result(0).map_err(|e| e.message);
+        }
         let configs = [
-            // No log compaction yet: keep every commit (see README, known limits).
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
+            // As Kafka's: compacted (the latest commit of every group/partition stays), in
+            // `offsets.topic.segment.bytes` segments.
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.group.offsets_segment_bytes.to_string(),
+            ),
         ]
         .into_iter()
         .collect();

@@ -134,6 +134,17 @@ impl ProducerTable {
             .collect()
     }
 
+    /// The aborted transactions overlapping `[from, to)`, whole (the log cleaner drops their
+    /// records).
+    pub(crate) fn aborted_txns_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
     /// Forgets aborted transactions wholly below `log_start_offset` (retention removed them).
     pub(crate) fn drop_aborted_below(&mut self, log_start_offset: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);

@@ -9,6 +9,7 @@ use crate::storage::batch::{
     control_type, patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
 };
 use crate::storage::producers::Verdict;
+use crate::storage::records::check_keys;
 use crate::storage::segment::LogSegment;
 use crate::storage::{AppendOrigin, LogAppendInfo, StorageError, TimestampType};
 
@@ -59,6 +60,9 @@ impl Partition {
             } else {
                 None
             };
+            if control.is_none() && st.config.cleanup_compact {
+                check_keys(&batch, &h).map_err(StorageError::InvalidRecord)?;
+            }
             match st.producers.check(&h, coordinator, strict_marker)? {
                 Verdict::Duplicate {
                     first_offset,
