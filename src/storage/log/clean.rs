@@ -179,6 +179,7 @@ impl Partition {
         let Some(plan) = self.clean_plan(now) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let mut stats = CleanerStats::default();
         // 2. The dedupe map over the dirty segments, whole segments within the budget.
         let mut map: HashMap<Bytes, i64> = HashMap::new();
@@ -257,6 +258,7 @@ impl Partition {
             topic = %self.topic, partition = self.partition, segments = stats.segments,
             bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
             records_removed = stats.records_removed, first_dirty_offset = dirty_end,
+            bytes_read = stats.bytes_read, elapsed_ms = started.elapsed().as_millis() as u64,
             "log cleaner pass done"
         );
         Ok(Some(stats))
