@@ -470,6 +470,18 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "transaction.version",
+        help: "The transaction.version feature level finalized for clients: 2 (transactions v2, KIP-890: a partition is added by the produce itself and verified, the epoch is bumped at every transaction's end) or 1. Default 2.",
+        apply: |c, v| {
+            let level: i16 = parse_num(v)?;
+            if !(1..=2).contains(&level) {
+                return Err("must be 1 or 2".into());
+            }
+            c.txn.transaction_version = level;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         help: "How often ongoing transactions are checked against their timeout (a timed-out one is aborted). Default 10000.",
         apply: |c, v| {

@@ -280,8 +280,10 @@ pub enum GroupOp {
         /// The offsets.
         offsets: Vec<(String, i32, CommittedOffset)>,
     },
-    /// OffsetFetch of one group: `None` = every partition with a commit.
-    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    /// OffsetFetch of one group: `None` = every partition with a commit; `true` =
+    /// `require_stable` (partitions with an offset pending in an open transaction are listed
+    /// as unstable).
+    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>, bool),
     /// ListGroups on this shard.
     List,
     /// DescribeGroups (one group).
@@ -304,8 +306,14 @@ pub enum GroupReply {
     Leave(LeaveGroupResponse),
     /// To Commit: the error code of each offset, in order.
     Commit(Vec<i16>),
-    /// To FetchOffsets: group error, and (topic, partition, offset or none).
-    Offsets(ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>),
+    /// To FetchOffsets: group error, (topic, partition, offset or none), and with
+    /// `require_stable` the partitions whose offset is pending in an open transaction
+    /// (UNSTABLE_OFFSET_COMMIT).
+    Offsets(
+        ErrorCode,
+        Vec<(String, i32, Option<CommittedOffset>)>,
+        Vec<(String, i32)>,
+    ),
     /// To List: (group, protocol type, state).
     List(Vec<(String, String, String)>),
     /// To Describe.
@@ -535,6 +543,15 @@ impl Coordinator {
         }
     }
 
+    /// Whether an open transaction holds an offset of this group's partition.
+    fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .borrow()
+            .values()
+            .flatten()
+            .any(|o| o.group == group && o.topic == topic && o.partition == partition)
+    }
+
     /// Appends records for one group durably to its offsets partition.
     async fn persist(
         &self,
@@ -676,9 +693,17 @@ impl Coordinator {
                 )
                 .await,
             ),
-            GroupOp::FetchOffsets(group, wanted) => {
+            GroupOp::FetchOffsets(group, wanted, require_stable) => {
                 let (code, list) = self.fetch_offsets(&group, wanted);
-                GroupReply::Offsets(code, list)
+                let unstable = if require_stable {
+                    list.iter()
+                        .filter(|(t, p, _)| self.has_pending_txn_offset(&group, t, *p))
+                        .map(|(t, p, _)| (t.clone(), *p))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                GroupReply::Offsets(code, list, unstable)
             }
             GroupOp::List => GroupReply::List(self.list()),
             GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),

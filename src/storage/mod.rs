@@ -49,6 +49,8 @@ mod wait;
 mod tests;
 #[cfg(test)]
 mod tests_compaction;
+#[cfg(test)]
+mod tests_txn;
 
 pub use batch::{
     build_control_batch, build_test_batch, control_type, parse_header, split_batches,
@@ -283,6 +285,21 @@ impl FetchDataInfo {
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|b| b.len()).sum()
     }
+}
+
+/// Who appends a batch, which decides how it is checked (Kafka's `AppendOrigin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A client's Produce.
+    Client,
+    /// The broker's own writes: transaction markers and transactional offset commits
+    /// (control batches allowed; the producer epoch is checked, sequence numbers are not).
+    Coordinator,
+    /// The coordinator's markers of a transactions-v2 transaction (KIP-890): the coordinator
+    /// bumped the epoch at the transaction's end, so the marker's epoch must be newer than
+    /// the producer's on the partition; a delayed or repeated marker of an earlier
+    /// transaction (whose epoch the next transaction's data carries) is refused.
+    CoordinatorTransactionV2,
 }
 
 /// One producer's state on a partition, as DescribeProducers reports it.

@@ -17,7 +17,7 @@ use super::wait::Notify;
 /// producer snapshot, recovery point and clean-shutdown marker).
 const PARTITION_CLOSES_IN_FLIGHT_MAX: usize = 32;
 use super::{
-    now_ms, CleanerStats, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats,
+    now_ms, AppendOrigin, CleanerStats, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats,
     ProducerDescription, StorageError, StorageOptions,
 };
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
@@ -186,7 +186,19 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
-        self.append_origin(topic, partition, batch, false)
+        self.append_origin(topic, partition, batch, AppendOrigin::Client)
+    }
+
+    /// [`ShardStorage::append`] for a given origin (a client, or the broker's own writes:
+    /// see [`AppendOrigin`]).
+    pub fn append_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        origin: AppendOrigin,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, origin)
     }
 
     /// Appends a coordinator's own batch as [`ShardStorage::append`] does, but as Kafka's
@@ -201,7 +213,7 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
-        self.append_origin(topic, partition, batch, true)
+        self.append_origin(topic, partition, batch, AppendOrigin::Coordinator)
     }
 
     fn append_origin(
@@ -209,13 +221,13 @@ impl ShardStorage {
         topic: &str,
         partition: i32,
         batch: Bytes,
-        marker: bool,
+        origin: AppendOrigin,
     ) -> Result<LogAppendInfo, StorageError> {
         if self.shutting_down.get() {
             return Err(StorageError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
-        let info = match p.append(batch, now_ms(), marker)? {
+        let info = match p.append(batch, now_ms(), origin)? {
             AppendOutcome::Duplicate(info) => return Ok(info),
             AppendOutcome::Appended(info) => info,
         };

@@ -11,7 +11,7 @@ use crate::storage::batch::{
 use crate::storage::producers::Verdict;
 use crate::storage::records::check_keys;
 use crate::storage::segment::LogSegment;
-use crate::storage::{LogAppendInfo, StorageError, TimestampType};
+use crate::storage::{AppendOrigin, LogAppendInfo, StorageError, TimestampType};
 
 /// What an append did.
 pub(crate) enum AppendOutcome {
@@ -33,8 +33,10 @@ impl Partition {
         &self,
         batch: Bytes,
         now: i64,
-        coordinator: bool,
+        origin: AppendOrigin,
     ) -> Result<AppendOutcome, StorageError> {
+        let coordinator = origin != AppendOrigin::Client;
+        let strict_marker = origin == AppendOrigin::CoordinatorTransactionV2;
         let outcome = {
             let mut st = self.state.borrow_mut();
             if st.deleted {
@@ -61,7 +63,7 @@ impl Partition {
             if control.is_none() && st.config.cleanup_compact {
                 check_keys(&batch, &h).map_err(StorageError::InvalidRecord)?;
             }
-            match st.producers.check(&h, coordinator)? {
+            match st.producers.check(&h, coordinator, strict_marker)? {
                 Verdict::Duplicate {
                     first_offset,
                     last_offset,
