@@ -173,11 +173,10 @@ impl Shard {
             );
             return reply.result(0).map_err(|e| e.message);
         }
-        // As Kafka's: compacted (the latest state of every transactional id stays), never
-        // deleted by time, in 100 MiB segments (`transaction.state.log.segment.bytes`).
+        // As Kafka's: compacted (the latest state of every transactional id stays), in 100 MiB
+        // segments (`transaction.state.log.segment.bytes`).
         let configs = [
             ("cleanup.policy".to_string(), "compact".to_string()),
-            ("retention.ms".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), "104857600".to_string()),
         ]
         .into_iter()
