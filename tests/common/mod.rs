@@ -62,6 +62,11 @@ pub fn temp_data_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
+/// How long a broker may take to answer after its start: a bound, not a speed claim. A restart
+/// re-opens every partition (5,000 in tests/many_partitions.rs), and the suite shares 2 cores
+/// with parallel test binaries; 20 s was crossed at load average ~24.
+const BROKER_START_MAX: Duration = Duration::from_secs(60);
+
 impl Broker {
     /// Starts a broker with `cores` shards and extra `--set KEY=VALUE` properties.
     pub fn start(cores: usize, extra: &[&str]) -> Broker {
@@ -166,7 +171,7 @@ impl Broker {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + BROKER_START_MAX;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
