@@ -199,6 +199,10 @@ impl Partition {
                     }
                     ScanItem::Batch { header, bytes, .. } => {
                         stats.bytes_read += bytes.len() as u64;
+                        glommio::yield_if_needed().await;
+                        // Batches parse from a buffer without awaiting: give the shard's
+                        // produce and fetch their turn when this queue's slice is used.
+                        glommio::yield_if_needed().await;
                         if header.is_control() || plan.aborted(&header) {
                             continue;
                         }
