@@ -39,6 +39,8 @@ kafka_error_codes! {
     CORRUPT_MESSAGE = 2,
     /// The topic or partition does not exist.
     UNKNOWN_TOPIC_OR_PARTITION = 3,
+    /// The partition has no leader now (offline, or an election is in progress).
+    LEADER_NOT_AVAILABLE = 5,
     /// This broker does not lead the partition.
     NOT_LEADER_OR_FOLLOWER = 6,
     /// The request timed out.
@@ -117,8 +119,12 @@ kafka_error_codes! {
     INVALID_TRANSACTION_TIMEOUT = 50,
     /// Another transactional request of this producer is in progress.
     CONCURRENT_TRANSACTIONS = 51,
+    /// A newer transaction coordinator wrote to the partition (a stale marker).
+    TRANSACTION_COORDINATOR_FENCED = 52,
     /// Not authorized for the transactional id.
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// Not attempted because another part of the request failed.
+    OPERATION_NOT_ATTEMPTED = 55,
     /// The SASL authentication failed.
     SASL_AUTHENTICATION_FAILED = 58,
     /// The producer id is not known for the partition.
@@ -181,6 +187,8 @@ kafka_error_codes! {
     BROKER_ID_NOT_REGISTERED = 102,
     /// The request came from a node of another cluster.
     INCONSISTENT_CLUSTER_ID = 104,
+    /// The transactional id is not known to its coordinator.
+    TRANSACTIONAL_ID_NOT_FOUND = 105,
     /// The fetch session's topic id does not match.
     FETCH_SESSION_TOPIC_ID_ERROR = 106,
     /// The broker is not registered or is fenced.

@@ -45,9 +45,10 @@ const CLIENT_SCENARIOS: &[&str] = &[
 ];
 
 /// CLIENT_SCENARIOS plus `sasl_rejected` (a client configured for SASL gets an authentication
-/// error at once from a listener without SASL) and `txn_refused` (a transactional producer
-/// fails at once while the broker has no transactions): written for librdkafka and the Java
-/// client, whose reactions to a refusal differ most (a clean error vs. endless retries).
+/// error at once from a listener without SASL) and `txn` (a transactional producer commits,
+/// aborts and commits, read_committed and read_uncommitted consumers see what Kafka's would,
+/// and a second producer with the same transactional id fences the first): written for
+/// librdkafka and the Java client.
 const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "create_topic",
     "produce_consume",
@@ -61,13 +62,58 @@ const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "max_under",
     "max_over",
     "sasl_rejected",
-    "txn_refused",
+    "txn",
+    "xproduce",
+    "xconsume",
+];
+
+/// CLIENT_SCENARIOS_SASL plus `txn_ctp` (a consume-transform-produce loop with its offsets
+/// in its transactions, killed with SIGKILL mid-transaction and restarted: every output
+/// exactly once), for librdkafka (confluent-kafka).
+const CLIENT_SCENARIOS_SASL_CTP: &[&str] = &[
+    "create_topic",
+    "produce_consume",
+    "gzip",
+    "snappy",
+    "lz4",
+    "zstd",
+    "group",
+    "list_offsets",
+    "idempotent",
+    "max_under",
+    "max_over",
+    "sasl_rejected",
+    "txn",
+    "txn_ctp",
+    "xproduce",
+    "xconsume",
+];
+
+/// CLIENT_SCENARIOS plus `txn_ctp`, for franz-go.
+const CLIENT_SCENARIOS_CTP: &[&str] = &[
+    "create_topic",
+    "produce_consume",
+    "gzip",
+    "snappy",
+    "lz4",
+    "zstd",
+    "group",
+    "list_offsets",
+    "idempotent",
+    "max_under",
+    "max_over",
+    "txn_ctp",
     "xproduce",
     "xconsume",
 ];
 
 /// Kafka's command-line tools (kafka-tools), a row of their own.
-const TOOLS_SCENARIOS: &[&str] = &["tools_topic", "tools_console", "tools_groups"];
+const TOOLS_SCENARIOS: &[&str] = &[
+    "tools_topic",
+    "tools_console",
+    "tools_groups",
+    "tools_transactions",
+];
 
 /// The broker's `message.max.bytes` in this run; the programs know it too (max_under/max_over).
 const MESSAGE_MAX_BYTES: usize = 65536;
@@ -117,7 +163,7 @@ fn rows() -> Vec<Row> {
                 "tests/clients/python/confluent_scenarios.py".into(),
             ],
             installed: "tests/clients/python/.venv/bin/python",
-            scenarios: CLIENT_SCENARIOS_SASL,
+            scenarios: CLIENT_SCENARIOS_SASL_CTP,
             timeout: Duration::from_secs(60),
         },
         Row {
@@ -160,7 +206,7 @@ fn rows() -> Vec<Row> {
             family: "Go",
             program: s(&["tests/clients/go/bin/franz"]),
             installed: "tests/clients/go/bin/franz",
-            scenarios: CLIENT_SCENARIOS,
+            scenarios: CLIENT_SCENARIOS_CTP,
             timeout: Duration::from_secs(60),
         },
         Row {
@@ -341,6 +387,9 @@ fn client_compatibility_matrix() {
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
 
     let max = format!("message.max.bytes={MESSAGE_MAX_BYTES}");
+    // The coordinator narrates every Join/Sync/Heartbeat/Leave at debug: a failing group cell
+    // then shows its group's history (below). This test is the only one in its process.
+    std::env::set_var("RUST_LOG", "info,openraft=warn,shardlog::group=debug");
     let broker = Broker::start(
         2,
         &[
@@ -464,13 +513,55 @@ fn client_compatibility_matrix() {
             _ => None,
         })
         .collect();
+    // Each client's scenarios use the group `g-<client>`: its coordinator events, for the
+    // failing rows.
+    let log = broker.log();
+    let groups: String = results
+        .iter()
+        .filter(|(_, (cell, _))| matches!(cell, Cell::Fail(_)))
+        .map(|((i, _), _)| format!("g-{}", rows[*i].name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|g| {
+            let quoted = format!("group={g} ");
+            let lines: Vec<String> = log
+                .lines()
+                .map(strip_ansi)
+                .filter(|l| l.contains(&quoted))
+                .collect();
+            format!(
+                "--- {g}: {} coordinator events, the last 40 ---\n{}",
+                lines.len(),
+                tail(&lines.join("\n"), 40)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         failed.is_empty(),
-        "{} failing cells:\n{}\nbroker log tail:\n{}",
+        "{} failing cells:\n{}\nbroker log tail:\n{}\n{groups}",
         failed.len(),
         failed.join("\n"),
-        tail(&broker.log(), 20)
+        tail(&log, 20)
     );
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`), as the broker writes its log.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The Markdown of RESULTS.md: the table, then a note per cell that did not pass.

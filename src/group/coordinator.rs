@@ -42,6 +42,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: u64,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compacted, so
+    /// the cleaner can drop old commits only from rolled segments).
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +54,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             offsets_partitions: 8,
+            offsets_segment_bytes: 104_857_600,
         }
     }
 }
@@ -258,8 +262,28 @@ pub enum GroupOp {
         /// The offsets.
         offsets: Vec<(String, i32, CommittedOffset)>,
     },
-    /// OffsetFetch of one group: `None` = every partition with a commit.
-    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    /// TxnOffsetCommit: offsets held pending until the transaction's marker reaches the
+    /// group's offsets partition (committed on COMMIT, dropped on ABORT).
+    TxnCommit {
+        /// Group id.
+        group: String,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The transaction's producer epoch.
+        producer_epoch: i16,
+        /// Generation (-1 when the client sent none).
+        generation: i32,
+        /// Member id ("" when the client sent none).
+        member_id: String,
+        /// Static instance id.
+        instance_id: Option<String>,
+        /// The offsets.
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// OffsetFetch of one group: `None` = every partition with a commit; `true` =
+    /// `require_stable` (partitions with an offset pending in an open transaction are listed
+    /// as unstable).
+    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>, bool),
     /// ListGroups on this shard.
     List,
     /// DescribeGroups (one group).
@@ -282,14 +306,29 @@ pub enum GroupReply {
     Leave(LeaveGroupResponse),
     /// To Commit: the error code of each offset, in order.
     Commit(Vec<i16>),
-    /// To FetchOffsets: group error, and (topic, partition, offset or none).
-    Offsets(ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>),
+    /// To FetchOffsets: group error, (topic, partition, offset or none), and with
+    /// `require_stable` the partitions whose offset is pending in an open transaction
+    /// (UNSTABLE_OFFSET_COMMIT).
+    Offsets(
+        ErrorCode,
+        Vec<(String, i32, Option<CommittedOffset>)>,
+        Vec<(String, i32)>,
+    ),
     /// To List: (group, protocol type, state).
     List(Vec<(String, String, String)>),
     /// To Describe.
     Describe(DescribedGroup),
     /// To Delete or OffsetDelete: an error code per item (one for Delete).
     Codes(Vec<i16>),
+}
+
+/// An offset committed inside a transaction, waiting for the transaction's marker.
+#[derive(Clone, Debug)]
+struct PendingTxnOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    offset: CommittedOffset,
 }
 
 /// The group coordinator of one shard.
@@ -299,6 +338,8 @@ pub struct Coordinator {
     partitions: std::cell::Cell<i32>,
     storage: Rc<ShardStorage>,
     groups: RefCell<HashMap<String, Group>>,
+    /// Offsets committed inside open transactions, by producer id (in commit order).
+    pending_txn: RefCell<HashMap<i64, Vec<PendingTxnOffset>>>,
 }
 
 fn sb(s: &str) -> StrBytes {
@@ -319,6 +360,7 @@ impl Coordinator {
             config,
             storage,
             groups: RefCell::new(HashMap::new()),
+            pending_txn: RefCell::new(HashMap::new()),
         })
     }
 
@@ -350,21 +392,54 @@ impl Coordinator {
                 joined.extend_from_slice(b);
             }
             let mut buf = joined.freeze();
-            let set =
-                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+            // Where the batches end: a compacted batch keeps its last offset but may have lost
+            // the records at its end, so the records' offsets alone could stop the replay.
+            let mut batches_end = next;
+            let mut at = 0usize;
+            while let Ok(h) = crate::storage::parse_header(&buf[at.min(buf.len())..]) {
+                batches_end = batches_end.max(h.last_offset() + 1);
+                at += h.size_bytes();
+            }
+            let sets =
+                kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                     crate::storage::StorageError::CorruptLog {
                         path: format!("{OFFSETS_TOPIC}-{partition}").into(),
                         reason: e.to_string(),
                     }
                 })?;
-            let mut last = next;
-            for r in set.records {
+            let mut last = batches_end;
+            for r in sets.into_iter().flat_map(|s| s.records) {
                 last = last.max(r.offset + 1);
                 if r.offset < next {
                     continue;
                 }
                 let Some(key) = r.key else { continue };
+                if r.control {
+                    // A transaction marker: its producer's pending offsets here are settled.
+                    let commit = key.len() >= 4
+                        && i16::from_be_bytes([key[2], key[3]]) == crate::storage::CONTROL_COMMIT;
+                    self.settle_txn(partition, r.producer_id, commit);
+                    continue;
+                }
                 match OffsetsRecord::decode(key, r.value) {
+                    Ok(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition: p,
+                        value: Some(offset),
+                    }) if r.transactional => {
+                        self.pending_txn
+                            .borrow_mut()
+                            .entry(r.producer_id)
+                            .or_default()
+                            .push(PendingTxnOffset {
+                                group,
+                                topic,
+                                partition: p,
+                                offset,
+                            });
+                        applied += 1;
+                    }
                     Ok(rec) => {
                         self.apply_record(rec);
                         applied += 1;
@@ -440,12 +515,61 @@ impl Coordinator {
         }
     }
 
+    /// Settles the offsets a producer committed inside its transaction to groups of offsets
+    /// partition `partition`: committed (COMMIT) or dropped (ABORT). Called once the
+    /// transaction's marker is durable in that partition, and at replay.
+    pub fn settle_txn(&self, partition: i32, producer_id: i64, commit: bool) {
+        let mut pending = self.pending_txn.borrow_mut();
+        let Some(list) = pending.get_mut(&producer_id) else {
+            return;
+        };
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(list)
+            .into_iter()
+            .partition(|o| self.partition_of(&o.group) == partition);
+        if rest.is_empty() {
+            pending.remove(&producer_id);
+        } else {
+            *list = rest;
+        }
+        if commit {
+            let mut groups = self.groups.borrow_mut();
+            for o in mine {
+                groups
+                    .entry(o.group)
+                    .or_insert_with(Group::new)
+                    .offsets
+                    .insert((o.topic, o.partition), o.offset);
+            }
+        }
+    }
+
+    /// Whether an open transaction holds an offset of this group's partition.
+    fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .borrow()
+            .values()
+            .flatten()
+            .any(|o| o.group == group && o.topic == topic && o.partition == partition)
+    }
+
     /// Appends records for one group durably to its offsets partition.
     async fn persist(
         &self,
         group: &str,
         recs: &[OffsetsRecord],
     ) -> Result<(), crate::storage::StorageError> {
+        self.persist_as(group, recs, None).await
+    }
+
+    /// [`Coordinator::persist`], as records of a transaction when `producer` (id, epoch) is
+    /// given: transactional batches, appended as the coordinator's own writes (epoch checked).
+    async fn persist_as(
+        &self,
+        group: &str,
+        recs: &[OffsetsRecord],
+        producer: Option<(i64, i16)>,
+    ) -> Result<(), crate::storage::StorageError> {
+        let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
         let ts = now_ms();
         let records: Vec<Record> = recs
             .iter()
@@ -453,12 +577,12 @@ impl Coordinator {
             .map(|(i, r)| {
                 let (key, value) = r.encode();
                 Record {
-                    transactional: false,
+                    transactional: producer.is_some(),
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
+                    producer_id,
+                    producer_epoch,
                     timestamp_type: TimestampType::Creation,
                     offset: i as i64,
                     sequence: -1,
@@ -485,10 +609,13 @@ impl Coordinator {
         let partition = self.partition_of(group);
         let mut last_offset = -1;
         for batch in crate::storage::split_batches(&buf.freeze())? {
-            last_offset = self
-                .storage
-                .append(OFFSETS_TOPIC, partition, batch)?
-                .last_offset;
+            let info = if producer.is_some() {
+                self.storage
+                    .append_coordinator(OFFSETS_TOPIC, partition, batch)?
+            } else {
+                self.storage.append(OFFSETS_TOPIC, partition, batch)?
+            };
+            last_offset = info.last_offset;
         }
         self.storage
             .wait_durable(OFFSETS_TOPIC, partition, last_offset)
@@ -547,9 +674,36 @@ impl Coordinator {
                 self.commit(group, generation, member_id, instance_id, offsets)
                     .await,
             ),
-            GroupOp::FetchOffsets(group, wanted) => {
+            GroupOp::TxnCommit {
+                group,
+                producer_id,
+                producer_epoch,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupReply::Commit(
+                self.txn_commit(
+                    group,
+                    (producer_id, producer_epoch),
+                    generation,
+                    member_id,
+                    instance_id,
+                    offsets,
+                )
+                .await,
+            ),
+            GroupOp::FetchOffsets(group, wanted, require_stable) => {
                 let (code, list) = self.fetch_offsets(&group, wanted);
-                GroupReply::Offsets(code, list)
+                let unstable = if require_stable {
+                    list.iter()
+                        .filter(|(t, p, _)| self.has_pending_txn_offset(&group, t, *p))
+                        .map(|(t, p, _)| (t.clone(), *p))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                GroupReply::Offsets(code, list, unstable)
             }
             GroupOp::List => GroupReply::List(self.list()),
             GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),
@@ -1126,6 +1280,69 @@ impl Coordinator {
         let g = groups.entry(group).or_insert_with(Group::new);
         for (t, p, c) in offsets {
             g.offsets.insert((t, p), c);
+        }
+        vec![ErrorCode::NONE.code(); n]
+    }
+
+    /// TxnOffsetCommit: Kafka's member and generation checks for a transactional commit
+    /// (a client without group information is accepted; no REBALANCE_IN_PROGRESS), then the
+    /// offsets written as records of the transaction and held pending until its marker.
+    async fn txn_commit(
+        &self,
+        group: String,
+        producer: (i64, i16),
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<i16> {
+        let fail = |code: i16| vec![code; offsets.len()];
+        if group.is_empty() {
+            return fail(ErrorCode::INVALID_GROUP_ID.code());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(&group) else {
+                return fail(ErrorCode::ILLEGAL_GENERATION.code());
+            };
+            if let Err(code) = g.validate_member(
+                &member_id,
+                instance_id.as_deref(),
+                "txn-offset-commit",
+                &group,
+            ) {
+                return fail(code.code());
+            }
+            if generation != g.generation {
+                return fail(ErrorCode::ILLEGAL_GENERATION.code());
+            }
+        }
+        if offsets.is_empty() {
+            return Vec::new();
+        }
+        let n = offsets.len();
+        let recs: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(t, p, c)| OffsetsRecord::Offset {
+                group: group.clone(),
+                topic: t.clone(),
+                partition: *p,
+                value: Some(c.clone()),
+            })
+            .collect();
+        if let Err(e) = self.persist_as(&group, &recs, Some(producer)).await {
+            tracing::info!(%group, producer_id = producer.0, error = %e, "transactional offset commit refused");
+            return fail(e.kafka_error_code().code());
+        }
+        let mut pending = self.pending_txn.borrow_mut();
+        let list = pending.entry(producer.0).or_default();
+        for (topic, partition, offset) in offsets {
+            list.push(PendingTxnOffset {
+                group: group.clone(),
+                topic,
+                partition,
+                offset,
+            });
         }
         vec![ErrorCode::NONE.code(); n]
     }

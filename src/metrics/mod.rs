@@ -412,6 +412,9 @@ impl ShardMetrics {
             batch_cache_misses: self.batch_cache_misses.get(),
             batch_cache_bytes: 0,
             unwritten_bytes: 0,
+            fetch_sessions: 0,
+            fetch_session_partitions: 0,
+            fetch_session_evictions: 0,
             connections_open: u64::try_from(self.connections_open.get()).unwrap_or(0),
             connections_accepted: self.connections_accepted.get(),
             connections_rejected: self.connections_rejected.get(),
@@ -452,6 +455,12 @@ pub struct MetricsSnapshot {
     pub batch_cache_bytes: u64,
     /// Bytes appended but not yet written to disk now (filled in when scraped).
     pub unwritten_bytes: u64,
+    /// Incremental fetch sessions cached now (filled in when scraped).
+    pub fetch_sessions: u64,
+    /// Partitions cached across those sessions now (filled in when scraped).
+    pub fetch_session_partitions: u64,
+    /// Fetch sessions evicted since start (filled in when scraped).
+    pub fetch_session_evictions: u64,
     /// Client connections open now.
     pub connections_open: u64,
     /// Client connections accepted since start.

@@ -90,6 +90,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Bytes appended on the shard but not yet written to disk, read when scraped; produce requests wait while it is above shard.unwritten.bytes.max.",
     ),
     (
+        "shardlog_fetch_sessions",
+        "gauge",
+        "Incremental fetch sessions (KIP-227) the shard's cache holds, read when scraped (Kafka's NumIncrementalFetchSessions).",
+    ),
+    (
+        "shardlog_fetch_session_partitions",
+        "gauge",
+        "Partitions cached across the shard's fetch sessions, read when scraped (Kafka's NumIncrementalFetchPartitionsCached).",
+    ),
+    (
+        "shardlog_fetch_session_evictions_total",
+        "counter",
+        "Fetch sessions evicted to make room for new ones (Kafka's IncrementalFetchSessionEvictionsPerSec, as a count).",
+    ),
+    (
         "shardlog_open_connections",
         "gauge",
         "Client connections open now.",
@@ -202,6 +217,9 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
                     "shardlog_batch_cache_misses_total" => s.batch_cache_misses,
                     "shardlog_batch_cache_bytes" => s.batch_cache_bytes,
                     "shardlog_unwritten_bytes" => s.unwritten_bytes,
+                    "shardlog_fetch_sessions" => s.fetch_sessions,
+                    "shardlog_fetch_session_partitions" => s.fetch_session_partitions,
+                    "shardlog_fetch_session_evictions_total" => s.fetch_session_evictions,
                     "shardlog_open_connections" => s.connections_open,
                     "shardlog_connections_accepted_total" => s.connections_accepted,
                     "shardlog_connections_rejected_total" => s.connections_rejected,

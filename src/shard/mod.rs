@@ -7,12 +7,14 @@
 //! and the answers gathered back into request order. Messages carry only `Send` data
 //! (`Bytes`, strings, numbers); replies come back on a oneshot channel inside the message.
 
+pub mod cluster;
 pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
+mod txn;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +29,9 @@ use crate::group::{Coordinator, GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
+pub use cluster::ClusterView;
 pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
+pub use txn::{MarkerPart, ProducersResult};
 
 /// The shard that owns a partition: a stable hash of the topic name plus the partition index,
 /// so ownership survives restarts and a topic's partitions spread round-robin over shards.
@@ -93,6 +97,8 @@ pub struct FetchPart {
     pub partition: i32,
     /// First offset wanted.
     pub fetch_offset: i64,
+    /// read_committed (isolation level 1): read up to the last stable offset only.
+    pub read_committed: bool,
     /// Most bytes wanted from this partition. The first batch of the first partition with data
     /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
@@ -105,6 +111,11 @@ pub struct FetchResult {
     pub error_code: ErrorCode,
     /// Next offset to be written (-1 on error).
     pub high_watermark: i64,
+    /// The last stable offset (-1 on error).
+    pub last_stable_offset: i64,
+    /// read_committed: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log (-1 on error).
     pub log_start_offset: i64,
     /// Whole record batches from the one holding `fetch_offset`.
@@ -146,6 +157,8 @@ pub struct OffsetQuery {
     pub partition: i32,
     /// The timestamp or one of the special values.
     pub timestamp: i64,
+    /// read_committed (isolation level 1): "latest" is the last stable offset.
+    pub read_committed: bool,
 }
 
 /// One partition's ListOffsets answer.
@@ -157,6 +170,28 @@ pub struct OffsetAnswer {
     pub offset: i64,
     /// The timestamp of the record found (-1 when not applicable).
     pub timestamp: i64,
+}
+
+/// One partition's DeleteRecords ask: move its log start offset up to `offset`.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsPart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The new log start offset; -1 = the high watermark.
+    pub offset: i64,
+}
+
+/// One partition's DeleteRecords outcome.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsAnswer {
+    /// Kafka error code (0 = none).
+    pub error_code: ErrorCode,
+    /// The log start offset after the request (-1 on error).
+    pub low_watermark: i64,
+    /// A readable reason on error.
+    pub error_message: Option<String>,
 }
 
 /// A message from one shard to another. Every variant carries its own reply channel.
@@ -198,6 +233,13 @@ pub enum ShardMsg {
         /// Answers by the same indexes.
         reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
     },
+    /// DeleteRecords on partitions owned by the receiver.
+    DeleteRecords {
+        /// (index in the request, part).
+        parts: Vec<(usize, DeleteRecordsPart)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, DeleteRecordsAnswer)>>,
+    },
     /// An admin change, sent to shard 0 (the metadata writer).
     Admin {
         /// The change.
@@ -212,6 +254,27 @@ pub enum ShardMsg {
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
     },
+    /// A request for a transactional id this shard coordinates.
+    Txn {
+        /// The request.
+        op: Box<crate::txn::TxnOp>,
+        /// Its answer.
+        reply: oneshot::Sender<crate::txn::TxnReply>,
+    },
+    /// Transaction markers for partitions owned by the receiver.
+    Markers {
+        /// (index in the request, marker).
+        parts: Vec<(usize, MarkerPart)>,
+        /// Codes by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ErrorCode)>>,
+    },
+    /// DescribeProducers on partitions owned by the receiver.
+    Producers {
+        /// (index in the request, (topic, partition)).
+        parts: Vec<(usize, (String, i32))>,
+        /// Each partition's producers, or its error, by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ProducersResult)>>,
+    },
     /// A copy of the receiver's metrics, for a scrape.
     Metrics {
         /// The snapshot.
@@ -221,6 +284,8 @@ pub enum ShardMsg {
     ApplyMetadata {
         /// The snapshot.
         meta: Arc<Metadata>,
+        /// In a multi-node cluster: the image it was derived from (`None` on one node).
+        view: Option<Arc<ClusterView>>,
         /// Completed once applied.
         reply: oneshot::Sender<()>,
     },
@@ -244,6 +309,8 @@ pub struct Shard {
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<crate::txn::Coordinator>,
     /// This shard's metrics (only this shard writes them).
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Memory held by Fetch responses of this shard's connections (its share of
@@ -251,6 +318,12 @@ pub struct Shard {
     pub fetch_memory: Rc<fetch_memory::FetchMemory>,
     /// The incremental fetch sessions of this shard's connections (see `fetch_session`).
     pub fetch_sessions: RefCell<fetch_session::FetchSessionCache>,
+    /// In a multi-node cluster: the line to the control plane (`None` on one node).
+    pub cluster: Option<crate::cluster::node::BrokerLink>,
+    /// In a multi-node cluster: the image the metadata came from (`None` on one node).
+    view: RefCell<Option<Arc<ClusterView>>>,
+    /// Shard 0 in a cluster: the offset of the newest image every shard has applied.
+    applied_image_offset: Cell<u64>,
 }
 
 impl Shard {
@@ -262,8 +335,10 @@ impl Shard {
         storage: Rc<ShardStorage>,
         meta: Arc<Metadata>,
         senders: Senders<ShardMsg>,
+        cluster: Option<(crate::cluster::node::BrokerLink, Arc<ClusterView>)>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
+        let txns = crate::txn::Coordinator::new(config.txn.clone(), storage.clone());
         let metrics = Rc::new(crate::metrics::ShardMetrics::new(id));
         let m = metrics.clone();
         crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
@@ -283,13 +358,31 @@ impl Shard {
             fetch_memory,
             fetch_sessions,
             groups,
+            txns,
             metrics,
             config,
             storage,
             meta: RefCell::new(meta),
             senders,
             controller: controller::Controller::new(),
+            applied_image_offset: Cell::new(cluster.as_ref().map_or(0, |(_, v)| v.image.offset)),
+            view: RefCell::new(cluster.as_ref().map(|(_, v)| v.clone())),
+            cluster: cluster.map(|(link, _)| link),
         })
+    }
+
+    /// In a multi-node cluster, what this shard knows of it; `None` on one node.
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.view.borrow().clone()
+    }
+
+    /// Whether this broker holds the partition's log: always on one node; in a cluster, when
+    /// it is one of the partition's replicas.
+    pub fn hosts(&self, topic: &str, partition: i32) -> bool {
+        self.view
+            .borrow()
+            .as_ref()
+            .is_none_or(|v| v.hosts(topic, partition))
     }
 
     /// The current metadata snapshot.
@@ -466,6 +559,8 @@ impl Shard {
             || FetchResult {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
+                last_stable_offset: -1,
+                aborted: Vec::new(),
                 log_start_offset: -1,
                 batches: Vec::new(),
                 allocated: 0,
@@ -485,6 +580,25 @@ impl Shard {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 offset: -1,
                 timestamp: -1,
+            },
+        )
+        .await
+    }
+
+    /// Moves log start offsets (DeleteRecords) on their owner shards; answers in request
+    /// order. Each answer is given once the new start is durable.
+    pub async fn delete_records(
+        self: &Rc<Self>,
+        parts: Vec<DeleteRecordsPart>,
+    ) -> Vec<DeleteRecordsAnswer> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::DeleteRecords { parts, reply },
+            || DeleteRecordsAnswer {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                low_watermark: -1,
+                error_message: Some("owner shard unavailable".into()),
             },
         )
         .await
@@ -542,8 +656,15 @@ impl Shard {
         self.owner_of(OFFSETS_TOPIC, self.groups.partition_of(group))
     }
 
-    /// Sends a group request to the group's coordinator shard; `None` if it did not answer.
+    /// Sends a group request to the group's coordinator shard; `None` if it did not answer,
+    /// or (in a cluster) when this broker does not lead the group's `__consumer_offsets`
+    /// partition: the client then looks for the coordinator again.
     pub async fn group(self: &Rc<Self>, group: &str, op: GroupOp) -> Option<GroupReply> {
+        if let Some(v) = self.cluster_view() {
+            if !v.leads(OFFSETS_TOPIC, self.groups.partition_of(group)) {
+                return None;
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.send(
             self.coordinator_of(group),
@@ -582,13 +703,39 @@ impl Shard {
 
     /// Shard 0 at start: creates `__consumer_offsets` if this data dir has none yet.
     pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
-        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+        // In a cluster it is created through the controller on the first FindCoordinator.
+        if self.cluster.is_some() {
             return Ok(());
         }
+        if let Some(t) = self.metadata().topics.get(OFFSETS_TOPIC) {
+            if t.configs.contains_key("cleanup.policy") {
+                return Ok(());
+            }
+            // Created before shardlog had compaction: compact it from now on.
+            let reply = self
+                .admin(AdminOp::AlterConfigs {
+                    topics: vec![(
+                        OFFSETS_TOPIC.to_string(),
+                        vec![(
+                            "cleanup.policy".to_string(),
+                            ConfigOp::Set("compact".to_string()),
+                        )],
+                    )],
+                    replace: false,
+                    validate_only: false,
+                })
+                .await;
+            tracing::info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)");
+            return reply.result(0).map_err(|e| e.message);
+        }
         let configs = [
-            // No log compaction yet: keep every commit (see README, known limits).
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
+            // As Kafka's: compacted (the latest commit of every group/partition stays), in
+            // `offsets.topic.segment.bytes` segments.
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.group.offsets_segment_bytes.to_string(),
+            ),
         ]
         .into_iter()
         .collect();
@@ -611,11 +758,14 @@ impl Shard {
     pub async fn replay_groups(&self) -> Result<(), String> {
         let meta = self.metadata();
         let Some(topic) = meta.topics.get(OFFSETS_TOPIC) else {
+            if self.cluster.is_some() {
+                return Ok(()); // not created yet in this cluster
+            }
             return Err("__consumer_offsets is missing".into());
         };
         self.groups.set_partitions(topic.partitions);
         for p in 0..topic.partitions {
-            if self.owner_of(OFFSETS_TOPIC, p) == self.id {
+            if self.owner_of(OFFSETS_TOPIC, p) == self.id && self.hosts(OFFSETS_TOPIC, p) {
                 let n = self
                     .groups
                     .replay(p)

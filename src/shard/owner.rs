@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
+    DeleteRecordsAnswer, FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery,
+    ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
 use crate::error_code::ErrorCode;
@@ -95,6 +96,29 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
+        ShardMsg::DeleteRecords { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, p) in parts {
+                let answer = match shard
+                    .storage
+                    .delete_records(&p.topic, p.partition, p.offset)
+                    .await
+                {
+                    Ok(low_watermark) => DeleteRecordsAnswer {
+                        error_code: ErrorCode::NONE,
+                        low_watermark,
+                        error_message: None,
+                    },
+                    Err(e) => DeleteRecordsAnswer {
+                        error_code: e.kafka_error_code(),
+                        low_watermark: -1,
+                        error_message: Some(e.to_string()),
+                    },
+                };
+                out.push((i, answer));
+            }
+            let _ = reply.send(out);
+        }
         ShardMsg::WaitAppend { parts, wait, reply } => {
             wait_append(shard, parts, wait).await;
             let _ = reply.send(());
@@ -110,8 +134,26 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let out = shard.groups.handle(*op).await;
             let _ = reply.send(out);
         }
-        ShardMsg::ApplyMetadata { meta, reply } => {
-            apply_metadata(shard, meta).await;
+        ShardMsg::Txn { op, reply } => shard.serve_txn(*op, reply).await,
+        ShardMsg::Producers { parts, reply } => {
+            let out = parts
+                .into_iter()
+                .map(|(i, (topic, partition))| {
+                    let r = shard
+                        .storage
+                        .describe_producers(&topic, partition)
+                        .map_err(|e| e.kafka_error_code());
+                    (i, r)
+                })
+                .collect();
+            let _ = reply.send(out);
+        }
+        ShardMsg::Markers { parts, reply } => {
+            let out = shard.append_markers(parts).await;
+            let _ = reply.send(out);
+        }
+        ShardMsg::ApplyMetadata { meta, view, reply } => {
+            apply_metadata(shard, meta, view).await;
             let _ = reply.send(());
         }
     }
@@ -135,6 +177,12 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
     let mut snapshot = shard.metrics.snapshot();
     snapshot.batch_cache_bytes = shard.storage.cache_bytes() as u64;
     snapshot.unwritten_bytes = shard.storage.unwritten_bytes();
+    {
+        let sessions = shard.fetch_sessions.borrow();
+        snapshot.fetch_sessions = sessions.len() as u64;
+        snapshot.fetch_session_partitions = sessions.partitions_total() as u64;
+        snapshot.fetch_session_evictions = sessions.evictions();
+    }
     snapshot.committed_offsets = shard
         .groups
         .committed_offsets()
@@ -236,6 +284,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             part.max_bytes.min(limits.bytes),
             limits.min_one,
             limits.disk,
+            part.read_committed,
         )
         .await
     {
@@ -247,6 +296,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: ErrorCode::NONE,
                 high_watermark: data.high_watermark,
+                last_stable_offset: data.last_stable_offset,
+                aborted: data.aborted,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
                 allocated: data.allocated,
@@ -261,6 +312,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: e.kafka_error_code(),
                 high_watermark: hw,
+                last_stable_offset: hw,
+                aborted: Vec::new(),
                 log_start_offset: start,
                 batches: Vec::new(),
                 allocated: 0,
@@ -283,6 +336,10 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
     };
     let found = match q.timestamp {
         -2 => Ok(Some((start, -1))),
+        -1 if q.read_committed => shard
+            .storage
+            .last_stable_offset(&q.topic, q.partition)
+            .map(|lso| Some((lso, -1))),
         -1 => Ok(Some((hw, -1))),
         ts => {
             // -3 (max timestamp) is answered as "latest" with its time unknown.
@@ -412,7 +469,7 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
             shard.config.log.clone()
         });
         for p in 0..topic.partitions {
-            if shard.owner_of(&topic.name, p) == shard.id {
+            if shard.owner_of(&topic.name, p) == shard.id && shard.hosts(&topic.name, p) {
                 opens.push((topic.name.clone(), p, log.clone()));
             }
         }
@@ -427,8 +484,13 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
 }
 
 /// Adopts a new snapshot: opens new owned partitions, deletes removed ones, applies config
-/// changes, then swaps the snapshot in.
-async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
+/// changes, then swaps the snapshot in. In a cluster (`view`), only the partitions this
+/// broker hosts are opened or deleted.
+async fn apply_metadata(
+    shard: &Rc<Shard>,
+    meta: Arc<Metadata>,
+    view: Option<Arc<super::ClusterView>>,
+) {
     let old = shard.metadata();
     for topic in old.topics.values() {
         let gone = meta
@@ -437,7 +499,7 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
             .is_none_or(|t| t.id != topic.id);
         if gone {
             for p in 0..topic.partitions {
-                if shard.owner_of(&topic.name, p) == shard.id {
+                if shard.owner_of(&topic.name, p) == shard.id && shard.hosts(&topic.name, p) {
                     if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
                     }
@@ -445,13 +507,21 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
             }
         }
     }
+    if view.is_some() {
+        *shard.view.borrow_mut() = view;
+    }
     let mut opens = Vec::new();
     for topic in meta.topics.values() {
         let log = topic_log_config(&shard.config.log, &topic.configs)
             .unwrap_or_else(|_| shard.config.log.clone());
         let before = old.topics.get(&topic.name).filter(|t| t.id == topic.id);
+        if topic.name == crate::group::OFFSETS_TOPIC
+            && before.is_none_or(|b| b.partitions != topic.partitions)
+        {
+            shard.groups.set_partitions(topic.partitions);
+        }
         for p in 0..topic.partitions {
-            if shard.owner_of(&topic.name, p) != shard.id {
+            if shard.owner_of(&topic.name, p) != shard.id || !shard.hosts(&topic.name, p) {
                 continue;
             }
             match before {

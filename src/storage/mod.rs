@@ -40,15 +40,22 @@ mod error;
 mod index;
 mod log;
 mod producers;
+mod records;
 mod segment;
 mod shard;
 mod wait;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compaction;
+#[cfg(test)]
+mod tests_txn;
 
 pub use batch::{
-    build_test_batch, parse_header, split_batches, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
+    build_control_batch, build_test_batch, control_type, parse_header, split_batches,
+    validate_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES,
+    CONTROL_ABORT, CONTROL_COMMIT,
 };
 pub use error::StorageError;
 
@@ -75,6 +82,7 @@ fn report_read(from_cache: bool) {
     });
 }
 pub use index::{OffsetIndex, TimeIndex};
+pub use log::CleanerStats;
 pub use shard::ShardStorage;
 
 /// `message.timestamp.type`: whose clock the batch timestamps are.
@@ -116,6 +124,23 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type` (default CreateTime).
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` has `delete`: retention deletes old segments and DeleteRecords may
+    /// move the log start (default true).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record of every key, and
+    /// records without a key are refused at produce (default false).
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: the cleaner starts on a log once the dirty (never cleaned)
+    /// part is at least this share of its non-active bytes (default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long (default 0).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the dirty
+    /// ratio (default `i64::MAX`: never forced).
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: a tombstone (null value) stays at least this long after the
+    /// segment holding it was last written (default 1 day).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -130,6 +155,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -154,6 +185,17 @@ pub struct StorageOptions {
     pub writes_in_flight_max: usize,
     /// Pause after a failed flush round before retrying (default 100 ms).
     pub flush_retry_backoff_ms: u64,
+    /// `log.cleaner.enable`: run the log cleaner on compacted topics (default true).
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between the cleaner's looks at the shard's logs
+    /// (default 15 s, as Kafka).
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: most bytes of keys one pass maps, per shard (default
+    /// 128 MiB, as Kafka's for all its cleaner threads).
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// CPU and I/O share of the cleaner's task queue against the shard's default queue
+    /// (glommio static shares, default queue 1000): 100 keeps produce and fetch first.
+    pub cleaner_shares: usize,
 }
 
 impl Default for StorageOptions {
@@ -166,6 +208,10 @@ impl Default for StorageOptions {
             write_bytes_max: 1 << 20,
             writes_in_flight_max: 8,
             flush_retry_backoff_ms: 100,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_shares: 100,
         }
     }
 }
@@ -219,6 +265,12 @@ pub struct FetchDataInfo {
     pub records: u64,
     /// Next offset to be assigned.
     pub high_watermark: i64,
+    /// The last stable offset: the first offset of the oldest ongoing transaction, else the
+    /// high watermark.
+    pub last_stable_offset: i64,
+    /// read_committed reads: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`, oldest marker first.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log.
     pub log_start_offset: i64,
     /// Bytes of the disk read buffers `batches` are slices of (whole buffers); zero when all
@@ -233,6 +285,34 @@ impl FetchDataInfo {
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|b| b.len()).sum()
     }
+}
+
+/// Who appends a batch, which decides how it is checked (Kafka's `AppendOrigin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A client's Produce.
+    Client,
+    /// The broker's own writes: transaction markers and transactional offset commits
+    /// (control batches allowed; the producer epoch is checked, sequence numbers are not).
+    Coordinator,
+    /// The coordinator's markers of a transactions-v2 transaction (KIP-890): the coordinator
+    /// bumped the epoch at the transaction's end, so the marker's epoch must be newer than
+    /// the producer's on the partition; a delayed or repeated marker of an earlier
+    /// transaction (whose epoch the next transaction's data carries) is refused.
+    CoordinatorTransactionV2,
+}
+
+/// One producer's state on a partition, as DescribeProducers reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerDescription {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch on the partition.
+    pub producer_epoch: i16,
+    /// The sequence number of its last batch (-1: none, e.g. only markers).
+    pub last_sequence: i32,
+    /// The first offset of its ongoing transaction here (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 /// Milliseconds since the Unix epoch (wall clock, as Kafka timestamps).

@@ -17,7 +17,8 @@ use super::wait::Notify;
 /// producer snapshot, recovery point and clean-shutdown marker).
 const PARTITION_CLOSES_IN_FLIGHT_MAX: usize = 32;
 use super::{
-    now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, StorageError, StorageOptions,
+    now_ms, AppendOrigin, CleanerStats, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats,
+    ProducerDescription, StorageError, StorageOptions,
 };
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
 
@@ -185,11 +186,48 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, AppendOrigin::Client)
+    }
+
+    /// [`ShardStorage::append`] for a given origin (a client, or the broker's own writes:
+    /// see [`AppendOrigin`]).
+    pub fn append_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        origin: AppendOrigin,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, origin)
+    }
+
+    /// Appends a coordinator's own batch as [`ShardStorage::append`] does, but as Kafka's
+    /// `AppendOrigin.COORDINATOR`: a transaction marker (a control batch built by
+    /// [`crate::storage::build_control_batch`]: its producer's ongoing transaction on the
+    /// partition is closed, and an ABORT is indexed for read_committed fetches) or a
+    /// transactional offset commit. Only the producer epoch is checked (an older one is
+    /// INVALID_PRODUCER_EPOCH), not sequence numbers.
+    pub fn append_coordinator(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, AppendOrigin::Coordinator)
+    }
+
+    fn append_origin(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        origin: AppendOrigin,
+    ) -> Result<LogAppendInfo, StorageError> {
         if self.shutting_down.get() {
             return Err(StorageError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
-        let info = match p.append(batch, now_ms())? {
+        let info = match p.append(batch, now_ms(), origin)? {
             AppendOutcome::Duplicate(info) => return Ok(info),
             AppendOutcome::Appended(info) => info,
         };
@@ -316,7 +354,7 @@ impl ShardStorage {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<FetchDataInfo, StorageError> {
-        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true)
+        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true, false)
             .await
     }
 
@@ -325,6 +363,10 @@ impl ShardStorage {
     /// nothing is read at all: only the range is checked); with `disk` false only the batch
     /// cache is read, and data that is on disk only gives no batches and `needs_disk`.
     /// `allocated` in the result counts the disk read buffers the batches hold.
+    /// With `read_committed` the read stops at the last stable offset (no batch at or past it
+    /// is returned) and the result lists the aborted transactions overlapping the batches;
+    /// the batches themselves are the log's bytes as they are (zero-copy).
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_limited(
         &self,
         topic: &str,
@@ -333,24 +375,40 @@ impl ShardStorage {
         max_bytes: usize,
         min_one: bool,
         disk: bool,
+        read_committed: bool,
     ) -> Result<FetchDataInfo, StorageError> {
         let p = self.partition(topic, partition)?;
         let (log_start_offset, high_watermark) = p.check_range(fetch_offset)?;
+        let last_stable_offset = p.last_stable_offset();
+        let limit = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let mut out = FetchDataInfo {
             batches: Vec::new(),
             records: 0,
             high_watermark,
+            last_stable_offset,
+            aborted: Vec::new(),
             log_start_offset,
             allocated: 0,
             needs_disk: false,
         };
-        if fetch_offset == high_watermark || (max_bytes == 0 && !min_one) {
+        if fetch_offset >= limit || (max_bytes == 0 && !min_one) {
             return Ok(out);
         }
-        let Some(read) = p.read(fetch_offset, max_bytes, min_one, disk).await? else {
+        let Some(mut read) = p.read(fetch_offset, max_bytes, min_one, disk).await? else {
             out.needs_disk = true;
             return Ok(out);
         };
+        if read_committed {
+            // Transactions start at batch boundaries, so the LSO is one: whole batches below it.
+            read.batches.retain(|b| b.header.base_offset < limit);
+            if let Some(last) = read.batches.last() {
+                out.aborted = p.aborted_between(fetch_offset, last.header.last_offset() + 1);
+            }
+        }
         out.records = count_records(read.batches.iter().map(|b| &b.header));
         out.batches.reserve(read.batches.len() * 2);
         for b in read.batches {
@@ -360,9 +418,46 @@ impl ShardStorage {
         Ok(out)
     }
 
+    /// The last stable offset of a partition: the first offset of its oldest ongoing
+    /// transaction, else the high watermark.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<i64, StorageError> {
+        Ok(self.partition(topic, partition)?.last_stable_offset())
+    }
+
+    /// Every producer with state on a partition (DescribeProducers).
+    pub fn describe_producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<ProducerDescription>, StorageError> {
+        Ok(self.partition(topic, partition)?.describe_producers())
+    }
+
     /// `(log start offset, high watermark)`; the high watermark is the next offset to assign.
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), StorageError> {
         Ok(self.partition(topic, partition)?.offsets())
+    }
+
+    /// DeleteRecords: moves the partition's log start offset up to `offset` (-1 = the high
+    /// watermark) durably (it survives a restart and a crash), then deletes the whole
+    /// segments below it; reads, ListOffsets earliest and Fetch follow it from the return.
+    /// Returns the log start offset after the call (Kafka's low watermark); an offset at or
+    /// below the current start changes nothing. Errors: above the high watermark or negative
+    /// (not -1) → [`StorageError::OffsetOutOfRange`]; a topic without `delete` in its
+    /// `cleanup.policy` → [`StorageError::PolicyViolation`]; not open here →
+    /// [`StorageError::UnknownPartition`].
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        if self.shutting_down.get() {
+            return Err(StorageError::ShuttingDown);
+        }
+        self.partition(topic, partition)?
+            .delete_records(&self.fs, offset)
+            .await
     }
 
     /// ListOffsets by time: `(base offset, max timestamp)` of the first batch whose max
@@ -378,7 +473,11 @@ impl ShardStorage {
         match timestamp {
             -2 => Ok(Some((p.offsets().0, -1))),
             -1 => Ok(Some((p.offsets().1, -1))),
-            _ => p.offset_for_timestamp(timestamp).await,
+            // A batch may straddle the log start (DeleteRecords): never answer below it.
+            _ => Ok(p
+                .offset_for_timestamp(timestamp)
+                .await?
+                .map(|(offset, ts)| (offset.max(p.offsets().0), ts))),
         }
     }
 
@@ -401,6 +500,14 @@ impl ShardStorage {
     #[cfg(test)]
     pub(crate) async fn flush_round_for_test(&self) -> Result<(), StorageError> {
         self.flush_round(false).await
+    }
+
+    /// Test hook: the partition's cleaner checkpoint (first offset never cleaned).
+    #[cfg(test)]
+    pub(crate) fn cleaner_checkpoint_for_test(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.partition(topic, partition)
+            .ok()
+            .and_then(|p| p.cleaner_checkpoint())
     }
 
     /// Test hook: the partition's durable (fdatasynced) offset.
@@ -464,7 +571,51 @@ impl ShardStorage {
         let weak = Rc::downgrade(self);
         let wake = self.flusher_wake.clone();
         glommio::spawn_local(flusher_loop(weak.clone(), wake)).detach();
-        glommio::spawn_local(retention_loop(weak)).detach();
+        glommio::spawn_local(retention_loop(weak.clone())).detach();
+        if self.options.cleaner_enable {
+            let shares = glommio::Shares::Static(self.options.cleaner_shares.max(1));
+            let queue = glommio::executor().create_task_queue(
+                shares,
+                glommio::Latency::NotImportant,
+                "log-cleaner",
+            );
+            match glommio::spawn_local_into(cleaner_loop(weak), queue) {
+                Ok(t) => {
+                    t.detach();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the log cleaner"),
+            }
+        }
+    }
+
+    /// One log cleaner pass over every compacted partition of this shard whose pass is due
+    /// (the background cleaner calls this every `log.cleaner.backoff.ms`); returns what each
+    /// cleaned partition's pass did. A failing partition is logged and skipped (its log stays
+    /// as it was); the first error is returned after the others ran.
+    pub async fn clean_logs(&self) -> Result<Vec<(String, i32, CleanerStats)>, StorageError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for p in self.all_partitions() {
+            if self.shutting_down.get() {
+                break;
+            }
+            match p
+                .clean(&self.fs, now, self.options.cleaner_dedupe_buffer_bytes)
+                .await
+            {
+                Ok(Some(stats)) => out.push((p.topic().to_owned(), p.index(), stats)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic(), partition = p.index(), error = %e, "log cleaner pass failed; the log is left as it was");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Runs retention on every partition now (the background task calls this periodically).
@@ -581,6 +732,24 @@ async fn flusher_loop(weak: Weak<ShardStorage>, wake: Rc<Notify>) {
                 .await;
             }
         }
+    }
+}
+
+async fn cleaner_loop(weak: Weak<ShardStorage>) {
+    loop {
+        let interval = {
+            let Some(s) = weak.upgrade() else { return };
+            if s.shutting_down.get() {
+                return;
+            }
+            s.options.cleaner_backoff_ms.max(1)
+        };
+        glommio::timer::sleep(Duration::from_millis(interval)).await;
+        let Some(s) = weak.upgrade() else { return };
+        if s.shutting_down.get() {
+            return;
+        }
+        let _ = s.clean_logs().await;
     }
 }
 

@@ -25,7 +25,9 @@ use super::{ConnInfo, Request};
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::decode_body;
-use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
+use crate::protocol::fetch_response::{
+    encode_fetch_response, FetchPartitionOut, FetchTopicOut, NodeEndpointOut,
+};
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::fetch_session::{
@@ -129,13 +131,37 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         }
     };
     let mut wanted = Vec::with_capacity(req.topics.iter().map(|t| t.partitions.len()).sum());
+    let view = shard.cluster_view();
+    // Partitions whose `current_leader_epoch` (v9+) is not the leader's: rare, so a list.
+    let mut epoch_errors: Vec<(PartitionKey, ErrorCode)> = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
+            let pkey = PartitionKey {
+                topic: key(&t.topic, &t.topic_id),
+                partition: p.partition,
+            };
+            if version >= 9 && p.current_leader_epoch != -1 {
+                let current = match view.as_deref() {
+                    None => Some(0),
+                    Some(v) => {
+                        let name = if uses_ids {
+                            meta.topic_by_id(t.topic_id.as_bytes())
+                                .map(|m| m.name.as_str())
+                        } else {
+                            Some(t.topic.as_str())
+                        };
+                        name.and_then(|n| v.partition(n, p.partition))
+                            .map(|st| st.leader_epoch)
+                    }
+                };
+                if let Some(code) =
+                    current.and_then(|c| super::leader_epoch_error(p.current_leader_epoch, c))
+                {
+                    epoch_errors.push((pkey.clone(), code));
+                }
+            }
             wanted.push(PartitionRequest {
-                key: PartitionKey {
-                    topic: key(&t.topic, &t.topic_id),
-                    partition: p.partition,
-                },
+                key: pkey,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
             });
@@ -174,7 +200,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             error = %code,
             "fetch session refused"
         );
-        let parts = encode_fetch_response(version, rq.correlation_id, code.code(), 0, &[])?;
+        let parts = encode_fetch_response(version, rq.correlation_id, code.code(), 0, &[], &[])?;
         return Ok(Some(Response::from(parts)));
     }
 
@@ -186,6 +212,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     };
     let mut parts: Vec<FetchPart> = Vec::new();
+    // read_committed (isolation level 1): up to the last stable offset, with the aborted list.
+    let read_committed = req.isolation_level == 1;
     let mut slots: Vec<Slot> = Vec::with_capacity(ctx.partitions().len());
     for p in ctx.partitions() {
         let found = *topics_by_key
@@ -200,18 +228,36 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             (None, TopicKey::Id(id)) => (String::new(), *id),
         };
         let partition = p.key.partition;
-        let target = match found {
-            Some(t) if partition >= 0 && partition < t.partitions => {
-                parts.push(FetchPart {
-                    topic: t.name.clone(),
-                    partition,
-                    fetch_offset: p.fetch_offset,
-                    max_bytes: (p.max_bytes.max(0) as usize).min(cap),
-                });
-                Ok(parts.len() - 1)
-            }
-            Some(_) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-            None => Err(unknown),
+        let epoch_error = epoch_errors
+            .iter()
+            .find(|(k, _)| *k == p.key)
+            .map(|(_, code)| *code);
+        let target = match (found, epoch_error) {
+            (Some(_), Some(code)) => Err(code),
+            (found, _) => match found {
+                // In a cluster, only the leader serves reads (no follower fetching yet).
+                Some(t)
+                    if partition >= 0
+                        && partition < t.partitions
+                        && view
+                            .as_deref()
+                            .is_some_and(|v| !v.leads(&t.name, partition)) =>
+                {
+                    Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+                }
+                Some(t) if partition >= 0 && partition < t.partitions => {
+                    parts.push(FetchPart {
+                        topic: t.name.clone(),
+                        partition,
+                        fetch_offset: p.fetch_offset,
+                        read_committed,
+                        max_bytes: (p.max_bytes.max(0) as usize).min(cap),
+                    });
+                    Ok(parts.len() - 1)
+                }
+                Some(_) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                None => Err(unknown),
+            },
         };
         slots.push(Slot {
             name,
@@ -273,6 +319,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let mut budget = want;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
+    // The leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    let mut leaders_named = std::collections::BTreeSet::new();
     // Per slot: the partition's answer and the disk read bytes it holds.
     let mut answers: Vec<(FetchPartitionOut, usize)> = Vec::with_capacity(slots.len());
     for slot in &slots {
@@ -297,20 +345,40 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     partition: slot.partition,
                     error_code: r.error_code.code(),
                     high_watermark: r.high_watermark,
-                    last_stable_offset: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
+                    aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
+                    current_leader: None,
                 };
                 (out, allocated)
             }
             Err(code) => {
+                // KIP-951: who leads, and in which epoch (the endpoint follows at the response
+                // level).
+                let current_leader = match view.as_deref() {
+                    Some(v)
+                        if version >= 12
+                            && (code == ErrorCode::NOT_LEADER_OR_FOLLOWER
+                                || code == ErrorCode::FENCED_LEADER_EPOCH) =>
+                    {
+                        v.partition(&slot.name, slot.partition)
+                            .map(|p| (p.leader, p.leader_epoch))
+                    }
+                    _ => None,
+                };
+                if let Some((leader, _)) = current_leader.filter(|(l, _)| *l >= 0) {
+                    leaders_named.insert(leader);
+                }
                 let out = FetchPartitionOut {
                     partition: slot.partition,
                     error_code: code.code(),
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
+                    aborted_transactions: None,
                     records: Vec::new(),
+                    current_leader,
                 };
                 (out, 0)
             }
@@ -365,12 +433,27 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         in_use = shard.fetch_memory.in_use(),
         "fetch memory"
     );
+    let node_endpoints: Vec<NodeEndpointOut> = match view.as_deref() {
+        Some(v) if version >= 16 => leaders_named
+            .into_iter()
+            .filter_map(|id| {
+                v.endpoint(id).map(|(host, port)| NodeEndpointOut {
+                    node_id: id,
+                    host,
+                    port: i32::from(port),
+                    rack: v.image.brokers.get(&id).and_then(|b| b.rack.clone()),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let parts = encode_fetch_response(
         version,
         rq.correlation_id,
         session.error_code.code(),
         session.session_id,
         &topics,
+        &node_endpoints,
     )?;
     Ok(Some(Response {
         parts,

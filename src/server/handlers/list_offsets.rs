@@ -1,5 +1,6 @@
-//! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) or by time, answered by
-//! each partition's owner shard.
+//! ListOffsets v1–v8: earliest (-2), latest (-1: the high watermark, or the last stable offset
+//! for read_committed), max timestamp (-3) or by time, answered by each partition's owner
+//! shard.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -18,6 +19,7 @@ pub async fn handle(
 ) -> Result<ListOffsetsResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
+    let view = shard.cluster_view();
     let mut queries = Vec::new();
     let mut layout = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
@@ -25,15 +27,37 @@ pub async fn handle(
         let count = meta.topics.get(&name).map_or(0, |t| t.partitions);
         let mut slots = Vec::new();
         for p in topic.partitions {
-            if p.partition_index >= 0 && p.partition_index < count {
+            let epoch = view
+                .as_deref()
+                .and_then(|v| v.partition(&name, p.partition_index))
+                .map_or(0, |st| st.leader_epoch);
+            if p.partition_index < 0 || p.partition_index >= count {
+                slots.push((
+                    p.partition_index,
+                    epoch,
+                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                ));
+            } else if let Some(code) =
+                super::leader_epoch_error(p.current_leader_epoch, epoch).filter(|_| version >= 4)
+            {
+                slots.push((p.partition_index, epoch, Err(code)));
+            } else if view
+                .as_deref()
+                .is_some_and(|v| !v.leads(&name, p.partition_index))
+            {
+                slots.push((
+                    p.partition_index,
+                    epoch,
+                    Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                ));
+            } else {
                 queries.push(OffsetQuery {
                     topic: name.clone(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
+                    read_committed: req.isolation_level == 1,
                 });
-                slots.push((p.partition_index, Some(queries.len() - 1)));
-            } else {
-                slots.push((p.partition_index, None));
+                slots.push((p.partition_index, epoch, Ok(queries.len() - 1)));
             }
         }
         layout.push((topic.name, slots));
@@ -48,11 +72,11 @@ pub async fn handle(
         .map(|(name, slots)| {
             let partitions = slots
                 .into_iter()
-                .map(|(index, slot)| {
+                .map(|(index, epoch, slot)| {
                     let a = match slot {
-                        Some(i) => answers.get(i).cloned().unwrap_or_default(),
-                        None => OffsetAnswer {
-                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        Ok(i) => answers.get(i).cloned().unwrap_or_default(),
+                        Err(error_code) => OffsetAnswer {
+                            error_code,
                             offset: -1,
                             timestamp: -1,
                         },
@@ -62,7 +86,7 @@ pub async fn handle(
                         .with_error_code(a.error_code.code())
                         .with_offset(a.offset)
                         .with_timestamp(a.timestamp)
-                        .with_leader_epoch(if version >= 4 { 0 } else { -1 })
+                        .with_leader_epoch(if version >= 4 { epoch } else { -1 })
                 })
                 .collect();
             ListOffsetsTopicResponse::default()

@@ -15,6 +15,7 @@
 mod admin_topics;
 mod api_versions;
 mod configs;
+mod delete_records;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -24,6 +25,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod txn;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -92,13 +94,14 @@ macro_rules! kafka_apis {
 }
 
 kafka_apis! {
-    Produce                 3..=11 => produce::handle [raw],
+    Produce                 3..=12 => produce::handle [raw],
     Fetch                   4..=16 => fetch::handle [raw],
     ListOffsets             1..=8  => list_offsets::handle,
     Metadata                0..=12 => metadata::handle,
     ApiVersions             0..=4  => api_versions::handle [raw],
     CreateTopics            2..=7  => admin_topics::create_topics,
     DeleteTopics            1..=6  => admin_topics::delete_topics,
+    DeleteRecords           0..=2  => delete_records::handle,
     DescribeConfigs         1..=4  => configs::describe,
     CreatePartitions        0..=3  => admin_topics::create_partitions,
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
@@ -117,6 +120,14 @@ kafka_apis! {
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
     InitProducerId          0..=5  => init_producer_id::handle,
+    AddPartitionsToTxn      0..=5  => txn::add_partitions,
+    AddOffsetsToTxn         0..=4  => txn::add_offsets,
+    TxnOffsetCommit         0..=5  => txn::txn_offset_commit,
+    EndTxn                  0..=5  => txn::end_txn,
+    WriteTxnMarkers         1..=1  => txn::write_txn_markers,
+    DescribeProducers       0..=0  => txn::describe_producers,
+    DescribeTransactions    0..=0  => txn::describe_transactions,
+    ListTransactions        0..=2  => txn::list_transactions,
     // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (sasl.rs).
     SaslHandshake           0..=1  => sasl::handshake,
     SaslAuthenticate        0..=2  => sasl::authenticate,
@@ -171,15 +182,21 @@ pub async fn dispatch(
     reply
 }
 
-/// Why a transactional request is refused until transactions exist. Sent with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (they stop at once with
-/// this message rather than retry).
-pub(crate) const NO_TRANSACTIONS: &str =
-    "transactions are not supported by this broker yet; use an idempotent producer without transactional.id";
-
-/// Logs a refused transactional request (see [`NO_TRANSACTIONS`]) in the broker log.
-pub(crate) fn refuse_transactions(rq: &Request<'_>, api: &str) {
-    super::refusal::log_refusal(rq.client_id, api, &NO_TRANSACTIONS);
+/// Kafka's check of a request's `current_leader_epoch` against the partition's leader
+/// epoch (`Partition.checkCurrentLeaderEpoch`): -1 checks nothing; an older epoch is
+/// FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this
+/// broker's is). On one node the leader epoch is always 0.
+pub(super) fn leader_epoch_error(
+    requested: i32,
+    current: i32,
+) -> Option<crate::error_code::ErrorCode> {
+    use crate::error_code::ErrorCode;
+    match requested {
+        -1 => None,
+        r if r < current => Some(ErrorCode::FENCED_LEADER_EPOCH),
+        r if r > current => Some(ErrorCode::UNKNOWN_LEADER_EPOCH),
+        _ => None,
+    }
 }
 
 /// A protocol string from a Rust string.
@@ -191,6 +208,21 @@ pub(crate) fn sb(s: &str) -> StrBytes {
 mod tests {
     use super::SUPPORTED_APIS;
     use std::collections::HashSet;
+
+    #[test]
+    fn leader_epochs_are_checked_as_kafka_does() {
+        use crate::error_code::ErrorCode;
+        assert_eq!(super::leader_epoch_error(-1, 4), None);
+        assert_eq!(super::leader_epoch_error(4, 4), None);
+        assert_eq!(
+            super::leader_epoch_error(3, 4),
+            Some(ErrorCode::FENCED_LEADER_EPOCH)
+        );
+        assert_eq!(
+            super::leader_epoch_error(5, 4),
+            Some(ErrorCode::UNKNOWN_LEADER_EPOCH)
+        );
+    }
 
     #[test]
     fn each_api_is_listed_once_with_a_sane_range() {

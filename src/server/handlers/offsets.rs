@@ -116,18 +116,35 @@ pub async fn commit(
     Ok(resp)
 }
 
-/// Fetches one group's offsets: (group error, [(topic, partition, offset or none)]).
+/// One group's offsets: the group error, (topic, partition, offset or none), and the
+/// partitions whose offset is pending in an open transaction (with `require_stable` only).
+type GroupOffsets = (
+    ErrorCode,
+    Vec<(String, i32, Option<CommittedOffset>)>,
+    Vec<(String, i32)>,
+);
+
+/// Fetches one group's offsets.
 async fn fetch_group(
     shard: &Rc<Shard>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> (ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>) {
-    match shard
-        .group(group, GroupOp::FetchOffsets(group.to_string(), wanted))
-        .await
-    {
-        Some(GroupReply::Offsets(code, list)) => (code, list),
-        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new()),
+    require_stable: bool,
+) -> GroupOffsets {
+    let op = GroupOp::FetchOffsets(group.to_string(), wanted, require_stable);
+    match shard.group(group, op).await {
+        Some(GroupReply::Offsets(code, list, unstable)) => (code, list, unstable),
+        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new(), Vec::new()),
+    }
+}
+
+/// A partition's error: UNSTABLE_OFFSET_COMMIT while an open transaction holds its offset
+/// (the client retries until the transaction ends), else none.
+fn stability(unstable: &[(String, i32)], topic: &str, partition: i32) -> ErrorCode {
+    if unstable.iter().any(|(t, p)| t == topic && *p == partition) {
+        ErrorCode::UNSTABLE_OFFSET_COMMIT
+    } else {
+        ErrorCode::NONE
     }
 }
 
@@ -160,7 +177,8 @@ pub async fn fetch(
                     .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, list) = fetch_group(shard, g.group_id.as_str(), wanted).await;
+            let (code, list, unstable) =
+                fetch_group(shard, g.group_id.as_str(), wanted, req.require_stable).await;
             let topics = by_topic(list)
                 .into_iter()
                 .map(|(t, parts)| {
@@ -170,11 +188,14 @@ pub async fn fetch(
                             parts
                                 .into_iter()
                                 .map(|(p, c)| {
+                                    let error = stability(&unstable, &t, p);
+                                    let c = c.filter(|_| error.is_none());
                                     let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
                                         (c.offset, c.leader_epoch, c.metadata)
                                     });
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(p)
+                                        .with_error_code(error.code())
                                         .with_committed_offset(off)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(Some(sb(&md)))
@@ -198,7 +219,9 @@ pub async fn fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (code, list) = fetch_group(shard, req.group_id.as_str(), wanted).await;
+    let require_stable = version >= 7 && req.require_stable;
+    let (code, list, unstable) =
+        fetch_group(shard, req.group_id.as_str(), wanted, require_stable).await;
     let topics = by_topic(list)
         .into_iter()
         .map(|(t, parts)| {
@@ -208,11 +231,14 @@ pub async fn fetch(
                     parts
                         .into_iter()
                         .map(|(p, c)| {
+                            let error = stability(&unstable, &t, p);
+                            let c = c.filter(|_| error.is_none());
                             let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
                                 (c.offset, c.leader_epoch, c.metadata)
                             });
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
+                                .with_error_code(error.code())
                                 .with_committed_offset(off)
                                 .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                                 .with_metadata(Some(sb(&md)))
@@ -254,7 +280,10 @@ pub async fn delete(
         _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE.code(), vec![0; n]),
     };
     // A missing group is a whole-request error, as in Kafka.
-    let group_missing = codes.iter().all(|c| *c == 69) && n > 0;
+    let group_missing = codes
+        .iter()
+        .all(|c| *c == ErrorCode::GROUP_ID_NOT_FOUND.code())
+        && n > 0;
     let mut it = codes.into_iter();
     let topics = req
         .topics
@@ -276,7 +305,11 @@ pub async fn delete(
         })
         .collect();
     let resp = OffsetDeleteResponse::default()
-        .with_error_code(if group_missing { 69 } else { group_code })
+        .with_error_code(if group_missing {
+            ErrorCode::GROUP_ID_NOT_FOUND.code()
+        } else {
+            group_code
+        })
         .with_topics(if group_missing { Vec::new() } else { topics });
     Ok(resp)
 }

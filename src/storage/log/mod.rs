@@ -17,10 +17,12 @@
 
 mod append;
 mod cache;
+mod clean;
 mod flush;
 mod read;
 mod recover;
 mod retention;
+mod start;
 
 #[cfg(test)]
 pub(crate) use flush::PREALLOCATE_MIN_BYTES;
@@ -42,6 +44,7 @@ use super::{LogConfig, PartitionStats, StorageError};
 
 pub(crate) use append::AppendOutcome;
 pub(crate) use cache::{CacheBytes, Eviction};
+pub use clean::CleanerStats;
 
 use cache::BatchCache;
 
@@ -81,6 +84,18 @@ struct LogState {
     /// Blocks allocated to the partition's directory and files (`du`'s figure), as last
     /// sampled by [`Partition::sample_disk_allocated`].
     disk_allocated_bytes: u64,
+    /// The log cleaner's progress (compacted topics).
+    cleaner: CleanerState,
+}
+
+/// What the log cleaner knows of one log between passes.
+#[derive(Clone, Copy, Debug, Default)]
+struct CleanerState {
+    /// The first dirty (never cleaned) offset, as in `cleaner-offset-checkpoint`; `None`:
+    /// never cleaned (then the log has no offset gaps).
+    checkpoint: Option<i64>,
+    /// When the earliest tombstone a pass kept may go (ms since epoch).
+    tombstones_due_ms: Option<i64>,
 }
 
 /// One partition: state plus its wait lists and I/O lock.
@@ -196,6 +211,24 @@ impl Partition {
     /// Whether the partition was deleted (its handle may outlive it in tasks).
     pub(crate) fn is_deleted(&self) -> bool {
         self.state.borrow().deleted
+    }
+
+    /// The last stable offset (see `producers`).
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        let st = self.state.borrow();
+        let lso = st.producers.last_stable_offset(st.next_offset);
+        debug_assert!(st.log_start_offset <= st.next_offset);
+        lso
+    }
+
+    /// The aborted transactions overlapping `[from, to)`: `(producer id, first offset)`.
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.state.borrow().producers.aborted_between(from, to)
+    }
+
+    /// Every producer with state here (DescribeProducers).
+    pub(crate) fn describe_producers(&self) -> Vec<super::ProducerDescription> {
+        self.state.borrow().producers.describe()
     }
 
     /// `(log start offset, high watermark)`.

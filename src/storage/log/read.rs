@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{LogState, Partition};
 use crate::io::IoFile;
-use crate::storage::batch::BatchHeader;
+use crate::storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::storage::segment::{segment_path, BatchScanner, ScanItem};
 use crate::storage::{report_read, StorageError};
 
@@ -25,6 +25,16 @@ impl ReadBatch {
     fn len(&self) -> usize {
         self.parts.iter().flatten().map(|b| b.len()).sum()
     }
+
+    /// A control batch's control record type (ABORT 0, COMMIT 1), from its first record's key.
+    pub(crate) fn control_type(&self) -> Option<i16> {
+        let mut head = Vec::with_capacity(BATCH_HEADER_BYTES + 32);
+        for p in self.parts.iter().flatten() {
+            let want = (BATCH_HEADER_BYTES + 32).saturating_sub(head.len());
+            head.extend_from_slice(&p[..p.len().min(want)]);
+        }
+        crate::storage::batch::control_type(head.get(BATCH_HEADER_BYTES..)?)
+    }
 }
 
 /// Batches a read found, and the bytes of the disk read buffers they are slices of (whole
@@ -32,6 +42,9 @@ impl ReadBatch {
 pub(crate) struct ReadOut {
     pub(crate) batches: Vec<ReadBatch>,
     pub(crate) allocated: usize,
+    /// The segment read has no batch at or after the offset (a compacted segment's
+    /// trailing gap): the read goes on in the next segment.
+    pub(crate) segment_exhausted: bool,
 }
 
 /// A read from a segment file, planned under the state borrow and run after it.
@@ -65,17 +78,36 @@ impl Partition {
         min_one: bool,
         disk: bool,
     ) -> Result<Option<ReadOut>, StorageError> {
-        let plan = self
-            .state
-            .borrow()
-            .plan_read(fetch_offset, max_bytes, min_one, disk);
-        match plan {
-            ReadPlan::NotCached => Ok(None),
-            ReadPlan::Done(batches) => Ok(Some(ReadOut {
-                batches,
-                allocated: 0,
-            })),
-            ReadPlan::Disk(d) => d.run(fetch_offset, max_bytes, min_one).await.map(Some),
+        let mut at = fetch_offset;
+        loop {
+            let plan = self.state.borrow().plan_read(at, max_bytes, min_one, disk);
+            let out = match plan {
+                ReadPlan::NotCached => return Ok(None),
+                ReadPlan::Done(batches) => {
+                    return Ok(Some(ReadOut {
+                        batches,
+                        allocated: 0,
+                        segment_exhausted: false,
+                    }))
+                }
+                ReadPlan::Disk(d) => d.run(at, max_bytes, min_one).await?,
+            };
+            // A compacted segment may end in a gap: the data goes on in the next segment.
+            if out.segment_exhausted {
+                let next = {
+                    let st = self.state.borrow();
+                    st.segments
+                        .range(at + 1..)
+                        .next()
+                        .map(|(&base, _)| base)
+                        .filter(|&base| base < st.next_offset)
+                };
+                if let Some(next) = next {
+                    at = next;
+                    continue;
+                }
+            }
+            return Ok(Some(out));
         }
     }
 
@@ -223,9 +255,13 @@ impl DiskRead {
         // Read buffers the returned batches are slices of: (generation, length).
         let mut allocated = 0usize;
         let mut last_buffer = None;
+        let mut exhausted = false;
         loop {
             match scanner.next_batch().await? {
-                ScanItem::End => break,
+                ScanItem::End => {
+                    exhausted = out.is_empty();
+                    break;
+                }
                 ScanItem::Torn { position, reason } => {
                     if !out.is_empty() {
                         break;
@@ -271,6 +307,7 @@ impl DiskRead {
         Ok(Some(ReadOut {
             batches: out,
             allocated,
+            segment_exhausted: exhausted,
         }))
     }
 }
