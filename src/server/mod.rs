@@ -13,6 +13,7 @@ mod read;
 mod refusal;
 pub(crate) mod response;
 pub mod startup;
+mod tls;
 mod write;
 
 pub use handlers::SUPPORTED_APIS;
@@ -55,6 +56,10 @@ pub enum ServerError {
     /// A setting the broker parses but cannot serve yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A listener's security settings are wrong (the message names the property), or the
+    /// SCRAM credential file cannot be read.
+    #[error("{0}")]
+    Security(String),
     /// A shard failed to start or run (the message names the shard and the cause).
     #[error("shard {shard}: {message}")]
     Shard {
@@ -263,9 +268,20 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         apis = %advertised_versions(),
         "shardlog starting"
     );
+    let credentials = Arc::new(
+        crate::security::credentials::CredentialStore::open(&config.data_dir)
+            .map_err(ServerError::Security)?,
+    );
+    let listeners = Arc::new(resolve_client_listeners(&config, &credentials)?);
     install_signal_handlers()?;
     STOP.store(false, Ordering::SeqCst);
-    refuse_if_port_taken(config.listen)?;
+    for l in listeners.iter() {
+        refuse_if_port_taken(l.addr)?;
+    }
+    let security = Security {
+        listeners,
+        credentials,
+    };
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
@@ -282,11 +298,18 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
             Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
             _ => Placement::Unbound,
         };
-        let (config, meta, mesh, barriers) =
-            (config.clone(), meta.clone(), mesh.clone(), barriers.clone());
+        let (config, meta, mesh, barriers, security) = (
+            config.clone(),
+            meta.clone(),
+            mesh.clone(),
+            barriers.clone(),
+            security.clone(),
+        );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .spawn(move || async move { shard_main(id, nr, config, meta, mesh, barriers).await })
+            .spawn(move || async move {
+                shard_main(id, nr, config, meta, mesh, barriers, security).await
+            })
             .map_err(|e| ServerError::Shard {
                 shard: id,
                 message: format!("glommio executor failed to start: {e}"),
@@ -349,6 +372,37 @@ fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
     })
 }
 
+/// The client listeners and what their connections share: resolved once at start, shared by
+/// every shard.
+#[derive(Clone)]
+struct Security {
+    listeners: Arc<Vec<crate::security::ListenerSpec>>,
+    credentials: Arc<crate::security::credentials::CredentialStore>,
+}
+
+/// The client listeners: the named ones of `listeners` that are not controller listeners
+/// (the first at `config.listen`, which `--listen` may have overridden), or one PLAINTEXT
+/// listener at `config.listen`; with their protocols, TLS and SASL settings.
+fn resolve_client_listeners(
+    config: &BrokerConfig,
+    credentials: &Arc<crate::security::credentials::CredentialStore>,
+) -> Result<Vec<crate::security::ListenerSpec>, ServerError> {
+    let controllers = config.cluster.controller_names();
+    let mut named: Vec<(String, SocketAddr)> = config
+        .cluster
+        .listeners
+        .iter()
+        .filter(|l| !controllers.contains(&l.name))
+        .map(|l| (l.name.clone(), l.addr))
+        .collect();
+    match named.first_mut() {
+        Some(first) => first.1 = config.listen,
+        None => named.push(("PLAINTEXT".to_string(), config.listen)),
+    }
+    crate::security::resolve_listeners(&config.security, &named, config.advertised(), credentials)
+        .map_err(ServerError::Security)
+}
+
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
@@ -369,6 +423,7 @@ async fn shard_main(
     meta: Arc<crate::meta::Metadata>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     barriers: Arc<Barriers>,
+    security: Security,
 ) -> Result<(), String> {
     let Barriers {
         opened,
@@ -376,8 +431,10 @@ async fn shard_main(
         drained,
         progress,
     } = &*barriers;
-    let result =
-        start_and_serve(id, nr, config, meta, mesh, opened, ready, drained, progress).await;
+    let result = start_and_serve(
+        id, nr, config, meta, mesh, opened, ready, drained, progress, security,
+    )
+    .await;
     if result.is_err() {
         progress.enter(id, Phase::Failed);
     }
@@ -396,6 +453,7 @@ async fn start_and_serve(
     ready: &Barrier,
     drained: &Barrier,
     progress: &startup::StartupProgress,
+    security: Security,
 ) -> Result<(), String> {
     progress.enter(id, Phase::JoiningMesh);
     let (senders, mut receivers) = mesh
@@ -463,13 +521,19 @@ async fn start_and_serve(
     })
     .detach();
     progress.enter(id, Phase::WaitingReady);
-    let listener = match bind_listener(config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            ready.wait(false).await;
-            return Err(format!("cannot listen on {}: {e}", config.listen));
+    let mut bound = Vec::with_capacity(security.listeners.len());
+    for spec in security.listeners.iter() {
+        match bind_listener(spec.addr) {
+            Ok(l) => bound.push((l, Arc::new(spec.clone()))),
+            Err(e) => {
+                ready.wait(false).await;
+                return Err(format!(
+                    "cannot listen on {} ({}): {e}",
+                    spec.addr, spec.name
+                ));
+            }
         }
-    };
+    }
     let metrics_listener = match (id, config.metrics_listen) {
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => Some(l),
@@ -492,14 +556,31 @@ async fn start_and_serve(
         }))
     });
     progress.enter(id, Phase::Serving);
-    tracing::info!(shard = id, listen = %config.listen, "shard serving");
+    let serving = security
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{} ({})", l.name, l.addr, l.protocol.name()))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(shard = id, listeners = %serving, "shard serving");
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, connections.clone()));
+    let acceptors: Vec<_> = bound
+        .into_iter()
+        .map(|(listener, spec)| {
+            glommio::spawn_local(accept_loop(
+                shard.clone(),
+                listener,
+                spec,
+                security.credentials.clone(),
+                connections.clone(),
+            ))
+        })
+        .collect();
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    drop(acceptor); // cancels accept: the listener closes
+    drop(acceptors); // cancels accept: the listeners close
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
     // Shutdown writes every partition's producer snapshot itself.
@@ -512,6 +593,8 @@ async fn start_and_serve(
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
+    spec: Arc<crate::security::ListenerSpec>,
+    credentials: Arc<crate::security::credentials::CredentialStore>,
     connections: Rc<connection::Registry>,
 ) {
     loop {
@@ -527,9 +610,10 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
+                let (spec, credentials) = (spec.clone(), credentials.clone());
                 shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard.clone(), stream, &connections).await;
+                    connection::serve(shard.clone(), stream, &connections, spec, credentials).await;
                     connections.leave();
                     shard.metrics.connection_closed();
                 })

@@ -25,7 +25,7 @@ pub async fn find_coordinator(
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
-    let (host, port) = &shard.config.advertised();
+    let (host, port) = &rq.session.listener.advertised;
     let node = BrokerId(shard.config.node_id);
     // Groups only. A transaction coordinator is refused with an error clients treat as fatal
     // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), so initTransactions fails at once with the

@@ -112,7 +112,7 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = &shard.config.advertised();
+    let (host, port) = &rq.session.listener.advertised;
     let body = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(node_id))
@@ -131,7 +131,7 @@ pub async fn describe_cluster(
     _req: DescribeClusterRequest,
 ) -> Result<DescribeClusterResponse, ProtocolError> {
     let shard = rq.shard;
-    let (host, port) = &shard.config.advertised();
+    let (host, port) = &rq.session.listener.advertised;
     let node_id = shard.config.node_id;
     let body = DescribeClusterResponse::default()
         .with_cluster_id(sb(&shard.config.cluster_id))

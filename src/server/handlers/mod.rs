@@ -24,10 +24,12 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod scram_credentials;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
@@ -35,7 +37,62 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::response::Reply;
 use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
+use crate::security::credentials::CredentialStore;
+use crate::security::sasl::Authenticator;
+use crate::security::ListenerSpec;
 use crate::shard::{ProduceTurn, Shard};
+
+/// What one connection knows of its security: the listener it came in on and, on a SASL
+/// listener, its authentication state.
+pub struct Session {
+    /// The listener the client connected to.
+    pub listener: Arc<ListenerSpec>,
+    /// The SASL exchange; `None` on a listener without SASL.
+    pub sasl: RefCell<Option<Authenticator>>,
+    /// Why authentication failed (the connection is then closed after the answer).
+    failure: RefCell<Option<String>>,
+    /// The broker's SCRAM credentials (AlterUserScramCredentials changes them).
+    pub credentials: Arc<CredentialStore>,
+}
+
+impl Session {
+    /// A new connection's session on `listener`, not yet authenticated.
+    pub fn new(listener: Arc<ListenerSpec>, credentials: Arc<CredentialStore>) -> Session {
+        let sasl = listener.sasl.clone().map(Authenticator::new);
+        Session {
+            listener,
+            sasl: RefCell::new(sasl),
+            failure: RefCell::new(None),
+            credentials,
+        }
+    }
+
+    /// The listener has SASL and the client has not authenticated yet.
+    pub fn needs_authentication(&self) -> bool {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| a.principal().is_none())
+    }
+
+    /// The largest request frame read before authentication.
+    pub fn max_receive_bytes(&self) -> usize {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .map_or(usize::MAX, Authenticator::max_receive_bytes)
+    }
+
+    /// Records that authentication failed: nothing more is served on the connection.
+    pub fn fail(&self, why: String) {
+        *self.failure.borrow_mut() = Some(why);
+    }
+
+    /// Why authentication failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+}
 
 /// What a handler may know of the connection its request came on.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +108,8 @@ pub struct Request<'a> {
     pub shard: &'a Rc<Shard>,
     /// What the connection knows of its earlier responses.
     pub conn: ConnInfo,
+    /// The connection's listener and authentication.
+    pub session: &'a Session,
     /// The request's API version (within the row's range).
     pub version: i16,
     /// The request's correlation id, echoed in the response.
@@ -117,9 +176,10 @@ kafka_apis! {
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
     InitProducerId          0..=5  => init_producer_id::handle,
-    // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (sasl.rs).
     SaslHandshake           0..=1  => sasl::handshake,
     SaslAuthenticate        0..=2  => sasl::authenticate,
+    DescribeUserScramCredentials 0..=0 => scram_credentials::describe,
+    AlterUserScramCredentials    0..=0 => scram_credentials::alter,
 }
 
 /// Parse → apply → encode for a plain row: decodes the body as the handler's request type at
@@ -146,6 +206,7 @@ where
 pub async fn dispatch(
     shard: &Rc<Shard>,
     conn: ConnInfo,
+    session: &Session,
     header: RequestHeader,
     body: Bytes,
     turn: Option<ProduceTurn>,
@@ -156,6 +217,7 @@ pub async fn dispatch(
     let rq = Request {
         shard,
         conn,
+        session,
         version: header.request_api_version,
         correlation_id: header.correlation_id,
         client_id,
