@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::config::{ClusterConfig, ResolvedCluster};
 use crate::group::coordinator::GroupConfig;
 use crate::storage::{LogConfig, TimestampType};
+use crate::txn::TxnConfig;
 
 /// Why a configuration was refused; the message names the key and the value.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,13 @@ pub struct BrokerConfig {
     pub request_partition_size_limit: i32,
     /// Open client connections per shard; further ones are closed at accept.
     pub shard_connections_max: usize,
+    /// How often each shard deletes segments past retention and re-reads its partitions'
+    /// allocated blocks; `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// Partitions this broker may host, all topics together (internal ones too): not a
+    /// property, derived at start from the open-file limit (`server::fd_budget`). Creating
+    /// topics or partitions past it is refused with INVALID_PARTITIONS.
+    pub partitions_max: usize,
     /// A connection silent for this long is closed; `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     /// Memory cap of each shard's batch cache.
@@ -107,6 +115,8 @@ pub struct BrokerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Consumer group settings.
     pub group: GroupConfig,
+    /// Transaction coordinator settings.
+    pub txn: TxnConfig,
     /// Defaults for every topic's log (`log.segment.bytes`, `message.max.bytes`, ...).
     pub log: LogConfig,
     /// The cluster's identity settings (`process.roles`, `controller.quorum.voters`, ...).
@@ -136,6 +146,8 @@ impl Default for BrokerConfig {
             fetch_session_cache_slots: 1000,
             request_partition_size_limit: 2000,
             shard_connections_max: 20_000,
+            partitions_max: 100_000,
+            log_retention_check_interval_ms: 30_000,
             connections_max_idle_ms: 600_000,
             batch_cache_bytes_max: 256 * 1024 * 1024,
             unwritten_bytes_max: 64 << 20,
@@ -143,6 +155,7 @@ impl Default for BrokerConfig {
             preallocate_bytes: 64 << 20,
             metrics_listen: None,
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
             log: LogConfig::default(),
             cluster: ClusterConfig::new(),
             security: Default::default(),
@@ -339,8 +352,16 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "log.retention.check.interval.ms",
+        help: "How often each shard deletes segments past retention.ms/retention.bytes and re-reads its partitions' allocated disk blocks (the disk_allocated_bytes metric). Default 30000 (Kafka's is 300000).",
+        apply: |c, v| {
+            c.log_retention_check_interval_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "shard.connections.max",
-        help: "Client connections per shard; further ones are closed at accept. Default 20000.",
+        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit half of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
         apply: |c, v| {
             c.shard_connections_max = parse_positive(v)?;
             Ok(())
@@ -399,6 +420,30 @@ const BROKER_KEYS: &[BrokerKey] = &[
         help: "How long the first rebalance of an empty group waits for more members. Default 3000.",
         apply: |c, v| {
             c.group.initial_rebalance_delay_ms = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.state.log.num.partitions",
+        help: "Partitions of __transaction_state (fixed once created; it is created at the first transactional request). Default 50.",
+        apply: |c, v| {
+            c.txn.state_partitions = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.max.timeout.ms",
+        help: "Largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT). Default 900000.",
+        apply: |c, v| {
+            c.txn.max_timeout_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        help: "How often ongoing transactions are checked against their timeout (a timed-out one is aborted). Default 10000.",
+        apply: |c, v| {
+            c.txn.abort_check_interval_ms = parse_positive(v)?;
             Ok(())
         },
     },

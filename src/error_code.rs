@@ -117,8 +117,12 @@ kafka_error_codes! {
     INVALID_TRANSACTION_TIMEOUT = 50,
     /// Another transactional request of this producer is in progress.
     CONCURRENT_TRANSACTIONS = 51,
+    /// A newer transaction coordinator wrote to the partition (a stale marker).
+    TRANSACTION_COORDINATOR_FENCED = 52,
     /// Not authorized for the transactional id.
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// Not attempted because another part of the request failed.
+    OPERATION_NOT_ATTEMPTED = 55,
     /// The SASL authentication failed.
     SASL_AUTHENTICATION_FAILED = 58,
     /// The producer id is not known for the partition.
@@ -187,6 +191,8 @@ kafka_error_codes! {
     BROKER_ID_NOT_REGISTERED = 102,
     /// The request came from a node of another cluster.
     INCONSISTENT_CLUSTER_ID = 104,
+    /// The transactional id is not known to its coordinator.
+    TRANSACTIONAL_ID_NOT_FOUND = 105,
     /// The fetch session's topic id does not match.
     FETCH_SESSION_TOPIC_ID_ERROR = 106,
     /// The broker is not registered or is fenced.

@@ -6,15 +6,18 @@
 //!
 //! - [`server`]: per-core startup, listeners, the connection loop, and one handler per Kafka
 //!   API under `server/handlers/`, named with its version range in one table
-//!   (`kafka_apis!`). → protocol, shard, group (its request vocabulary), meta, metrics,
+//!   (`kafka_apis!`). → protocol, shard, group and txn (their request vocabulary), meta, metrics,
 //!   storage (startup only: opening each shard's storage), config, security (the TLS record
 //!   layer and the SASL gate of each connection)
 //! - [`protocol`]: frames, request/response codecs (the `kafka-protocol` crate), the zero-copy
 //!   Fetch response encoder.
 //! - [`shard`]: partition ownership, the cross-core mesh, the owner-side handling of each
-//!   message, and the metadata writer (shard 0). → storage, group, meta, metrics, io (the
+//!   message, and the metadata writer (shard 0). → storage, group, txn, meta, metrics, io (the
 //!   fdatasync observer), config
-//! - [`group`]: the consumer group coordinator and committed offsets. → storage
+//! - [`group`]: the consumer group coordinator and committed offsets (transactional offset
+//!   commits held until their marker). → storage
+//! - [`txn`]: the transaction coordinator: transactional ids, their state in
+//!   `__transaction_state`, the markers each decided transaction owes. → storage
 //! - [`storage`]: segments, indexes, appender, reader, batch cache, recovery, retention. → io
 //! - [`io`]: the file seam: glommio `DmaFile` (O_DIRECT) in production, a simulated file in
 //!   tests that can drop unsynced writes and tear the last one.
@@ -46,7 +49,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "protocol", "shard", "group", "meta", "metrics", "storage", "config", "cluster",
+            "protocol", "shard", "group", "txn", "meta", "metrics", "storage", "config", "cluster",
             "security",
         ],
     ),
@@ -54,15 +57,16 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "shard",
         &[
-            "storage", "group", "meta", "metrics", "io", "config", "cluster",
+            "storage", "group", "txn", "meta", "metrics", "io", "config", "cluster",
         ],
     ),
     ("cluster", &["meta", "io", "protocol"]),
     ("group", &["storage"]),
+    ("txn", &["storage"]),
     ("storage", &["io"]),
     ("io", &[]),
     ("meta", &[]),
-    ("config", &["storage", "group", "cluster", "security"]),
+    ("config", &["storage", "group", "txn", "cluster", "security"]),
     ("security", &["io"]),
     ("metrics", &[]),
     ("memory", &[]),
@@ -82,3 +86,4 @@ pub mod security;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod txn;

@@ -45,9 +45,10 @@ const CLIENT_SCENARIOS: &[&str] = &[
 ];
 
 /// CLIENT_SCENARIOS plus `sasl_rejected` (a client configured for SASL gets an authentication
-/// error at once from a listener without SASL) and `txn_refused` (a transactional producer
-/// fails at once while the broker has no transactions): written for librdkafka and the Java
-/// client, whose reactions to a refusal differ most (a clean error vs. endless retries).
+/// error at once from a listener without SASL) and `txn` (a transactional producer commits,
+/// aborts and commits, read_committed and read_uncommitted consumers see what Kafka's would,
+/// and a second producer with the same transactional id fences the first): written for
+/// librdkafka and the Java client.
 const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "create_topic",
     "produce_consume",
@@ -61,7 +62,7 @@ const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "max_under",
     "max_over",
     "sasl_rejected",
-    "txn_refused",
+    "txn",
     "xproduce",
     "xconsume",
 ];

@@ -278,12 +278,31 @@ fn slot_limit_and_disabled_sessions() {
     // One slot on one shard: a second consumer's session finds the cache full of a young
     // session and gets none (Kafka's rule: a consumer evicts only sessions idle for 120 s or
     // older than 120 s and smaller); its fetch is still answered in full.
-    let b = Broker::start(1, &["max.incremental.fetch.session.cache.slots=1"]);
+    let metrics = common::free_port();
+    let metrics_listen = format!("metrics.listen=127.0.0.1:{metrics}");
+    let b = Broker::start(
+        1,
+        &[
+            "max.incremental.fetch.session.cache.slots=1",
+            &metrics_listen,
+        ],
+    );
     let mut c = Client::connect(b.port, TIMEOUT).expect("connect");
     assert_eq!(c.create_topic("slots", 2).expect("create"), 0);
+    assert_eq!(common::metric_sum(metrics, "shardlog_fetch_sessions"), 0.0);
     let t = Topic::Name("slots");
     let first = fetch(&mut c, 12, &fetch_req(&t, 0, 0, &[(0, 0), (1, 0)], &[]));
     assert_ne!(first.session_id, 0);
+    // The cache's gauges follow: one session holding two partitions, nothing evicted.
+    assert_eq!(common::metric_sum(metrics, "shardlog_fetch_sessions"), 1.0);
+    assert_eq!(
+        common::metric_sum(metrics, "shardlog_fetch_session_partitions"),
+        2.0
+    );
+    assert_eq!(
+        common::metric_sum(metrics, "shardlog_fetch_session_evictions_total"),
+        0.0
+    );
     let second = fetch(&mut c, 12, &fetch_req(&t, 0, 0, &[(0, 0), (1, 0)], &[]));
     assert_eq!(second.session_id, 0, "no free slot");
     assert_eq!(answered(&second).len(), 2);

@@ -109,3 +109,82 @@ fn five_thousand_partitions_of_one_record_take_little_disk_and_survive_kill9() {
     }
     eprintln!("with restart and read-back: {:?}", started.elapsed());
 }
+
+/// With a small open-file limit, topic creation stops with INVALID_PARTITIONS and a message
+/// naming the limit before the broker could run out of descriptors, and every partition it
+/// accepted takes writes and serves them (issue 16: "a clear error and refusal when the limit
+/// would be crossed, never a crash").
+#[test]
+fn partitions_past_the_open_file_budget_are_refused_cleanly() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    const OPEN_FILES_LIMIT: u64 = 512;
+    const PARTITIONS_PER_TOPIC: i32 = 20;
+    let b = Broker::start_with_open_files_limit(1, &[], OPEN_FILES_LIMIT);
+    let mut c = Client::connect(b.port, Duration::from_secs(30)).expect("connect");
+    let mut created = Vec::new();
+    let mut refusal = None;
+    // 512 descriptors cannot host 30 x 20 partitions: the loop ends with a refusal.
+    for i in 0..30 {
+        let name = format!("fds-{i}");
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.clone())))
+                .with_num_partitions(PARTITIONS_PER_TOPIC)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000);
+        let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).expect("create");
+        let t = &resp.topics[0];
+        if t.error_code == 0 {
+            created.push(name);
+        } else {
+            refusal = Some((
+                t.error_code,
+                t.error_message.as_ref().map(|m| m.to_string()),
+            ));
+            break;
+        }
+    }
+    let (code, message) = refusal.expect("creation was never refused");
+    assert_eq!(
+        code,
+        shardlog::error_code::ErrorCode::INVALID_PARTITIONS.code()
+    );
+    let message = message.unwrap_or_default();
+    assert!(message.contains("open-file limit"), "{message}");
+    // Half of the usable descriptors go to partitions, planned at 1.5 each: well over 100.
+    assert!(
+        created.len() * PARTITIONS_PER_TOPIC as usize >= 100,
+        "{created:?}"
+    );
+    // Every accepted partition takes a durable write and serves it back.
+    for t in &created {
+        let parts: Vec<(i32, Bytes)> = (0..PARTITIONS_PER_TOPIC)
+            .map(|p| (p, encode_batch(&[Bytes::from(format!("{t}/{p}"))])))
+            .collect();
+        for (p, code, offset) in c.produce(t, &parts, -1).expect("produce") {
+            assert_eq!((code, offset), (0, 0), "{t}-{p}");
+        }
+    }
+    for t in &created {
+        for p in [0, PARTITIONS_PER_TOPIC - 1] {
+            let records = c.read_all(t, p).expect("read");
+            assert_eq!(
+                records,
+                vec![(0, Bytes::from(format!("{t}/{p}")))],
+                "{t}-{p}"
+            );
+        }
+    }
+    let log = b.log();
+    assert!(
+        log.contains("open-file budget"),
+        "the budget is logged at start"
+    );
+    assert!(
+        log.contains("request refused") && log.contains("open-file limit"),
+        "the refusal is logged: {log}"
+    );
+}

@@ -258,6 +258,24 @@ pub enum GroupOp {
         /// The offsets.
         offsets: Vec<(String, i32, CommittedOffset)>,
     },
+    /// TxnOffsetCommit: offsets held pending until the transaction's marker reaches the
+    /// group's offsets partition (committed on COMMIT, dropped on ABORT).
+    TxnCommit {
+        /// Group id.
+        group: String,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The transaction's producer epoch.
+        producer_epoch: i16,
+        /// Generation (-1 when the client sent none).
+        generation: i32,
+        /// Member id ("" when the client sent none).
+        member_id: String,
+        /// Static instance id.
+        instance_id: Option<String>,
+        /// The offsets.
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
     /// OffsetFetch of one group: `None` = every partition with a commit.
     FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
     /// ListGroups on this shard.
@@ -292,6 +310,15 @@ pub enum GroupReply {
     Codes(Vec<i16>),
 }
 
+/// An offset committed inside a transaction, waiting for the transaction's marker.
+#[derive(Clone, Debug)]
+struct PendingTxnOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    offset: CommittedOffset,
+}
+
 /// The group coordinator of one shard.
 pub struct Coordinator {
     config: GroupConfig,
@@ -299,6 +326,8 @@ pub struct Coordinator {
     partitions: std::cell::Cell<i32>,
     storage: Rc<ShardStorage>,
     groups: RefCell<HashMap<String, Group>>,
+    /// Offsets committed inside open transactions, by producer id (in commit order).
+    pending_txn: RefCell<HashMap<i64, Vec<PendingTxnOffset>>>,
 }
 
 fn sb(s: &str) -> StrBytes {
@@ -319,6 +348,7 @@ impl Coordinator {
             config,
             storage,
             groups: RefCell::new(HashMap::new()),
+            pending_txn: RefCell::new(HashMap::new()),
         })
     }
 
@@ -364,7 +394,32 @@ impl Coordinator {
                     continue;
                 }
                 let Some(key) = r.key else { continue };
+                if r.control {
+                    // A transaction marker: its producer's pending offsets here are settled.
+                    let commit = key.len() >= 4
+                        && i16::from_be_bytes([key[2], key[3]]) == crate::storage::CONTROL_COMMIT;
+                    self.settle_txn(partition, r.producer_id, commit);
+                    continue;
+                }
                 match OffsetsRecord::decode(key, r.value) {
+                    Ok(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition: p,
+                        value: Some(offset),
+                    }) if r.transactional => {
+                        self.pending_txn
+                            .borrow_mut()
+                            .entry(r.producer_id)
+                            .or_default()
+                            .push(PendingTxnOffset {
+                                group,
+                                topic,
+                                partition: p,
+                                offset,
+                            });
+                        applied += 1;
+                    }
                     Ok(rec) => {
                         self.apply_record(rec);
                         applied += 1;
@@ -440,12 +495,52 @@ impl Coordinator {
         }
     }
 
+    /// Settles the offsets a producer committed inside its transaction to groups of offsets
+    /// partition `partition`: committed (COMMIT) or dropped (ABORT). Called once the
+    /// transaction's marker is durable in that partition, and at replay.
+    pub fn settle_txn(&self, partition: i32, producer_id: i64, commit: bool) {
+        let mut pending = self.pending_txn.borrow_mut();
+        let Some(list) = pending.get_mut(&producer_id) else {
+            return;
+        };
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(list)
+            .into_iter()
+            .partition(|o| self.partition_of(&o.group) == partition);
+        if rest.is_empty() {
+            pending.remove(&producer_id);
+        } else {
+            *list = rest;
+        }
+        if commit {
+            let mut groups = self.groups.borrow_mut();
+            for o in mine {
+                groups
+                    .entry(o.group)
+                    .or_insert_with(Group::new)
+                    .offsets
+                    .insert((o.topic, o.partition), o.offset);
+            }
+        }
+    }
+
     /// Appends records for one group durably to its offsets partition.
     async fn persist(
         &self,
         group: &str,
         recs: &[OffsetsRecord],
     ) -> Result<(), crate::storage::StorageError> {
+        self.persist_as(group, recs, None).await
+    }
+
+    /// [`Coordinator::persist`], as records of a transaction when `producer` (id, epoch) is
+    /// given: transactional batches, appended as the coordinator's own writes (epoch checked).
+    async fn persist_as(
+        &self,
+        group: &str,
+        recs: &[OffsetsRecord],
+        producer: Option<(i64, i16)>,
+    ) -> Result<(), crate::storage::StorageError> {
+        let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
         let ts = now_ms();
         let records: Vec<Record> = recs
             .iter()
@@ -453,12 +548,12 @@ impl Coordinator {
             .map(|(i, r)| {
                 let (key, value) = r.encode();
                 Record {
-                    transactional: false,
+                    transactional: producer.is_some(),
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
+                    producer_id,
+                    producer_epoch,
                     timestamp_type: TimestampType::Creation,
                     offset: i as i64,
                     sequence: -1,
@@ -485,10 +580,13 @@ impl Coordinator {
         let partition = self.partition_of(group);
         let mut last_offset = -1;
         for batch in crate::storage::split_batches(&buf.freeze())? {
-            last_offset = self
-                .storage
-                .append(OFFSETS_TOPIC, partition, batch)?
-                .last_offset;
+            let info = if producer.is_some() {
+                self.storage
+                    .append_coordinator(OFFSETS_TOPIC, partition, batch)?
+            } else {
+                self.storage.append(OFFSETS_TOPIC, partition, batch)?
+            };
+            last_offset = info.last_offset;
         }
         self.storage
             .wait_durable(OFFSETS_TOPIC, partition, last_offset)
@@ -546,6 +644,25 @@ impl Coordinator {
             } => GroupReply::Commit(
                 self.commit(group, generation, member_id, instance_id, offsets)
                     .await,
+            ),
+            GroupOp::TxnCommit {
+                group,
+                producer_id,
+                producer_epoch,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupReply::Commit(
+                self.txn_commit(
+                    group,
+                    (producer_id, producer_epoch),
+                    generation,
+                    member_id,
+                    instance_id,
+                    offsets,
+                )
+                .await,
             ),
             GroupOp::FetchOffsets(group, wanted) => {
                 let (code, list) = self.fetch_offsets(&group, wanted);
@@ -1126,6 +1243,69 @@ impl Coordinator {
         let g = groups.entry(group).or_insert_with(Group::new);
         for (t, p, c) in offsets {
             g.offsets.insert((t, p), c);
+        }
+        vec![ErrorCode::NONE.code(); n]
+    }
+
+    /// TxnOffsetCommit: Kafka's member and generation checks for a transactional commit
+    /// (a client without group information is accepted; no REBALANCE_IN_PROGRESS), then the
+    /// offsets written as records of the transaction and held pending until its marker.
+    async fn txn_commit(
+        &self,
+        group: String,
+        producer: (i64, i16),
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<i16> {
+        let fail = |code: i16| vec![code; offsets.len()];
+        if group.is_empty() {
+            return fail(ErrorCode::INVALID_GROUP_ID.code());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            let groups = self.groups.borrow();
+            let Some(g) = groups.get(&group) else {
+                return fail(ErrorCode::ILLEGAL_GENERATION.code());
+            };
+            if let Err(code) = g.validate_member(
+                &member_id,
+                instance_id.as_deref(),
+                "txn-offset-commit",
+                &group,
+            ) {
+                return fail(code.code());
+            }
+            if generation != g.generation {
+                return fail(ErrorCode::ILLEGAL_GENERATION.code());
+            }
+        }
+        if offsets.is_empty() {
+            return Vec::new();
+        }
+        let n = offsets.len();
+        let recs: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(t, p, c)| OffsetsRecord::Offset {
+                group: group.clone(),
+                topic: t.clone(),
+                partition: *p,
+                value: Some(c.clone()),
+            })
+            .collect();
+        if let Err(e) = self.persist_as(&group, &recs, Some(producer)).await {
+            tracing::info!(%group, producer_id = producer.0, error = %e, "transactional offset commit refused");
+            return fail(e.kafka_error_code().code());
+        }
+        let mut pending = self.pending_txn.borrow_mut();
+        let list = pending.entry(producer.0).or_default();
+        for (topic, partition, offset) in offsets {
+            list.push(PendingTxnOffset {
+                group: group.clone(),
+                topic,
+                partition,
+                offset,
+            });
         }
         vec![ErrorCode::NONE.code(); n]
     }

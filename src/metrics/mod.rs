@@ -175,6 +175,9 @@ pub struct PartitionMetrics {
     /// Bytes of record batches written to the partition's segment (`.log`) files; set by the
     /// owner shard when a scrape asks (index files and unwritten batches not counted).
     pub disk_usage_bytes: Gauge,
+    /// Blocks allocated to the partition's directory and files (`du`'s figure), as the owner
+    /// shard last sampled them; set when a scrape asks.
+    pub disk_allocated_bytes: Gauge,
     /// Next offset to be assigned (the log end offset); set by the owner shard when a scrape
     /// asks, 0 until then. Not rendered: it is the minuend of the consumer-group lag.
     pub high_watermark: Gauge,
@@ -199,6 +202,13 @@ impl PartitionMetrics {
     #[inline]
     pub fn set_disk_usage(&self, bytes: u64) {
         self.disk_usage_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the blocks allocated to the partition's files (saturating at `i64::MAX`).
+    #[inline]
+    pub fn set_disk_allocated(&self, bytes: u64) {
+        self.disk_allocated_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
@@ -377,6 +387,7 @@ impl ShardMetrics {
                 fetched_bytes: m.fetched_bytes.get(),
                 fetched_records: m.fetched_records.get(),
                 disk_usage_bytes: u64::try_from(m.disk_usage_bytes.get()).unwrap_or(0),
+                disk_allocated_bytes: u64::try_from(m.disk_allocated_bytes.get()).unwrap_or(0),
                 high_watermark: m.high_watermark.get(),
             })
             .collect();
@@ -401,6 +412,9 @@ impl ShardMetrics {
             batch_cache_misses: self.batch_cache_misses.get(),
             batch_cache_bytes: 0,
             unwritten_bytes: 0,
+            fetch_sessions: 0,
+            fetch_session_partitions: 0,
+            fetch_session_evictions: 0,
             connections_open: u64::try_from(self.connections_open.get()).unwrap_or(0),
             connections_accepted: self.connections_accepted.get(),
             connections_rejected: self.connections_rejected.get(),
@@ -441,6 +455,12 @@ pub struct MetricsSnapshot {
     pub batch_cache_bytes: u64,
     /// Bytes appended but not yet written to disk now (filled in when scraped).
     pub unwritten_bytes: u64,
+    /// Incremental fetch sessions cached now (filled in when scraped).
+    pub fetch_sessions: u64,
+    /// Partitions cached across those sessions now (filled in when scraped).
+    pub fetch_session_partitions: u64,
+    /// Fetch sessions evicted since start (filled in when scraped).
+    pub fetch_session_evictions: u64,
     /// Client connections open now.
     pub connections_open: u64,
     /// Client connections accepted since start.
@@ -471,6 +491,8 @@ pub struct PartitionSnapshot {
     pub fetched_records: u64,
     /// Bytes of record batches written to the partition's segment (`.log`) files.
     pub disk_usage_bytes: u64,
+    /// Blocks allocated to the partition's directory and files (`du`'s figure).
+    pub disk_allocated_bytes: u64,
     /// Next offset to be assigned, as last set by the owner (0 if never set).
     pub high_watermark: i64,
 }

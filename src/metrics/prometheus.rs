@@ -45,6 +45,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Bytes of record batches written to the partition's segment (.log) files, read when scraped; index files and batches not yet written by the group commit are not counted.",
     ),
     (
+        "shardlog_partition_disk_allocated_bytes",
+        "gauge",
+        "Bytes of blocks allocated to the partition's directory and files, as du counts them (preallocated space, indexes, snapshots included); sampled at open and every log.retention.check.interval.ms.",
+    ),
+    (
         "shardlog_requests_total",
         "counter",
         "Requests handled, by Kafka API.",
@@ -83,6 +88,21 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "shardlog_unwritten_bytes",
         "gauge",
         "Bytes appended on the shard but not yet written to disk, read when scraped; produce requests wait while it is above shard.unwritten.bytes.max.",
+    ),
+    (
+        "shardlog_fetch_sessions",
+        "gauge",
+        "Incremental fetch sessions (KIP-227) the shard's cache holds, read when scraped (Kafka's NumIncrementalFetchSessions).",
+    ),
+    (
+        "shardlog_fetch_session_partitions",
+        "gauge",
+        "Partitions cached across the shard's fetch sessions, read when scraped (Kafka's NumIncrementalFetchPartitionsCached).",
+    ),
+    (
+        "shardlog_fetch_session_evictions_total",
+        "counter",
+        "Fetch sessions evicted to make room for new ones (Kafka's IncrementalFetchSessionEvictionsPerSec, as a count).",
     ),
     (
         "shardlog_open_connections",
@@ -126,7 +146,8 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
         | "shardlog_partition_produced_records_total"
         | "shardlog_partition_fetched_bytes_total"
         | "shardlog_partition_fetched_records_total"
-        | "shardlog_partition_disk_usage_bytes" => {
+        | "shardlog_partition_disk_usage_bytes"
+        | "shardlog_partition_disk_allocated_bytes" => {
             for s in shards {
                 let shard = s.shard.to_string();
                 for p in &s.partitions {
@@ -135,6 +156,7 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
                         "shardlog_partition_produced_records_total" => p.produced_records,
                         "shardlog_partition_fetched_bytes_total" => p.fetched_bytes,
                         "shardlog_partition_fetched_records_total" => p.fetched_records,
+                        "shardlog_partition_disk_allocated_bytes" => p.disk_allocated_bytes,
                         _ => p.disk_usage_bytes,
                     };
                     let partition = p.partition.to_string();
@@ -195,6 +217,9 @@ fn write_family(out: &mut String, name: &str, shards: &[MetricsSnapshot]) {
                     "shardlog_batch_cache_misses_total" => s.batch_cache_misses,
                     "shardlog_batch_cache_bytes" => s.batch_cache_bytes,
                     "shardlog_unwritten_bytes" => s.unwritten_bytes,
+                    "shardlog_fetch_sessions" => s.fetch_sessions,
+                    "shardlog_fetch_session_partitions" => s.fetch_session_partitions,
+                    "shardlog_fetch_session_evictions_total" => s.fetch_session_evictions,
                     "shardlog_open_connections" => s.connections_open,
                     "shardlog_connections_accepted_total" => s.connections_accepted,
                     "shardlog_connections_rejected_total" => s.connections_rejected,

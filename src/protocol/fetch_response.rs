@@ -24,10 +24,14 @@ pub struct FetchPartitionOut {
     pub error_code: i16,
     /// Next offset to be written.
     pub high_watermark: i64,
-    /// Last stable offset (equals the high watermark: no transactions).
+    /// Last stable offset: the first offset of the oldest ongoing transaction, else the
+    /// high watermark.
     pub last_stable_offset: i64,
     /// First offset still in the log.
     pub log_start_offset: i64,
+    /// read_committed: the aborted transactions overlapping `records`, as
+    /// `(producer id, first offset)`; `None` (null on the wire) for read_uncommitted.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// The record batches, as buffers to send unchanged.
     pub records: Vec<Bytes>,
 }
@@ -104,11 +108,19 @@ pub fn encode_fetch_response(
             if version >= 5 {
                 meta.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null (no transactions are ever aborted here).
-            if flexible {
-                put_uvarint(&mut meta, 0);
-            } else {
-                meta.put_i32(-1);
+            match &p.aborted_transactions {
+                None if flexible => put_uvarint(&mut meta, 0),
+                None => meta.put_i32(-1),
+                Some(list) => {
+                    put_array_len(&mut meta, flexible, list.len());
+                    for &(producer_id, first_offset) in list {
+                        meta.put_i64(producer_id);
+                        meta.put_i64(first_offset);
+                        if flexible {
+                            meta.put_u8(0); // tagged fields
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 meta.put_i32(-1); // preferred_read_replica
@@ -164,8 +176,9 @@ mod tests {
                     FetchPartitionOut {
                         partition: 0,
                         high_watermark: 42,
-                        last_stable_offset: 42,
+                        last_stable_offset: 40,
                         log_start_offset: 3,
+                        aborted_transactions: Some(vec![(5, 10), (6, 20)]),
                         records: vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh")],
                         ..Default::default()
                     },
@@ -175,6 +188,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted_transactions: None,
                         records: vec![],
                     },
                 ],
@@ -220,6 +234,15 @@ mod tests {
             let p0 = &t0.partitions[0];
             assert_eq!(p0.records.as_deref(), Some(&b"abcdefgh"[..]));
             assert_eq!(p0.high_watermark, 42);
+            assert_eq!(p0.last_stable_offset, 40);
+            let aborted: Vec<(i64, i64)> = p0
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, vec![(5, 10), (6, 20)], "v{version}");
+            assert!(t0.partitions[1].aborted_transactions.is_none());
             if version >= 5 {
                 assert_eq!(p0.log_start_offset, 3);
             }

@@ -8,6 +8,7 @@
 //! and writes its clean-shutdown marker, and the process exits 0.
 
 mod connection;
+mod fd_budget;
 mod handlers;
 mod read;
 mod refusal;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
 use crate::shard::{Shard, ShardMsg};
@@ -127,30 +128,11 @@ struct Barriers {
     progress: Arc<startup::StartupProgress>,
 }
 
-/// Descriptors one client connection holds: the socket and the writer task's dup of it.
-const FDS_PER_CONNECTION: u64 = 2;
-/// Descriptors never given to connections: segment files, indexes, snapshots, the process.
-const FDS_RESERVED_MIN: u64 = 64;
-
-/// The most connections per shard that `RLIMIT_NOFILE` allows while a quarter of it (at least
-/// [`FDS_RESERVED_MIN`]) stays for the logs; `None` when the limit is unknown or infinite.
-fn connections_fd_budget(shards: usize) -> Option<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit on our own process with a valid out-struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
-        || lim.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)] // rlim_t differs between platforms
-    let limit = lim.rlim_cur as u64;
-    let reserved = (limit / 4).max(FDS_RESERVED_MIN);
-    let per_shard = limit.saturating_sub(reserved) / (FDS_PER_CONNECTION * shards.max(1) as u64);
-    Some((per_shard as usize).max(1))
-}
+/// Threads of each shard's blocking pool, where small durable file writes (segment indexes,
+/// recovery points, producer snapshots) wait for their fsyncs off the shard: several, so that
+/// many partitions' fsyncs (at a segment roll, or a clean shutdown of thousands) share journal
+/// commits instead of queueing behind one thread. They mostly sleep in fsync.
+const BLOCKING_THREADS_PER_SHARD: usize = 8;
 
 /// SIGTERM and SIGINT set [`STOP`] (through [`request_stop`]).
 fn install_signal_handlers() -> Result<(), ServerError> {
@@ -244,17 +226,25 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     config.cluster_id = identity.cluster_id.clone();
     let meta = Arc::new(crate::meta::load(&config.data_dir)?);
     let nr = config.cores.max(1);
-    // Connections beyond what the fd limit allows would take the descriptors the logs need
-    // (a segment roll then fails with EMFILE): close them at accept instead.
-    if let Some(budget) = connections_fd_budget(nr) {
-        if config.shard_connections_max > budget {
-            tracing::warn!(
+    // Connections and partitions beyond what the fd limit allows would take descriptors the
+    // logs need (a segment roll then fails with EMFILE): both are refused before that.
+    if let Some(limit) = fd_budget::raise_open_files_limit() {
+        let budget = fd_budget::FdBudget::split(limit, nr);
+        if config.shard_connections_max > budget.connections_per_shard_max {
+            tracing::info!(
                 configured = config.shard_connections_max,
-                allowed = budget,
+                allowed = budget.connections_per_shard_max,
+                open_files_limit = limit,
                 "shard.connections.max lowered to fit the open-file limit (ulimit -n)"
             );
-            config.shard_connections_max = budget;
+            config.shard_connections_max = budget.connections_per_shard_max;
         }
+        config.partitions_max = budget.partitions_max;
+        tracing::info!(
+            open_files_limit = limit,
+            partitions_max = budget.partitions_max,
+            "open-file budget"
+        );
     }
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     tracing::info!(
@@ -307,6 +297,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
             .spawn(move || async move {
                 shard_main(id, nr, config, meta, mesh, barriers, security).await
             })
@@ -465,6 +456,7 @@ async fn start_and_serve(
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
         preallocate_bytes: config.preallocate_bytes,
+        retention_check_interval_ms: config.log_retention_check_interval_ms,
         ..Default::default()
     };
     progress.enter(id, Phase::OpeningStorage);
@@ -507,12 +499,17 @@ async fn start_and_serve(
         ready.wait(false).await;
         return Err(e);
     }
+    if let Err(e) = shard.replay_transactions().await {
+        ready.wait(false).await;
+        return Err(e);
+    }
     let ticker = shard.clone();
     glommio::spawn_local(async move {
         let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(Duration::from_millis(100)).await;
             ticker.groups.tick();
+            ticker.tick_transactions(ticks, 100).await;
             ticks += 1;
             if ticks % PRODUCER_SNAPSHOT_TICKS == 0 {
                 ticker.snapshot_producers().await;
@@ -547,6 +544,8 @@ async fn start_and_serve(
     if !ready.wait(true).await {
         return Err("another shard failed to start".into());
     }
+    // Every shard has replayed its groups and transactions: markers owed may go out.
+    shard.resume_markers();
     let _metrics_server = metrics_listener.map(|listener| {
         tracing::info!(addr = ?config.metrics_listen, "serving Prometheus metrics at /metrics");
         let s = shard.clone();

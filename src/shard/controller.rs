@@ -304,6 +304,7 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                         // Groups are placed by hash modulo this count.
                         return Err(internal_topic(&name));
                     }
+                    let hosted = hosted_partitions(next);
                     let t = next.topics.get_mut(&name).ok_or_else(|| {
                         err(
                             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -342,12 +343,8 @@ fn plan(shard: &Shard, next: &mut Metadata, op: AdminOp) -> (Vec<Result<(), Admi
                             check_replicas(brokers, shard.config.node_id, Some(1))?;
                         }
                     }
-                    if count > 100_000 {
-                        return Err(err(
-                            ErrorCode::INVALID_PARTITIONS,
-                            "at most 100000 partitions",
-                        ));
-                    }
+                    let added = count - t.partitions;
+                    check_partitions_max(hosted, added, shard.config.partitions_max)?;
                     if !validate_only {
                         t.partitions = count;
                     }
@@ -507,6 +504,31 @@ fn manual_partitions(t: &NewTopic, node_id: i32) -> Result<i32, AdminError> {
     Ok(count)
 }
 
+/// Partitions of every topic in `meta`, internal ones included: what this broker hosts.
+fn hosted_partitions(meta: &Metadata) -> u64 {
+    meta.topics
+        .values()
+        .map(|t| t.partitions.max(0) as u64)
+        .sum()
+}
+
+/// Refuses adding `added` partitions to the `hosted` ones when the total would pass
+/// `partitions_max` (the open-file budget, `server::fd_budget`).
+fn check_partitions_max(hosted: u64, added: i32, partitions_max: usize) -> Result<(), AdminError> {
+    let total = hosted + added.max(0) as u64;
+    if total > partitions_max as u64 {
+        return Err(err(
+            ErrorCode::INVALID_PARTITIONS,
+            format!(
+                "This broker hosts {hosted} partition(s); {added} more would exceed its limit of \
+                 {partitions_max}, which the open-file limit (ulimit -n, systemd LimitNOFILE) sets. \
+                 Raise that limit and restart the broker."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn create_topic(
     shard: &Shard,
     next: &mut Metadata,
@@ -560,12 +582,11 @@ fn create_topic(
             t.partitions
         }
     };
-    if !(1..=100_000).contains(&partitions) {
-        return Err(err(
-            ErrorCode::INVALID_PARTITIONS,
-            "partitions must be between 1 and 100000",
-        ));
-    }
+    check_partitions_max(
+        hosted_partitions(next),
+        partitions,
+        shard.config.partitions_max,
+    )?;
     if !validate_only {
         next.topics.insert(
             t.name.clone(),

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
+mod txn;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,6 +29,7 @@ use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
 pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
+pub use txn::{MarkerPart, ProducersResult};
 
 /// The shard that owns a partition: a stable hash of the topic name plus the partition index,
 /// so ownership survives restarts and a topic's partitions spread round-robin over shards.
@@ -93,6 +95,8 @@ pub struct FetchPart {
     pub partition: i32,
     /// First offset wanted.
     pub fetch_offset: i64,
+    /// read_committed (isolation level 1): read up to the last stable offset only.
+    pub read_committed: bool,
     /// Most bytes wanted from this partition. The first batch of the first partition with data
     /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
@@ -105,6 +109,11 @@ pub struct FetchResult {
     pub error_code: ErrorCode,
     /// Next offset to be written (-1 on error).
     pub high_watermark: i64,
+    /// The last stable offset (-1 on error).
+    pub last_stable_offset: i64,
+    /// read_committed: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log (-1 on error).
     pub log_start_offset: i64,
     /// Whole record batches from the one holding `fetch_offset`.
@@ -159,6 +168,28 @@ pub struct OffsetAnswer {
     pub timestamp: i64,
 }
 
+/// One partition's DeleteRecords ask: move its log start offset up to `offset`.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsPart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The new log start offset; -1 = the high watermark.
+    pub offset: i64,
+}
+
+/// One partition's DeleteRecords outcome.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsAnswer {
+    /// Kafka error code (0 = none).
+    pub error_code: ErrorCode,
+    /// The log start offset after the request (-1 on error).
+    pub low_watermark: i64,
+    /// A readable reason on error.
+    pub error_message: Option<String>,
+}
+
 /// A message from one shard to another. Every variant carries its own reply channel.
 pub enum ShardMsg {
     /// Append batches to partitions owned by the receiver; `acks` = -1 waits for durability.
@@ -198,6 +229,13 @@ pub enum ShardMsg {
         /// Answers by the same indexes.
         reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
     },
+    /// DeleteRecords on partitions owned by the receiver.
+    DeleteRecords {
+        /// (index in the request, part).
+        parts: Vec<(usize, DeleteRecordsPart)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, DeleteRecordsAnswer)>>,
+    },
     /// An admin change, sent to shard 0 (the metadata writer).
     Admin {
         /// The change.
@@ -211,6 +249,27 @@ pub enum ShardMsg {
         op: Box<GroupOp>,
         /// Its answer.
         reply: oneshot::Sender<GroupReply>,
+    },
+    /// A request for a transactional id this shard coordinates.
+    Txn {
+        /// The request.
+        op: Box<crate::txn::TxnOp>,
+        /// Its answer.
+        reply: oneshot::Sender<crate::txn::TxnReply>,
+    },
+    /// Transaction markers for partitions owned by the receiver.
+    Markers {
+        /// (index in the request, marker).
+        parts: Vec<(usize, MarkerPart)>,
+        /// Codes by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ErrorCode)>>,
+    },
+    /// DescribeProducers on partitions owned by the receiver.
+    Producers {
+        /// (index in the request, (topic, partition)).
+        parts: Vec<(usize, (String, i32))>,
+        /// Each partition's producers, or its error, by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, ProducersResult)>>,
     },
     /// A copy of the receiver's metrics, for a scrape.
     Metrics {
@@ -244,6 +303,8 @@ pub struct Shard {
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
     pub groups: Rc<Coordinator>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<crate::txn::Coordinator>,
     /// This shard's metrics (only this shard writes them).
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Memory held by Fetch responses of this shard's connections (its share of
@@ -264,6 +325,7 @@ impl Shard {
         senders: Senders<ShardMsg>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
+        let txns = crate::txn::Coordinator::new(config.txn.clone(), storage.clone());
         let metrics = Rc::new(crate::metrics::ShardMetrics::new(id));
         let m = metrics.clone();
         crate::io::observe_fdatasync(move |d| m.observe_fsync(d));
@@ -283,6 +345,7 @@ impl Shard {
             fetch_memory,
             fetch_sessions,
             groups,
+            txns,
             metrics,
             config,
             storage,
@@ -466,6 +529,8 @@ impl Shard {
             || FetchResult {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
+                last_stable_offset: -1,
+                aborted: Vec::new(),
                 log_start_offset: -1,
                 batches: Vec::new(),
                 allocated: 0,
@@ -485,6 +550,25 @@ impl Shard {
                 error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
                 offset: -1,
                 timestamp: -1,
+            },
+        )
+        .await
+    }
+
+    /// Moves log start offsets (DeleteRecords) on their owner shards; answers in request
+    /// order. Each answer is given once the new start is durable.
+    pub async fn delete_records(
+        self: &Rc<Self>,
+        parts: Vec<DeleteRecordsPart>,
+    ) -> Vec<DeleteRecordsAnswer> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::DeleteRecords { parts, reply },
+            || DeleteRecordsAnswer {
+                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                low_watermark: -1,
+                error_message: Some("owner shard unavailable".into()),
             },
         )
         .await

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery, ProduceResult, Shard, ShardMsg,
+    DeleteRecordsAnswer, FetchLimits, FetchPart, FetchResult, OffsetAnswer, OffsetQuery,
+    ProduceResult, Shard, ShardMsg,
 };
 use crate::config::topic_log_config;
 use crate::error_code::ErrorCode;
 use crate::meta::Metadata;
 use crate::metrics::{CommittedOffsetSnapshot, MetricsSnapshot};
-use crate::storage::{split_batches, StorageError};
+use crate::storage::{split_batches, LogConfig, StorageError};
 
 /// Longest a produce request waits for unwritten bytes to drain before KAFKA_STORAGE_ERROR.
 const UNWRITTEN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
@@ -95,6 +96,29 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
+        ShardMsg::DeleteRecords { parts, reply } => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (i, p) in parts {
+                let answer = match shard
+                    .storage
+                    .delete_records(&p.topic, p.partition, p.offset)
+                    .await
+                {
+                    Ok(low_watermark) => DeleteRecordsAnswer {
+                        error_code: ErrorCode::NONE,
+                        low_watermark,
+                        error_message: None,
+                    },
+                    Err(e) => DeleteRecordsAnswer {
+                        error_code: e.kafka_error_code(),
+                        low_watermark: -1,
+                        error_message: Some(e.to_string()),
+                    },
+                };
+                out.push((i, answer));
+            }
+            let _ = reply.send(out);
+        }
         ShardMsg::WaitAppend { parts, wait, reply } => {
             wait_append(shard, parts, wait).await;
             let _ = reply.send(());
@@ -108,6 +132,24 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::Group { op, reply } => {
             let out = shard.groups.handle(*op).await;
+            let _ = reply.send(out);
+        }
+        ShardMsg::Txn { op, reply } => shard.serve_txn(*op, reply).await,
+        ShardMsg::Producers { parts, reply } => {
+            let out = parts
+                .into_iter()
+                .map(|(i, (topic, partition))| {
+                    let r = shard
+                        .storage
+                        .describe_producers(&topic, partition)
+                        .map_err(|e| e.kafka_error_code());
+                    (i, r)
+                })
+                .collect();
+            let _ = reply.send(out);
+        }
+        ShardMsg::Markers { parts, reply } => {
+            let out = shard.append_markers(parts).await;
             let _ = reply.send(out);
         }
         ShardMsg::ApplyMetadata { meta, reply } => {
@@ -129,11 +171,18 @@ fn metrics_snapshot(shard: &Shard) -> MetricsSnapshot {
     shard.storage.partition_stats(|topic, partition, stats| {
         let m = shard.metrics.partition(topic, partition);
         m.set_disk_usage(stats.disk_usage_bytes);
+        m.set_disk_allocated(stats.disk_allocated_bytes);
         m.set_high_watermark(stats.high_watermark);
     });
     let mut snapshot = shard.metrics.snapshot();
     snapshot.batch_cache_bytes = shard.storage.cache_bytes() as u64;
     snapshot.unwritten_bytes = shard.storage.unwritten_bytes();
+    {
+        let sessions = shard.fetch_sessions.borrow();
+        snapshot.fetch_sessions = sessions.len() as u64;
+        snapshot.fetch_session_partitions = sessions.partitions_total() as u64;
+        snapshot.fetch_session_evictions = sessions.evictions();
+    }
     snapshot.committed_offsets = shard
         .groups
         .committed_offsets()
@@ -235,6 +284,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             part.max_bytes.min(limits.bytes),
             limits.min_one,
             limits.disk,
+            part.read_committed,
         )
         .await
     {
@@ -246,6 +296,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: ErrorCode::NONE,
                 high_watermark: data.high_watermark,
+                last_stable_offset: data.last_stable_offset,
+                aborted: data.aborted,
                 log_start_offset: data.log_start_offset,
                 batches: data.batches,
                 allocated: data.allocated,
@@ -260,6 +312,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             FetchResult {
                 error_code: e.kafka_error_code(),
                 high_watermark: hw,
+                last_stable_offset: hw,
+                aborted: Vec::new(),
                 log_start_offset: start,
                 batches: Vec::new(),
                 allocated: 0,
@@ -367,8 +421,44 @@ async fn record_at_time(
         .map(|r| (r.offset, r.timestamp))
 }
 
-/// Opens every partition of `meta` owned by this shard.
+/// Partitions one shard opens at once (at start, or when topics appear): their file
+/// operations overlap in the shard's ring instead of waiting for each other.
+const PARTITION_OPENS_IN_FLIGHT_MAX: usize = 32;
+
+/// Opens (creating or recovering) the given partitions on this shard,
+/// [`PARTITION_OPENS_IN_FLIGHT_MAX`] at a time; returns each one's outcome in order.
+async fn open_partitions(
+    shard: &Shard,
+    opens: Vec<(String, i32, LogConfig)>,
+) -> Vec<(String, i32, Result<(), StorageError>)> {
+    let mut outcomes = Vec::with_capacity(opens.len());
+    let mut opens = opens.into_iter().peekable();
+    while opens.peek().is_some() {
+        let wave: Vec<_> = opens
+            .by_ref()
+            .take(PARTITION_OPENS_IN_FLIGHT_MAX)
+            .map(|(topic, p, log)| {
+                let storage = shard.storage.clone();
+                let name = topic.clone();
+                let task =
+                    glommio::spawn_local(
+                        async move { storage.open_partition(&name, p, log).await },
+                    );
+                (topic, p, task)
+            })
+            .collect();
+        for (topic, p, task) in wave {
+            let result = task.await;
+            outcomes.push((topic, p, result));
+        }
+    }
+    outcomes
+}
+
+/// Opens every partition of `meta` owned by this shard; the first failure is returned (after
+/// every open has finished).
 pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), StorageError> {
+    let mut opens = Vec::new();
     for topic in meta.topics.values() {
         let log = topic_log_config(&shard.config.log, &topic.configs).unwrap_or_else(|e| {
             tracing::warn!(topic = %topic.name, error = %e, "bad stored topic config; using broker defaults");
@@ -376,14 +466,17 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
         });
         for p in 0..topic.partitions {
             if shard.owner_of(&topic.name, p) == shard.id {
-                shard
-                    .storage
-                    .open_partition(&topic.name, p, log.clone())
-                    .await?;
+                opens.push((topic.name.clone(), p, log.clone()));
             }
         }
     }
-    Ok(())
+    let mut first_err = None;
+    for (_, _, result) in open_partitions(shard, opens).await {
+        if let Err(e) = result {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 /// Adopts a new snapshot: opens new owned partitions, deletes removed ones, applies config
@@ -405,6 +498,7 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
             }
         }
     }
+    let mut opens = Vec::new();
     for topic in meta.topics.values() {
         let log = topic_log_config(&shard.config.log, &topic.configs)
             .unwrap_or_else(|_| shard.config.log.clone());
@@ -419,16 +513,13 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
                         shard.storage.set_config(&topic.name, p, log.clone());
                     }
                 }
-                _ => {
-                    if let Err(e) = shard
-                        .storage
-                        .open_partition(&topic.name, p, log.clone())
-                        .await
-                    {
-                        tracing::error!(topic = %topic.name, partition = p, error = %e, "cannot open partition");
-                    }
-                }
+                _ => opens.push((topic.name.clone(), p, log.clone())),
             }
+        }
+    }
+    for (topic, p, result) in open_partitions(shard, opens).await {
+        if let Err(e) = result {
+            tracing::error!(topic = %topic, partition = p, error = %e, "cannot open partition");
         }
     }
     *shard.meta.borrow_mut() = meta;

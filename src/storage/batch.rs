@@ -24,6 +24,14 @@ pub const LOG_OVERHEAD_BYTES: usize = 12;
 pub const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
 /// Attribute bit: timestamps are the broker's log-append time.
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit: the batch belongs to a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit: the batch is a control batch (a transaction marker).
+pub const ATTR_CONTROL: i16 = 0x20;
+/// Control record type of an ABORT marker (Kafka's `ControlRecordType.ABORT`).
+pub const CONTROL_ABORT: i16 = 0;
+/// Control record type of a COMMIT marker (Kafka's `ControlRecordType.COMMIT`).
+pub const CONTROL_COMMIT: i16 = 1;
 /// Leader epoch the broker stamps into every batch (single node: always 0).
 pub const LEADER_EPOCH: i32 = 0;
 
@@ -67,6 +75,94 @@ impl BatchHeader {
     pub fn last_offset(&self) -> i64 {
         self.base_offset + self.last_offset_delta as i64
     }
+    /// Whether the batch belongs to a transaction (data or marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+    /// Whether the batch is a control batch (a transaction marker).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        z |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The control record type (ABORT 0, COMMIT 1) of a control batch, from the key of its first
+/// record; `records` are the batch's bytes after the 61-byte header (uncompressed: Kafka never
+/// compresses control batches). `None` when the key is not a control key.
+pub fn control_type(records: &[u8]) -> Option<i16> {
+    let mut at = 0;
+    let _len = read_varint(records, &mut at)?;
+    at += 1; // record attributes
+    read_varint(records, &mut at)?; // timestamp delta
+    read_varint(records, &mut at)?; // offset delta
+    let key_len = read_varint(records, &mut at)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = records.get(at..at + 4)?;
+    Some(be_i16(key, 2))
+}
+
+/// Builds a transaction marker: a control batch of one record whose key is
+/// `(version 0, type)` and value `(version 0, coordinator_epoch)`, transactional, with the
+/// producer's id and epoch, no sequence (-1), and its CRC.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
+    let kind = if commit {
+        CONTROL_COMMIT
+    } else {
+        CONTROL_ABORT
+    };
+    let mut rec = Vec::with_capacity(24);
+    rec.push(0u8); // attributes
+    put_varlong(&mut rec, 0); // timestamp delta
+    put_varlong(&mut rec, 0); // offset delta
+    put_varlong(&mut rec, 4);
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&kind.to_be_bytes());
+    put_varlong(&mut rec, 6);
+    rec.extend_from_slice(&0i16.to_be_bytes());
+    rec.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    put_varlong(&mut rec, 0); // headers
+    let mut records = Vec::with_capacity(rec.len() + 2);
+    put_varlong(&mut records, rec.len() as i64);
+    records.extend_from_slice(&rec);
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32;
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -324,6 +420,32 @@ mod tests {
         assert!(split_batches(&Bytes::new()).is_err());
         assert!(split_batches(&both.slice(..both.len() - 1)).is_err());
         assert!(split_batches(&both.slice(..a.len() + 5)).is_err());
+    }
+
+    #[test]
+    fn control_batches_round_trip() {
+        for commit in [false, true] {
+            let b = build_control_batch(77, 3, commit, 5, 1000);
+            let h = validate_batch(&b, 1 << 20).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (77, 3, 1)
+            );
+            let want = if commit {
+                CONTROL_COMMIT
+            } else {
+                CONTROL_ABORT
+            };
+            assert_eq!(control_type(&b[BATCH_HEADER_BYTES..]), Some(want));
+            // The crate's decoder reads it as Kafka's control record.
+            let mut buf = b.clone();
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
+            assert!(set.records[0].control && set.records[0].transactional);
+        }
+        assert_eq!(control_type(&[]), None);
+        let data = build_test_batch(1, 3, 0);
+        assert_eq!(control_type(&data[BATCH_HEADER_BYTES..]), None);
     }
 
     #[test]

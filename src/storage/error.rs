@@ -40,6 +40,10 @@ pub enum StorageError {
         /// Next offset to be assigned.
         high_watermark: i64,
     },
+    /// The topic's policy forbids the operation (DeleteRecords on a topic whose
+    /// `cleanup.policy` lacks `delete`); the message says why.
+    #[error("{0}")]
+    PolicyViolation(String),
     /// The partition is not open on this shard.
     #[error("unknown topic or partition")]
     UnknownPartition,
@@ -94,6 +98,7 @@ impl StorageError {
             StorageError::InvalidProducerEpoch => ErrorCode::INVALID_PRODUCER_EPOCH,
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             StorageError::UnknownPartition => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            StorageError::PolicyViolation(_) => ErrorCode::POLICY_VIOLATION,
             StorageError::Io(_)
             | StorageError::CorruptLog { .. }
             | StorageError::DirectIoUnsupported { .. }

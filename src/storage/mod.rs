@@ -46,9 +46,13 @@ mod wait;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compaction;
 
 pub use batch::{
-    build_test_batch, parse_header, split_batches, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
+    build_control_batch, build_test_batch, control_type, parse_header, split_batches,
+    validate_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES,
+    CONTROL_ABORT, CONTROL_COMMIT,
 };
 pub use error::StorageError;
 
@@ -116,6 +120,23 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type` (default CreateTime).
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` has `delete`: retention deletes old segments and DeleteRecords may
+    /// move the log start (default true).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record of every key, and
+    /// records without a key are refused at produce (default false).
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: the cleaner starts on a log once the dirty (never cleaned)
+    /// part is at least this share of its non-active bytes (default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long (default 0).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the dirty
+    /// ratio (default `i64::MAX`: never forced).
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: a tombstone (null value) stays at least this long after the
+    /// segment holding it was last written (default 1 day).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -130,6 +151,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -202,6 +229,10 @@ pub struct PartitionStats {
     /// lengths without the space reserved ahead of the data. Batches still waiting for the
     /// group commit, and the index files, are not counted.
     pub disk_usage_bytes: u64,
+    /// Blocks allocated to the partition's directory and its files, as `du` counts them
+    /// (preallocated space, indexes, snapshots and checkpoints included): sampled when the
+    /// partition opens and at every retention check, so it may trail by one interval.
+    pub disk_allocated_bytes: u64,
 }
 
 /// Result of a read, as Kafka's `FetchDataInfo`.
@@ -215,6 +246,12 @@ pub struct FetchDataInfo {
     pub records: u64,
     /// Next offset to be assigned.
     pub high_watermark: i64,
+    /// The last stable offset: the first offset of the oldest ongoing transaction, else the
+    /// high watermark.
+    pub last_stable_offset: i64,
+    /// read_committed reads: the aborted transactions overlapping `batches`, as
+    /// `(producer id, first offset)`, oldest marker first.
+    pub aborted: Vec<(i64, i64)>,
     /// First offset still in the log.
     pub log_start_offset: i64,
     /// Bytes of the disk read buffers `batches` are slices of (whole buffers); zero when all
@@ -229,6 +266,19 @@ impl FetchDataInfo {
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|b| b.len()).sum()
     }
+}
+
+/// One producer's state on a partition, as DescribeProducers reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerDescription {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch on the partition.
+    pub producer_epoch: i16,
+    /// The sequence number of its last batch (-1: none, e.g. only markers).
+    pub last_sequence: i32,
+    /// The first offset of its ongoing transaction here (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 /// Milliseconds since the Unix epoch (wall clock, as Kafka timestamps).

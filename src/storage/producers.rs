@@ -1,5 +1,13 @@
-//! Idempotent producer state of one partition: per producer id, the epoch and the sequence
-//! ranges of the last five batches (as Kafka keeps them), and its snapshot file format.
+//! Idempotent and transactional producer state of one partition: per producer id, the epoch,
+//! the sequence ranges of the last five batches (as Kafka keeps them) and the first offset of
+//! its ongoing transaction; the partition's aborted transactions (what Kafka keeps in its
+//! `.txnindex` files: producer id, first offset, marker offset, last stable offset); and the
+//! snapshot file format of both.
+//!
+//! The last stable offset (LSO) is derived, never stored: the smallest first offset of an
+//! ongoing transaction, else the high watermark. A transactional data batch opens its
+//! producer's transaction here (its first offset); a marker (control batch, appended only by
+//! the broker) closes it, and an ABORT marker records the aborted range.
 //!
 //! Checked inside [`super::ShardStorage::append`] after the batch is validated and before it
 //! is appended, with no `.await` between: a retried duplicate is answered with its original
@@ -16,13 +24,15 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use super::batch::BatchHeader;
+use super::batch::{BatchHeader, CONTROL_ABORT};
 use super::StorageError;
 
 /// How many recent batches per producer are remembered for duplicate detection.
 const BATCHES_PER_PRODUCER: usize = 5;
-/// First bytes of a producer state snapshot file.
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SLP1";
+/// First bytes of a producer state snapshot file (v2: with transactions).
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLP2";
+/// First bytes of a v1 snapshot (before transactions), still read.
+const SNAPSHOT_MAGIC_V1: &[u8; 4] = b"SLP1";
 /// Name of the producer state snapshot inside a partition directory.
 pub(crate) const SNAPSHOT_FILE: &str = "producer-state.snapshot";
 
@@ -38,6 +48,21 @@ struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's ongoing transaction on this partition.
+    txn_first_offset: Option<i64>,
+}
+
+/// A transaction aborted on this partition (one entry of Kafka's `.txnindex`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer whose records in `first_offset..last_offset` are aborted.
+    pub producer_id: i64,
+    /// Offset of the transaction's first record on this partition.
+    pub first_offset: i64,
+    /// Offset of the ABORT marker.
+    pub last_offset: i64,
+    /// The last stable offset once this transaction was closed.
+    pub last_stable_offset: i64,
 }
 
 /// What to do with a validated batch.
@@ -58,23 +83,84 @@ fn last_seq(h: &BatchHeader) -> i32 {
     h.base_sequence.wrapping_add(h.last_offset_delta) & i32::MAX
 }
 
-/// One partition's idempotent producers by id.
+/// One partition's idempotent producers by id, and its aborted transactions.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Aborted transactions by marker offset (ascending).
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerTable {
     /// Whether no producer has state here.
     pub(crate) fn is_empty(&self) -> bool {
-        self.producers.is_empty()
+        self.producers.is_empty() && self.aborted.is_empty()
+    }
+
+    /// The last stable offset given the high watermark `next_offset`: the first offset of the
+    /// oldest ongoing transaction, else `next_offset`. O(producers).
+    pub(crate) fn last_stable_offset(&self, next_offset: i64) -> i64 {
+        let lso = self
+            .producers
+            .values()
+            .filter_map(|e| e.txn_first_offset)
+            .fold(next_offset, i64::min);
+        debug_assert!(lso <= next_offset);
+        lso
+    }
+
+    /// The aborted transactions overlapping `[from, to)`, as `(producer id, first offset)`,
+    /// by marker offset (Kafka's `collectAbortedTxns`).
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below `log_start_offset` (retention removed them).
+    pub(crate) fn drop_aborted_below(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start_offset);
+    }
+
+    /// Every producer with state here, by id (DescribeProducers).
+    pub(crate) fn describe(&self) -> Vec<super::ProducerDescription> {
+        let mut v: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(pid, e)| super::ProducerDescription {
+                producer_id: *pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        v.sort_unstable_by_key(|d| d.producer_id);
+        v
     }
 
     /// Decides what to do with a batch whose header passed validation; a sequence or epoch
-    /// the table refuses is the error to answer with.
-    pub(crate) fn check(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+    /// the table refuses is the error to answer with. A marker (control batch) is checked
+    /// for its epoch only: an older epoch than the producer's is refused
+    /// (INVALID_PRODUCER_EPOCH), so a delayed marker of a fenced epoch never closes a later
+    /// transaction.
+    /// A coordinator's own write (`coordinator`: transactional offset commits, markers) is
+    /// checked for its epoch only, as Kafka's `AppendOrigin.COORDINATOR`.
+    pub(crate) fn check(
+        &self,
+        h: &BatchHeader,
+        coordinator: bool,
+    ) -> Result<Verdict, StorageError> {
         if h.producer_id < 0 {
             return Ok(Verdict::Append);
+        }
+        if h.is_control() || coordinator {
+            return match self.producers.get(&h.producer_id) {
+                Some(e) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch),
+                _ => Ok(Verdict::Append),
+            };
         }
         let Some(entry) = self.producers.get(&h.producer_id) else {
             return if h.base_sequence == 0 {
@@ -114,15 +200,48 @@ impl ProducerTable {
         Ok(Verdict::Append)
     }
 
-    /// Records a batch appended at `first_offset..=last_offset` (no-op without producer id).
-    pub(crate) fn record(&mut self, h: &BatchHeader, first_offset: i64, last_offset: i64) {
+    /// Records a batch appended at `first_offset..=last_offset` (no-op without producer id);
+    /// `control` is a marker's control record type (ABORT 0, COMMIT 1), `None` for data.
+    pub(crate) fn record(
+        &mut self,
+        h: &BatchHeader,
+        first_offset: i64,
+        last_offset: i64,
+        control: Option<i16>,
+    ) {
         if h.producer_id < 0 {
+            return;
+        }
+        if h.is_control() {
+            let entry = self.producers.entry(h.producer_id).or_default();
+            if h.producer_epoch > entry.epoch {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            if let Some(first) = entry.txn_first_offset.take() {
+                if control == Some(CONTROL_ABORT) {
+                    let lso = self.last_stable_offset(last_offset + 1);
+                    debug_assert!(self
+                        .aborted
+                        .last()
+                        .is_none_or(|a| a.last_offset < first_offset));
+                    self.aborted.push(AbortedTxn {
+                        producer_id: h.producer_id,
+                        first_offset: first,
+                        last_offset: first_offset,
+                        last_stable_offset: lso,
+                    });
+                }
+            }
             return;
         }
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
+        }
+        if h.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(first_offset);
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -144,6 +263,7 @@ impl ProducerTable {
         for (pid, e) in &self.producers {
             body.put_i64(*pid);
             body.put_i16(e.epoch);
+            body.put_i64(e.txn_first_offset.unwrap_or(-1));
             body.put_u8(e.batches.len() as u8);
             for b in &e.batches {
                 body.put_i32(b.first_seq);
@@ -151,6 +271,13 @@ impl ProducerTable {
                 body.put_i64(b.first_offset);
                 body.put_i64(b.last_offset);
             }
+        }
+        body.put_u32(self.aborted.len() as u32);
+        for a in &self.aborted {
+            body.put_i64(a.producer_id);
+            body.put_i64(a.first_offset);
+            body.put_i64(a.last_offset);
+            body.put_i64(a.last_stable_offset);
         }
         let mut file = Vec::with_capacity(body.len() + 8);
         file.extend_from_slice(SNAPSHOT_MAGIC);
@@ -162,9 +289,14 @@ impl ProducerTable {
     /// Decodes snapshot file bytes into `(covered offset, table)`; `None` when they are not a
     /// whole, undamaged snapshot.
     pub(crate) fn decode_snapshot(bytes: &[u8]) -> Option<(i64, ProducerTable)> {
-        if bytes.len() < 8 || &bytes[..4] != SNAPSHOT_MAGIC {
+        if bytes.len() < 8 {
             return None;
         }
+        let v2 = match &bytes[..4] {
+            m if m == SNAPSHOT_MAGIC => true,
+            m if m == SNAPSHOT_MAGIC_V1 => false,
+            _ => return None,
+        };
         let crc = u32::from_be_bytes(bytes[4..8].try_into().ok()?);
         let mut body = &bytes[8..];
         if crc32c::crc32c(body) != crc || body.len() < 12 {
@@ -174,11 +306,16 @@ impl ProducerTable {
         let n = body.get_u32();
         let mut producers = HashMap::new();
         for _ in 0..n {
-            if body.remaining() < 11 {
+            if body.remaining() < if v2 { 19 } else { 11 } {
                 return None;
             }
             let pid = body.get_i64();
             let epoch = body.get_i16();
+            let txn_first_offset = if v2 {
+                Some(body.get_i64()).filter(|&o| o >= 0)
+            } else {
+                None
+            };
             let count = body.get_u8() as usize;
             if body.remaining() < count * 24 {
                 return None;
@@ -192,9 +329,34 @@ impl ProducerTable {
                     last_offset: body.get_i64(),
                 });
             }
-            producers.insert(pid, ProducerEntry { epoch, batches });
+            producers.insert(
+                pid,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    txn_first_offset,
+                },
+            );
         }
-        Some((covered, ProducerTable { producers }))
+        let mut aborted = Vec::new();
+        if v2 {
+            if body.remaining() < 4 {
+                return None;
+            }
+            let n = body.get_u32() as usize;
+            if body.remaining() != n.checked_mul(32)? {
+                return None;
+            }
+            for _ in 0..n {
+                aborted.push(AbortedTxn {
+                    producer_id: body.get_i64(),
+                    first_offset: body.get_i64(),
+                    last_offset: body.get_i64(),
+                    last_stable_offset: body.get_i64(),
+                });
+            }
+        }
+        Some((covered, ProducerTable { producers, aborted }))
     }
 }
 
@@ -211,6 +373,71 @@ mod tests {
         parse_header(&b).expect("header")
     }
 
+    fn with_attributes(mut h: BatchHeader, attributes: i16) -> BatchHeader {
+        h.attributes = attributes;
+        h
+    }
+
+    #[test]
+    fn transactions_hold_the_lso_and_aborts_are_indexed() {
+        use crate::error_code::ErrorCode;
+        use crate::storage::batch::{ATTR_CONTROL, ATTR_TRANSACTIONAL, CONTROL_COMMIT};
+        let txn = |pid, epoch, seq, count| {
+            with_attributes(header(pid, epoch, seq, count), ATTR_TRANSACTIONAL)
+        };
+        let marker = |pid, epoch| {
+            let mut h =
+                with_attributes(header(pid, epoch, -1, 1), ATTR_TRANSACTIONAL | ATTR_CONTROL);
+            h.base_sequence = -1;
+            h
+        };
+        let mut s = ProducerTable::default();
+        assert_eq!(s.last_stable_offset(10), 10);
+        // Producer 1 opens a transaction at 10, producer 2 at 12.
+        s.record(&txn(1, 0, 0, 2), 10, 11, None);
+        s.record(&txn(2, 0, 0, 1), 12, 12, None);
+        s.record(&header(3, 0, 0, 1), 13, 13, None);
+        assert_eq!(s.last_stable_offset(14), 10);
+        let ongoing: Vec<(i64, i64)> = s
+            .describe()
+            .iter()
+            .map(|d| (d.producer_id, d.current_txn_start_offset))
+            .collect();
+        assert_eq!(ongoing, vec![(1, 10), (2, 12), (3, -1)]);
+        // Producer 1 commits at 14: the LSO moves to producer 2's first offset.
+        assert_eq!(s.check_client(&marker(1, 0)).unwrap(), Verdict::Append);
+        s.record(&marker(1, 0), 14, 14, Some(CONTROL_COMMIT));
+        assert_eq!(s.last_stable_offset(15), 12);
+        // Producer 2 aborts at 15 with a bumped epoch (TV2, or a fence).
+        s.record(&marker(2, 1), 15, 15, Some(CONTROL_ABORT));
+        assert_eq!(s.last_stable_offset(16), 16);
+        assert_eq!(s.aborted_between(0, 16), vec![(2, 12)]);
+        assert_eq!(s.aborted_between(16, 20), vec![]);
+        assert_eq!(s.aborted_between(0, 12), vec![]);
+        // A delayed marker of producer 2's old epoch is refused; its old-epoch data too.
+        assert_eq!(
+            refused(s.check_client(&marker(2, 0))),
+            ErrorCode::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            refused(s.check_client(&txn(2, 0, 1, 1))),
+            ErrorCode::INVALID_PRODUCER_EPOCH
+        );
+        // A snapshot keeps the ongoing transaction and the aborted one.
+        s.record(&txn(4, 0, 0, 1), 16, 16, None);
+        let (_, back) = ProducerTable::decode_snapshot(&s.encode_snapshot(17)).expect("decodes");
+        assert_eq!(back, s);
+        assert_eq!(back.last_stable_offset(17), 16);
+        s.drop_aborted_below(16);
+        assert_eq!(s.aborted_between(0, 17), vec![]);
+    }
+
+    impl ProducerTable {
+        fn check_client(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+            self.check(h, false)
+        }
+    }
+
     fn refused(r: Result<Verdict, StorageError>) -> crate::error_code::ErrorCode {
         match r {
             Err(e) => e.kafka_error_code(),
@@ -223,10 +450,10 @@ mod tests {
         use crate::error_code::ErrorCode;
         let mut s = ProducerTable::default();
         let h0 = header(7, 0, 0, 5);
-        assert_eq!(s.check(&h0).unwrap(), Verdict::Append);
-        s.record(&h0, 100, 104);
+        assert_eq!(s.check_client(&h0).unwrap(), Verdict::Append);
+        s.record(&h0, 100, 104, None);
         assert_eq!(
-            s.check(&h0).unwrap(),
+            s.check_client(&h0).unwrap(),
             Verdict::Duplicate {
                 first_offset: 100,
                 last_offset: 104
@@ -234,31 +461,34 @@ mod tests {
         );
         let gap = header(7, 0, 6, 1);
         assert_eq!(
-            refused(s.check(&gap)),
+            refused(s.check_client(&gap)),
             ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
         );
         let next = header(7, 0, 5, 2);
-        assert_eq!(s.check(&next).unwrap(), Verdict::Append);
-        s.record(&next, 105, 106);
+        assert_eq!(s.check_client(&next).unwrap(), Verdict::Append);
+        s.record(&next, 105, 106, None);
         let old_epoch = header(7, -1, 7, 1);
         assert_eq!(
-            refused(s.check(&old_epoch)),
+            refused(s.check_client(&old_epoch)),
             ErrorCode::INVALID_PRODUCER_EPOCH
         );
         let new_epoch = header(7, 1, 0, 1);
-        assert_eq!(s.check(&new_epoch).unwrap(), Verdict::Append);
+        assert_eq!(s.check_client(&new_epoch).unwrap(), Verdict::Append);
         let new_epoch_gap = header(7, 1, 3, 1);
         assert_eq!(
-            refused(s.check(&new_epoch_gap)),
+            refused(s.check_client(&new_epoch_gap)),
             ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
         );
         // Another partition (another table) knows nothing of producer 7.
         assert_eq!(
-            refused(ProducerTable::default().check(&header(7, 0, 9, 1))),
+            refused(ProducerTable::default().check_client(&header(7, 0, 9, 1))),
             ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
         );
         // Not idempotent: always appended.
-        assert_eq!(s.check(&header(-1, -1, -1, 3)).unwrap(), Verdict::Append);
+        assert_eq!(
+            s.check_client(&header(-1, -1, -1, 3)).unwrap(),
+            Verdict::Append
+        );
     }
 
     #[test]
@@ -267,19 +497,19 @@ mod tests {
         let mut s = ProducerTable::default();
         for i in 0..7 {
             let h = header(1, 0, i, 1);
-            assert_eq!(s.check(&h).unwrap(), Verdict::Append);
-            s.record(&h, i as i64, i as i64);
+            assert_eq!(s.check_client(&h).unwrap(), Verdict::Append);
+            s.record(&h, i as i64, i as i64, None);
         }
         assert!(matches!(
-            s.check(&header(1, 0, 6, 1)),
+            s.check_client(&header(1, 0, 6, 1)),
             Ok(Verdict::Duplicate { .. })
         ));
         assert!(matches!(
-            s.check(&header(1, 0, 2, 1)),
+            s.check_client(&header(1, 0, 2, 1)),
             Ok(Verdict::Duplicate { .. })
         ));
         assert_eq!(
-            refused(s.check(&header(1, 0, 1, 1))),
+            refused(s.check_client(&header(1, 0, 1, 1))),
             ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
         );
     }
@@ -290,7 +520,7 @@ mod tests {
         for pid in 0..3 {
             for i in 0..7 {
                 let h = header(pid, 2, i * 2, 2);
-                s.record(&h, i as i64 * 2, i as i64 * 2 + 1);
+                s.record(&h, i as i64 * 2, i as i64 * 2 + 1, None);
             }
         }
         let bytes = s.encode_snapshot(77);

@@ -156,13 +156,14 @@ pub(crate) struct SealedSegment {
 
 impl SealedSegment {
     /// Writes the `.index` and `.timeindex` files beside the segment, each atomically and
-    /// durably.
-    pub(crate) fn write_indexes(&self, fs: &FileSystem, dir: &Path) -> io::Result<()> {
-        fs.write_small_file_durable(&segment_path(dir, self.base_offset, "index"), &self.index)?;
-        fs.write_small_file_durable(
-            &segment_path(dir, self.base_offset, "timeindex"),
-            &self.timeindex,
-        )
+    /// durably, off the shard (their fsyncs never stall the shard's other partitions).
+    pub(crate) async fn write_indexes(&self, fs: &FileSystem, dir: &Path) -> io::Result<()> {
+        let index = segment_path(dir, self.base_offset, "index");
+        let timeindex = segment_path(dir, self.base_offset, "timeindex");
+        fs.write_small_file_durable_off_shard(&index, self.index.clone())
+            .await?;
+        fs.write_small_file_durable_off_shard(&timeindex, self.timeindex.clone())
+            .await
     }
 }
 

@@ -12,8 +12,13 @@ use bytes::Bytes;
 use super::batch::count_records;
 use super::log::{AppendOutcome, CacheBytes, Eviction, Partition};
 use super::wait::Notify;
+
+/// Partitions a shard closes at once at clean shutdown (each: a final sync, its indexes,
+/// producer snapshot, recovery point and clean-shutdown marker).
+const PARTITION_CLOSES_IN_FLIGHT_MAX: usize = 32;
 use super::{
-    now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, StorageError, StorageOptions,
+    now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, ProducerDescription,
+    StorageError, StorageOptions,
 };
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
 
@@ -181,11 +186,36 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, false)
+    }
+
+    /// Appends a coordinator's own batch as [`ShardStorage::append`] does, but as Kafka's
+    /// `AppendOrigin.COORDINATOR`: a transaction marker (a control batch built by
+    /// [`crate::storage::build_control_batch`]: its producer's ongoing transaction on the
+    /// partition is closed, and an ABORT is indexed for read_committed fetches) or a
+    /// transactional offset commit. Only the producer epoch is checked (an older one is
+    /// INVALID_PRODUCER_EPOCH), not sequence numbers.
+    pub fn append_coordinator(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, true)
+    }
+
+    fn append_origin(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        marker: bool,
+    ) -> Result<LogAppendInfo, StorageError> {
         if self.shutting_down.get() {
             return Err(StorageError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
-        let info = match p.append(batch, now_ms())? {
+        let info = match p.append(batch, now_ms(), marker)? {
             AppendOutcome::Duplicate(info) => return Ok(info),
             AppendOutcome::Appended(info) => info,
         };
@@ -312,7 +342,7 @@ impl ShardStorage {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<FetchDataInfo, StorageError> {
-        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true)
+        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true, false)
             .await
     }
 
@@ -321,6 +351,10 @@ impl ShardStorage {
     /// nothing is read at all: only the range is checked); with `disk` false only the batch
     /// cache is read, and data that is on disk only gives no batches and `needs_disk`.
     /// `allocated` in the result counts the disk read buffers the batches hold.
+    /// With `read_committed` the read stops at the last stable offset (no batch at or past it
+    /// is returned) and the result lists the aborted transactions overlapping the batches;
+    /// the batches themselves are the log's bytes as they are (zero-copy).
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_limited(
         &self,
         topic: &str,
@@ -329,24 +363,40 @@ impl ShardStorage {
         max_bytes: usize,
         min_one: bool,
         disk: bool,
+        read_committed: bool,
     ) -> Result<FetchDataInfo, StorageError> {
         let p = self.partition(topic, partition)?;
         let (log_start_offset, high_watermark) = p.check_range(fetch_offset)?;
+        let last_stable_offset = p.last_stable_offset();
+        let limit = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let mut out = FetchDataInfo {
             batches: Vec::new(),
             records: 0,
             high_watermark,
+            last_stable_offset,
+            aborted: Vec::new(),
             log_start_offset,
             allocated: 0,
             needs_disk: false,
         };
-        if fetch_offset == high_watermark || (max_bytes == 0 && !min_one) {
+        if fetch_offset >= limit || (max_bytes == 0 && !min_one) {
             return Ok(out);
         }
-        let Some(read) = p.read(fetch_offset, max_bytes, min_one, disk).await? else {
+        let Some(mut read) = p.read(fetch_offset, max_bytes, min_one, disk).await? else {
             out.needs_disk = true;
             return Ok(out);
         };
+        if read_committed {
+            // Transactions start at batch boundaries, so the LSO is one: whole batches below it.
+            read.batches.retain(|b| b.header.base_offset < limit);
+            if let Some(last) = read.batches.last() {
+                out.aborted = p.aborted_between(fetch_offset, last.header.last_offset() + 1);
+            }
+        }
         out.records = count_records(read.batches.iter().map(|b| &b.header));
         out.batches.reserve(read.batches.len() * 2);
         for b in read.batches {
@@ -356,9 +406,46 @@ impl ShardStorage {
         Ok(out)
     }
 
+    /// The last stable offset of a partition: the first offset of its oldest ongoing
+    /// transaction, else the high watermark.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<i64, StorageError> {
+        Ok(self.partition(topic, partition)?.last_stable_offset())
+    }
+
+    /// Every producer with state on a partition (DescribeProducers).
+    pub fn describe_producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<ProducerDescription>, StorageError> {
+        Ok(self.partition(topic, partition)?.describe_producers())
+    }
+
     /// `(log start offset, high watermark)`; the high watermark is the next offset to assign.
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), StorageError> {
         Ok(self.partition(topic, partition)?.offsets())
+    }
+
+    /// DeleteRecords: moves the partition's log start offset up to `offset` (-1 = the high
+    /// watermark) durably (it survives a restart and a crash), then deletes the whole
+    /// segments below it; reads, ListOffsets earliest and Fetch follow it from the return.
+    /// Returns the log start offset after the call (Kafka's low watermark); an offset at or
+    /// below the current start changes nothing. Errors: above the high watermark or negative
+    /// (not -1) → [`StorageError::OffsetOutOfRange`]; a topic without `delete` in its
+    /// `cleanup.policy` → [`StorageError::PolicyViolation`]; not open here →
+    /// [`StorageError::UnknownPartition`].
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        if self.shutting_down.get() {
+            return Err(StorageError::ShuttingDown);
+        }
+        self.partition(topic, partition)?
+            .delete_records(&self.fs, offset)
+            .await
     }
 
     /// ListOffsets by time: `(base offset, max timestamp)` of the first batch whose max
@@ -374,7 +461,11 @@ impl ShardStorage {
         match timestamp {
             -2 => Ok(Some((p.offsets().0, -1))),
             -1 => Ok(Some((p.offsets().1, -1))),
-            _ => p.offset_for_timestamp(timestamp).await,
+            // A batch may straddle the log start (DeleteRecords): never answer below it.
+            _ => Ok(p
+                .offset_for_timestamp(timestamp)
+                .await?
+                .map(|(offset, ts)| (offset.max(p.offsets().0), ts))),
         }
     }
 
@@ -479,6 +570,19 @@ impl ShardStorage {
         }
     }
 
+    /// Re-reads every open partition's allocated blocks
+    /// ([`PartitionStats::disk_allocated_bytes`]), yielding between partitions so that a shard
+    /// with thousands of them does not hold up its requests. Failures are logged; the old value
+    /// stays.
+    pub async fn sample_disk_allocated(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.sample_disk_allocated(&self.fs) {
+                tracing::debug!(topic = %p.topic(), partition = p.index(), error = %e, "cannot read allocated blocks");
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
     /// Snapshots the idempotent producer state of every partition that has some, beside its
     /// segments (through the file seam, off the shard on the real disk). A failed write is
     /// logged and leaves the previous snapshot; the next open then scans more of the log.
@@ -499,14 +603,30 @@ impl ShardStorage {
         }
         self.flusher_wake.close();
         let mut first_err = None;
-        for p in self.all_partitions() {
-            let res = match p.flush(&self.fs, &self.options, true).await {
-                Ok(()) => p.close_clean(&self.fs).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = res {
-                tracing::error!(topic = %p.topic(), partition = p.index(), error = %e, "unclean close");
-                first_err.get_or_insert(e);
+        // Partitions close independently: several at once, so that their fsyncs (on the
+        // blocking pool and in the ring) overlap instead of queueing one partition at a time.
+        let mut parts = self.all_partitions().into_iter().peekable();
+        while parts.peek().is_some() {
+            let wave: Vec<_> = parts
+                .by_ref()
+                .take(PARTITION_CLOSES_IN_FLIGHT_MAX)
+                .map(|p| {
+                    let (fs, options) = (self.fs.clone(), self.options.clone());
+                    glommio::spawn_local(async move {
+                        let res = match p.flush(&fs, &options, true).await {
+                            Ok(()) => p.close_clean(&fs).await,
+                            Err(e) => Err(e),
+                        };
+                        (p, res)
+                    })
+                })
+                .collect();
+            for task in wave {
+                let (p, res) = task.await;
+                if let Err(e) = res {
+                    tracing::error!(topic = %p.topic(), partition = p.index(), error = %e, "unclean close");
+                    first_err.get_or_insert(e);
+                }
             }
         }
         match first_err {
@@ -566,5 +686,6 @@ async fn retention_loop(weak: Weak<ShardStorage>) {
             return;
         }
         let _ = s.enforce_retention().await;
+        s.sample_disk_allocated().await;
     }
 }

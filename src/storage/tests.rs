@@ -24,23 +24,23 @@ where
         .expect("executor panicked");
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-const T: &str = "t";
+pub(super) const T: &str = "t";
 
-fn small_config() -> LogConfig {
+pub(super) fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 8 << 10,
         index_interval_bytes: 512,
@@ -48,7 +48,7 @@ fn small_config() -> LogConfig {
     }
 }
 
-fn sim_options() -> StorageOptions {
+pub(super) fn sim_options() -> StorageOptions {
     StorageOptions {
         batch_cache_bytes_max: 0,
         write_bytes_max: 16 << 10,
@@ -57,14 +57,14 @@ fn sim_options() -> StorageOptions {
     }
 }
 
-async fn open_sim(disk: &Rc<SimDisk>, opts: StorageOptions) -> Rc<ShardStorage> {
+pub(super) async fn open_sim(disk: &Rc<SimDisk>, opts: StorageOptions) -> Rc<ShardStorage> {
     ShardStorage::open_with_fs(Path::new("/sim"), opts, disk.fs())
         .await
         .expect("open")
 }
 
 /// Splits concatenated batch bytes back into batches, checking each one's CRC.
-fn split_batches(info: &FetchDataInfo) -> Vec<(BatchHeader, Bytes)> {
+pub(super) fn split_batches(info: &FetchDataInfo) -> Vec<(BatchHeader, Bytes)> {
     let mut all = Vec::new();
     for b in &info.batches {
         all.extend_from_slice(b);
@@ -83,7 +83,7 @@ fn split_batches(info: &FetchDataInfo) -> Vec<(BatchHeader, Bytes)> {
 }
 
 /// Reads the whole log from `from` on; returns every batch.
-async fn read_all(s: &ShardStorage, from: i64) -> Vec<(BatchHeader, Bytes)> {
+pub(super) async fn read_all(s: &ShardStorage, from: i64) -> Vec<(BatchHeader, Bytes)> {
     let mut out = Vec::new();
     let mut off = from;
     loop {
@@ -1076,7 +1076,16 @@ fn disk_usage_follows_writes_rolls_retention_and_reopen() {
         let cfg = small_config();
         let s = open_sim(&disk, sim_options()).await;
         s.open_partition(T, 0, cfg.clone()).await.unwrap();
-        assert_eq!(s.stats(T, 0).unwrap(), PartitionStats::default());
+        // Allocated: only the (simulated) directory's block.
+        let fresh = s.stats(T, 0).unwrap();
+        assert_eq!(fresh.disk_allocated_bytes, 4096);
+        assert_eq!(
+            PartitionStats {
+                disk_allocated_bytes: 0,
+                ..fresh
+            },
+            PartitionStats::default()
+        );
         // Recent timestamps: only retention by bytes, below, may delete anything.
         let mut appended = 0u64;
         for i in 0..5 {
@@ -1130,7 +1139,17 @@ fn disk_usage_follows_writes_rolls_retention_and_reopen() {
 
         let s = open_sim(&disk, sim_options()).await;
         s.open_partition(T, 0, cfg.clone()).await.unwrap();
-        assert_eq!(s.stats(T, 0).unwrap(), after, "recovered from the files");
+        let reopened = s.stats(T, 0).unwrap();
+        assert_eq!(
+            PartitionStats {
+                disk_allocated_bytes: after.disk_allocated_bytes,
+                ..reopened
+            },
+            after,
+            "recovered from the files"
+        );
+        // Sampled at open: the trimmed files, block-rounded, plus the directory.
+        assert!(reopened.disk_allocated_bytes >= after.disk_usage_bytes + 4096);
         s.delete_partition(T, 0).await.unwrap();
         assert_eq!(
             s.stats(T, 0).unwrap_err().kafka_error_code(),

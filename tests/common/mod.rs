@@ -17,6 +17,8 @@ pub struct Broker {
     pub extra: Vec<String>,
     /// Where the broker's stderr goes; `None`: `<data dir>.log`, read by [`Broker::log`].
     pub log_to: Option<PathBuf>,
+    /// `RLIMIT_NOFILE` (soft and hard) the broker process starts with; `None`: inherited.
+    pub open_files_limit: Option<u64>,
 }
 
 /// `shardlog load` arguments for a test: one unpinned core (tests share the machine with
@@ -73,6 +75,7 @@ impl Broker {
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log_to: None,
+            open_files_limit: None,
         };
         b.spawn();
         b
@@ -90,6 +93,7 @@ impl Broker {
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log_to: Some(log_to.to_path_buf()),
+            open_files_limit: None,
         };
         b.spawn();
         b
@@ -105,6 +109,24 @@ impl Broker {
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log_to: None,
+            open_files_limit: None,
+        };
+        b.spawn();
+        b
+    }
+
+    /// Starts a broker like [`Broker::start`] whose open-file limit (soft and hard) is `limit`.
+    pub fn start_with_open_files_limit(cores: usize, extra: &[&str], limit: u64) -> Broker {
+        let tmp = temp_data_dir();
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            data_dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            cores,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_to: None,
+            open_files_limit: Some(limit),
         };
         b.spawn();
         b
@@ -130,6 +152,22 @@ impl Broker {
             None => std::fs::File::create(self.data_dir.with_extension("log")).expect("log file"),
         };
         cmd.stdout(Stdio::null()).stderr(log);
+        if let Some(limit) = self.open_files_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("start shardlog");
         self.child = Some(child);
         self.wait_ready();
@@ -366,4 +404,21 @@ pub fn request<R: kafka_protocol::protocol::Encodable>(
     let mut b = bytes::Bytes::from(frame);
     ResponseHeader::decode(&mut b, key.response_header_version(version)).expect("response header");
     b
+}
+
+/// The sum of every sample of the Prometheus family `name` served at
+/// `http://127.0.0.1:{metrics_port}/metrics` (a broker started with `metrics.listen`).
+pub fn metric_sum(metrics_port: u16, name: &str) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read metrics");
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }

@@ -186,6 +186,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     };
     let mut parts: Vec<FetchPart> = Vec::new();
+    // read_committed (isolation level 1): up to the last stable offset, with the aborted list.
+    let read_committed = req.isolation_level == 1;
     let mut slots: Vec<Slot> = Vec::with_capacity(ctx.partitions().len());
     for p in ctx.partitions() {
         let found = *topics_by_key
@@ -206,6 +208,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     topic: t.name.clone(),
                     partition,
                     fetch_offset: p.fetch_offset,
+                    read_committed,
                     max_bytes: (p.max_bytes.max(0) as usize).min(cap),
                 });
                 Ok(parts.len() - 1)
@@ -297,8 +300,9 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     partition: slot.partition,
                     error_code: r.error_code.code(),
                     high_watermark: r.high_watermark,
-                    last_stable_offset: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
+                    aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
                 };
                 (out, allocated)
@@ -310,6 +314,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
+                    aborted_transactions: None,
                     records: Vec::new(),
                 };
                 (out, 0)

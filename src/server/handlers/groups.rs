@@ -13,13 +13,14 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
-use super::{refuse_transactions, Request, NO_TRANSACTIONS};
+use super::Request;
 use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
 
-/// Answers FindCoordinator v0–v4: this broker coordinates every group (the shard inside it
-/// is chosen per request). Transaction coordinators are refused (transactions are not built yet).
+/// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
+/// 1): this broker coordinates both (the shard inside it is chosen per request). The first
+/// transactional lookup creates `__transaction_state`, as in Kafka.
 pub async fn find_coordinator(
     rq: &Request<'_>,
     req: FindCoordinatorRequest,
@@ -27,19 +28,23 @@ pub async fn find_coordinator(
     let (shard, version) = (rq.shard, rq.version);
     let (host, port) = &rq.session.listener.advertised;
     let node = BrokerId(shard.config.node_id);
-    // Groups only. A transaction coordinator is refused with an error clients treat as fatal
-    // (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), so initTransactions fails at once with the
-    // message instead of retrying a retriable COORDINATOR_NOT_AVAILABLE forever.
-    let supported = req.key_type == 0;
-    let (code, msg) = if supported {
-        (ErrorCode::NONE.code(), None)
-    } else {
-        refuse_transactions(rq, "FindCoordinator");
-        (
-            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code(),
-            Some(sb(NO_TRANSACTIONS)),
-        )
+    let (code, msg) = match req.key_type {
+        0 => (ErrorCode::NONE, None),
+        1 => match shard.ensure_txn_topic().await {
+            Ok(()) => (ErrorCode::NONE, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create __transaction_state");
+                (ErrorCode::COORDINATOR_NOT_AVAILABLE, Some(sb(&e)))
+            }
+        },
+        other => {
+            let msg = format!("unknown coordinator key type {other}");
+            super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &msg);
+            (ErrorCode::INVALID_REQUEST, Some(sb(&msg)))
+        }
     };
+    let supported = code.is_none();
+    let code = code.code();
     let resp = if version >= 4 {
         let coordinators = req
             .coordinator_keys

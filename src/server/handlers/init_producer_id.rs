@@ -1,12 +1,16 @@
-//! InitProducerId v0–v5 for idempotent producers: a producer id unique across restarts (from
+//! InitProducerId v0–v5. For idempotent producers: a producer id unique across restarts (from
 //! shard 0's persisted blocks) and epoch 0; a producer that names its id and epoch (KIP-360)
-//! gets the epoch bumped. Transactional ids are refused: transactions are not implemented.
+//! gets the epoch bumped. With a transactional id: the id's coordinator shard answers (a new
+//! producer id, or the id's with its epoch bumped, fencing the previous producer; see
+//! `crate::txn`).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::{refuse_transactions, Request};
+use super::txn::fenced_for_version;
+use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::txn::{TxnOp, TxnReply};
 
 /// Answers InitProducerId.
 pub async fn handle(
@@ -14,13 +18,10 @@ pub async fn handle(
     req: InitProducerIdRequest,
 ) -> Result<InitProducerIdResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
-    let resp = if req.transactional_id.is_some() {
-        refuse_transactions(rq, "InitProducerId");
-        InitProducerIdResponse::default()
-            .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
-    } else if version >= 3
+    if let Some(id) = req.transactional_id.as_deref().filter(|id| !id.is_empty()) {
+        return Ok(transactional(rq, id, &req).await);
+    }
+    let resp = if version >= 3
         && req.producer_id.0 >= 0
         && req.producer_epoch >= 0
         && req.producer_epoch < i16::MAX - 1
@@ -43,4 +44,59 @@ pub async fn handle(
         }
     };
     Ok(resp)
+}
+
+/// InitProducerId for a transactional id, answered by its coordinator shard.
+async fn transactional(
+    rq: &Request<'_>,
+    id: &str,
+    req: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let failed = |code: ErrorCode| {
+        InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    // A fresh id in case the transactional id is new (or its epoch is exhausted).
+    let fresh = match rq.shard.allocate_producer_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot allocate a producer id");
+            return failed(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+    };
+    let (pid, epoch) = if rq.version >= 3 {
+        (req.producer_id.0, req.producer_epoch)
+    } else {
+        (-1, -1)
+    };
+    let op = TxnOp::InitProducerId {
+        transactional_id: id.to_string(),
+        timeout_ms: req.transaction_timeout_ms,
+        producer_id: pid,
+        producer_epoch: epoch,
+        fresh_producer_id: fresh,
+    };
+    match rq.shard.txn(id, op).await {
+        Some(TxnReply::InitProducerId {
+            error_code,
+            producer_id,
+            producer_epoch,
+        }) => {
+            if !error_code.is_none() && error_code != ErrorCode::CONCURRENT_TRANSACTIONS {
+                tracing::info!(
+                    client_id = rq.client_id,
+                    transactional_id = id,
+                    error_code = error_code.name(),
+                    "InitProducerId refused"
+                );
+            }
+            InitProducerIdResponse::default()
+                .with_error_code(fenced_for_version(error_code, rq.version, 4).code())
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch)
+        }
+        _ => failed(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+    }
 }

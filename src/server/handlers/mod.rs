@@ -15,6 +15,7 @@
 mod admin_topics;
 mod api_versions;
 mod configs;
+mod delete_records;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -25,6 +26,7 @@ mod offsets;
 mod produce;
 mod sasl;
 mod scram_credentials;
+mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -158,6 +160,7 @@ kafka_apis! {
     ApiVersions             0..=4  => api_versions::handle [raw],
     CreateTopics            2..=7  => admin_topics::create_topics,
     DeleteTopics            1..=6  => admin_topics::delete_topics,
+    DeleteRecords           0..=2  => delete_records::handle,
     DescribeConfigs         1..=4  => configs::describe,
     CreatePartitions        0..=3  => admin_topics::create_partitions,
     IncrementalAlterConfigs 0..=1  => configs::incremental_alter,
@@ -176,6 +179,15 @@ kafka_apis! {
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
     InitProducerId          0..=5  => init_producer_id::handle,
+    AddPartitionsToTxn      0..=5  => txn::add_partitions,
+    AddOffsetsToTxn         0..=4  => txn::add_offsets,
+    TxnOffsetCommit         0..=5  => txn::txn_offset_commit,
+    // v5 is transactions v2 (KIP-890), not advertised yet (no `transaction.version` feature).
+    EndTxn                  0..=4  => txn::end_txn,
+    WriteTxnMarkers         1..=1  => txn::write_txn_markers,
+    DescribeProducers       0..=0  => txn::describe_producers,
+    DescribeTransactions    0..=0  => txn::describe_transactions,
+    ListTransactions        0..=2  => txn::list_transactions,
     SaslHandshake           0..=1  => sasl::handshake,
     SaslAuthenticate        0..=2  => sasl::authenticate,
     DescribeUserScramCredentials 0..=0 => scram_credentials::describe,
@@ -231,17 +243,6 @@ pub async fn dispatch(
         .metrics
         .observe_request(key, started.elapsed(), reply.is_err());
     reply
-}
-
-/// Why a transactional request is refused until transactions exist. Sent with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (they stop at once with
-/// this message rather than retry).
-pub(crate) const NO_TRANSACTIONS: &str =
-    "transactions are not supported by this broker yet; use an idempotent producer without transactional.id";
-
-/// Logs a refused transactional request (see [`NO_TRANSACTIONS`]) in the broker log.
-pub(crate) fn refuse_transactions(rq: &Request<'_>, api: &str) {
-    super::refusal::log_refusal(rq.client_id, api, &NO_TRANSACTIONS);
 }
 
 /// A protocol string from a Rust string.

@@ -5,7 +5,9 @@ use bytes::Bytes;
 
 use super::cache::CachedBatch;
 use super::{LogState, Partition};
-use crate::storage::batch::{patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::storage::batch::{
+    control_type, patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
+};
 use crate::storage::producers::Verdict;
 use crate::storage::segment::LogSegment;
 use crate::storage::{LogAppendInfo, StorageError, TimestampType};
@@ -23,14 +25,39 @@ impl Partition {
     /// Validates `batch` (exactly one v2 batch), checks it against the idempotent producer
     /// state (after validation, as Kafka: a corrupt retry is refused, never answered as a
     /// duplicate), and appends it in memory. Nothing changes on error. Wakes fetch waiters.
-    pub(crate) fn append(&self, batch: Bytes, now: i64) -> Result<AppendOutcome, StorageError> {
+    /// A control batch (transaction marker) is accepted only from a `coordinator` (the
+    /// broker's own writes; Kafka refuses control records from clients) and needs a control
+    /// key; a coordinator's batches are checked for their producer epoch only.
+    pub(crate) fn append(
+        &self,
+        batch: Bytes,
+        now: i64,
+        coordinator: bool,
+    ) -> Result<AppendOutcome, StorageError> {
         let outcome = {
             let mut st = self.state.borrow_mut();
             if st.deleted {
                 return Err(StorageError::UnknownPartition);
             }
             let h = validate_batch(&batch, st.config.max_message_bytes)?;
-            match st.producers.check(&h)? {
+            let control = if h.is_control() {
+                if !coordinator {
+                    return Err(StorageError::InvalidRecord(
+                        "clients may not write control batches",
+                    ));
+                }
+                if h.producer_id < 0 || !h.is_transactional() {
+                    return Err(StorageError::InvalidRecord(
+                        "a transaction marker needs a producer id and the transactional bit",
+                    ));
+                }
+                Some(control_type(&batch[BATCH_HEADER_BYTES..]).ok_or(
+                    StorageError::InvalidRecord("control batch without a control key"),
+                )?)
+            } else {
+                None
+            };
+            match st.producers.check(&h, coordinator)? {
                 Verdict::Duplicate {
                     first_offset,
                     last_offset,
@@ -55,7 +82,8 @@ impl Partition {
                 self,
             );
             let info = st.append_validated(batch, &h, now);
-            st.producers.record(&h, info.first_offset, info.last_offset);
+            st.producers
+                .record(&h, info.first_offset, info.last_offset, control);
             AppendOutcome::Appended(info)
         };
         self.appended.wake_all();

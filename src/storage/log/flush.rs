@@ -305,8 +305,8 @@ impl Partition {
                 f.fdatasync().await?;
             }
         }
-        sealed.write_indexes(fs, &dir)?;
-        write_recovery_point(fs, &dir, &self.topic, self.partition, rp)?;
+        sealed.write_indexes(fs, &dir).await?;
+        write_recovery_point(fs, &dir, &self.topic, self.partition, rp).await?;
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
             seg.finished = true;
@@ -337,11 +337,12 @@ impl Partition {
                 f.truncate(size).await?;
             }
             f.fdatasync().await?;
-            sealed.write_indexes(fs, &dir)?;
+            sealed.write_indexes(fs, &dir).await?;
         }
         self.write_producer_snapshot(fs, true).await?;
-        write_recovery_point(fs, &dir, &self.topic, self.partition, rp)?;
-        fs.write_small_file_durable(&dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+        write_recovery_point(fs, &dir, &self.topic, self.partition, rp).await?;
+        fs.write_small_file_durable_off_shard(&dir.join(CLEAN_SHUTDOWN_FILE), Vec::new())
+            .await?;
         let mut st = self.state.borrow_mut();
         st.active_mut().allocated = size;
         Ok(())

@@ -21,6 +21,7 @@ mod flush;
 mod read;
 mod recover;
 mod retention;
+mod start;
 
 #[cfg(test)]
 pub(crate) use flush::PREALLOCATE_MIN_BYTES;
@@ -32,6 +33,8 @@ use std::path::PathBuf;
 use std::task::Poll;
 
 use glommio::sync::Semaphore;
+
+use crate::io::FileSystem;
 
 use super::producers::ProducerTable;
 use super::segment::LogSegment;
@@ -76,6 +79,9 @@ struct LogState {
     flush_error: Option<(io::ErrorKind, String)>,
     flush_error_epoch: u64,
     deleted: bool,
+    /// Blocks allocated to the partition's directory and files (`du`'s figure), as last
+    /// sampled by [`Partition::sample_disk_allocated`].
+    disk_allocated_bytes: u64,
 }
 
 /// One partition: state plus its wait lists and I/O lock.
@@ -149,6 +155,7 @@ impl LogState {
             log_start_offset: self.log_start_offset,
             high_watermark: self.next_offset,
             disk_usage_bytes: self.disk_usage_bytes(),
+            disk_allocated_bytes: self.disk_allocated_bytes,
         }
     }
 
@@ -192,6 +199,24 @@ impl Partition {
         self.state.borrow().deleted
     }
 
+    /// The last stable offset (see `producers`).
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        let st = self.state.borrow();
+        let lso = st.producers.last_stable_offset(st.next_offset);
+        debug_assert!(st.log_start_offset <= st.next_offset);
+        lso
+    }
+
+    /// The aborted transactions overlapping `[from, to)`: `(producer id, first offset)`.
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.state.borrow().producers.aborted_between(from, to)
+    }
+
+    /// Every producer with state here (DescribeProducers).
+    pub(crate) fn describe_producers(&self) -> Vec<super::ProducerDescription> {
+        self.state.borrow().producers.describe()
+    }
+
     /// `(log start offset, high watermark)`.
     pub(crate) fn offsets(&self) -> (i64, i64) {
         let st = self.state.borrow();
@@ -201,6 +226,22 @@ impl Partition {
     /// Offsets and disk usage for metrics.
     pub(crate) fn stats(&self) -> PartitionStats {
         self.state.borrow().stats()
+    }
+
+    /// Re-reads the blocks allocated to the partition's directory and files (one `statx` per
+    /// file, on this thread) for [`PartitionStats::disk_allocated_bytes`]. A deleted partition
+    /// keeps its last value.
+    pub(crate) fn sample_disk_allocated(&self, fs: &FileSystem) -> io::Result<()> {
+        let dir = {
+            let st = self.state.borrow();
+            if st.deleted {
+                return Ok(());
+            }
+            st.dir.clone()
+        };
+        let bytes = fs.allocated_bytes(&dir)?;
+        self.state.borrow_mut().disk_allocated_bytes = bytes;
+        Ok(())
     }
 
     /// Every offset below this is fdatasynced.

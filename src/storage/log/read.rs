@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{LogState, Partition};
 use crate::io::IoFile;
-use crate::storage::batch::BatchHeader;
+use crate::storage::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::storage::segment::{segment_path, BatchScanner, ScanItem};
 use crate::storage::{report_read, StorageError};
 
@@ -24,6 +24,16 @@ pub(crate) struct ReadBatch {
 impl ReadBatch {
     fn len(&self) -> usize {
         self.parts.iter().flatten().map(|b| b.len()).sum()
+    }
+
+    /// A control batch's control record type (ABORT 0, COMMIT 1), from its first record's key.
+    pub(crate) fn control_type(&self) -> Option<i16> {
+        let mut head = Vec::with_capacity(BATCH_HEADER_BYTES + 32);
+        for p in self.parts.iter().flatten() {
+            let want = (BATCH_HEADER_BYTES + 32).saturating_sub(head.len());
+            head.extend_from_slice(&p[..p.len().min(want)]);
+        }
+        crate::storage::batch::control_type(head.get(BATCH_HEADER_BYTES..)?)
     }
 }
 

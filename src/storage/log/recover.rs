@@ -11,6 +11,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use super::cache::{BatchCache, CacheBytes};
+use super::start::read_log_start;
 use super::{LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 use crate::io::{align_down, FileSystem, IoFile};
 use crate::storage::index::{OffsetIndex, TimeIndex};
@@ -22,8 +23,9 @@ use crate::storage::{LogConfig, StorageError};
 /// Bytes read per step while rebuilding producer state from a log.
 const PRODUCER_REBUILD_READ_BYTES: usize = 1 << 20;
 
-/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry).
-pub(super) fn write_recovery_point(
+/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry), atomically
+/// and durably, off the shard.
+pub(super) async fn write_recovery_point(
     fs: &FileSystem,
     dir: &Path,
     topic: &str,
@@ -31,7 +33,8 @@ pub(super) fn write_recovery_point(
     offset: i64,
 ) -> io::Result<()> {
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable(&dir.join(RECOVERY_POINT_FILE), text.as_bytes())
+    fs.write_small_file_durable_off_shard(&dir.join(RECOVERY_POINT_FILE), text.into_bytes())
+        .await
 }
 
 fn read_recovery_point(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
@@ -85,11 +88,23 @@ impl Partition {
         let scan_from = first_segment_to_scan(clean, rp, &bases);
         let mut segments =
             recover_segments(fs, &dir, &names, &bases, scan_from, &config, now).await?;
+        let start_checkpoint = read_log_start(fs, &dir)?;
+        let log_end = segments.values().next_back().map(|s| s.next_offset);
+        if let (Some(cp), Some(end)) = (start_checkpoint, log_end) {
+            if cp > end {
+                // DeleteRecords moved the start past data a crash then took away: nothing
+                // below the start may be served, so the log restarts empty at it.
+                tracing::warn!(topic, partition, log_start_offset = cp, log_end = end, "log start offset checkpoint is past the recovered log end; starting an empty log there");
+                let all: Vec<i64> = segments.keys().copied().collect();
+                delete_segments(fs, &dir, &names, &all)?;
+                segments.clear();
+            }
+        }
         if segments.is_empty() {
-            let start = rp.unwrap_or(0).max(0);
+            let start = rp.unwrap_or(0).max(start_checkpoint.unwrap_or(0)).max(0);
             segments.insert(start, LogSegment::new(start, now));
         }
-        let log_start = *segments.keys().next().unwrap_or(&0);
+        let log_start = (*segments.keys().next().unwrap_or(&0)).max(start_checkpoint.unwrap_or(0));
         let next_offset = reopen_active(&mut segments).await?;
         if clean {
             fs.remove_file(&marker)?;
@@ -122,12 +137,14 @@ impl Partition {
                 flush_error: None,
                 flush_error_epoch: 0,
                 deleted: false,
+                disk_allocated_bytes: 0,
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),
             durable: WaitList::default(),
         };
         log.load_producer_state(fs).await?;
+        log.sample_disk_allocated(fs)?;
         Ok(log)
     }
 
@@ -194,7 +211,9 @@ impl Partition {
                 for b in &read {
                     let h = &b.header;
                     if h.producer_id >= 0 && h.base_offset >= next {
-                        st.producers.record(h, h.base_offset, h.last_offset());
+                        let control = h.is_control().then(|| b.control_type()).flatten();
+                        st.producers
+                            .record(h, h.base_offset, h.last_offset(), control);
                         seen += 1;
                     }
                     advanced = advanced.max(h.last_offset() + 1);

@@ -22,6 +22,9 @@ impl Partition {
             if st.deleted {
                 return Ok(());
             }
+            if !st.config.cleanup_delete {
+                return Ok(());
+            }
             let victims = st.retention_victims(now);
             if victims.is_empty() {
                 return Ok(());
@@ -33,12 +36,15 @@ impl Partition {
                 }
             }
             // Invariant: the active segment is never deleted, so a first segment exists.
-            st.log_start_offset = st
+            // DeleteRecords may have moved it past the first remaining segment's base.
+            let first = st
                 .active()
                 .base_offset
                 .min(*st.segments.keys().next().unwrap_or(&i64::MAX));
+            st.log_start_offset = st.log_start_offset.max(first);
             let start = st.log_start_offset;
             st.cache.drop_below(start);
+            st.producers.drop_aborted_below(start);
             tracing::info!(topic = %self.topic, partition = self.partition, deleted = ?removed, log_start_offset = start, "retention deleted segments");
             (victims, st.dir.clone())
         };

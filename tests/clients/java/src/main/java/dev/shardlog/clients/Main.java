@@ -391,20 +391,104 @@ public final class Main {
    * Until the broker has transactions, a transactional producer fails at once with a fatal
    * authorization error instead of retrying a coordinator lookup forever.
    */
-  static void txnRefused(String bootstrap, String tag) throws Exception {
-    long start = System.currentTimeMillis();
-    try (KafkaProducer<byte[], byte[]> p =
-        producer(
-            bootstrap,
-            Map.of(
-                ProducerConfig.TRANSACTIONAL_ID_CONFIG, "tx-" + tag,
-                ProducerConfig.MAX_BLOCK_MS_CONFIG, 30000))) {
-      p.initTransactions();
-      fail("initTransactions succeeded on a broker without transactions");
-    } catch (org.apache.kafka.common.errors.TransactionalIdAuthorizationException e) {
-      long ms = System.currentTimeMillis() - start;
-      if (ms > 10000) fail("the refusal took " + ms + " ms");
+  /** Every value in partition 0 of `topic` read with `isolation`, until none came for 1 s. */
+  static List<String> readAll(String bootstrap, String topic, String isolation) {
+    Properties p = common(bootstrap);
+    p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
+    try (KafkaConsumer<byte[], byte[]> c =
+        new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+      TopicPartition tp = new TopicPartition(topic, 0);
+      c.assign(List.of(tp));
+      c.seek(tp, 0);
+      List<String> got = new ArrayList<>();
+      long end = System.currentTimeMillis() + 20000;
+      long quietSince = System.currentTimeMillis();
+      while (System.currentTimeMillis() < end
+          && System.currentTimeMillis() - quietSince < (got.isEmpty() ? 5000 : 1000)) {
+        for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
+          got.add(new String(r.value(), StandardCharsets.UTF_8));
+          quietSince = System.currentTimeMillis();
+        }
+      }
+      return got;
     }
+  }
+
+  static void sendAll(KafkaProducer<byte[], byte[]> p, String topic, String prefix, int n)
+      throws Exception {
+    List<Future<RecordMetadata>> fs = new ArrayList<>();
+    for (int i = 0; i < n; i++) {
+      fs.add(p.send(new ProducerRecord<>(topic, 0, b("k" + i), b(prefix + i))));
+    }
+    p.flush();
+    for (Future<RecordMetadata> f : fs) f.get();
+  }
+
+  static List<String> values(String prefix, int n) {
+    List<String> out = new ArrayList<>();
+    for (int i = 0; i < n; i++) out.add(prefix + i);
+    return out;
+  }
+
+  /**
+   * A transactional producer commits, aborts, commits: read_committed sees exactly the
+   * committed records, read_uncommitted all of them; then a second producer with the same
+   * transactional id fences the first, whose commit fails and whose records stay invisible.
+   */
+  static void txn(String bootstrap, String tag) throws Exception {
+    String topic = "t-" + tag + "-txn";
+    try (Admin a = admin(bootstrap)) {
+      a.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get();
+    }
+    Map<String, Object> tx =
+        Map.of(
+            ProducerConfig.TRANSACTIONAL_ID_CONFIG, "tx-" + tag,
+            ProducerConfig.MAX_BLOCK_MS_CONFIG, 20000);
+    try (KafkaProducer<byte[], byte[]> p = producer(bootstrap, tx)) {
+      p.initTransactions();
+      p.beginTransaction();
+      sendAll(p, topic, "c1-", 5);
+      p.commitTransaction();
+      p.beginTransaction();
+      sendAll(p, topic, "ab-", 5);
+      p.abortTransaction();
+      p.beginTransaction();
+      sendAll(p, topic, "c2-", 5);
+      p.commitTransaction();
+    }
+    List<String> committed = new ArrayList<>(values("c1-", 5));
+    committed.addAll(values("c2-", 5));
+    List<String> all = new ArrayList<>(values("c1-", 5));
+    all.addAll(values("ab-", 5));
+    all.addAll(values("c2-", 5));
+    List<String> rc = readAll(bootstrap, topic, "read_committed");
+    if (!rc.equals(committed)) fail("read_committed read " + rc + ", expected " + committed);
+    List<String> ru = readAll(bootstrap, topic, "read_uncommitted");
+    if (!ru.equals(all)) fail("read_uncommitted read " + ru + ", expected " + all);
+
+    // Zombie fencing.
+    KafkaProducer<byte[], byte[]> zombie = producer(bootstrap, tx);
+    zombie.initTransactions();
+    zombie.beginTransaction();
+    sendAll(zombie, topic, "zombie-", 2);
+    try (KafkaProducer<byte[], byte[]> fresh = producer(bootstrap, tx)) {
+      fresh.initTransactions();
+      try {
+        zombie.commitTransaction();
+        fail("the fenced producer committed");
+      } catch (org.apache.kafka.common.errors.ProducerFencedException
+          | org.apache.kafka.common.errors.InvalidProducerEpochException e) {
+        // Expected: the newer producer fenced it.
+      } finally {
+        zombie.close(Duration.ZERO);
+      }
+      fresh.beginTransaction();
+      sendAll(fresh, topic, "fresh-", 2);
+      fresh.commitTransaction();
+    }
+    committed.addAll(values("fresh-", 2));
+    rc = readAll(bootstrap, topic, "read_committed");
+    if (!rc.equals(committed)) fail("after fencing, read_committed read " + rc);
   }
 
   static void xproduce(String bootstrap, String tag) throws Exception {
@@ -450,7 +534,7 @@ public final class Main {
         case "max_under" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES - 512, false);
         case "max_over" -> maxMessage(bs, tag, MAX_MESSAGE_BYTES + 512, true);
         case "sasl_rejected" -> saslRejected(bs);
-        case "txn_refused" -> txnRefused(bs, tag);
+        case "txn" -> txn(bs, tag);
         case "xproduce" -> xproduce(bs, tag);
         case "xconsume" -> xconsume(bs, Arrays.copyOfRange(args, 3, args.length));
         default -> {

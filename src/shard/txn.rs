@@ -1,0 +1,323 @@
+//! The shard side of transactions: routing a transactional id's requests to its coordinator
+//! shard (the owner of its `__transaction_state` partition), creating that topic at the first
+//! transactional request, and carrying each decided transaction's markers to the owners of
+//! its partitions (control batches appended there, durable before the coordinator writes
+//! CompleteCommit / CompleteAbort).
+//!
+//! A transaction's offsets partition (`__consumer_offsets`, added by AddOffsetsToTxn) gets
+//! its marker like any partition; once it is durable the group coordinator of that shard
+//! commits or drops the offsets it held for the producer.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use super::{AdminOp, NewTopic, Shard, ShardMsg};
+use crate::error_code::ErrorCode;
+use crate::group::OFFSETS_TOPIC;
+use crate::storage::build_control_batch;
+use crate::txn::{state_partition, MarkerJob, TxnOp, TxnReply, TRANSACTION_STATE_TOPIC};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Attempts at writing one transaction's markers before the job is left to the next start
+/// (each failed round waits `MARKER_RETRY_BACKOFF_MS`).
+const MARKER_ATTEMPTS_MAX: u32 = 600;
+/// Pause between two rounds of markers for the partitions that failed.
+const MARKER_RETRY_BACKOFF_MS: u64 = 100;
+
+/// One partition's marker, sent to its owner.
+#[derive(Debug, Clone)]
+pub struct MarkerPart {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The transaction's producer id.
+    pub producer_id: i64,
+    /// The epoch the marker carries.
+    pub producer_epoch: i16,
+    /// COMMIT (true) or ABORT.
+    pub commit: bool,
+    /// The coordinator's epoch (0 on a single node).
+    pub coordinator_epoch: i32,
+}
+
+/// One partition's producers (DescribeProducers), or the partition's error.
+pub type ProducersResult = Result<Vec<crate::storage::ProducerDescription>, ErrorCode>;
+
+impl Shard {
+    /// Every producer with state on each partition (DescribeProducers), in request order.
+    pub async fn describe_producers(
+        self: &Rc<Self>,
+        parts: Vec<(String, i32)>,
+    ) -> Vec<ProducersResult> {
+        self.scatter(
+            parts,
+            |p| (&p.0, p.1),
+            |parts, reply| ShardMsg::Producers { parts, reply },
+            || Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+        )
+        .await
+    }
+
+    /// The partition count of `__transaction_state`: as created, else as configured.
+    fn txn_state_partitions(&self) -> i32 {
+        self.metadata()
+            .topics
+            .get(TRANSACTION_STATE_TOPIC)
+            .map_or(self.config.txn.state_partitions, |t| t.partitions)
+    }
+
+    /// The shard coordinating a transactional id: the owner of its `__transaction_state`
+    /// partition.
+    pub fn txn_coordinator_of(&self, transactional_id: &str) -> usize {
+        let p = state_partition(transactional_id, self.txn_state_partitions());
+        self.owner_of(TRANSACTION_STATE_TOPIC, p)
+    }
+
+    /// Creates `__transaction_state` (on shard 0) if this broker has none yet: Kafka creates
+    /// it at the first transactional request too.
+    pub async fn ensure_txn_topic(self: &Rc<Self>) -> Result<(), String> {
+        if self.metadata().topics.contains_key(TRANSACTION_STATE_TOPIC) {
+            return Ok(());
+        }
+        let configs = [
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), "104857600".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let reply = self
+            .admin(AdminOp::CreateTopics {
+                topics: vec![NewTopic {
+                    name: TRANSACTION_STATE_TOPIC.to_string(),
+                    partitions: self.config.txn.state_partitions,
+                    replication_factor: 1,
+                    configs,
+                    ..Default::default()
+                }],
+                validate_only: false,
+            })
+            .await;
+        match reply.result(0) {
+            Ok(()) => Ok(()),
+            // Created meanwhile by another request.
+            Err(e) if e.code == ErrorCode::TOPIC_ALREADY_EXISTS => Ok(()),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    /// Sends a request to a transactional id's coordinator shard (creating
+    /// `__transaction_state` first if needed); `None` when it could not be answered.
+    pub async fn txn(self: &Rc<Self>, transactional_id: &str, op: TxnOp) -> Option<TxnReply> {
+        if let Err(e) = self.ensure_txn_topic().await {
+            tracing::warn!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+            return None;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            self.txn_coordinator_of(transactional_id),
+            ShardMsg::Txn {
+                op: Box::new(op),
+                reply,
+            },
+        )
+        .await;
+        rx.await.ok()
+    }
+
+    /// Sends a request to every shard's coordinator (ListTransactions) and gathers answers.
+    pub async fn txn_everywhere(self: &Rc<Self>, make: impl Fn() -> TxnOp) -> Vec<TxnReply> {
+        let mut waits = Vec::with_capacity(self.nr_shards);
+        for to in 0..self.nr_shards {
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                to,
+                ShardMsg::Txn {
+                    op: Box::new(make()),
+                    reply,
+                },
+            )
+            .await;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            if let Ok(r) = rx.await {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// On the coordinator shard: handles a routed transaction request, answers it, and
+    /// starts writing the markers it decided.
+    pub(super) async fn serve_txn(self: &Rc<Self>, op: TxnOp, reply: oneshot::Sender<TxnReply>) {
+        self.txns.set_partitions(self.txn_state_partitions());
+        let (answer, jobs) = self.txns.handle(op).await;
+        let _ = reply.send(answer);
+        for job in jobs {
+            self.spawn_markers(job);
+        }
+    }
+
+    /// Writes a decided transaction's markers in the background, then completes it.
+    fn spawn_markers(self: &Rc<Self>, job: MarkerJob) {
+        let me = self.clone();
+        glommio::spawn_local(async move { me.run_markers(job).await }).detach();
+    }
+
+    /// Writes `job`'s markers to every partition (retrying the partitions that fail, as
+    /// Kafka's marker channel does; a partition that no longer exists needs none), then
+    /// records the transaction complete with the coordinator.
+    async fn run_markers(self: &Rc<Self>, job: MarkerJob) {
+        let mut left: Vec<(String, i32)> = job.partitions.clone();
+        for attempt in 0..MARKER_ATTEMPTS_MAX {
+            let parts: Vec<MarkerPart> = left
+                .iter()
+                .map(|(topic, partition)| MarkerPart {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    producer_id: job.producer_id,
+                    producer_epoch: job.producer_epoch,
+                    commit: job.commit,
+                    coordinator_epoch: 0,
+                })
+                .collect();
+            let codes = self.write_markers(parts).await;
+            let mut failed = Vec::new();
+            for ((topic, partition), code) in left.into_iter().zip(codes) {
+                if code == ErrorCode::NONE || code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
+                    continue;
+                }
+                if code == ErrorCode::INVALID_PRODUCER_EPOCH {
+                    // The partition has a newer epoch of this producer: a later marker or
+                    // fence already closed what this one would.
+                    tracing::info!(transactional_id = %job.transactional_id, %topic, partition, "marker superseded by a newer epoch");
+                    continue;
+                }
+                if attempt == 0 || attempt % 50 == 0 {
+                    tracing::warn!(transactional_id = %job.transactional_id, %topic, partition, error = %code, attempt, "marker not written; retrying");
+                }
+                failed.push((topic, partition));
+            }
+            if failed.is_empty() {
+                self.txns.complete(&job).await;
+                return;
+            }
+            left = failed;
+            glommio::timer::sleep(Duration::from_millis(MARKER_RETRY_BACKOFF_MS)).await;
+        }
+        tracing::error!(transactional_id = %job.transactional_id, "markers not written after {MARKER_ATTEMPTS_MAX} attempts; the transaction stays in its Prepare state until the next start");
+    }
+
+    /// Appends one marker per part on the partition's owner, durably; codes in part order
+    /// (WriteTxnMarkers, and the coordinator's own markers).
+    pub async fn write_markers(self: &Rc<Self>, parts: Vec<MarkerPart>) -> Vec<ErrorCode> {
+        self.scatter(
+            parts,
+            |p| (&p.topic, p.partition),
+            |parts, reply| ShardMsg::Markers { parts, reply },
+            || ErrorCode::NOT_LEADER_OR_FOLLOWER,
+        )
+        .await
+    }
+
+    /// On the owner: appends each marker, waits until they are durable, then settles the
+    /// offsets held for transactions whose marker reached an offsets partition.
+    pub(super) async fn append_markers(
+        self: &Rc<Self>,
+        parts: Vec<(usize, MarkerPart)>,
+    ) -> Vec<(usize, ErrorCode)> {
+        let now = now_ms();
+        let mut out = Vec::with_capacity(parts.len());
+        let mut durable = Vec::new();
+        for (i, m) in parts {
+            let batch = build_control_batch(
+                m.producer_id,
+                m.producer_epoch,
+                m.commit,
+                m.coordinator_epoch,
+                now,
+            );
+            match self
+                .storage
+                .append_coordinator(&m.topic, m.partition, batch)
+            {
+                Ok(info) => {
+                    durable.push((out.len(), m, info.last_offset));
+                    out.push((i, ErrorCode::NONE));
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %m.topic, partition = m.partition, error = %e, "marker refused");
+                    out.push((i, e.kafka_error_code()));
+                }
+            }
+        }
+        for (at, m, last) in durable {
+            match self.storage.wait_durable(&m.topic, m.partition, last).await {
+                Ok(()) => {
+                    if m.topic == OFFSETS_TOPIC {
+                        self.groups.settle_txn(m.partition, m.producer_id, m.commit);
+                    }
+                }
+                Err(e) => out[at].1 = e.kafka_error_code(),
+            }
+        }
+        out
+    }
+
+    /// Every ~100 ms tick: aborts the transactions past their timeout, at most once per
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub async fn tick_transactions(self: &Rc<Self>, ticks: u64, tick_ms: u64) {
+        let every = (self.config.txn.abort_check_interval_ms / tick_ms.max(1)).max(1);
+        if ticks % every != 0 {
+            return;
+        }
+        for job in self.txns.expire(now_ms()).await {
+            self.spawn_markers(job);
+        }
+    }
+
+    /// At start: replays the `__transaction_state` partitions this shard owns.
+    pub async fn replay_transactions(self: &Rc<Self>) -> Result<(), String> {
+        let meta = self.metadata();
+        let Some(topic) = meta.topics.get(TRANSACTION_STATE_TOPIC) else {
+            return Ok(());
+        };
+        self.txns.set_partitions(topic.partitions);
+        for p in 0..topic.partitions {
+            if self.owner_of(TRANSACTION_STATE_TOPIC, p) == self.id {
+                let n = self
+                    .txns
+                    .replay(p)
+                    .await
+                    .map_err(|e| format!("replaying {TRANSACTION_STATE_TOPIC}-{p}: {e}"))?;
+                if n > 0 {
+                    tracing::info!(
+                        shard = self.id,
+                        partition = p,
+                        records = n,
+                        "replayed transaction state"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every shard has replayed (groups included): resumes the markers of every
+    /// transaction found decided but not complete.
+    pub fn resume_markers(self: &Rc<Self>) {
+        for job in self.txns.pending_jobs() {
+            tracing::info!(transactional_id = %job.transactional_id, commit = job.commit, "resuming the markers of a decided transaction");
+            self.spawn_markers(job);
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The transaction coordinator of one shard: Kafka's state machine per transactional id
+//! (`Empty → Ongoing → PrepareCommit | PrepareAbort → CompleteCommit | CompleteAbort`), every
+//! change written durably to the id's `__transaction_state` partition before it is answered.
+//!
+//! Invariants: an id has at most one state change in flight (`pending`; a request meeting
+//! one gets CONCURRENT_TRANSACTIONS); the producer epoch of an id never decreases; a
+//! [`MarkerJob`] is handed out only after its Prepare record is durable (the commit point).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::records::{decode_key, decode_value, encode_key, encode_value, StoredTxn};
+use super::{state_partition, TxnConfig, TxnState, TRANSACTION_STATE_TOPIC};
+use crate::error_code::ErrorCode;
+use crate::storage::{ShardStorage, StorageError};
+
+/// One transactional id's state in memory.
+#[derive(Clone, Debug)]
+struct TxnMeta {
+    producer_id: i64,
+    producer_epoch: i16,
+    timeout_ms: i32,
+    state: TxnState,
+    partitions: BTreeSet<(String, i32)>,
+    last_update_ms: i64,
+    start_ms: i64,
+    /// A state change is being written: no other change may start.
+    pending: bool,
+}
+
+impl TxnMeta {
+    fn stored(&self) -> StoredTxn {
+        StoredTxn {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            timeout_ms: self.timeout_ms,
+            state: self.state,
+            partitions: self.partitions.iter().cloned().collect(),
+            last_update_ms: self.last_update_ms,
+            start_ms: self.start_ms,
+        }
+    }
+
+    fn from_stored(s: StoredTxn) -> TxnMeta {
+        TxnMeta {
+            producer_id: s.producer_id,
+            producer_epoch: s.producer_epoch,
+            timeout_ms: s.timeout_ms,
+            state: s.state,
+            partitions: s.partitions.into_iter().collect(),
+            last_update_ms: s.last_update_ms,
+            start_ms: s.start_ms,
+            pending: false,
+        }
+    }
+}
+
+/// A request for the coordinator of a transactional id (routed to its shard).
+#[derive(Debug)]
+pub enum TxnOp {
+    /// InitProducerId with a transactional id.
+    InitProducerId {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer's `transaction.timeout.ms`.
+        timeout_ms: i32,
+        /// KIP-360: the producer id the client has (-1 if none).
+        producer_id: i64,
+        /// KIP-360: the epoch the client has (-1 if none).
+        producer_epoch: i16,
+        /// A fresh producer id, used if the id is new or its epoch is exhausted.
+        fresh_producer_id: i64,
+    },
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, whose partition is the group's offsets
+    /// partition); with `verify_only` nothing is added, each partition is only checked.
+    AddPartitions {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id.
+        producer_id: i64,
+        /// The producer epoch.
+        producer_epoch: i16,
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
+        /// Check only (the broker's verification form of v4+).
+        verify_only: bool,
+    },
+    /// EndTxn.
+    EndTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id.
+        producer_id: i64,
+        /// The producer epoch.
+        producer_epoch: i16,
+        /// Commit (true) or abort.
+        commit: bool,
+    },
+    /// DescribeTransactions of these ids.
+    Describe(Vec<String>),
+    /// ListTransactions with Kafka's filters (empty = any).
+    List {
+        /// States by Kafka's names.
+        states: Vec<String>,
+        /// Producer ids.
+        producer_ids: Vec<i64>,
+    },
+}
+
+/// One id as DescribeTransactions reports it.
+#[derive(Clone, Debug)]
+pub struct DescribedTxn {
+    /// NONE, or TRANSACTIONAL_ID_NOT_FOUND.
+    pub error_code: ErrorCode,
+    /// The transactional id.
+    pub transactional_id: String,
+    /// Kafka's name of its state.
+    pub state: &'static str,
+    /// Its `transaction.timeout.ms`.
+    pub timeout_ms: i32,
+    /// When its transaction started (-1: none).
+    pub start_ms: i64,
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer epoch.
+    pub producer_epoch: i16,
+    /// The partitions of its transaction.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// The coordinator's answer to a [`TxnOp`].
+#[derive(Debug)]
+pub enum TxnReply {
+    /// To InitProducerId.
+    InitProducerId {
+        /// The outcome.
+        error_code: ErrorCode,
+        /// The producer id (-1 on error).
+        producer_id: i64,
+        /// The epoch (-1 on error).
+        producer_epoch: i16,
+    },
+    /// To AddPartitions: one code per partition, in order.
+    Partitions(Vec<ErrorCode>),
+    /// To EndTxn.
+    Code(ErrorCode),
+    /// To Describe, in order.
+    Described(Vec<DescribedTxn>),
+    /// To List: (transactional id, producer id, state name, transaction start ms or -1).
+    Listed(Vec<(String, i64, &'static str, i64)>),
+}
+
+/// Markers to write for a decided transaction: a control batch of `producer_id` /
+/// `producer_epoch` on each partition, COMMIT or ABORT, then [`Coordinator::complete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkerJob {
+    /// The transactional id.
+    pub transactional_id: String,
+    /// The producer id.
+    pub producer_id: i64,
+    /// The epoch the markers carry.
+    pub producer_epoch: i16,
+    /// COMMIT (true) or ABORT.
+    pub commit: bool,
+    /// Every partition of the transaction.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// The transaction coordinator of one shard.
+pub struct Coordinator {
+    config: TxnConfig,
+    /// Partitions of `__transaction_state` as created.
+    partitions: Cell<i32>,
+    storage: Rc<ShardStorage>,
+    txns: RefCell<HashMap<String, TxnMeta>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Coordinator {
+    /// A coordinator with no transactional ids, writing to `storage`.
+    pub fn new(config: TxnConfig, storage: Rc<ShardStorage>) -> Rc<Self> {
+        Rc::new(Coordinator {
+            partitions: Cell::new(config.state_partitions),
+            config,
+            storage,
+            txns: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TxnConfig {
+        &self.config
+    }
+
+    /// Sets the partition count of `__transaction_state` as created.
+    pub fn set_partitions(&self, n: i32) {
+        self.partitions.set(n.max(1));
+    }
+
+    /// The `__transaction_state` partition of a transactional id.
+    pub fn partition_of(&self, transactional_id: &str) -> i32 {
+        state_partition(transactional_id, self.partitions.get())
+    }
+
+    /// Replays one owned `__transaction_state` partition into memory (at start). Returns the
+    /// records applied.
+    pub async fn replay(&self, partition: i32) -> Result<usize, StorageError> {
+        let (start, end) = self.storage.offsets(TRANSACTION_STATE_TOPIC, partition)?;
+        let mut next = start;
+        let mut applied = 0;
+        while next < end {
+            let data = self
+                .storage
+                .read(TRANSACTION_STATE_TOPIC, partition, next, 1 << 20)
+                .await?;
+            if data.batches.is_empty() {
+                break;
+            }
+            let mut joined = BytesMut::new();
+            for b in &data.batches {
+                joined.extend_from_slice(b);
+            }
+            let mut buf = joined.freeze();
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                    StorageError::CorruptLog {
+                        path: format!("{TRANSACTION_STATE_TOPIC}-{partition}").into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            let mut last = next;
+            for r in set.records {
+                last = last.max(r.offset + 1);
+                if r.offset < next {
+                    continue;
+                }
+                let Some(key) = r.key else { continue };
+                match decode_key(key).and_then(|id| Ok((id, decode_value(r.value)?))) {
+                    Ok((id, Some(stored))) => {
+                        self.txns
+                            .borrow_mut()
+                            .insert(id, TxnMeta::from_stored(stored));
+                        applied += 1;
+                    }
+                    Ok((id, None)) => {
+                        self.txns.borrow_mut().remove(&id);
+                        applied += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping record")
+                    }
+                }
+            }
+            if last <= next {
+                break;
+            }
+            next = last;
+        }
+        Ok(applied)
+    }
+
+    /// The markers still owed after a replay: every transaction found in a Prepare state
+    /// (its outcome was decided before the stop; markers are idempotent per epoch).
+    pub fn pending_jobs(&self) -> Vec<MarkerJob> {
+        let txns = self.txns.borrow();
+        let mut jobs: Vec<MarkerJob> = txns
+            .iter()
+            .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|(id, m)| MarkerJob {
+                transactional_id: id.clone(),
+                producer_id: m.producer_id,
+                producer_epoch: m.producer_epoch,
+                commit: m.state == TxnState::PrepareCommit,
+                partitions: m.partitions.iter().cloned().collect(),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        jobs
+    }
+
+    /// Writes `meta` (the id's next state) durably; the id must be marked pending by the
+    /// caller. On success the state is installed; either way `pending` is cleared.
+    async fn write(&self, id: &str, meta: TxnMeta) -> Result<(), ErrorCode> {
+        let partition = self.partition_of(id);
+        let result = self.persist(partition, id, &meta.stored()).await;
+        let mut txns = self.txns.borrow_mut();
+        match result {
+            Ok(()) => {
+                let mut meta = meta;
+                meta.pending = false;
+                txns.insert(id.to_string(), meta);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(transactional_id = id, error = %e, "transaction state not durable");
+                if let Some(m) = txns.get_mut(id) {
+                    m.pending = false;
+                }
+                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    /// Appends one state record durably to the id's partition.
+    async fn persist(&self, partition: i32, id: &str, t: &StoredTxn) -> Result<(), StorageError> {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: t.last_update_ms,
+            key: Some(encode_key(id)),
+            value: Some(encode_value(t)),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?;
+        let info = self
+            .storage
+            .append(TRANSACTION_STATE_TOPIC, partition, buf.freeze())?;
+        self.storage
+            .wait_durable(TRANSACTION_STATE_TOPIC, partition, info.last_offset)
+            .await
+    }
+
+    /// Handles one routed request. Returns the answer and the markers it decided.
+    pub async fn handle(&self, op: TxnOp) -> (TxnReply, Vec<MarkerJob>) {
+        match op {
+            TxnOp::InitProducerId {
+                transactional_id,
+                timeout_ms,
+                producer_id,
+                producer_epoch,
+                fresh_producer_id,
+            } => {
+                self.init_producer_id(
+                    &transactional_id,
+                    timeout_ms,
+                    producer_id,
+                    producer_epoch,
+                    fresh_producer_id,
+                )
+                .await
+            }
+            TxnOp::AddPartitions {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                verify_only,
+            } => (
+                TxnReply::Partitions(
+                    self.add_partitions(
+                        &transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        partitions,
+                        verify_only,
+                    )
+                    .await,
+                ),
+                Vec::new(),
+            ),
+            TxnOp::EndTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+            } => {
+                let (code, job) = self
+                    .end_txn(&transactional_id, producer_id, producer_epoch, commit)
+                    .await;
+                (TxnReply::Code(code), job.into_iter().collect())
+            }
+            TxnOp::Describe(ids) => (TxnReply::Described(self.describe(ids)), Vec::new()),
+            TxnOp::List {
+                states,
+                producer_ids,
+            } => (
+                TxnReply::Listed(self.list(&states, &producer_ids)),
+                Vec::new(),
+            ),
+        }
+    }
+
+    fn init_reply(code: ErrorCode) -> TxnReply {
+        TxnReply::InitProducerId {
+            error_code: code,
+            producer_id: -1,
+            producer_epoch: -1,
+        }
+    }
+
+    /// Kafka's `handleInitProducerId` for a transactional id.
+    async fn init_producer_id(
+        &self,
+        id: &str,
+        timeout_ms: i32,
+        expected_pid: i64,
+        expected_epoch: i16,
+        fresh_pid: i64,
+    ) -> (TxnReply, Vec<MarkerJob>) {
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return (
+                Self::init_reply(ErrorCode::INVALID_TRANSACTION_TIMEOUT),
+                Vec::new(),
+            );
+        }
+        let now = now_ms();
+        let (next, job) = {
+            let mut txns = self.txns.borrow_mut();
+            match txns.get_mut(id) {
+                None => {
+                    let meta = TxnMeta {
+                        producer_id: fresh_pid,
+                        producer_epoch: 0,
+                        timeout_ms,
+                        state: TxnState::Empty,
+                        partitions: BTreeSet::new(),
+                        last_update_ms: now,
+                        start_ms: -1,
+                        pending: true,
+                    };
+                    txns.insert(id.to_string(), meta.clone());
+                    (meta, None)
+                }
+                Some(m) => {
+                    if m.pending {
+                        return (
+                            Self::init_reply(ErrorCode::CONCURRENT_TRANSACTIONS),
+                            Vec::new(),
+                        );
+                    }
+                    // KIP-360: a producer that names its id and epoch must be the current one.
+                    if expected_pid >= 0
+                        && (expected_pid != m.producer_id || expected_epoch != m.producer_epoch)
+                    {
+                        return (Self::init_reply(ErrorCode::PRODUCER_FENCED), Vec::new());
+                    }
+                    match m.state {
+                        TxnState::PrepareCommit
+                        | TxnState::PrepareAbort
+                        | TxnState::PrepareEpochFence => {
+                            return (
+                                Self::init_reply(ErrorCode::CONCURRENT_TRANSACTIONS),
+                                Vec::new(),
+                            )
+                        }
+                        TxnState::Ongoing => {
+                            // Fence the old producer: abort its transaction with a bumped
+                            // epoch; the client retries and gets the next epoch once done.
+                            let mut next = m.clone();
+                            next.producer_epoch = m.producer_epoch.saturating_add(1);
+                            next.state = TxnState::PrepareAbort;
+                            next.last_update_ms = now;
+                            m.pending = true;
+                            let job = MarkerJob {
+                                transactional_id: id.to_string(),
+                                producer_id: next.producer_id,
+                                producer_epoch: next.producer_epoch,
+                                commit: false,
+                                partitions: next.partitions.iter().cloned().collect(),
+                            };
+                            (next, Some(job))
+                        }
+                        TxnState::Empty
+                        | TxnState::CompleteCommit
+                        | TxnState::CompleteAbort
+                        | TxnState::Dead => {
+                            let mut next = m.clone();
+                            if m.producer_epoch >= i16::MAX - 1 {
+                                // Epoch exhausted: a new producer id (KIP-360).
+                                next.producer_id = fresh_pid;
+                                next.producer_epoch = 0;
+                            } else {
+                                next.producer_epoch = m.producer_epoch + 1;
+                            }
+                            next.state = TxnState::Empty;
+                            next.partitions.clear();
+                            next.timeout_ms = timeout_ms;
+                            next.last_update_ms = now;
+                            next.start_ms = -1;
+                            m.pending = true;
+                            (next, None)
+                        }
+                    }
+                }
+            }
+        };
+        let fenced = job.is_some();
+        if let Err(code) = self.write(id, next.clone()).await {
+            if next.producer_epoch == 0 && next.producer_id == fresh_pid {
+                // A new id whose first record failed: forget it.
+                let mut txns = self.txns.borrow_mut();
+                if txns
+                    .get(id)
+                    .is_some_and(|m| m.producer_id == fresh_pid && m.state == TxnState::Empty)
+                {
+                    txns.remove(id);
+                }
+            }
+            return (Self::init_reply(code), Vec::new());
+        }
+        if fenced {
+            tracing::info!(
+                transactional_id = id,
+                producer_id = next.producer_id,
+                epoch = next.producer_epoch,
+                "fencing the previous producer: aborting its ongoing transaction"
+            );
+            return (
+                Self::init_reply(ErrorCode::CONCURRENT_TRANSACTIONS),
+                job.into_iter().collect(),
+            );
+        }
+        (
+            TxnReply::InitProducerId {
+                error_code: ErrorCode::NONE,
+                producer_id: next.producer_id,
+                producer_epoch: next.producer_epoch,
+            },
+            Vec::new(),
+        )
+    }
+
+    /// Checks a request's producer id and epoch against the id's state.
+    fn check_producer(m: &TxnMeta, producer_id: i64, producer_epoch: i16) -> Result<(), ErrorCode> {
+        if m.producer_id != producer_id {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if m.producer_epoch != producer_epoch {
+            return Err(ErrorCode::PRODUCER_FENCED);
+        }
+        if m.pending {
+            return Err(ErrorCode::CONCURRENT_TRANSACTIONS);
+        }
+        Ok(())
+    }
+
+    /// Kafka's `handleAddPartitionsToTransaction` (and its verification form).
+    async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+        verify_only: bool,
+    ) -> Vec<ErrorCode> {
+        let n = partitions.len();
+        let next = {
+            let mut txns = self.txns.borrow_mut();
+            let Some(m) = txns.get_mut(id) else {
+                return vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; n];
+            };
+            if let Err(code) = Self::check_producer(m, producer_id, producer_epoch) {
+                return vec![code; n];
+            }
+            if verify_only {
+                return partitions
+                    .iter()
+                    .map(|p| {
+                        if m.state == TxnState::Ongoing && m.partitions.contains(p) {
+                            ErrorCode::NONE
+                        } else {
+                            ErrorCode::INVALID_TXN_STATE
+                        }
+                    })
+                    .collect();
+            }
+            match m.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                    return vec![ErrorCode::CONCURRENT_TRANSACTIONS; n];
+                }
+                TxnState::Dead => return vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; n],
+                TxnState::Ongoing if partitions.iter().all(|p| m.partitions.contains(p)) => {
+                    return vec![ErrorCode::NONE; n];
+                }
+                _ => {}
+            }
+            let now = now_ms();
+            let mut next = m.clone();
+            if m.state != TxnState::Ongoing {
+                next.partitions.clear();
+                next.start_ms = now;
+            }
+            next.partitions.extend(partitions);
+            next.state = TxnState::Ongoing;
+            next.last_update_ms = now;
+            m.pending = true;
+            next
+        };
+        match self.write(id, next).await {
+            Ok(()) => vec![ErrorCode::NONE; n],
+            Err(code) => vec![code; n],
+        }
+    }
+
+    /// Kafka's `handleEndTransaction`: the Prepare record is the commit point; the markers
+    /// follow (the returned job).
+    async fn end_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> (ErrorCode, Option<MarkerJob>) {
+        let next = {
+            let mut txns = self.txns.borrow_mut();
+            let Some(m) = txns.get_mut(id) else {
+                return (ErrorCode::INVALID_PRODUCER_ID_MAPPING, None);
+            };
+            if let Err(code) = Self::check_producer(m, producer_id, producer_epoch) {
+                return (code, None);
+            }
+            match (m.state, commit) {
+                (TxnState::Ongoing, _) => {}
+                // A retry of an EndTxn already done or under way.
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                    return (ErrorCode::NONE, None)
+                }
+                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                    return (ErrorCode::CONCURRENT_TRANSACTIONS, None)
+                }
+                _ => return (ErrorCode::INVALID_TXN_STATE, None),
+            }
+            let mut next = m.clone();
+            next.state = if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            next.last_update_ms = now_ms();
+            m.pending = true;
+            next
+        };
+        let job = MarkerJob {
+            transactional_id: id.to_string(),
+            producer_id: next.producer_id,
+            producer_epoch: next.producer_epoch,
+            commit,
+            partitions: next.partitions.iter().cloned().collect(),
+        };
+        match self.write(id, next).await {
+            Ok(()) => (ErrorCode::NONE, Some(job)),
+            Err(code) => (code, None),
+        }
+    }
+
+    /// Records that every marker of `job` is written: CompleteCommit / CompleteAbort. A job
+    /// that no longer matches the id's state (an older epoch) changes nothing.
+    pub async fn complete(&self, job: &MarkerJob) {
+        let next = {
+            let mut txns = self.txns.borrow_mut();
+            let Some(m) = txns.get_mut(&job.transactional_id) else {
+                return;
+            };
+            let want = if job.commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            if m.pending
+                || m.state != want
+                || m.producer_id != job.producer_id
+                || m.producer_epoch != job.producer_epoch
+            {
+                return;
+            }
+            let mut next = m.clone();
+            next.state = if job.commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            };
+            next.partitions.clear();
+            next.last_update_ms = now_ms();
+            m.pending = true;
+            next
+        };
+        let _ = self.write(&job.transactional_id, next).await;
+    }
+
+    /// Aborts every ongoing transaction older than its timeout (Kafka's
+    /// `abortTimedOutTransactions`): the epoch is bumped (fencing the producer) and
+    /// PrepareAbort written. Returns the markers to write.
+    pub async fn expire(&self, now_ms: i64) -> Vec<MarkerJob> {
+        let due: Vec<(String, TxnMeta)> = {
+            let mut txns = self.txns.borrow_mut();
+            txns.iter_mut()
+                .filter(|(_, m)| {
+                    m.state == TxnState::Ongoing
+                        && !m.pending
+                        && now_ms.saturating_sub(m.start_ms) > m.timeout_ms as i64
+                })
+                .map(|(id, m)| {
+                    let mut next = m.clone();
+                    next.producer_epoch = m.producer_epoch.saturating_add(1);
+                    next.state = TxnState::PrepareAbort;
+                    next.last_update_ms = now_ms;
+                    m.pending = true;
+                    (id.clone(), next)
+                })
+                .collect()
+        };
+        let mut jobs = Vec::with_capacity(due.len());
+        for (id, next) in due {
+            tracing::info!(
+                transactional_id = %id,
+                producer_id = next.producer_id,
+                timeout_ms = next.timeout_ms,
+                "transaction timed out: aborting it"
+            );
+            let job = MarkerJob {
+                transactional_id: id.clone(),
+                producer_id: next.producer_id,
+                producer_epoch: next.producer_epoch,
+                commit: false,
+                partitions: next.partitions.iter().cloned().collect(),
+            };
+            if self.write(&id, next).await.is_ok() {
+                jobs.push(job);
+            }
+        }
+        jobs
+    }
+
+    fn describe(&self, ids: Vec<String>) -> Vec<DescribedTxn> {
+        let txns = self.txns.borrow();
+        ids.into_iter()
+            .map(|id| match txns.get(&id) {
+                Some(m) => DescribedTxn {
+                    error_code: ErrorCode::NONE,
+                    transactional_id: id,
+                    state: m.state.name(),
+                    timeout_ms: m.timeout_ms,
+                    start_ms: m.start_ms,
+                    producer_id: m.producer_id,
+                    producer_epoch: m.producer_epoch,
+                    partitions: m.partitions.iter().cloned().collect(),
+                },
+                None => DescribedTxn {
+                    error_code: ErrorCode::TRANSACTIONAL_ID_NOT_FOUND,
+                    transactional_id: id,
+                    state: "",
+                    timeout_ms: 0,
+                    start_ms: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    partitions: Vec::new(),
+                },
+            })
+            .collect()
+    }
+
+    fn list(
+        &self,
+        states: &[String],
+        producer_ids: &[i64],
+    ) -> Vec<(String, i64, &'static str, i64)> {
+        let txns = self.txns.borrow();
+        let mut out: Vec<_> = txns
+            .iter()
+            .filter(|(_, m)| states.is_empty() || states.iter().any(|s| s == m.state.name()))
+            .filter(|(_, m)| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
+            .map(|(id, m)| (id.clone(), m.producer_id, m.state.name(), m.start_ms))
+            .collect();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,264 @@
+//! DeleteRecords and compacted topics against the real broker: Kafka's own
+//! `kafka-delete-records.sh` (DeleteRecordsCommand, run as the script runs it) and librdkafka.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use shardlog::error_code::ErrorCode;
+
+/// Small segments so a few hundred records span several of them.
+const SETTINGS: &[&str] = &["log.segment.bytes=16384", "log.preallocate.bytes=65536"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn admin(b: &Broker) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin")
+}
+
+fn create_topic(b: &Broker, name: &str, configs: &[(&str, &str)]) -> Result<(), String> {
+    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let r = futures_lite::future::block_on(admin(b).create_topics(&[t], &AdminOptions::new()))
+        .map_err(|e| e.to_string())?;
+    r.into_iter()
+        .try_for_each(|r| r.map(|_| ()).map_err(|(_, e)| e.to_string()))
+}
+
+/// Produces `records` (key, value; a `None` value is a tombstone) with acks=all.
+fn produce(b: &Broker, topic: &str, records: &[(Option<String>, Option<String>)]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("batch.size", "4096")
+        .create()
+        .expect("producer");
+    for (k, v) in records {
+        let mut rec = BaseRecord::<String, String>::to(topic);
+        if let Some(k) = k {
+            rec = rec.key(k);
+        }
+        if let Some(v) = v {
+            rec = rec.payload(v);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    assert!(Instant::now() < deadline, "send: {e}");
+                    rec = r;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+fn watermarks(b: &Broker, topic: &str) -> (i64, i64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("consumer");
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks")
+}
+
+/// Reads partition 0 from `from` (reset to earliest when out of range) to the high
+/// watermark: (offset, key, value) of every record.
+fn consume(b: &Broker, topic: &str, from: i64) -> Vec<(i64, Option<String>, Option<String>)> {
+    let (_, hw) = watermarks(b, topic);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("group.id", "compaction-test")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(from))
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.last().is_none_or(|(o, _, _)| o + 1 < hw) {
+        assert!(Instant::now() < deadline, "consume timed out after {out:?}");
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            let s = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+            out.push((m.offset(), s(m.key()), s(m.payload())));
+        }
+    }
+    out
+}
+
+/// Runs `kafka-delete-records.sh --bootstrap-server B --offset-json-file F` as the script
+/// does (the tool's class in a JVM); returns its exit status success and its output.
+fn delete_records_tool(b: &Broker, dir: &std::path::Path, json: &str) -> (bool, String) {
+    let file = dir.join("offsets.json");
+    std::fs::write(&file, json).expect("write json");
+    let java_cp = root().join("tests/clients/java/target/lib/*");
+    let out = Command::new("java")
+        .args(["-XX:TieredStopAtLevel=1", "-Xshare:auto", "-cp"])
+        .arg(java_cp)
+        .arg("org.apache.kafka.tools.DeleteRecordsCommand")
+        .args(["--bootstrap-server", &b.bootstrap(), "--offset-json-file"])
+        .arg(&file)
+        .output()
+        .expect("run DeleteRecordsCommand");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One DeleteRecords v2 request by hand: (topic, partition, error, low watermark) per part.
+fn raw_delete_records(
+    b: &Broker,
+    parts: &[(&str, i32, i64)],
+) -> Vec<(String, i32, ErrorCode, i64)> {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, DeleteRecordsRequest, DeleteRecordsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let topics = parts
+        .iter()
+        .map(|(t, p, o)| {
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(*p)
+                    .with_offset(*o)])
+        })
+        .collect();
+    let req = DeleteRecordsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(5000);
+    let mut stream = std::net::TcpStream::connect(b.bootstrap()).expect("connect");
+    let mut body = common::request(&mut stream, ApiKey::DeleteRecords, 2, &req);
+    let resp = DeleteRecordsResponse::decode(&mut body, 2).expect("decode");
+    resp.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    ErrorCode::from_code(p.error_code),
+                    p.low_watermark,
+                )
+            })
+        })
+        .collect()
+}
+
+fn tools_installed() -> bool {
+    root()
+        .join("tests/clients/java/target/lib/kafka-tools-4.3.1.jar")
+        .exists()
+}
+
+#[test]
+fn kafka_delete_records_moves_the_log_start_durably() {
+    assert!(
+        tools_installed(),
+        "kafka-tools missing: run scripts/install-clients"
+    );
+    let mut b = Broker::start(2, SETTINGS);
+    let tmp = tempfile::tempdir().expect("tmp");
+    create_topic(&b, "dr", &[]).expect("create");
+    let records: Vec<_> = (0..300)
+        .map(|i| (Some(format!("k{i}")), Some(format!("{i:0>400}"))))
+        .collect();
+    produce(&b, "dr", &records);
+    assert_eq!(watermarks(&b, "dr"), (0, 300));
+    let segments = |b: &Broker| {
+        std::fs::read_dir(b.data_dir.join("dr-0"))
+            .expect("partition dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count()
+    };
+    let before = segments(&b);
+    assert!(before > 3, "several segments expected, found {before}");
+
+    let (ok, out) = delete_records_tool(
+        &b,
+        tmp.path(),
+        r#"{"partitions":[{"topic":"dr","partition":0,"offset":150}],"version":1}"#,
+    );
+    assert!(ok, "tool failed: {out}");
+    assert!(out.contains("low_watermark: 150"), "tool output: {out}");
+    assert_eq!(watermarks(&b, "dr"), (150, 300));
+    assert!(
+        segments(&b) < before,
+        "whole segments below 150 are deleted"
+    );
+    // A consumer asking for 0 is out of range and resets to the new earliest.
+    let got = consume(&b, "dr", 0);
+    assert_eq!(got.first().map(|r| r.0), Some(150));
+    assert_eq!(got.len(), 150);
+
+    // Above the high watermark: OFFSET_OUT_OF_RANGE, as Kafka.
+    let (_, out) = delete_records_tool(
+        &b,
+        tmp.path(),
+        r#"{"partitions":[{"topic":"dr","partition":0,"offset":1000}],"version":1}"#,
+    );
+    assert!(out.contains("OffsetOutOfRange"), "tool output: {out}");
+    // An unknown partition (the admin client never sends it: raw request) and an unknown
+    // topic: UNKNOWN_TOPIC_OR_PARTITION.
+    assert_eq!(
+        raw_delete_records(&b, &[("dr", 7, 1), ("nope", 0, 1), ("dr", 0, 120)]),
+        vec![
+            (
+                "dr".to_string(),
+                7,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                -1
+            ),
+            (
+                "nope".to_string(),
+                0,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                -1
+            ),
+            ("dr".to_string(), 0, ErrorCode::NONE, 150),
+        ]
+    );
+    assert_eq!(watermarks(&b, "dr"), (150, 300));
+    assert!(
+        b.log().contains("request refused") && b.log().contains("DeleteRecords"),
+        "a refusal is logged"
+    );
+
+    // kill -9: the start survives.
+    b.kill9();
+    b.restart();
+    assert_eq!(watermarks(&b, "dr"), (150, 300));
+    assert_eq!(consume(&b, "dr", 0).first().map(|r| r.0), Some(150));
+}
