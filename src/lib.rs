@@ -66,7 +66,10 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["io"]),
     ("io", &[]),
     ("meta", &[]),
-    ("config", &["storage", "group", "txn", "cluster", "security"]),
+    (
+        "config",
+        &["storage", "group", "txn", "cluster", "security"],
+    ),
     ("security", &["io"]),
     ("metrics", &[]),
     ("memory", &[]),
