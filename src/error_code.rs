@@ -123,6 +123,8 @@ kafka_error_codes! {
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
     /// Not attempted because another part of the request failed.
     OPERATION_NOT_ATTEMPTED = 55,
+    /// No authorizer is configured (`authorizer.class.name`): ACL requests are refused.
+    SECURITY_DISABLED = 54,
     /// The SASL authentication failed.
     SASL_AUTHENTICATION_FAILED = 58,
     /// The producer id is not known for the partition.

@@ -687,3 +687,295 @@ fn bad_security_settings_stop_the_start_with_the_property_named() {
         assert!(text.contains(expect), "{extra:?}: {text}");
     }
 }
+
+/// `kafka-acls` (AclCommand) with the admin's SASL settings; its output.
+fn kafka_acls(bootstrap: &str, admin_props: &Path, args: &[&str], broker: &Broker) -> String {
+    let mut all: Vec<String> = vec![
+        "--bootstrap-server".into(),
+        bootstrap.into(),
+        "--command-config".into(),
+        admin_props.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (ok, out) = java_tool("org.apache.kafka.tools.AclCommand", &all);
+    assert!(ok, "kafka-acls {args:?}:\n{out}\n{}", broker.log());
+    out
+}
+
+#[test]
+fn acls_allow_one_topic_and_deny_another_and_kafka_acls_changes_them_live() {
+    let sasl_plain = free_port();
+    let listeners =
+        format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_plain}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN",
+            &jaas,
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin",
+        ],
+    );
+    let bootstrap = format!("127.0.0.1:{sasl_plain}");
+    let who = |user: &str, pw: &str| {
+        kv(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", user),
+            ("sasl.password", pw),
+        ])
+    };
+    let admin = who("admin", "admin-secret");
+    let alice = who("alice", "alice-secret");
+    // The super user writes both topics (t-acl-a, t-acl-b).
+    for tag in ["acl-a", "acl-b"] {
+        librdkafka("produce_consume", &bootstrap, tag, &admin, &broker);
+    }
+    // No ACL yet: alice may read neither.
+    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("admin.properties");
+    std::fs::write(
+        &props,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=\
+         org.apache.kafka.common.security.plain.PlainLoginModule required \
+         username=\"admin\" password=\"admin-secret\";\n",
+    )
+    .expect("props");
+    let rule = [
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "t-acl-a",
+    ];
+    let mut add = vec!["--add"];
+    add.extend(rule);
+    kafka_acls(&bootstrap, &props, &add, &broker);
+    let listed = kafka_acls(
+        &bootstrap,
+        &props,
+        &["--list", "--topic", "t-acl-a"],
+        &broker,
+    );
+    assert!(
+        listed.contains("User:alice") && listed.contains("READ") && listed.contains("ALLOW"),
+        "{listed}"
+    );
+    // alice reads A, and gets TOPIC_AUTHORIZATION_FAILED for B.
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "acl-a",
+        &[vec!["20".to_string()], alice.clone()].concat(),
+        &broker,
+    );
+    librdkafka("consume_denied", &bootstrap, "acl-b", &alice, &broker);
+    // The ACLs survive a restart (kept durably), then the rule is removed live.
+    let mut broker = broker;
+    broker.kill9();
+    broker.restart();
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "acl-a",
+        &[vec!["20".to_string()], alice.clone()].concat(),
+        &broker,
+    );
+    let mut remove = vec!["--remove", "--force"];
+    remove.extend(rule);
+    kafka_acls(&bootstrap, &props, &remove, &broker);
+    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
+    let log = broker.log();
+    assert!(
+        log.contains("User:alice is Denied operation = DESCRIBE"),
+        "{log}"
+    );
+}
+
+/// Authenticates a raw connection on a SASL_PLAINTEXT port with PLAIN.
+fn plain_login(port: u16, user: &str, pw: &str) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
+    let token = format!("\0{user}\0{pw}");
+    assert_eq!(authenticate(&mut c, token.as_bytes()).error_code, 0);
+    c
+}
+
+#[test]
+fn every_checked_api_answers_its_authorization_error() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    let sasl_plain = free_port();
+    let listeners =
+        format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_plain}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let _broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN",
+            &jaas,
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin",
+            "auto.create.topics.enable=false",
+        ],
+    );
+    let topic = || TopicName(StrBytes::from_static_str("secret"));
+    let mut admin = plain_login(sasl_plain, "admin", "admin-secret");
+    let body = request(
+        &mut admin,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic())
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    );
+    let created = CreateTopicsResponse::decode(&mut body.clone(), 7).expect("create");
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+
+    let mut alice = plain_login(sasl_plain, "alice", "alice-secret");
+    // Produce: an empty v2 batch is enough, authorization comes first.
+    let body = request(
+        &mut alice,
+        ApiKey::Produce,
+        9,
+        &ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from_static(&[0u8; 61])))])]),
+    );
+    let p = ProduceResponse::decode(&mut body.clone(), 9).expect("produce");
+    assert_eq!(
+        p.responses[0].partition_responses[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let body = request(
+        &mut alice,
+        ApiKey::Fetch,
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic())
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20)])]),
+    );
+    let f = FetchResponse::decode(&mut body.clone(), 12).expect("fetch");
+    assert_eq!(
+        f.responses[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let body = request(
+        &mut alice,
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic())
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]),
+    );
+    let l = ListOffsetsResponse::decode(&mut body.clone(), 7).expect("list offsets");
+    assert_eq!(
+        l.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    // Metadata: named → TOPIC_AUTHORIZATION_FAILED; all topics → left out.
+    let body = request(
+        &mut alice,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic())),
+        ])),
+    );
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert_eq!(m.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let everything = MetadataRequest::default().with_topics(None);
+    let body = request(&mut alice, ApiKey::Metadata, 12, &everything);
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert!(m.topics.is_empty(), "{:?}", m.topics);
+    // Cluster-level: ACLs and SCRAM credentials.
+    let body = request(
+        &mut alice,
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    let d = DescribeAclsResponse::decode(&mut body.clone(), 3).expect("describe acls");
+    assert_eq!(d.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let body = request(
+        &mut alice,
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    let d = DescribeUserScramCredentialsResponse::decode(&mut body.clone(), 0).expect("describe");
+    assert_eq!(d.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    // The super user is allowed all of it.
+    let body = request(&mut admin, ApiKey::Metadata, 12, &everything);
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert!(m.topics.iter().any(|t| t.error_code == 0), "{:?}", m.topics);
+    let body = request(
+        &mut admin,
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    let d = DescribeAclsResponse::decode(&mut body.clone(), 3).expect("describe acls");
+    assert_eq!(d.error_code, 0);
+}
+
+#[test]
+fn acl_requests_without_an_authorizer_answer_security_disabled() {
+    const SECURITY_DISABLED: i16 = 54;
+    let broker = Broker::start(1, &[]);
+    let mut c = TcpStream::connect(broker.bootstrap()).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = request(
+        &mut c,
+        ApiKey::CreateAcls,
+        3,
+        &CreateAclsRequest::default().with_creations(vec![
+            kafka_protocol::messages::create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ]),
+    );
+    let r = CreateAclsResponse::decode(&mut body.clone(), 3).expect("create acls");
+    assert_eq!(r.results[0].error_code, SECURITY_DISABLED);
+}

@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::RwLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
+use super::durable::DurableFile;
 use super::scram::ScramMechanism;
 
 /// The stored form of one user's credential for one mechanism (RFC 5802).
@@ -42,17 +43,15 @@ struct Inner {
 /// Every user's SCRAM credentials; shared (`Arc`) by all shards.
 pub struct CredentialStore {
     inner: RwLock<Inner>,
-    /// The file; `None`: memory only (unit tests).
-    path: Option<PathBuf>,
-    /// The generation last written to the file.
-    written: Arc<Mutex<u64>>,
+    /// The file.
+    file: DurableFile,
 }
 
 impl std::fmt::Debug for CredentialStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys: they are secrets.
         f.debug_struct("CredentialStore")
-            .field("path", &self.path)
+            .field("file", &self.file.name())
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +76,7 @@ impl CredentialStore {
     pub fn in_memory() -> CredentialStore {
         CredentialStore {
             inner: RwLock::new(Inner::default()),
-            path: None,
-            written: Arc::new(Mutex::new(0)),
+            file: DurableFile::new(None),
         }
     }
 
@@ -86,10 +84,8 @@ impl CredentialStore {
     /// is an error naming it.
     pub fn open(data_dir: &Path) -> Result<CredentialStore, String> {
         let path = file_path(data_dir);
-        let fs = crate::io::FileSystem::Real { buffered: true };
-        let bytes = fs
-            .read_small_file(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = DurableFile::new(Some(path.clone()));
+        let bytes = file.read()?;
         let mut map = BTreeMap::new();
         if let Some(bytes) = bytes {
             let entries: Vec<FileEntry> =
@@ -108,8 +104,7 @@ impl CredentialStore {
         }
         Ok(CredentialStore {
             inner: RwLock::new(Inner { map, generation: 0 }),
-            path: Some(path),
-            written: Arc::new(Mutex::new(0)),
+            file,
         })
     }
 
@@ -169,29 +164,11 @@ impl CredentialStore {
     /// glommio's blocking pool, so the shard keeps serving. A state older than one already
     /// written is not written.
     pub async fn save(&self) -> std::io::Result<()> {
-        let Some(path) = self.path.clone() else {
-            return Ok(());
-        };
         let (generation, data) = {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
             (inner.generation, Self::serialize(&inner.map))
         };
-        let written = self.written.clone();
-        glommio::executor()
-            .spawn_blocking(move || {
-                let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
-                if *last >= generation && generation != 0 {
-                    return Ok(());
-                }
-                let fs = crate::io::FileSystem::Real { buffered: true };
-                if let Some(dir) = path.parent() {
-                    fs.create_dir_all(dir)?;
-                }
-                fs.write_small_file_durable(&path, &data)?;
-                *last = generation;
-                Ok(())
-            })
-            .await
+        self.file.save(generation, data).await
     }
 }
 

@@ -15,7 +15,9 @@
 //! The socket side (the TLS record layer over the connection, the pre-authentication request
 //! gate) belongs to `server`; this module never touches a socket.
 
+pub mod acl;
 pub mod credentials;
+pub mod durable;
 pub mod plain;
 pub mod sasl;
 pub mod scram;
@@ -98,7 +100,59 @@ pub const REFERENCE_KEYS: &[(&str, &str)] = &[
     ("listener.name.<listener>.plain.sasl.jaas.config", "PLAIN users of a SASL listener, Kafka's form: `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";`."),
     ("listener.name.<listener>.scram-sha-256.sasl.jaas.config", "Accepted for Kafka compatibility (ScramLoginModule); SCRAM users are managed with AlterUserScramCredentials (`kafka-configs --entity-type users`)."),
     ("listener.name.<listener>.scram-sha-512.sasl.jaas.config", "As for scram-sha-256."),
+    ("authorizer.class.name", "Turns ACL checks on: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer, the same here). Unset: every request is allowed. ACLs are managed with CreateAcls/DeleteAcls (`kafka-acls`) and kept in DATA_DIR/meta/acls.json."),
+    ("super.users", "Principals allowed everything, `User:admin;User:ops`."),
+    ("allow.everyone.if.no.acl.found", "With the authorizer on, allow a request on a resource that no ACL names. Default false."),
 ];
+
+/// The authorizer's properties (broker-wide).
+const AUTHORIZER_KEYS: &[&str] = &[
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+];
+
+/// What every connection of the broker shares: the SCRAM credentials and the authorizer.
+#[derive(Clone, Debug)]
+pub struct BrokerSecurity {
+    /// The SCRAM credentials.
+    pub credentials: Arc<credentials::CredentialStore>,
+    /// The authorizer (allows everything when `authorizer.class.name` is unset).
+    pub authorizer: Arc<acl::Authorizer>,
+}
+
+impl BrokerSecurity {
+    /// Loads the credentials and ACLs of `data_dir` with the authorizer settings of `sec`.
+    pub fn open(
+        sec: &SecurityConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<BrokerSecurity, String> {
+        let credentials = Arc::new(credentials::CredentialStore::open(data_dir)?);
+        let allow = match sec
+            .props
+            .get("allow.everyone.if.no.acl.found")
+            .map(|v| v.trim())
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                return Err(format!(
+                    "`allow.everyone.if.no.acl.found`: `{v}` is not true or false"
+                ))
+            }
+        };
+        let authorizer = Arc::new(acl::Authorizer::open(
+            sec.props.get("authorizer.class.name").map(String::as_str),
+            sec.props.get("super.users").map(String::as_str),
+            allow,
+            Some(data_dir),
+        )?);
+        Ok(BrokerSecurity {
+            credentials,
+            authorizer,
+        })
+    }
+}
 
 /// The JAAS properties, only as `listener.name.<l>.<mechanism>.sasl.jaas.config`.
 const JAAS_MECHANISMS: &[&str] = &["plain", "scram-sha-256", "scram-sha-512"];
@@ -138,7 +192,7 @@ impl SecurityConfig {
         if key == "listener.security.protocol.map" {
             return Some(parse_protocol_map(value).map(|m| self.protocol_map = Some(m)));
         }
-        if LISTENER_KEYS.iter().any(|(k, _)| *k == key) {
+        if LISTENER_KEYS.iter().any(|(k, _)| *k == key) || AUTHORIZER_KEYS.contains(&key) {
             self.props.insert(key.to_string(), value.to_string());
             return Some(Ok(()));
         }

@@ -48,8 +48,7 @@ use super::response::Reply;
 use super::tls::TlsConn;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
-use crate::security::credentials::CredentialStore;
-use crate::security::ListenerSpec;
+use crate::security::{BrokerSecurity, ListenerSpec};
 use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
@@ -159,7 +158,7 @@ pub async fn serve(
     mut stream: TcpStream,
     registry: &Registry,
     listener: Arc<ListenerSpec>,
-    credentials: Arc<CredentialStore>,
+    shared: &BrokerSecurity,
 ) {
     let _ = stream.set_nodelay(true);
     let peer = stream
@@ -185,7 +184,13 @@ pub async fn serve(
             }
         }
     };
-    let session = Rc::new(Session::new(listener, credentials));
+    let session = {
+        let host = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "?".into());
+        Rc::new(Session::new(listener, shared, host))
+    };
     let wire = Wire(tls);
     // A second handle on the same socket for the writer task, so reading and writing run
     // independently without a lock.

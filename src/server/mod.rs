@@ -258,20 +258,15 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         apis = %advertised_versions(),
         "shardlog starting"
     );
-    let credentials = Arc::new(
-        crate::security::credentials::CredentialStore::open(&config.data_dir)
-            .map_err(ServerError::Security)?,
-    );
-    let listeners = Arc::new(resolve_client_listeners(&config, &credentials)?);
+    let shared = crate::security::BrokerSecurity::open(&config.security, &config.data_dir)
+        .map_err(ServerError::Security)?;
+    let listeners = Arc::new(resolve_client_listeners(&config, &shared.credentials)?);
     install_signal_handlers()?;
     STOP.store(false, Ordering::SeqCst);
     for l in listeners.iter() {
         refuse_if_port_taken(l.addr)?;
     }
-    let security = Security {
-        listeners,
-        credentials,
-    };
+    let security = Security { listeners, shared };
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
@@ -368,7 +363,7 @@ fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
 #[derive(Clone)]
 struct Security {
     listeners: Arc<Vec<crate::security::ListenerSpec>>,
-    credentials: Arc<crate::security::credentials::CredentialStore>,
+    shared: crate::security::BrokerSecurity,
 }
 
 /// The client listeners: the named ones of `listeners` that are not controller listeners
@@ -571,7 +566,7 @@ async fn start_and_serve(
                 shard.clone(),
                 listener,
                 spec,
-                security.credentials.clone(),
+                security.shared.clone(),
                 connections.clone(),
             ))
         })
@@ -593,7 +588,7 @@ async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     spec: Arc<crate::security::ListenerSpec>,
-    credentials: Arc<crate::security::credentials::CredentialStore>,
+    shared: crate::security::BrokerSecurity,
     connections: Rc<connection::Registry>,
 ) {
     loop {
@@ -609,10 +604,10 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
-                let (spec, credentials) = (spec.clone(), credentials.clone());
+                let (spec, shared) = (spec.clone(), shared.clone());
                 shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard.clone(), stream, &connections, spec, credentials).await;
+                    connection::serve(shard.clone(), stream, &connections, spec, &shared).await;
                     connections.leave();
                     shard.metrics.connection_closed();
                 })

@@ -26,6 +26,7 @@ use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::decode_body;
 use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::fetch_session::{
@@ -203,6 +204,12 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         };
         let partition = p.key.partition;
         let target = match found {
+            // Kafka answers an unauthorized topic so whether it exists or not.
+            _ if !name.is_empty()
+                && !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) =>
+            {
+                Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            }
             Some(t) if partition >= 0 && partition < t.partitions => {
                 parts.push(FetchPart {
                     topic: t.name.clone(),

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::{OffsetAnswer, OffsetQuery};
 
 /// Answers ListOffsets.
@@ -23,17 +24,26 @@ pub async fn handle(
     for topic in req.topics {
         let name = topic.name.to_string();
         let count = meta.topics.get(&name).map_or(0, |t| t.partitions);
+        let allowed = rq.authorized(AclOperation::Describe, ResourceType::Topic, &name);
         let mut slots = Vec::new();
         for p in topic.partitions {
-            if p.partition_index >= 0 && p.partition_index < count {
+            if !allowed {
+                slots.push((
+                    p.partition_index,
+                    Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
+                ));
+            } else if p.partition_index >= 0 && p.partition_index < count {
                 queries.push(OffsetQuery {
                     topic: name.clone(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
                 });
-                slots.push((p.partition_index, Some(queries.len() - 1)));
+                slots.push((p.partition_index, Ok(queries.len() - 1)));
             } else {
-                slots.push((p.partition_index, None));
+                slots.push((
+                    p.partition_index,
+                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                ));
             }
         }
         layout.push((topic.name, slots));
@@ -50,9 +60,9 @@ pub async fn handle(
                 .into_iter()
                 .map(|(index, slot)| {
                     let a = match slot {
-                        Some(i) => answers.get(i).cloned().unwrap_or_default(),
-                        None => OffsetAnswer {
-                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        Ok(i) => answers.get(i).cloned().unwrap_or_default(),
+                        Err(error_code) => OffsetAnswer {
+                            error_code,
                             offset: -1,
                             timestamp: -1,
                         },

@@ -15,11 +15,19 @@ use super::Request;
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::shard::{AdminOp, NewTopic};
 
 /// Kafka's internal topics, flagged `is_internal` (v1+): clients leave them out of pattern
 /// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
 pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// Whether the principal may create topic `name` (CREATE on the cluster or on the topic).
+fn may_create(rq: &Request<'_>, name: &str) -> bool {
+    !rq.session.authorizer.enabled
+        || rq.authorized_quiet(AclOperation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || rq.authorized(AclOperation::Create, ResourceType::Topic, name)
+}
 
 /// Answers Metadata v0–v12.
 pub async fn handle(
@@ -38,6 +46,7 @@ pub async fn handle(
                 .filter(|n| {
                     !meta.topics.contains_key(n.as_str())
                         && crate::meta::validate_topic_name(n.as_str()).is_ok()
+                        && may_create(rq, n.as_str())
                 })
                 .map(|n| NewTopic {
                     name: n.to_string(),
@@ -83,8 +92,17 @@ pub async fn handle(
     // v0 has no null: an empty list there asks for every topic.
     let all =
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
+    // Unauthorized topics: left out of "all topics", TOPIC_AUTHORIZATION_FAILED when named
+    // (whether they exist or not), as Kafka.
+    let may_describe =
+        |name: &str| rq.authorized(AclOperation::Describe, ResourceType::Topic, name);
     let topics: Vec<MetadataResponseTopic> = match &req.topics {
-        _ if all => meta.topics.values().map(describe).collect(),
+        _ if all => meta
+            .topics
+            .values()
+            .filter(|t| may_describe(&t.name))
+            .map(describe)
+            .collect(),
         None => Vec::new(),
         Some(wanted) => wanted
             .iter()
@@ -93,6 +111,17 @@ pub async fn handle(
                     Some(n) => meta.topics.get(n.as_str()),
                     None => meta.topic_by_id(w.topic_id.as_bytes()),
                 };
+                let name = w
+                    .name
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .or(found.map(|t| t.name.clone()));
+                if name.as_deref().is_some_and(|n| !may_describe(n)) {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                        .with_name(w.name.clone())
+                        .with_topic_id(w.topic_id);
+                }
                 match found {
                     Some(t) => describe(t),
                     None => {

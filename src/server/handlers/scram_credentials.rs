@@ -25,6 +25,7 @@ use super::sb;
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::AclOperation;
 use crate::security::scram::{check_iterations, ScramMechanism};
 
 /// Answers DescribeUserScramCredentials: every user (a null or empty list) or the named ones.
@@ -32,6 +33,11 @@ pub async fn describe(
     rq: &Request<'_>,
     req: DescribeUserScramCredentialsRequest,
 ) -> Result<DescribeUserScramCredentialsResponse, ProtocolError> {
+    if !rq.authorized_cluster(AclOperation::Describe) {
+        return Ok(DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(sb("Cluster authorization failed."))));
+    }
     let store = &rq.session.credentials;
     let all = store.describe();
     let info = |creds: &Vec<(ScramMechanism, i32)>| -> Vec<CredentialInfo> {
@@ -99,6 +105,22 @@ pub async fn alter(
     req: AlterUserScramCredentialsRequest,
 ) -> Result<AlterUserScramCredentialsResponse, ProtocolError> {
     let store = &rq.session.credentials;
+    if !rq.authorized_cluster(AclOperation::Alter) {
+        let mut users: Vec<&str> = req.deletions.iter().map(|d| d.name.as_str()).collect();
+        users.extend(req.upsertions.iter().map(|u| u.name.as_str()));
+        users.sort_unstable();
+        users.dedup();
+        let results = users
+            .into_iter()
+            .map(|u| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(sb(u))
+                    .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+                    .with_error_message(Some(sb("Cluster authorization failed.")))
+            })
+            .collect();
+        return Ok(AlterUserScramCredentialsResponse::default().with_results(results));
+    }
     // Per user, in the order first named: its changes, or the first reason to refuse them.
     let mut order: Vec<String> = Vec::new();
     let mut per_user: BTreeMap<String, Result<Vec<Change>, (ErrorCode, String)>> = BTreeMap::new();

@@ -6,6 +6,8 @@ librdkafka's own property names (security.protocol, sasl.mechanisms, sasl.userna
 sasl.password, ssl.ca.location, ...).
 
 - produce_consume: 20 messages with keys produced (acks=all) and read back identical.
+- consume COUNT: COUNT messages read from t-TAG (partition 0, no group protocol).
+- consume_denied: reading t-TAG fails with TOPIC_AUTHORIZATION_FAILED.
 - auth_fails: the client gets an authentication error (_AUTHENTICATION) within 10 s.
 - scram_upsert USER PASSWORD MECHANISM: AlterUserScramCredentials through the admin API,
   then DescribeUserScramCredentials lists the user with that mechanism.
@@ -67,6 +69,51 @@ def produce_consume(bootstrap, tag, conf):
         fail(f"read back {len(got)} messages, not the {len(sent)} sent")
 
 
+def consume(bootstrap, tag, conf, count):
+    """Reads `count` messages from t-TAG partition 0 (no group protocol)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{tag}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", **conf})
+    c.assign([TopicPartition(f"t-{tag}", 0, 0)])
+    got = 0
+    end = time.time() + 20
+    while got < count and time.time() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            fail(f"consume error: {m.error()}")
+        got += 1
+    c.close()
+    if got != count:
+        fail(f"read {got} messages, expected {count}")
+
+
+def consume_denied(bootstrap, tag, conf):
+    """Reading t-TAG is refused: its metadata says TOPIC_AUTHORIZATION_FAILED, and a
+    subscribed consumer gets that error (not messages) within 15 s."""
+    topic = f"t-{tag}"
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{tag}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", **conf})
+    md = c.list_topics(topic, timeout=10)
+    err = md.topics[topic].error
+    if err is None or err.code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        fail(f"metadata of {topic}: error {err}, expected TOPIC_AUTHORIZATION_FAILED")
+    c.subscribe([topic])
+    end = time.time() + 15
+    while time.time() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error() and m.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            c.close()
+            print(f"error: {m.error()}")
+            return
+        if m.error():
+            continue  # e.g. a transient coordinator error while the group forms
+        fail("read a message of a topic the principal may not read")
+    fail("no TOPIC_AUTHORIZATION_FAILED for the subscription within 15 s")
+
+
 def auth_fails(bootstrap, tag, conf):
     errors = []
     a = AdminClient({"bootstrap.servers": bootstrap, "error_cb": errors.append, **conf})
@@ -99,6 +146,10 @@ def main():
     rest = sys.argv[4:]
     if scenario == "produce_consume":
         produce_consume(bootstrap, tag, settings(rest))
+    elif scenario == "consume":
+        consume(bootstrap, tag, settings(rest[1:]), int(rest[0]))
+    elif scenario == "consume_denied":
+        consume_denied(bootstrap, tag, settings(rest))
     elif scenario == "auth_fails":
         auth_fails(bootstrap, tag, settings(rest))
     elif scenario == "scram_upsert":
