@@ -915,6 +915,30 @@ fn every_checked_api_answers_its_authorization_error() {
     let body = request(&mut alice, ApiKey::Metadata, 12, &everything);
     let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
     assert!(m.topics.is_empty(), "{:?}", m.topics);
+    // Groups: JoinGroup (READ) and OffsetFetch (DESCRIBE) → GROUP_AUTHORIZATION_FAILED.
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    let body = request(
+        &mut alice,
+        ApiKey::JoinGroup,
+        9,
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-secret")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer")),
+    );
+    let j = JoinGroupResponse::decode(&mut body.clone(), 9).expect("join");
+    assert_eq!(j.error_code, GROUP_AUTHORIZATION_FAILED);
+    let body = request(
+        &mut alice,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-secret")))
+            .with_topics(None),
+    );
+    let o = OffsetFetchResponse::decode(&mut body.clone(), 7).expect("offset fetch");
+    assert_eq!(o.error_code, GROUP_AUTHORIZATION_FAILED);
     // Cluster-level: ACLs and SCRAM credentials.
     let body = request(
         &mut alice,

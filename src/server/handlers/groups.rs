@@ -17,6 +17,7 @@ use super::Request;
 use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
 /// 1): this broker coordinates both (the shard inside it is chosen per request). The first
@@ -74,6 +75,11 @@ pub async fn find_coordinator(
     Ok(resp)
 }
 
+/// READ on the group: what JoinGroup, SyncGroup, Heartbeat and LeaveGroup need.
+fn may_read(rq: &Request<'_>, group: &str) -> bool {
+    rq.authorized(AclOperation::Read, ResourceType::Group, group)
+}
+
 /// Answers JoinGroup v0–v9 (parks until the rebalance completes).
 pub async fn join(
     rq: &Request<'_>,
@@ -81,6 +87,11 @@ pub async fn join(
 ) -> Result<JoinGroupResponse, ProtocolError> {
     let (shard, version, client_id) = (rq.shard, rq.version, rq.client_id.to_string());
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(JoinGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code())
+            .with_protocol_name((version < 7).then(Default::default)));
+    }
     let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
     let mut resp = match shard.group(&group, op).await {
         Some(GroupReply::Join(r)) => r,
@@ -106,6 +117,10 @@ pub async fn sync(
 ) -> Result<SyncGroupResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
         Some(GroupReply::Sync(r)) => r,
         _ => SyncGroupResponse::default()
@@ -125,6 +140,10 @@ pub async fn heartbeat(
 ) -> Result<HeartbeatResponse, ProtocolError> {
     let shard = rq.shard;
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
         Some(GroupReply::Heartbeat(c)) => c,
         _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
@@ -140,6 +159,10 @@ pub async fn leave(
 ) -> Result<LeaveGroupResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
         Some(GroupReply::Leave(r)) => r,
         _ => LeaveGroupResponse::default()
