@@ -111,7 +111,7 @@ fn fetch_encode(c: &mut Criterion) {
                         })
                         .collect(),
                 }];
-                encode_fetch_response(version, 1, 0, 0, &topics).expect("encode")
+                encode_fetch_response(version, 1, 0, 0, &topics, &[]).expect("encode")
             })
         },
     );

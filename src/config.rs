@@ -111,6 +111,13 @@ pub struct BrokerConfig {
     /// Largest step of segment space reserved ahead of the data (steps grow with the segment
     /// from 64 KiB); `log.preallocate.bytes`.
     pub preallocate_bytes: u64,
+    /// Run the log cleaner on compacted topics; `log.cleaner.enable`.
+    pub cleaner_enable: bool,
+    /// Pause between the log cleaner's looks at a shard's logs; `log.cleaner.backoff.ms`.
+    pub cleaner_backoff_ms: u64,
+    /// Bytes of keys the cleaners map per pass, split over the shards;
+    /// `log.cleaner.dedupe.buffer.size`.
+    pub cleaner_dedupe_buffer_bytes: usize,
     /// Where shard 0 serves Prometheus metrics (`GET /metrics`); none by default.
     pub metrics_listen: Option<SocketAddr>,
     /// Consumer group settings.
@@ -153,6 +160,9 @@ impl Default for BrokerConfig {
             unwritten_bytes_max: 64 << 20,
             buffered_io: false,
             preallocate_bytes: 64 << 20,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
             metrics_listen: None,
             group: GroupConfig::default(),
             txn: TxnConfig::default(),
@@ -400,6 +410,30 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "log.cleaner.enable",
+        help: "Run the log cleaner (compaction of topics with `cleanup.policy` containing `compact`). Default true.",
+        apply: |c, v| {
+            c.cleaner_enable = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "log.cleaner.backoff.ms",
+        help: "Pause between the log cleaner's looks at each shard's compacted logs. Default 15000.",
+        apply: |c, v| {
+            c.cleaner_backoff_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "log.cleaner.dedupe.buffer.size",
+        help: "Bytes of keys the log cleaners map in one pass, split over the shards (a pass cleans as many whole dirty segments as fit). Default 134217728.",
+        apply: |c, v| {
+            c.cleaner_dedupe_buffer_bytes = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "group.min.session.timeout.ms",
         help: "Smallest session timeout a consumer may ask for. Default 6000.",
         apply: |c, v| {
@@ -440,10 +474,34 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "transaction.version",
+        help: "The transaction.version feature level finalized for clients: 2 (transactions v2, KIP-890: a partition is added by the produce itself and verified, the epoch is bumped at every transaction's end) or 1. Default 2.",
+        apply: |c, v| {
+            let level: i16 = parse_num(v)?;
+            if !(1..=2).contains(&level) {
+                return Err("must be 1 or 2".into());
+            }
+            c.txn.transaction_version = level;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         help: "How often ongoing transactions are checked against their timeout (a timed-out one is aborted). Default 10000.",
         apply: |c, v| {
             c.txn.abort_check_interval_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "offsets.topic.segment.bytes",
+        help: "Segment size of __consumer_offsets when it is created (it is compacted: old commits go from rolled segments). Default 104857600.",
+        apply: |c, v| {
+            let n: u64 = parse_positive(v)?;
+            if n < 1_048_576 {
+                return Err("must be at least 1048576 (the topic-level segment.bytes minimum)".into());
+            }
+            c.group.offsets_segment_bytes = n;
             Ok(())
         },
     },
@@ -469,6 +527,14 @@ const LOG_KEY_ALIASES: &[(&str, &str)] = &[
     ("log.retention.bytes", "retention.bytes"),
     ("message.max.bytes", "max.message.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
 ];
 
 /// What shardlog does with a topic-level setting (listed in docs/configuration.md).
@@ -575,7 +641,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: TopicConfigType::List(CLEANUP_POLICIES),
         kafka_default: "delete",
         status: TopicConfigStatus::Implemented,
-        help: "`delete` only: `compact` (and an empty list) are refused with INVALID_CONFIG until shardlog has log compaction.",
+        help: "`delete` (retention deletes old segments), `compact` (the log cleaner keeps the latest record of every key; records without a key are refused with INVALID_RECORD), or both. Default delete. An empty list is refused until shardlog has infinite retention without a policy.",
     },
     TopicConfigDef {
         name: "compression.gzip.level",
@@ -612,8 +678,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "delete.retention.ms",
         kind: LONG_AT_LEAST_0,
         kafka_default: "86400000",
-        status: TopicConfigStatus::Stored,
-        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+        status: TopicConfigStatus::Implemented,
+        help: "How long a tombstone (null value) of a compacted topic stays after the newest record of its segment, in ms. Default 86400000.",
     },
     TopicConfigDef {
         name: "file.delete.delay.ms",
@@ -681,8 +747,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "max.compaction.lag.ms",
         kind: TopicConfigType::Long { min: 1, max: i64::MAX },
         kafka_default: LONG_MAX,
-        status: TopicConfigStatus::Stored,
-        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+        status: TopicConfigStatus::Implemented,
+        help: "A compacted topic's dirty segment older than this is cleaned whatever the dirty ratio. Default 9223372036854775807.",
     },
     TopicConfigDef {
         name: "max.message.bytes",
@@ -716,15 +782,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "min.cleanable.dirty.ratio",
         kind: TopicConfigType::Double { min: 0.0, max: 1.0 },
         kafka_default: "0.5",
-        status: TopicConfigStatus::Stored,
-        help: "Accepted and stored, no effect: it applies to compacted topics, which shardlog does not have yet.",
+        status: TopicConfigStatus::Implemented,
+        help: "The log cleaner cleans a compacted log once its dirty (never cleaned) bytes are at least this share of its cleanable bytes. Default 0.5.",
     },
     TopicConfigDef {
         name: "min.compaction.lag.ms",
         kind: LONG_AT_LEAST_0,
         kafka_default: "0",
-        status: TopicConfigStatus::Stored,
-        help: "Accepted and stored (at most `max.compaction.lag.ms`, as in Kafka), no effect: no compaction yet.",
+        status: TopicConfigStatus::Implemented,
+        help: "A record stays uncompacted at least this long (by its segment's newest timestamp); at most `max.compaction.lag.ms`. Default 0.",
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -941,14 +1007,8 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
         return Err("Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.".into());
     }
     if let Some(policy) = configs.get("cleanup.policy") {
-        let items = list_items(policy);
-        if items.contains(&"compact") {
-            return Err(format!(
-                "cleanup.policy={policy} is not supported: shardlog has no log compaction yet, so a compacted topic would silently keep (or delete by retention) every record; only `delete` is accepted"
-            ));
-        }
-        if items.is_empty() {
-            return Err("cleanup.policy= (no cleanup) is not supported yet: shardlog deletes segments by retention.ms and retention.bytes; only `delete` is accepted".into());
+        if list_items(policy).is_empty() {
+            return Err("cleanup.policy= (no cleanup) is not supported yet: use `delete`, `compact` or `compact,delete`".into());
         }
     }
     Ok(())
@@ -989,9 +1049,28 @@ pub fn apply_topic_key(log: &mut LogConfig, key: &str, v: &str) -> Result<(), St
             }
         }
         "cleanup.policy" => {
-            if list_items(v).iter().any(|p| *p != "delete") || list_items(v).is_empty() {
-                return Err("only `delete` is supported".into());
+            let items = list_items(v);
+            if items.is_empty() || items.iter().any(|p| !CLEANUP_POLICIES.contains(p)) {
+                return Err("expected `delete`, `compact` or both".into());
             }
+            log.cleanup_delete = items.contains(&"delete");
+            log.cleanup_compact = items.contains(&"compact");
+        }
+        "min.cleanable.dirty.ratio" => {
+            let r: f64 = v.parse().map_err(|_| "expected a number".to_string())?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err("must be between 0 and 1".into());
+            }
+            log.min_cleanable_dirty_ratio = r;
+        }
+        "min.compaction.lag.ms" => {
+            log.min_compaction_lag_ms = parse_num::<u64>(v)?.min(i64::MAX as u64) as i64
+        }
+        "max.compaction.lag.ms" => {
+            log.max_compaction_lag_ms = parse_positive::<u64>(v)?.min(i64::MAX as u64) as i64
+        }
+        "delete.retention.ms" => {
+            log.delete_retention_ms = parse_num::<u64>(v)?.min(i64::MAX as u64) as i64
         }
         "remote.storage.enable" => {
             if !v.eq_ignore_ascii_case("false") {
@@ -1030,6 +1109,15 @@ pub fn topic_config_value(
         "retention.ms" => log.retention_ms.to_string(),
         "retention.bytes" => log.retention_bytes.to_string(),
         "max.message.bytes" => log.max_message_bytes.to_string(),
+        "cleanup.policy" => match (log.cleanup_compact, log.cleanup_delete) {
+            (true, true) => "compact,delete".into(),
+            (true, false) => "compact".into(),
+            _ => "delete".into(),
+        },
+        "min.cleanable.dirty.ratio" => log.min_cleanable_dirty_ratio.to_string(),
+        "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => log.max_compaction_lag_ms.to_string(),
+        "delete.retention.ms" => log.delete_retention_ms.to_string(),
         "message.timestamp.type" => match log.timestamp_type {
             TimestampType::CreateTime => "CreateTime".into(),
             TimestampType::LogAppendTime => "LogAppendTime".into(),
@@ -1047,6 +1135,15 @@ pub fn topic_config_value(
 pub fn broker_sets_topic_default(broker: &LogConfig, key: &str) -> bool {
     let none = BTreeMap::new();
     topic_config_value(broker, &none, key) != topic_config_value(&LogConfig::default(), &none, key)
+}
+
+/// The broker-level name of a topic-level log setting (`segment.bytes` → `log.segment.bytes`),
+/// Kafka's synonym, if it has one.
+pub fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    LOG_KEY_ALIASES
+        .iter()
+        .find(|(_, t)| *t == topic_key)
+        .map(|(b, _)| *b)
 }
 
 /// Builds a topic's effective log config: broker defaults, then the topic's overrides.
@@ -1343,10 +1440,27 @@ mod tests {
             .expect_err("conflict"),
             "conflict topic config setting min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"
         );
-        assert!(
-            validate_topic_configs(&configs(&[("cleanup.policy", "compact")]))
-                .expect_err("no compaction")
-                .contains("no log compaction")
+        for policy in ["compact", "compact,delete", "delete, compact"] {
+            assert!(validate_topic_configs(&configs(&[("cleanup.policy", policy)])).is_ok());
+            let mut log = LogConfig::default();
+            apply_topic_key(&mut log, "cleanup.policy", policy).expect(policy);
+            assert!(log.cleanup_compact);
+            assert_eq!(log.cleanup_delete, policy.contains("delete"));
+        }
+        assert_eq!(
+            validate_topic_configs(&configs(&[("cleanup.policy", "compact,purge")]))
+                .expect_err("unknown policy"),
+            "Invalid value purge for configuration cleanup.policy: String must be one of: compact, delete"
+        );
+        assert_eq!(
+            validate_topic_configs(&configs(&[("min.compaction.lag.ms", "-1")]))
+                .expect_err("negative lag"),
+            "Invalid value -1 for configuration min.compaction.lag.ms: Value must be at least 0"
+        );
+        assert_eq!(
+            validate_topic_configs(&configs(&[("delete.retention.ms", "-5")]))
+                .expect_err("negative retention"),
+            "Invalid value -5 for configuration delete.retention.ms: Value must be at least 0"
         );
         assert!(validate_topic_configs(&configs(&[("compression.type", "lz4")])).is_ok());
     }

@@ -39,6 +39,8 @@ kafka_error_codes! {
     CORRUPT_MESSAGE = 2,
     /// The topic or partition does not exist.
     UNKNOWN_TOPIC_OR_PARTITION = 3,
+    /// The partition has no leader now (offline, or an election is in progress).
+    LEADER_NOT_AVAILABLE = 5,
     /// This broker does not lead the partition.
     NOT_LEADER_OR_FOLLOWER = 6,
     /// The request timed out.

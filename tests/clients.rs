@@ -67,8 +67,53 @@ const CLIENT_SCENARIOS_SASL: &[&str] = &[
     "xconsume",
 ];
 
+/// CLIENT_SCENARIOS_SASL plus `txn_ctp` (a consume-transform-produce loop with its offsets
+/// in its transactions, killed with SIGKILL mid-transaction and restarted: every output
+/// exactly once), for librdkafka (confluent-kafka).
+const CLIENT_SCENARIOS_SASL_CTP: &[&str] = &[
+    "create_topic",
+    "produce_consume",
+    "gzip",
+    "snappy",
+    "lz4",
+    "zstd",
+    "group",
+    "list_offsets",
+    "idempotent",
+    "max_under",
+    "max_over",
+    "sasl_rejected",
+    "txn",
+    "txn_ctp",
+    "xproduce",
+    "xconsume",
+];
+
+/// CLIENT_SCENARIOS plus `txn_ctp`, for franz-go.
+const CLIENT_SCENARIOS_CTP: &[&str] = &[
+    "create_topic",
+    "produce_consume",
+    "gzip",
+    "snappy",
+    "lz4",
+    "zstd",
+    "group",
+    "list_offsets",
+    "idempotent",
+    "max_under",
+    "max_over",
+    "txn_ctp",
+    "xproduce",
+    "xconsume",
+];
+
 /// Kafka's command-line tools (kafka-tools), a row of their own.
-const TOOLS_SCENARIOS: &[&str] = &["tools_topic", "tools_console", "tools_groups"];
+const TOOLS_SCENARIOS: &[&str] = &[
+    "tools_topic",
+    "tools_console",
+    "tools_groups",
+    "tools_transactions",
+];
 
 /// The broker's `message.max.bytes` in this run; the programs know it too (max_under/max_over).
 const MESSAGE_MAX_BYTES: usize = 65536;
@@ -118,7 +163,7 @@ fn rows() -> Vec<Row> {
                 "tests/clients/python/confluent_scenarios.py".into(),
             ],
             installed: "tests/clients/python/.venv/bin/python",
-            scenarios: CLIENT_SCENARIOS_SASL,
+            scenarios: CLIENT_SCENARIOS_SASL_CTP,
             timeout: Duration::from_secs(60),
         },
         Row {
@@ -161,7 +206,7 @@ fn rows() -> Vec<Row> {
             family: "Go",
             program: s(&["tests/clients/go/bin/franz"]),
             installed: "tests/clients/go/bin/franz",
-            scenarios: CLIENT_SCENARIOS,
+            scenarios: CLIENT_SCENARIOS_CTP,
             timeout: Duration::from_secs(60),
         },
         Row {

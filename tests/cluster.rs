@@ -295,12 +295,24 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
     };
     let mut admin = ControllerClient::new(id.clone().into(), &controllers);
     let r = rt
-        .block_on(admin.create_topics(vec![topic("before", 2), topic("wide", 3)]))
+        .block_on(admin.create_topics(vec![
+            topic("before", 1),
+            topic("wide", 3),
+            topic("replicated", 2),
+        ]))
         .expect("answered");
     assert!(r[0].is_ok(), "{r:?}");
     assert_eq!(
         r[1].as_ref().map_err(|e| e.code),
         Err(ErrorCode::INVALID_REPLICATION_FACTOR)
+    );
+    // Until partition data is replicated, no replica may be placed that would hold no data.
+    let e = r[2].as_ref().expect_err("RF 2 refused");
+    assert_eq!(e.code, ErrorCode::INVALID_REPLICATION_FACTOR);
+    assert!(
+        e.message.contains("replication is not built yet"),
+        "{}",
+        e.message
     );
 
     // kill -9 the active controller: another takes over, creation keeps working.
@@ -308,7 +320,7 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
     nodes[leader - 1].kill();
     let mut created = false;
     for _ in 0..5 {
-        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("after", 2)])) {
+        if let Ok(r) = rt.block_on(admin.create_topics(vec![topic("after", 1)])) {
             assert!(r[0].is_ok(), "{r:?}");
             created = true;
             break;
@@ -353,4 +365,133 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
     block_until("the last topic in the broker's image", 10, &|| {
         b1.images().borrow().topics.contains_key("rejoined")
     });
+}
+
+/// The deployment examples are real cluster configurations: each host's file of the 3-host
+/// systemd example, and the Kubernetes ConfigMap for every pod ordinal, pass the cluster
+/// cross-checks; the ConfigMap's cluster id formats a data dir.
+#[test]
+fn deploy_cluster_examples_resolve() {
+    use shardlog::config::BrokerConfig;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut voters = Vec::new();
+    for i in 1..=3 {
+        let path = repo.join(format!("deploy/systemd/cluster/host{i}.toml"));
+        let mut c = BrokerConfig::default();
+        c.load_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let r = c
+            .resolve_cluster()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .expect("cluster mode");
+        assert_eq!(r.node_id, i);
+        assert_eq!(r.controller_listen.map(|a| a.port()), Some(9093));
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.advertised(), (format!("sl{i}"), 9092));
+        voters.push(r.voters);
+    }
+    assert!(voters.iter().all(|v| *v == voters[0] && v.len() == 3));
+
+    let yaml = std::fs::read_to_string(repo.join("deploy/kubernetes/configmap.yaml"))
+        .expect("read configmap");
+    let cluster_id = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cluster.id: "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("cluster.id in the ConfigMap");
+    let toml: String = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "shardlog.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let tmp = common::temp_data_dir();
+    let path = tmp.path().join("shardlog.toml");
+    std::fs::write(&path, &toml).expect("write");
+    for ordinal in 0..3 {
+        let mut c = BrokerConfig::default();
+        c.load_file(&path).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        c.apply("node.id", &ordinal.to_string()).expect("node.id");
+        let r = c
+            .resolve_cluster()
+            .unwrap_or_else(|e| panic!("pod {ordinal}: {e}"))
+            .expect("cluster mode");
+        assert_eq!(r.voters.len(), 3);
+        assert!(r.voters.iter().any(|v| v.id == ordinal));
+    }
+    let dir = tmp.path().join("pod0");
+    let o = shardlog(&[
+        "format",
+        "-t",
+        &cluster_id,
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--set",
+        "node.id=0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A broker whose controllers do not answer waits to join (it does not listen meanwhile), and
+/// stops cleanly on SIGTERM.
+#[test]
+fn a_broker_without_a_quorum_waits_and_stops_cleanly_on_sigterm() {
+    let tmp = common::temp_data_dir();
+    let dir = tmp.path().join("b7");
+    let id = String::from_utf8(shardlog(&["random-uuid"]).stdout).expect("utf-8");
+    let o = shardlog(&[
+        "format",
+        "-t",
+        id.trim(),
+        "--data-dir",
+        dir.to_str().expect("utf-8 path"),
+        "--set",
+        "node.id=7",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (port, dead) = (common::free_port(), common::free_port());
+    let log = dir.with_extension("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["serve", "--cores", "1", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--set",
+            "process.roles=broker",
+            "--set",
+            "node.id=7",
+            "--set",
+            &format!("controller.quorum.voters=1@127.0.0.1:{dead}"),
+            "--set",
+            &format!("listeners=PLAINTEXT://127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start shardlog");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "it waits for the quorum"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no listener before it has joined"
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("stopped before joining the cluster"),
+        "{text}"
+    );
 }

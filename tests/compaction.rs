@@ -262,3 +262,299 @@ fn kafka_delete_records_moves_the_log_start_durably() {
     assert_eq!(watermarks(&b, "dr"), (150, 300));
     assert_eq!(consume(&b, "dr", 0).first().map(|r| r.0), Some(150));
 }
+
+/// Latest value of every key in `records` (`None`: a tombstone).
+fn latest_values(
+    records: &[(Option<String>, Option<String>)],
+) -> std::collections::BTreeMap<String, Option<String>> {
+    records
+        .iter()
+        .filter_map(|(k, v)| k.clone().map(|k| (k, v.clone())))
+        .collect()
+}
+
+#[test]
+fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_kill9() {
+    let mut settings = SETTINGS.to_vec();
+    settings.push("log.cleaner.backoff.ms=100");
+    let mut b = Broker::start(2, &settings);
+    // Kafka's validation: an unknown policy and a negative lag are INVALID_CONFIG.
+    let err = create_topic(&b, "bad1", &[("cleanup.policy", "compact,purge")]).unwrap_err();
+    assert!(
+        err.contains("InvalidConfig") || err.contains("INVALID_CONFIG"),
+        "{err}"
+    );
+    let err = create_topic(&b, "bad2", &[("min.compaction.lag.ms", "-1")]).unwrap_err();
+    assert!(
+        err.contains("InvalidConfig") || err.contains("INVALID_CONFIG"),
+        "{err}"
+    );
+    create_topic(
+        &b,
+        "cmp",
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "86400000"),
+        ],
+    )
+    .expect("a compacted topic is accepted");
+    let mut records = Vec::new();
+    for round in 0..6 {
+        for k in 0..20 {
+            let value = (round < 5 || k % 4 != 0).then(|| format!("r{round}-k{k}-{:0>300}", k));
+            records.push((Some(format!("key-{k}")), value));
+        }
+    }
+    produce(&b, "cmp", &records);
+    let produced = records.len() as i64;
+    assert_eq!(watermarks(&b, "cmp"), (0, produced));
+
+    // A record without a key: refused with INVALID_RECORD, the log intact.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .set("acks", "all")
+        .set("retries", "0")
+        .create()
+        .expect("producer");
+    p.send(BaseRecord::<(), str>::to("cmp").payload("no key"))
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.in_flight_count() > 0 && Instant::now() < deadline {
+        p.poll(Duration::from_millis(50));
+    }
+    assert_eq!(
+        watermarks(&b, "cmp"),
+        (0, produced),
+        "the keyless record was not appended"
+    );
+    assert!(
+        b.log().contains("without key"),
+        "the broker says why it refused the batch"
+    );
+
+    // The cleaner (every 100 ms) compacts every segment but the active one.
+    let want = latest_values(&records);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = consume(&b, "cmp", 0);
+        let mut seen = std::collections::BTreeSet::new();
+        let duplicates = got
+            .iter()
+            .filter(|(o, _, _)| *o < produced - 40)
+            .any(|(_, k, _)| !seen.insert(k.clone()));
+        if !duplicates {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleaner did not compact: {} records",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!((got.len() as i64) < produced, "older values are gone");
+    let check = |got: &[(i64, Option<String>, Option<String>)]| {
+        let mut last: std::collections::BTreeMap<String, (i64, Option<String>)> =
+            Default::default();
+        for (o, k, v) in got {
+            let k = k.clone().expect("every record has a key");
+            // The record at each offset is the one produced there.
+            assert_eq!(
+                records[*o as usize],
+                (Some(k.clone()), v.clone()),
+                "offset {o}"
+            );
+            last.insert(k, (*o, v.clone()));
+        }
+        for (k, v) in &want {
+            assert_eq!(last.get(k).map(|l| &l.1), Some(v), "latest value of {k}");
+        }
+    };
+    check(&got);
+    b.kill9();
+    b.restart();
+    assert_eq!(watermarks(&b, "cmp"), (0, produced));
+    let again = consume(&b, "cmp", 0);
+    check(&again);
+    assert!(again.len() <= got.len());
+}
+
+/// Bytes of the `.log` files of one partition directory.
+fn log_bytes(b: &Broker, dir: &str) -> u64 {
+    std::fs::read_dir(b.data_dir.join(dir))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn consumer_offsets_is_compacted_and_the_latest_commits_survive_kill9() {
+    let mut b = Broker::start(
+        2,
+        &[
+            "offsets.topic.num.partitions=1",
+            "offsets.topic.segment.bytes=1048576",
+            "log.cleaner.backoff.ms=100",
+            "log.preallocate.bytes=65536",
+        ],
+    );
+    let partitions = 100;
+    let t = NewTopic::new("src", partitions, TopicReplication::Fixed(1));
+    futures_lite::future::block_on(admin(&b).create_topics(&[t], &AdminOptions::new()))
+        .expect("create")
+        .into_iter()
+        .for_each(|r| {
+            r.expect("created");
+        });
+    let consumer = |b: &Broker| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("group.id", "offsets-compaction")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    };
+    let c = consumer(&b);
+    let commits = 300;
+    for round in 1..=commits {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset("src", p, Offset::Offset(round))
+                .expect("tpl");
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit");
+    }
+    // Every commit of 100 partitions is ~8 KB of records: ~2.5 MB were written in 1 MiB
+    // segments; the cleaner keeps one record per partition in the rolled ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = log_bytes(&b, "__consumer_offsets-0");
+        if bytes < 1_200_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "__consumer_offsets-0 still holds {bytes} bytes of log"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+    b.kill9();
+    b.restart();
+    let c = consumer(&b);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition("src", p);
+    }
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(20))
+        .expect("committed offsets");
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(commits),
+            "partition {}",
+            e.partition()
+        );
+    }
+    assert_eq!(committed.count(), partitions as usize);
+}
+
+/// DescribeConfigs v4 with synonyms, by hand: (name, value, source, synonyms) of each config.
+#[allow(clippy::type_complexity)]
+fn describe_topic(
+    b: &Broker,
+    topic: &str,
+) -> Vec<(
+    String,
+    Option<String>,
+    i8,
+    Vec<(String, Option<String>, i8)>,
+)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let req = DescribeConfigsRequest::default()
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)])
+        .with_include_synonyms(true);
+    let mut stream = std::net::TcpStream::connect(b.bootstrap()).expect("connect");
+    let mut body = common::request(&mut stream, ApiKey::DescribeConfigs, 4, &req);
+    let resp = DescribeConfigsResponse::decode(&mut body, 4).expect("decode");
+    let s = |v: &Option<kafka_protocol::protocol::StrBytes>| v.as_ref().map(|v| v.to_string());
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                s(&c.value),
+                c.config_source,
+                c.synonyms
+                    .iter()
+                    .map(|y| (y.name.to_string(), s(&y.value), y.source))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn describe_configs_reports_effective_values_sources_and_synonyms() {
+    let b = Broker::start(1, &["log.cleaner.delete.retention.ms=1000"]);
+    create_topic(
+        &b,
+        "described",
+        &[
+            ("cleanup.policy", "compact,delete"),
+            ("min.compaction.lag.ms", "5"),
+        ],
+    )
+    .expect("create");
+    let configs = describe_topic(&b, "described");
+    let get = |n: &str| {
+        configs
+            .iter()
+            .find(|c| c.0 == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not described"))
+    };
+    let s = |v: &str| Some(v.to_string());
+    // Kafka's sources: 1 DYNAMIC_TOPIC_CONFIG, 4 STATIC_BROKER_CONFIG, 5 DEFAULT_CONFIG.
+    assert_eq!(
+        get("cleanup.policy"),
+        (
+            "cleanup.policy".into(),
+            s("compact,delete"),
+            1,
+            vec![
+                ("cleanup.policy".into(), s("compact,delete"), 1),
+                ("log.cleanup.policy".into(), s("delete"), 5),
+            ]
+        )
+    );
+    assert_eq!(
+        get("delete.retention.ms"),
+        (
+            "delete.retention.ms".into(),
+            s("1000"),
+            4,
+            vec![
+                ("log.cleaner.delete.retention.ms".into(), s("1000"), 4),
+                ("log.cleaner.delete.retention.ms".into(), s("86400000"), 5),
+            ]
+        )
+    );
+    assert_eq!(get("min.compaction.lag.ms").1, s("5"));
+    assert_eq!(get("min.cleanable.dirty.ratio").2, 5);
+}

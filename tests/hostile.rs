@@ -122,10 +122,12 @@ fn api_versions_frame(c: &mut Client) -> Vec<u8> {
 fn thousands_of_idle_connections() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let limit = raise_fd_limit();
-    // The broker inherits our limit, holds two fds per connection (reader + writer), keeps a
-    // quarter of its limit for the logs and closes connections beyond that at accept: stay at
-    // 90% of what it admits over its 2 shards.
-    let admitted = (limit - limit / 4) / 2;
+    // The broker inherits our limit, gives connections their share of it (the open-file
+    // budget) and closes connections beyond that at accept: stay at 90% of what it admits
+    // over its 2 shards.
+    let admitted = (shardlog::server::fd_budget::FdBudget::split(limit, 2)
+        .connections_per_shard_max
+        * 2) as u64;
     let target = (admitted * 9 / 10).min(10_000) as usize;
     eprintln!("fd limit {limit}: opening {target} idle connections");
     let b = start();

@@ -24,6 +24,9 @@ use crate::error_code::ErrorCode;
 /// How often the leader looks for expired broker sessions.
 pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
 
+/// The longest a broker's image fetch (a long poll) is held open.
+pub const FETCH_IMAGE_WAIT_MS_MAX: u64 = 800;
+
 /// The controller settings (`broker.session.timeout.ms`, `default.replication.factor`).
 #[derive(Clone, Copy, Debug)]
 pub struct ControllerSettings {
@@ -31,6 +34,10 @@ pub struct ControllerSettings {
     pub broker_session_timeout_ms: u64,
     /// Replicas of a topic created without a replication factor.
     pub default_replication_factor: i16,
+    /// Partitions may have more than one replica. False until partition data is replicated
+    /// (issue 18): a topic or partition with followers is then refused, since its followers
+    /// would hold no data.
+    pub replicated_partitions: bool,
 }
 
 struct Sessions {
@@ -95,6 +102,44 @@ impl ActiveController {
                     .await
             }
             RpcBody::CreateTopics(topics) => self.create_topics(topics).await,
+            RpcBody::DeleteTopics(names) => {
+                self.topic_changes(
+                    "deletion",
+                    names,
+                    |n| n,
+                    |image, n| control::delete_topic(image, n),
+                )
+                .await
+            }
+            RpcBody::CreatePartitions(growths) => {
+                let replicated = self.settings.replicated_partitions;
+                self.topic_changes(
+                    "partition creation",
+                    growths,
+                    |g| &g.0,
+                    |image, g| {
+                        let records = control::create_partitions(image, &g.0, g.1, g.2.as_deref())?;
+                        if !replicated {
+                            control::refuse_unreplicated_followers(&records)?;
+                        }
+                        Ok(records)
+                    },
+                )
+                .await
+            }
+            RpcBody::SetTopicConfigs(topics) => {
+                self.topic_changes(
+                    "config change",
+                    topics,
+                    |t| &t.0,
+                    |image, t| control::set_topic_configs(image, &t.0, &t.1),
+                )
+                .await
+            }
+            RpcBody::FetchImage { after, wait_ms } => self.fetch_image(after, wait_ms).await,
+            RpcBody::AllocateProducerIds { broker_id } => {
+                self.allocate_producer_ids(broker_id).await
+            }
             other => Err(ControllerError::Unavailable(format!(
                 "not a controller request: {other:?}"
             ))),
@@ -265,40 +310,91 @@ impl ActiveController {
     }
 
     async fn create_topics(&self, topics: Vec<TopicRequest>) -> Answer {
-        let _one = self.serial.lock().await;
-        let mut results = Vec::with_capacity(topics.len());
-        for t in &topics {
-            let image = self.current_image().await?;
-            let result = match crate::meta::validate_topic_name(&t.name) {
-                Err(why) => Err(ControlError {
+        let (default_rf, replicated) = (
+            self.settings.default_replication_factor,
+            self.settings.replicated_partitions,
+        );
+        self.topic_changes(
+            "creation",
+            topics,
+            |t| &t.name,
+            |image, t| {
+                crate::meta::validate_topic_name(&t.name).map_err(|why| ControlError {
                     code: ErrorCode::INVALID_TOPIC_EXCEPTION,
                     message: why,
-                }),
-                Ok(()) => {
-                    match control::create_topic(&image, t, self.settings.default_replication_factor)
-                    {
-                        Ok(records) => {
-                            self.propose(records)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| match e {
-                                    ControllerError::Refused(c) => c,
-                                    other => ControlError {
-                                        code: ErrorCode::REQUEST_TIMED_OUT,
-                                        message: other.to_string(),
-                                    },
-                                })
-                        }
-                        Err(e) => Err(e),
-                    }
+                })?;
+                let records = control::create_topic(image, t, default_rf)?;
+                if !replicated {
+                    control::refuse_unreplicated_followers(&records)?;
                 }
+                Ok(records)
+            },
+        )
+        .await
+    }
+
+    /// Decides and proposes one change per item, one at a time, each on the current image:
+    /// one result per item, and the offset of the last change made.
+    async fn topic_changes<T>(
+        &self,
+        what: &str,
+        items: Vec<T>,
+        name: impl Fn(&T) -> &str,
+        decide: impl Fn(&ClusterImage, &T) -> Result<Vec<MetadataRecord>, ControlError>,
+    ) -> Answer {
+        let _one = self.serial.lock().await;
+        let mut results = Vec::with_capacity(items.len());
+        let mut offset = 0;
+        for item in &items {
+            let image = self.current_image().await?;
+            let result = match decide(&image, item) {
+                Ok(records) if records.is_empty() => Ok(()),
+                Ok(records) => match self.propose(records).await {
+                    Ok(reply) => {
+                        offset = reply.index;
+                        Ok(())
+                    }
+                    Err(ControllerError::Refused(c)) => Err(c),
+                    Err(other) => Err(ControlError {
+                        code: ErrorCode::REQUEST_TIMED_OUT,
+                        message: other.to_string(),
+                    }),
+                },
+                Err(e) => Err(e),
             };
             if let Err(e) = &result {
-                tracing::info!(topic = %t.name, error = %e, "topic creation refused");
+                tracing::info!(topic = %name(item), error = %e, "topic {what} refused");
             }
             results.push(result);
         }
-        Ok(ControllerReply::TopicsCreated(results))
+        Ok(ControllerReply::Applied { results, offset })
+    }
+
+    /// The image once it is newer than `after`, or none after `wait_ms` (at most
+    /// [`FETCH_IMAGE_WAIT_MS_MAX`]).
+    async fn fetch_image(&self, after: u64, wait_ms: u64) -> Answer {
+        self.check_leader()?;
+        let mut images = self.images.clone();
+        let wait = Duration::from_millis(wait_ms.min(FETCH_IMAGE_WAIT_MS_MAX));
+        let newer = tokio::time::timeout(wait, images.wait_for(|i| i.offset > after)).await;
+        let image = match newer {
+            Ok(Ok(image)) => Some(Box::new((**image).clone())),
+            _ => None,
+        };
+        Ok(ControllerReply::Image(image))
+    }
+
+    /// Hands `broker_id` the next block of producer ids (KRaft's `ProducerIdsRecord`).
+    async fn allocate_producer_ids(&self, broker_id: NodeId) -> Answer {
+        let _one = self.serial.lock().await;
+        let image = self.current_image().await?;
+        let first = image.producer_id_next;
+        self.propose(vec![control::allocate_producer_ids(&image, broker_id)])
+            .await?;
+        Ok(ControllerReply::ProducerIds {
+            first,
+            end: first + control::PRODUCER_ID_BLOCK_SIZE,
+        })
     }
 
     /// Fences every unfenced broker whose session ran out (only while leading).

@@ -111,7 +111,7 @@ impl ControllerClient {
         topics: Vec<TopicRequest>,
     ) -> Result<Vec<Result<(), ControlError>>, ControllerError> {
         match self.call(RpcBody::CreateTopics(topics)).await? {
-            ControllerReply::TopicsCreated(r) => Ok(r),
+            ControllerReply::Applied { results, .. } => Ok(results),
             other => Err(ControllerError::Unavailable(format!(
                 "unexpected {other:?}"
             ))),
@@ -156,7 +156,9 @@ pub struct BrokerAgent {
     images: watch::Receiver<Arc<ClusterImage>>,
     status: watch::Receiver<AgentStatus>,
     shutdown: watch::Sender<bool>,
+    nudge: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
+    follower: tokio::task::JoinHandle<()>,
 }
 
 impl BrokerAgent {
@@ -165,13 +167,24 @@ impl BrokerAgent {
         let (images_tx, images) = watch::channel(Arc::new(ClusterImage::default()));
         let (status_tx, status) = watch::channel(AgentStatus::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = runtime.spawn(run(cfg, images_tx, status_tx, shutdown_rx));
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        let images_tx = Arc::new(images_tx);
+        let follower = runtime.spawn(follow(cfg.clone(), images_tx.clone()));
+        let task = runtime.spawn(run(cfg, images_tx, status_tx, shutdown_rx, nudge.clone()));
         BrokerAgent {
             images,
             status,
             shutdown,
+            nudge,
             task,
+            follower,
         }
+    }
+
+    /// Wakes the agent to heartbeat now (after a change through the controller, so the new
+    /// image arrives without waiting for the next interval).
+    pub fn nudger(&self) -> Arc<tokio::sync::Notify> {
+        self.nudge.clone()
     }
 
     /// The images received (the newest first on subscribe).
@@ -193,14 +206,53 @@ impl BrokerAgent {
 impl Drop for BrokerAgent {
     fn drop(&mut self) {
         self.task.abort();
+        self.follower.abort();
+    }
+}
+
+/// Publishes `image` unless the one published is as new or newer.
+fn publish(images: &watch::Sender<Arc<ClusterImage>>, image: ClusterImage) {
+    images.send_if_modified(|current| {
+        if image.offset > current.offset {
+            *current = Arc::new(image);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Follows the metadata between heartbeats: long polls of the active controller for an image
+/// newer than the one held, so a change reaches this broker within milliseconds.
+async fn follow(cfg: AgentConfig, images: Arc<watch::Sender<Arc<ClusterImage>>>) {
+    let mut client = ControllerClient::new(cfg.cluster_id.clone(), &cfg.controllers);
+    loop {
+        let after = images.borrow().offset;
+        let req = RpcBody::FetchImage {
+            after,
+            wait_ms: super::active::FETCH_IMAGE_WAIT_MS_MAX,
+        };
+        match client.call(req).await {
+            Ok(ControllerReply::Image(Some(image))) => publish(&images, *image),
+            Ok(ControllerReply::Image(None)) => {}
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to an image fetch");
+                tokio::time::sleep(Duration::from_millis(cfg.heartbeat_interval_ms)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "image fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
 async fn run(
     cfg: AgentConfig,
-    images: watch::Sender<Arc<ClusterImage>>,
+    images: Arc<watch::Sender<Arc<ClusterImage>>>,
     status: watch::Sender<AgentStatus>,
     mut shutdown: watch::Receiver<bool>,
+    nudge: Arc<tokio::sync::Notify>,
 ) {
     let mut client = ControllerClient::new(cfg.cluster_id.clone(), &cfg.controllers);
     let incarnation = *uuid::Uuid::new_v4().as_bytes();
@@ -249,9 +301,7 @@ async fn run(
                     image,
                 }) => {
                     if let Some(image) = image {
-                        if image.offset > images.borrow().offset {
-                            images.send_replace(Arc::new(*image));
-                        }
+                        publish(&images, *image);
                     }
                     let controller = client.leader();
                     status.send_modify(|s| {
@@ -275,7 +325,11 @@ async fn run(
                 Err(e) => tracing::debug!(error = %e, "heartbeat not taken; retrying"),
             }
         }
-        // Sleep one interval, or less when a shutdown is asked for.
-        let _ = tokio::time::timeout(interval, shutdown.changed()).await;
+        // Sleep one interval, or less when a shutdown is asked for or a change was made.
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+            _ = nudge.notified() => {}
+        }
     }
 }

@@ -234,6 +234,158 @@ fn check_assignments(image: &ClusterImage, a: &[Vec<NodeId>]) -> Result<(), Cont
     Ok(())
 }
 
+/// The records deleting topic `name` (KRaft's `RemoveTopicRecord`); an unknown topic is
+/// `UNKNOWN_TOPIC_OR_PARTITION`.
+pub fn delete_topic(image: &ClusterImage, name: &str) -> Result<Vec<MetadataRecord>, ControlError> {
+    let t = image.topics.get(name).ok_or_else(|| {
+        refuse(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic `{name}` does not exist"),
+        )
+    })?;
+    Ok(vec![MetadataRecord::RemoveTopic { id: t.id }])
+}
+
+/// The records growing topic `name` to `count` partitions, with Kafka's checks and messages
+/// (`ReplicationControlManager.createPartitions`): the new partitions get the replication
+/// factor of partition 0, placed like a new topic's (or as `assignments` say, one replica
+/// list per added partition).
+pub fn create_partitions(
+    image: &ClusterImage,
+    name: &str,
+    count: i32,
+    assignments: Option<&[Vec<NodeId>]>,
+) -> Result<Vec<MetadataRecord>, ControlError> {
+    let t = image.topics.get(name).ok_or_else(|| {
+        refuse(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic `{name}` does not exist"),
+        )
+    })?;
+    let have = t.partitions.len() as i32;
+    if count == have {
+        return Err(refuse(
+            ErrorCode::INVALID_PARTITIONS,
+            format!("Topic already has {count} partition(s)."),
+        ));
+    }
+    if count < have {
+        return Err(refuse(
+            ErrorCode::INVALID_PARTITIONS,
+            format!(
+                "The topic {name} currently has {have} partition(s); {count} would not be an increase."
+            ),
+        ));
+    }
+    let added = count - have;
+    let placed = match assignments {
+        Some(a) => {
+            if a.len() != added as usize {
+                return Err(refuse(
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                        a.len()
+                    ),
+                ));
+            }
+            check_assignments(image, a)?;
+            a.to_vec()
+        }
+        None => {
+            let rf = t.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+            let start: usize = image.topics.values().map(|t| t.partitions.len()).sum();
+            place_replicas(image, added, rf, start)?
+        }
+    };
+    let usable: BTreeSet<NodeId> = image.usable_brokers().map(|b| b.id).collect();
+    Ok(placed
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            let isr: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|r| usable.contains(r))
+                .collect();
+            MetadataRecord::Partition {
+                topic_id: t.id,
+                partition: have + i as i32,
+                leader: isr.first().copied().unwrap_or(NO_LEADER),
+                replicas,
+                isr,
+            }
+        })
+        .collect())
+}
+
+/// The records turning topic `name`'s config overrides into `configs` (set what changed,
+/// delete what is gone; the values were validated by the broker).
+pub fn set_topic_configs(
+    image: &ClusterImage,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+) -> Result<Vec<MetadataRecord>, ControlError> {
+    let t = image.topics.get(name).ok_or_else(|| {
+        refuse(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("The topic '{name}' does not exist."),
+        )
+    })?;
+    let mut out = Vec::new();
+    for k in t.configs.keys().filter(|k| !configs.contains_key(*k)) {
+        out.push(MetadataRecord::Config {
+            topic: name.to_string(),
+            key: k.clone(),
+            value: None,
+        });
+    }
+    for (k, v) in configs
+        .iter()
+        .filter(|(k, v)| t.configs.get(*k) != Some(*v))
+    {
+        out.push(MetadataRecord::Config {
+            topic: name.to_string(),
+            key: k.clone(),
+            value: Some(v.clone()),
+        });
+    }
+    Ok(out)
+}
+
+/// Producer ids are handed to brokers in blocks of this many (Kafka's
+/// `ProducerIdsRecord` blocks are 1000 as well).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The record handing the next block of producer ids to `broker_id`: ids from
+/// `image.producer_id_next` up to, not including, the record's `next_producer_id`.
+pub fn allocate_producer_ids(image: &ClusterImage, broker_id: NodeId) -> MetadataRecord {
+    MetadataRecord::ProducerIds {
+        broker_id,
+        next_producer_id: image.producer_id_next + PRODUCER_ID_BLOCK_SIZE,
+    }
+}
+
+/// Until partition data is replicated (issue 18), a partition with more than one replica
+/// would list followers that hold no data: such records are refused with
+/// `INVALID_REPLICATION_FACTOR`.
+pub fn refuse_unreplicated_followers(records: &[MetadataRecord]) -> Result<(), ControlError> {
+    let wide = records.iter().find_map(|r| match r {
+        MetadataRecord::Partition { replicas, .. } if replicas.len() > 1 => Some(replicas.len()),
+        _ => None,
+    });
+    match wide {
+        Some(rf) => Err(refuse(
+            ErrorCode::INVALID_REPLICATION_FACTOR,
+            format!(
+                "replication factor {rf} refused: replication is not built yet, so every \
+                 partition has exactly one replica (use replication factor 1)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A broker's registration: refused with `DUPLICATE_BROKER_REGISTRATION` while another live
 /// incarnation holds the id (`holder_alive`: its session has not run out); otherwise the
 /// registration record (the broker starts fenced and is unfenced once it heartbeats).

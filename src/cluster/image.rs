@@ -197,6 +197,19 @@ impl ClusterImage {
         self.topics.values_mut().find(|t| &t.id == id)
     }
 
+    /// One partition's state, if the topic and partition exist.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+    }
+
+    /// Where clients reach broker `id` (its first endpoint), if it is registered.
+    pub fn endpoint(&self, id: NodeId) -> Option<&Endpoint> {
+        self.brokers.get(&id).and_then(|b| b.endpoints.first())
+    }
+
     /// Brokers that may lead and be in an ISR: registered, not fenced, not shutting down.
     pub fn usable_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::active::ControllerSettings;
-use super::agent::{AgentConfig, AgentStatus, BrokerAgent};
+use super::agent::{AgentConfig, AgentStatus, BrokerAgent, ControllerClient};
 use super::image::{ClusterImage, Endpoint};
 use super::quorum::{quorum_dir, Quorum, QuorumConfig, QuorumError};
 use super::store::RaftNodeId;
-use super::transport::peer_addr;
+use super::transport::{peer_addr, ControllerError, ControllerReply, RpcBody};
 use crate::cluster::config::{ClusterConfig, ProcessRole, ResolvedCluster};
 
 /// Everything a node's control plane starts from.
@@ -45,6 +45,56 @@ pub struct ClusterNode {
     /// The runtime of a broker-only node's `cluster-agent` thread, and how to stop it.
     own_runtime: Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
     images: watch::Receiver<Arc<ClusterImage>>,
+    link: Option<BrokerLink>,
+}
+
+/// A broker's line to the control plane, usable from any thread (a shard's executor
+/// included): the images and status of its agent, and calls to the active controller, each
+/// run on the control plane's runtime and answered over a channel.
+#[derive(Clone)]
+pub struct BrokerLink {
+    node_id: i32,
+    runtime: tokio::runtime::Handle,
+    client: Arc<tokio::sync::Mutex<ControllerClient>>,
+    nudge: Arc<tokio::sync::Notify>,
+    images: watch::Receiver<Arc<ClusterImage>>,
+    status: watch::Receiver<AgentStatus>,
+}
+
+impl BrokerLink {
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The images the agent receives (the newest first on subscribe).
+    pub fn images(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.images.clone()
+    }
+
+    /// The agent's status (registration, fencing, a fatal refusal, the controller).
+    pub fn status(&self) -> AgentStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Sends `body` to the active controller (within the client's timeout); after an answer
+    /// the agent heartbeats at once, so the image with the change arrives soon.
+    pub async fn call(&self, body: RpcBody) -> Result<ControllerReply, ControllerError> {
+        let (tx, rx) = oneshot::channel();
+        let (client, nudge) = (self.client.clone(), self.nudge.clone());
+        self.runtime.spawn(async move {
+            let answer = client.lock().await.call(body).await;
+            if answer.is_ok() {
+                nudge.notify_one();
+            }
+            let _ = tx.send(answer);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(ControllerError::Unavailable(
+                "the control plane has stopped".into(),
+            ))
+        })
+    }
 }
 
 impl ClusterNode {
@@ -70,12 +120,15 @@ impl ClusterNode {
                 cfg.controller = ControllerSettings {
                     broker_session_timeout_ms: p.settings.broker_session_timeout_ms,
                     default_replication_factor: p.settings.default_replication_factor,
+                    // Until partition data is replicated (issue 18).
+                    replicated_partitions: false,
                 };
                 Some(Quorum::start(cfg)?)
             }
             _ => None,
         };
         let mut own_runtime = None;
+        let mut link = None;
         let agent = if r.roles.contains(&ProcessRole::Broker) {
             let runtime = match &quorum {
                 Some(q) => q.runtime().clone(),
@@ -85,7 +138,8 @@ impl ClusterNode {
                     handle
                 }
             };
-            Some(BrokerAgent::spawn(
+            let cluster_id: Arc<str> = p.cluster_id.clone().into();
+            let agent = BrokerAgent::spawn(
                 &runtime,
                 AgentConfig {
                     id: r.node_id,
@@ -95,11 +149,23 @@ impl ClusterNode {
                         port: p.advertised.1,
                     }],
                     rack: r.rack.clone(),
-                    controllers,
-                    cluster_id: p.cluster_id.clone().into(),
+                    controllers: controllers.clone(),
+                    cluster_id: cluster_id.clone(),
                     heartbeat_interval_ms: p.settings.broker_heartbeat_interval_ms,
                 },
-            ))
+            );
+            link = Some(BrokerLink {
+                node_id: r.node_id,
+                runtime: runtime.clone(),
+                client: Arc::new(tokio::sync::Mutex::new(ControllerClient::new(
+                    cluster_id,
+                    &controllers,
+                ))),
+                nudge: agent.nudger(),
+                images: agent.images(),
+                status: agent.status(),
+            });
+            Some(agent)
         } else {
             None
         };
@@ -117,7 +183,13 @@ impl ClusterNode {
             quorum,
             own_runtime,
             images,
+            link,
         })
+    }
+
+    /// The broker's line to the control plane (`None` on a controller-only node).
+    pub fn broker_link(&self) -> Option<BrokerLink> {
+        self.link.clone()
     }
 
     /// The newest image this node holds (a broker's: as sent by the active controller).

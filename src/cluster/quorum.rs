@@ -79,6 +79,7 @@ impl QuorumConfig {
             controller: ControllerSettings {
                 broker_session_timeout_ms: 9000,
                 default_replication_factor: 1,
+                replicated_partitions: false,
             },
         }
     }
@@ -450,6 +451,8 @@ pub(crate) mod tests {
         cfg.heartbeat_interval_ms = 50;
         cfg.snapshot_interval_entries = snapshot_interval_entries;
         cfg.controller.broker_session_timeout_ms = 1000;
+        // These tests check placement and leader movement over replicas.
+        cfg.controller.replicated_partitions = true;
         // The port may still be held by the member just stopped: retry a few times.
         for _ in 0..50 {
             match Quorum::start(cfg.clone()) {

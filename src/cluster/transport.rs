@@ -82,7 +82,31 @@ pub enum RpcBody {
     },
     /// Create topics with placement by the active controller.
     CreateTopics(Vec<super::control::TopicRequest>),
+    /// Delete topics by name.
+    DeleteTopics(Vec<String>),
+    /// Grow topics.
+    CreatePartitions(Vec<PartitionGrowth>),
+    /// Replace topics' config overrides: (name, every override it is to have).
+    SetTopicConfigs(Vec<(String, std::collections::BTreeMap<String, String>)>),
+    /// A broker follows the metadata: answered with the image once it is newer than
+    /// `after`, or with none after `wait_ms` (a long poll, as Kafka's brokers fetch the
+    /// metadata log).
+    FetchImage {
+        /// The offset of the image the broker holds.
+        after: u64,
+        /// Longest wait for a newer one.
+        wait_ms: u64,
+    },
+    /// Hand broker `broker_id` the next block of producer ids.
+    AllocateProducerIds {
+        /// The broker asking.
+        broker_id: NodeId,
+    },
 }
+
+/// One topic of a CreatePartitions: (name, new partition count, the replica lists of the
+/// added partitions when the request assigns them).
+pub type PartitionGrowth = (String, i32, Option<Vec<Vec<NodeId>>>);
 
 /// The active controller's answers to brokers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,8 +125,23 @@ pub enum ControllerReply {
         /// The current image, when the broker's is older.
         image: Option<Box<ClusterImage>>,
     },
-    /// One result per topic, in request order.
-    TopicsCreated(Vec<Result<(), ControlError>>),
+    /// One result per item (topic), in request order, and the log offset at which the
+    /// changes were applied: an image at this offset or later shows them.
+    Applied {
+        /// Per item.
+        results: Vec<Result<(), ControlError>>,
+        /// The offset of the last change (0 when nothing changed).
+        offset: u64,
+    },
+    /// The image, when a newer one than asked for came within the wait.
+    Image(Option<Box<ClusterImage>>),
+    /// A block of producer ids: `first` up to, not including, `end`, for this broker only.
+    ProducerIds {
+        /// First id of the block.
+        first: i64,
+        /// One past the last id of the block.
+        end: i64,
+    },
 }
 
 /// Why a proposal was not applied.

@@ -42,6 +42,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: u64,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` (compacted, so
+    /// the cleaner can drop old commits only from rolled segments).
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -51,6 +54,7 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             offsets_partitions: 8,
+            offsets_segment_bytes: 104_857_600,
         }
     }
 }
@@ -276,8 +280,10 @@ pub enum GroupOp {
         /// The offsets.
         offsets: Vec<(String, i32, CommittedOffset)>,
     },
-    /// OffsetFetch of one group: `None` = every partition with a commit.
-    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>),
+    /// OffsetFetch of one group: `None` = every partition with a commit; `true` =
+    /// `require_stable` (partitions with an offset pending in an open transaction are listed
+    /// as unstable).
+    FetchOffsets(String, Option<Vec<(String, Vec<i32>)>>, bool),
     /// ListGroups on this shard.
     List,
     /// DescribeGroups (one group).
@@ -300,8 +306,14 @@ pub enum GroupReply {
     Leave(LeaveGroupResponse),
     /// To Commit: the error code of each offset, in order.
     Commit(Vec<i16>),
-    /// To FetchOffsets: group error, and (topic, partition, offset or none).
-    Offsets(ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>),
+    /// To FetchOffsets: group error, (topic, partition, offset or none), and with
+    /// `require_stable` the partitions whose offset is pending in an open transaction
+    /// (UNSTABLE_OFFSET_COMMIT).
+    Offsets(
+        ErrorCode,
+        Vec<(String, i32, Option<CommittedOffset>)>,
+        Vec<(String, i32)>,
+    ),
     /// To List: (group, protocol type, state).
     List(Vec<(String, String, String)>),
     /// To Describe.
@@ -380,15 +392,23 @@ impl Coordinator {
                 joined.extend_from_slice(b);
             }
             let mut buf = joined.freeze();
-            let set =
-                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+            // Where the batches end: a compacted batch keeps its last offset but may have lost
+            // the records at its end, so the records' offsets alone could stop the replay.
+            let mut batches_end = next;
+            let mut at = 0usize;
+            while let Ok(h) = crate::storage::parse_header(&buf[at.min(buf.len())..]) {
+                batches_end = batches_end.max(h.last_offset() + 1);
+                at += h.size_bytes();
+            }
+            let sets =
+                kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                     crate::storage::StorageError::CorruptLog {
                         path: format!("{OFFSETS_TOPIC}-{partition}").into(),
                         reason: e.to_string(),
                     }
                 })?;
-            let mut last = next;
-            for r in set.records {
+            let mut last = batches_end;
+            for r in sets.into_iter().flat_map(|s| s.records) {
                 last = last.max(r.offset + 1);
                 if r.offset < next {
                     continue;
@@ -521,6 +541,15 @@ impl Coordinator {
                     .insert((o.topic, o.partition), o.offset);
             }
         }
+    }
+
+    /// Whether an open transaction holds an offset of this group's partition.
+    fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .borrow()
+            .values()
+            .flatten()
+            .any(|o| o.group == group && o.topic == topic && o.partition == partition)
     }
 
     /// Appends records for one group durably to its offsets partition.
@@ -664,9 +693,17 @@ impl Coordinator {
                 )
                 .await,
             ),
-            GroupOp::FetchOffsets(group, wanted) => {
+            GroupOp::FetchOffsets(group, wanted, require_stable) => {
                 let (code, list) = self.fetch_offsets(&group, wanted);
-                GroupReply::Offsets(code, list)
+                let unstable = if require_stable {
+                    list.iter()
+                        .filter(|(t, p, _)| self.has_pending_txn_offset(&group, t, *p))
+                        .map(|(t, p, _)| (t.clone(), *p))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                GroupReply::Offsets(code, list, unstable)
             }
             GroupOp::List => GroupReply::List(self.list()),
             GroupOp::Describe(group) => GroupReply::Describe(self.describe(&group)),

@@ -155,6 +155,31 @@ impl FileSystem {
         }
     }
 
+    /// Renames `from` over `to` atomically and durably (the parent directory fsynced): after
+    /// `Ok`, a crash leaves `to` with `from`'s contents and no `from`; before it, the old `to`
+    /// (or none). `from` must be synced by the caller if its contents must survive.
+    pub fn rename_durable(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => {
+                std::fs::rename(from, to)?;
+                match to.parent() {
+                    Some(parent) => sync_dir(parent),
+                    None => Ok(()),
+                }
+            }
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                let mut inner = sim.disk.inner.borrow_mut();
+                let f = inner
+                    .files
+                    .remove(from)
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                inner.files.insert(to.to_path_buf(), f);
+                Ok(())
+            }
+        }
+    }
+
     /// Whether a file exists.
     pub fn exists(&self, path: &Path) -> bool {
         match self {

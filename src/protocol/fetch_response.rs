@@ -34,6 +34,23 @@ pub struct FetchPartitionOut {
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// The record batches, as buffers to send unchanged.
     pub records: Vec<Bytes>,
+    /// KIP-951: the partition's leader and leader epoch, sent (v12+) with
+    /// NOT_LEADER_OR_FOLLOWER so the client can move without a Metadata round trip.
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker's endpoint in a Fetch response (v16+, KIP-951): the leaders named by
+/// `current_leader`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpointOut {
+    /// Node id.
+    pub node_id: i32,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: i32,
+    /// Rack, if any.
+    pub rack: Option<String>,
 }
 
 /// One topic's part of a Fetch response.
@@ -55,6 +72,16 @@ fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+fn put_compact_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        None => put_uvarint(buf, 0),
+        Some(s) => {
+            put_uvarint(buf, s.len() as u64 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
 fn put_array_len(buf: &mut BytesMut, flexible: bool, len: usize) {
     if flexible {
         put_uvarint(buf, len as u64 + 1);
@@ -65,12 +92,14 @@ fn put_array_len(buf: &mut BytesMut, flexible: bool, len: usize) {
 
 /// Encodes a whole Fetch response frame (size prefix included) as a list of buffers whose
 /// concatenation is the frame. Record batch buffers appear in the list as given: not copied.
+/// `node_endpoints` go out from v16 (KIP-951).
 pub fn encode_fetch_response(
     version: i16,
     correlation_id: i32,
     error_code: i16,
     session_id: i32,
     topics: &[FetchTopicOut],
+    node_endpoints: &[NodeEndpointOut],
 ) -> Result<Vec<Bytes>, ProtocolError> {
     if !(4..=16).contains(&version) {
         return Err(ProtocolError::Encode(format!(
@@ -136,14 +165,41 @@ pub fn encode_fetch_response(
                 records_bytes += len;
             }
             if flexible {
-                meta.put_u8(0); // partition tagged fields
+                // Partition tagged fields: CurrentLeader is tag 1 (LeaderIdAndEpoch: leader
+                // id, leader epoch, its own empty tagged fields: 9 bytes).
+                match p.current_leader {
+                    Some((leader, epoch)) => {
+                        meta.put_u8(1); // one tagged field
+                        put_uvarint(&mut meta, 1); // tag
+                        put_uvarint(&mut meta, 9); // size
+                        meta.put_i32(leader);
+                        meta.put_i32(epoch);
+                        meta.put_u8(0);
+                    }
+                    None => meta.put_u8(0),
+                }
             }
         }
         if flexible {
             meta.put_u8(0); // topic tagged fields
         }
     }
-    if flexible {
+    if version >= 16 && !node_endpoints.is_empty() {
+        // Response tagged field NodeEndpoints, tag 0: a compact array of endpoints.
+        let mut field = BytesMut::new();
+        put_uvarint(&mut field, node_endpoints.len() as u64 + 1);
+        for e in node_endpoints {
+            field.put_i32(e.node_id);
+            put_compact_string(&mut field, Some(&e.host));
+            field.put_i32(e.port);
+            put_compact_string(&mut field, e.rack.as_deref());
+            field.put_u8(0); // tagged fields
+        }
+        meta.put_u8(1); // one tagged field
+        put_uvarint(&mut meta, 0); // tag
+        put_uvarint(&mut meta, field.len() as u64);
+        meta.put_slice(&field);
+    } else if flexible {
         meta.put_u8(0); // response tagged fields
     }
     finish_frame(&mut meta, records_bytes);
@@ -190,6 +246,7 @@ mod tests {
                         log_start_offset: -1,
                         aborted_transactions: None,
                         records: vec![],
+                        current_leader: Some((3, 7)),
                     },
                 ],
             },
@@ -209,7 +266,14 @@ mod tests {
     fn decodes_with_kafka_protocol_at_every_version() {
         let topics = sample();
         for version in 4..=16i16 {
-            let parts = encode_fetch_response(version, 99, 0, 0, &topics).expect("encode");
+            let endpoints = [NodeEndpointOut {
+                node_id: 3,
+                host: "broker3".into(),
+                port: 9094,
+                rack: Some("r1".into()),
+            }];
+            let parts =
+                encode_fetch_response(version, 99, 0, 0, &topics, &endpoints).expect("encode");
             let mut frame = BytesMut::new();
             for p in &parts {
                 frame.extend_from_slice(p);
@@ -247,6 +311,24 @@ mod tests {
                 assert_eq!(p0.log_start_offset, 3);
             }
             assert_eq!(t0.partitions[1].error_code, 1);
+            let leader = &t0.partitions[1].current_leader;
+            if version >= 12 {
+                assert_eq!(
+                    (leader.leader_id.0, leader.leader_epoch),
+                    (3, 7),
+                    "v{version}"
+                );
+            }
+            assert_eq!(t0.partitions[0].current_leader.leader_id.0, -1);
+            if version >= 16 {
+                let e = &resp.node_endpoints;
+                assert_eq!(e.len(), 1);
+                assert_eq!(
+                    (e[0].node_id.0, e[0].host.as_str(), e[0].port),
+                    (3, "broker3", 9094)
+                );
+                assert_eq!(e[0].rack.as_deref(), Some("r1"));
+            }
             assert_eq!(
                 resp.responses[1].partitions[0]
                     .records
@@ -260,7 +342,7 @@ mod tests {
     #[test]
     fn batches_are_not_copied() {
         let topics = sample();
-        let parts = encode_fetch_response(12, 1, 0, 0, &topics).expect("encode");
+        let parts = encode_fetch_response(12, 1, 0, 0, &topics, &[]).expect("encode");
         let batch = &topics[1].partitions[0].records[0];
         assert!(
             parts

@@ -8,7 +8,7 @@
 //! and writes its clean-shutdown marker, and the process exits 0.
 
 mod connection;
-mod fd_budget;
+pub mod fd_budget;
 mod handlers;
 mod read;
 mod refusal;
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
 use crate::shard::{Shard, ShardMsg};
@@ -61,6 +61,10 @@ pub enum ServerError {
     /// SCRAM credential file cannot be read.
     #[error("{0}")]
     Security(String),
+    /// The cluster refused this broker (a duplicate node id, another cluster's controllers),
+    /// or it stopped before it joined.
+    #[error("{0}")]
+    Cluster(String),
     /// A shard failed to start or run (the message names the shard and the cause).
     #[error("shard {shard}: {message}")]
     Shard {
@@ -134,8 +138,16 @@ struct Barriers {
 /// commits instead of queueing behind one thread. They mostly sleep in fsync.
 const BLOCKING_THREADS_PER_SHARD: usize = 8;
 
-/// SIGTERM and SIGINT set [`STOP`] (through [`request_stop`]).
-fn install_signal_handlers() -> Result<(), ServerError> {
+/// Set by SIGTERM/SIGINT on a broker of a multi-node cluster: its controlled shutdown runs
+/// first (leaderships move away), then [`STOP`] is set.
+static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// A controlled shutdown that has not completed after this long gives up and stops anyway.
+pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// SIGTERM and SIGINT set [`STOP`] (through [`request_stop`]), or [`TERM_REQUESTED`] when
+/// `controlled` (a cluster broker, whose shutdown moves its leaderships away first).
+fn install_signal_handlers(controlled: bool) -> Result<(), ServerError> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // SAFETY-free: signal_hook's flag registration only stores to an atomic.
         let flag = Arc::new(AtomicBool::new(false));
@@ -144,7 +156,11 @@ fn install_signal_handlers() -> Result<(), ServerError> {
                 .name("signals".into())
                 .spawn(move || loop {
                     if flag.load(Ordering::SeqCst) {
-                        request_stop();
+                        if controlled {
+                            TERM_REQUESTED.store(true, Ordering::SeqCst);
+                        } else {
+                            request_stop();
+                        }
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -166,7 +182,7 @@ fn run_controller_only(
     resolved: crate::cluster::config::ResolvedCluster,
     cluster_id: String,
 ) -> Result<(), ServerError> {
-    install_signal_handlers()?;
+    install_signal_handlers(false)?;
     STOP.store(false, Ordering::SeqCst);
     let node = crate::cluster::node::ClusterNode::start(crate::cluster::node::NodeParams {
         resolved: resolved.clone(),
@@ -209,13 +225,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
             .roles
             .contains(&crate::cluster::config::ProcessRole::Broker)
         {
-            return Err(ServerError::Unsupported(
-                "process.roles has `broker`, but serving clients as a member of a multi-node \
-                 cluster is not wired in yet (issue 17, docs/design/cluster.md); run \
-                 `process.roles=controller` nodes, or unset process.roles for the one-node \
-                 broker"
-                    .into(),
-            ));
+            return run_cluster_broker(config, resolved, identity.cluster_id);
         }
         return run_controller_only(&config, resolved, identity.cluster_id);
     }
@@ -225,6 +235,164 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     })?;
     config.cluster_id = identity.cluster_id.clone();
     let meta = Arc::new(crate::meta::load(&config.data_dir)?);
+    install_signal_handlers(false)?;
+    STOP.store(false, Ordering::SeqCst);
+    run_shards(config, meta, None)
+}
+
+/// A broker of a multi-node cluster (`process.roles` has `broker`): starts its control plane
+/// (and quorum member, when also a controller), waits until it is registered and holds an
+/// image, then serves with the shards' metadata taken from the images. A fatal refusal (a
+/// live broker with the same `node.id`) stops it with an error; SIGTERM/SIGINT first move
+/// its leaderships away (Kafka's controlled shutdown), then close the listeners.
+fn run_cluster_broker(
+    mut config: BrokerConfig,
+    resolved: crate::cluster::config::ResolvedCluster,
+    cluster_id: String,
+) -> Result<(), ServerError> {
+    use crate::cluster::node::{ClusterNode, NodeParams};
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    config.cluster_id = cluster_id.clone();
+    install_signal_handlers(true)?;
+    STOP.store(false, Ordering::SeqCst);
+    TERM_REQUESTED.store(false, Ordering::SeqCst);
+    // Before registering: a broker that cannot listen must not join.
+    refuse_if_port_taken(config.listen)?;
+    let node = ClusterNode::start(NodeParams {
+        resolved: resolved.clone(),
+        settings: config.cluster.clone(),
+        cluster_id: cluster_id.clone(),
+        data_dir: config.data_dir.clone(),
+        advertised: config.advertised(),
+        election_timeout_ms: config.cluster.election_timeout_ms,
+    })?;
+    let Some(link) = node.broker_link() else {
+        return Err(ServerError::Cluster("the broker role has no agent".into()));
+    };
+    let Some(image) = wait_for_first_image(&link)? else {
+        tracing::info!("stopped before joining the cluster");
+        return Ok(());
+    };
+    tracing::info!(
+        node_id = resolved.node_id,
+        image_offset = image.offset,
+        brokers = image.brokers.len(),
+        topics = image.topics.len(),
+        "registered with the active controller"
+    );
+    let view = Arc::new(crate::shard::ClusterView {
+        node_id: resolved.node_id,
+        controller_id: link.status().controller.map(|c| c as i32),
+        image,
+    });
+    let meta = Arc::new(crate::shard::cluster::metadata_of(&view.image));
+    let fatal = std::sync::Mutex::new(None::<String>);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let supervisor = std::thread::Builder::new()
+            .name("cluster-supervisor".into())
+            .spawn_scoped(scope, || supervise(&node, &link, &fatal, &done));
+        if let Err(e) = supervisor {
+            return Err(ServerError::Cluster(format!(
+                "cannot start the supervisor thread: {e}"
+            )));
+        }
+        let r = run_shards(config, meta, Some((link.clone(), view)));
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    drop(node);
+    if let Some(f) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(ServerError::Cluster(f));
+    }
+    result
+}
+
+/// Waits until the agent has registered and holds an image with its registration (`None`
+/// when a stop signal came first); a fatal refusal ends the wait with an error. Logs every
+/// [`STALL_REPORT_EVERY`] while no controller answers (Kafka's broker, too, waits for the
+/// quorum).
+///
+/// [`STALL_REPORT_EVERY`]: startup::STALL_REPORT_EVERY
+fn wait_for_first_image(
+    link: &crate::cluster::node::BrokerLink,
+) -> Result<Option<Arc<crate::cluster::image::ClusterImage>>, ServerError> {
+    let started = std::time::Instant::now();
+    let mut report = started + startup::STALL_REPORT_EVERY;
+    loop {
+        let status = link.status();
+        if let Some(f) = status.fatal {
+            return Err(ServerError::Cluster(format!(
+                "the active controller refused this broker: {f}"
+            )));
+        }
+        if let Some(epoch) = status.epoch {
+            let image = link.images().borrow().clone();
+            if image.offset >= epoch {
+                return Ok(Some(image));
+            }
+        }
+        if STOP.load(Ordering::SeqCst) || TERM_REQUESTED.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        if std::time::Instant::now() >= report {
+            report += startup::STALL_REPORT_EVERY;
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                "not registered yet: no active controller answers (controller.quorum.voters)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cluster broker's supervisor, until the shards stop (`done`): on SIGTERM runs the
+/// controlled shutdown, then stops the shards; on a fatal refusal by the controller records
+/// it in `fatal` and stops the shards.
+fn supervise(
+    node: &crate::cluster::node::ClusterNode,
+    link: &crate::cluster::node::BrokerLink,
+    fatal: &std::sync::Mutex<Option<String>>,
+    done: &AtomicBool,
+) {
+    while !done.load(Ordering::SeqCst) {
+        if TERM_REQUESTED.load(Ordering::SeqCst) {
+            tracing::info!("controlled shutdown: moving this broker's leaderships away");
+            let timeout = Duration::from_millis(CONTROLLED_SHUTDOWN_TIMEOUT_MS);
+            if node.controlled_shutdown(timeout) {
+                tracing::info!("controlled shutdown complete; closing the listeners");
+            } else {
+                tracing::warn!(
+                    timeout_ms = CONTROLLED_SHUTDOWN_TIMEOUT_MS,
+                    "controlled shutdown did not complete in time; stopping anyway"
+                );
+            }
+            request_stop();
+            return;
+        }
+        if let Some(f) = link.status().fatal {
+            tracing::error!(error = %f, "the active controller refused this broker; stopping");
+            *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+            request_stop();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts one executor per shard and serves until [`STOP`]; `cluster` is the line to the
+/// control plane and the first image of a cluster broker (`None` on one node).
+fn run_shards(
+    mut config: BrokerConfig,
+    meta: Arc<crate::meta::Metadata>,
+    cluster: Option<(
+        crate::cluster::node::BrokerLink,
+        Arc<crate::shard::ClusterView>,
+    )>,
+) -> Result<(), ServerError> {
     let nr = config.cores.max(1);
     // Connections and partitions beyond what the fd limit allows would take descriptors the
     // logs need (a segment roll then fails with EMFILE): both are refused before that.
@@ -253,7 +421,7 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
         listen = %config.listen,
         advertised = %format!("{}:{}", config.advertised().0, config.advertised().1),
         topics = meta.topics.len(),
-        cluster_id = %identity.cluster_id,
+        cluster_id = %config.cluster_id,
         node_id = config.node_id,
         apis = %advertised_versions(),
         "shardlog starting"
@@ -261,10 +429,10 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     let shared = crate::security::BrokerSecurity::open(&config.security, &config.data_dir)
         .map_err(ServerError::Security)?;
     let listeners = Arc::new(resolve_client_listeners(&config, &shared.credentials)?);
-    install_signal_handlers()?;
-    STOP.store(false, Ordering::SeqCst);
-    for l in listeners.iter() {
-        refuse_if_port_taken(l.addr)?;
+    if cluster.is_none() {
+        for l in listeners.iter() {
+            refuse_if_port_taken(l.addr)?;
+        }
     }
     let security = Security { listeners, shared };
 
@@ -279,22 +447,30 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
     barriers.progress.spawn_watchdog();
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
-        let placement = match cpus.get(id % cpus.len().max(1)) {
-            Some(c) if !cpus.is_empty() => Placement::Fixed(c.id),
-            _ => Placement::Unbound,
+        let cpu = cpus.get(id % cpus.len().max(1)).map(|c| c.id);
+        let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
+        // The blocking pool's threads stay on the shard's cpu, like the shard itself.
+        let blocking_pool = match cpu.and_then(|cpu| {
+            CpuSet::online()
+                .ok()
+                .map(|set| set.filter(|l| l.cpu == cpu))
+        }) {
+            Some(set) if !set.is_empty() => PoolPlacement::Fenced(BLOCKING_THREADS_PER_SHARD, set),
+            _ => PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD),
         };
-        let (config, meta, mesh, barriers, security) = (
+        let (config, meta, mesh, barriers, cluster, security) = (
             config.clone(),
             meta.clone(),
             mesh.clone(),
             barriers.clone(),
+            cluster.clone(),
             security.clone(),
         );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .blocking_thread_pool_placement(blocking_pool)
             .spawn(move || async move {
-                shard_main(id, nr, config, meta, mesh, barriers, security).await
+                shard_main(id, nr, config, meta, mesh, barriers, cluster, security).await
             })
             .map_err(|e| ServerError::Shard {
                 shard: id,
@@ -402,6 +578,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     nr: usize,
@@ -409,6 +586,10 @@ async fn shard_main(
     meta: Arc<crate::meta::Metadata>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     barriers: Arc<Barriers>,
+    cluster: Option<(
+        crate::cluster::node::BrokerLink,
+        Arc<crate::shard::ClusterView>,
+    )>,
     security: Security,
 ) -> Result<(), String> {
     let Barriers {
@@ -418,7 +599,7 @@ async fn shard_main(
         progress,
     } = &*barriers;
     let result = start_and_serve(
-        id, nr, config, meta, mesh, opened, ready, drained, progress, security,
+        id, nr, config, meta, mesh, opened, ready, drained, progress, cluster, security,
     )
     .await;
     if result.is_err() {
@@ -439,6 +620,10 @@ async fn start_and_serve(
     ready: &Barrier,
     drained: &Barrier,
     progress: &startup::StartupProgress,
+    cluster: Option<(
+        crate::cluster::node::BrokerLink,
+        Arc<crate::shard::ClusterView>,
+    )>,
     security: Security,
 ) -> Result<(), String> {
     progress.enter(id, Phase::JoiningMesh);
@@ -451,6 +636,9 @@ async fn start_and_serve(
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
         buffered_io: config.buffered_io,
         preallocate_bytes: config.preallocate_bytes,
+        cleaner_enable: config.cleaner_enable,
+        cleaner_backoff_ms: config.cleaner_backoff_ms,
+        cleaner_dedupe_buffer_bytes: (config.cleaner_dedupe_buffer_bytes / nr).max(1 << 20),
         retention_check_interval_ms: config.log_retention_check_interval_ms,
         ..Default::default()
     };
@@ -464,7 +652,16 @@ async fn start_and_serve(
             return Err(format!("storage: {e}"));
         }
     };
-    let shard = Shard::new(id, nr, config.clone(), storage.clone(), meta, senders);
+    let link = cluster.as_ref().map(|(link, _)| link.clone());
+    let shard = Shard::new(
+        id,
+        nr,
+        config.clone(),
+        storage.clone(),
+        meta,
+        senders,
+        cluster,
+    );
     for (_peer, rx) in receivers.streams() {
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
@@ -557,6 +754,9 @@ async fn start_and_serve(
         .collect::<Vec<_>>()
         .join(",");
     tracing::info!(shard = id, listeners = %serving, "shard serving");
+    if let (0, Some(link)) = (id, link) {
+        glommio::spawn_local(crate::shard::cluster::follow_images(shard.clone(), link)).detach();
+    }
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
     let acceptors: Vec<_> = bound

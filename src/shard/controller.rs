@@ -134,9 +134,9 @@ impl AdminReply {
 
 /// Shard 0's admin state: one change at a time.
 pub struct Controller {
-    lock: Semaphore,
+    pub(super) lock: Semaphore,
     /// The current block of producer ids: (next to hand out, end of the block).
-    producer_ids: std::cell::Cell<(i64, i64)>,
+    pub(super) producer_ids: std::cell::Cell<(i64, i64)>,
 }
 
 /// Producer ids are persisted in blocks of this many: one snapshot write per block.
@@ -176,6 +176,10 @@ fn err(code: ErrorCode, message: impl Into<String>) -> AdminError {
 /// Runs an admin change on shard 0.
 pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
     assert_eq!(shard.id, 0, "admin changes run on shard 0 only");
+    if let Some(link) = &shard.cluster {
+        // A broker of a multi-node cluster: the active controller applies the change.
+        return super::cluster::run(shard, link, op).await;
+    }
     let Ok(_permit) = shard.controller.lock.acquire_permit(1).await else {
         return AdminReply::unavailable();
     };
@@ -210,6 +214,7 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
                 to,
                 ShardMsg::ApplyMetadata {
                     meta: next.clone(),
+                    view: None,
                     reply,
                 },
             )

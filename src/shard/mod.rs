@@ -7,13 +7,14 @@
 //! and the answers gathered back into request order. Messages carry only `Send` data
 //! (`Bytes`, strings, numbers); replies come back on a oneshot channel inside the message.
 
+pub mod cluster;
 pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
 mod txn;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use crate::group::{Coordinator, GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::meta::Metadata;
 use crate::storage::ShardStorage;
 
+pub use cluster::ClusterView;
 pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
 pub use txn::{MarkerPart, ProducersResult};
 
@@ -155,6 +157,8 @@ pub struct OffsetQuery {
     pub partition: i32,
     /// The timestamp or one of the special values.
     pub timestamp: i64,
+    /// read_committed (isolation level 1): "latest" is the last stable offset.
+    pub read_committed: bool,
 }
 
 /// One partition's ListOffsets answer.
@@ -280,6 +284,8 @@ pub enum ShardMsg {
     ApplyMetadata {
         /// The snapshot.
         meta: Arc<Metadata>,
+        /// In a multi-node cluster: the image it was derived from (`None` on one node).
+        view: Option<Arc<ClusterView>>,
         /// Completed once applied.
         reply: oneshot::Sender<()>,
     },
@@ -312,6 +318,12 @@ pub struct Shard {
     pub fetch_memory: Rc<fetch_memory::FetchMemory>,
     /// The incremental fetch sessions of this shard's connections (see `fetch_session`).
     pub fetch_sessions: RefCell<fetch_session::FetchSessionCache>,
+    /// In a multi-node cluster: the line to the control plane (`None` on one node).
+    pub cluster: Option<crate::cluster::node::BrokerLink>,
+    /// In a multi-node cluster: the image the metadata came from (`None` on one node).
+    view: RefCell<Option<Arc<ClusterView>>>,
+    /// Shard 0 in a cluster: the offset of the newest image every shard has applied.
+    applied_image_offset: Cell<u64>,
 }
 
 impl Shard {
@@ -323,6 +335,7 @@ impl Shard {
         storage: Rc<ShardStorage>,
         meta: Arc<Metadata>,
         senders: Senders<ShardMsg>,
+        cluster: Option<(crate::cluster::node::BrokerLink, Arc<ClusterView>)>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
         let txns = crate::txn::Coordinator::new(config.txn.clone(), storage.clone());
@@ -352,7 +365,24 @@ impl Shard {
             meta: RefCell::new(meta),
             senders,
             controller: controller::Controller::new(),
+            applied_image_offset: Cell::new(cluster.as_ref().map_or(0, |(_, v)| v.image.offset)),
+            view: RefCell::new(cluster.as_ref().map(|(_, v)| v.clone())),
+            cluster: cluster.map(|(link, _)| link),
         })
+    }
+
+    /// In a multi-node cluster, what this shard knows of it; `None` on one node.
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.view.borrow().clone()
+    }
+
+    /// Whether this broker holds the partition's log: always on one node; in a cluster, when
+    /// it is one of the partition's replicas.
+    pub fn hosts(&self, topic: &str, partition: i32) -> bool {
+        self.view
+            .borrow()
+            .as_ref()
+            .is_none_or(|v| v.hosts(topic, partition))
     }
 
     /// The current metadata snapshot.
@@ -626,8 +656,15 @@ impl Shard {
         self.owner_of(OFFSETS_TOPIC, self.groups.partition_of(group))
     }
 
-    /// Sends a group request to the group's coordinator shard; `None` if it did not answer.
+    /// Sends a group request to the group's coordinator shard; `None` if it did not answer,
+    /// or (in a cluster) when this broker does not lead the group's `__consumer_offsets`
+    /// partition: the client then looks for the coordinator again.
     pub async fn group(self: &Rc<Self>, group: &str, op: GroupOp) -> Option<GroupReply> {
+        if let Some(v) = self.cluster_view() {
+            if !v.leads(OFFSETS_TOPIC, self.groups.partition_of(group)) {
+                return None;
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.send(
             self.coordinator_of(group),
@@ -666,13 +703,39 @@ impl Shard {
 
     /// Shard 0 at start: creates `__consumer_offsets` if this data dir has none yet.
     pub async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), String> {
-        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+        // In a cluster it is created through the controller on the first FindCoordinator.
+        if self.cluster.is_some() {
             return Ok(());
         }
+        if let Some(t) = self.metadata().topics.get(OFFSETS_TOPIC) {
+            if t.configs.contains_key("cleanup.policy") {
+                return Ok(());
+            }
+            // Created before shardlog had compaction: compact it from now on.
+            let reply = self
+                .admin(AdminOp::AlterConfigs {
+                    topics: vec![(
+                        OFFSETS_TOPIC.to_string(),
+                        vec![(
+                            "cleanup.policy".to_string(),
+                            ConfigOp::Set("compact".to_string()),
+                        )],
+                    )],
+                    replace: false,
+                    validate_only: false,
+                })
+                .await;
+            tracing::info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)");
+            return reply.result(0).map_err(|e| e.message);
+        }
         let configs = [
-            // No log compaction yet: keep every commit (see README, known limits).
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
+            // As Kafka's: compacted (the latest commit of every group/partition stays), in
+            // `offsets.topic.segment.bytes` segments.
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.group.offsets_segment_bytes.to_string(),
+            ),
         ]
         .into_iter()
         .collect();
@@ -695,11 +758,14 @@ impl Shard {
     pub async fn replay_groups(&self) -> Result<(), String> {
         let meta = self.metadata();
         let Some(topic) = meta.topics.get(OFFSETS_TOPIC) else {
+            if self.cluster.is_some() {
+                return Ok(()); // not created yet in this cluster
+            }
             return Err("__consumer_offsets is missing".into());
         };
         self.groups.set_partitions(topic.partitions);
         for p in 0..topic.partitions {
-            if self.owner_of(OFFSETS_TOPIC, p) == self.id {
+            if self.owner_of(OFFSETS_TOPIC, p) == self.id && self.hosts(OFFSETS_TOPIC, p) {
                 let n = self
                     .groups
                     .replay(p)

@@ -152,8 +152,8 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             let out = shard.append_markers(parts).await;
             let _ = reply.send(out);
         }
-        ShardMsg::ApplyMetadata { meta, reply } => {
-            apply_metadata(shard, meta).await;
+        ShardMsg::ApplyMetadata { meta, view, reply } => {
+            apply_metadata(shard, meta, view).await;
             let _ = reply.send(());
         }
     }
@@ -336,6 +336,10 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
     };
     let found = match q.timestamp {
         -2 => Ok(Some((start, -1))),
+        -1 if q.read_committed => shard
+            .storage
+            .last_stable_offset(&q.topic, q.partition)
+            .map(|lso| Some((lso, -1))),
         -1 => Ok(Some((hw, -1))),
         ts => {
             // -3 (max timestamp) is answered as "latest" with its time unknown.
@@ -465,7 +469,7 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
             shard.config.log.clone()
         });
         for p in 0..topic.partitions {
-            if shard.owner_of(&topic.name, p) == shard.id {
+            if shard.owner_of(&topic.name, p) == shard.id && shard.hosts(&topic.name, p) {
                 opens.push((topic.name.clone(), p, log.clone()));
             }
         }
@@ -480,8 +484,13 @@ pub(super) async fn open_owned(shard: &Shard, meta: &Metadata) -> Result<(), Sto
 }
 
 /// Adopts a new snapshot: opens new owned partitions, deletes removed ones, applies config
-/// changes, then swaps the snapshot in.
-async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
+/// changes, then swaps the snapshot in. In a cluster (`view`), only the partitions this
+/// broker hosts are opened or deleted.
+async fn apply_metadata(
+    shard: &Rc<Shard>,
+    meta: Arc<Metadata>,
+    view: Option<Arc<super::ClusterView>>,
+) {
     let old = shard.metadata();
     for topic in old.topics.values() {
         let gone = meta
@@ -490,7 +499,7 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
             .is_none_or(|t| t.id != topic.id);
         if gone {
             for p in 0..topic.partitions {
-                if shard.owner_of(&topic.name, p) == shard.id {
+                if shard.owner_of(&topic.name, p) == shard.id && shard.hosts(&topic.name, p) {
                     if let Err(e) = shard.storage.delete_partition(&topic.name, p).await {
                         tracing::warn!(topic = %topic.name, partition = p, error = %e, "delete failed");
                     }
@@ -498,13 +507,21 @@ async fn apply_metadata(shard: &Rc<Shard>, meta: Arc<Metadata>) {
             }
         }
     }
+    if view.is_some() {
+        *shard.view.borrow_mut() = view;
+    }
     let mut opens = Vec::new();
     for topic in meta.topics.values() {
         let log = topic_log_config(&shard.config.log, &topic.configs)
             .unwrap_or_else(|_| shard.config.log.clone());
         let before = old.topics.get(&topic.name).filter(|t| t.id == topic.id);
+        if topic.name == crate::group::OFFSETS_TOPIC
+            && before.is_none_or(|b| b.partitions != topic.partitions)
+        {
+            shard.groups.set_partitions(topic.partitions);
+        }
         for p in 0..topic.partitions {
-            if shard.owner_of(&topic.name, p) != shard.id {
+            if shard.owner_of(&topic.name, p) != shard.id || !shard.hosts(&topic.name, p) {
                 continue;
             }
             match before {

@@ -16,7 +16,7 @@ use futures_channel::oneshot;
 use super::{AdminOp, NewTopic, Shard, ShardMsg};
 use crate::error_code::ErrorCode;
 use crate::group::OFFSETS_TOPIC;
-use crate::storage::build_control_batch;
+use crate::storage::{build_control_batch, AppendOrigin};
 use crate::txn::{state_partition, MarkerJob, TxnOp, TxnReply, TRANSACTION_STATE_TOPIC};
 
 fn now_ms() -> i64 {
@@ -46,12 +46,78 @@ pub struct MarkerPart {
     pub commit: bool,
     /// The coordinator's epoch (0 on a single node).
     pub coordinator_epoch: i32,
+    /// A marker of a transactions-v2 transaction from its coordinator: its epoch must be
+    /// newer than the producer's on the partition (`storage::AppendOrigin`).
+    pub transaction_v2: bool,
+}
+
+/// The transactional producer (id, epoch) of a Produce part's first batch, if its batches are
+/// transactional data (not markers, which clients may not send anyway).
+fn transactional_producer(part: &super::ProducePart) -> Option<(i64, i16)> {
+    let first = crate::storage::split_batches(&part.records)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let h = crate::storage::parse_header(&first).ok()?;
+    (h.is_transactional() && !h.is_control() && h.producer_id >= 0)
+        .then_some((h.producer_id, h.producer_epoch))
 }
 
 /// One partition's producers (DescribeProducers), or the partition's error.
 pub type ProducersResult = Result<Vec<crate::storage::ProducerDescription>, ErrorCode>;
 
 impl Shard {
+    /// Checks the transactional parts of a Produce with their coordinator before they are
+    /// appended (KIP-890): with `add` (Produce v12+, transactions v2) a partition not yet in
+    /// the transaction is added to it; without, it must have been added (AddPartitionsToTxn)
+    /// or the part is refused with INVALID_TXN_STATE. Returns each part's refusal, if any.
+    pub async fn verify_transactional(
+        self: &Rc<Self>,
+        transactional_id: &str,
+        parts: &[super::ProducePart],
+        add: bool,
+    ) -> Vec<Option<ErrorCode>> {
+        let producers: Vec<Option<(i64, i16)>> = parts.iter().map(transactional_producer).collect();
+        let mut out = vec![None; parts.len()];
+        let mut groups: Vec<((i64, i16), Vec<usize>)> = Vec::new();
+        for (i, p) in producers.iter().enumerate() {
+            if let Some(key) = p {
+                match groups.iter_mut().find(|g| g.0 == *key) {
+                    Some(g) => g.1.push(i),
+                    None => groups.push((*key, vec![i])),
+                }
+            }
+        }
+        for ((producer_id, producer_epoch), idx) in groups {
+            let partitions = idx
+                .iter()
+                .map(|&i| (parts[i].topic.clone(), parts[i].partition))
+                .collect::<Vec<_>>();
+            let op = TxnOp::AddPartitions {
+                transactional_id: transactional_id.to_string(),
+                producer_id,
+                producer_epoch,
+                partitions,
+                verify_only: !add,
+            };
+            let codes = match self.txn(transactional_id, op).await {
+                Some(TxnReply::Partitions(c)) if c.len() == idx.len() => c,
+                _ => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; idx.len()],
+            };
+            for (i, code) in idx.into_iter().zip(codes) {
+                if !code.is_none() {
+                    // Kafka answers a produce of a fenced epoch with INVALID_PRODUCER_EPOCH.
+                    out[i] = Some(if code == ErrorCode::PRODUCER_FENCED {
+                        ErrorCode::INVALID_PRODUCER_EPOCH
+                    } else {
+                        code
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Every producer with state on each partition (DescribeProducers), in request order.
     pub async fn describe_producers(
         self: &Rc<Self>,
@@ -188,6 +254,7 @@ impl Shard {
                     producer_epoch: job.producer_epoch,
                     commit: job.commit,
                     coordinator_epoch: 0,
+                    transaction_v2: job.v2,
                 })
                 .collect();
             let codes = self.write_markers(parts).await;
@@ -246,9 +313,14 @@ impl Shard {
                 m.coordinator_epoch,
                 now,
             );
+            let origin = if m.transaction_v2 {
+                AppendOrigin::CoordinatorTransactionV2
+            } else {
+                AppendOrigin::Coordinator
+            };
             match self
                 .storage
-                .append_coordinator(&m.topic, m.partition, batch)
+                .append_from(&m.topic, m.partition, batch, origin)
             {
                 Ok(info) => {
                     durable.push((out.len(), m, info.last_offset));

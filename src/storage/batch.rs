@@ -233,16 +233,18 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, StorageError> {
 /// attributes..end, `records_count >= 1` and `last_offset_delta == records_count - 1`.
 pub fn validate_batch(batch: &[u8], max_message_bytes: u32) -> Result<BatchHeader, StorageError> {
     let h = parse_header(batch)?;
-    check_batch(batch, &h, max_message_bytes)?;
+    check_batch(batch, &h, max_message_bytes, false)?;
     Ok(h)
 }
 
 /// [`validate_batch`]'s checks for a batch whose header `h` was already parsed from `batch`
-/// (the disk scanner parses it first to learn the batch's length).
+/// (the disk scanner parses it first to learn the batch's length). `stored`: the batch comes
+/// from the log, where a cleaned batch may hold fewer records than its offset range.
 pub(crate) fn check_batch(
     batch: &[u8],
     h: &BatchHeader,
     max_message_bytes: u32,
+    stored: bool,
 ) -> Result<(), StorageError> {
     if h.batch_length < MIN_BATCH_LENGTH {
         return Err(StorageError::CorruptMessage(
@@ -268,6 +270,10 @@ pub(crate) fn check_batch(
     }
     if h.records_count < 1 {
         return Err(StorageError::InvalidRecord("batch without records"));
+    }
+    if stored && h.records_count <= h.last_offset_delta.saturating_add(1) {
+        // The cleaner keeps a batch's base and last offsets and drops records between.
+        return Ok(());
     }
     if h.last_offset_delta != h.records_count - 1 {
         return Err(StorageError::InvalidRecord(

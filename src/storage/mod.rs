@@ -40,6 +40,7 @@ mod error;
 mod index;
 mod log;
 mod producers;
+mod records;
 mod segment;
 mod shard;
 mod wait;
@@ -48,6 +49,8 @@ mod wait;
 mod tests;
 #[cfg(test)]
 mod tests_compaction;
+#[cfg(test)]
+mod tests_txn;
 
 pub use batch::{
     build_control_batch, build_test_batch, control_type, parse_header, split_batches,
@@ -79,6 +82,7 @@ fn report_read(from_cache: bool) {
     });
 }
 pub use index::{OffsetIndex, TimeIndex};
+pub use log::CleanerStats;
 pub use shard::ShardStorage;
 
 /// `message.timestamp.type`: whose clock the batch timestamps are.
@@ -181,6 +185,17 @@ pub struct StorageOptions {
     pub writes_in_flight_max: usize,
     /// Pause after a failed flush round before retrying (default 100 ms).
     pub flush_retry_backoff_ms: u64,
+    /// `log.cleaner.enable`: run the log cleaner on compacted topics (default true).
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between the cleaner's looks at the shard's logs
+    /// (default 15 s, as Kafka).
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: most bytes of keys one pass maps, per shard (default
+    /// 128 MiB, as Kafka's for all its cleaner threads).
+    pub cleaner_dedupe_buffer_bytes: usize,
+    /// CPU and I/O share of the cleaner's task queue against the shard's default queue
+    /// (glommio static shares, default queue 1000): 100 keeps produce and fetch first.
+    pub cleaner_shares: usize,
 }
 
 impl Default for StorageOptions {
@@ -193,6 +208,10 @@ impl Default for StorageOptions {
             write_bytes_max: 1 << 20,
             writes_in_flight_max: 8,
             flush_retry_backoff_ms: 100,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_shares: 100,
         }
     }
 }
@@ -266,6 +285,21 @@ impl FetchDataInfo {
     pub fn total_bytes(&self) -> usize {
         self.batches.iter().map(|b| b.len()).sum()
     }
+}
+
+/// Who appends a batch, which decides how it is checked (Kafka's `AppendOrigin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A client's Produce.
+    Client,
+    /// The broker's own writes: transaction markers and transactional offset commits
+    /// (control batches allowed; the producer epoch is checked, sequence numbers are not).
+    Coordinator,
+    /// The coordinator's markers of a transactions-v2 transaction (KIP-890): the coordinator
+    /// bumped the epoch at the transaction's end, so the marker's epoch must be newer than
+    /// the producer's on the partition; a delayed or repeated marker of an earlier
+    /// transaction (whose epoch the next transaction's data carries) is refused.
+    CoordinatorTransactionV2,
 }
 
 /// One producer's state on a partition, as DescribeProducers reports it.

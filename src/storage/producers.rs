@@ -89,6 +89,9 @@ pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
     /// Aborted transactions by marker offset (ascending).
     aborted: Vec<AbortedTxn>,
+    /// Producers with an ongoing transaction here (those with `txn_first_offset`): with none,
+    /// the LSO is the high watermark without a look at the producers (the Fetch path).
+    open_txns: usize,
 }
 
 impl ProducerTable {
@@ -98,14 +101,25 @@ impl ProducerTable {
     }
 
     /// The last stable offset given the high watermark `next_offset`: the first offset of the
-    /// oldest ongoing transaction, else `next_offset`. O(producers).
+    /// oldest ongoing transaction, else `next_offset`. O(1) without an ongoing transaction,
+    /// else O(producers).
     pub(crate) fn last_stable_offset(&self, next_offset: i64) -> i64 {
+        if self.open_txns == 0 {
+            return next_offset;
+        }
         let lso = self
             .producers
             .values()
             .filter_map(|e| e.txn_first_offset)
             .fold(next_offset, i64::min);
         debug_assert!(lso <= next_offset);
+        debug_assert_eq!(
+            self.open_txns,
+            self.producers
+                .values()
+                .filter(|e| e.txn_first_offset.is_some())
+                .count()
+        );
         lso
     }
 
@@ -117,6 +131,17 @@ impl ProducerTable {
             .iter()
             .filter(|a| a.first_offset < to)
             .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// The aborted transactions overlapping `[from, to)`, whole (the log cleaner drops their
+    /// records).
+    pub(crate) fn aborted_txns_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
             .collect()
     }
 
@@ -147,11 +172,13 @@ impl ProducerTable {
     /// (INVALID_PRODUCER_EPOCH), so a delayed marker of a fenced epoch never closes a later
     /// transaction.
     /// A coordinator's own write (`coordinator`: transactional offset commits, markers) is
-    /// checked for its epoch only, as Kafka's `AppendOrigin.COORDINATOR`.
+    /// checked for its epoch only, as Kafka's `AppendOrigin.COORDINATOR`; a `strict_marker`
+    /// (transactions v2) must carry a newer epoch than the producer's.
     pub(crate) fn check(
         &self,
         h: &BatchHeader,
         coordinator: bool,
+        strict_marker: bool,
     ) -> Result<Verdict, StorageError> {
         if h.producer_id < 0 {
             return Ok(Verdict::Append);
@@ -159,6 +186,11 @@ impl ProducerTable {
         if h.is_control() || coordinator {
             return match self.producers.get(&h.producer_id) {
                 Some(e) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch),
+                // Transactions v2: the coordinator bumps the epoch at every end, so a marker
+                // of this epoch belongs to an earlier transaction (delayed or repeated).
+                Some(e) if h.is_control() && strict_marker && h.producer_epoch <= e.epoch => {
+                    Err(StorageError::InvalidProducerEpoch)
+                }
                 _ => Ok(Verdict::Append),
             };
         }
@@ -219,6 +251,7 @@ impl ProducerTable {
                 entry.batches.clear();
             }
             if let Some(first) = entry.txn_first_offset.take() {
+                self.open_txns -= 1;
                 if control == Some(CONTROL_ABORT) {
                     let lso = self.last_stable_offset(last_offset + 1);
                     debug_assert!(self
@@ -242,6 +275,7 @@ impl ProducerTable {
         }
         if h.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(first_offset);
+            self.open_txns += 1;
         }
         entry.batches.push_back(BatchMeta {
             first_seq: h.base_sequence,
@@ -356,7 +390,18 @@ impl ProducerTable {
                 });
             }
         }
-        Some((covered, ProducerTable { producers, aborted }))
+        let open_txns = producers
+            .values()
+            .filter(|e| e.txn_first_offset.is_some())
+            .count();
+        Some((
+            covered,
+            ProducerTable {
+                producers,
+                aborted,
+                open_txns,
+            },
+        ))
     }
 }
 
@@ -430,11 +475,30 @@ mod tests {
         assert_eq!(back.last_stable_offset(17), 16);
         s.drop_aborted_below(16);
         assert_eq!(s.aborted_between(0, 17), vec![]);
+
+        // Transactions v2: the coordinator's marker must carry a newer epoch than producer
+        // 5's transaction (epoch 3); a delayed marker of epoch 3 (an earlier transaction's)
+        // is refused and leaves it open. The same marker through WriteTxnMarkers (not
+        // strict, as Kafka's admin abort) would close it.
+        s.record(&txn(5, 3, 0, 2), 17, 18, None);
+        assert_eq!(
+            refused(s.check(&marker(5, 3), true, true)),
+            ErrorCode::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            s.check(&marker(5, 3), true, false).unwrap(),
+            Verdict::Append
+        );
+        assert_eq!(s.last_stable_offset(19), 16);
+        assert_eq!(s.check(&marker(5, 4), true, true).unwrap(), Verdict::Append);
+        s.record(&marker(5, 4), 19, 19, Some(CONTROL_COMMIT));
+        s.record(&marker(4, 0), 20, 20, Some(CONTROL_COMMIT));
+        assert_eq!(s.last_stable_offset(21), 21);
     }
 
     impl ProducerTable {
         fn check_client(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
-            self.check(h, false)
+            self.check(h, false, false)
         }
     }
 

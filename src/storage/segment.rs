@@ -104,6 +104,33 @@ impl LogSegment {
         self.next_offset = last_offset + 1;
     }
 
+    /// Accounts one batch read back from a segment file or written by the cleaner, at
+    /// `position` (the current end): as [`LogSegment::record_batch`], but its base offset may
+    /// be past the segment's next offset (a compacted log's gap); never before it.
+    pub(crate) fn record_stored_batch(
+        &mut self,
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+        position: u64,
+        len: u64,
+        index_interval_bytes: u32,
+    ) {
+        assert!(
+            base_offset >= self.next_offset,
+            "segment offsets must increase"
+        );
+        self.next_offset = base_offset;
+        self.record_batch(
+            base_offset,
+            last_offset,
+            max_timestamp,
+            position,
+            len,
+            index_interval_bytes,
+        );
+    }
+
     /// Adds the final time index entry and takes what the segment's files must now hold (at
     /// a finish or a clean close): taken under the state borrow, written after it.
     pub(crate) fn seal(&mut self) -> SealedSegment {
@@ -293,7 +320,7 @@ impl<'a> BatchScanner<'a> {
         let off = (self.pos - self.buf_pos) as usize;
         let bytes = self.buf.slice(off..off + size);
         if self.verify_crc {
-            if let Err(e) = check_batch(&bytes, &header, u32::MAX) {
+            if let Err(e) = check_batch(&bytes, &header, u32::MAX, true) {
                 return Ok(ScanItem::Torn {
                     position,
                     reason: e.to_string(),
@@ -311,6 +338,8 @@ impl<'a> BatchScanner<'a> {
 
 /// Recovery scan: re-reads `[start_pos, file_len)` of `seg`'s file, checks length, CRC32C and
 /// offset continuity of every batch, and accounts each valid one into `seg` (indexes included).
+/// `allow_gaps`: a compacted log's batch may start past the previous one's end.
+/// `allow_gaps`: a compacted log's batch may start past the previous one's end.
 /// Returns `None` at a clean end, or the position and reason of the first bad batch (everything
 /// from there on must be dropped).
 pub(crate) async fn scan_segment(
@@ -320,6 +349,7 @@ pub(crate) async fn scan_segment(
     start_offset: i64,
     file_len: u64,
     index_interval_bytes: u32,
+    allow_gaps: bool,
 ) -> io::Result<Option<(u64, String)>> {
     seg.size = start_pos;
     seg.next_offset = start_offset;
@@ -334,7 +364,8 @@ pub(crate) async fn scan_segment(
                 header,
                 bytes,
             } => {
-                if header.base_offset != seg.next_offset {
+                let gap_ok = allow_gaps && header.base_offset > seg.next_offset;
+                if header.base_offset != seg.next_offset && !gap_ok {
                     return Ok(Some((
                         position,
                         format!(
@@ -349,7 +380,7 @@ pub(crate) async fn scan_segment(
                         "position beyond the i32 range of the offset index".into(),
                     )));
                 }
-                seg.record_batch(
+                seg.record_stored_batch(
                     header.base_offset,
                     header.last_offset(),
                     header.max_timestamp,

@@ -17,8 +17,8 @@ use super::wait::Notify;
 /// producer snapshot, recovery point and clean-shutdown marker).
 const PARTITION_CLOSES_IN_FLIGHT_MAX: usize = 32;
 use super::{
-    now_ms, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats, ProducerDescription,
-    StorageError, StorageOptions,
+    now_ms, AppendOrigin, CleanerStats, FetchDataInfo, LogAppendInfo, LogConfig, PartitionStats,
+    ProducerDescription, StorageError, StorageOptions,
 };
 use crate::io::{prime_iopoll_probe, probe_direct_io, FileSystem};
 
@@ -186,7 +186,19 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
-        self.append_origin(topic, partition, batch, false)
+        self.append_origin(topic, partition, batch, AppendOrigin::Client)
+    }
+
+    /// [`ShardStorage::append`] for a given origin (a client, or the broker's own writes:
+    /// see [`AppendOrigin`]).
+    pub fn append_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        origin: AppendOrigin,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.append_origin(topic, partition, batch, origin)
     }
 
     /// Appends a coordinator's own batch as [`ShardStorage::append`] does, but as Kafka's
@@ -201,7 +213,7 @@ impl ShardStorage {
         partition: i32,
         batch: Bytes,
     ) -> Result<LogAppendInfo, StorageError> {
-        self.append_origin(topic, partition, batch, true)
+        self.append_origin(topic, partition, batch, AppendOrigin::Coordinator)
     }
 
     fn append_origin(
@@ -209,13 +221,13 @@ impl ShardStorage {
         topic: &str,
         partition: i32,
         batch: Bytes,
-        marker: bool,
+        origin: AppendOrigin,
     ) -> Result<LogAppendInfo, StorageError> {
         if self.shutting_down.get() {
             return Err(StorageError::ShuttingDown);
         }
         let p = self.partition(topic, partition)?;
-        let info = match p.append(batch, now_ms(), marker)? {
+        let info = match p.append(batch, now_ms(), origin)? {
             AppendOutcome::Duplicate(info) => return Ok(info),
             AppendOutcome::Appended(info) => info,
         };
@@ -490,6 +502,14 @@ impl ShardStorage {
         self.flush_round(false).await
     }
 
+    /// Test hook: the partition's cleaner checkpoint (first offset never cleaned).
+    #[cfg(test)]
+    pub(crate) fn cleaner_checkpoint_for_test(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.partition(topic, partition)
+            .ok()
+            .and_then(|p| p.cleaner_checkpoint())
+    }
+
     /// Test hook: the partition's durable (fdatasynced) offset.
     #[cfg(test)]
     pub(crate) fn durable_offset_for_test(&self, topic: &str, partition: i32) -> i64 {
@@ -551,7 +571,51 @@ impl ShardStorage {
         let weak = Rc::downgrade(self);
         let wake = self.flusher_wake.clone();
         glommio::spawn_local(flusher_loop(weak.clone(), wake)).detach();
-        glommio::spawn_local(retention_loop(weak)).detach();
+        glommio::spawn_local(retention_loop(weak.clone())).detach();
+        if self.options.cleaner_enable {
+            let shares = glommio::Shares::Static(self.options.cleaner_shares.max(1));
+            let queue = glommio::executor().create_task_queue(
+                shares,
+                glommio::Latency::NotImportant,
+                "log-cleaner",
+            );
+            match glommio::spawn_local_into(cleaner_loop(weak), queue) {
+                Ok(t) => {
+                    t.detach();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the log cleaner"),
+            }
+        }
+    }
+
+    /// One log cleaner pass over every compacted partition of this shard whose pass is due
+    /// (the background cleaner calls this every `log.cleaner.backoff.ms`); returns what each
+    /// cleaned partition's pass did. A failing partition is logged and skipped (its log stays
+    /// as it was); the first error is returned after the others ran.
+    pub async fn clean_logs(&self) -> Result<Vec<(String, i32, CleanerStats)>, StorageError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for p in self.all_partitions() {
+            if self.shutting_down.get() {
+                break;
+            }
+            match p
+                .clean(&self.fs, now, self.options.cleaner_dedupe_buffer_bytes)
+                .await
+            {
+                Ok(Some(stats)) => out.push((p.topic().to_owned(), p.index(), stats)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic(), partition = p.index(), error = %e, "log cleaner pass failed; the log is left as it was");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Runs retention on every partition now (the background task calls this periodically).
@@ -668,6 +732,24 @@ async fn flusher_loop(weak: Weak<ShardStorage>, wake: Rc<Notify>) {
                 .await;
             }
         }
+    }
+}
+
+async fn cleaner_loop(weak: Weak<ShardStorage>) {
+    loop {
+        let interval = {
+            let Some(s) = weak.upgrade() else { return };
+            if s.shutting_down.get() {
+                return;
+            }
+            s.options.cleaner_backoff_ms.max(1)
+        };
+        glommio::timer::sleep(Duration::from_millis(interval)).await;
+        let Some(s) = weak.upgrade() else { return };
+        if s.shutting_down.get() {
+            return;
+        }
+        let _ = s.clean_logs().await;
     }
 }
 

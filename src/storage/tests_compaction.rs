@@ -88,3 +88,358 @@ fn delete_records_on_a_compact_only_topic_is_a_policy_violation() {
         );
     });
 }
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use super::records::{batch_records, build_keyed_batch, TestRecord};
+use super::tests::Rng;
+use crate::io::yield_now_times;
+
+/// Every record appended: offset → (key, value; `None` = tombstone).
+type Model = BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>;
+
+fn compact_config(rng: &mut Rng, expire_tombstones: bool) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024 + rng.below(3000),
+        index_interval_bytes: 128,
+        cleanup_compact: true,
+        cleanup_delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: if expire_tombstones { 0 } else { i64::MAX / 4 },
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` random keyed batches (keys from a small set, some tombstones) and
+/// records them in `model`.
+fn append_random(s: &ShardStorage, rng: &mut Rng, model: &mut Model, batches: usize) {
+    for _ in 0..batches {
+        let n = 1 + rng.below(4) as usize;
+        let recs: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..n)
+            .map(|_| {
+                let key = format!("key-{}", rng.below(25)).into_bytes();
+                let value = (rng.below(8) != 0).then(|| {
+                    format!(
+                        "v{}-{}",
+                        rng.next() % 1000,
+                        "x".repeat(rng.below(60) as usize)
+                    )
+                    .into_bytes()
+                });
+                (key, value)
+            })
+            .collect();
+        let parts: Vec<TestRecord<'_>> = recs
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let info = s.append(T, 0, build_keyed_batch(&parts, 1000)).unwrap();
+        for (i, r) in recs.into_iter().enumerate() {
+            model.insert(info.first_offset + i as i64, r);
+        }
+    }
+}
+
+/// Every batch from `from` on, in a log that may have offset gaps: each read's first batch
+/// ends at or after the offset asked for.
+async fn read_gapped(s: &ShardStorage, from: i64) -> Vec<(BatchHeader, bytes::Bytes)> {
+    let mut out: Vec<(BatchHeader, bytes::Bytes)> = Vec::new();
+    let mut off = from;
+    for _ in 0..100_000 {
+        let info = s.read(T, 0, off, 3000).await.expect("read");
+        let batches = super::tests::split_batches(&info);
+        let Some((last, _)) = batches.last() else {
+            return out;
+        };
+        assert!(
+            batches[0].0.last_offset() >= off,
+            "read from {off} returned an earlier batch"
+        );
+        off = last.last_offset() + 1;
+        for b in batches {
+            if out
+                .last()
+                .is_none_or(|(h, _)| b.0.base_offset > h.base_offset)
+            {
+                out.push(b);
+            }
+        }
+    }
+    panic!("read_gapped did not reach the log end");
+}
+
+/// Every record the log serves from `from` on: offset → (key, value).
+async fn read_records(s: &ShardStorage, from: i64) -> Model {
+    let mut out = Model::new();
+    for (h, b) in read_gapped(s, from).await {
+        for r in batch_records(&b, &h).expect("served batch parses") {
+            let offset = h.base_offset + r.offset_delta as i64;
+            assert!(
+                offset <= h.last_offset(),
+                "record past its batch's last offset"
+            );
+            let value = if r.tombstone {
+                None
+            } else {
+                Some(value_of(&r.bytes))
+            };
+            out.insert(offset, (r.key.expect("key").to_vec(), value));
+        }
+    }
+    out
+}
+
+/// The value bytes of a serialized record (test-only re-parse of the framing).
+fn value_of(rec: &[u8]) -> Vec<u8> {
+    fn varint(b: &[u8], at: &mut usize) -> i64 {
+        let mut z = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = b[*at];
+            *at += 1;
+            z |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return (z >> 1) as i64 ^ -((z & 1) as i64);
+            }
+            shift += 7;
+        }
+    }
+    let mut at = 0;
+    varint(rec, &mut at); // length
+    at += 1; // attributes
+    varint(rec, &mut at); // timestamp delta
+    varint(rec, &mut at); // offset delta
+    let k = varint(rec, &mut at);
+    at += k.max(0) as usize;
+    let v = varint(rec, &mut at);
+    rec[at..at + v as usize].to_vec()
+}
+
+/// The compaction properties, with `clean_end` the first offset no pass cleaned:
+/// every record served is the one appended at its offset; every key's latest record is
+/// there (unless it is an expired tombstone below `clean_end`); below `clean_end` only a
+/// key's latest record (below `clean_end`) remains, and no expired tombstone; reading from
+/// any offset starts at the first surviving record at or after it.
+async fn check_compacted(
+    s: &ShardStorage,
+    model: &Model,
+    clean_end: i64,
+    expired: bool,
+    ctx: &str,
+) {
+    let (start, hw) = s.offsets(T, 0).unwrap();
+    let got = read_records(s, start).await;
+    let mut latest: BTreeMap<&[u8], i64> = BTreeMap::new();
+    let mut latest_clean: BTreeMap<&[u8], i64> = BTreeMap::new();
+    for (&o, (k, _)) in model {
+        latest.insert(k, o);
+        if o < clean_end {
+            latest_clean.insert(k, o);
+        }
+    }
+    for (o, r) in &got {
+        assert_eq!(Some(r), model.get(o), "{ctx}: record at {o} differs");
+        if *o < clean_end {
+            assert_eq!(
+                latest_clean.get(r.0.as_slice()),
+                Some(o),
+                "{ctx}: older value at {o} kept"
+            );
+            assert!(
+                !(expired && r.1.is_none()),
+                "{ctx}: expired tombstone at {o} kept"
+            );
+        }
+    }
+    for (k, o) in &latest {
+        let tombstone = model[o].1.is_none();
+        if !(tombstone && expired && *o < clean_end) {
+            assert!(
+                got.contains_key(o),
+                "{ctx}: latest record of {:?} at {o} lost",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+    // Reading from any offset: the first batch served ends at or after it, and no record
+    // that survives lies between the offset and that batch (a consumer skips nothing).
+    let mut probe = start;
+    while probe < hw {
+        let info = s.read(T, 0, probe, 1).await.expect("read");
+        let batches = super::tests::split_batches(&info);
+        let (h, _) = batches
+            .first()
+            .expect("a read below the high watermark serves a batch");
+        assert!(
+            h.last_offset() >= probe,
+            "{ctx}: read from {probe} served a batch ending at {}",
+            h.last_offset()
+        );
+        assert_eq!(
+            got.range(probe..h.base_offset.max(probe)).next(),
+            None,
+            "{ctx}: read from {probe} skipped records before batch {}",
+            h.base_offset
+        );
+        probe += 1 + (probe % 3);
+    }
+}
+
+#[test]
+fn compaction_keeps_the_latest_value_of_every_key_at_its_offset() {
+    run(|| async {
+        for seed in 0..30u64 {
+            let mut rng = Rng(seed);
+            let expired = seed % 2 == 1;
+            let disk = SimDisk::new(seed);
+            let s = open_sim(&disk, sim_options()).await;
+            let cfg = compact_config(&mut rng, expired);
+            s.open_partition(T, 0, cfg.clone()).await.unwrap();
+            let mut model = Model::new();
+            for round in 0..3 {
+                let n = 40 + rng.below(60) as usize;
+                append_random(&s, &mut rng, &mut model, n);
+                s.flush().await.unwrap();
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                s.clean_logs().await.unwrap();
+                let clean_end = s.cleaner_checkpoint_for_test(T, 0).unwrap_or(0);
+                let ctx = format!("seed {seed} round {round}");
+                check_compacted(&s, &model, clean_end, expired, &ctx).await;
+            }
+            let clean_end = s.cleaner_checkpoint_for_test(T, 0).unwrap_or(0);
+            assert!(clean_end > 0, "seed {seed}: the cleaner ran");
+            // The cleaned log survives a clean restart and a crash alike.
+            s.shutdown().await.unwrap();
+            let s = open_sim(&disk, sim_options()).await;
+            s.open_partition(T, 0, cfg.clone()).await.unwrap();
+            check_compacted(
+                &s,
+                &model,
+                clean_end,
+                expired,
+                &format!("seed {seed} reopened"),
+            )
+            .await;
+            append_random(&s, &mut rng, &mut model, 10);
+            s.flush().await.unwrap();
+            disk.crash();
+            let s = open_sim(&disk, sim_options()).await;
+            s.open_partition(T, 0, cfg).await.unwrap();
+            check_compacted(
+                &s,
+                &model,
+                clean_end,
+                expired,
+                &format!("seed {seed} crashed"),
+            )
+            .await;
+        }
+    });
+}
+
+#[test]
+fn compaction_crashed_at_random_points_loses_nothing() {
+    run(|| async {
+        let mut swapped_before_crash = 0;
+        for seed in 0..60u64 {
+            let mut rng = Rng(seed ^ 0x5EED);
+            let expired = seed % 3 == 0;
+            let disk = SimDisk::new(seed);
+            let s = open_sim(&disk, sim_options()).await;
+            let cfg = compact_config(&mut rng, expired);
+            s.open_partition(T, 0, cfg.clone()).await.unwrap();
+            let mut model = Model::new();
+            let n = 60 + rng.below(60) as usize;
+            append_random(&s, &mut rng, &mut model, n);
+            s.flush().await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            let before = read_records(&s, 0).await;
+            disk.set_yields_per_op(3);
+            let cleaner = {
+                let s: Rc<ShardStorage> = s.clone();
+                glommio::spawn_local(async move {
+                    let _ = s.clean_logs().await;
+                })
+            };
+            yield_now_times(rng.below(300) as u32).await;
+            let finished = s.cleaner_checkpoint_for_test(T, 0).is_some();
+            disk.crash();
+            cleaner.cancel().await;
+            drop(s);
+            disk.set_yields_per_op(0);
+            let s = open_sim(&disk, sim_options()).await;
+            s.open_partition(T, 0, cfg).await.unwrap();
+            let ctx = format!(
+                "seed {seed} (cleaner {})",
+                if finished { "swapped" } else { "unfinished" }
+            );
+            swapped_before_crash += finished as usize;
+            // Whatever was swapped in is a valid compaction of what was there; nothing
+            // else changed. With no checkpoint written, any prefix of segments may be
+            // cleaned: check against the widest bound (every non-active segment).
+            let (start, hw) = s.offsets(T, 0).unwrap();
+            assert_eq!(
+                hw,
+                *before.keys().next_back().unwrap() + 1,
+                "{ctx}: log end"
+            );
+            let got = read_records(&s, start).await;
+            let mut latest: BTreeMap<&[u8], i64> = BTreeMap::new();
+            for (&o, (k, _)) in &model {
+                latest.insert(k, o);
+            }
+            for (o, r) in &got {
+                assert_eq!(Some(r), model.get(o), "{ctx}: record at {o}");
+            }
+            for (k, o) in &latest {
+                if model[o].1.is_some() || !expired {
+                    assert!(
+                        got.contains_key(o),
+                        "{ctx}: latest of {:?} at {o} lost",
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+            // The restarted cleaner finishes the job: the full properties hold.
+            s.clean_logs().await.unwrap();
+            let clean_end = s.cleaner_checkpoint_for_test(T, 0).unwrap_or(0);
+            check_compacted(
+                &s,
+                &model,
+                clean_end,
+                expired,
+                &format!("{ctx}, cleaned again"),
+            )
+            .await;
+        }
+        assert!(
+            swapped_before_crash > 0,
+            "some crashes must come after a swap"
+        );
+    });
+}
+
+#[test]
+fn records_without_keys_are_refused_on_a_compacted_topic() {
+    run(|| async {
+        let disk = SimDisk::new(3);
+        let s = open_sim(&disk, sim_options()).await;
+        let mut rng = Rng(3);
+        s.open_partition(T, 0, compact_config(&mut rng, false))
+            .await
+            .unwrap();
+        s.append(T, 0, build_keyed_batch(&[(Some(b"k"), Some(b"v"))], 1))
+            .unwrap();
+        let err = s
+            .append(
+                T,
+                0,
+                build_keyed_batch(&[(Some(b"k"), Some(b"v")), (None, Some(b"v"))], 1),
+            )
+            .unwrap_err();
+        assert_eq!(err.kafka_error_code(), ErrorCode::INVALID_RECORD);
+        assert!(err.to_string().contains("without key"), "{err}");
+        assert_eq!(s.offsets(T, 0).unwrap(), (0, 1), "the log is intact");
+    });
+}

@@ -33,6 +33,10 @@ pub struct TxnConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often ongoing
     /// transactions are checked for their timeout (default 10000).
     pub abort_check_interval_ms: u64,
+    /// The `transaction.version` feature level finalized in ApiVersions (Kafka's feature,
+    /// set there with `kafka-features`): 2 (default) lets clients use transactions v2
+    /// (KIP-890), 1 keeps them on v1.
+    pub transaction_version: i16,
 }
 
 impl Default for TxnConfig {
@@ -41,6 +45,7 @@ impl Default for TxnConfig {
             state_partitions: 50,
             max_timeout_ms: 900_000,
             abort_check_interval_ms: 10_000,
+            transaction_version: 2,
         }
     }
 }

@@ -1,7 +1,13 @@
 //! ApiVersions: the table of supported APIs, and the v0 reply to a version too new to know.
 
 use bytes::Bytes;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
+use kafka_protocol::protocol::StrBytes;
+
+/// Kafka's feature name for the transaction protocol version.
+const TRANSACTION_VERSION: &str = "transaction.version";
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 use super::{Request, SUPPORTED_APIS};
@@ -32,9 +38,24 @@ pub async fn handle(rq: &Request<'_>, _body: Bytes) -> Reply {
     } else {
         (rq.version, ErrorCode::NONE)
     };
-    let body = ApiVersionsResponse::default()
+    // Features (v3+): `transaction.version`, which Kafka 4.x clients read to use transactions
+    // v2 (KIP-890: Produce v12 adds the partition, EndTxn v5 bumps the epoch).
+    let level = rq.shard.config.txn.transaction_version;
+    let mut body = ApiVersionsResponse::default()
         .with_error_code(error_code.code())
         .with_api_keys(api_keys);
+    if version >= 3 {
+        body = body
+            .with_supported_features(vec![SupportedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+                .with_min_version(0)
+                .with_max_version(2)])
+            .with_finalized_features_epoch(1)
+            .with_finalized_features(vec![FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+                .with_min_version_level(level)
+                .with_max_version_level(level)]);
+    }
     let frame = encode_response(ApiKey::ApiVersions, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))
 }

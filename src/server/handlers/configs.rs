@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
@@ -16,13 +16,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{sb, Request};
 use crate::config::{
-    broker_sets_topic_default, topic_config_value, topic_log_config, TopicConfigStatus,
-    TOPIC_CONFIGS,
+    broker_sets_topic_default, broker_synonym, topic_config_value, topic_log_config,
+    TopicConfigStatus, TOPIC_CONFIGS,
 };
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::server::refusal::log_refusal;
 use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
+use crate::storage::LogConfig;
 
 /// Kafka's ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -43,6 +44,45 @@ pub(super) fn config_source(shard: &Shard, overrides: &BTreeMap<String, String>,
     } else {
         SOURCE_DEFAULT
     }
+}
+
+/// Kafka's synonyms of a topic setting, most specific first: the topic's override
+/// (DYNAMIC_TOPIC_CONFIG), the broker's `log.*` setting when it differs from the default
+/// (STATIC_BROKER_CONFIG), and the default under the broker's name (DEFAULT_CONFIG).
+fn synonyms(
+    shard: &Shard,
+    overrides: &BTreeMap<String, String>,
+    name: &str,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    let none = BTreeMap::new();
+    if let Some(v) = overrides.get(name) {
+        out.push(
+            DescribeConfigsSynonym::default()
+                .with_name(sb(name))
+                .with_value(Some(sb(v)))
+                .with_source(SOURCE_DYNAMIC_TOPIC),
+        );
+    }
+    if let Some(broker) = broker_synonym(name) {
+        if broker_sets_topic_default(&shard.config.log, name) {
+            let v = topic_config_value(&shard.config.log, &none, name);
+            out.push(
+                DescribeConfigsSynonym::default()
+                    .with_name(sb(broker))
+                    .with_value(v.map(|v| sb(&v)))
+                    .with_source(SOURCE_STATIC_BROKER),
+            );
+        }
+        let v = topic_config_value(&LogConfig::default(), &none, name);
+        out.push(
+            DescribeConfigsSynonym::default()
+                .with_name(sb(broker))
+                .with_value(v.map(|v| sb(&v)))
+                .with_source(SOURCE_DEFAULT),
+        );
+    }
+    out
 }
 
 /// Answers DescribeConfigs.
@@ -110,6 +150,9 @@ pub async fn describe(
                         } else {
                             0
                         });
+                    if req.include_synonyms {
+                        c = c.with_synonyms(synonyms(shard, overrides, d.name));
+                    }
                     if req.include_documentation && version >= 3 {
                         c = c.with_documentation(Some(sb(d.help)));
                     }

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
 };
 
-use super::metadata::INTERNAL_TOPICS;
+use super::metadata::{partition_info, INTERNAL_TOPICS};
 use super::{sb, Request};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
@@ -28,7 +28,8 @@ pub async fn handle(
 ) -> Result<DescribeTopicPartitionsResponse, ProtocolError> {
     let shard = rq.shard;
     let meta = shard.metadata();
-    let node = BrokerId(shard.config.node_id);
+    let view = shard.cluster_view();
+    let view = view.as_deref();
     let limit = req
         .response_partition_limit
         .clamp(1, shard.config.request_partition_size_limit) as usize;
@@ -92,12 +93,15 @@ pub async fn handle(
         let last = t.partitions.min(first.saturating_add(left as i32));
         let partitions: Vec<DescribeTopicPartitionsResponsePartition> = (first..last)
             .map(|p| {
+                let info = partition_info(shard, view, &t.name, p);
                 DescribeTopicPartitionsResponsePartition::default()
+                    .with_error_code(info.error.code())
                     .with_partition_index(p)
-                    .with_leader_id(node)
-                    .with_leader_epoch(0)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_leader_id(BrokerId(info.leader))
+                    .with_leader_epoch(info.leader_epoch)
+                    .with_replica_nodes(info.replicas)
+                    .with_isr_nodes(info.isr)
+                    .with_offline_replicas(info.offline)
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
             })

@@ -25,7 +25,9 @@ use super::{ConnInfo, Request};
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::decode_body;
-use crate::protocol::fetch_response::{encode_fetch_response, FetchPartitionOut, FetchTopicOut};
+use crate::protocol::fetch_response::{
+    encode_fetch_response, FetchPartitionOut, FetchTopicOut, NodeEndpointOut,
+};
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
@@ -175,7 +177,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             error = %code,
             "fetch session refused"
         );
-        let parts = encode_fetch_response(version, rq.correlation_id, code.code(), 0, &[])?;
+        let parts = encode_fetch_response(version, rq.correlation_id, code.code(), 0, &[], &[])?;
         return Ok(Some(Response::from(parts)));
     }
 
@@ -186,6 +188,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     } else {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     };
+    let view = shard.cluster_view();
     let mut parts: Vec<FetchPart> = Vec::new();
     // read_committed (isolation level 1): up to the last stable offset, with the aborted list.
     let read_committed = req.isolation_level == 1;
@@ -209,6 +212,16 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 && !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) =>
             {
                 Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            }
+            // In a cluster, only the leader serves reads (no follower fetching yet).
+            Some(t)
+                if partition >= 0
+                    && partition < t.partitions
+                    && view
+                        .as_deref()
+                        .is_some_and(|v| !v.leads(&t.name, partition)) =>
+            {
+                Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
             }
             Some(t) if partition >= 0 && partition < t.partitions => {
                 parts.push(FetchPart {
@@ -283,6 +296,8 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let mut budget = want;
     let mut sent_any = false;
     let mut results: Vec<Option<FetchResult>> = results.into_iter().map(Some).collect();
+    // The leaders named in NOT_LEADER_OR_FOLLOWER answers (KIP-951).
+    let mut leaders_named = std::collections::BTreeSet::new();
     // Per slot: the partition's answer and the disk read bytes it holds.
     let mut answers: Vec<(FetchPartitionOut, usize)> = Vec::with_capacity(slots.len());
     for slot in &slots {
@@ -311,10 +326,21 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     log_start_offset: r.log_start_offset,
                     aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
+                    current_leader: None,
                 };
                 (out, allocated)
             }
             Err(code) => {
+                // KIP-951: who leads instead (the endpoint follows at the response level).
+                let current_leader = match view.as_deref() {
+                    Some(v) if code == ErrorCode::NOT_LEADER_OR_FOLLOWER && version >= 12 => v
+                        .partition(&slot.name, slot.partition)
+                        .map(|p| (p.leader, p.leader_epoch)),
+                    _ => None,
+                };
+                if let Some((leader, _)) = current_leader.filter(|(l, _)| *l >= 0) {
+                    leaders_named.insert(leader);
+                }
                 let out = FetchPartitionOut {
                     partition: slot.partition,
                     error_code: code.code(),
@@ -323,6 +349,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     log_start_offset: -1,
                     aborted_transactions: None,
                     records: Vec::new(),
+                    current_leader,
                 };
                 (out, 0)
             }
@@ -377,12 +404,27 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         in_use = shard.fetch_memory.in_use(),
         "fetch memory"
     );
+    let node_endpoints: Vec<NodeEndpointOut> = match view.as_deref() {
+        Some(v) if version >= 16 => leaders_named
+            .into_iter()
+            .filter_map(|id| {
+                v.endpoint(id).map(|(host, port)| NodeEndpointOut {
+                    node_id: id,
+                    host,
+                    port: i32::from(port),
+                    rack: v.image.brokers.get(&id).and_then(|b| b.rack.clone()),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let parts = encode_fetch_response(
         version,
         rq.correlation_id,
         session.error_code.code(),
         session.session_id,
         &topics,
+        &node_endpoints,
     )?;
     Ok(Some(Response {
         parts,

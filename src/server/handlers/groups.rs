@@ -20,59 +20,151 @@ use crate::protocol::ProtocolError;
 use crate::security::acl::{AclOperation, ResourceType};
 
 /// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
-/// 1): this broker coordinates both (the shard inside it is chosen per request). The first
-/// transactional lookup creates `__transaction_state`, as in Kafka.
+/// 1). On one node this broker coordinates both (the shard inside it is chosen per request;
+/// the first transactional lookup creates `__transaction_state`, as in Kafka). In a cluster a
+/// group's coordinator is the leader of its `__consumer_offsets` partition (the topic is
+/// created on the first lookup, as Kafka does); transactions are refused there until their
+/// markers can reach partitions on other brokers.
 pub async fn find_coordinator(
     rq: &Request<'_>,
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
-    let (host, port) = &rq.session.listener.advertised;
-    let node = BrokerId(shard.config.node_id);
-    let (code, msg) = match req.key_type {
-        0 => (ErrorCode::NONE, None),
+    let refused: Option<(ErrorCode, String)> = match req.key_type {
+        0 => {
+            if shard.cluster.is_some() {
+                crate::shard::cluster::ensure_offsets_topic(shard).await;
+            }
+            None
+        }
+        1 if shard.cluster.is_some() => {
+            super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &NO_TXN_IN_CLUSTER);
+            Some((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                NO_TXN_IN_CLUSTER.to_string(),
+            ))
+        }
         1 => match shard.ensure_txn_topic().await {
-            Ok(()) => (ErrorCode::NONE, None),
+            Ok(()) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create __transaction_state");
-                (ErrorCode::COORDINATOR_NOT_AVAILABLE, Some(sb(&e)))
+                Some((ErrorCode::COORDINATOR_NOT_AVAILABLE, e))
             }
         },
         other => {
             let msg = format!("unknown coordinator key type {other}");
             super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &msg);
-            (ErrorCode::INVALID_REQUEST, Some(sb(&msg)))
+            Some((ErrorCode::INVALID_REQUEST, msg))
         }
     };
-    let supported = code.is_none();
-    let code = code.code();
+    let keys = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let answers: Vec<Coordinated> = keys
+        .iter()
+        .map(|k| match &refused {
+            Some((code, message)) => Coordinated::refused(*code, message),
+            None => coordinator_of(shard, k.as_str(), &rq.session.listener.advertised),
+        })
+        .collect();
     let resp = if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .iter()
-            .map(|k| {
+        let coordinators = keys
+            .into_iter()
+            .zip(answers)
+            .map(|(k, a)| {
                 CoordinatorOut::default()
-                    .with_key(k.clone())
-                    .with_node_id(if supported { node } else { BrokerId(-1) })
-                    .with_host(sb(if supported { host } else { "" }))
-                    .with_port(if supported { *port as i32 } else { -1 })
-                    .with_error_code(code)
-                    .with_error_message(msg.clone())
+                    .with_key(k)
+                    .with_node_id(BrokerId(a.node))
+                    .with_host(sb(&a.host))
+                    .with_port(a.port)
+                    .with_error_code(a.code.code())
+                    .with_error_message(a.message.as_deref().map(sb))
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
+        let a = answers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Coordinated::refused(ErrorCode::INVALID_REQUEST, "no key"));
         let mut r = FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_node_id(if supported { node } else { BrokerId(-1) })
-            .with_host(sb(if supported { host } else { "" }))
-            .with_port(if supported { *port as i32 } else { -1 });
+            .with_error_code(a.code.code())
+            .with_node_id(BrokerId(a.node))
+            .with_host(sb(&a.host))
+            .with_port(a.port);
         if version >= 1 {
-            r = r.with_error_message(msg);
+            r = r.with_error_message(a.message.as_deref().map(sb));
         }
         r
     };
     Ok(resp)
+}
+
+/// Why a transactional id finds no coordinator in a multi-node cluster. Sent with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (no endless lookups).
+const NO_TXN_IN_CLUSTER: &str = "transactions are not supported in a multi-node cluster yet \
+     (their markers cannot reach partitions led by other brokers); use an idempotent producer \
+     without transactional.id";
+
+/// One FindCoordinator answer.
+struct Coordinated {
+    code: ErrorCode,
+    message: Option<String>,
+    node: i32,
+    host: String,
+    port: i32,
+}
+
+impl Coordinated {
+    fn refused(code: ErrorCode, message: &str) -> Self {
+        Coordinated {
+            code,
+            message: Some(message.to_string()),
+            node: -1,
+            host: String::new(),
+            port: -1,
+        }
+    }
+}
+
+/// The coordinator of `group` (or of a transactional id on one node): this broker on one
+/// node (at `advertised`, the address of the listener the request came in on); in a cluster
+/// the leader of the group's `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE
+/// while it has none.
+fn coordinator_of(
+    shard: &crate::shard::Shard,
+    group: &str,
+    advertised: &(String, u16),
+) -> Coordinated {
+    let Some(view) = shard.cluster_view() else {
+        let (host, port) = advertised.clone();
+        return Coordinated {
+            code: ErrorCode::NONE,
+            message: None,
+            node: shard.config.node_id,
+            host,
+            port: port as i32,
+        };
+    };
+    let partition = shard.groups.partition_of(group);
+    let leader = view
+        .partition(crate::group::OFFSETS_TOPIC, partition)
+        .map(|p| p.leader);
+    match leader.and_then(|l| view.endpoint(l).map(|e| (l, e))) {
+        Some((node, (host, port))) => Coordinated {
+            code: ErrorCode::NONE,
+            message: None,
+            node,
+            host,
+            port: port as i32,
+        },
+        None => Coordinated::refused(
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            "the group's coordinator partition has no leader now",
+        ),
+    }
 }
 
 /// READ on the group: what JoinGroup, SyncGroup, Heartbeat and LeaveGroup need.

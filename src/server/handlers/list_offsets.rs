@@ -1,5 +1,6 @@
-//! ListOffsets v1–v8: earliest (-2), latest (-1), max timestamp (-3) or by time, answered by
-//! each partition's owner shard.
+//! ListOffsets v1–v8: earliest (-2), latest (-1: the high watermark, or the last stable offset
+//! for read_committed), max timestamp (-3) or by time, answered by each partition's owner
+//! shard.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -19,6 +20,7 @@ pub async fn handle(
 ) -> Result<ListOffsetsResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let meta = shard.metadata();
+    let view = shard.cluster_view();
     let mut queries = Vec::new();
     let mut layout = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
@@ -27,23 +29,39 @@ pub async fn handle(
         let allowed = rq.authorized(AclOperation::Describe, ResourceType::Topic, &name);
         let mut slots = Vec::new();
         for p in topic.partitions {
+            let epoch = view
+                .as_deref()
+                .and_then(|v| v.partition(&name, p.partition_index))
+                .map_or(0, |st| st.leader_epoch);
             if !allowed {
                 slots.push((
                     p.partition_index,
+                    epoch,
                     Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
                 ));
-            } else if p.partition_index >= 0 && p.partition_index < count {
+            } else if p.partition_index < 0 || p.partition_index >= count {
+                slots.push((
+                    p.partition_index,
+                    epoch,
+                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                ));
+            } else if view
+                .as_deref()
+                .is_some_and(|v| !v.leads(&name, p.partition_index))
+            {
+                slots.push((
+                    p.partition_index,
+                    epoch,
+                    Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                ));
+            } else {
                 queries.push(OffsetQuery {
                     topic: name.clone(),
                     partition: p.partition_index,
                     timestamp: p.timestamp,
+                    read_committed: req.isolation_level == 1,
                 });
-                slots.push((p.partition_index, Ok(queries.len() - 1)));
-            } else {
-                slots.push((
-                    p.partition_index,
-                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-                ));
+                slots.push((p.partition_index, epoch, Ok(queries.len() - 1)));
             }
         }
         layout.push((topic.name, slots));
@@ -58,7 +76,7 @@ pub async fn handle(
         .map(|(name, slots)| {
             let partitions = slots
                 .into_iter()
-                .map(|(index, slot)| {
+                .map(|(index, epoch, slot)| {
                     let a = match slot {
                         Ok(i) => answers.get(i).cloned().unwrap_or_default(),
                         Err(error_code) => OffsetAnswer {
@@ -72,7 +90,7 @@ pub async fn handle(
                         .with_error_code(a.error_code.code())
                         .with_offset(a.offset)
                         .with_timestamp(a.timestamp)
-                        .with_leader_epoch(if version >= 4 { 0 } else { -1 })
+                        .with_leader_epoch(if version >= 4 { epoch } else { -1 })
                 })
                 .collect();
             ListOffsetsTopicResponse::default()

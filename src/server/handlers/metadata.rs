@@ -12,11 +12,111 @@ use kafka_protocol::messages::{
 
 use super::sb;
 use super::Request;
+use crate::cluster::image::NO_LEADER;
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::ProtocolError;
 use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
-use crate::shard::{AdminOp, NewTopic};
+use crate::shard::{AdminOp, ClusterView, NewTopic, Shard};
+
+/// One partition's leadership as Metadata and DescribeTopicPartitions report it.
+pub(super) struct PartitionInfo {
+    /// LEADER_NOT_AVAILABLE when the partition has no leader (offline).
+    pub error: ErrorCode,
+    /// The leader, or -1.
+    pub leader: i32,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// The replica set.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// Replicas on brokers that are not live (fenced).
+    pub offline: Vec<BrokerId>,
+}
+
+/// A partition's leadership: this broker with epoch 0 on one node; from the image in a
+/// cluster (`view`).
+pub(super) fn partition_info(
+    shard: &Shard,
+    view: Option<&ClusterView>,
+    topic: &str,
+    partition: i32,
+) -> PartitionInfo {
+    let ids = |v: &[i32]| v.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+    let Some(v) = view else {
+        let me = vec![BrokerId(shard.config.node_id)];
+        return PartitionInfo {
+            error: ErrorCode::NONE,
+            leader: shard.config.node_id,
+            leader_epoch: 0,
+            replicas: me.clone(),
+            isr: me,
+            offline: Vec::new(),
+        };
+    };
+    let Some(st) = v.partition(topic, partition) else {
+        return PartitionInfo {
+            error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            leader: NO_LEADER,
+            leader_epoch: -1,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            offline: Vec::new(),
+        };
+    };
+    let offline: Vec<i32> = st
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| v.image.brokers.get(id).is_none_or(|b| b.fenced))
+        .collect();
+    PartitionInfo {
+        error: if st.leader == NO_LEADER {
+            ErrorCode::LEADER_NOT_AVAILABLE
+        } else {
+            ErrorCode::NONE
+        },
+        leader: st.leader,
+        leader_epoch: st.leader_epoch,
+        replicas: ids(&st.replicas),
+        isr: ids(&st.isr),
+        offline: ids(&offline),
+    }
+}
+
+/// The brokers clients are told of: this one on one node (at the address of the listener the
+/// request came in on); every live broker in a cluster.
+fn brokers(
+    rq: &Request<'_>,
+    view: Option<&ClusterView>,
+) -> Vec<(i32, String, u16, Option<String>)> {
+    let shard = rq.shard;
+    match view {
+        None => {
+            let (host, port) = rq.session.listener.advertised.clone();
+            vec![(shard.config.node_id, host, port, None)]
+        }
+        Some(v) => v
+            .image
+            .live_brokers()
+            .filter_map(|b| {
+                b.endpoints
+                    .first()
+                    .map(|e| (b.id, e.host.clone(), e.port, b.rack.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// The controller clients are told of: this broker on one node; the active controller (or
+/// -1 when none is known) in a cluster.
+fn controller_id(shard: &Shard, view: Option<&ClusterView>) -> i32 {
+    match view {
+        None => shard.config.node_id,
+        Some(v) => v.controller_id.unwrap_or(-1),
+    }
+}
 
 /// Kafka's internal topics, flagged `is_internal` (v1+): clients leave them out of pattern
 /// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
@@ -70,16 +170,24 @@ pub async fn handle(
             }
         }
     }
-    let node_id = shard.config.node_id;
+    let view = shard.cluster_view();
+    let view = view.as_deref();
     let describe = |t: &TopicMeta| {
         let partitions = (0..t.partitions)
             .map(|p| {
+                let info = partition_info(shard, view, &t.name, p);
                 MetadataResponsePartition::default()
+                    .with_error_code(info.error.code())
                     .with_partition_index(p)
-                    .with_leader_id(BrokerId(node_id))
-                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                    .with_replica_nodes(vec![BrokerId(node_id)])
-                    .with_isr_nodes(vec![BrokerId(node_id)])
+                    .with_leader_id(BrokerId(info.leader))
+                    .with_leader_epoch(if version >= 7 { info.leader_epoch } else { -1 })
+                    .with_replica_nodes(info.replicas)
+                    .with_isr_nodes(info.isr)
+                    .with_offline_replicas(if version >= 5 {
+                        info.offline
+                    } else {
+                        Vec::new()
+                    })
             })
             .collect();
         MetadataResponseTopic::default()
@@ -141,34 +249,48 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = &rq.session.listener.advertised;
+    let brokers = brokers(rq, view)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(sb(&host))
+                .with_port(port as i32)
+                .with_rack(rack.filter(|_| version >= 1).as_deref().map(sb))
+        })
+        .collect();
     let body = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node_id))
-            .with_host(sb(host))
-            .with_port(*port as i32)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(sb(&shard.config.cluster_id)))
-        .with_controller_id(BrokerId(node_id))
+        .with_controller_id(BrokerId(controller_id(shard, view)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN);
     Ok(body)
 }
 
-/// Answers DescribeCluster v0–v1: this one broker is the whole cluster and its controller.
+/// Answers DescribeCluster v0–v1: on one node this broker is the whole cluster and its
+/// controller; in a cluster, every live broker and the active controller.
 pub async fn describe_cluster(
     rq: &Request<'_>,
     _req: DescribeClusterRequest,
 ) -> Result<DescribeClusterResponse, ProtocolError> {
     let shard = rq.shard;
-    let (host, port) = &rq.session.listener.advertised;
-    let node_id = shard.config.node_id;
+    let view = shard.cluster_view();
+    let view = view.as_deref();
+    let brokers = brokers(rq, view)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(sb(&host))
+                .with_port(port as i32)
+                .with_rack(rack.as_deref().map(sb))
+        })
+        .collect();
     let body = DescribeClusterResponse::default()
         .with_cluster_id(sb(&shard.config.cluster_id))
-        .with_controller_id(BrokerId(node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(node_id))
-            .with_host(sb(host))
-            .with_port(*port as i32)])
+        .with_controller_id(BrokerId(controller_id(shard, view)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN);
     Ok(body)
 }

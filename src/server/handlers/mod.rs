@@ -209,7 +209,7 @@ macro_rules! kafka_apis {
 }
 
 kafka_apis! {
-    Produce                 3..=11 => produce::handle [raw],
+    Produce                 3..=12 => produce::handle [raw],
     Fetch                   4..=16 => fetch::handle [raw],
     ListOffsets             1..=8  => list_offsets::handle,
     Metadata                0..=12 => metadata::handle,
@@ -238,8 +238,7 @@ kafka_apis! {
     AddPartitionsToTxn      0..=5  => txn::add_partitions,
     AddOffsetsToTxn         0..=4  => txn::add_offsets,
     TxnOffsetCommit         0..=5  => txn::txn_offset_commit,
-    // v5 is transactions v2 (KIP-890), not advertised yet (no `transaction.version` feature).
-    EndTxn                  0..=4  => txn::end_txn,
+    EndTxn                  0..=5  => txn::end_txn,
     WriteTxnMarkers         1..=1  => txn::write_txn_markers,
     DescribeProducers       0..=0  => txn::describe_producers,
     DescribeTransactions    0..=0  => txn::describe_transactions,

@@ -127,18 +127,25 @@ pub async fn commit(
     Ok(resp)
 }
 
-/// Fetches one group's offsets: (group error, [(topic, partition, offset or none)]).
+/// One group's offsets: the group error, (topic, partition, offset or none), and the
+/// partitions whose offset is pending in an open transaction (with `require_stable` only).
+type GroupOffsets = (
+    ErrorCode,
+    Vec<(String, i32, Option<CommittedOffset>)>,
+    Vec<(String, i32)>,
+);
+
+/// Fetches one group's offsets.
 async fn fetch_group(
     shard: &Rc<Shard>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> (ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>) {
-    match shard
-        .group(group, GroupOp::FetchOffsets(group.to_string(), wanted))
-        .await
-    {
-        Some(GroupReply::Offsets(code, list)) => (code, list),
-        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new()),
+    require_stable: bool,
+) -> GroupOffsets {
+    let op = GroupOp::FetchOffsets(group.to_string(), wanted, require_stable);
+    match shard.group(group, op).await {
+        Some(GroupReply::Offsets(code, list, unstable)) => (code, list, unstable),
+        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, Vec::new(), Vec::new()),
     }
 }
 
@@ -147,11 +154,26 @@ async fn fetch_authorized(
     rq: &Request<'_>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> (ErrorCode, Vec<(String, i32, Option<CommittedOffset>)>) {
+    require_stable: bool,
+) -> GroupOffsets {
     if !rq.authorized(AclOperation::Describe, ResourceType::Group, group) {
-        return (ErrorCode::GROUP_AUTHORIZATION_FAILED, Vec::new());
+        return (
+            ErrorCode::GROUP_AUTHORIZATION_FAILED,
+            Vec::new(),
+            Vec::new(),
+        );
     }
-    fetch_group(rq.shard, group, wanted).await
+    fetch_group(rq.shard, group, wanted, require_stable).await
+}
+
+/// A partition's error: UNSTABLE_OFFSET_COMMIT while an open transaction holds its offset
+/// (the client retries until the transaction ends), else none.
+fn stability(unstable: &[(String, i32)], topic: &str, partition: i32) -> ErrorCode {
+    if unstable.iter().any(|(t, p)| t == topic && *p == partition) {
+        ErrorCode::UNSTABLE_OFFSET_COMMIT
+    } else {
+        ErrorCode::NONE
+    }
 }
 
 /// One topic's committed offsets: (topic, [(partition, offset or none)]).
@@ -183,7 +205,8 @@ pub async fn fetch(
                     .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (code, list) = fetch_authorized(rq, g.group_id.as_str(), wanted).await;
+            let (code, list, unstable) =
+                fetch_authorized(rq, g.group_id.as_str(), wanted, req.require_stable).await;
             let topics = by_topic(list)
                 .into_iter()
                 .map(|(t, parts)| {
@@ -193,11 +216,14 @@ pub async fn fetch(
                             parts
                                 .into_iter()
                                 .map(|(p, c)| {
+                                    let error = stability(&unstable, &t, p);
+                                    let c = c.filter(|_| error.is_none());
                                     let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
                                         (c.offset, c.leader_epoch, c.metadata)
                                     });
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(p)
+                                        .with_error_code(error.code())
                                         .with_committed_offset(off)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(Some(sb(&md)))
@@ -221,7 +247,9 @@ pub async fn fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (code, list) = fetch_authorized(rq, req.group_id.as_str(), wanted).await;
+    let require_stable = version >= 7 && req.require_stable;
+    let (code, list, unstable) =
+        fetch_authorized(rq, req.group_id.as_str(), wanted, require_stable).await;
     let topics = by_topic(list)
         .into_iter()
         .map(|(t, parts)| {
@@ -231,11 +259,14 @@ pub async fn fetch(
                     parts
                         .into_iter()
                         .map(|(p, c)| {
+                            let error = stability(&unstable, &t, p);
+                            let c = c.filter(|_| error.is_none());
                             let (off, epoch, md) = c.map_or((-1, -1, String::new()), |c| {
                                 (c.offset, c.leader_epoch, c.metadata)
                             });
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
+                                .with_error_code(error.code())
                                 .with_committed_offset(off)
                                 .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
                                 .with_metadata(Some(sb(&md)))

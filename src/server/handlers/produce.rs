@@ -1,10 +1,12 @@
-//! Produce v3–v11: batches stay `Bytes` slices of the request frame all the way to the owner
+//! Produce v3–v12: batches stay `Bytes` slices of the request frame all the way to the owner
 //! shard's storage engine; acks=0 gets no response, acks=1 an answer once appended, acks=-1
 //! once the group commit covering the batch was fdatasynced.
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
 
 use super::{sb, Request};
 use crate::error_code::ErrorCode;
@@ -18,6 +20,8 @@ use crate::shard::{ProducePart, ProduceResult, ProduceTurn};
 enum Slot {
     Sent(usize),
     Failed(ErrorCode, &'static str),
+    /// In a cluster, another broker leads the partition: (leader, leader epoch).
+    NotLeader(i32, i32),
 }
 
 /// Answers Produce; no response for acks=0.
@@ -26,7 +30,9 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let turn = rq.produce_turn.take().unwrap_or_else(ProduceTurn::first);
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|s| s.to_string());
     let meta = shard.metadata();
+    let view = shard.cluster_view();
     let mut parts = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Slot)>)> =
         Vec::with_capacity(req.topic_data.len());
@@ -42,13 +48,24 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     ErrorCode::TOPIC_AUTHORIZATION_FAILED,
                     "not authorized to write to the topic",
                 )
-            } else if name == crate::group::OFFSETS_TOPIC {
+            } else if name == crate::group::OFFSETS_TOPIC
+                || name == crate::txn::TRANSACTION_STATE_TOPIC
+            {
                 Slot::Failed(
                     ErrorCode::INVALID_TOPIC_EXCEPTION,
                     "cannot produce to an internal topic",
                 )
             } else {
+                let elsewhere = view
+                    .as_deref()
+                    .filter(|v| !v.leads(&name, p.index))
+                    .and_then(|v| v.partition(&name, p.index))
+                    .map(|st| (st.leader, st.leader_epoch));
                 match (known, p.records) {
+                    (Some(_), _) if elsewhere.is_some() => {
+                        let (leader, epoch) = elsewhere.unwrap_or((-1, -1));
+                        Slot::NotLeader(leader, epoch)
+                    }
                     (Some(t), Some(records)) if p.index >= 0 && p.index < t.partitions => {
                         parts.push(ProducePart {
                             topic: name.clone(),
@@ -70,6 +87,45 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         }
         layout.push((topic.name, slots));
     }
+    // Transactional batches: checked with their coordinator first (and, from v12, added to
+    // their transaction); a refused part is answered with its error and not appended.
+    if let Some(id) = transactional_id.as_deref().filter(|id| !id.is_empty()) {
+        let verdicts = shard.verify_transactional(id, &parts, version >= 12).await;
+        if verdicts.iter().any(Option::is_some) {
+            let mut kept = Vec::with_capacity(parts.len());
+            let mut moved: Vec<Result<usize, ErrorCode>> = Vec::with_capacity(parts.len());
+            for (part, verdict) in parts.into_iter().zip(verdicts) {
+                match verdict {
+                    None => {
+                        kept.push(part);
+                        moved.push(Ok(kept.len() - 1));
+                    }
+                    // A transaction still completing is retried by the client: not bad input.
+                    Some(code) if code == ErrorCode::CONCURRENT_TRANSACTIONS => {
+                        moved.push(Err(code));
+                    }
+                    Some(code) => {
+                        tracing::info!(client_id = rq.client_id, transactional_id = id, topic = %part.topic, partition = part.partition, error_code = code.name(), "transactional produce refused by its coordinator");
+                        moved.push(Err(code));
+                    }
+                }
+            }
+            parts = kept;
+            for (_, slots) in &mut layout {
+                for (_, slot) in slots.iter_mut() {
+                    if let Slot::Sent(i) = *slot {
+                        *slot = match moved[i] {
+                            Ok(j) => Slot::Sent(j),
+                            Err(code) => Slot::Failed(
+                                code,
+                                "the transaction's coordinator refused this partition",
+                            ),
+                        };
+                    }
+                }
+            }
+        }
+    }
     let sent = parts.len();
     let results = if parts.is_empty() {
         Vec::new()
@@ -87,14 +143,36 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     if acks == 0 {
         return Ok(None);
     }
+    // KIP-951: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+    let mut leaders_named = std::collections::BTreeSet::new();
     let responses = layout
         .into_iter()
         .map(|(name, slots)| {
             let partition_responses = slots
                 .into_iter()
                 .map(|(index, slot)| {
+                    let mut current_leader = LeaderIdAndEpoch::default();
                     let r = match slot {
                         Slot::Sent(i) => results[i].clone(),
+                        Slot::NotLeader(leader, epoch) => {
+                            if leader >= 0 {
+                                leaders_named.insert(leader);
+                            }
+                            if version >= 10 {
+                                current_leader = current_leader
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch);
+                            }
+                            ProduceResult {
+                                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                                base_offset: -1,
+                                log_append_time: -1,
+                                log_start_offset: -1,
+                                error_message: Some(format!(
+                                    "this broker does not lead the partition (leader: {leader})"
+                                )),
+                            }
+                        }
                         Slot::Failed(code, msg) => ProduceResult {
                             error_code: code,
                             base_offset: -1,
@@ -114,6 +192,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         } else {
                             None
                         })
+                        .with_current_leader(current_leader)
                 })
                 .collect();
             TopicProduceResponse::default()
@@ -121,7 +200,23 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    let body = ProduceResponse::default().with_responses(responses);
+    let node_endpoints = match view.as_deref() {
+        Some(v) if version >= 10 => leaders_named
+            .into_iter()
+            .filter_map(|id| {
+                v.endpoint(id).map(|(host, port)| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(sb(&host))
+                        .with_port(port as i32)
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(node_endpoints);
     let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))
 }

@@ -249,8 +249,26 @@ pub async fn txn_offset_commit(
     }
     let group = req.group_id.to_string();
     let n = offsets.len();
+    // Transactions v2 (v5+): no AddOffsetsToTxn before; the offsets partition is added here.
+    let added = if rq.version >= 5 && n > 0 {
+        let op = TxnOp::AddPartitions {
+            transactional_id: req.transactional_id.to_string(),
+            producer_id: req.producer_id.0,
+            producer_epoch: req.producer_epoch,
+            partitions: vec![(OFFSETS_TOPIC.to_string(), shard.groups.partition_of(&group))],
+            verify_only: false,
+        };
+        match shard.txn(req.transactional_id.as_str(), op).await {
+            Some(TxnReply::Partitions(c)) => c.first().copied().unwrap_or(ErrorCode::NONE),
+            _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        }
+    } else {
+        ErrorCode::NONE
+    };
     let codes = if n == 0 {
         Vec::new()
+    } else if !added.is_none() {
+        vec![added.code(); n]
     } else {
         let op = GroupOp::TxnCommit {
             group: group.clone(),
@@ -304,8 +322,8 @@ pub async fn txn_offset_commit(
     Ok(TxnOffsetCommitResponse::default().with_topics(topics))
 }
 
-/// Answers EndTxn v0–v4: the outcome is durable (Prepare record) before the answer; the
-/// markers follow.
+/// Answers EndTxn v0–v5: the outcome is durable (Prepare record) before the answer; the
+/// markers follow. v5 is transactions v2: the epoch is bumped, and answered.
 pub async fn end_txn(
     rq: &Request<'_>,
     req: EndTxnRequest,
@@ -316,17 +334,22 @@ pub async fn end_txn(
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,
         commit: req.committed,
+        v2: rq.version >= 5,
     };
-    let code = match rq.shard.txn(&id, op).await {
-        Some(TxnReply::Code(c)) => c,
-        _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+    let (code, pid, epoch) = match rq.shard.txn(&id, op).await {
+        Some(TxnReply::Ended {
+            error_code,
+            producer_id,
+            producer_epoch,
+        }) => (error_code, producer_id, producer_epoch),
+        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1, -1),
     };
     log_refused(rq, "EndTxn", &id, code);
     let code = fenced_for_version(code, rq.version, 2);
     Ok(EndTxnResponse::default()
         .with_error_code(code.code())
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch))
 }
 
 /// Answers WriteTxnMarkers v1: each marker is a control batch appended (durably) to each of
@@ -348,6 +371,9 @@ pub async fn write_txn_markers(
                     producer_epoch: m.producer_epoch,
                     commit: m.transaction_result,
                     coordinator_epoch: m.coordinator_epoch,
+                    // WriteTxnMarkers v1 carries no transaction version: not strict, as
+                    // Kafka's admin abort (`kafka-transactions abort`).
+                    transaction_v2: false,
                 });
             }
         }

@@ -9,8 +9,9 @@ use crate::storage::batch::{
     control_type, patched_header, validate_batch, BatchHeader, BATCH_HEADER_BYTES,
 };
 use crate::storage::producers::Verdict;
+use crate::storage::records::check_keys;
 use crate::storage::segment::LogSegment;
-use crate::storage::{LogAppendInfo, StorageError, TimestampType};
+use crate::storage::{AppendOrigin, LogAppendInfo, StorageError, TimestampType};
 
 /// What an append did.
 pub(crate) enum AppendOutcome {
@@ -32,8 +33,10 @@ impl Partition {
         &self,
         batch: Bytes,
         now: i64,
-        coordinator: bool,
+        origin: AppendOrigin,
     ) -> Result<AppendOutcome, StorageError> {
+        let coordinator = origin != AppendOrigin::Client;
+        let strict_marker = origin == AppendOrigin::CoordinatorTransactionV2;
         let outcome = {
             let mut st = self.state.borrow_mut();
             if st.deleted {
@@ -57,7 +60,10 @@ impl Partition {
             } else {
                 None
             };
-            match st.producers.check(&h, coordinator)? {
+            if control.is_none() && st.config.cleanup_compact {
+                check_keys(&batch, &h).map_err(StorageError::InvalidRecord)?;
+            }
+            match st.producers.check(&h, coordinator, strict_marker)? {
                 Verdict::Duplicate {
                     first_offset,
                     last_offset,

@@ -17,6 +17,7 @@
 
 mod append;
 mod cache;
+mod clean;
 mod flush;
 mod read;
 mod recover;
@@ -43,6 +44,7 @@ use super::{LogConfig, PartitionStats, StorageError};
 
 pub(crate) use append::AppendOutcome;
 pub(crate) use cache::{CacheBytes, Eviction};
+pub use clean::CleanerStats;
 
 use cache::BatchCache;
 
@@ -82,6 +84,18 @@ struct LogState {
     /// Blocks allocated to the partition's directory and files (`du`'s figure), as last
     /// sampled by [`Partition::sample_disk_allocated`].
     disk_allocated_bytes: u64,
+    /// The log cleaner's progress (compacted topics).
+    cleaner: CleanerState,
+}
+
+/// What the log cleaner knows of one log between passes.
+#[derive(Clone, Copy, Debug, Default)]
+struct CleanerState {
+    /// The first dirty (never cleaned) offset, as in `cleaner-offset-checkpoint`; `None`:
+    /// never cleaned (then the log has no offset gaps).
+    checkpoint: Option<i64>,
+    /// When the earliest tombstone a pass kept may go (ms since epoch).
+    tombstones_due_ms: Option<i64>,
 }
 
 /// One partition: state plus its wait lists and I/O lock.

@@ -42,6 +42,9 @@ impl ReadBatch {
 pub(crate) struct ReadOut {
     pub(crate) batches: Vec<ReadBatch>,
     pub(crate) allocated: usize,
+    /// The segment read has no batch at or after the offset (a compacted segment's
+    /// trailing gap): the read goes on in the next segment.
+    pub(crate) segment_exhausted: bool,
 }
 
 /// A read from a segment file, planned under the state borrow and run after it.
@@ -75,17 +78,36 @@ impl Partition {
         min_one: bool,
         disk: bool,
     ) -> Result<Option<ReadOut>, StorageError> {
-        let plan = self
-            .state
-            .borrow()
-            .plan_read(fetch_offset, max_bytes, min_one, disk);
-        match plan {
-            ReadPlan::NotCached => Ok(None),
-            ReadPlan::Done(batches) => Ok(Some(ReadOut {
-                batches,
-                allocated: 0,
-            })),
-            ReadPlan::Disk(d) => d.run(fetch_offset, max_bytes, min_one).await.map(Some),
+        let mut at = fetch_offset;
+        loop {
+            let plan = self.state.borrow().plan_read(at, max_bytes, min_one, disk);
+            let out = match plan {
+                ReadPlan::NotCached => return Ok(None),
+                ReadPlan::Done(batches) => {
+                    return Ok(Some(ReadOut {
+                        batches,
+                        allocated: 0,
+                        segment_exhausted: false,
+                    }))
+                }
+                ReadPlan::Disk(d) => d.run(at, max_bytes, min_one).await?,
+            };
+            // A compacted segment may end in a gap: the data goes on in the next segment.
+            if out.segment_exhausted {
+                let next = {
+                    let st = self.state.borrow();
+                    st.segments
+                        .range(at + 1..)
+                        .next()
+                        .map(|(&base, _)| base)
+                        .filter(|&base| base < st.next_offset)
+                };
+                if let Some(next) = next {
+                    at = next;
+                    continue;
+                }
+            }
+            return Ok(Some(out));
         }
     }
 
@@ -233,9 +255,13 @@ impl DiskRead {
         // Read buffers the returned batches are slices of: (generation, length).
         let mut allocated = 0usize;
         let mut last_buffer = None;
+        let mut exhausted = false;
         loop {
             match scanner.next_batch().await? {
-                ScanItem::End => break,
+                ScanItem::End => {
+                    exhausted = out.is_empty();
+                    break;
+                }
                 ScanItem::Torn { position, reason } => {
                     if !out.is_empty() {
                         break;
@@ -281,6 +307,7 @@ impl DiskRead {
         Ok(Some(ReadOut {
             batches: out,
             allocated,
+            segment_exhausted: exhausted,
         }))
     }
 }

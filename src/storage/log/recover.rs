@@ -11,8 +11,9 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use super::cache::{BatchCache, CacheBytes};
+use super::clean::{read_checkpoint as read_cleaner_checkpoint, remove_cleaned_leftovers};
 use super::start::read_log_start;
-use super::{LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
+use super::{CleanerState, LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 use crate::io::{align_down, FileSystem, IoFile};
 use crate::storage::index::{OffsetIndex, TimeIndex};
 use crate::storage::producers::{ProducerTable, SNAPSHOT_FILE};
@@ -52,10 +53,13 @@ fn read_recovery_point(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
         .and_then(|o| o.parse::<i64>().ok()))
 }
 
-/// Which partition is being recovered, for logs.
+/// Which partition is being recovered (for logs), and whether its log may have offset gaps.
 struct Names<'a> {
     topic: &'a str,
     partition: i32,
+    /// The cleaner has swapped segments in (its checkpoint exists): batches may start past
+    /// the previous batch's end, and a segment may end before the next one's base.
+    allow_gaps: bool,
 }
 
 /// What recovering one segment found.
@@ -80,7 +84,13 @@ impl Partition {
     ) -> Result<Partition, StorageError> {
         fs.create_dir_all(&dir)?;
         tracing::debug!(topic, partition, "recovering partition log");
-        let names = Names { topic, partition };
+        remove_cleaned_leftovers(fs, &dir)?;
+        let cleaner_checkpoint = read_cleaner_checkpoint(fs, &dir)?;
+        let names = Names {
+            topic,
+            partition,
+            allow_gaps: cleaner_checkpoint.is_some(),
+        };
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = fs.exists(&marker);
         let rp = read_recovery_point(fs, &dir)?;
@@ -138,6 +148,10 @@ impl Partition {
                 flush_error_epoch: 0,
                 deleted: false,
                 disk_allocated_bytes: 0,
+                cleaner: CleanerState {
+                    checkpoint: cleaner_checkpoint,
+                    tombstones_due_ms: None,
+                },
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),
@@ -348,11 +362,18 @@ async fn recover_segment(
         }
         Some((pos, off)) => {
             let interval = config.index_interval_bytes;
-            torn = scan_segment(&mut seg, &file, pos, off, file_len, interval).await?;
+            let gaps = names.allow_gaps;
+            torn = scan_segment(&mut seg, &file, pos, off, file_len, interval, gaps).await?;
             if loaded && pos != 0 && torn.is_some() {
                 torn = rescan_from_start(&mut seg, &file, names, file_len, interval, &torn).await?;
             }
-            if torn.is_none() && !is_last && Some(seg.next_offset) != next_base {
+            let ends_badly = match next_base {
+                None => false,
+                // A cleaned segment may end before the next one's base (a gap).
+                Some(nb) if names.allow_gaps => seg.next_offset > nb,
+                Some(nb) => seg.next_offset != nb,
+            };
+            if torn.is_none() && ends_badly {
                 torn = Some((
                     seg.size,
                     format!(
@@ -362,6 +383,10 @@ async fn recover_segment(
                 ));
             }
             truncate_at_log_end(&mut seg, &file, names, file_len, &torn).await?;
+            if let (None, Some(nb)) = (&torn, next_base) {
+                // A cleaned segment's trailing gap still belongs to it.
+                seg.next_offset = seg.next_offset.max(nb);
+            }
         }
     }
     seg.file = Some(file);
@@ -394,7 +419,7 @@ async fn rescan_from_start(
     seg.time_index = TimeIndex::new();
     seg.max_timestamp = -1;
     seg.offset_of_max_timestamp = base;
-    Ok(scan_segment(seg, file, 0, base, file_len, interval).await?)
+    Ok(scan_segment(seg, file, 0, base, file_len, interval, names.allow_gaps).await?)
 }
 
 /// Cuts the file at the segment's scanned end: nothing stale may remain behind the log end

@@ -19,8 +19,9 @@ use crate::storage::StorageError;
 /// format, one entry; Kafka keeps one such file per data directory).
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 
-/// Writes the log start offset in Kafka's checkpoint format (version 0, one entry).
-pub(super) fn write_log_start(
+/// Writes the log start offset in Kafka's checkpoint format (version 0, one entry),
+/// atomically and durably, off the shard.
+pub(super) async fn write_log_start(
     fs: &FileSystem,
     dir: &Path,
     topic: &str,
@@ -28,7 +29,8 @@ pub(super) fn write_log_start(
     offset: i64,
 ) -> io::Result<()> {
     let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable(&dir.join(LOG_START_FILE), text.as_bytes())
+    fs.write_small_file_durable_off_shard(&dir.join(LOG_START_FILE), text.into_bytes())
+        .await
 }
 
 /// The checkpointed log start offset, if the file exists and parses.
@@ -84,7 +86,7 @@ impl Partition {
             (target, st.dir.clone())
         };
         // Durable before anything is deleted or answered.
-        write_log_start(fs, &dir, &self.topic, self.partition, target)?;
+        write_log_start(fs, &dir, &self.topic, self.partition, target).await?;
         let victims = {
             let mut st = self.state.borrow_mut();
             st.log_start_offset = target;
@@ -97,6 +99,7 @@ impl Partition {
                 .map_or(target, |(base, _)| base)
                 .min(st.written_offset);
             st.cache.drop_below(keep_from);
+            st.producers.drop_aborted_below(target);
             let active_base = st.active().base_offset;
             let bases: Vec<i64> = st.segments.keys().copied().collect();
             let mut victims = Vec::new();

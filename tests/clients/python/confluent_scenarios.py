@@ -301,6 +301,93 @@ def txn(bootstrap, tag):
         fail(f"after fencing, read_committed read {got}")
 
 
+def ctp_loop(bootstrap, tag, crash_after):
+    """A consume-transform-produce loop: reads the input in a group (read_committed), writes
+    `out-<value>` and commits the consumed offsets in the same transaction. With
+    crash_after >= 0 it commits that many transactions, writes the next one's outputs, prints
+    OPEN and waits to be killed; otherwise it runs until the input was idle for 10 s (longer
+    than the 6 s session timeout after which a killed member's partitions move)."""
+    src, dst = f"t-{tag}-ctp-in", f"t-{tag}-ctp-out"
+    c = consumer(bootstrap, group=f"g-{tag}-ctp", isolation_level="read_committed",
+                 session_timeout_ms=6000)
+    c.subscribe([src])
+    p = producer(bootstrap, transactional_id=f"tx-{tag}-ctp", transaction_timeout_ms=10000,
+                 message_timeout_ms=10000)
+    p.init_transactions(30)
+    batches, idle, deadline = 0, time.time(), time.time() + 60
+    while time.time() < deadline:
+        msgs = [m for m in c.consume(25, 1.0) if not m.error()]
+        if not msgs:
+            if batches > 0 and time.time() - idle > 10:
+                c.close()
+                return
+            continue
+        idle = time.time()
+        p.begin_transaction()
+        for m in msgs:
+            p.produce(dst, value=b"out-" + m.value(), partition=m.partition())
+        p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 20)
+        if crash_after >= 0 and batches == crash_after:
+            if p.flush(20):
+                fail("outputs not delivered within 20 s")
+            print("OPEN", flush=True)
+            time.sleep(60)
+            fail("the worker was not killed")
+        p.commit_transaction(30)
+        batches += 1
+    fail("the loop did not finish within 60 s")
+
+
+def txn_ctp_worker(bootstrap, tag):
+    ctp_loop(bootstrap, tag, 3)
+
+
+def txn_ctp(bootstrap, tag):
+    """A consume-transform-produce loop with its offsets in its transactions, killed (SIGKILL)
+    in the middle of a transaction and restarted: every input's output is read exactly once
+    by a read_committed consumer."""
+    import subprocess
+    import sys
+    src, dst, n = f"t-{tag}-ctp-in", f"t-{tag}-ctp-out", 200
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(src, 2, 1), NewTopic(dst, 2, 1)]).values():
+        f.result(20)
+    p = producer(bootstrap)
+    for i in range(n):
+        p.produce(src, value=f"v-{i}".encode(), partition=i % 2)
+    if p.flush(20):
+        fail("input not delivered within 20 s")
+    worker = subprocess.Popen([sys.executable, __file__, "txn_ctp_worker", bootstrap, tag],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        end = time.time() + 60
+        while time.time() < end and line.strip() not in ("OPEN",) and worker.poll() is None:
+            line = worker.stdout.readline()
+        if line.strip() != "OPEN":
+            fail(f"the worker did not open its transaction (last line {line!r})")
+    finally:
+        worker.kill()
+        worker.wait(10)
+    ctp_loop(bootstrap, tag, -1)
+    c = consumer(bootstrap, isolation_level="read_committed")
+    c.assign([TopicPartition(dst, 0, 0), TopicPartition(dst, 1, 0)])
+    seen = {}
+    end = time.time() + 20
+    quiet = time.time()
+    while time.time() < end and time.time() - quiet < 3:
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        seen[m.value()] = seen.get(m.value(), 0) + 1
+        quiet = time.time()
+    c.close()
+    want = {f"out-v-{i}".encode() for i in range(n)}
+    dup = {k: v for k, v in seen.items() if v != 1 or k not in want}
+    if dup or set(seen) != want:
+        fail(f"{len(seen)} distinct outputs of {n}; duplicates or strays: {list(dup.items())[:5]}")
+
+
 def xproduce(bootstrap, tag):
     topic = f"xc-{tag}"
     for block, codec in enumerate(CODECS):
@@ -327,6 +414,8 @@ SCENARIOS = {
     "max_over": lambda b, t: max_message(b, t, OVER_VALUE_BYTES, True),
     "sasl_rejected": sasl_rejected,
     "txn": txn,
+    "txn_ctp": txn_ctp,
+    "txn_ctp_worker": txn_ctp_worker,
     "xproduce": xproduce,
     "xconsume": xconsume,
 }

@@ -2,11 +2,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,6 +299,152 @@ func xconsume(bs, _ string, producers []string) {
 	}
 }
 
+// ctpNames are the topics, group and transactional id of a consume-transform-produce run.
+func ctpNames(tag string) (in, out, group, txid string) {
+	return "t-" + tag + "-ctp-in", "t-" + tag + "-ctp-out", "g-" + tag + "-ctp", "tx-" + tag + "-ctp"
+}
+
+// ctpLoop reads the input in the group, writes "out-<value>" for each record and commits the
+// consumed offsets in the same transaction (GroupTransactSession). With crashAfter >= 0 it
+// commits that many transactions, then writes the next one's outputs, prints OPEN and waits
+// to be killed; otherwise it runs until the input has been idle for 10 s (longer than the
+// 6 s session timeout, after which a killed member's partitions are reassigned).
+func ctpLoop(bs, tag string, crashAfter int) {
+	in, out, group, txid := ctpNames(tag)
+	sess, err := kgo.NewGroupTransactSession(
+		kgo.SeedBrokers(bs), kgo.TransactionalID(txid), kgo.TransactionTimeout(10*time.Second),
+		kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(), kgo.SessionTimeout(6*time.Second),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.RecordDeliveryTimeout(20*time.Second))
+	c.Check2(err, "new transact session")
+	defer sess.Close()
+	batches := 0
+	idle := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		recs := sess.PollRecords(ctx(time.Second), 25).Records()
+		if len(recs) == 0 {
+			if batches > 0 && time.Since(idle) > 10*time.Second {
+				return
+			}
+			continue
+		}
+		idle = time.Now()
+		c.Check2(sess.Begin(), "begin")
+		var failed error
+		var mu sync.Mutex
+		for _, r := range recs {
+			o := &kgo.Record{Topic: out, Partition: r.Partition, Value: []byte("out-" + string(r.Value))}
+			sess.Produce(ctx(20*time.Second), o, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			})
+		}
+		if crashAfter >= 0 && batches == crashAfter {
+			c.Check2(sess.Client().Flush(ctx(20*time.Second)), "flush")
+			fmt.Println("OPEN")
+			time.Sleep(60 * time.Second)
+			c.Fail("the worker was not killed")
+		}
+		committed, err := sess.End(ctx(30*time.Second), kgo.TryCommit)
+		c.Check2(err, "end transaction")
+		mu.Lock()
+		c.Check2(failed, "transactional produce")
+		mu.Unlock()
+		if committed {
+			batches++
+		}
+	}
+	c.Fail("the loop did not finish within 60 s")
+}
+
+// txnCTPWorker is txnCTP's first instance, run as a child process that is killed with
+// SIGKILL in the middle of a transaction.
+func txnCTPWorker(bs, tag string, _ []string) {
+	ctpLoop(bs, tag, 3)
+}
+
+// txnCTP: a consume-transform-produce loop with its offsets inside its transactions, killed
+// (SIGKILL) in the middle of a transaction and restarted: every input's output is read
+// exactly once by a read_committed consumer.
+func txnCTP(bs, tag string, _ []string) {
+	in, out, _, _ := ctpNames(tag)
+	const n = 200
+	adm := kadm.NewClient(client(bs))
+	_, err := adm.CreateTopics(ctx(10*time.Second), 2, 1, nil, in, out)
+	c.Check2(err, "create topics")
+	cl := client(bs)
+	var recs []*kgo.Record
+	want := map[string]bool{}
+	for i := 0; i < n; i++ {
+		v := fmt.Sprintf("v-%d", i)
+		recs = append(recs, &kgo.Record{Topic: in, Partition: int32(i % 2), Value: []byte(v)})
+		want["out-"+v] = true
+	}
+	c.Check2(cl.ProduceSync(ctx(25*time.Second), recs...).FirstErr(), "produce input")
+	cl.Close()
+
+	worker := exec.Command(os.Args[0], "txn_ctp_worker", bs, tag)
+	stdout, err := worker.StdoutPipe()
+	c.Check2(err, "worker stdout")
+	c.Check2(worker.Start(), "start worker")
+	opened := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "OPEN" {
+				opened <- true
+				return
+			}
+		}
+		opened <- false
+	}()
+	select {
+	case ok := <-opened:
+		if !ok {
+			_ = worker.Wait()
+			c.Fail("the worker ended before opening its transaction")
+		}
+	case <-time.After(60 * time.Second):
+		_ = worker.Process.Kill()
+		c.Fail("the worker did not open its transaction within 60 s")
+	}
+	c.Check2(worker.Process.Kill(), "kill worker")
+	_ = worker.Wait()
+
+	ctpLoop(bs, tag, -1)
+
+	rc := client(bs, kgo.ConsumeTopics(out), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer rc.Close()
+	seen := map[string]int{}
+	total := 0
+	end := time.Now().Add(20 * time.Second)
+	for total < n && time.Now().Before(end) {
+		rc.PollRecords(ctx(time.Second), 100).EachRecord(func(r *kgo.Record) {
+			seen[string(r.Value)]++
+			total++
+		})
+	}
+	// Anything beyond n would be a duplicate: wait a little more for one.
+	rc.PollRecords(ctx(2*time.Second), 100).EachRecord(func(r *kgo.Record) {
+		seen[string(r.Value)]++
+		total++
+	})
+	for v, k := range seen {
+		if k != 1 || !want[v] {
+			c.Fail("output %q read %d times", v, k)
+		}
+	}
+	if total != n || len(seen) != n {
+		c.Fail("read %d outputs (%d distinct), expected %d exactly once", total, len(seen), n)
+	}
+}
+
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
@@ -317,6 +467,8 @@ func main() {
 		"max_over":        maxMessage(c.OverValueBytes, true),
 		"xproduce":        xproduce,
 		"xconsume":        xconsume,
+		"txn_ctp":         txnCTP,
+		"txn_ctp_worker":  txnCTPWorker,
 	}
 	for _, name := range c.Codecs[1:] {
 		s[name] = produceConsume(name)

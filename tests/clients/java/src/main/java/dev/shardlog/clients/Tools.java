@@ -64,6 +64,62 @@ final class Tools {
   static final String PRODUCER = "org.apache.kafka.tools.ConsoleProducer";
   static final String CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer";
   static final String GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+  static final String TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand";
+
+  /**
+   * kafka-transactions: list, describe and describe-producers show an open transaction (left
+   * open by a producer that stops answering) and a committed one; abort closes the open one
+   * with a marker, after which read_committed reads only the committed record.
+   */
+  static void transactions(String bs, String tag, String topic) throws Exception {
+    ok(null, TOPIC_COMMAND, "--bootstrap-server", bs, "--create", "--topic", topic,
+        "--partitions", "1", "--replication-factor", "1");
+    String open = "tx-" + tag + "-open";
+    String done = "tx-" + tag + "-done";
+    org.apache.kafka.clients.producer.KafkaProducer<byte[], byte[]> hanging =
+        Main.producer(
+            bs,
+            java.util.Map.of(
+                org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, open,
+                org.apache.kafka.clients.producer.ProducerConfig.TRANSACTION_TIMEOUT_CONFIG,
+                600000));
+    hanging.initTransactions();
+    hanging.beginTransaction();
+    Main.sendAll(hanging, topic, "open-", 3);
+    try (org.apache.kafka.clients.producer.KafkaProducer<byte[], byte[]> p =
+        Main.producer(
+            bs,
+            java.util.Map.of(
+                org.apache.kafka.clients.producer.ProducerConfig.TRANSACTIONAL_ID_CONFIG, done))) {
+      p.initTransactions();
+      p.beginTransaction();
+      Main.sendAll(p, topic, "done-", 1);
+      p.commitTransaction();
+    }
+    hanging.close(java.time.Duration.ZERO);
+    String list = ok(null, TRANSACTIONS, "--bootstrap-server", bs, "list");
+    if (!list.matches("(?s).*" + open + "\\s+0\\s+\\d+\\s+Ongoing.*")
+        || !list.matches("(?s).*" + done + "\\s+0\\s+\\d+\\s+CompleteCommit.*")) {
+      Main.fail("list: " + list);
+    }
+    String desc = ok(null, TRANSACTIONS, "--bootstrap-server", bs, "describe",
+        "--transactional-id", open);
+    if (!desc.contains("Ongoing") || !desc.contains(topic + "-0")) Main.fail("describe: " + desc);
+    String producers = ok(null, TRANSACTIONS, "--bootstrap-server", bs, "describe-producers",
+        "--topic", topic, "--partition", "0");
+    if (!producers.matches("(?s).*\\s0\\s*\\n.*")) {
+      Main.fail("describe-producers (a transaction starting at offset 0): " + producers);
+    }
+    ok(null, TRANSACTIONS, "--bootstrap-server", bs, "abort", "--topic", topic, "--partition",
+        "0", "--start-offset", "0");
+    producers = ok(null, TRANSACTIONS, "--bootstrap-server", bs, "describe-producers",
+        "--topic", topic, "--partition", "0");
+    if (producers.matches("(?s).*\\s0\\s*\\n.*")) {
+      Main.fail("describe-producers after abort still shows the transaction: " + producers);
+    }
+    List<String> rc = Main.readAll(bs, topic, "read_committed");
+    if (!rc.equals(List.of("done-0"))) Main.fail("read_committed after abort read " + rc);
+  }
 
   /** Runs a tools scenario; false when `scenario` is not one. */
   static boolean run(String scenario, String bs, String tag) throws Exception {
@@ -113,6 +169,7 @@ final class Tools {
         }
         ok(null, GROUPS, "--bootstrap-server", bs, "--delete", "--group", group);
       }
+      case "tools_transactions" -> transactions(bs, tag, topic);
       default -> {
         return false;
       }
