@@ -154,7 +154,8 @@ impl Shard {
             return Ok(());
         }
         let configs = [
-            ("retention.ms".to_string(), "-1".to_string()),
+            // As Kafka's: compacted (the latest state of every transactional id stays).
+            ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), "104857600".to_string()),
         ]
         .into_iter()

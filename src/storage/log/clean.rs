@@ -18,7 +18,7 @@
 //!    own time, so a tombstone produced with an old timestamp may go at the first pass). A batch keeps its
 //!    base offset and its last offset delta (offsets are preserved; a cleaned batch may have
 //!    gaps, as Kafka's do); a batch that loses some records is rebuilt uncompressed, one that
-//!    loses all is dropped; control batches (transaction markers) stay as they are; records of
+//!    loses all is dropped (a producer's last batch stays, empty, as Kafka's cleaner keeps it); control batches (transaction markers) stay as they are; records of
 //!    aborted transactions are neither mapped nor kept (as Kafka's cleaner).
 //! 4. Swaps each rewritten segment in, crash-safely (below), and moves the checkpoint.
 //!
@@ -97,6 +97,9 @@ struct Plan {
     /// Aborted transactions overlapping the cleanable segments: their records are neither
     /// mapped nor kept (as Kafka's cleaner).
     aborted: Vec<AbortedTxn>,
+    /// Each producer's last batch (producer id → first offset): kept, empty if need be, so
+    /// a restart that rebuilds the producer state from the log still knows its sequence.
+    last_batches: HashMap<i64, i64>,
 }
 
 impl Plan {
@@ -179,6 +182,7 @@ impl Partition {
         let Some(plan) = self.clean_plan(now) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let mut stats = CleanerStats::default();
         // 2. The dedupe map over the dirty segments, whole segments within the budget.
         let mut map: HashMap<Bytes, i64> = HashMap::new();
@@ -257,6 +261,7 @@ impl Partition {
             topic = %self.topic, partition = self.partition, segments = stats.segments,
             bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
             records_removed = stats.records_removed, first_dirty_offset = dirty_end,
+            bytes_read = stats.bytes_read, elapsed_ms = started.elapsed().as_millis() as u64,
             "log cleaner pass done"
         );
         Ok(Some(stats))
@@ -324,6 +329,7 @@ impl Partition {
         let range_end = segments.last().map_or(0, |s| s.end);
         Some(Plan {
             aborted: st.producers.aborted_txns_between(range_start, range_end),
+            last_batches: st.producers.last_batch_offsets(),
             dir: st.dir.clone(),
             segments,
             first_dirty,
@@ -390,9 +396,11 @@ impl Partition {
                     })
                     .collect();
                 removed_here += (total - keep.len()) as u64;
+                let producer_last = header.producer_id >= 0
+                    && plan.last_batches.get(&header.producer_id) == Some(&header.base_offset);
                 if keep.len() == total {
                     Kept::All
-                } else if keep.is_empty() {
+                } else if keep.is_empty() && !producer_last {
                     Kept::None
                 } else {
                     Kept::Some(keep)
