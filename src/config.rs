@@ -109,7 +109,7 @@ pub struct BrokerConfig {
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
     /// Largest step of segment space reserved ahead of the data (steps grow with the segment
-    /// from 64 KiB); `log.preallocate.bytes`.
+    /// from 4 KiB); `log.preallocate.bytes`.
     pub preallocate_bytes: u64,
     /// Run the log cleaner on compacted topics; `log.cleaner.enable`.
     pub cleaner_enable: bool,
@@ -371,7 +371,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "shard.connections.max",
-        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit half of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
+        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit a third of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
         apply: |c, v| {
             c.shard_connections_max = parse_positive(v)?;
             Ok(())
@@ -403,7 +403,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "log.preallocate.bytes",
-        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from 64 KiB (as much again as it holds), so an idle partition reserves 64 KiB. Default 67108864.",
+        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from one 4 KiB page (as much again as it holds), so an idle partition reserves 4 KiB. Default 67108864.",
         apply: |c, v| {
             c.preallocate_bytes = parse_positive(v)?;
             Ok(())
