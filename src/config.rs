@@ -1109,10 +1109,14 @@ pub fn topic_config_value(
         "retention.ms" => log.retention_ms.to_string(),
         "retention.bytes" => log.retention_bytes.to_string(),
         "max.message.bytes" => log.max_message_bytes.to_string(),
-        "cleanup.policy" => match (log.cleanup_compact, log.cleanup_delete) {
-            (true, true) => "compact,delete".into(),
-            (true, false) => "compact".into(),
-            _ => "delete".into(),
+        // The override as stored (Kafka prints the list as given), else the broker's default.
+        "cleanup.policy" => match overrides.get(key) {
+            Some(v) => v.clone(),
+            None => match (log.cleanup_compact, log.cleanup_delete) {
+                (true, true) => "compact,delete".into(),
+                (true, false) => "compact".into(),
+                _ => "delete".into(),
+            },
         },
         "min.cleanable.dirty.ratio" => log.min_cleanable_dirty_ratio.to_string(),
         "min.compaction.lag.ms" => log.min_compaction_lag_ms.to_string(),

@@ -272,6 +272,79 @@ fn produce_raw(port: u16, topic: &str, partition: i32) -> (i16, i32, Vec<i32>) {
     )
 }
 
+/// The error code of a ListOffsets v4 (latest) of `topic`/`partition` on `port` carrying
+/// `current_leader_epoch` `epoch`.
+fn list_offsets_raw(port: u16, topic: &str, partition: i32, epoch: i32) -> i16 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(epoch)
+                .with_timestamp(-1)])]);
+    let mut body = common::request(&mut s, ApiKey::ListOffsets, 4, &req);
+    let r = ListOffsetsResponse::decode(&mut body, 4).expect("list offsets response");
+    r.topics[0].partitions[0].error_code
+}
+
+/// The error code of a Fetch v12 of `topic`/`partition` from offset 0 on `port` carrying
+/// `current_leader_epoch` `epoch`.
+fn fetch_raw(port: u16, topic: &str, partition: i32, epoch: i32) -> i16 {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(epoch)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut body = common::request(&mut s, ApiKey::Fetch, 12, &req);
+    let r = FetchResponse::decode(&mut body, 12).expect("fetch response");
+    r.responses[0].partitions[0].error_code
+}
+
+/// On one node the leader epoch is 0: a request carrying another is refused as Kafka does.
+#[test]
+fn leader_epochs_are_checked_on_one_node() {
+    let b = common::Broker::start(1, &[]);
+    let results = futures_lite::future::block_on(admin(&b.bootstrap()).create_topics(
+        &[NewTopic::new("epochs", 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("create_topics");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(list_offsets_raw(b.port, "epochs", 0, -1), 0);
+    assert_eq!(list_offsets_raw(b.port, "epochs", 0, 0), 0);
+    assert_eq!(
+        list_offsets_raw(b.port, "epochs", 0, 1),
+        75,
+        "UNKNOWN_LEADER_EPOCH"
+    );
+    assert_eq!(fetch_raw(b.port, "epochs", 0, 0), 0);
+    assert_eq!(
+        fetch_raw(b.port, "epochs", 0, 3),
+        75,
+        "UNKNOWN_LEADER_EPOCH"
+    );
+}
+
 /// A client scenario program of tests/clients (see its README): exit 0 is a pass.
 fn scenario(program: &[&str], name: &str, bootstrap: &str, tag: &str) -> Result<(), String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -493,6 +566,22 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
     });
     let read = consume(&nodes[3].bootstrap(), "spread", 4, 40);
     assert_eq!(read.len(), 40, "every record back after the restart");
+    // Its partition's leader epoch moved on (offline, then back): a client still on epoch 0
+    // is fenced, on Fetch and ListOffsets alike.
+    let mine = leaders(&boot)
+        .iter()
+        .position(|l| *l == 4)
+        .expect("broker 4 leads a partition") as i32;
+    assert_eq!(
+        list_offsets_raw(nodes[3].port, "spread", mine, 0),
+        74,
+        "FENCED_LEADER_EPOCH"
+    );
+    assert_eq!(
+        fetch_raw(nodes[3].port, "spread", mine, 0),
+        74,
+        "FENCED_LEADER_EPOCH"
+    );
 
     // SIGTERM: the controlled shutdown moves its leadership away first, then it exits 0.
     assert_eq!(nodes[3].terminate(30), Some(0), "{}", nodes[3].log());

@@ -276,8 +276,8 @@ fn a_count_and_assignments_together_are_an_invalid_request() {
 }
 
 /// Issue 23 item 2: every Kafka 4.3 topic config is accepted with Kafka's validation and
-/// reported by DescribeConfigs; unknown names, `cleanup.policy=compact` and bad values get
-/// INVALID_CONFIG with Kafka's message (or, for compact, why shardlog refuses it).
+/// reported by DescribeConfigs; `cleanup.policy=compact` is accepted; unknown names, unknown
+/// policies, negative lags and bad values get INVALID_CONFIG with Kafka's message.
 #[test]
 fn every_kafka_topic_config_is_accepted_and_validated() {
     if !clients_wanted(PYTHON) {

@@ -93,7 +93,7 @@ fn api_versions_v0_and_v3_list_the_supported_table() {
             .iter()
             .find(|k| k.api_key == ApiKey::Produce as i16)
             .expect("produce listed");
-        assert_eq!((produce.min_version, produce.max_version), (3, 11));
+        assert_eq!((produce.min_version, produce.max_version), (3, 12));
         let fetch = resp
             .api_keys
             .iter()

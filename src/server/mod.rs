@@ -311,8 +311,9 @@ fn run_cluster_broker(
     result
 }
 
-/// Waits until the agent has registered and holds an image with its registration (`None`
-/// when a stop signal came first); a fatal refusal ends the wait with an error. Logs every
+/// Waits until the agent has registered, holds an image with its registration and has been
+/// unfenced, so that a broker listens only once it is a live broker (`None` when a stop
+/// signal came first); a fatal refusal ends the wait with an error. Logs every
 /// [`STALL_REPORT_EVERY`] while no controller answers (Kafka's broker, too, waits for the
 /// quorum).
 ///
@@ -329,7 +330,7 @@ fn wait_for_first_image(
                 "the active controller refused this broker: {f}"
             )));
         }
-        if let Some(epoch) = status.epoch {
+        if let (Some(epoch), false) = (status.epoch, status.fenced) {
             let image = link.images().borrow().clone();
             if image.offset >= epoch {
                 return Ok(Some(image));

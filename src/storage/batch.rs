@@ -268,12 +268,13 @@ pub(crate) fn check_batch(
     if crc32c::crc32c(&batch[21..]) != h.crc {
         return Err(StorageError::CorruptMessage("CRC32C mismatch"));
     }
+    if stored && (0..=h.last_offset_delta.saturating_add(1)).contains(&h.records_count) {
+        // The cleaner keeps a batch's base and last offsets and drops records between (a
+        // producer's last batch may be left empty, as Kafka's cleaner leaves it).
+        return Ok(());
+    }
     if h.records_count < 1 {
         return Err(StorageError::InvalidRecord("batch without records"));
-    }
-    if stored && h.records_count <= h.last_offset_delta.saturating_add(1) {
-        // The cleaner keeps a batch's base and last offsets and drops records between.
-        return Ok(());
     }
     if h.last_offset_delta != h.records_count - 1 {
         return Err(StorageError::InvalidRecord(

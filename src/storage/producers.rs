@@ -145,6 +145,15 @@ impl ProducerTable {
             .collect()
     }
 
+    /// Each producer's last batch here: producer id → its first offset. The log cleaner keeps
+    /// that batch (empty if need be), so the producer state can be rebuilt from the log.
+    pub(crate) fn last_batch_offsets(&self) -> HashMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(&pid, e)| e.batches.back().map(|b| (pid, b.first_offset)))
+            .collect()
+    }
+
     /// Forgets aborted transactions wholly below `log_start_offset` (retention removed them).
     pub(crate) fn drop_aborted_below(&mut self, log_start_offset: i64) {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);

@@ -123,7 +123,8 @@ pub(crate) fn check_keys(batch: &Bytes, h: &BatchHeader) -> Result<(), RecordsEr
     Ok(())
 }
 
-/// A batch keeping only `kept` (records of `batch`, in order, at least one): the header's
+/// A batch keeping only `kept` (records of `batch`, in order; none leaves an empty batch, which
+/// only the cleaner writes, for a producer's last batch): the header's
 /// base offset, last offset delta (so the batch still ends at its original last offset, as
 /// Kafka's cleaner keeps it), timestamps and producer fields stay; the records are written
 /// uncompressed (the codec bits cleared), the count, length and CRC are recomputed.
@@ -132,10 +133,6 @@ pub(crate) fn rebuild_batch(
     h: &BatchHeader,
     kept: &[RecordRef],
 ) -> (Bytes, BatchHeader) {
-    assert!(
-        !kept.is_empty(),
-        "a rebuilt batch keeps at least one record"
-    );
     let body: usize = kept.iter().map(|r| r.bytes.len()).sum();
     let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body);
     b.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);

@@ -264,7 +264,7 @@ fn crash_recovery_property_simulated() {
 
 /// `b` re-stamped as idempotent producer `pid`'s batch (epoch 0) starting at sequence `seq`,
 /// its CRC32C recomputed.
-fn idempotent(b: &Bytes, pid: i64, seq: i32) -> Bytes {
+pub(super) fn idempotent(b: &Bytes, pid: i64, seq: i32) -> Bytes {
     let mut v = b.to_vec();
     v[43..51].copy_from_slice(&pid.to_be_bytes());
     v[51..53].copy_from_slice(&0i16.to_be_bytes());

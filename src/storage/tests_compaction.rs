@@ -443,3 +443,53 @@ fn records_without_keys_are_refused_on_a_compacted_topic() {
         assert_eq!(s.offsets(T, 0).unwrap(), (0, 1), "the log is intact");
     });
 }
+
+#[test]
+fn a_producers_last_batch_stays_empty_so_its_sequence_survives_a_crash() {
+    run(|| async {
+        let disk = SimDisk::new(11);
+        let s = open_sim(&disk, sim_options()).await;
+        let mut rng = Rng(11);
+        let cfg = LogConfig {
+            segment_bytes: 200,
+            ..compact_config(&mut rng, false)
+        };
+        s.open_partition(T, 0, cfg.clone()).await.unwrap();
+        // Producer 7's only batch (seq 0) is superseded by a plain producer's later records.
+        let first =
+            super::tests::idempotent(&build_keyed_batch(&[(Some(b"k"), Some(b"old"))], 1), 7, 0);
+        s.append(T, 0, first).unwrap();
+        for i in 0..6 {
+            let v = format!("new-{i}-{}", "x".repeat(150));
+            s.append(
+                T,
+                0,
+                build_keyed_batch(&[(Some(b"k"), Some(v.as_bytes()))], 1),
+            )
+            .unwrap();
+        }
+        s.flush().await.unwrap();
+        s.clean_logs().await.unwrap();
+        let first_batch = &read_gapped(&s, 0).await[0].0;
+        assert_eq!(
+            (
+                first_batch.base_offset,
+                first_batch.producer_id,
+                first_batch.records_count
+            ),
+            (0, 7, 0),
+            "producer 7's last batch stays, empty"
+        );
+        // A crash without a producer snapshot: the state is rebuilt from the log, so the
+        // producer's next sequence is accepted and a retry of seq 0 is a duplicate.
+        disk.crash();
+        let s = open_sim(&disk, sim_options()).await;
+        s.open_partition(T, 0, cfg).await.unwrap();
+        let next =
+            super::tests::idempotent(&build_keyed_batch(&[(Some(b"k"), Some(b"n"))], 1), 7, 1);
+        let info = s
+            .append(T, 0, next)
+            .expect("sequence 1 follows the kept batch");
+        assert!(!info.duplicate);
+    });
+}

@@ -245,15 +245,24 @@ impl Coordinator {
                 joined.extend_from_slice(b);
             }
             let mut buf = joined.freeze();
-            let set =
-                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+            // Where the batches end: a compacted batch keeps its last offset but may have lost
+            // the records at its end, so the records' offsets alone could stop the replay.
+            let mut batches_end = next;
+            let mut at = 0usize;
+            while let Ok(h) = crate::storage::parse_header(&buf[at.min(buf.len())..]) {
+                batches_end = batches_end.max(h.last_offset() + 1);
+                // Reads return whole CRC-checked batches: a length is never below the header.
+                at += h.size_bytes().max(crate::storage::BATCH_HEADER_BYTES);
+            }
+            let sets =
+                kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                     StorageError::CorruptLog {
                         path: format!("{TRANSACTION_STATE_TOPIC}-{partition}").into(),
                         reason: e.to_string(),
                     }
                 })?;
-            let mut last = next;
-            for r in set.records {
+            let mut last = batches_end;
+            for r in sets.into_iter().flat_map(|s| s.records) {
                 last = last.max(r.offset + 1);
                 if r.offset < next {
                     continue;

@@ -155,9 +155,13 @@ public class Conformance {
             alter(a, t, AlterConfigOp.OpType.APPEND, "cleanup.policy", "delete");
             check(entry(a, t, "cleanup.policy").value().equals("delete"), "cleanup.policy "
                     + entry(a, t, "cleanup.policy").value());
-            // APPEND compact is valid to Kafka's checks but refused until compaction exists.
-            expectInvalidConfig(a, t, AlterConfigOp.OpType.APPEND, "cleanup.policy", "compact",
-                    "compaction");
+            // APPEND compact: the topic is compacted and deleted by retention.
+            alter(a, t, AlterConfigOp.OpType.APPEND, "cleanup.policy", "compact");
+            check(entry(a, t, "cleanup.policy").value().equals("delete,compact"),
+                    "APPEND compact: " + entry(a, t, "cleanup.policy").value());
+            alter(a, t, AlterConfigOp.OpType.SUBTRACT, "cleanup.policy", "compact");
+            check(entry(a, t, "cleanup.policy").value().equals("delete"),
+                    "SUBTRACT compact: " + entry(a, t, "cleanup.policy").value());
             // A non-LIST config: Kafka's message.
             expectInvalidConfig(a, t, AlterConfigOp.OpType.APPEND, "retention.ms", "5",
                     "Can't APPEND to key retention.ms because its type is not LIST.");

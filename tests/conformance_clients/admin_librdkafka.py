@@ -142,6 +142,8 @@ def scenario_topic_configs(admin, node_id):
         NewTopic("cfg-stored", 1, config=stored),
         NewTopic("cfg-unknown", 1, config={"no.such.config": "1"}),
         NewTopic("cfg-compact", 1, config={"cleanup.policy": "compact"}),
+        NewTopic("cfg-bad-policy", 1, config={"cleanup.policy": "compact,purge"}),
+        NewTopic("cfg-negative-lag", 1, config={"min.compaction.lag.ms": "-1"}),
         NewTopic("cfg-small-segment", 1, config={"segment.bytes": "1000"}),
         NewTopic("cfg-bad-codec", 1, config={"compression.type": "LZ4"}),
         NewTopic("cfg-lags", 1, config={"min.compaction.lag.ms": "10",
@@ -152,7 +154,13 @@ def scenario_topic_configs(admin, node_id):
     check(r["cfg-stored"] is None, f"cfg-stored: {r['cfg-stored']}")
     expect_error(r, KafkaError.INVALID_CONFIG, "cfg-unknown",
                  "Unknown topic config name: no.such.config")
-    expect_error(r, KafkaError.INVALID_CONFIG, "cfg-compact", "compaction")
+    check(r["cfg-compact"] is None, f"cfg-compact: {r['cfg-compact']}")
+    expect_error(r, KafkaError.INVALID_CONFIG, "cfg-bad-policy",
+                 "Invalid value purge for configuration cleanup.policy: "
+                 "String must be one of: compact, delete")
+    expect_error(r, KafkaError.INVALID_CONFIG, "cfg-negative-lag",
+                 "Invalid value -1 for configuration min.compaction.lag.ms: "
+                 "Value must be at least 0")
     expect_error(r, KafkaError.INVALID_CONFIG, "cfg-small-segment",
                  "Invalid value 1000 for configuration segment.bytes: "
                  "Value must be at least 1048576")

@@ -132,13 +132,37 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         }
     };
     let mut wanted = Vec::with_capacity(req.topics.iter().map(|t| t.partitions.len()).sum());
+    let view = shard.cluster_view();
+    // Partitions whose `current_leader_epoch` (v9+) is not the leader's: rare, so a list.
+    let mut epoch_errors: Vec<(PartitionKey, ErrorCode)> = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
+            let pkey = PartitionKey {
+                topic: key(&t.topic, &t.topic_id),
+                partition: p.partition,
+            };
+            if version >= 9 && p.current_leader_epoch != -1 {
+                let current = match view.as_deref() {
+                    None => Some(0),
+                    Some(v) => {
+                        let name = if uses_ids {
+                            meta.topic_by_id(t.topic_id.as_bytes())
+                                .map(|m| m.name.as_str())
+                        } else {
+                            Some(t.topic.as_str())
+                        };
+                        name.and_then(|n| v.partition(n, p.partition))
+                            .map(|st| st.leader_epoch)
+                    }
+                };
+                if let Some(code) =
+                    current.and_then(|c| super::leader_epoch_error(p.current_leader_epoch, c))
+                {
+                    epoch_errors.push((pkey.clone(), code));
+                }
+            }
             wanted.push(PartitionRequest {
-                key: PartitionKey {
-                    topic: key(&t.topic, &t.topic_id),
-                    partition: p.partition,
-                },
+                key: pkey,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
             });
@@ -188,7 +212,6 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     } else {
         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
     };
-    let view = shard.cluster_view();
     let mut parts: Vec<FetchPart> = Vec::new();
     // read_committed (isolation level 1): up to the last stable offset, with the aborted list.
     let read_committed = req.isolation_level == 1;
@@ -206,35 +229,42 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             (None, TopicKey::Id(id)) => (String::new(), *id),
         };
         let partition = p.key.partition;
-        let target = match found {
+        let epoch_error = epoch_errors
+            .iter()
+            .find(|(k, _)| *k == p.key)
+            .map(|(_, code)| *code);
+        let target = match (found, epoch_error) {
             // Kafka answers an unauthorized topic so whether it exists or not.
             _ if !name.is_empty()
                 && !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) =>
             {
                 Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
             }
-            // In a cluster, only the leader serves reads (no follower fetching yet).
-            Some(t)
-                if partition >= 0
-                    && partition < t.partitions
-                    && view
-                        .as_deref()
-                        .is_some_and(|v| !v.leads(&t.name, partition)) =>
-            {
-                Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
-            }
-            Some(t) if partition >= 0 && partition < t.partitions => {
-                parts.push(FetchPart {
-                    topic: t.name.clone(),
-                    partition,
-                    fetch_offset: p.fetch_offset,
-                    read_committed,
-                    max_bytes: (p.max_bytes.max(0) as usize).min(cap),
-                });
-                Ok(parts.len() - 1)
-            }
-            Some(_) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-            None => Err(unknown),
+            (Some(_), Some(code)) => Err(code),
+            (found, _) => match found {
+                // In a cluster, only the leader serves reads (no follower fetching yet).
+                Some(t)
+                    if partition >= 0
+                        && partition < t.partitions
+                        && view
+                            .as_deref()
+                            .is_some_and(|v| !v.leads(&t.name, partition)) =>
+                {
+                    Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+                }
+                Some(t) if partition >= 0 && partition < t.partitions => {
+                    parts.push(FetchPart {
+                        topic: t.name.clone(),
+                        partition,
+                        fetch_offset: p.fetch_offset,
+                        read_committed,
+                        max_bytes: (p.max_bytes.max(0) as usize).min(cap),
+                    });
+                    Ok(parts.len() - 1)
+                }
+                Some(_) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                None => Err(unknown),
+            },
         };
         slots.push(Slot {
             name,
@@ -331,11 +361,17 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 (out, allocated)
             }
             Err(code) => {
-                // KIP-951: who leads instead (the endpoint follows at the response level).
+                // KIP-951: who leads, and in which epoch (the endpoint follows at the response
+                // level).
                 let current_leader = match view.as_deref() {
-                    Some(v) if code == ErrorCode::NOT_LEADER_OR_FOLLOWER && version >= 12 => v
-                        .partition(&slot.name, slot.partition)
-                        .map(|p| (p.leader, p.leader_epoch)),
+                    Some(v)
+                        if version >= 12
+                            && (code == ErrorCode::NOT_LEADER_OR_FOLLOWER
+                                || code == ErrorCode::FENCED_LEADER_EPOCH) =>
+                    {
+                        v.partition(&slot.name, slot.partition)
+                            .map(|p| (p.leader, p.leader_epoch))
+                    }
                     _ => None,
                 };
                 if let Some((leader, _)) = current_leader.filter(|(l, _)| *l >= 0) {

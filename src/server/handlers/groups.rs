@@ -104,7 +104,8 @@ pub async fn find_coordinator(
 
 /// Why a transactional id finds no coordinator in a multi-node cluster. Sent with
 /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (no endless lookups).
-const NO_TXN_IN_CLUSTER: &str = "transactions are not supported in a multi-node cluster yet \
+pub(crate) const NO_TXN_IN_CLUSTER: &str =
+    "transactions are not supported in a multi-node cluster yet \
      (their markers cannot reach partitions led by other brokers); use an idempotent producer \
      without transactional.id";
 

@@ -58,6 +58,16 @@ async fn transactional(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    // As FindCoordinator: no transactions in a multi-node cluster yet (a client asking here
+    // without a lookup gets the same fatal answer).
+    if rq.shard.cluster.is_some() {
+        super::super::refusal::log_refusal(
+            rq.client_id,
+            "InitProducerId",
+            &super::groups::NO_TXN_IN_CLUSTER,
+        );
+        return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
     // A fresh id in case the transactional id is new (or its epoch is exhausted).
     let fresh = match rq.shard.allocate_producer_id().await {
         Ok(id) => id,

@@ -45,6 +45,10 @@ pub async fn handle(
                     epoch,
                     Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
                 ));
+            } else if let Some(code) =
+                super::leader_epoch_error(p.current_leader_epoch, epoch).filter(|_| version >= 4)
+            {
+                slots.push((p.partition_index, epoch, Err(code)));
             } else if view
                 .as_deref()
                 .is_some_and(|v| !v.leads(&name, p.partition_index))

@@ -303,6 +303,23 @@ pub async fn dispatch(
     reply
 }
 
+/// Kafka's check of a request's `current_leader_epoch` against the partition's leader
+/// epoch (`Partition.checkCurrentLeaderEpoch`): -1 checks nothing; an older epoch is
+/// FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one UNKNOWN_LEADER_EPOCH (this
+/// broker's is). On one node the leader epoch is always 0.
+pub(super) fn leader_epoch_error(
+    requested: i32,
+    current: i32,
+) -> Option<crate::error_code::ErrorCode> {
+    use crate::error_code::ErrorCode;
+    match requested {
+        -1 => None,
+        r if r < current => Some(ErrorCode::FENCED_LEADER_EPOCH),
+        r if r > current => Some(ErrorCode::UNKNOWN_LEADER_EPOCH),
+        _ => None,
+    }
+}
+
 /// A protocol string from a Rust string.
 pub(crate) fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -312,6 +329,21 @@ pub(crate) fn sb(s: &str) -> StrBytes {
 mod tests {
     use super::SUPPORTED_APIS;
     use std::collections::HashSet;
+
+    #[test]
+    fn leader_epochs_are_checked_as_kafka_does() {
+        use crate::error_code::ErrorCode;
+        assert_eq!(super::leader_epoch_error(-1, 4), None);
+        assert_eq!(super::leader_epoch_error(4, 4), None);
+        assert_eq!(
+            super::leader_epoch_error(3, 4),
+            Some(ErrorCode::FENCED_LEADER_EPOCH)
+        );
+        assert_eq!(
+            super::leader_epoch_error(5, 4),
+            Some(ErrorCode::UNKNOWN_LEADER_EPOCH)
+        );
+    }
 
     #[test]
     fn each_api_is_listed_once_with_a_sane_range() {

@@ -308,7 +308,10 @@ pub async fn delete(
         _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE.code(), vec![0; n]),
     };
     // A missing group is a whole-request error, as in Kafka.
-    let group_missing = codes.iter().all(|c| *c == 69) && n > 0;
+    let group_missing = codes
+        .iter()
+        .all(|c| *c == ErrorCode::GROUP_ID_NOT_FOUND.code())
+        && n > 0;
     let mut it = codes.into_iter();
     let topics = req
         .topics
@@ -330,7 +333,11 @@ pub async fn delete(
         })
         .collect();
     let resp = OffsetDeleteResponse::default()
-        .with_error_code(if group_missing { 69 } else { group_code })
+        .with_error_code(if group_missing {
+            ErrorCode::GROUP_ID_NOT_FOUND.code()
+        } else {
+            group_code
+        })
         .with_topics(if group_missing { Vec::new() } else { topics });
     Ok(resp)
 }

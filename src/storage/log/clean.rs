@@ -18,7 +18,7 @@
 //!    own time, so a tombstone produced with an old timestamp may go at the first pass). A batch keeps its
 //!    base offset and its last offset delta (offsets are preserved; a cleaned batch may have
 //!    gaps, as Kafka's do); a batch that loses some records is rebuilt uncompressed, one that
-//!    loses all is dropped; control batches (transaction markers) stay as they are; records of
+//!    loses all is dropped (a producer's last batch stays, empty, as Kafka's cleaner keeps it); control batches (transaction markers) stay as they are; records of
 //!    aborted transactions are neither mapped nor kept (as Kafka's cleaner).
 //! 4. Swaps each rewritten segment in, crash-safely (below), and moves the checkpoint.
 //!
@@ -40,6 +40,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::checkpoint::{read_offset_checkpoint, write_offset_checkpoint, Checkpoint};
 use super::{lock_err, Partition};
 use crate::io::{align_down, align_up, alloc_write_buffer, FileSystem, IoFile};
 use crate::storage::batch::BatchHeader;
@@ -97,6 +98,9 @@ struct Plan {
     /// Aborted transactions overlapping the cleanable segments: their records are neither
     /// mapped nor kept (as Kafka's cleaner).
     aborted: Vec<AbortedTxn>,
+    /// Each producer's last batch (producer id → first offset): kept, empty if need be, so
+    /// a restart that rebuilds the producer state from the log still knows its sequence.
+    last_batches: HashMap<i64, i64>,
 }
 
 impl Plan {
@@ -112,7 +116,7 @@ impl Plan {
     }
 }
 
-/// Writes the cleaner checkpoint (Kafka's checkpoint format, one entry), durably.
+/// Writes the cleaner checkpoint (Kafka's one-entry checkpoint), durably.
 async fn write_checkpoint(
     fs: &FileSystem,
     dir: &Path,
@@ -120,30 +124,19 @@ async fn write_checkpoint(
     partition: i32,
     offset: i64,
 ) -> io::Result<()> {
-    let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable_off_shard(&dir.join(CLEANER_CHECKPOINT_FILE), text.into_bytes())
-        .await
+    write_offset_checkpoint(fs, dir, CLEANER_CHECKPOINT_FILE, topic, partition, offset).await
 }
 
 /// The cleaner checkpoint: `None` when the log was never cleaned, else the first dirty offset
 /// (0 if the file does not parse: everything is dirty, gaps are still allowed).
 pub(super) fn read_checkpoint(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
-    let Some(bytes) = fs.read_small_file(&dir.join(CLEANER_CHECKPOINT_FILE))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    if lines.next() != Some("0") || lines.next() != Some("1") {
-        return Ok(Some(0));
-    }
-    Ok(Some(
-        lines
-            .next()
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|o| o.parse::<i64>().ok())
-            .unwrap_or(0)
-            .max(0),
-    ))
+    Ok(
+        match read_offset_checkpoint(fs, dir, CLEANER_CHECKPOINT_FILE)? {
+            Checkpoint::Missing => None,
+            Checkpoint::Damaged => Some(0),
+            Checkpoint::Offset(o) => Some(o.max(0)),
+        },
+    )
 }
 
 /// Deletes the cleaned copies a crash left behind (they were never swapped in).
@@ -179,6 +172,7 @@ impl Partition {
         let Some(plan) = self.clean_plan(now) else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let mut stats = CleanerStats::default();
         // 2. The dedupe map over the dirty segments, whole segments within the budget.
         let mut map: HashMap<Bytes, i64> = HashMap::new();
@@ -195,6 +189,10 @@ impl Partition {
                     }
                     ScanItem::Batch { header, bytes, .. } => {
                         stats.bytes_read += bytes.len() as u64;
+                        glommio::yield_if_needed().await;
+                        // Batches parse from a buffer without awaiting: give the shard's
+                        // produce and fetch their turn when this queue's slice is used.
+                        glommio::yield_if_needed().await;
                         if header.is_control() || plan.aborted(&header) {
                             continue;
                         }
@@ -257,6 +255,7 @@ impl Partition {
             topic = %self.topic, partition = self.partition, segments = stats.segments,
             bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
             records_removed = stats.records_removed, first_dirty_offset = dirty_end,
+            bytes_read = stats.bytes_read, elapsed_ms = started.elapsed().as_millis() as u64,
             "log cleaner pass done"
         );
         Ok(Some(stats))
@@ -324,6 +323,7 @@ impl Partition {
         let range_end = segments.last().map_or(0, |s| s.end);
         Some(Plan {
             aborted: st.producers.aborted_txns_between(range_start, range_end),
+            last_batches: st.producers.last_batch_offsets(),
             dir: st.dir.clone(),
             segments,
             first_dirty,
@@ -390,9 +390,11 @@ impl Partition {
                     })
                     .collect();
                 removed_here += (total - keep.len()) as u64;
+                let producer_last = header.producer_id >= 0
+                    && plan.last_batches.get(&header.producer_id) == Some(&header.base_offset);
                 if keep.len() == total {
                     Kept::All
-                } else if keep.is_empty() {
+                } else if keep.is_empty() && !producer_last {
                     Kept::None
                 } else {
                     Kept::Some(keep)
