@@ -276,6 +276,14 @@ fn librdkafka_over_ssl_sasl_ssl_and_sasl_plaintext_with_plain_and_scram() {
     }
     let ssl = kv(&[("security.protocol", "SSL"), ("ssl.ca.location", &ca)]);
     librdkafka("produce_consume", &s.addr(s.ssl), "ssl", &ssl, &s.broker);
+    // Large produce requests and fetch responses: many TLS records per request.
+    librdkafka("bulk", &s.addr(s.ssl), "ssl-bulk", &ssl, &s.broker);
+    let log = s.broker.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("closing connection") && l.contains("socket: ")),
+        "{log}"
+    );
     let sasl_ssl = |mech: &str, user: &str, pw: &str| {
         kv(&[
             ("security.protocol", "SASL_SSL"),

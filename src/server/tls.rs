@@ -82,6 +82,15 @@ impl TlsConn {
             if !self.conn.borrow().is_handshaking() {
                 return Ok(());
             }
+            // Bytes already read (a client's flight after our answer) before the socket.
+            match self.absorb() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = self.flush(stream).await;
+                    return Err(e);
+                }
+            }
             let mut incoming = std::mem::take(&mut *self.incoming.borrow_mut());
             let n = read_into(stream, &mut incoming, TLS_READ_CHUNK_BYTES, deadline).await?;
             *self.incoming.borrow_mut() = incoming;
@@ -99,19 +108,23 @@ impl TlsConn {
         }
     }
 
-    /// Gives the buffered ciphertext to rustls and processes it.
-    fn absorb(&self) -> io::Result<()> {
+    /// Gives buffered ciphertext to rustls and processes it, until rustls holds plaintext
+    /// (it refuses more ciphertext until that is read: `wants_read`) or nothing is left.
+    /// True when it took any bytes.
+    fn absorb(&self) -> io::Result<bool> {
         let mut incoming = self.incoming.borrow_mut();
         let mut conn = self.conn.borrow_mut();
-        while !incoming.is_empty() {
+        let mut progress = false;
+        while !incoming.is_empty() && conn.wants_read() {
             let used = conn.read_tls(&mut &incoming[..])?;
             incoming.advance(used);
             conn.process_new_packets().map_err(tls_err)?;
             if used == 0 {
-                break; // rustls' buffer is full: the plaintext must be read first
+                break;
             }
+            progress = true;
         }
-        Ok(())
+        Ok(progress)
     }
 
     /// Writes everything rustls has queued for the peer.
@@ -158,6 +171,10 @@ impl TlsConn {
                         return Err(e);
                     }
                 }
+            }
+            // No plaintext: first the ciphertext already read, then the socket.
+            if self.absorb()? {
+                continue;
             }
             let mut incoming = std::mem::take(&mut *self.incoming.borrow_mut());
             let n = read_into(stream, &mut incoming, TLS_READ_CHUNK_BYTES, idle).await?;

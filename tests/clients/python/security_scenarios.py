@@ -6,6 +6,7 @@ librdkafka's own property names (security.protocol, sasl.mechanisms, sasl.userna
 sasl.password, ssl.ca.location, ...).
 
 - produce_consume: 20 messages with keys produced (acks=all) and read back identical.
+- bulk: 20,000 messages of 1 KiB in large batches produced, then read back.
 - consume COUNT: COUNT messages read from t-TAG (partition 0, no group protocol).
 - consume_denied: reading t-TAG fails with TOPIC_AUTHORIZATION_FAILED.
 - auth_fails: the client gets an authentication error (_AUTHENTICATION) within 10 s.
@@ -67,6 +68,29 @@ def produce_consume(bootstrap, tag, conf):
     c.close()
     if got != sent:
         fail(f"read back {len(got)} messages, not the {len(sent)} sent")
+
+
+def bulk(bootstrap, tag, conf):
+    """20,000 messages of 1 KiB in large batches (produce requests far over one TLS record),
+    then read back by count."""
+    topic = f"t-{tag}"
+    n = 20000
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 20,
+                  "batch.size": 262144, "message.timeout.ms": 30000, **conf})
+    failed = []
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, value=b"%08d" % i + b"x" * 1016, partition=0,
+                          on_delivery=lambda err, msg: err and failed.append(err))
+                break
+            except BufferError:
+                p.poll(0.01)
+    if p.flush(60):
+        fail("bulk messages not delivered within 60 s")
+    if failed:
+        fail(f"{len(failed)} deliveries failed: {failed[0]}")
+    consume(bootstrap, tag, conf, n)
 
 
 def consume(bootstrap, tag, conf, count):
@@ -146,6 +170,8 @@ def main():
     rest = sys.argv[4:]
     if scenario == "produce_consume":
         produce_consume(bootstrap, tag, settings(rest))
+    elif scenario == "bulk":
+        bulk(bootstrap, tag, settings(rest))
     elif scenario == "consume":
         consume(bootstrap, tag, settings(rest[1:]), int(rest[0]))
     elif scenario == "consume_denied":
