@@ -8,7 +8,9 @@ figures issue 16 sets targets for (disk <= 1x, RSS <= 0.1x, restart <= 0.25x, CP
 the low-rate consumer workload <= 0.3x). Standard library only.
 """
 
+import gzip
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -45,8 +47,47 @@ def load_runs(out):
                 lowrate = json.loads(lf.read_text())
             except json.JSONDecodeError:
                 pass
-        runs.setdefault(broker, []).append({"rep": rep, "steps": steps, "load": lowrate})
+        runs.setdefault(broker, []).append(
+            {"rep": rep, "steps": steps, "load": lowrate, "startups": shardlog_startups(d)}
+        )
     return runs
+
+
+TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def shardlog_startups(run_dir):
+    """Per start of a shardlog broker (from its broker.log.gz): seconds from `shardlog starting`
+    to the last partition opened, and from there to the last `replayed group state` (the
+    __consumer_offsets replay), for the restart after the clean stop and the one after kill -9."""
+    from datetime import datetime
+
+    f = run_dir / "broker.log.gz"
+    if not f.exists():
+        return {}
+    starts = []
+    with gzip.open(f, "rt", errors="replace") as fh:
+        for line in fh:
+            line = ANSI.sub("", line)
+            m = TS.match(line)
+            if not m:
+                continue
+            t = datetime.fromisoformat(m.group(1)[:26]).timestamp()
+            if "shardlog starting" in line:
+                starts.append({"start": t, "opened": None, "replayed": None})
+            elif starts and "opened partition log" in line:
+                starts[-1]["opened"] = t
+            elif starts and "replayed group state" in line:
+                starts[-1]["replayed"] = t
+    out = {}
+    for name, st in zip(("first", "restart", "kill9"), starts):
+        if name == "first" or st["opened"] is None:
+            continue
+        out[f"{name}_open_partitions_secs"] = st["opened"] - st["start"]
+        if st["replayed"] is not None:
+            out[f"{name}_replay_groups_secs"] = st["replayed"] - st["opened"]
+    return out
 
 
 def get(s, step, key):
@@ -109,6 +150,7 @@ def figures(run):
     f["kill9_listening_secs"] = get(s, "kill9", "listening_secs")
     f["kill9_lost_partitions"] = get(s, "kill9", "lost_partitions")
     f["disk_end_mib"] = mib(get(s, "end", "du_kib"))
+    f.update(run.get("startups", {}))
     return f
 
 
@@ -131,7 +173,7 @@ LABELS = [
     ("group_consumed", "low-rate load: records the group read (all)"),
     ("group_measured", "low-rate load: records in the group's latency (after warm-up)"),
     ("load_acked", "low-rate load: records acknowledged"),
-    ("load_failed", "low-rate load: produce failures"),
+    ("load_failed", "low-rate load: records not acknowledged (failed or unanswered at the end)"),
     ("disk_after_load_mib", "disk after the load, MiB"),
     ("rss_after_load_mib", "RSS after the load, MiB"),
     ("hwm_mib", "peak RSS before the restarts (VmHWM), MiB"),
@@ -139,10 +181,14 @@ LABELS = [
     ("restart_secs", "restart after clean stop until every partition serves, s"),
     ("restart_listening_secs", "  of which until the listener answers, s"),
     ("restart_lost_partitions", "  partitions behind their end offset before the stop"),
+    ("restart_open_partitions_secs", "  shardlog log: start to the last partition opened, s"),
+    ("restart_replay_groups_secs", "  shardlog log: then replaying __consumer_offsets, s"),
     ("restart_rss_mib", "RSS after the restart, MiB"),
     ("kill9_restart_secs", "restart after kill -9 until every partition serves, s"),
     ("kill9_listening_secs", "  of which until the listener answers, s"),
     ("kill9_lost_partitions", "  partitions behind their end offset before the kill"),
+    ("kill9_open_partitions_secs", "  shardlog log: start to the last partition opened, s"),
+    ("kill9_replay_groups_secs", "  shardlog log: then replaying __consumer_offsets, s"),
     ("disk_end_mib", "disk at the end, MiB"),
 ]
 
@@ -171,7 +217,13 @@ def main():
     runs = load_runs(out)
     brokers = [b for b in ("shardlog", "kafka") if b in runs]
     per = {b: [figures(r) for r in runs[b]] for b in brokers}
-    keys = list(dict.fromkeys(k for b in brokers for f in per[b] for k in f))
+    present = dict.fromkeys(k for b in brokers for f in per[b] for k in f)
+    idle_keys = [k for k in present if k.startswith("idle")]
+    ordered = [k for k, _ in LABELS if k in present]
+    # The idle-connection rows go after the low-rate load's, the rest in LABELS' order.
+    cut = next((i for i, k in enumerate(ordered) if k == "stop_secs"), len(ordered))
+    keys = ordered[:cut] + idle_keys + ordered[cut:]
+    keys += [k for k in present if k not in keys]
     labels = dict(LABELS)
     for k in keys:
         if k.startswith("idle") and k not in labels:

@@ -128,6 +128,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The cluster's identity settings (`process.roles`, `controller.quorum.voters`, ...).
     pub cluster: ClusterConfig,
+    /// Listener security: `listener.security.protocol.map`, `ssl.*`, `sasl.*` and their
+    /// `listener.name.<l>.` overrides, checked when the listeners are resolved at start.
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Default for BrokerConfig {
@@ -165,6 +168,7 @@ impl Default for BrokerConfig {
             txn: TxnConfig::default(),
             log: LogConfig::default(),
             cluster: ClusterConfig::new(),
+            security: Default::default(),
         }
     }
 }
@@ -258,7 +262,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
                 })
                 .ok_or_else(|| "no entry that is not a controller listener".to_string())?;
             c.advertised = Some(parse_host_port(entry)?);
-            Ok(())
+            c.security.set_advertised(v)
         },
     },
     BrokerKey {
@@ -1186,6 +1190,9 @@ impl BrokerConfig {
         if let Some(result) = self.cluster.apply(key, value) {
             return result.map_err(bad);
         }
+        if let Some(result) = self.security.apply(key, value) {
+            return result.map_err(bad);
+        }
         Err(ConfigError::UnknownKey(key.to_string()))
     }
 
@@ -1238,6 +1245,14 @@ impl BrokerConfig {
         }
         for (name, help) in crate::cluster::config::CLUSTER_KEYS {
             out.push_str(&format!("| `{name}` | {help} |\n"));
+        }
+        for (name, help) in crate::security::REFERENCE_KEYS {
+            out.push_str(&format!("| `{name}` | {help} |\n"));
+        }
+        for (name, help) in crate::security::LISTENER_KEYS {
+            out.push_str(&format!(
+                "| `{name}` (or `listener.name.<listener>.{name}`) | {help} |\n"
+            ));
         }
         out
     }

@@ -387,6 +387,9 @@ fn client_compatibility_matrix() {
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
 
     let max = format!("message.max.bytes={MESSAGE_MAX_BYTES}");
+    // The coordinator narrates every Join/Sync/Heartbeat/Leave at debug: a failing group cell
+    // then shows its group's history (below). This test is the only one in its process.
+    std::env::set_var("RUST_LOG", "info,openraft=warn,shardlog::group=debug");
     let broker = Broker::start(
         2,
         &[
@@ -510,13 +513,55 @@ fn client_compatibility_matrix() {
             _ => None,
         })
         .collect();
+    // Each client's scenarios use the group `g-<client>`: its coordinator events, for the
+    // failing rows.
+    let log = broker.log();
+    let groups: String = results
+        .iter()
+        .filter(|(_, (cell, _))| matches!(cell, Cell::Fail(_)))
+        .map(|((i, _), _)| format!("g-{}", rows[*i].name))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|g| {
+            let quoted = format!("group={g} ");
+            let lines: Vec<String> = log
+                .lines()
+                .map(strip_ansi)
+                .filter(|l| l.contains(&quoted))
+                .collect();
+            format!(
+                "--- {g}: {} coordinator events, the last 40 ---\n{}",
+                lines.len(),
+                tail(&lines.join("\n"), 40)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         failed.is_empty(),
-        "{} failing cells:\n{}\nbroker log tail:\n{}",
+        "{} failing cells:\n{}\nbroker log tail:\n{}\n{groups}",
         failed.len(),
         failed.join("\n"),
-        tail(&broker.log(), 20)
+        tail(&log, 20)
     );
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`), as the broker writes its log.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The Markdown of RESULTS.md: the table, then a note per cell that did not pass.

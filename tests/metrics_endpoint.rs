@@ -58,6 +58,35 @@ fn wait_port(port: u16, child: &mut Child) {
     panic!("port {port} did not open");
 }
 
+/// A broker with `SHARDS` shards, serving Kafka and `/metrics` on free ports, on a data dir
+/// under the target dir (ext4 here, not tmpfs), with extra `--set` properties; returns the
+/// process (killed when dropped), the data dir, the Kafka port and the metrics port.
+fn start_broker(extra: &[&str]) -> (Killed, tempfile::TempDir, u16, u16) {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).expect("target tmpdir");
+    let data = tempfile::tempdir_in(base).expect("data dir");
+    let (kafka, metrics) = (free_port(), free_port());
+    let mut cmd = ops_support::shardlog();
+    cmd.arg("serve")
+        .arg(format!("--listen=127.0.0.1:{kafka}"))
+        .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--cores", &SHARDS.to_string()]);
+    for kv in extra {
+        cmd.args(["--set", kv]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start broker");
+    let mut broker = Killed(child);
+    wait_port(kafka, &mut broker.0);
+    wait_port(metrics, &mut broker.0);
+    (broker, data, kafka, metrics)
+}
+
 /// `GET /metrics` over plain HTTP/1.1; returns the body after checking status and type.
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
@@ -208,24 +237,7 @@ fn metrics_endpoint_counts_what_was_produced_and_fetched() {
         eprintln!("SKIPPED: `shardlog serve` has no --metrics-listen flag yet");
         return;
     }
-    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(base).expect("target tmpdir");
-    let data = tempfile::tempdir_in(base).expect("data dir"); // ext4 here, not tmpfs
-    let (kafka, metrics) = (free_port(), free_port());
-    let child = ops_support::shardlog()
-        .arg("serve")
-        .arg(format!("--listen=127.0.0.1:{kafka}"))
-        .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--cores", &SHARDS.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start broker");
-    let mut broker = Killed(child);
-    wait_port(kafka, &mut broker.0);
-    wait_port(metrics, &mut broker.0);
+    let (_broker, _data, kafka, metrics) = start_broker(&[]);
 
     let before = scrape(metrics);
     parse_with_prometheus_client(&before);
@@ -358,26 +370,10 @@ fn du_bytes(dir: &std::path::Path) -> u64 {
 /// it (every `log.retention.check.interval.ms`), preallocated space and indexes included.
 #[test]
 fn disk_allocated_gauge_agrees_with_du() {
-    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(base).expect("target tmpdir");
-    let data = tempfile::tempdir_in(base).expect("data dir"); // ext4 here, not tmpfs
-    let (kafka, metrics) = (free_port(), free_port());
-    let child = ops_support::shardlog()
-        .arg("serve")
-        .arg(format!("--listen=127.0.0.1:{kafka}"))
-        .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--cores", &SHARDS.to_string()])
-        .args(["--set", "log.retention.check.interval.ms=200"])
-        .args(["--set", "log.segment.bytes=1048576"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start broker");
-    let mut broker = Killed(child);
-    wait_port(kafka, &mut broker.0);
-    wait_port(metrics, &mut broker.0);
+    let (_broker, data, kafka, metrics) = start_broker(&[
+        "log.retention.check.interval.ms=200",
+        "log.segment.bytes=1048576",
+    ]);
     // Two 1 MiB segments (Kafka's smallest): a rolled one with its indexes, and an active one
     // with space reserved ahead of its data.
     produce(kafka, 6 * RECORDS);

@@ -150,11 +150,32 @@ impl Shard {
     /// Creates `__transaction_state` (on shard 0) if this broker has none yet: Kafka creates
     /// it at the first transactional request too.
     pub async fn ensure_txn_topic(self: &Rc<Self>) -> Result<(), String> {
-        if self.metadata().topics.contains_key(TRANSACTION_STATE_TOPIC) {
-            return Ok(());
+        if let Some(t) = self.metadata().topics.get(TRANSACTION_STATE_TOPIC) {
+            if t.configs.contains_key("cleanup.policy") {
+                return Ok(());
+            }
+            // Created before shardlog had compaction: compact it from now on.
+            let reply = self
+                .admin(AdminOp::AlterConfigs {
+                    topics: vec![(
+                        TRANSACTION_STATE_TOPIC.to_string(),
+                        vec![(
+                            "cleanup.policy".to_string(),
+                            super::ConfigOp::Set("compact".to_string()),
+                        )],
+                    )],
+                    replace: false,
+                    validate_only: false,
+                })
+                .await;
+            tracing::info!(
+                "{TRANSACTION_STATE_TOPIC} is compacted from now on (cleanup.policy=compact)"
+            );
+            return reply.result(0).map_err(|e| e.message);
         }
+        // As Kafka's: compacted (the latest state of every transactional id stays), in 100 MiB
+        // segments (`transaction.state.log.segment.bytes`).
         let configs = [
-            // As Kafka's: compacted (the latest state of every transactional id stays).
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), "104857600".to_string()),
         ]

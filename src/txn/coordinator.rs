@@ -251,7 +251,8 @@ impl Coordinator {
             let mut at = 0usize;
             while let Ok(h) = crate::storage::parse_header(&buf[at.min(buf.len())..]) {
                 batches_end = batches_end.max(h.last_offset() + 1);
-                at += h.size_bytes();
+                // Reads return whole CRC-checked batches: a length is never below the header.
+                at += h.size_bytes().max(crate::storage::BATCH_HEADER_BYTES);
             }
             let sets =
                 kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {

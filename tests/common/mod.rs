@@ -62,71 +62,56 @@ pub fn temp_data_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
+/// How long a broker may take to answer after its start: a bound, not a speed claim. A restart
+/// re-opens every partition (5,000 in tests/many_partitions.rs), and the suite shares 2 cores
+/// with parallel test binaries; 20 s was crossed at load average ~24.
+const BROKER_START_MAX: Duration = Duration::from_secs(60);
+
 impl Broker {
     /// Starts a broker with `cores` shards and extra `--set KEY=VALUE` properties.
     pub fn start(cores: usize, extra: &[&str]) -> Broker {
-        let tmp = temp_data_dir();
-        let data_dir = tmp.path().to_path_buf();
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            data_dir,
-            _tmp: Some(tmp),
-            cores,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log_to: None,
-            open_files_limit: None,
-        };
-        b.spawn();
-        b
+        Broker::launch(None, cores, extra, None, None)
     }
 
     /// Starts a broker like [`Broker::start`] whose stderr (its log) goes to `log_to`, an
     /// existing file or device such as `/dev/full`.
     pub fn start_logging_to(cores: usize, extra: &[&str], log_to: &Path) -> Broker {
-        let tmp = temp_data_dir();
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            data_dir: tmp.path().to_path_buf(),
-            _tmp: Some(tmp),
-            cores,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log_to: Some(log_to.to_path_buf()),
-            open_files_limit: None,
-        };
-        b.spawn();
-        b
+        Broker::launch(None, cores, extra, Some(log_to), None)
     }
 
     /// Starts a broker on an existing data dir (kept when dropped); its log goes next to it.
     pub fn start_in(data_dir: &Path, cores: usize, extra: &[&str]) -> Broker {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-            cores,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log_to: None,
-            open_files_limit: None,
-        };
-        b.spawn();
-        b
+        Broker::launch(Some(data_dir), cores, extra, None, None)
     }
 
     /// Starts a broker like [`Broker::start`] whose open-file limit (soft and hard) is `limit`.
     pub fn start_with_open_files_limit(cores: usize, extra: &[&str], limit: u64) -> Broker {
-        let tmp = temp_data_dir();
+        Broker::launch(None, cores, extra, None, Some(limit))
+    }
+
+    /// Starts a broker on `data_dir` (kept), or on a fresh temp dir (removed when dropped).
+    fn launch(
+        data_dir: Option<&Path>,
+        cores: usize,
+        extra: &[&str],
+        log_to: Option<&Path>,
+        open_files_limit: Option<u64>,
+    ) -> Broker {
+        let tmp = data_dir.is_none().then(temp_data_dir);
+        let data_dir = match (&tmp, data_dir) {
+            (Some(t), _) => t.path().to_path_buf(),
+            (None, Some(d)) => d.to_path_buf(),
+            (None, None) => unreachable!("a temp dir is made when none is given"),
+        };
         let mut b = Broker {
             child: None,
             port: free_port(),
-            data_dir: tmp.path().to_path_buf(),
-            _tmp: Some(tmp),
+            data_dir,
+            _tmp: tmp,
             cores,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            log_to: None,
-            open_files_limit: Some(limit),
+            log_to: log_to.map(Path::to_path_buf),
+            open_files_limit,
         };
         b.spawn();
         b
@@ -186,7 +171,7 @@ impl Broker {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + BROKER_START_MAX;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
