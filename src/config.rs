@@ -109,7 +109,7 @@ pub struct BrokerConfig {
     /// Write with buffered I/O instead of O_DIRECT (for file systems that refuse O_DIRECT).
     pub buffered_io: bool,
     /// Largest step of segment space reserved ahead of the data (steps grow with the segment
-    /// from 64 KiB); `log.preallocate.bytes`.
+    /// from 4 KiB); `log.preallocate.bytes`.
     pub preallocate_bytes: u64,
     /// Run the log cleaner on compacted topics; `log.cleaner.enable`.
     pub cleaner_enable: bool,
@@ -128,6 +128,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// The cluster's identity settings (`process.roles`, `controller.quorum.voters`, ...).
     pub cluster: ClusterConfig,
+    /// Listener security: `listener.security.protocol.map`, `ssl.*`, `sasl.*` and their
+    /// `listener.name.<l>.` overrides, checked when the listeners are resolved at start.
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Default for BrokerConfig {
@@ -165,6 +168,7 @@ impl Default for BrokerConfig {
             txn: TxnConfig::default(),
             log: LogConfig::default(),
             cluster: ClusterConfig::new(),
+            security: Default::default(),
         }
     }
 }
@@ -258,7 +262,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
                 })
                 .ok_or_else(|| "no entry that is not a controller listener".to_string())?;
             c.advertised = Some(parse_host_port(entry)?);
-            Ok(())
+            c.security.set_advertised(v)
         },
     },
     BrokerKey {
@@ -367,7 +371,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "shard.connections.max",
-        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit half of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
+        help: "Client connections per shard; further ones are closed at accept. Lowered at start to fit a third of the open-file limit (ulimit -n, raised to its hard limit at start), which also bounds the partitions the broker hosts. Default 20000.",
         apply: |c, v| {
             c.shard_connections_max = parse_positive(v)?;
             Ok(())
@@ -399,7 +403,7 @@ const BROKER_KEYS: &[BrokerKey] = &[
     },
     BrokerKey {
         name: "log.preallocate.bytes",
-        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from 64 KiB (as much again as it holds), so an idle partition reserves 64 KiB. Default 67108864.",
+        help: "Largest step of segment space reserved ahead of the data (fallocate), so a flush is not a block allocation; steps grow with the segment from one 4 KiB page (as much again as it holds), so an idle partition reserves 4 KiB. Default 67108864.",
         apply: |c, v| {
             c.preallocate_bytes = parse_positive(v)?;
             Ok(())
@@ -1186,6 +1190,9 @@ impl BrokerConfig {
         if let Some(result) = self.cluster.apply(key, value) {
             return result.map_err(bad);
         }
+        if let Some(result) = self.security.apply(key, value) {
+            return result.map_err(bad);
+        }
         Err(ConfigError::UnknownKey(key.to_string()))
     }
 
@@ -1238,6 +1245,14 @@ impl BrokerConfig {
         }
         for (name, help) in crate::cluster::config::CLUSTER_KEYS {
             out.push_str(&format!("| `{name}` | {help} |\n"));
+        }
+        for (name, help) in crate::security::REFERENCE_KEYS {
+            out.push_str(&format!("| `{name}` | {help} |\n"));
+        }
+        for (name, help) in crate::security::LISTENER_KEYS {
+            out.push_str(&format!(
+                "| `{name}` (or `listener.name.<listener>.{name}`) | {help} |\n"
+            ));
         }
         out
     }

@@ -125,6 +125,8 @@ kafka_error_codes! {
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
     /// Not attempted because another part of the request failed.
     OPERATION_NOT_ATTEMPTED = 55,
+    /// No authorizer is configured (`authorizer.class.name`): ACL requests are refused.
+    SECURITY_DISABLED = 54,
     /// The SASL authentication failed.
     SASL_AUTHENTICATION_FAILED = 58,
     /// The producer id is not known for the partition.
@@ -167,6 +169,12 @@ kafka_error_codes! {
     THROTTLING_QUOTA_EXCEEDED = 89,
     /// A newer producer with the same transactional id fenced this one.
     PRODUCER_FENCED = 90,
+    /// A resource the request names does not exist (a user's SCRAM credential).
+    RESOURCE_NOT_FOUND = 91,
+    /// The request names the same resource twice (a user and mechanism altered twice).
+    DUPLICATE_RESOURCE = 92,
+    /// The credential is not acceptable (an empty user, too few SCRAM iterations).
+    UNACCEPTABLE_CREDENTIAL = 93,
     /// The group is not empty (DeleteGroups).
     NON_EMPTY_GROUP = 68,
     /// The group does not exist.

@@ -7,7 +7,8 @@
 //! - [`server`]: per-core startup, listeners, the connection loop, and one handler per Kafka
 //!   API under `server/handlers/`, named with its version range in one table
 //!   (`kafka_apis!`). → protocol, shard, group and txn (their request vocabulary), meta, metrics,
-//!   storage (startup only: opening each shard's storage), config
+//!   storage (startup only: opening each shard's storage), config, security (the TLS record
+//!   layer and the SASL gate of each connection)
 //! - [`protocol`]: frames, request/response codecs (the `kafka-protocol` crate), the zero-copy
 //!   Fetch response encoder.
 //! - [`shard`]: partition ownership, the cross-core mesh, the owner-side handling of each
@@ -24,8 +25,10 @@
 //! - [`cluster`]: the control plane: cluster identity (`meta.properties`) and properties,
 //!   the metadata records and image, the controller's decisions, the Raft quorum (openraft)
 //!   on its own thread, the broker agent (`docs/design/cluster.md`). → meta, io, protocol
+//! - [`security`]: listeners' security protocols, TLS settings (rustls), SASL PLAIN and
+//!   SCRAM, the SCRAM credential store (a durable file through `io`). → io
 //! - [`config`]: broker and topic settings by their Kafka names, turned into each layer's
-//!   settings. → storage, group, cluster
+//!   settings. → storage, group, cluster, security
 //! - [`metrics`]: per-shard counters and histograms, Prometheus exposition, `/metrics`.
 //! - [`error_code`]: Kafka's error codes, the one place their numbers are written; any module
 //!   may use it.
@@ -47,6 +50,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         "server",
         &[
             "protocol", "shard", "group", "txn", "meta", "metrics", "storage", "config", "cluster",
+            "security",
         ],
     ),
     ("protocol", &[]),
@@ -62,7 +66,11 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["io"]),
     ("io", &[]),
     ("meta", &[]),
-    ("config", &["storage", "group", "txn", "cluster"]),
+    (
+        "config",
+        &["storage", "group", "txn", "cluster", "security"],
+    ),
+    ("security", &["io"]),
     ("metrics", &[]),
     ("memory", &[]),
     ("error_code", &[]),
@@ -77,6 +85,7 @@ pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -24,6 +24,11 @@ use crate::error_code::ErrorCode;
 /// One request to the controllers gives up after this long.
 pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 5000;
 
+/// A fenced broker that has caught up heartbeats again after this long (not an interval)...
+const UNFENCE_RETRY_MS: u64 = 10;
+/// ... at most this many times per registration, then at its interval again.
+const UNFENCE_RETRIES_MAX: u32 = 20;
+
 /// A client of the active controller, wherever it is: asks the last known leader, follows
 /// `NotLeader` hints, and tries every controller in turn when none is known.
 pub struct ControllerClient {
@@ -258,6 +263,7 @@ async fn run(
     let incarnation = *uuid::Uuid::new_v4().as_bytes();
     let interval = Duration::from_millis(cfg.heartbeat_interval_ms);
     let mut registered = false;
+    let mut quick_retries = 0u32;
     loop {
         if !registered {
             let req = RpcBody::BrokerRegistration {
@@ -269,6 +275,7 @@ async fn run(
             match client.call(req).await {
                 Ok(ControllerReply::Registered { epoch }) => {
                     registered = true;
+                    quick_retries = 0;
                     status.send_modify(|s| {
                         s.epoch = Some(epoch);
                         s.fenced = true;
@@ -312,6 +319,18 @@ async fn run(
                         tracing::info!(broker = cfg.id, "controlled shutdown complete");
                         status.send_modify(|s| s.shut_down = true);
                         return;
+                    }
+                    // Fenced but now holding its registration's image: heartbeat again at
+                    // once, which unfences it, instead of an interval later.
+                    let epoch = status.borrow().epoch.unwrap_or(u64::MAX);
+                    if fenced
+                        && !want_shutdown
+                        && images.borrow().offset >= epoch
+                        && quick_retries < UNFENCE_RETRIES_MAX
+                    {
+                        quick_retries += 1;
+                        tokio::time::sleep(Duration::from_millis(UNFENCE_RETRY_MS)).await;
+                        continue;
                     }
                 }
                 Err(ControllerError::Refused(e))

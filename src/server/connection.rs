@@ -19,12 +19,20 @@
 //! request order and an earlier response never waits for a later one), so they cannot
 //! deadlock; a client that stops reading just stops being read. Muted for
 //! `connections.max.idle.ms` without its responses draining, the connection is closed.
+//!
+//! Security (the listener's protocol): on a TLS listener the handshake runs first and the
+//! bytes go through `tls.rs` (a plaintext listener reads and writes the socket directly, so
+//! Fetch stays zero-copy there). On a SASL listener, until the client has authenticated, only
+//! ApiVersions, SaslHandshake and SaslAuthenticate are served, one at a time, frames are
+//! limited to `sasl.server.max.receive.size`, any other request closes the connection, and a
+//! failed authentication is answered and then closes it: nothing else is served on it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,11 +42,13 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::ApiKey;
 
-use super::handlers;
+use super::handlers::{self, Session};
 use super::read::read_into;
 use super::response::Reply;
+use super::tls::TlsConn;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
+use crate::security::{BrokerSecurity, ListenerSpec};
 use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
@@ -141,14 +151,47 @@ impl Flow {
     }
 }
 
-/// Serves one connection until the client closes it, it misbehaves, or the shard drains.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
+/// Serves one connection of `listener` until the client closes it, it misbehaves, or the
+/// shard drains.
+pub async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    registry: &Registry,
+    listener: Arc<ListenerSpec>,
+    shared: &BrokerSecurity,
+) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let fd = stream.as_raw_fd();
+    let tls = match &listener.tls {
+        None => None,
+        Some(config) => {
+            let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+            match TlsConn::accept(config.clone(), &mut stream, idle).await {
+                Ok(t) => Some(Rc::new(t)),
+                Err(e) => {
+                    tracing::info!(
+                        %peer,
+                        listener = %listener.name,
+                        error = %e,
+                        "TLS handshake failed; closing connection"
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let session = {
+        let host = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "?".into());
+        Rc::new(Session::new(listener, shared, host))
+    };
+    let wire = Wire(tls);
     // A second handle on the same socket for the writer task, so reading and writing run
     // independently without a lock.
     // SAFETY: dup of a valid socket fd; the new fd is owned by the TcpStream built from it.
@@ -163,9 +206,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, registry: &Registry) {
     let inflight_max = shard.config.connection_inflight_requests_max;
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Reply>>(inflight_max);
     let flow = Rc::new(Flow::default());
-    let writer = glommio::spawn_local(write_loop(wstream, rx, peer.clone(), flow.clone()));
-    if let Err(e) = read_loop(&shard, stream, tx, &flow).await {
-        tracing::info!(%peer, error = %e, "closing connection");
+    let writer = glommio::spawn_local(write_loop(
+        wstream,
+        wire.clone(),
+        rx,
+        peer.clone(),
+        flow.clone(),
+    ));
+    if let Err(e) = read_loop(&shard, stream, &wire, &session, tx, &flow).await {
+        tracing::info!(%peer, listener = %session.listener.name, error = %e, "closing connection");
     }
     writer.await;
     registry.unregister(id);
@@ -181,11 +230,53 @@ enum ConnError {
     Protocol(#[from] ProtocolError),
     #[error("responses not read for connections.max.idle.ms ({0} bytes unsent)")]
     Stalled(usize),
+    #[error(
+        "request of {0} bytes before SASL authentication exceeds sasl.server.max.receive.size"
+    )]
+    TooLargeBeforeAuth(i64),
+    #[error("unexpected Kafka request of type {0:?} during SASL handshake")]
+    Unauthenticated(ApiKey),
+    #[error("{0}")]
+    AuthenticationFailed(String),
+}
+
+/// The connection's byte stream: the socket itself, or TLS over it.
+#[derive(Clone)]
+struct Wire(Option<Rc<TlsConn>>);
+
+impl Wire {
+    async fn read_into(
+        &self,
+        stream: &TcpStream,
+        buf: &mut BytesMut,
+        want: usize,
+        idle: Duration,
+    ) -> std::io::Result<usize> {
+        match &self.0 {
+            None => read_into(stream, buf, want, idle).await,
+            Some(tls) => tls.read_into(stream, buf, want, idle).await,
+        }
+    }
+
+    async fn write_all(&self, stream: &mut TcpStream, parts: &[Bytes]) -> std::io::Result<()> {
+        match &self.0 {
+            None => write_all_vectored(stream, parts).await,
+            Some(tls) => tls.write_all(stream, parts).await,
+        }
+    }
+}
+
+/// A TLS ClientHello starts with record type 22 and version 3.x: read as a Kafka length
+/// prefix that is 0x1603_01xx, far over any request limit.
+fn looks_like_tls(prefix: &[u8]) -> bool {
+    prefix.len() >= 3 && prefix[0] == 0x16 && prefix[1] == 0x03 && prefix[2] <= 0x04
 }
 
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: TcpStream,
+    wire: &Wire,
+    session: &Rc<Session>,
     tx: local_channel::LocalSender<JoinHandle<Reply>>,
     flow: &Rc<Flow>,
 ) -> Result<(), ConnError> {
@@ -197,15 +288,34 @@ async fn read_loop(
     // Released when the connection's latest Produce has appended (see `ProduceTurn`).
     let mut last_produce: Option<futures_channel::oneshot::Receiver<()>> = None;
     loop {
-        if !fill(&stream, &mut buf, 4, idle).await? {
+        if !fill(&stream, wire, &mut buf, 4, idle).await? {
             return Ok(()); // clean end of stream between requests
         }
         let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as i64;
-        if size < 8 || size > max {
-            return Err(ConnError::TooLarge(size));
+        let unauthenticated = session.needs_authentication();
+        let limit = if unauthenticated {
+            max.min(session.max_receive_bytes() as i64)
+        } else {
+            max
+        };
+        if size < 8 || size > limit {
+            if wire.0.is_none() && looks_like_tls(&buf) {
+                return Err(ConnError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a TLS handshake on {} listener {}",
+                        session.listener.protocol.name(),
+                        session.listener.name
+                    ),
+                )));
+            }
+            if size < 8 || size > max {
+                return Err(ConnError::TooLarge(size));
+            }
+            return Err(ConnError::TooLargeBeforeAuth(size));
         }
         let need = 4 + size as usize;
-        if !fill(&stream, &mut buf, need, idle).await? {
+        if !fill(&stream, wire, &mut buf, need, idle).await? {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         let mut frame = if need <= SMALL_FRAME_COPY_BYTES {
@@ -234,6 +344,33 @@ async fn read_loop(
                 return Err(e.into());
             }
         };
+        if unauthenticated {
+            // Before authentication: the SASL exchange only, one request at a time.
+            let key = ApiKey::try_from(header.request_api_key)
+                .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
+            if !matches!(
+                key,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            ) {
+                return Err(ConnError::Unauthenticated(key));
+            }
+            let conn = handlers::ConnInfo {
+                drained: flow.unsent.get() == 0,
+            };
+            let reply = handlers::dispatch(shard, conn, session, header, frame, None).await;
+            if let Ok(Some(r)) = &reply {
+                flow.unsent.set(flow.unsent.get() + r.len());
+            }
+            let task = glommio::spawn_local(async move { reply }).detach();
+            if tx.send(task).await.is_err() {
+                return Ok(());
+            }
+            if let Some(why) = session.failure() {
+                // Answered; the writer sends it and closes the connection after.
+                return Err(ConnError::AuthenticationFailed(why));
+            }
+            continue;
+        }
         let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
         let turn = (header.request_api_key == ApiKey::Produce as i16).then(|| {
             let (done, next) = futures_channel::oneshot::channel();
@@ -269,8 +406,9 @@ async fn read_loop(
         };
         let shard = shard.clone();
         let done = flow.clone();
+        let session = session.clone();
         let task = glommio::spawn_local(async move {
-            let reply = handlers::dispatch(&shard, conn, header, frame, turn).await;
+            let reply = handlers::dispatch(&shard, conn, &session, header, frame, turn).await;
             if let Ok(Some(r)) = &reply {
                 done.unsent.set(done.unsent.get() + r.len());
             }
@@ -291,6 +429,7 @@ async fn read_loop(
 /// a new frame; an error if the stream ends inside one.
 async fn fill(
     stream: &TcpStream,
+    wire: &Wire,
     buf: &mut BytesMut,
     need: usize,
     idle: Duration,
@@ -300,7 +439,7 @@ async fn fill(
         // Memory follows the bytes that actually arrived: a length prefix alone (a client that
         // announces 100 MiB and sends nothing) reserves at most one chunk.
         let want = (need - have).clamp(READ_CHUNK_BYTES, READ_GROWTH_BYTES_MAX);
-        let n = read_into(stream, buf, want, idle).await?;
+        let n = wire.read_into(stream, buf, want, idle).await?;
         if n == 0 {
             if have == 0 {
                 return Ok(false);
@@ -313,6 +452,7 @@ async fn fill(
 
 async fn write_loop(
     mut stream: TcpStream,
+    wire: Wire,
     rx: local_channel::LocalReceiver<JoinHandle<Reply>>,
     peer: String,
     flow: Rc<Flow>,
@@ -324,7 +464,7 @@ async fn write_loop(
         };
         match reply {
             Ok(Some(response)) => {
-                let written = write_all_vectored(&mut stream, &response.parts).await;
+                let written = wire.write_all(&mut stream, &response.parts).await;
                 flow.unsent
                     .set(flow.unsent.get().saturating_sub(response.len()));
                 // Its buffers and fetch memory go back before the reader is woken.
@@ -345,6 +485,9 @@ async fn write_loop(
     // Wake the reader if it is still blocked, and stop accepting its requests.
     flow.closed.set(true);
     flow.wake();
+    if let Some(tls) = &wire.0 {
+        tls.close(&mut stream).await;
+    }
     // SAFETY: shutting down our own connected socket.
     unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
     // Drain what the reader already queued so it is not blocked on a full channel.

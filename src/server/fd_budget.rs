@@ -9,13 +9,17 @@
 //!   recommend doing with `LimitNOFILE`);
 //! - [`FDS_RESERVED_MIN`] stay for the process itself (the data dir, metadata files, the
 //!   metrics listener, io_uring rings);
-//! - connections get at most half of the rest: `shard.connections.max` is lowered to fit, and
-//!   connections beyond it are closed at accept;
-//! - partitions get the other half, of which each hosted partition is planned at one descriptor
-//!   (its active segment) and a third is kept for rolled segments, producer snapshots and index
-//!   rewrites. CreateTopics and CreatePartitions that would host more partitions than that are
-//!   refused with INVALID_PARTITIONS and a message naming the limit (Redpanda refuses the same
-//!   way; Kafka has no such check and takes its log dir offline on `EMFILE` instead).
+//! - connections get at most a third of the rest: `shard.connections.max` is lowered to fit,
+//!   and connections beyond it are closed at accept;
+//! - partitions get the other two thirds, one descriptor each (a written partition holds its
+//!   active segment open; rolled segments take what hosted-but-idle partitions leave).
+//!   CreateTopics and CreatePartitions that would host more partitions than that are refused
+//!   with INVALID_PARTITIONS and a message naming the limit (Redpanda refuses the same way;
+//!   Kafka has no such check and takes its log dir offline on `EMFILE` instead).
+//!
+//! Partitions come first because they are the data: at this machine's hard limit of 20,000 a
+//! one-shard broker hosts 13,292 partitions (issue 16's 10,000 fit) and 3,322 connections
+//! (two descriptors each: the socket and the writer's dup of it).
 
 /// Descriptors one client connection holds: the socket and the writer task's dup of it.
 pub const FDS_PER_CONNECTION: u64 = 2;
@@ -38,13 +42,13 @@ impl FdBudget {
     pub fn split(open_files_limit: u64, shards: usize) -> FdBudget {
         let shards = shards.max(1) as u64;
         let usable = open_files_limit.saturating_sub(FDS_RESERVED_MIN);
-        let connections_per_shard = (usable / 2) / (FDS_PER_CONNECTION * shards);
+        let connections_per_shard = (usable / 3) / (FDS_PER_CONNECTION * shards);
         let connection_fds = connections_per_shard * FDS_PER_CONNECTION * shards;
         let partition_fds = usable - connection_fds;
         FdBudget {
             open_files_limit,
             connections_per_shard_max: (connections_per_shard as usize).max(1),
-            partitions_max: ((partition_fds * 2 / 3) as usize).max(1),
+            partitions_max: (partition_fds as usize).max(1),
         }
     }
 }
@@ -94,10 +98,15 @@ mod tests {
                 "{limit}/{shards}: {b:?}"
             );
         }
-        // This machine's test limit: 5,000 partitions and 2,500 connections per shard fit.
+        // This machine's hard limit: issue 16's 10,000 partitions fit on one shard or two.
+        let b = FdBudget::split(20_000, 1);
+        assert_eq!(
+            (b.connections_per_shard_max, b.partitions_max),
+            (3_322, 13_292)
+        );
         let b = FdBudget::split(20_000, 2);
-        assert_eq!(b.connections_per_shard_max, 2_492);
-        assert!(b.partitions_max >= 5_000, "{b:?}");
+        assert_eq!(b.connections_per_shard_max, 1_661);
+        assert!(b.partitions_max >= 10_000, "{b:?}");
         // The common default soft limit still leaves room for a few hundred partitions.
         assert!(FdBudget::split(1024, 2).partitions_max >= 300);
     }

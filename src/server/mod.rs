@@ -14,6 +14,7 @@ mod read;
 mod refusal;
 pub(crate) mod response;
 pub mod startup;
+mod tls;
 mod write;
 
 pub use handlers::SUPPORTED_APIS;
@@ -56,6 +57,10 @@ pub enum ServerError {
     /// A setting the broker parses but cannot serve yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A listener's security settings are wrong (the message names the property), or the
+    /// SCRAM credential file cannot be read.
+    #[error("{0}")]
+    Security(String),
     /// The cluster refused this broker (a duplicate node id, another cluster's controllers),
     /// or it stopped before it joined.
     #[error("{0}")]
@@ -306,8 +311,9 @@ fn run_cluster_broker(
     result
 }
 
-/// Waits until the agent has registered and holds an image with its registration (`None`
-/// when a stop signal came first); a fatal refusal ends the wait with an error. Logs every
+/// Waits until the agent has registered, holds an image with its registration and has been
+/// unfenced, so that a broker listens only once it is a live broker (`None` when a stop
+/// signal came first); a fatal refusal ends the wait with an error. Logs every
 /// [`STALL_REPORT_EVERY`] while no controller answers (Kafka's broker, too, waits for the
 /// quorum).
 ///
@@ -324,7 +330,7 @@ fn wait_for_first_image(
                 "the active controller refused this broker: {f}"
             )));
         }
-        if let Some(epoch) = status.epoch {
+        if let (Some(epoch), false) = (status.epoch, status.fenced) {
             let image = link.images().borrow().clone();
             if image.offset >= epoch {
                 return Ok(Some(image));
@@ -421,9 +427,15 @@ fn run_shards(
         apis = %advertised_versions(),
         "shardlog starting"
     );
+    let shared = crate::security::BrokerSecurity::open(&config.security, &config.data_dir)
+        .map_err(ServerError::Security)?;
+    let listeners = Arc::new(resolve_client_listeners(&config, &shared.credentials)?);
     if cluster.is_none() {
-        refuse_if_port_taken(config.listen)?;
+        for l in listeners.iter() {
+            refuse_if_port_taken(l.addr)?;
+        }
     }
+    let security = Security { listeners, shared };
 
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
@@ -447,18 +459,19 @@ fn run_shards(
             Some(set) if !set.is_empty() => PoolPlacement::Fenced(BLOCKING_THREADS_PER_SHARD, set),
             _ => PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD),
         };
-        let (config, meta, mesh, barriers, cluster) = (
+        let (config, meta, mesh, barriers, cluster, security) = (
             config.clone(),
             meta.clone(),
             mesh.clone(),
             barriers.clone(),
             cluster.clone(),
+            security.clone(),
         );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .blocking_thread_pool_placement(blocking_pool)
             .spawn(move || async move {
-                shard_main(id, nr, config, meta, mesh, barriers, cluster).await
+                shard_main(id, nr, config, meta, mesh, barriers, cluster, security).await
             })
             .map_err(|e| ServerError::Shard {
                 shard: id,
@@ -522,6 +535,37 @@ fn refuse_if_port_taken(listen: SocketAddr) -> Result<(), ServerError> {
     })
 }
 
+/// The client listeners and what their connections share: resolved once at start, shared by
+/// every shard.
+#[derive(Clone)]
+struct Security {
+    listeners: Arc<Vec<crate::security::ListenerSpec>>,
+    shared: crate::security::BrokerSecurity,
+}
+
+/// The client listeners: the named ones of `listeners` that are not controller listeners
+/// (the first at `config.listen`, which `--listen` may have overridden), or one PLAINTEXT
+/// listener at `config.listen`; with their protocols, TLS and SASL settings.
+fn resolve_client_listeners(
+    config: &BrokerConfig,
+    credentials: &Arc<crate::security::credentials::CredentialStore>,
+) -> Result<Vec<crate::security::ListenerSpec>, ServerError> {
+    let controllers = config.cluster.controller_names();
+    let mut named: Vec<(String, SocketAddr)> = config
+        .cluster
+        .listeners
+        .iter()
+        .filter(|l| !controllers.contains(&l.name))
+        .map(|l| (l.name.clone(), l.addr))
+        .collect();
+    match named.first_mut() {
+        Some(first) => first.1 = config.listen,
+        None => named.push(("PLAINTEXT".to_string(), config.listen)),
+    }
+    crate::security::resolve_listeners(&config.security, &named, config.advertised(), credentials)
+        .map_err(ServerError::Security)
+}
+
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
@@ -535,6 +579,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     nr: usize,
@@ -546,6 +591,7 @@ async fn shard_main(
         crate::cluster::node::BrokerLink,
         Arc<crate::shard::ClusterView>,
     )>,
+    security: Security,
 ) -> Result<(), String> {
     let Barriers {
         opened,
@@ -554,7 +600,7 @@ async fn shard_main(
         progress,
     } = &*barriers;
     let result = start_and_serve(
-        id, nr, config, meta, mesh, opened, ready, drained, progress, cluster,
+        id, nr, config, meta, mesh, opened, ready, drained, progress, cluster, security,
     )
     .await;
     if result.is_err() {
@@ -579,6 +625,7 @@ async fn start_and_serve(
         crate::cluster::node::BrokerLink,
         Arc<crate::shard::ClusterView>,
     )>,
+    security: Security,
 ) -> Result<(), String> {
     progress.enter(id, Phase::JoiningMesh);
     let (senders, mut receivers) = mesh
@@ -664,13 +711,19 @@ async fn start_and_serve(
     })
     .detach();
     progress.enter(id, Phase::WaitingReady);
-    let listener = match bind_listener(config.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            ready.wait(false).await;
-            return Err(format!("cannot listen on {}: {e}", config.listen));
+    let mut bound = Vec::with_capacity(security.listeners.len());
+    for spec in security.listeners.iter() {
+        match bind_listener(spec.addr) {
+            Ok(l) => bound.push((l, Arc::new(spec.clone()))),
+            Err(e) => {
+                ready.wait(false).await;
+                return Err(format!(
+                    "cannot listen on {} ({}): {e}",
+                    spec.addr, spec.name
+                ));
+            }
         }
-    };
+    }
     let metrics_listener = match (id, config.metrics_listen) {
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => Some(l),
@@ -695,17 +748,34 @@ async fn start_and_serve(
         }))
     });
     progress.enter(id, Phase::Serving);
-    tracing::info!(shard = id, listen = %config.listen, "shard serving");
+    let serving = security
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{} ({})", l.name, l.addr, l.protocol.name()))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(shard = id, listeners = %serving, "shard serving");
     if let (0, Some(link)) = (id, link) {
         glommio::spawn_local(crate::shard::cluster::follow_images(shard.clone(), link)).detach();
     }
 
     let connections = Rc::new(connection::Registry::new(config.shard_connections_max));
-    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener, connections.clone()));
+    let acceptors: Vec<_> = bound
+        .into_iter()
+        .map(|(listener, spec)| {
+            glommio::spawn_local(accept_loop(
+                shard.clone(),
+                listener,
+                spec,
+                security.shared.clone(),
+                connections.clone(),
+            ))
+        })
+        .collect();
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    drop(acceptor); // cancels accept: the listener closes
+    drop(acceptors); // cancels accept: the listeners close
     connections.drain(Duration::from_secs(10)).await;
     drained.wait(true).await;
     // Shutdown writes every partition's producer snapshot itself.
@@ -718,6 +788,8 @@ async fn start_and_serve(
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
+    spec: Arc<crate::security::ListenerSpec>,
+    shared: crate::security::BrokerSecurity,
     connections: Rc<connection::Registry>,
 ) {
     loop {
@@ -733,9 +805,10 @@ async fn accept_loop(
                     continue;
                 }
                 let (shard, connections) = (shard.clone(), connections.clone());
+                let (spec, shared) = (spec.clone(), shared.clone());
                 shard.metrics.connection_opened();
                 glommio::spawn_local(async move {
-                    connection::serve(shard.clone(), stream, &connections).await;
+                    connection::serve(shard.clone(), stream, &connections, spec, &shared).await;
                     connections.leave();
                     shard.metrics.connection_closed();
                 })

@@ -471,21 +471,9 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) {
     if shard.metadata().topics.contains_key(OFFSETS_TOPIC) {
         return;
     }
-    let configs = [
-        ("retention.ms".to_string(), "-1".to_string()),
-        ("segment.bytes".to_string(), "104857600".to_string()),
-    ]
-    .into_iter()
-    .collect();
     let reply = shard
         .admin(AdminOp::CreateTopics {
-            topics: vec![NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions: shard.config.group.offsets_partitions,
-                replication_factor: 1,
-                configs,
-                ..Default::default()
-            }],
+            topics: vec![shard.offsets_topic()],
             validate_only: false,
         })
         .await;

@@ -728,9 +728,20 @@ impl Shard {
             tracing::info!("{OFFSETS_TOPIC} is compacted from now on (cleanup.policy=compact)");
             return reply.result(0).map_err(|e| e.message);
         }
+        let reply = self
+            .admin(AdminOp::CreateTopics {
+                topics: vec![self.offsets_topic()],
+                validate_only: false,
+            })
+            .await;
+        reply.result(0).map_err(|e| e.message)
+    }
+
+    /// `__consumer_offsets` as it is created: `offsets.topic.num.partitions` partitions, one
+    /// replica, and Kafka's configs: compacted (the latest commit of every group/partition
+    /// stays), in `offsets.topic.segment.bytes` segments.
+    pub fn offsets_topic(&self) -> NewTopic {
         let configs = [
-            // As Kafka's: compacted (the latest commit of every group/partition stays), in
-            // `offsets.topic.segment.bytes` segments.
             ("cleanup.policy".to_string(), "compact".to_string()),
             (
                 "segment.bytes".to_string(),
@@ -739,19 +750,13 @@ impl Shard {
         ]
         .into_iter()
         .collect();
-        let reply = self
-            .admin(AdminOp::CreateTopics {
-                topics: vec![NewTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    partitions: self.config.group.offsets_partitions,
-                    replication_factor: 1,
-                    configs,
-                    ..Default::default()
-                }],
-                validate_only: false,
-            })
-            .await;
-        reply.result(0).map_err(|e| e.message)
+        NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions: self.config.group.offsets_partitions,
+            replication_factor: 1,
+            configs,
+            ..Default::default()
+        }
     }
 
     /// At start: replays the `__consumer_offsets` partitions this shard owns.

@@ -176,7 +176,7 @@ pub struct StorageOptions {
     /// How often the retention task runs (default 30 s).
     pub retention_check_interval_ms: u64,
     /// Largest step of segment space reserved ahead of the data (capped by `segment.bytes`;
-    /// 64 MiB); steps grow with the segment from 64 KiB (see `log::flush`).
+    /// 64 MiB); steps grow with the segment from 4 KiB (see `log::flush`).
     pub preallocate_bytes: u64,
     /// Largest single write issued by the flusher (rounded down to 4 KiB; default 1 MiB).
     pub write_bytes_max: usize,

@@ -1163,7 +1163,7 @@ fn disk_usage_follows_writes_rolls_retention_and_reopen() {
 }
 
 /// Space reserved ahead of the data grows with the segment (issue 16): one small record
-/// reserves 64 KiB, not `preallocate_bytes`; a growing segment holds at most about twice its
+/// reserves one 4 KiB page, not `preallocate_bytes`; a growing segment holds at most about twice its
 /// data, and steps stop growing at `preallocate_bytes`.
 #[test]
 fn reservation_grows_with_the_data() {

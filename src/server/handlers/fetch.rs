@@ -28,6 +28,7 @@ use crate::protocol::decode_body;
 use crate::protocol::fetch_response::{
     encode_fetch_response, FetchPartitionOut, FetchTopicOut, NodeEndpointOut,
 };
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::response::{Reply, Response};
 use crate::shard::fetch_memory::FetchReservation;
 use crate::shard::fetch_session::{
@@ -233,6 +234,12 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             .find(|(k, _)| *k == p.key)
             .map(|(_, code)| *code);
         let target = match (found, epoch_error) {
+            // Kafka answers an unauthorized topic so whether it exists or not.
+            _ if !name.is_empty()
+                && !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) =>
+            {
+                Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            }
             (Some(_), Some(code)) => Err(code),
             (found, _) => match found {
                 // In a cluster, only the leader serves reads (no follower fetching yet).

@@ -17,6 +17,7 @@ use super::Request;
 use crate::error_code::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
 /// 1). On one node this broker coordinates both (the shard inside it is chosen per request;
@@ -65,7 +66,7 @@ pub async fn find_coordinator(
         .iter()
         .map(|k| match &refused {
             Some((code, message)) => Coordinated::refused(*code, message),
-            None => coordinator_of(shard, k.as_str()),
+            None => coordinator_of(shard, k.as_str(), &rq.session.listener.advertised),
         })
         .collect();
     let resp = if version >= 4 {
@@ -130,11 +131,16 @@ impl Coordinated {
 }
 
 /// The coordinator of `group` (or of a transactional id on one node): this broker on one
-/// node; in a cluster the leader of the group's
-/// `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE while it has none.
-fn coordinator_of(shard: &crate::shard::Shard, group: &str) -> Coordinated {
+/// node (at `advertised`, the address of the listener the request came in on); in a cluster
+/// the leader of the group's `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE
+/// while it has none.
+fn coordinator_of(
+    shard: &crate::shard::Shard,
+    group: &str,
+    advertised: &(String, u16),
+) -> Coordinated {
     let Some(view) = shard.cluster_view() else {
-        let (host, port) = shard.config.advertised();
+        let (host, port) = advertised.clone();
         return Coordinated {
             code: ErrorCode::NONE,
             message: None,
@@ -162,6 +168,11 @@ fn coordinator_of(shard: &crate::shard::Shard, group: &str) -> Coordinated {
     }
 }
 
+/// READ on the group: what JoinGroup, SyncGroup, Heartbeat and LeaveGroup need.
+fn may_read(rq: &Request<'_>, group: &str) -> bool {
+    rq.authorized(AclOperation::Read, ResourceType::Group, group)
+}
+
 /// Answers JoinGroup v0–v9 (parks until the rebalance completes).
 pub async fn join(
     rq: &Request<'_>,
@@ -169,6 +180,11 @@ pub async fn join(
 ) -> Result<JoinGroupResponse, ProtocolError> {
     let (shard, version, client_id) = (rq.shard, rq.version, rq.client_id.to_string());
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(JoinGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code())
+            .with_protocol_name((version < 7).then(Default::default)));
+    }
     let op = GroupOp::Join(req, version, client_id, "/127.0.0.1".to_string());
     let mut resp = match shard.group(&group, op).await {
         Some(GroupReply::Join(r)) => r,
@@ -194,6 +210,10 @@ pub async fn sync(
 ) -> Result<SyncGroupResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(SyncGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let mut resp = match shard.group(&group, GroupOp::Sync(req)).await {
         Some(GroupReply::Sync(r)) => r,
         _ => SyncGroupResponse::default()
@@ -213,6 +233,10 @@ pub async fn heartbeat(
 ) -> Result<HeartbeatResponse, ProtocolError> {
     let shard = rq.shard;
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(HeartbeatResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let code = match shard.group(&group, GroupOp::Heartbeat(req)).await {
         Some(GroupReply::Heartbeat(c)) => c,
         _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
@@ -228,6 +252,10 @@ pub async fn leave(
 ) -> Result<LeaveGroupResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
     let group = req.group_id.to_string();
+    if !may_read(rq, &group) {
+        return Ok(LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
     let resp = match shard.group(&group, GroupOp::Leave(req, version)).await {
         Some(GroupReply::Leave(r)) => r,
         _ => LeaveGroupResponse::default()

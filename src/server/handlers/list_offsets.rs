@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::{OffsetAnswer, OffsetQuery};
 
 /// Answers ListOffsets.
@@ -25,13 +26,20 @@ pub async fn handle(
     for topic in req.topics {
         let name = topic.name.to_string();
         let count = meta.topics.get(&name).map_or(0, |t| t.partitions);
+        let allowed = rq.authorized(AclOperation::Describe, ResourceType::Topic, &name);
         let mut slots = Vec::new();
         for p in topic.partitions {
             let epoch = view
                 .as_deref()
                 .and_then(|v| v.partition(&name, p.partition_index))
                 .map_or(0, |st| st.leader_epoch);
-            if p.partition_index < 0 || p.partition_index >= count {
+            if !allowed {
+                slots.push((
+                    p.partition_index,
+                    epoch,
+                    Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
+                ));
+            } else if p.partition_index < 0 || p.partition_index >= count {
                 slots.push((
                     p.partition_index,
                     epoch,

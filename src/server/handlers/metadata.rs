@@ -16,6 +16,7 @@ use crate::cluster::image::NO_LEADER;
 use crate::error_code::ErrorCode;
 use crate::meta::TopicMeta;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::shard::{AdminOp, ClusterView, NewTopic, Shard};
 
 /// One partition's leadership as Metadata and DescribeTopicPartitions report it.
@@ -84,11 +85,16 @@ pub(super) fn partition_info(
     }
 }
 
-/// The brokers clients are told of: this one on one node; every live broker in a cluster.
-fn brokers(shard: &Shard, view: Option<&ClusterView>) -> Vec<(i32, String, u16, Option<String>)> {
+/// The brokers clients are told of: this one on one node (at the address of the listener the
+/// request came in on); every live broker in a cluster.
+fn brokers(
+    rq: &Request<'_>,
+    view: Option<&ClusterView>,
+) -> Vec<(i32, String, u16, Option<String>)> {
+    let shard = rq.shard;
     match view {
         None => {
-            let (host, port) = shard.config.advertised();
+            let (host, port) = rq.session.listener.advertised.clone();
             vec![(shard.config.node_id, host, port, None)]
         }
         Some(v) => v
@@ -116,6 +122,13 @@ fn controller_id(shard: &Shard, view: Option<&ClusterView>) -> i32 {
 /// subscriptions and listings (`exclude.internal.topics`, `kafka-topics --exclude-internal`).
 pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
+/// Whether the principal may create topic `name` (CREATE on the cluster or on the topic).
+fn may_create(rq: &Request<'_>, name: &str) -> bool {
+    !rq.session.authorizer.enabled
+        || rq.authorized_quiet(AclOperation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || rq.authorized(AclOperation::Create, ResourceType::Topic, name)
+}
+
 /// Answers Metadata v0–v12.
 pub async fn handle(
     rq: &Request<'_>,
@@ -133,6 +146,7 @@ pub async fn handle(
                 .filter(|n| {
                     !meta.topics.contains_key(n.as_str())
                         && crate::meta::validate_topic_name(n.as_str()).is_ok()
+                        && may_create(rq, n.as_str())
                 })
                 .map(|n| NewTopic {
                     name: n.to_string(),
@@ -186,8 +200,17 @@ pub async fn handle(
     // v0 has no null: an empty list there asks for every topic.
     let all =
         req.topics.is_none() || (version == 0 && req.topics.as_ref().is_some_and(Vec::is_empty));
+    // Unauthorized topics: left out of "all topics", TOPIC_AUTHORIZATION_FAILED when named
+    // (whether they exist or not), as Kafka.
+    let may_describe =
+        |name: &str| rq.authorized(AclOperation::Describe, ResourceType::Topic, name);
     let topics: Vec<MetadataResponseTopic> = match &req.topics {
-        _ if all => meta.topics.values().map(describe).collect(),
+        _ if all => meta
+            .topics
+            .values()
+            .filter(|t| may_describe(&t.name))
+            .map(describe)
+            .collect(),
         None => Vec::new(),
         Some(wanted) => wanted
             .iter()
@@ -196,6 +219,17 @@ pub async fn handle(
                     Some(n) => meta.topics.get(n.as_str()),
                     None => meta.topic_by_id(w.topic_id.as_bytes()),
                 };
+                let name = w
+                    .name
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .or(found.map(|t| t.name.clone()));
+                if name.as_deref().is_some_and(|n| !may_describe(n)) {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                        .with_name(w.name.clone())
+                        .with_topic_id(w.topic_id);
+                }
                 match found {
                     Some(t) => describe(t),
                     None => {
@@ -215,7 +249,7 @@ pub async fn handle(
             })
             .collect(),
     };
-    let brokers = brokers(shard, view)
+    let brokers = brokers(rq, view)
         .into_iter()
         .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
@@ -243,7 +277,7 @@ pub async fn describe_cluster(
     let shard = rq.shard;
     let view = shard.cluster_view();
     let view = view.as_deref();
-    let brokers = brokers(shard, view)
+    let brokers = brokers(rq, view)
         .into_iter()
         .map(|(id, host, port, rack)| {
             DescribeClusterBroker::default()

@@ -12,6 +12,7 @@
 //! Produce (acks=0 has no response), Fetch (encoded around the record batches, zero-copy) and
 //! ApiVersions (answers a too-new version in v0 format).
 
+mod acls;
 mod admin_topics;
 mod api_versions;
 mod configs;
@@ -25,11 +26,13 @@ mod metadata;
 mod offsets;
 mod produce;
 mod sasl;
+mod scram_credentials;
 mod txn;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
@@ -37,7 +40,77 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::response::Reply;
 use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
+use crate::security::acl::{AclOperation, Authorizer, ResourceType};
+use crate::security::credentials::CredentialStore;
+use crate::security::sasl::Authenticator;
+use crate::security::{BrokerSecurity, ListenerSpec};
 use crate::shard::{ProduceTurn, Shard};
+
+/// What one connection knows of its security: the listener it came in on and, on a SASL
+/// listener, its authentication state.
+pub struct Session {
+    /// The listener the client connected to.
+    pub listener: Arc<ListenerSpec>,
+    /// The SASL exchange; `None` on a listener without SASL.
+    pub sasl: RefCell<Option<Authenticator>>,
+    /// Why authentication failed (the connection is then closed after the answer).
+    failure: RefCell<Option<String>>,
+    /// The broker's SCRAM credentials (AlterUserScramCredentials changes them).
+    pub credentials: Arc<CredentialStore>,
+    /// The authorizer every request of the connection is checked by.
+    pub authorizer: Arc<Authorizer>,
+    /// The client's address (ACLs name hosts by it).
+    pub host: String,
+}
+
+impl Session {
+    /// A new connection's session on `listener`, not yet authenticated.
+    pub fn new(listener: Arc<ListenerSpec>, shared: &BrokerSecurity, host: String) -> Session {
+        let sasl = listener.sasl.clone().map(Authenticator::new);
+        Session {
+            listener,
+            sasl: RefCell::new(sasl),
+            failure: RefCell::new(None),
+            credentials: shared.credentials.clone(),
+            authorizer: shared.authorizer.clone(),
+            host,
+        }
+    }
+
+    /// Kafka's principal of the connection: `User:<name>` after SASL, else `User:ANONYMOUS`.
+    pub fn principal(&self) -> String {
+        match self.sasl.borrow().as_ref().and_then(|a| a.principal()) {
+            Some(user) => format!("User:{user}"),
+            None => "User:ANONYMOUS".into(),
+        }
+    }
+
+    /// The listener has SASL and the client has not authenticated yet.
+    pub fn needs_authentication(&self) -> bool {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| a.principal().is_none())
+    }
+
+    /// The largest request frame read before authentication.
+    pub fn max_receive_bytes(&self) -> usize {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .map_or(usize::MAX, Authenticator::max_receive_bytes)
+    }
+
+    /// Records that authentication failed: nothing more is served on the connection.
+    pub fn fail(&self, why: String) {
+        *self.failure.borrow_mut() = Some(why);
+    }
+
+    /// Why authentication failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+}
 
 /// What a handler may know of the connection its request came on.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +126,8 @@ pub struct Request<'a> {
     pub shard: &'a Rc<Shard>,
     /// What the connection knows of its earlier responses.
     pub conn: ConnInfo,
+    /// The connection's listener and authentication.
+    pub session: &'a Session,
     /// The request's API version (within the row's range).
     pub version: i16,
     /// The request's correlation id, echoed in the response.
@@ -61,6 +136,46 @@ pub struct Request<'a> {
     pub client_id: &'a str,
     /// A Produce's turn in its connection's append order; taken by the Produce handler.
     pub produce_turn: Cell<Option<ProduceTurn>>,
+}
+
+impl Request<'_> {
+    /// May this connection's principal perform `op` on the resource? A denial is logged (at
+    /// INFO, rate-limited, as Kafka's authorizer logger does) naming principal, operation and
+    /// resource.
+    pub fn authorized(&self, op: AclOperation, rt: ResourceType, name: &str) -> bool {
+        let s = self.session;
+        if !s.authorizer.enabled {
+            return true;
+        }
+        let principal = s.principal();
+        let ok = s.authorizer.authorize(&principal, &s.host, op, rt, name);
+        if !ok {
+            let why = format!(
+                "Principal = {principal} is Denied operation = {} from host = {} on resource = {rt:?}:{name}",
+                op.name(),
+                s.host
+            );
+            super::refusal::log_refusal(self.client_id, "(authorizer)", &why);
+        }
+        ok
+    }
+
+    /// As [`Request::authorized`], without logging a denial (for a check with a fallback).
+    pub fn authorized_quiet(&self, op: AclOperation, rt: ResourceType, name: &str) -> bool {
+        let s = self.session;
+        !s.authorizer.enabled
+            || s.authorizer
+                .authorize(&s.principal(), &s.host, op, rt, name)
+    }
+
+    /// `authorized` for the cluster resource.
+    pub fn authorized_cluster(&self, op: AclOperation) -> bool {
+        self.authorized(
+            op,
+            ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    }
 }
 
 /// Declares every supported API once: `Key min..=max => handler`, or `raw` before the handler
@@ -128,9 +243,13 @@ kafka_apis! {
     DescribeProducers       0..=0  => txn::describe_producers,
     DescribeTransactions    0..=0  => txn::describe_transactions,
     ListTransactions        0..=2  => txn::list_transactions,
-    // Answered with ILLEGAL_SASL_STATE: no listener has SASL yet (sasl.rs).
     SaslHandshake           0..=1  => sasl::handshake,
     SaslAuthenticate        0..=2  => sasl::authenticate,
+    DescribeUserScramCredentials 0..=0 => scram_credentials::describe,
+    AlterUserScramCredentials    0..=0 => scram_credentials::alter,
+    DescribeAcls            1..=3  => acls::describe,
+    CreateAcls              1..=3  => acls::create,
+    DeleteAcls              1..=3  => acls::delete,
 }
 
 /// Parse → apply → encode for a plain row: decodes the body as the handler's request type at
@@ -157,6 +276,7 @@ where
 pub async fn dispatch(
     shard: &Rc<Shard>,
     conn: ConnInfo,
+    session: &Session,
     header: RequestHeader,
     body: Bytes,
     turn: Option<ProduceTurn>,
@@ -167,6 +287,7 @@ pub async fn dispatch(
     let rq = Request {
         shard,
         conn,
+        session,
         version: header.request_api_version,
         correlation_id: header.correlation_id,
         client_id,

@@ -25,6 +25,7 @@ use crate::error_code::ErrorCode;
 use crate::group::records::CommittedOffset;
 use crate::group::{GroupOp, GroupReply};
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::Shard;
 
 fn now_ms() -> i64 {
@@ -41,6 +42,11 @@ pub async fn commit(
     let shard = rq.shard;
     let meta = shard.metadata();
     let ts = now_ms();
+    let group_ok = rq.authorized(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.as_str(),
+    );
     // Partitions of unknown topics fail on their own; the rest go to the coordinator.
     let mut offsets = Vec::new();
     let mut slots = Vec::new();
@@ -48,7 +54,11 @@ pub async fn commit(
         let name = t.name.to_string();
         let count = meta.topics.get(&name).map_or(0, |m| m.partitions);
         for p in &t.partitions {
-            if p.partition_index >= 0 && p.partition_index < count {
+            if !group_ok {
+                slots.push(Err(ErrorCode::GROUP_AUTHORIZATION_FAILED));
+            } else if !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) {
+                slots.push(Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+            } else if p.partition_index >= 0 && p.partition_index < count {
                 offsets.push((
                     name.clone(),
                     p.partition_index,
@@ -63,9 +73,9 @@ pub async fn commit(
                         commit_timestamp: ts,
                     },
                 ));
-                slots.push(Some(offsets.len() - 1));
+                slots.push(Ok(offsets.len() - 1));
             } else {
-                slots.push(None);
+                slots.push(Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
             }
         }
     }
@@ -95,11 +105,12 @@ pub async fn commit(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = match slot.next().flatten() {
-                        Some(i) => codes
+                    let code = match slot.next() {
+                        Some(Ok(i)) => codes
                             .get(i)
                             .copied()
                             .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
+                        Some(Err(code)) => code.code(),
                         None => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                     };
                     OffsetCommitResponsePartition::default()
@@ -138,6 +149,23 @@ async fn fetch_group(
     }
 }
 
+/// [`fetch_group`] if the principal may DESCRIBE the group, else GROUP_AUTHORIZATION_FAILED.
+async fn fetch_authorized(
+    rq: &Request<'_>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> GroupOffsets {
+    if !rq.authorized(AclOperation::Describe, ResourceType::Group, group) {
+        return (
+            ErrorCode::GROUP_AUTHORIZATION_FAILED,
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+    fetch_group(rq.shard, group, wanted, require_stable).await
+}
+
 /// A partition's error: UNSTABLE_OFFSET_COMMIT while an open transaction holds its offset
 /// (the client retries until the transaction ends), else none.
 fn stability(unstable: &[(String, i32)], topic: &str, partition: i32) -> ErrorCode {
@@ -168,7 +196,7 @@ pub async fn fetch(
     rq: &Request<'_>,
     req: OffsetFetchRequest,
 ) -> Result<OffsetFetchResponse, ProtocolError> {
-    let (shard, version) = (rq.shard, rq.version);
+    let version = rq.version;
     if version >= 8 {
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
@@ -178,7 +206,7 @@ pub async fn fetch(
                     .collect()
             });
             let (code, list, unstable) =
-                fetch_group(shard, g.group_id.as_str(), wanted, req.require_stable).await;
+                fetch_authorized(rq, g.group_id.as_str(), wanted, req.require_stable).await;
             let topics = by_topic(list)
                 .into_iter()
                 .map(|(t, parts)| {
@@ -221,7 +249,7 @@ pub async fn fetch(
     });
     let require_stable = version >= 7 && req.require_stable;
     let (code, list, unstable) =
-        fetch_group(shard, req.group_id.as_str(), wanted, require_stable).await;
+        fetch_authorized(rq, req.group_id.as_str(), wanted, require_stable).await;
     let topics = by_topic(list)
         .into_iter()
         .map(|(t, parts)| {

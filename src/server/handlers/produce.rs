@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse
 use super::{sb, Request};
 use crate::error_code::ErrorCode;
 use crate::protocol::{decode_body, encode_response};
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::response::Reply;
 use crate::shard::{ProducePart, ProduceResult, ProduceTurn};
 
@@ -42,6 +43,11 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         for p in topic.partition_data {
             let slot = if !(-1..=1).contains(&acks) {
                 Slot::Failed(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1")
+            } else if !rq.authorized(AclOperation::Write, ResourceType::Topic, &name) {
+                Slot::Failed(
+                    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                    "not authorized to write to the topic",
+                )
             } else if name == crate::group::OFFSETS_TOPIC
                 || name == crate::txn::TRANSACTION_STATE_TOPIC
             {

@@ -1,10 +1,15 @@
-//! SaslHandshake and SaslAuthenticate on a listener without SASL: answered, not dropped.
+//! SaslHandshake and SaslAuthenticate: the SASL exchange of a connection on a SASL listener
+//! (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; `security::sasl` runs the mechanisms).
 //!
-//! shardlog has no SASL listener yet. Kafka's brokers advertise both APIs on every listener
-//! and answer them with ILLEGAL_SASL_STATE where SASL is not configured; doing the same lets a
-//! client configured for SASL fail at once with an authentication error, where a closed
-//! socket would look like a network fault and be retried forever (the Java client does).
+//! On a listener without SASL, Kafka's brokers still advertise both APIs and answer them with
+//! ILLEGAL_SASL_STATE; doing the same lets a client configured for SASL fail at once with an
+//! authentication error, where a closed socket would look like a network fault and be retried
+//! forever (the Java client does). After a successful authentication both are answered with
+//! ILLEGAL_SASL_STATE too (no re-authentication, KIP-368, yet). A refused handshake or a
+//! failed authentication is answered, logged once at INFO, and the connection is closed after
+//! the answer (see `server/connection.rs`): nothing else is served on it.
 
+use bytes::Bytes;
 use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
@@ -13,26 +18,85 @@ use super::sb;
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::sasl::Step;
 
-/// Answers SaslHandshake: ILLEGAL_SASL_STATE, no mechanism enabled.
+/// Answers SaslHandshake: selects the mechanism, or refuses it (UNSUPPORTED_SASL_MECHANISM,
+/// listing the enabled ones) and fails the connection.
 pub async fn handshake(
-    _rq: &Request<'_>,
+    rq: &Request<'_>,
     req: SaslHandshakeRequest,
 ) -> Result<SaslHandshakeResponse, ProtocolError> {
-    tracing::debug!(mechanism = %req.mechanism, "SASL handshake on a listener without SASL");
-    let resp = SaslHandshakeResponse::default()
-        .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
-        .with_mechanisms(Vec::new());
-    Ok(resp)
+    let mut sasl = rq.session.sasl.borrow_mut();
+    let Some(auth) = sasl.as_mut() else {
+        tracing::debug!(mechanism = %req.mechanism, "SASL handshake on a listener without SASL");
+        return Ok(SaslHandshakeResponse::default()
+            .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
+            .with_mechanisms(Vec::new()));
+    };
+    let mechanisms = auth.mechanisms().iter().map(|m| sb(m)).collect();
+    let resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+    if auth.principal().is_some() {
+        return Ok(resp.with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code()));
+    }
+    if rq.version == 0 {
+        // v0 is followed by raw SASL tokens outside Kafka's framing; every maintained client
+        // uses v1 with SaslAuthenticate.
+        let why = "SaslHandshake v0 (raw SASL tokens) is not supported; use v1".to_string();
+        super::super::refusal::log_refusal(rq.client_id, "SaslHandshake", &why);
+        rq.session.fail(why);
+        return Ok(resp.with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code()));
+    }
+    match auth.handshake(req.mechanism.as_str()) {
+        Ok(()) => Ok(resp),
+        Err(e) => {
+            super::super::refusal::log_refusal(rq.client_id, "SaslHandshake", &e.message);
+            rq.session.fail(e.message);
+            Ok(resp.with_error_code(e.code.code()))
+        }
+    }
 }
 
-/// Answers SaslAuthenticate: ILLEGAL_SASL_STATE.
+/// Answers SaslAuthenticate: one token of the selected mechanism. A failure is
+/// SASL_AUTHENTICATION_FAILED with the reason, and the connection is closed after it.
 pub async fn authenticate(
-    _rq: &Request<'_>,
-    _: SaslAuthenticateRequest,
+    rq: &Request<'_>,
+    req: SaslAuthenticateRequest,
 ) -> Result<SaslAuthenticateResponse, ProtocolError> {
-    let resp = SaslAuthenticateResponse::default()
-        .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
-        .with_error_message(Some(sb("SASL is not enabled on this listener")));
-    Ok(resp)
+    let mut sasl = rq.session.sasl.borrow_mut();
+    let Some(auth) = sasl.as_mut() else {
+        return Ok(SaslAuthenticateResponse::default()
+            .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
+            .with_error_message(Some(sb("SASL is not enabled on this listener"))));
+    };
+    if auth.principal().is_some() {
+        return Ok(SaslAuthenticateResponse::default()
+            .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
+            .with_error_message(Some(sb(
+                "already authenticated (re-authentication is not supported)",
+            ))));
+    }
+    match auth.authenticate(&req.auth_bytes) {
+        Ok(Step::Continue(token)) => {
+            Ok(SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)))
+        }
+        Ok(Step::Done {
+            principal,
+            response,
+        }) => {
+            tracing::debug!(
+                client_id = rq.client_id,
+                listener = %rq.session.listener.name,
+                principal = %principal,
+                "SASL authentication succeeded"
+            );
+            Ok(SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(response)))
+        }
+        Err(e) => {
+            super::super::refusal::log_refusal(rq.client_id, "SaslAuthenticate", &e.message);
+            rq.session.fail(e.message.clone());
+            Ok(SaslAuthenticateResponse::default()
+                .with_error_code(e.code.code())
+                .with_error_message(Some(sb(&e.message))))
+        }
+    }
 }

@@ -40,6 +40,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::checkpoint::{read_offset_checkpoint, write_offset_checkpoint, Checkpoint};
 use super::{lock_err, Partition};
 use crate::io::{align_down, align_up, alloc_write_buffer, FileSystem, IoFile};
 use crate::storage::batch::BatchHeader;
@@ -115,7 +116,7 @@ impl Plan {
     }
 }
 
-/// Writes the cleaner checkpoint (Kafka's checkpoint format, one entry), durably.
+/// Writes the cleaner checkpoint (Kafka's one-entry checkpoint), durably.
 async fn write_checkpoint(
     fs: &FileSystem,
     dir: &Path,
@@ -123,30 +124,19 @@ async fn write_checkpoint(
     partition: i32,
     offset: i64,
 ) -> io::Result<()> {
-    let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable_off_shard(&dir.join(CLEANER_CHECKPOINT_FILE), text.into_bytes())
-        .await
+    write_offset_checkpoint(fs, dir, CLEANER_CHECKPOINT_FILE, topic, partition, offset).await
 }
 
 /// The cleaner checkpoint: `None` when the log was never cleaned, else the first dirty offset
 /// (0 if the file does not parse: everything is dirty, gaps are still allowed).
 pub(super) fn read_checkpoint(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
-    let Some(bytes) = fs.read_small_file(&dir.join(CLEANER_CHECKPOINT_FILE))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    if lines.next() != Some("0") || lines.next() != Some("1") {
-        return Ok(Some(0));
-    }
-    Ok(Some(
-        lines
-            .next()
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|o| o.parse::<i64>().ok())
-            .unwrap_or(0)
-            .max(0),
-    ))
+    Ok(
+        match read_offset_checkpoint(fs, dir, CLEANER_CHECKPOINT_FILE)? {
+            Checkpoint::Missing => None,
+            Checkpoint::Damaged => Some(0),
+            Checkpoint::Offset(o) => Some(o.max(0)),
+        },
+    )
 }
 
 /// Deletes the cleaned copies a crash left behind (they were never swapped in).

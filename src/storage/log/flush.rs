@@ -15,7 +15,7 @@ use crate::storage::{now_ms, StorageError, StorageOptions};
 /// The first space reservation of a segment, and the smallest step after it (see
 /// `reserve_space`): an idle partition holds this much beyond its data, not a whole
 /// `log.preallocate.bytes`.
-pub(crate) const PREALLOCATE_MIN_BYTES: u64 = 64 << 10;
+pub(crate) const PREALLOCATE_MIN_BYTES: u64 = 4 << 10;
 
 /// One write the flusher prepared for a segment: the bytes (in page-aligned chunks) and where
 /// the segment's flush cursor moves once they are on disk.
@@ -246,9 +246,9 @@ impl Partition {
     /// Reserves file space when the write would pass the reserved size, in steps that grow
     /// with the segment: as much again as it holds, at least [`PREALLOCATE_MIN_BYTES`] and at
     /// most `log.preallocate.bytes` (and `segment.bytes`). An idle partition's segment so
-    /// reserves 64 KiB, not 64 MiB, and the disk holds about twice the data at most (plus
-    /// one full step for a segment past 64 MiB); a busy one reaches whole 64 MiB steps after
-    /// about ten reservations, so its flushes still write into reserved (unwritten-extent)
+    /// reserves one 4 KiB page, not 64 MiB (Kafka's one-record partition takes ~16 KiB), and
+    /// the disk holds about twice the data at most (plus one full step for a segment past
+    /// 64 MiB); a busy one reaches whole 64 MiB steps after about fourteen reservations, so its flushes still write into reserved (unwritten-extent)
     /// space that needs no block allocation. A full disk may still hold this write but not a
     /// whole step: then the write goes without reserving (the file grows by it) and reports
     /// ENOSPC itself if any.

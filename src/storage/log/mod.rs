@@ -1,8 +1,10 @@
 //! One partition's log, split by concern: `append` (validate, idempotence, offsets, roll),
 //! `flush` (write + fdatasync, finishing rolled segments, clean close), `read` (cache or disk,
 //! ListOffsets by time), `recover` (open: scan, truncate, load the producer state),
-//! `retention` (delete old segments, delete the partition) and `cache` (the batch cache with
-//! its own byte count).
+//! `retention` (delete old segments, delete the partition), `start` (DeleteRecords: the log
+//! start offset), `clean` (compaction), `checkpoint` (Kafka's one-entry offset checkpoint
+//! files: recovery point, log start, cleaner position) and `cache` (the batch cache with its
+//! own byte count).
 //!
 //! Only the owning shard touches a [`Partition`]. Its state is private to this module: the
 //! shard's storage calls methods that keep the invariants below. `state` is never borrowed
@@ -17,6 +19,7 @@
 
 mod append;
 mod cache;
+mod checkpoint;
 mod clean;
 mod flush;
 mod read;

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use super::cache::{BatchCache, CacheBytes};
+use super::checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 use super::clean::{read_checkpoint as read_cleaner_checkpoint, remove_cleaned_leftovers};
 use super::start::read_log_start;
 use super::{CleanerState, LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
@@ -24,8 +25,8 @@ use crate::storage::{LogConfig, StorageError};
 /// Bytes read per step while rebuilding producer state from a log.
 const PRODUCER_REBUILD_READ_BYTES: usize = 1 << 20;
 
-/// Writes the recovery point in Kafka's checkpoint format (version 0, one entry), atomically
-/// and durably, off the shard.
+/// Writes the recovery point (Kafka's one-entry checkpoint), atomically and durably, off the
+/// shard.
 pub(super) async fn write_recovery_point(
     fs: &FileSystem,
     dir: &Path,
@@ -33,24 +34,12 @@ pub(super) async fn write_recovery_point(
     partition: i32,
     offset: i64,
 ) -> io::Result<()> {
-    let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable_off_shard(&dir.join(RECOVERY_POINT_FILE), text.into_bytes())
-        .await
+    write_offset_checkpoint(fs, dir, RECOVERY_POINT_FILE, topic, partition, offset).await
 }
 
+/// The recovery point, if the file exists and parses.
 fn read_recovery_point(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
-    let Some(bytes) = fs.read_small_file(&dir.join(RECOVERY_POINT_FILE))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    if lines.next() != Some("0") || lines.next() != Some("1") {
-        return Ok(None);
-    }
-    Ok(lines
-        .next()
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|o| o.parse::<i64>().ok()))
+    Ok(read_offset_checkpoint(fs, dir, RECOVERY_POINT_FILE)?.offset())
 }
 
 /// Which partition is being recovered (for logs), and whether its log may have offset gaps.

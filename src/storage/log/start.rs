@@ -10,6 +10,7 @@
 use std::io;
 use std::path::Path;
 
+use super::checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 use super::{lock_err, Partition};
 use crate::io::FileSystem;
 use crate::storage::segment::segment_path;
@@ -19,8 +20,8 @@ use crate::storage::StorageError;
 /// format, one entry; Kafka keeps one such file per data directory).
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 
-/// Writes the log start offset in Kafka's checkpoint format (version 0, one entry),
-/// atomically and durably, off the shard.
+/// Writes the log start offset (Kafka's one-entry checkpoint), atomically and durably, off the
+/// shard.
 pub(super) async fn write_log_start(
     fs: &FileSystem,
     dir: &Path,
@@ -28,25 +29,13 @@ pub(super) async fn write_log_start(
     partition: i32,
     offset: i64,
 ) -> io::Result<()> {
-    let text = format!("0\n1\n{topic} {partition} {offset}\n");
-    fs.write_small_file_durable_off_shard(&dir.join(LOG_START_FILE), text.into_bytes())
-        .await
+    write_offset_checkpoint(fs, dir, LOG_START_FILE, topic, partition, offset).await
 }
 
-/// The checkpointed log start offset, if the file exists and parses.
+/// The checkpointed log start offset, if the file exists and parses to a valid offset.
 pub(super) fn read_log_start(fs: &FileSystem, dir: &Path) -> io::Result<Option<i64>> {
-    let Some(bytes) = fs.read_small_file(&dir.join(LOG_START_FILE))? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines();
-    if lines.next() != Some("0") || lines.next() != Some("1") {
-        return Ok(None);
-    }
-    Ok(lines
-        .next()
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|o| o.parse::<i64>().ok())
+    Ok(read_offset_checkpoint(fs, dir, LOG_START_FILE)?
+        .offset()
         .filter(|&o| o >= 0))
 }
 

@@ -1,0 +1,1013 @@
+//! Listeners with TLS and SASL, driven by real clients and by hostile bytes.
+//!
+//! One broker per test with four listeners: PLAINTEXT (the harness's port), SSL, SASL_SSL and
+//! SASL_PLAINTEXT, a test CA and server certificate made with `openssl` in a temp dir (never
+//! committed), PLAIN users from Kafka's JAAS property and SCRAM users made through
+//! AlterUserScramCredentials. Clients: librdkafka (confluent-kafka, `tests/clients/python`),
+//! the Java client (kafka-tools' ProducerPerformance and ConsoleConsumer) and raw frames.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{free_port, request, Broker};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+const PLAIN_JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";"#;
+
+/// A test CA and a server certificate for 127.0.0.1/localhost, made with openssl.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    keystore: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shardlog-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let mut keystore = std::fs::read(d.join("server.key")).expect("key");
+    keystore.extend(std::fs::read(d.join("server.pem")).expect("cert"));
+    std::fs::write(d.join("keystore.pem"), keystore).expect("keystore");
+    Pki {
+        ca: d.join("ca.pem"),
+        keystore: d.join("keystore.pem"),
+        _dir: dir,
+    }
+}
+
+/// A broker with PLAINTEXT (the harness port), SSL, SASL_SSL and SASL_PLAINTEXT listeners.
+struct Secure {
+    broker: Broker,
+    ssl: u16,
+    sasl_ssl: u16,
+    sasl_plain: u16,
+    pki: Pki,
+}
+
+impl Secure {
+    fn start() -> Secure {
+        let pki = pki();
+        let (ssl, sasl_ssl, sasl_plain) = (free_port(), free_port(), free_port());
+        let listeners = format!(
+            "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl},\
+             SASL_SSL://127.0.0.1:{sasl_ssl},SASL_PLAINTEXT://127.0.0.1:{sasl_plain}"
+        );
+        let keystore = format!("ssl.keystore.location={}", pki.keystore.display());
+        let jaas_ssl = format!("listener.name.sasl_ssl.plain.sasl.jaas.config={PLAIN_JAAS}");
+        let jaas_plain =
+            format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+        let broker = Broker::start(
+            1,
+            &[
+                &listeners,
+                "ssl.keystore.type=PEM",
+                &keystore,
+                "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                &jaas_ssl,
+                &jaas_plain,
+            ],
+        );
+        Secure {
+            broker,
+            ssl,
+            sasl_ssl,
+            sasl_plain,
+            pki,
+        }
+    }
+
+    fn addr(&self, port: u16) -> String {
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The broker still answers ApiVersions on its plaintext listener.
+    fn assert_serving(&self) {
+        let mut s = TcpStream::connect(self.broker.bootstrap()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let body = request(
+            &mut s,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("t"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        );
+        let resp = ApiVersionsResponse::decode(&mut body.clone(), 3).expect("decode");
+        assert_eq!(resp.error_code, 0, "{}", self.broker.log());
+    }
+}
+
+fn python() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/.venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/install-clients",
+        p.display()
+    );
+    p
+}
+
+/// Runs a scenario of `security_scenarios.py`; its output, or a panic naming it.
+fn librdkafka(
+    scenario: &str,
+    bootstrap: &str,
+    tag: &str,
+    args: &[String],
+    broker: &Broker,
+) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/python/security_scenarios.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(&script)
+        .arg(scenario)
+        .arg(bootstrap)
+        .arg(tag)
+        .args(args);
+    let out = run_bounded(cmd, Duration::from_secs(90));
+    assert!(
+        out.0,
+        "librdkafka {scenario} {tag} failed:\n{}\n--- broker log ---\n{}",
+        out.1,
+        broker.log()
+    );
+    out.1
+}
+
+/// Runs a command with a deadline; (succeeded, stdout+stderr).
+fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (o, e) = (dir.path().join("out"), dir.path().join("err"));
+    cmd.stdout(std::fs::File::create(&o).expect("out"))
+        .stderr(std::fs::File::create(&e).expect("err"));
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!(
+        "{}{}{}",
+        std::fs::read_to_string(&o).unwrap_or_default(),
+        std::fs::read_to_string(&e).unwrap_or_default(),
+        if status.is_none() {
+            "\n(timed out)"
+        } else {
+            ""
+        }
+    );
+    (status.is_some_and(|s| s.success()), text)
+}
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[test]
+fn librdkafka_over_ssl_sasl_ssl_and_sasl_plaintext_with_plain_and_scram() {
+    let mut s = Secure::start();
+    let ca = s.pki.ca.display().to_string();
+    let plaintext = s.broker.bootstrap();
+    // SCRAM users through AlterUserScramCredentials on the plaintext listener.
+    for (user, pw, mech) in [
+        ("carol", "carol-secret", "SCRAM-SHA-512"),
+        ("dave", "dave-secret", "SCRAM-SHA-256"),
+    ] {
+        librdkafka(
+            "scram_upsert",
+            &plaintext,
+            &format!("up-{user}"),
+            &[user.into(), pw.into(), mech.into()],
+            &s.broker,
+        );
+    }
+    let ssl = kv(&[("security.protocol", "SSL"), ("ssl.ca.location", &ca)]);
+    librdkafka("produce_consume", &s.addr(s.ssl), "ssl", &ssl, &s.broker);
+    // Large produce requests and fetch responses: many TLS records per request.
+    librdkafka("bulk", &s.addr(s.ssl), "ssl-bulk", &ssl, &s.broker);
+    let log = s.broker.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("closing connection") && l.contains("socket: ")),
+        "{log}"
+    );
+    let sasl_ssl = |mech: &str, user: &str, pw: &str| {
+        kv(&[
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.ca.location", &ca),
+            ("sasl.mechanisms", mech),
+            ("sasl.username", user),
+            ("sasl.password", pw),
+        ])
+    };
+    librdkafka(
+        "produce_consume",
+        &s.addr(s.sasl_ssl),
+        "sasl-ssl-plain",
+        &sasl_ssl("PLAIN", "alice", "alice-secret"),
+        &s.broker,
+    );
+    librdkafka(
+        "produce_consume",
+        &s.addr(s.sasl_ssl),
+        "sasl-ssl-scram512",
+        &sasl_ssl("SCRAM-SHA-512", "carol", "carol-secret"),
+        &s.broker,
+    );
+    let sasl_plain = kv(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ("sasl.username", "dave"),
+        ("sasl.password", "dave-secret"),
+    ]);
+    librdkafka(
+        "produce_consume",
+        &s.addr(s.sasl_plain),
+        "sasl-plaintext-scram256",
+        &sasl_plain,
+        &s.broker,
+    );
+    // Wrong passwords: an authentication error, for PLAIN and SCRAM.
+    for (mech, user) in [("PLAIN", "alice"), ("SCRAM-SHA-512", "carol")] {
+        let out = librdkafka(
+            "auth_fails",
+            &s.addr(s.sasl_ssl),
+            &format!("wrong-{user}"),
+            &sasl_ssl(mech, user, "not-the-password"),
+            &s.broker,
+        );
+        assert!(out.contains("uthentication"), "{out}");
+    }
+    let log = s.broker.log();
+    assert!(
+        log.contains("request refused") && log.contains("SaslAuthenticate"),
+        "{log}"
+    );
+    // The SCRAM credentials survive a crash (the store was durable before the answer).
+    s.broker.kill9();
+    s.broker.restart();
+    librdkafka(
+        "produce_consume",
+        &s.addr(s.sasl_ssl),
+        "after-restart",
+        &sasl_ssl("SCRAM-SHA-512", "carol", "carol-secret"),
+        &s.broker,
+    );
+    s.assert_serving();
+}
+
+/// `java -cp <kafka-tools classpath> <class> <args>`; (succeeded, output).
+fn java_tool(class: &str, args: &[String]) -> (bool, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let jar = root.join("tests/clients/java/target/shardlog-clients.jar");
+    assert!(
+        jar.exists(),
+        "{} missing: run scripts/install-clients",
+        jar.display()
+    );
+    let cp = format!(
+        "{}:{}/*",
+        jar.display(),
+        root.join("tests/clients/java/target/lib").display()
+    );
+    let mut cmd = Command::new("java");
+    cmd.args(["-XX:TieredStopAtLevel=1", "-Xshare:auto", "-cp", &cp, class])
+        .args(args);
+    run_bounded(cmd, Duration::from_secs(120))
+}
+
+#[test]
+fn java_client_produces_and_consumes_over_sasl_ssl_with_plain_and_scram_sha_512() {
+    let s = Secure::start();
+    librdkafka(
+        "scram_upsert",
+        &s.broker.bootstrap(),
+        "up-java",
+        &["erin".into(), "erin-secret".into(), "SCRAM-SHA-512".into()],
+        &s.broker,
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    for (mech, module, user, pw) in [
+        (
+            "PLAIN",
+            "org.apache.kafka.common.security.plain.PlainLoginModule",
+            "alice",
+            "alice-secret",
+        ),
+        (
+            "SCRAM-SHA-512",
+            "org.apache.kafka.common.security.scram.ScramLoginModule",
+            "erin",
+            "erin-secret",
+        ),
+    ] {
+        let props = dir.path().join(format!("{mech}.properties"));
+        std::fs::write(
+            &props,
+            format!(
+                "security.protocol=SASL_SSL\nsasl.mechanism={mech}\n\
+                 sasl.jaas.config={module} required username=\"{user}\" password=\"{pw}\";\n\
+                 ssl.truststore.type=PEM\nssl.truststore.location={}\n",
+                s.pki.ca.display()
+            ),
+        )
+        .expect("props");
+        let topic = format!("java-{}", mech.to_lowercase());
+        let bootstrap = s.addr(s.sasl_ssl);
+        let (ok, out) = java_tool(
+            "org.apache.kafka.tools.ProducerPerformance",
+            &[
+                "--topic".into(),
+                topic.clone(),
+                "--num-records".into(),
+                "200".into(),
+                "--record-size".into(),
+                "100".into(),
+                "--throughput".into(),
+                "-1".into(),
+                "--producer-props".into(),
+                format!("bootstrap.servers={bootstrap}"),
+                "acks=all".into(),
+                "--producer.config".into(),
+                props.display().to_string(),
+            ],
+        );
+        assert!(
+            ok && out.contains("200 records sent"),
+            "{mech} produce:\n{out}\n{}",
+            s.broker.log()
+        );
+        let (ok, out) = java_tool(
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            &[
+                "--bootstrap-server".into(),
+                bootstrap,
+                "--topic".into(),
+                topic,
+                "--from-beginning".into(),
+                "--max-messages".into(),
+                "200".into(),
+                "--timeout-ms".into(),
+                "30000".into(),
+                "--consumer.config".into(),
+                props.display().to_string(),
+            ],
+        );
+        assert!(
+            ok && out.contains("Processed a total of 200 messages"),
+            "{mech} consume:\n{out}\n{}",
+            s.broker.log()
+        );
+    }
+}
+
+#[test]
+fn franz_go_produces_and_consumes_over_sasl_ssl_with_plain_and_scram_sha_512() {
+    let s = Secure::start();
+    librdkafka(
+        "scram_upsert",
+        &s.broker.bootstrap(),
+        "up-franz",
+        &[
+            "frank".into(),
+            "frank-secret".into(),
+            "SCRAM-SHA-512".into(),
+        ],
+        &s.broker,
+    );
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/go/bin/security");
+    assert!(
+        bin.exists(),
+        "{} missing: run scripts/install-clients",
+        bin.display()
+    );
+    for (mech, user, pw) in [
+        ("PLAIN", "alice", "alice-secret"),
+        ("SCRAM-SHA-512", "frank", "frank-secret"),
+    ] {
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "produce_consume",
+            &s.addr(s.sasl_ssl),
+            &format!("franz-{}", mech.to_lowercase()),
+            &s.pki.ca.display().to_string(),
+            mech,
+            user,
+            pw,
+        ]);
+        let (ok, out) = run_bounded(cmd, Duration::from_secs(60));
+        assert!(ok, "franz-go {mech}:\n{out}\n{}", s.broker.log());
+    }
+}
+
+/// Writes `bytes` to a fresh connection to `port` and reads until the broker closes it (or 10
+/// s pass); true when it closed.
+fn closed_after(port: u16, bytes: &[u8]) -> bool {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(12)))
+        .expect("timeout");
+    let _ = c.write_all(bytes);
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an alert or a response before the close
+            // Timed out: still open. Any other error: reset by the broker's close.
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+    false
+}
+
+/// A raw request frame: header v1/v2 as the API needs, then the body.
+fn frame<R: kafka_protocol::protocol::Encodable>(key: ApiKey, version: i16, body: &R) -> Vec<u8> {
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("hostile")))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+fn handshake(s: &mut TcpStream, mechanism: &'static str) -> SaslHandshakeResponse {
+    let body = request(
+        s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)),
+    );
+    SaslHandshakeResponse::decode(&mut body.clone(), 1).expect("handshake response")
+}
+
+fn authenticate(s: &mut TcpStream, token: &[u8]) -> SaslAuthenticateResponse {
+    let body = request(
+        s,
+        ApiKey::SaslAuthenticate,
+        2,
+        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token)),
+    );
+    SaslAuthenticateResponse::decode(&mut body.clone(), 2).expect("authenticate response")
+}
+
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn hostile_tls_and_sasl_input_closes_only_that_connection() {
+    let s = Secure::start();
+    let api_versions = frame(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    // A plaintext Kafka client on a TLS port: refused (an alert) and closed.
+    assert!(closed_after(s.ssl, &api_versions));
+    assert!(closed_after(s.sasl_ssl, &api_versions));
+    s.assert_serving();
+    // A TLS ClientHello on the plaintext port: closed, and the log says why.
+    let hello: Vec<u8> = {
+        let mut h = vec![
+            0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+        ];
+        h.extend_from_slice(&[0xab; 32]);
+        h
+    };
+    assert!(closed_after(s.broker.port, &hello));
+    assert!(closed_after(s.sasl_plain, &hello));
+    // A truncated ClientHello, then silence: closed by the handshake timeout.
+    let started = Instant::now();
+    assert!(closed_after(s.ssl, &hello[..20]));
+    assert!(started.elapsed() < Duration::from_secs(12));
+    // Garbage that is not TLS at all.
+    assert!(closed_after(s.sasl_ssl, &[0xff; 64]));
+    s.assert_serving();
+
+    // SASL_PLAINTEXT: anything but the SASL exchange before authentication closes.
+    let metadata = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(closed_after(s.sasl_plain, &metadata));
+    // An oversized request before authentication (sasl.server.max.receive.size).
+    let mut big = (600 * 1024i32).to_be_bytes().to_vec();
+    big.extend_from_slice(&[0u8; 1024]);
+    assert!(closed_after(s.sasl_plain, &big));
+    // An oversized SCRAM token within the limit: refused, answered, closed.
+    let mut c = TcpStream::connect(s.addr(s.sasl_plain)).expect("connect");
+    assert_eq!(handshake(&mut c, "SCRAM-SHA-512").error_code, 0);
+    let r = authenticate(&mut c, &vec![b'x'; 400 * 1024]);
+    assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(is_closed(&mut c));
+    // Malformed SCRAM messages.
+    for bad in [
+        &b"n,,n=carol"[..],
+        b"p=tls-server-end-point,,n=carol,r=abc",
+        b"\xff\xfe\xfd",
+        b"n,,n=a=b,r=abc",
+        b"",
+    ] {
+        let mut c = TcpStream::connect(s.addr(s.sasl_plain)).expect("connect");
+        assert_eq!(handshake(&mut c, "SCRAM-SHA-256").error_code, 0);
+        let r = authenticate(&mut c, bad);
+        assert_eq!(r.error_code, 58, "{bad:?}");
+        assert!(is_closed(&mut c), "{bad:?}");
+    }
+    // A mechanism not enabled: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then closed.
+    let mut c = TcpStream::connect(s.addr(s.sasl_plain)).expect("connect");
+    let r = handshake(&mut c, "GSSAPI");
+    assert_eq!(r.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+    assert_eq!(r.mechanisms.len(), 3);
+    assert!(is_closed(&mut c));
+    // A wrong PLAIN password: SASL_AUTHENTICATION_FAILED, and nothing else is served.
+    let mut c = TcpStream::connect(s.addr(s.sasl_plain)).expect("connect");
+    assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
+    let r = authenticate(&mut c, b"\0alice\0wrong");
+    assert_eq!(r.error_code, 58);
+    assert!(r.error_message.is_some());
+    assert!(is_closed(&mut c));
+    // The right one: then Metadata is served, with this listener's address.
+    let mut c = TcpStream::connect(s.addr(s.sasl_plain)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
+    assert_eq!(authenticate(&mut c, b"\0alice\0alice-secret").error_code, 0);
+    let body = request(&mut c, ApiKey::Metadata, 12, &MetadataRequest::default());
+    let md = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert_eq!(md.brokers.len(), 1);
+    assert_eq!(md.brokers[0].port, s.sasl_plain as i32);
+    // A second handshake after authentication: ILLEGAL_SASL_STATE, connection kept.
+    assert_eq!(handshake(&mut c, "PLAIN").error_code, 34);
+    let body = request(&mut c, ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(MetadataResponse::decode(&mut body.clone(), 12).is_ok());
+    s.assert_serving();
+    let log = s.broker.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(
+        log.contains("a TLS handshake on PLAINTEXT listener"),
+        "{log}"
+    );
+    assert!(log.contains("during SASL handshake"), "{log}");
+}
+
+#[test]
+fn bad_security_settings_stop_the_start_with_the_property_named() {
+    for (extra, expect) in [
+        (
+            vec!["listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:1".to_string()],
+            "ssl.keystore.location",
+        ),
+        (
+            vec!["listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:1".to_string()],
+            "sasl.enabled.mechanisms",
+        ),
+        (
+            vec!["listeners=PLAINTEXT://127.0.0.1:0,EXTERNAL://127.0.0.1:1".to_string()],
+            "listener.security.protocol.map",
+        ),
+    ] {
+        let dir = common::temp_data_dir();
+        let out = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--cores")
+            .arg("1")
+            .args(extra.iter().flat_map(|e| ["--set".to_string(), e.clone()]))
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} started");
+        assert!(text.contains(expect), "{extra:?}: {text}");
+    }
+}
+
+/// `kafka-acls` (AclCommand) with the admin's SASL settings; its output.
+fn kafka_acls(bootstrap: &str, admin_props: &Path, args: &[&str], broker: &Broker) -> String {
+    let mut all: Vec<String> = vec![
+        "--bootstrap-server".into(),
+        bootstrap.into(),
+        "--command-config".into(),
+        admin_props.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (ok, out) = java_tool("org.apache.kafka.tools.AclCommand", &all);
+    assert!(ok, "kafka-acls {args:?}:\n{out}\n{}", broker.log());
+    out
+}
+
+#[test]
+fn acls_allow_one_topic_and_deny_another_and_kafka_acls_changes_them_live() {
+    let sasl_plain = free_port();
+    let listeners =
+        format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_plain}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN",
+            &jaas,
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin",
+        ],
+    );
+    let bootstrap = format!("127.0.0.1:{sasl_plain}");
+    let who = |user: &str, pw: &str| {
+        kv(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", user),
+            ("sasl.password", pw),
+        ])
+    };
+    let admin = who("admin", "admin-secret");
+    let alice = who("alice", "alice-secret");
+    // The super user writes both topics (t-acl-a, t-acl-b).
+    for tag in ["acl-a", "acl-b"] {
+        librdkafka("produce_consume", &bootstrap, tag, &admin, &broker);
+    }
+    // No ACL yet: alice may read neither.
+    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("admin.properties");
+    std::fs::write(
+        &props,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=\
+         org.apache.kafka.common.security.plain.PlainLoginModule required \
+         username=\"admin\" password=\"admin-secret\";\n",
+    )
+    .expect("props");
+    let rule = [
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "t-acl-a",
+    ];
+    let mut add = vec!["--add"];
+    add.extend(rule);
+    kafka_acls(&bootstrap, &props, &add, &broker);
+    let listed = kafka_acls(
+        &bootstrap,
+        &props,
+        &["--list", "--topic", "t-acl-a"],
+        &broker,
+    );
+    assert!(
+        listed.contains("User:alice") && listed.contains("READ") && listed.contains("ALLOW"),
+        "{listed}"
+    );
+    // alice reads A, and gets TOPIC_AUTHORIZATION_FAILED for B.
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "acl-a",
+        &[vec!["20".to_string()], alice.clone()].concat(),
+        &broker,
+    );
+    librdkafka("consume_denied", &bootstrap, "acl-b", &alice, &broker);
+    // The ACLs survive a restart (kept durably), then the rule is removed live.
+    let mut broker = broker;
+    broker.kill9();
+    broker.restart();
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "acl-a",
+        &[vec!["20".to_string()], alice.clone()].concat(),
+        &broker,
+    );
+    let mut remove = vec!["--remove", "--force"];
+    remove.extend(rule);
+    kafka_acls(&bootstrap, &props, &remove, &broker);
+    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
+    let log = broker.log();
+    assert!(
+        log.contains("User:alice is Denied operation = DESCRIBE"),
+        "{log}"
+    );
+}
+
+/// Authenticates a raw connection on a SASL_PLAINTEXT port with PLAIN.
+fn plain_login(port: u16, user: &str, pw: &str) -> TcpStream {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(handshake(&mut c, "PLAIN").error_code, 0);
+    let token = format!("\0{user}\0{pw}");
+    assert_eq!(authenticate(&mut c, token.as_bytes()).error_code, 0);
+    c
+}
+
+#[test]
+fn every_checked_api_answers_its_authorization_error() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    let sasl_plain = free_port();
+    let listeners =
+        format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_plain}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let _broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN",
+            &jaas,
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin",
+            "auto.create.topics.enable=false",
+        ],
+    );
+    let topic = || TopicName(StrBytes::from_static_str("secret"));
+    let mut admin = plain_login(sasl_plain, "admin", "admin-secret");
+    let body = request(
+        &mut admin,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic())
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    );
+    let created = CreateTopicsResponse::decode(&mut body.clone(), 7).expect("create");
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+
+    let mut alice = plain_login(sasl_plain, "alice", "alice-secret");
+    // Produce: an empty v2 batch is enough, authorization comes first.
+    let body = request(
+        &mut alice,
+        ApiKey::Produce,
+        9,
+        &ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from_static(&[0u8; 61])))])]),
+    );
+    let p = ProduceResponse::decode(&mut body.clone(), 9).expect("produce");
+    assert_eq!(
+        p.responses[0].partition_responses[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let body = request(
+        &mut alice,
+        ApiKey::Fetch,
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic())
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20)])]),
+    );
+    let f = FetchResponse::decode(&mut body.clone(), 12).expect("fetch");
+    assert_eq!(
+        f.responses[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    let body = request(
+        &mut alice,
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic())
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]),
+    );
+    let l = ListOffsetsResponse::decode(&mut body.clone(), 7).expect("list offsets");
+    assert_eq!(
+        l.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    // Metadata: named → TOPIC_AUTHORIZATION_FAILED; all topics → left out.
+    let body = request(
+        &mut alice,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(topic())),
+        ])),
+    );
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert_eq!(m.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let everything = MetadataRequest::default().with_topics(None);
+    let body = request(&mut alice, ApiKey::Metadata, 12, &everything);
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert!(m.topics.is_empty(), "{:?}", m.topics);
+    // Groups: JoinGroup (READ) and OffsetFetch (DESCRIBE) → GROUP_AUTHORIZATION_FAILED.
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    let body = request(
+        &mut alice,
+        ApiKey::JoinGroup,
+        9,
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-secret")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer")),
+    );
+    let j = JoinGroupResponse::decode(&mut body.clone(), 9).expect("join");
+    assert_eq!(j.error_code, GROUP_AUTHORIZATION_FAILED);
+    let body = request(
+        &mut alice,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g-secret")))
+            .with_topics(None),
+    );
+    let o = OffsetFetchResponse::decode(&mut body.clone(), 7).expect("offset fetch");
+    assert_eq!(o.error_code, GROUP_AUTHORIZATION_FAILED);
+    // Cluster-level: ACLs and SCRAM credentials.
+    let body = request(
+        &mut alice,
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    let d = DescribeAclsResponse::decode(&mut body.clone(), 3).expect("describe acls");
+    assert_eq!(d.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let body = request(
+        &mut alice,
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    let d = DescribeUserScramCredentialsResponse::decode(&mut body.clone(), 0).expect("describe");
+    assert_eq!(d.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    // The super user is allowed all of it.
+    let body = request(&mut admin, ApiKey::Metadata, 12, &everything);
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    assert!(m.topics.iter().any(|t| t.error_code == 0), "{:?}", m.topics);
+    let body = request(
+        &mut admin,
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    let d = DescribeAclsResponse::decode(&mut body.clone(), 3).expect("describe acls");
+    assert_eq!(d.error_code, 0);
+}
+
+#[test]
+fn acl_requests_without_an_authorizer_answer_security_disabled() {
+    const SECURITY_DISABLED: i16 = 54;
+    let broker = Broker::start(1, &[]);
+    let mut c = TcpStream::connect(broker.bootstrap()).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let body = request(
+        &mut c,
+        ApiKey::CreateAcls,
+        3,
+        &CreateAclsRequest::default().with_creations(vec![
+            kafka_protocol::messages::create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:alice"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ]),
+    );
+    let r = CreateAclsResponse::decode(&mut body.clone(), 3).expect("create acls");
+    assert_eq!(r.results[0].error_code, SECURITY_DISABLED);
+}
