@@ -907,6 +907,70 @@ fn every_checked_api_answers_its_authorization_error() {
         l.topics[0].partitions[0].error_code,
         TOPIC_AUTHORIZATION_FAILED
     );
+    // Admin: CreateTopics needs CREATE (cluster or topic), DeleteTopics DELETE and
+    // CreatePartitions ALTER on the topic; nothing changes.
+    let body = request(
+        &mut alice,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("alice-new")))
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    );
+    let c = CreateTopicsResponse::decode(&mut body.clone(), 7).expect("create");
+    assert_eq!(c.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED, "{c:?}");
+    let body = request(
+        &mut alice,
+        ApiKey::DeleteTopics,
+        5,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic()])
+            .with_timeout_ms(10_000),
+    );
+    let d = DeleteTopicsResponse::decode(&mut body.clone(), 5).expect("delete");
+    assert_eq!(
+        d.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED,
+        "{d:?}"
+    );
+    let body = request(
+        &mut alice,
+        ApiKey::CreatePartitions,
+        3,
+        &CreatePartitionsRequest::default()
+            .with_topics(vec![
+                kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic())
+                    .with_count(4),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    let cp = CreatePartitionsResponse::decode(&mut body.clone(), 3).expect("create partitions");
+    assert_eq!(
+        cp.results[0].error_code, TOPIC_AUTHORIZATION_FAILED,
+        "{cp:?}"
+    );
+    let body = request(
+        &mut admin,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    );
+    let m = MetadataResponse::decode(&mut body.clone(), 12).expect("metadata");
+    let names: Vec<(String, usize)> = m
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert!(names.contains(&("secret".to_string(), 1)), "{names:?}");
+    assert!(!names.iter().any(|(n, _)| n == "alice-new"), "{names:?}");
     // Metadata: named → TOPIC_AUTHORIZATION_FAILED; all topics → left out.
     let body = request(
         &mut alice,

@@ -17,9 +17,12 @@ use super::Request;
 use crate::config::{topic_config_value, topic_log_config, TOPIC_CONFIGS};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::refusal::log_refusal;
 use crate::shard::controller::PartitionGrowth;
 use crate::shard::{AdminError, AdminOp, NewTopic};
+
+use super::metadata::may_create;
 
 fn code_and_message(
     r: &Result<(), AdminError>,
@@ -27,6 +30,33 @@ fn code_and_message(
     match r {
         Ok(()) => (ErrorCode::NONE, None),
         Err(e) => (e.code, Some(sb(&e.message))),
+    }
+}
+
+/// The answer for each item of a request, in request order: TOPIC_AUTHORIZATION_FAILED for a
+/// denied one, else `result(k)` for the k-th allowed one (only those went to the controller).
+fn with_denials(
+    allowed: &[bool],
+    result: impl Fn(usize) -> Result<(), AdminError>,
+) -> Vec<Result<(), AdminError>> {
+    let mut next = 0;
+    allowed
+        .iter()
+        .map(|&ok| {
+            if ok {
+                next += 1;
+                result(next - 1)
+            } else {
+                Err(topic_authorization_failed())
+            }
+        })
+        .collect()
+}
+
+fn topic_authorization_failed() -> AdminError {
+    AdminError {
+        code: ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+        message: "not authorized for this topic".into(),
     }
 }
 
@@ -70,18 +100,24 @@ pub async fn create_topics(
                 .collect(),
         })
         .collect();
+    let allowed: Vec<bool> = topics.iter().map(|t| may_create(rq, &t.name)).collect();
     let reply = shard
         .admin(AdminOp::CreateTopics {
-            topics: topics.clone(),
+            topics: topics
+                .iter()
+                .zip(&allowed)
+                .filter(|(_, &ok)| ok)
+                .map(|(t, _)| t.clone())
+                .collect(),
             validate_only: req.validate_only,
         })
         .await;
+    let answers = with_denials(&allowed, |k| reply.result(k));
     let meta = shard.metadata();
     let results = topics
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let r = reply.result(i);
+        .zip(answers)
+        .map(|(t, r)| {
             if let Err(e) = &r {
                 log_refusal(
                     rq.client_id,
@@ -167,22 +203,38 @@ pub async fn delete_topics(
             .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
+    // Kafka answers an unauthorized topic so whether it exists or not.
+    let allowed: Vec<bool> = wanted
+        .iter()
+        .map(|(n, _)| match n {
+            Some(n) => rq.authorized(AclOperation::Delete, ResourceType::Topic, n),
+            None => true,
+        })
+        .collect();
+    let names: Vec<String> = wanted
+        .iter()
+        .zip(&allowed)
+        .filter_map(|((n, _), &ok)| n.clone().filter(|_| ok))
+        .collect();
     let reply = shard.admin(AdminOp::DeleteTopics { names }).await;
-    let mut next = 0;
+    let resolved: Vec<bool> = wanted
+        .iter()
+        .zip(&allowed)
+        .map(|((n, _), &ok)| ok && n.is_some())
+        .collect();
+    let mut answers = with_denials(&resolved, |k| reply.result(k));
+    for ((n, _), (r, &ok)) in wanted.iter().zip(answers.iter_mut().zip(&allowed)) {
+        if ok && n.is_none() {
+            *r = Err(AdminError {
+                code: ErrorCode::UNKNOWN_TOPIC_ID,
+                message: "unknown topic id".into(),
+            });
+        }
+    }
     let responses = wanted
         .iter()
-        .map(|(name, id)| {
-            let r = match name {
-                Some(_) => {
-                    next += 1;
-                    reply.result(next - 1)
-                }
-                None => Err(AdminError {
-                    code: ErrorCode::UNKNOWN_TOPIC_ID,
-                    message: "unknown topic id".into(),
-                }),
-            };
+        .zip(answers)
+        .map(|((name, id), r)| {
             let (code, message) = code_and_message(&r);
             DeletableTopicResult::default()
                 .with_name(name.as_deref().map(|n| TopicName(sb(n))))
@@ -214,17 +266,26 @@ pub async fn create_partitions(
             (t.name.to_string(), t.count, assignments)
         })
         .collect();
+    let allowed: Vec<bool> = topics
+        .iter()
+        .map(|(name, _, _)| rq.authorized(AclOperation::Alter, ResourceType::Topic, name))
+        .collect();
     let reply = shard
         .admin(AdminOp::CreatePartitions {
-            topics: topics.clone(),
+            topics: topics
+                .iter()
+                .zip(&allowed)
+                .filter(|(_, &ok)| ok)
+                .map(|(t, _)| t.clone())
+                .collect(),
             validate_only: req.validate_only,
         })
         .await;
+    let answers = with_denials(&allowed, |k| reply.result(k));
     let results = topics
         .iter()
-        .enumerate()
-        .map(|(i, (name, _, _))| {
-            let r = reply.result(i);
+        .zip(answers)
+        .map(|((name, _, _), r)| {
             if let Err(e) = &r {
                 log_refusal(
                     rq.client_id,

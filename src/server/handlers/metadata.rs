@@ -123,7 +123,7 @@ fn controller_id(shard: &Shard, view: Option<&ClusterView>) -> i32 {
 pub(super) const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 /// Whether the principal may create topic `name` (CREATE on the cluster or on the topic).
-fn may_create(rq: &Request<'_>, name: &str) -> bool {
+pub(super) fn may_create(rq: &Request<'_>, name: &str) -> bool {
     !rq.session.authorizer.enabled
         || rq.authorized_quiet(AclOperation::Create, ResourceType::Cluster, CLUSTER_NAME)
         || rq.authorized(AclOperation::Create, ResourceType::Topic, name)
