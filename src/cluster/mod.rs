@@ -10,6 +10,8 @@
 //! - [`quorum`]: a quorum member on its own `quorum` thread; the handle the broker uses.
 //! - [`active`]: the active controller (the quorum leader): broker sessions, registration,
 //!   heartbeats, fencing, controlled shutdown, CreateTopics with placement.
+//! - [`interbroker`]: Kafka requests from one broker to another (transaction markers,
+//!   KIP-890 verification), on the control plane's runtime.
 //! - [`agent`]: the broker's side: registration, heartbeats, images, controlled shutdown.
 //! - [`node`]: one node's control plane started from its properties (what `serve` will call).
 //! - [`config`]: `process.roles`, `controller.quorum.voters`, listeners and the other identity
@@ -21,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod identity;
 pub mod image;
+pub mod interbroker;
 pub mod node;
 pub mod quorum;
 pub mod store;

@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 use super::active::ControllerSettings;
 use super::agent::{AgentConfig, AgentStatus, BrokerAgent, ControllerClient};
 use super::image::{ClusterImage, Endpoint};
+use super::interbroker::{InterBrokerError, PeerConnections};
 use super::quorum::{quorum_dir, Quorum, QuorumConfig, QuorumError};
 use super::store::RaftNodeId;
 use super::transport::{peer_addr, ControllerError, ControllerReply, RpcBody};
@@ -59,6 +60,7 @@ pub struct BrokerLink {
     nudge: Arc<tokio::sync::Notify>,
     images: watch::Receiver<Arc<ClusterImage>>,
     status: watch::Receiver<AgentStatus>,
+    peers: Arc<PeerConnections>,
 }
 
 impl BrokerLink {
@@ -93,6 +95,34 @@ impl BrokerLink {
             Err(ControllerError::Unavailable(
                 "the control plane has stopped".into(),
             ))
+        })
+    }
+}
+
+impl BrokerLink {
+    /// Sends a Kafka request (version `version`) to the broker at `host:port` and returns its
+    /// answer (see [`super::interbroker`]); runs on the control plane's runtime.
+    pub async fn call_broker<R>(
+        &self,
+        host: String,
+        port: u16,
+        version: i16,
+        req: R,
+    ) -> Result<R::Response, InterBrokerError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+        R::Response: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let (peers, node_id) = (self.peers.clone(), self.node_id);
+        self.runtime.spawn(async move {
+            let _ = tx.send(peers.call(node_id, &host, port, version, req).await);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(InterBrokerError::Io {
+                addr: String::new(),
+                reason: "the control plane has stopped".into(),
+            })
         })
     }
 }
@@ -164,6 +194,7 @@ impl ClusterNode {
                 nudge: agent.nudger(),
                 images: agent.images(),
                 status: agent.status(),
+                peers: Arc::default(),
             });
             Some(agent)
         } else {

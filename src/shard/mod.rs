@@ -13,6 +13,7 @@ pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
 mod txn;
+mod txn_cluster;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -32,6 +33,7 @@ use crate::storage::ShardStorage;
 pub use cluster::ClusterView;
 pub use controller::{AdminError, AdminOp, AdminReply, ConfigOp, NewTopic};
 pub use txn::{MarkerPart, ProducersResult};
+pub use txn_cluster::{marker_is_v2, MARKER_TRANSACTION_VERSION_TAG};
 
 /// The shard that owns a partition: a stable hash of the topic name plus the partition index,
 /// so ownership survives restarts and a topic's partitions spread round-robin over shards.

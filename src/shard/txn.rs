@@ -67,8 +67,8 @@ fn transactional_producer(part: &super::ProducePart) -> Option<(i64, i16)> {
 pub type ProducersResult = Result<Vec<crate::storage::ProducerDescription>, ErrorCode>;
 
 impl Shard {
-    /// Checks the transactional parts of a Produce with their coordinator before they are
-    /// appended (KIP-890): with `add` (Produce v12+, transactions v2) a partition not yet in
+    /// Checks the transactional parts of a Produce with their coordinator (on this broker or,
+    /// in a cluster, another) before they are appended (KIP-890): with `add` (Produce v12+, transactions v2) a partition not yet in
     /// the transaction is added to it; without, it must have been added (AddPartitionsToTxn)
     /// or the part is refused with INVALID_TXN_STATE. Returns each part's refusal, if any.
     pub async fn verify_transactional(
@@ -93,17 +93,15 @@ impl Shard {
                 .iter()
                 .map(|&i| (parts[i].topic.clone(), parts[i].partition))
                 .collect::<Vec<_>>();
-            let op = TxnOp::AddPartitions {
-                transactional_id: transactional_id.to_string(),
-                producer_id,
-                producer_epoch,
-                partitions,
-                verify_only: !add,
-            };
-            let codes = match self.txn(transactional_id, op).await {
-                Some(TxnReply::Partitions(c)) if c.len() == idx.len() => c,
-                _ => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; idx.len()],
-            };
+            let codes = self
+                .add_partitions_anywhere(
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    !add,
+                )
+                .await;
             for (i, code) in idx.into_iter().zip(codes) {
                 if !code.is_none() {
                     // Kafka answers a produce of a fenced epoch with INVALID_PRODUCER_EPOCH.
@@ -133,7 +131,7 @@ impl Shard {
     }
 
     /// The partition count of `__transaction_state`: as created, else as configured.
-    fn txn_state_partitions(&self) -> i32 {
+    pub(super) fn txn_state_partitions(&self) -> i32 {
         self.metadata()
             .topics
             .get(TRANSACTION_STATE_TOPIC)
@@ -203,10 +201,15 @@ impl Shard {
 
     /// Sends a request to a transactional id's coordinator shard (creating
     /// `__transaction_state` first if needed); `None` when it could not be answered.
+    /// In a cluster, a broker that does not lead the id's `__transaction_state` partition
+    /// answers NOT_COORDINATOR (the client looks the coordinator up again).
     pub async fn txn(self: &Rc<Self>, transactional_id: &str, op: TxnOp) -> Option<TxnReply> {
         if let Err(e) = self.ensure_txn_topic().await {
             tracing::warn!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
             return None;
+        }
+        if !self.coordinates_txn(transactional_id) {
+            return Some(op.refused(ErrorCode::NOT_COORDINATOR));
         }
         let (reply, rx) = oneshot::channel();
         self.send(
@@ -246,8 +249,20 @@ impl Shard {
 
     /// On the coordinator shard: handles a routed transaction request, answers it, and
     /// starts writing the markers it decided.
+    /// In a cluster the id's state partition is replayed first if this broker has just
+    /// become its leader (COORDINATOR_LOAD_IN_PROGRESS meanwhile).
     pub(super) async fn serve_txn(self: &Rc<Self>, op: TxnOp, reply: oneshot::Sender<TxnReply>) {
         self.txns.set_partitions(self.txn_state_partitions());
+        if let Some(id) = op.transactional_id().filter(|_| self.cluster.is_some()) {
+            if !self.coordinates_txn(id) {
+                let _ = reply.send(op.refused(ErrorCode::NOT_COORDINATOR));
+                return;
+            }
+            if !self.ensure_txn_loaded(self.txns.partition_of(id)).await {
+                let _ = reply.send(op.refused(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS));
+                return;
+            }
+        }
         let (answer, jobs) = self.txns.handle(op).await;
         let _ = reply.send(answer);
         for job in jobs {
@@ -256,7 +271,7 @@ impl Shard {
     }
 
     /// Writes a decided transaction's markers in the background, then completes it.
-    fn spawn_markers(self: &Rc<Self>, job: MarkerJob) {
+    pub(super) fn spawn_markers(self: &Rc<Self>, job: MarkerJob) {
         let me = self.clone();
         glommio::spawn_local(async move { me.run_markers(job).await }).detach();
     }
@@ -267,6 +282,8 @@ impl Shard {
     async fn run_markers(self: &Rc<Self>, job: MarkerJob) {
         let mut left: Vec<(String, i32)> = job.partitions.clone();
         for attempt in 0..MARKER_ATTEMPTS_MAX {
+            let coordinator_epoch =
+                self.coordinator_epoch(self.txns.partition_of(&job.transactional_id));
             let parts: Vec<MarkerPart> = left
                 .iter()
                 .map(|(topic, partition)| MarkerPart {
@@ -275,11 +292,11 @@ impl Shard {
                     producer_id: job.producer_id,
                     producer_epoch: job.producer_epoch,
                     commit: job.commit,
-                    coordinator_epoch: 0,
+                    coordinator_epoch,
                     transaction_v2: job.v2,
                 })
                 .collect();
-            let codes = self.write_markers(parts).await;
+            let codes = self.write_markers_anywhere(parts).await;
             let mut failed = Vec::new();
             for ((topic, partition), code) in left.into_iter().zip(codes) {
                 if code == ErrorCode::NONE || code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
@@ -308,7 +325,29 @@ impl Shard {
 
     /// Appends one marker per part on the partition's owner, durably; codes in part order
     /// (WriteTxnMarkers, and the coordinator's own markers).
+    /// In a cluster only the partitions this broker leads are written; the others are
+    /// NOT_LEADER_OR_FOLLOWER.
     pub async fn write_markers(self: &Rc<Self>, parts: Vec<MarkerPart>) -> Vec<ErrorCode> {
+        let Some(view) = self.cluster_view() else {
+            return self.markers_on_owners(parts).await;
+        };
+        let mut out = vec![ErrorCode::NOT_LEADER_OR_FOLLOWER; parts.len()];
+        let (idx, led): (Vec<usize>, Vec<MarkerPart>) = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, m)| view.leads(&m.topic, m.partition))
+            .unzip();
+        for (i, code) in idx.into_iter().zip(self.markers_on_owners(led).await) {
+            out[i] = code;
+        }
+        out
+    }
+
+    /// Sends each marker to its partition's owner shard; codes in part order.
+    async fn markers_on_owners(self: &Rc<Self>, parts: Vec<MarkerPart>) -> Vec<ErrorCode> {
+        if parts.is_empty() {
+            return Vec::new();
+        }
         self.scatter(
             parts,
             |p| (&p.topic, p.partition),
@@ -369,7 +408,10 @@ impl Shard {
 
     /// Every ~100 ms tick: aborts the transactions past their timeout, at most once per
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    /// In a cluster every tick also follows the leadership of the owned
+    /// `__transaction_state` partitions (replayed when led, forgotten when not).
     pub async fn tick_transactions(self: &Rc<Self>, ticks: u64, tick_ms: u64) {
+        self.follow_txn_leadership().await;
         let every = (self.config.txn.abort_check_interval_ms / tick_ms.max(1)).max(1);
         if ticks % every != 0 {
             return;
@@ -380,7 +422,12 @@ impl Shard {
     }
 
     /// At start: replays the `__transaction_state` partitions this shard owns.
+    /// In a cluster nothing is replayed here: a partition is replayed when this broker
+    /// leads it (`follow_txn_leadership`).
     pub async fn replay_transactions(self: &Rc<Self>) -> Result<(), String> {
+        if self.cluster.is_some() {
+            return Ok(());
+        }
         let meta = self.metadata();
         let Some(topic) = meta.topics.get(TRANSACTION_STATE_TOPIC) else {
             return Ok(());
@@ -388,10 +435,10 @@ impl Shard {
         self.txns.set_partitions(topic.partitions);
         for p in 0..topic.partitions {
             if self.owner_of(TRANSACTION_STATE_TOPIC, p) == self.id {
-                let n = self
-                    .txns
-                    .replay(p)
-                    .await
+                self.txns.begin_load(p);
+                let replayed = self.txns.replay(p).await;
+                self.txns.end_load(p, replayed.is_ok());
+                let n = replayed
                     .map_err(|e| format!("replaying {TRANSACTION_STATE_TOPIC}-{p}: {e}"))?;
                 if n > 0 {
                     tracing::info!(
@@ -409,6 +456,7 @@ impl Shard {
     /// Once every shard has replayed (groups included): resumes the markers of every
     /// transaction found decided but not complete.
     pub fn resume_markers(self: &Rc<Self>) {
+        self.txns.set_serving();
         for job in self.txns.pending_jobs() {
             tracing::info!(transactional_id = %job.transactional_id, commit = job.commit, "resuming the markers of a decided transaction");
             self.spawn_markers(job);

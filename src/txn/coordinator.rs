@@ -116,6 +116,61 @@ pub enum TxnOp {
     },
 }
 
+impl TxnOp {
+    /// The answer refusing this request as a whole with `code` (e.g. NOT_COORDINATOR when
+    /// this broker does not lead the id's `__transaction_state` partition).
+    pub fn refused(&self, code: ErrorCode) -> TxnReply {
+        match self {
+            TxnOp::InitProducerId { .. } => TxnReply::InitProducerId {
+                error_code: code,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+            TxnOp::AddPartitions { partitions, .. } => {
+                TxnReply::Partitions(vec![code; partitions.len()])
+            }
+            TxnOp::EndTxn { .. } => TxnReply::Ended {
+                error_code: code,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+            TxnOp::Describe(ids) => TxnReply::Described(
+                ids.iter()
+                    .map(|id| DescribedTxn {
+                        error_code: code,
+                        transactional_id: id.clone(),
+                        state: "",
+                        timeout_ms: 0,
+                        start_ms: -1,
+                        producer_id: -1,
+                        producer_epoch: -1,
+                        partitions: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            TxnOp::List { .. } => TxnReply::Listed(Vec::new()),
+        }
+    }
+
+    /// The transactional id the request is about (`None` for List, and for a Describe of
+    /// several ids).
+    pub fn transactional_id(&self) -> Option<&str> {
+        match self {
+            TxnOp::InitProducerId {
+                transactional_id, ..
+            }
+            | TxnOp::AddPartitions {
+                transactional_id, ..
+            }
+            | TxnOp::EndTxn {
+                transactional_id, ..
+            } => Some(transactional_id),
+            TxnOp::Describe(ids) if ids.len() == 1 => ids.first().map(String::as_str),
+            TxnOp::Describe(_) | TxnOp::List { .. } => None,
+        }
+    }
+}
+
 /// One id as DescribeTransactions reports it.
 #[derive(Clone, Debug)]
 pub struct DescribedTxn {
@@ -192,6 +247,13 @@ pub struct Coordinator {
     partitions: Cell<i32>,
     storage: Rc<ShardStorage>,
     txns: RefCell<HashMap<String, TxnMeta>>,
+    /// The `__transaction_state` partitions replayed into `txns` (in a cluster: those this
+    /// broker leads; their ids are served, the others' are not held).
+    loaded: RefCell<BTreeSet<i32>>,
+    /// Partitions being replayed now (in a cluster, on becoming their leader).
+    loading: RefCell<BTreeSet<i32>>,
+    /// Markers may be sent (every shard has started).
+    serving: Cell<bool>,
 }
 
 fn now_ms() -> i64 {
@@ -208,7 +270,51 @@ impl Coordinator {
             config,
             storage,
             txns: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(BTreeSet::new()),
+            loading: RefCell::new(BTreeSet::new()),
+            serving: Cell::new(false),
         })
+    }
+
+    /// Whether `partition` was replayed and its ids are served here.
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.loaded.borrow().contains(&partition)
+    }
+
+    /// Claims the replay of `partition`: false when it is loaded or being loaded already.
+    /// The claim ends with [`Coordinator::end_load`].
+    pub fn begin_load(&self, partition: i32) -> bool {
+        !self.is_loaded(partition) && self.loading.borrow_mut().insert(partition)
+    }
+
+    /// Ends a claimed replay; `loaded` says whether it succeeded.
+    pub fn end_load(&self, partition: i32, loaded: bool) {
+        self.loading.borrow_mut().remove(&partition);
+        if loaded {
+            self.loaded.borrow_mut().insert(partition);
+        }
+    }
+
+    /// Forgets the ids of `partition` (its leadership moved to another broker, whose
+    /// coordinator replays it); returns how many were held. Their marker jobs in flight
+    /// complete nothing here (the id is gone).
+    pub fn unload(&self, partition: i32) -> usize {
+        self.loaded.borrow_mut().remove(&partition);
+        let n = self.partitions.get();
+        let mut txns = self.txns.borrow_mut();
+        let before = txns.len();
+        txns.retain(|id, _| state_partition(id, n) != partition);
+        before - txns.len()
+    }
+
+    /// Marks the coordinator as serving: every shard has started, markers may go out.
+    pub fn set_serving(&self) {
+        self.serving.set(true);
+    }
+
+    /// Whether every shard has started (markers may go out).
+    pub fn serving(&self) -> bool {
+        self.serving.get()
     }
 
     /// The settings.

@@ -22,9 +22,9 @@ use crate::security::acl::{AclOperation, ResourceType};
 /// Answers FindCoordinator v0–v4 for groups (key type 0) and transactional ids (key type
 /// 1). On one node this broker coordinates both (the shard inside it is chosen per request;
 /// the first transactional lookup creates `__transaction_state`, as in Kafka). In a cluster a
-/// group's coordinator is the leader of its `__consumer_offsets` partition (the topic is
-/// created on the first lookup, as Kafka does); transactions are refused there until their
-/// markers can reach partitions on other brokers.
+/// group's coordinator is the leader of its `__consumer_offsets` partition, a transactional
+/// id's the leader of its `__transaction_state` partition (each topic is created through the
+/// controller on the first lookup, as Kafka does).
 pub async fn find_coordinator(
     rq: &Request<'_>,
     req: FindCoordinatorRequest,
@@ -36,13 +36,6 @@ pub async fn find_coordinator(
                 crate::shard::cluster::ensure_offsets_topic(shard).await;
             }
             None
-        }
-        1 if shard.cluster.is_some() => {
-            super::super::refusal::log_refusal(rq.client_id, "FindCoordinator", &NO_TXN_IN_CLUSTER);
-            Some((
-                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                NO_TXN_IN_CLUSTER.to_string(),
-            ))
         }
         1 => match shard.ensure_txn_topic().await {
             Ok(()) => None,
@@ -66,7 +59,12 @@ pub async fn find_coordinator(
         .iter()
         .map(|k| match &refused {
             Some((code, message)) => Coordinated::refused(*code, message),
-            None => coordinator_of(shard, k.as_str(), &rq.session.listener.advertised),
+            None => coordinator_of(
+                shard,
+                req.key_type == 1,
+                k.as_str(),
+                &rq.session.listener.advertised,
+            ),
         })
         .collect();
     let resp = if version >= 4 {
@@ -102,13 +100,6 @@ pub async fn find_coordinator(
     Ok(resp)
 }
 
-/// Why a transactional id finds no coordinator in a multi-node cluster. Sent with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients treat as fatal (no endless lookups).
-pub(crate) const NO_TXN_IN_CLUSTER: &str =
-    "transactions are not supported in a multi-node cluster yet \
-     (their markers cannot reach partitions led by other brokers); use an idempotent producer \
-     without transactional.id";
-
 /// One FindCoordinator answer.
 struct Coordinated {
     code: ErrorCode,
@@ -130,13 +121,14 @@ impl Coordinated {
     }
 }
 
-/// The coordinator of `group` (or of a transactional id on one node): this broker on one
-/// node (at `advertised`, the address of the listener the request came in on); in a cluster
-/// the leader of the group's `__consumer_offsets` partition, or COORDINATOR_NOT_AVAILABLE
-/// while it has none.
+/// The coordinator of a group (or with `transaction`, of a transactional id): this broker on
+/// one node (at `advertised`, the address of the listener the request came in on); in a
+/// cluster the leader of the key's `__consumer_offsets` (`__transaction_state`) partition, or
+/// COORDINATOR_NOT_AVAILABLE while it has none.
 fn coordinator_of(
     shard: &crate::shard::Shard,
-    group: &str,
+    transaction: bool,
+    key: &str,
     advertised: &(String, u16),
 ) -> Coordinated {
     let Some(view) = shard.cluster_view() else {
@@ -149,11 +141,14 @@ fn coordinator_of(
             port: port as i32,
         };
     };
-    let partition = shard.groups.partition_of(group);
-    let leader = view
-        .partition(crate::group::OFFSETS_TOPIC, partition)
-        .map(|p| p.leader);
-    match leader.and_then(|l| view.endpoint(l).map(|e| (l, e))) {
+    let found = if transaction {
+        shard.txn_coordinator_node(key)
+    } else {
+        let partition = shard.groups.partition_of(key);
+        view.partition(crate::group::OFFSETS_TOPIC, partition)
+            .and_then(|p| view.endpoint(p.leader).map(|e| (p.leader, e)))
+    };
+    match found {
         Some((node, (host, port))) => Coordinated {
             code: ErrorCode::NONE,
             message: None,
@@ -163,7 +158,7 @@ fn coordinator_of(
         },
         None => Coordinated::refused(
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            "the group's coordinator partition has no leader now",
+            "the coordinator's partition has no leader now",
         ),
     }
 }

@@ -58,15 +58,16 @@ async fn transactional(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    // As FindCoordinator: no transactions in a multi-node cluster yet (a client asking here
-    // without a lookup gets the same fatal answer).
+    // In a cluster a broker that does not coordinate the id answers NOT_COORDINATOR before
+    // a producer id is spent on it (the client looks the coordinator up again).
     if rq.shard.cluster.is_some() {
-        super::super::refusal::log_refusal(
-            rq.client_id,
-            "InitProducerId",
-            &super::groups::NO_TXN_IN_CLUSTER,
-        );
-        return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        if let Err(e) = rq.shard.ensure_txn_topic().await {
+            tracing::warn!(error = %e, "cannot create __transaction_state");
+            return failed(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        if !rq.shard.coordinates_txn(id) {
+            return failed(ErrorCode::NOT_COORDINATOR);
+        }
     }
     // A fresh id in case the transactional id is new (or its epoch is exhausted).
     let fresh = match rq.shard.allocate_producer_id().await {

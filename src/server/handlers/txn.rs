@@ -250,18 +250,21 @@ pub async fn txn_offset_commit(
     let group = req.group_id.to_string();
     let n = offsets.len();
     // Transactions v2 (v5+): no AddOffsetsToTxn before; the offsets partition is added here.
+    // In a cluster the transaction's coordinator may be another broker (asked with
+    // AddPartitionsToTxn v5, as Kafka's group coordinator does).
     let added = if rq.version >= 5 && n > 0 {
-        let op = TxnOp::AddPartitions {
-            transactional_id: req.transactional_id.to_string(),
-            producer_id: req.producer_id.0,
-            producer_epoch: req.producer_epoch,
-            partitions: vec![(OFFSETS_TOPIC.to_string(), shard.groups.partition_of(&group))],
-            verify_only: false,
-        };
-        match shard.txn(req.transactional_id.as_str(), op).await {
-            Some(TxnReply::Partitions(c)) => c.first().copied().unwrap_or(ErrorCode::NONE),
-            _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
-        }
+        shard
+            .add_partitions_anywhere(
+                req.transactional_id.as_str(),
+                req.producer_id.0,
+                req.producer_epoch,
+                vec![(OFFSETS_TOPIC.to_string(), shard.groups.partition_of(&group))],
+                false,
+            )
+            .await
+            .first()
+            .copied()
+            .unwrap_or(ErrorCode::NONE)
     } else {
         ErrorCode::NONE
     };
@@ -353,7 +356,8 @@ pub async fn end_txn(
 }
 
 /// Answers WriteTxnMarkers v1: each marker is a control batch appended (durably) to each of
-/// its partitions.
+/// its partitions (in a cluster: those this broker leads; the others are
+/// NOT_LEADER_OR_FOLLOWER, and the coordinator retries them at their leader).
 pub async fn write_txn_markers(
     rq: &Request<'_>,
     req: WriteTxnMarkersRequest,
@@ -372,8 +376,9 @@ pub async fn write_txn_markers(
                     commit: m.transaction_result,
                     coordinator_epoch: m.coordinator_epoch,
                     // WriteTxnMarkers v1 carries no transaction version: not strict, as
-                    // Kafka's admin abort (`kafka-transactions abort`).
-                    transaction_v2: false,
+                    // Kafka's admin abort (`kafka-transactions abort`), unless a shardlog
+                    // coordinator tagged it as the end of a transactions-v2 transaction.
+                    transaction_v2: crate::shard::marker_is_v2(m),
                 });
             }
         }
