@@ -50,6 +50,8 @@ pub fn load_args(
 }
 
 /// A loopback port that was free a moment ago.
+pub mod cluster;
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
     l.local_addr().expect("local addr").port()
