@@ -25,8 +25,9 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Attempts at writing one transaction's markers before the job is left to the next start
-/// (each failed round waits `MARKER_RETRY_BACKOFF_MS`).
+/// Attempts at writing one transaction's markers before the job is left to the next load of
+/// its state partition (a restart; in a cluster also a new leadership), each failed round
+/// waiting `MARKER_RETRY_BACKOFF_MS`: 60 s in all.
 const MARKER_ATTEMPTS_MAX: u32 = 600;
 /// Pause between two rounds of markers for the partitions that failed.
 const MARKER_RETRY_BACKOFF_MS: u64 = 100;
@@ -320,7 +321,7 @@ impl Shard {
             left = failed;
             glommio::timer::sleep(Duration::from_millis(MARKER_RETRY_BACKOFF_MS)).await;
         }
-        tracing::error!(transactional_id = %job.transactional_id, "markers not written after {MARKER_ATTEMPTS_MAX} attempts; the transaction stays in its Prepare state until the next start");
+        tracing::error!(transactional_id = %job.transactional_id, "markers not written after {MARKER_ATTEMPTS_MAX} attempts; the transaction stays in its Prepare state until its state partition is loaded again (next start, or next leadership)");
     }
 
     /// Appends one marker per part on the partition's owner, durably; codes in part order
