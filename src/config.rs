@@ -494,6 +494,22 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "transactional.id.expiration.ms",
+        help: "A transactional id with no transaction in progress and no state change for this long is forgotten (a tombstone in __transaction_state; its next InitProducerId starts afresh). Default 604800000 (7 days).",
+        apply: |c, v| {
+            c.txn.id_expiration_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
+        name: "transaction.remove.expired.transaction.cleanup.interval.ms",
+        help: "How often transactional ids are checked against transactional.id.expiration.ms. Default 3600000.",
+        apply: |c, v| {
+            c.txn.remove_expired_interval_ms = parse_positive(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "offsets.topic.segment.bytes",
         help: "Segment size of __consumer_offsets when it is created (it is compacted: old commits go from rolled segments). Default 104857600.",
         apply: |c, v| {

@@ -638,3 +638,64 @@ fn transactions_v2_add_by_produce_and_bump_the_epoch_per_transaction() {
         (pid, i32::from(e0) + 1, 2)
     );
 }
+
+/// DescribeTransactions' error code for `id` (TRANSACTIONAL_ID_NOT_FOUND once forgotten).
+fn describe_code(c: &mut TcpStream, id: &str) -> ErrorCode {
+    let req =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+    let resp: DescribeTransactionsResponse = call(c, ApiKey::DescribeTransactions, 0, &req);
+    code(resp.transaction_states[0].error_code)
+}
+
+/// `transactional.id.expiration.ms`: an id with no transaction in progress is forgotten once
+/// it had no state change for that long (its tombstone survives a kill -9), one with a
+/// transaction in progress is kept, and a forgotten id starts afresh.
+#[test]
+fn idle_transactional_ids_expire_and_stay_expired_after_kill9() {
+    let mut b = Broker::start(
+        1,
+        &[
+            "transactional.id.expiration.ms=1500",
+            "transaction.remove.expired.transaction.cleanup.interval.ms=200",
+        ],
+    );
+    let mut c = connect(&b);
+    create_topic(&mut c, "t-exp", 1);
+    let old = init_producer_id(&mut c, "tx-idle", 10_000);
+    assert_eq!(code(old.error_code), ErrorCode::NONE);
+    let busy = init_producer_id(&mut c, "tx-busy", 60_000);
+    assert_eq!(code(busy.error_code), ErrorCode::NONE);
+    assert_eq!(
+        add_partitions(
+            &mut c,
+            3,
+            "tx-busy",
+            busy.producer_id.0,
+            busy.producer_epoch,
+            "t-exp"
+        ),
+        ErrorCode::NONE
+    );
+    assert_eq!(describe_code(&mut c, "tx-idle"), ErrorCode::NONE);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while describe_code(&mut c, "tx-idle") != ErrorCode::TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(Instant::now() < deadline, "tx-idle never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The ongoing transaction is older than the expiration too, and kept.
+    assert_eq!(describe_txn(&mut c, "tx-busy"), ("Ongoing".to_string(), 1));
+    drop(c);
+    b.kill9();
+    b.restart();
+    let mut c = connect(&b);
+    assert_eq!(
+        describe_code(&mut c, "tx-idle"),
+        ErrorCode::TRANSACTIONAL_ID_NOT_FOUND,
+        "the tombstone was replayed"
+    );
+    assert_eq!(describe_txn(&mut c, "tx-busy"), ("Ongoing".to_string(), 1));
+    let again = init_producer_id(&mut c, "tx-idle", 10_000);
+    assert_eq!(code(again.error_code), ErrorCode::NONE);
+    assert_eq!(again.producer_epoch, 0, "a forgotten id starts afresh");
+    assert_ne!(again.producer_id, old.producer_id);
+}

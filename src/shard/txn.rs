@@ -408,11 +408,17 @@ impl Shard {
     }
 
     /// Every ~100 ms tick: aborts the transactions past their timeout, at most once per
-    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, and forgets the ids past
+    /// `transactional.id.expiration.ms` once per
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     /// In a cluster every tick also follows the leadership of the owned
     /// `__transaction_state` partitions (replayed when led, forgotten when not).
     pub async fn tick_transactions(self: &Rc<Self>, ticks: u64, tick_ms: u64) {
         self.follow_txn_leadership().await;
+        let expiry_every = (self.config.txn.remove_expired_interval_ms / tick_ms.max(1)).max(1);
+        if ticks % expiry_every == 0 && ticks > 0 {
+            self.txns.expire_ids(now_ms()).await;
+        }
         let every = (self.config.txn.abort_check_interval_ms / tick_ms.max(1)).max(1);
         if ticks % every != 0 {
             return;

@@ -445,6 +445,18 @@ impl Coordinator {
 
     /// Appends one state record durably to the id's partition.
     async fn persist(&self, partition: i32, id: &str, t: &StoredTxn) -> Result<(), StorageError> {
+        self.persist_value(partition, id, Some(encode_value(t)), t.last_update_ms)
+            .await
+    }
+
+    /// Appends the id's record (`None`: its tombstone) durably, stamped `timestamp_ms`.
+    async fn persist_value(
+        &self,
+        partition: i32,
+        id: &str,
+        value: Option<bytes::Bytes>,
+        timestamp_ms: i64,
+    ) -> Result<(), StorageError> {
         let record = Record {
             transactional: false,
             control: false,
@@ -455,9 +467,9 @@ impl Coordinator {
             timestamp_type: TimestampType::Creation,
             offset: 0,
             sequence: -1,
-            timestamp: t.last_update_ms,
+            timestamp: timestamp_ms,
             key: Some(encode_key(id)),
-            value: Some(encode_value(t)),
+            value,
             headers: Default::default(),
         };
         let mut buf = BytesMut::new();
@@ -917,6 +929,49 @@ impl Coordinator {
             }
         }
         jobs
+    }
+
+    /// Forgets the ids past `transactional.id.expiration.ms` (Kafka's
+    /// `removeExpiredTransactionalIds`): those with no transaction in progress (Empty,
+    /// CompleteCommit, CompleteAbort) whose last state change is older than that. Each gets
+    /// its tombstone in `__transaction_state` (state Dead, compacted away), durably, before
+    /// it is removed. Returns how many were removed.
+    pub async fn expire_ids(&self, now_ms: i64) -> usize {
+        let expiration_ms = self.config.id_expiration_ms;
+        let due: Vec<String> = {
+            let mut txns = self.txns.borrow_mut();
+            txns.iter_mut()
+                .filter(|(_, m)| {
+                    matches!(
+                        m.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    ) && !m.pending
+                        && now_ms.saturating_sub(m.last_update_ms) > expiration_ms
+                })
+                .map(|(id, m)| {
+                    m.pending = true;
+                    id.clone()
+                })
+                .collect()
+        };
+        let mut removed = 0;
+        for id in due {
+            let partition = self.partition_of(&id);
+            match self.persist_value(partition, &id, None, now_ms).await {
+                Ok(()) => {
+                    self.txns.borrow_mut().remove(&id);
+                    removed += 1;
+                    tracing::info!(transactional_id = %id, "transactional id expired");
+                }
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "expiration not durable; kept");
+                    if let Some(m) = self.txns.borrow_mut().get_mut(&id) {
+                        m.pending = false;
+                    }
+                }
+            }
+        }
+        removed
     }
 
     fn describe(&self, ids: Vec<String>) -> Vec<DescribedTxn> {

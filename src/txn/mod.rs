@@ -33,6 +33,13 @@ pub struct TxnConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often ongoing
     /// transactions are checked for their timeout (default 10000).
     pub abort_check_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id whose transaction is complete (or
+    /// that never began one) and that had no state change for this long is forgotten (a
+    /// tombstone in `__transaction_state`; default 604800000, 7 days).
+    pub id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often ids are
+    /// checked for expiration (default 3600000).
+    pub remove_expired_interval_ms: u64,
     /// The `transaction.version` feature level finalized in ApiVersions (Kafka's feature,
     /// set there with `kafka-features`): 2 (default) lets clients use transactions v2
     /// (KIP-890), 1 keeps them on v1.
@@ -45,6 +52,8 @@ impl Default for TxnConfig {
             state_partitions: 50,
             max_timeout_ms: 900_000,
             abort_check_interval_ms: 10_000,
+            id_expiration_ms: 604_800_000,
+            remove_expired_interval_ms: 3_600_000,
             transaction_version: 2,
         }
     }
