@@ -165,7 +165,13 @@ fn values(topic_partitions: i32, prefix: &str, per: usize) -> BTreeSet<String> {
 
 /// Every value of `topic` read with the isolation level, until `want` values came or
 /// nothing new arrived for 2 s (at most 40 s). Duplicates are kept (and checked by callers).
-fn read(bootstrap: &str, topic: &str, partitions: i32, isolation: &str, want: usize) -> Vec<String> {
+fn read(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    want: usize,
+) -> Vec<String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "reader")
@@ -268,9 +274,12 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
         3,
         &["transaction.abort.timed.out.transaction.cleanup.interval.ms=500"],
     );
-    wait_for("three brokers in Metadata on every node", 60, &nodes, || {
-        nodes.iter().all(|n| brokers(n.port) == 3)
-    });
+    wait_for(
+        "three brokers in Metadata on every node",
+        60,
+        &nodes,
+        || nodes.iter().all(|n| brokers(n.port) == 3),
+    );
     let boot = bootstrap(&nodes);
     let topic = "txc";
     create_topic(&nodes, topic, 3);
@@ -354,18 +363,28 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     drop(p); // the client goes away too: only the timeout can end its transaction
     let survivor = nodes[(victim + 1) % 3].port;
     // A restart is accepted once the old session has run out (the broker is fenced).
-    wait_for("the killed broker fenced", 30, &nodes, || brokers(survivor) == 2);
-    nodes[victim].spawn();
-    wait_for("the restarted coordinator serving again", 60, &nodes, || {
-        txn_coordinator(survivor, id) == Some(coordinator)
-            && leaders(survivor, topic).iter().all(|&l| l > 0)
+    wait_for("the killed broker fenced", 30, &nodes, || {
+        brokers(survivor) == 2
     });
+    nodes[victim].spawn();
+    wait_for(
+        "the restarted coordinator serving again",
+        60,
+        &nodes,
+        || {
+            txn_coordinator(survivor, id) == Some(coordinator)
+                && leaders(survivor, topic).iter().all(|&l| l > 0)
+        },
+    );
     // Its state was replayed: the open transaction times out and is aborted on every
     // partition (markers to the other brokers), and the abort is recorded complete.
     let port = nodes[victim].port;
-    wait_for("the open transaction aborted by its timeout", 60, &nodes, || {
-        txn_state(port, id).as_deref() == Some("CompleteAbort")
-    });
+    wait_for(
+        "the open transaction aborted by its timeout",
+        60,
+        &nodes,
+        || txn_state(port, id).as_deref() == Some("CompleteAbort"),
+    );
     for part in 0..3 {
         let leader = leaders(survivor, topic)[part as usize];
         let lport = nodes[leader as usize - 1].port;
@@ -377,7 +396,11 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     }
     committed.extend(values(3, "k1-", 3));
     let got = read(&boot, topic, 3, "read_committed", committed.len());
-    assert_exactly(&got, &committed, "read_committed after the coordinator's kill -9");
+    assert_exactly(
+        &got,
+        &committed,
+        "read_committed after the coordinator's kill -9",
+    );
     // The id carries on with a new producer.
     let p = producer(&boot, id, 6000);
     p.init_transactions(Duration::from_secs(30))

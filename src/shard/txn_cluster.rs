@@ -395,8 +395,8 @@ mod tests {
         assert_eq!(req.markers[0].topics[0].partition_indexes, vec![0, 1]);
         let mut buf = bytes::BytesMut::new();
         req.encode(&mut buf, MARKERS_VERSION).expect("encodes");
-        let back = WriteTxnMarkersRequest::decode(&mut buf.freeze(), MARKERS_VERSION)
-            .expect("decodes");
+        let back =
+            WriteTxnMarkersRequest::decode(&mut buf.freeze(), MARKERS_VERSION).expect("decodes");
         assert!(marker_is_v2(&back.markers[0]));
         assert_eq!(back.markers[0].coordinator_epoch, 2);
         let v1 = markers_request([part("a", 0, false)].iter());
