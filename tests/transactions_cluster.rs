@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_combined, wait_for, Node};
+use common::cluster::{log_tails, start_combined, wait_for, Node};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -250,22 +250,6 @@ fn java_txn(bootstrap: &str, tag: &str) -> Result<(), String> {
     }
 }
 
-fn logs(nodes: &[Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| {
-            let log = n.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            format!(
-                "--- node {} ---\n{}",
-                n.id,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     let tmp = common::temp_data_dir();
@@ -323,7 +307,7 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     let mut crossed = false;
     for tag in ["java", "java2", "java3", "java4", "java5"] {
         if let Err(e) = java_txn(&nodes[1].bootstrap(), tag) {
-            panic!("{e}\n{}", logs(&nodes));
+            panic!("{e}\n{}", log_tails(&nodes));
         }
         let leader = leaders(nodes[0].port, &format!("t-{tag}-txn"));
         let coordinator = txn_coordinator(nodes[0].port, &format!("tx-{tag}"));

@@ -136,16 +136,7 @@ impl TxnOp {
             },
             TxnOp::Describe(ids) => TxnReply::Described(
                 ids.iter()
-                    .map(|id| DescribedTxn {
-                        error_code: code,
-                        transactional_id: id.clone(),
-                        state: "",
-                        timeout_ms: 0,
-                        start_ms: -1,
-                        producer_id: -1,
-                        producer_epoch: -1,
-                        partitions: Vec::new(),
-                    })
+                    .map(|id| DescribedTxn::failed(id.clone(), code))
                     .collect(),
             ),
             TxnOp::List { .. } => TxnReply::Listed(Vec::new()),
@@ -190,6 +181,22 @@ pub struct DescribedTxn {
     pub producer_epoch: i16,
     /// The partitions of its transaction.
     pub partitions: Vec<(String, i32)>,
+}
+
+impl DescribedTxn {
+    /// The description of an id that could not be described (`code`).
+    fn failed(transactional_id: String, code: ErrorCode) -> DescribedTxn {
+        DescribedTxn {
+            error_code: code,
+            transactional_id,
+            state: "",
+            timeout_ms: 0,
+            start_ms: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            partitions: Vec::new(),
+        }
+    }
 }
 
 /// The coordinator's answer to a [`TxnOp`].
@@ -988,16 +995,7 @@ impl Coordinator {
                     producer_epoch: m.producer_epoch,
                     partitions: m.partitions.iter().cloned().collect(),
                 },
-                None => DescribedTxn {
-                    error_code: ErrorCode::TRANSACTIONAL_ID_NOT_FOUND,
-                    transactional_id: id,
-                    state: "",
-                    timeout_ms: 0,
-                    start_ms: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    partitions: Vec::new(),
-                },
+                None => DescribedTxn::failed(id, ErrorCode::TRANSACTIONAL_ID_NOT_FOUND),
             })
             .collect()
     }

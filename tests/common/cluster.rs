@@ -143,7 +143,12 @@ pub fn wait_for(what: &str, secs: u64, nodes: &[Node], mut ok: impl FnMut() -> b
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let logs: Vec<String> = nodes
+    panic!("timed out waiting for {what}\n{}", log_tails(nodes));
+}
+
+/// The last 40 lines of every node's log, each under a `--- node N ---` line.
+pub fn log_tails(nodes: &[Node]) -> String {
+    nodes
         .iter()
         .map(|n| {
             let log = n.log();
@@ -154,6 +159,6 @@ pub fn wait_for(what: &str, secs: u64, nodes: &[Node], mut ok: impl FnMut() -> b
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )
         })
-        .collect();
-    panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        .collect::<Vec<_>>()
+        .join("\n")
 }
