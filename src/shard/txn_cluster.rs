@@ -59,6 +59,9 @@ pub fn marker_is_v2(m: &WritableTxnMarker) -> bool {
 /// Where a broker is reached, by the image: (host, port).
 type Endpoint = (String, u16);
 
+/// Markers with their index in the caller's list.
+type IndexedMarkers = Vec<(usize, MarkerPart)>;
+
 impl Shard {
     /// In a cluster: the broker coordinating a transactional id (the leader of its
     /// `__transaction_state` partition) and its endpoint; `None` while the partition has no
@@ -253,8 +256,8 @@ impl Shard {
         };
         let n = parts.len();
         let mut out = vec![ErrorCode::NOT_LEADER_OR_FOLLOWER; n];
-        let mut local: Vec<(usize, MarkerPart)> = Vec::new();
-        let mut remote: Vec<(i32, Endpoint, Vec<(usize, MarkerPart)>)> = Vec::new();
+        let mut local: IndexedMarkers = Vec::new();
+        let mut remote: Vec<(i32, Endpoint, IndexedMarkers)> = Vec::new();
         for (i, m) in parts.into_iter().enumerate() {
             let Some(state) = view.partition(&m.topic, m.partition) else {
                 out[i] = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION;
