@@ -433,7 +433,7 @@ fn ctp_instance(b: &Broker, batches: usize, crash: bool) -> usize {
         }
         let cgm = consumer.group_metadata().expect("group metadata");
         p.send_offsets_to_transaction(&tpl, &cgm, Duration::from_secs(20))
-            .expect("send offsets");
+            .unwrap_or_else(|e| panic!("send offsets: {e}\n{}", b.log()));
         if crash && done + 1 == batches {
             // The process dies here: the transaction stays open, its outputs written.
             p.flush(Duration::from_secs(10)).expect("flush");
