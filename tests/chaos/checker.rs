@@ -7,13 +7,14 @@
 //!
 //! - **lost acknowledged writes**: a value acknowledged at (partition, offset) that the final
 //!   read does not hold;
-//! - **duplicates**: a value of an idempotent producer stored at more than one offset (values of
-//!   non-idempotent producers may be written twice by retries, as in Kafka: they are counted,
-//!   not reported);
-//! - **inconsistent offsets**: two different values seen at one (partition, offset), by
-//!   acknowledgements, consumers or the final read;
-//! - **lost reads**: a value a consumer polled at an offset that the final log does not hold
-//!   and where it holds nothing else either (read, then truncated away);
+//! - **duplicates**: a value of an idempotent producer stored at more than one offset of the
+//!   final log (values of non-idempotent producers may be written twice by retries, as in
+//!   Kafka: they are counted, not reported);
+//! - **inconsistent offsets**: two different values at one (partition, offset) in what the
+//!   broker acknowledged and what the final read found;
+//! - **lost reads**: a consumer polled a value at an offset where the final log holds another
+//!   value or none: what it was served was lost afterwards (Jepsen counts these among its
+//!   inconsistent offsets; they are kept apart here because they concern reads only);
 //! - **skipped records**: a consumer polled offset a, then offset b of a partition in one
 //!   assignment session, and the final log holds records between them;
 //! - **non-monotonic polls**: a consumer polled offset b after offset a >= b of a partition in
@@ -221,7 +222,8 @@ pub fn check(history: &[Event]) -> Report {
 
     // What each value is: its producer's idempotence and when it was first sent.
     let mut sent: HashMap<&str, (bool, u64)> = HashMap::new();
-    // Every value seen at (partition, offset), with who saw it first and when.
+    // Every value acknowledged or finally read at (partition, offset), with who saw it first
+    // and when.
     let mut at: BTreeMap<(i32, i64), BTreeMap<&str, (String, u64)>> = BTreeMap::new();
     let mut final_log: BTreeMap<i32, BTreeMap<i64, &str>> = BTreeMap::new();
     // Per partition: (high watermark, reached) of the final read.
@@ -253,20 +255,7 @@ pub fn check(history: &[Event]) -> Report {
             }
             Event::SendFailed { .. } => r.failed_sends += 1,
             Event::Session { .. } | Event::Fault { .. } => {}
-            Event::Read {
-                t_ms,
-                consumer,
-                partition,
-                offset,
-                value,
-                ..
-            } => {
-                r.reads += 1;
-                at.entry((*partition, *offset))
-                    .or_default()
-                    .entry(value)
-                    .or_insert((format!("read by {consumer}"), *t_ms));
-            }
+            Event::Read { .. } => r.reads += 1,
             Event::FinalRead {
                 t_ms,
                 partition,
@@ -388,13 +377,9 @@ pub fn check(history: &[Event]) -> Report {
         });
     }
 
-    // Duplicates: one value at several offsets (in the final log or in what consumers saw).
-    let mut offsets_of: BTreeMap<(i32, &str), BTreeSet<i64>> = BTreeMap::new();
-    for (&(p, o), values) in &at {
-        for &v in values.keys() {
-            offsets_of.entry((p, v)).or_default().insert(o);
-        }
-    }
+    // Duplicates: one value at several offsets of the final log (in a stable order).
+    let offsets_of: BTreeMap<(i32, &str), &BTreeSet<i64>> =
+        final_offsets_of.iter().map(|(k, o)| (*k, o)).collect();
     for ((partition, value), offsets) in &offsets_of {
         if offsets.len() < 2 {
             continue;
@@ -414,8 +399,10 @@ pub fn check(history: &[Event]) -> Report {
         }
     }
 
-    // Per consumer session and partition: order, skips, reads of values the log lost.
+    // Per consumer session and partition: order, skips, reads of values the log lost (one
+    // finding per value and offset, naming every consumer that read it there).
     let mut last: HashMap<(&str, u64, i32), (i64, u64)> = HashMap::new();
+    let mut lost_reads: BTreeMap<(i32, i64, &str), (Vec<&str>, u64)> = BTreeMap::new();
     for e in history {
         let Event::Read {
             t_ms,
@@ -429,21 +416,14 @@ pub fn check(history: &[Event]) -> Report {
             continue;
         };
         let log = final_log.get(partition);
-        if let Some(log) = log {
-            if log.get(offset).is_none()
-                && judged(*partition, *offset)
-                && !final_offsets_of.contains_key(&(*partition, value.as_str()))
-            {
-                r.findings.push(Finding {
-                    kind: Kind::LostRead,
-                    partition: *partition,
-                    offsets: vec![*offset],
-                    detail: format!(
-                        "{consumer} read {value:?} at {:.1} s; the final log has nothing there",
-                        *t_ms as f64 / 1000.0
-                    ),
-                    faults: faults_between(first_sent(value, *t_ms), final_t),
-                });
+        if judged(*partition, *offset)
+            && log.and_then(|l| l.get(offset)).copied() != Some(value.as_str())
+        {
+            let e = lost_reads
+                .entry((*partition, *offset, value.as_str()))
+                .or_insert((Vec::new(), *t_ms));
+            if !e.0.contains(&consumer.as_str()) {
+                e.0.push(consumer);
             }
         }
         let key = (consumer.as_str(), *session, *partition);
@@ -476,6 +456,35 @@ pub fn check(history: &[Event]) -> Report {
             }
         }
         last.insert(key, (*offset, *t_ms));
+    }
+    for ((partition, offset, value), (consumers, t)) in lost_reads {
+        let now = final_log
+            .get(&partition)
+            .and_then(|l| l.get(&offset))
+            .map_or("nothing".to_string(), |v| format!("{v:?}"));
+        r.findings.push(Finding {
+            kind: Kind::LostRead,
+            partition,
+            offsets: vec![offset],
+            detail: format!(
+                "{} read {value:?} there (first at {:.1} s); the final log has {now}",
+                consumers.join(", "),
+                t as f64 / 1000.0
+            ),
+            // From the first read to the first sign of the loss: another value acknowledged or
+            // found there.
+            faults: faults_between(
+                t,
+                at.get(&(partition, offset))
+                    .and_then(|seen| {
+                        seen.values()
+                            .map(|(_, at_t)| *at_t)
+                            .filter(|x| *x >= t)
+                            .min()
+                    })
+                    .unwrap_or(final_t),
+            ),
+        });
     }
     r.findings
         .sort_by(|a, b| (a.kind, a.partition, &a.offsets).cmp(&(b.kind, b.partition, &b.offsets)));
@@ -664,21 +673,38 @@ mod tests {
     #[test]
     fn checker_finds_two_values_at_one_offset() {
         let mut h = clean();
-        // Consumer c2 saw "x" at offset 1 of partition 0, where "b" was acknowledged and stored.
+        // "x" was acknowledged at offset 1 of partition 0, where "b" was acknowledged and is
+        // stored: two values at one offset, and "x" lost.
         h.push(send(3, "p2", false, 0, "x"));
-        h.push(read(20, "c2", 3, 0, 1, "x"));
+        h.push(ack(4, "p2", 0, 1, "x"));
         let r = check(&h);
         assert_eq!(
             kinds(&h),
-            vec![Kind::InconsistentOffset],
+            vec![Kind::LostAcknowledged, Kind::InconsistentOffset],
             "{}",
             r.summary(10)
         );
-        assert_eq!(
-            (r.findings[0].partition, r.findings[0].offsets.clone()),
-            (0, vec![1])
+        let f = &r.findings[1];
+        assert_eq!((f.partition, f.offsets.clone()), (0, vec![1]));
+        assert!(f.detail.contains("\"x\" (ack to p2)"), "{}", f.detail);
+    }
+
+    #[test]
+    fn checker_finds_a_read_of_a_value_the_log_lost() {
+        let mut h = clean();
+        // Consumers c2 and c3 were served "x" at offset 1 of partition 0; the log holds "b".
+        h.push(send(3, "p2", false, 0, "x"));
+        h.push(read(20, "c2", 3, 0, 1, "x"));
+        h.push(read(21, "c3", 1, 0, 1, "x"));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::LostRead], "{}", r.summary(10));
+        let f = &r.findings[0];
+        assert_eq!((f.partition, f.offsets.clone()), (0, vec![1]));
+        assert!(
+            f.detail.contains("c2, c3 read \"x\"") && f.detail.contains("has \"b\""),
+            "{}",
+            f.detail
         );
-        assert!(r.findings[0].detail.contains("\"x\" (read by c2)"));
     }
 
     #[test]

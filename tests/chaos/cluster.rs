@@ -4,10 +4,12 @@
 //! **Network.** [`Net`] makes a Linux bridge in the test's namespace and, per node, a network
 //! namespace joined to the bridge by a veth pair; node i gets `10.254.K.i/24` (K picked free at
 //! creation), the test's side `10.254.K.254`. Nothing is routed anywhere else: the namespaces
-//! have no default route, and the bridge forwards only between its own ports. Partitions are
-//! `blackhole` routes inside a node's namespace (iproute2 only: this machine has neither
-//! nftables nor iptables, and its kernel has no `netem` qdisc, so latency and loss on links are
-//! not offered here). Everything is removed when the [`Net`] is dropped.
+//! have no default route, and the bridge forwards only between its own ports. Faults on links
+//! are nftables rules in the sending node's namespace (table `inet chaos`, chain `out` on the
+//! output hook): a cut drops every packet to the peer silently (TCP stalls and times out, as on
+//! a real partition), loss drops a random share (`numgen random`). Added latency would need the
+//! `netem` qdisc, which this machine's kernel does not have: not offered. Everything is removed
+//! when the [`Net`] is dropped.
 //!
 //! **Nodes.** [`Cluster`] formats N data dirs with one cluster id and starts N `shardlog serve`
 //! processes with `ip netns exec` (which execs: the pid is the broker's), the first
@@ -51,16 +53,80 @@ pub struct Net {
     tag: String,
     subnet: u8,
     nodes: usize,
-    /// Blackholed directions in force: (from node, to node), 1-based.
-    cuts: BTreeSet<(usize, usize)>,
+    /// Namespaces (1-based node numbers) holding fault rules.
+    dirty: BTreeSet<usize>,
+}
+
+/// True when a process with id `pid` exists.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces (and the node processes in them), bridges and mounts of chaos runs
+/// whose test process is gone (killed before its `Drop`s ran). Names carry the owner's pid:
+/// `slc<pid, 6 hex digits>n<i>`, `slc<pid>br`, `chaos-<pid>-*` directories.
+fn sweep_stale() {
+    let owner = |name: &str| -> Option<u32> {
+        let rest = name.strip_prefix("slc")?;
+        u32::from_str_radix(rest.get(..6)?, 16).ok()
+    };
+    let listed = Command::new("ip").args(["netns", "list"]).output();
+    let listed = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for line in listed.unwrap_or_default().lines() {
+        let Some(ns) = line.split_whitespace().next() else {
+            continue;
+        };
+        match owner(ns) {
+            Some(pid) if !alive(pid) => {
+                let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+                let pids = pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                for p in pids.unwrap_or_default().split_whitespace() {
+                    if let Ok(p) = p.parse::<i32>() {
+                        // SAFETY: a node process of a dead chaos run, in its namespace.
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+                let _ = ip(&["netns", "del", ns]);
+                let _ = ip(&["link", "del", &format!("slc{pid:06x}br")]);
+            }
+            _ => {}
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let base = env!("CARGO_TARGET_TMPDIR");
+    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        let Some(rest) = m.strip_prefix(base).and_then(|r| r.strip_prefix("/chaos-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !alive(p)) {
+            let _ = run(Command::new("umount").arg(m));
+        }
+    }
+}
+
+/// `nft` in node `i`'s namespace.
+fn nft(ns: &str, args: &[&str]) -> Result<(), String> {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(args))
+    .map_err(|e| {
+        if e.contains("No such file") {
+            format!("{e} (nft is missing: scripts/install-deps installs nftables)")
+        } else {
+            e
+        }
+    })
 }
 
 impl Net {
-    /// Creates the bridge and `nodes` namespaces (at most 200).
+    /// Creates the bridge and `nodes` namespaces (at most 200), after removing what a killed
+    /// earlier run left behind.
     pub fn create(nodes: usize) -> Result<Net, String> {
         assert!((1..=200).contains(&nodes), "1..=200 nodes");
-        // Interface names are at most 15 bytes: "slc" + 5 digits + suffix.
-        let tag = format!("slc{:05}", std::process::id() % 100_000);
+        sweep_stale();
+        // Interface names are at most 15 bytes: "slc", the pid in 6 hex digits, a suffix.
+        let tag = format!("slc{:06x}", std::process::id());
         let used = Command::new("ip")
             .args(["-4", "-o", "addr", "show"])
             .output()
@@ -74,7 +140,7 @@ impl Net {
             tag,
             subnet,
             nodes: 0,
-            cuts: BTreeSet::new(),
+            dirty: BTreeSet::new(),
         };
         let br = net.bridge();
         ip(&["link", "add", &br, "type", "bridge"])?;
@@ -107,6 +173,18 @@ impl Net {
                 "eth0",
             ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            nft(&ns, &["add", "table", "inet", "chaos"])?;
+            nft(
+                &ns,
+                &[
+                    "add",
+                    "chain",
+                    "inet",
+                    "chaos",
+                    "out",
+                    "{ type filter hook output priority 0 ; }",
+                ],
+            )?;
         }
         Ok(net)
     }
@@ -125,20 +203,29 @@ impl Net {
         format!("10.254.{}.{i}", self.subnet)
     }
 
-    /// Drops every packet node `from` sends to node `to` (a one-way cut; TCP between them
-    /// stalls both ways, as acknowledgements do not come back).
-    pub fn cut_one_way(&mut self, from: usize, to: usize) -> Result<(), String> {
-        if self.cuts.insert((from, to)) {
-            ip(&[
-                "-n",
-                &self.ns(from),
-                "route",
-                "add",
-                "blackhole",
-                &format!("{}/32", self.addr(to)),
-            ])?;
+    /// The address of the test process (the clients) on the bridge.
+    pub fn client_addr(&self) -> String {
+        format!("10.254.{}.254", self.subnet)
+    }
+
+    fn drop_rule(&mut self, from: usize, to: &str, percent: u32) -> Result<(), String> {
+        let ns = self.ns(from);
+        let mut rule = vec!["add", "rule", "inet", "chaos", "out", "ip", "daddr", to];
+        let share = format!("{}", percent.min(100));
+        if percent < 100 {
+            rule.extend(["numgen", "random", "mod", "100", "<", &share]);
         }
+        rule.push("drop");
+        nft(&ns, &rule)?;
+        self.dirty.insert(from);
         Ok(())
+    }
+
+    /// Silently drops every packet node `from` sends to node `to` (a one-way cut: TCP between
+    /// them stalls both ways, as nothing from `from` reaches `to`).
+    pub fn cut_one_way(&mut self, from: usize, to: usize) -> Result<(), String> {
+        let to = self.addr(to);
+        self.drop_rule(from, &to, 100)
     }
 
     /// Partitions the nodes of `side` from every other node (both ways). The test process
@@ -155,17 +242,24 @@ impl Net {
         Ok(())
     }
 
-    /// Removes every cut.
+    /// Drops `percent` % of the packets both ways between node `a` and every other node and
+    /// the clients.
+    pub fn lossy(&mut self, a: usize, percent: u32) -> Result<(), String> {
+        for b in 1..=self.nodes {
+            if b != a {
+                let (addr_a, addr_b) = (self.addr(a), self.addr(b));
+                self.drop_rule(a, &addr_b, percent)?;
+                self.drop_rule(b, &addr_a, percent)?;
+            }
+        }
+        let client = self.client_addr();
+        self.drop_rule(a, &client, percent)
+    }
+
+    /// Removes every fault rule.
     pub fn heal(&mut self) -> Result<(), String> {
-        for (from, to) in std::mem::take(&mut self.cuts) {
-            ip(&[
-                "-n",
-                &self.ns(from),
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}/32", self.addr(to)),
-            ])?;
+        for i in std::mem::take(&mut self.dirty) {
+            nft(&self.ns(i), &["flush", "chain", "inet", "chaos", "out"])?;
         }
         Ok(())
     }
@@ -357,6 +451,9 @@ pub struct ClusterSpec {
     pub small_disk: Option<(usize, u64)>,
     /// Extra `KEY=VALUE` properties of every node.
     pub extra: Vec<String>,
+    /// How long [`Cluster::restart`] waits before starting a node again whose start was
+    /// refused with DUPLICATE_BROKER_REGISTRATION.
+    pub restart_backoff: Duration,
 }
 
 /// N node processes in their namespaces.
@@ -365,6 +462,7 @@ pub struct Cluster {
     pub net: Net,
     pub disk: Option<(usize, SmallDisk)>,
     pub base: PathBuf,
+    restart_backoff: Duration,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -374,7 +472,10 @@ impl Cluster {
         let net = Net::create(spec.nodes)?;
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
-        let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("chaos-{}-", std::process::id()))
+            .tempdir_in(base)
+            .map_err(|e| e.to_string())?;
         let base = tmp.path().to_path_buf();
         let disk = match spec.small_disk {
             Some((node, bytes)) => Some((node, SmallDisk::make(&base, bytes)?)),
@@ -440,6 +541,7 @@ impl Cluster {
             net,
             disk,
             base,
+            restart_backoff: spec.restart_backoff,
             _tmp: Some(tmp),
         };
         for i in 1..=spec.nodes {
@@ -470,12 +572,32 @@ impl Cluster {
         &mut self.nodes[i - 1]
     }
 
-    /// Starts node `i` again (after a kill -9) and waits until it answers.
-    pub fn restart(&mut self, i: usize, within: Duration) -> Result<(), String> {
-        let n = self.node(i);
-        assert!(n.child.is_none(), "node {i} still runs");
-        n.spawn();
-        self.wait_ready(i, within)
+    /// Starts node `i` again (after a kill -9) and waits until it answers; returns how many
+    /// starts were refused with DUPLICATE_BROKER_REGISTRATION (the controller still holds the
+    /// killed process's session: shardlog then exits, where Kafka's broker retries) and were
+    /// started again after `restart_backoff`, as a supervisor would (a backoff shorter than
+    /// `broker.session.timeout.ms` never ends: a restarted active controller gives every
+    /// registered broker, the dead incarnation too, a full session again).
+    pub fn restart(&mut self, i: usize, within: Duration) -> Result<u32, String> {
+        let deadline = Instant::now() + within;
+        let mut refused = 0;
+        loop {
+            let n = self.node(i);
+            assert!(n.child.is_none(), "node {i} still runs");
+            n.spawn();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_ready(i, left) {
+                Ok(()) => return Ok(refused),
+                Err(e)
+                    if e.contains("DUPLICATE_BROKER_REGISTRATION") && Instant::now() < deadline =>
+                {
+                    refused += 1;
+                    self.node(i).kill9();
+                    std::thread::sleep(self.restart_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Waits until node `i` answers ApiVersions on its client port.

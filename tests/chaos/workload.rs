@@ -198,13 +198,28 @@ impl Workload {
     }
 
     /// Stops the clients: producers flush what they hold (their delivery timeout bounds it).
-    pub fn stop(self) {
+    /// A client still closing after [`STOP_MAX`] is left behind (a group consumer's close waits
+    /// for its coordinator, which a failed run may have left down); returns how many were.
+    pub fn stop(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().expect("workload thread");
+        let deadline = Instant::now() + STOP_MAX;
+        while Instant::now() < deadline && !self.threads.iter().all(|t| t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let mut left = 0;
+        for t in self.threads {
+            if t.is_finished() {
+                t.join().expect("workload thread");
+            } else {
+                left += 1;
+            }
+        }
+        left
     }
 }
+
+/// How long [`Workload::stop`] waits for the clients to end.
+const STOP_MAX: Duration = Duration::from_millis(DELIVERY_TIMEOUT_MS + 30_000);
 
 /// The delivery timeout of the producers: a send not acknowledged by then fails for good.
 const DELIVERY_TIMEOUT_MS: u64 = 30_000;
