@@ -92,12 +92,19 @@ enum Fault {
     OneWayToController,
     /// Drop a share of one node's packets to and from everyone.
     Lossy,
+    /// A minority holding the active controller (and (n-1)/2 - 1 more nodes) cut off from the
+    /// majority, both ways.
+    MajorityMinority,
+    /// Two halves cut off from each other, one node (a bridge) still reaching both.
+    Bridge,
     /// Fill the small disk of one node, then free it.
     DiskFull,
 }
 
-const ALL_FAULTS: [Fault; 7] = [
+const ALL_FAULTS: [Fault; 9] = [
     Fault::Lossy,
+    Fault::MajorityMinority,
+    Fault::Bridge,
     Fault::KillBroker,
     Fault::KillController,
     Fault::Pause,
@@ -109,10 +116,11 @@ const ALL_FAULTS: [Fault; 7] = [
 /// The node with the small disk.
 const DISK_NODE: usize = 3;
 
-fn cluster_spec() -> ClusterSpec {
+/// `nodes` combined broker+controller nodes, node [`DISK_NODE`] on a small disk.
+fn cluster_spec(nodes: usize) -> ClusterSpec {
     ClusterSpec {
-        nodes: 3,
-        controllers: 3,
+        nodes,
+        controllers: nodes,
         small_disk: Some((DISK_NODE, SMALL_DISK_BYTES)),
         extra: vec![
             "broker.heartbeat.interval.ms=200".into(),
@@ -275,6 +283,42 @@ fn inject(
             h.fault("heal the one-way cut");
             c.net.heal()?;
         }
+        Fault::MajorityMinority => {
+            let mut side = vec![controller];
+            let mut others: Vec<usize> = (1..=nodes).filter(|i| *i != controller).collect();
+            while side.len() < (nodes - 1) / 2 {
+                side.push(others.remove(rng.range(0, others.len() as u64 - 1) as usize));
+            }
+            h.fault(&format!(
+                "partition minority {side:?} (with the active controller {controller}) from \
+                 majority {others:?}"
+            ));
+            c.net.partition(&side)?;
+            std::thread::sleep(hold + Duration::from_secs(2));
+            h.fault("heal the partition");
+            c.net.heal()?;
+        }
+        Fault::Bridge => {
+            // Shuffle the nodes; the first is the bridge, the rest split in two halves.
+            let mut order: Vec<usize> = (1..=nodes).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.range(0, i as u64) as usize);
+            }
+            let bridge = order[0];
+            let (a, b) = order[1..].split_at((nodes - 1) / 2);
+            h.fault(&format!(
+                "partition {a:?} from {b:?}, node {bridge} bridging both"
+            ));
+            for &x in a {
+                for &y in b {
+                    c.net.cut_one_way(x, y)?;
+                    c.net.cut_one_way(y, x)?;
+                }
+            }
+            std::thread::sleep(hold + Duration::from_secs(2));
+            h.fault("heal the partition");
+            c.net.heal()?;
+        }
         Fault::Lossy => {
             let victim = rng.range(1, nodes as u64) as usize;
             let percent = rng.range(10, 40) as u32;
@@ -330,11 +374,16 @@ struct Outcome {
 /// elapsed time), then reads everything back and checks the history.
 fn run_chaos(
     seed: u64,
+    nodes: usize,
     history_path: &Path,
     mut next_fault: impl FnMut(&mut Rng, Duration) -> Option<Fault>,
 ) -> Result<Outcome, String> {
+    // One cluster at a time: tests of this binary run in parallel, and three to five broker
+    // processes with their clients are what a 2-core machine takes.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let mut c = Cluster::start(&cluster_spec())?;
+    let mut c = Cluster::start(&cluster_spec(nodes))?;
     let topic = "chaos";
     create_topic(&c.bootstrap(), topic);
     wait_whole(&mut c, topic, "the start")?;
@@ -412,7 +461,7 @@ fn chaos_bounded_run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(19);
     let mut schedule = bounded_schedule(seed, 2).into_iter();
-    let out = run_chaos(seed, &history_file("bounded"), |_, _| schedule.next())
+    let out = run_chaos(seed, 3, &history_file("bounded"), |_, _| schedule.next())
         .unwrap_or_else(|e| panic!("chaos run (seed {seed}) failed: {e}"));
     let r = &out.report;
     eprintln!(
@@ -437,6 +486,38 @@ fn chaos_bounded_run() {
     assert!(r.final_records >= r.acknowledged, "{}", r.summary(0));
     assert!(r.reads > 0, "the consumers read nothing: {}", r.summary(0));
     assert!(r.faults >= 2 * ALL_FAULTS.len(), "{}", r.summary(0));
+}
+
+/// Five combined broker+controller nodes (a quorum of five): the active controller in a
+/// minority of two, a bridge partition, and kill -9 of the active controller, with the same
+/// checks as [`chaos_bounded_run`].
+#[test]
+fn chaos_five_nodes() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut schedule = [
+        Fault::MajorityMinority,
+        Fault::Bridge,
+        Fault::KillController,
+    ]
+    .into_iter();
+    let out = run_chaos(seed, 5, &history_file("five"), |_, _| schedule.next())
+        .unwrap_or_else(|e| panic!("chaos run (seed {seed}) failed: {e}"));
+    let r = &out.report;
+    eprintln!(
+        "chaos: five nodes, seed {seed}, {:.1} min\n{}",
+        out.minutes,
+        r.summary(30)
+    );
+    assert_eq!(unexpected(r), 0, "seed {seed}: {}", r.summary(50));
+    assert!(
+        r.acknowledged >= 200,
+        "too little was acknowledged: {}",
+        r.summary(0)
+    );
+    assert!(r.reads > 0, "the consumers read nothing: {}", r.summary(0));
 }
 
 /// The checker catches acknowledged records that a broker lost: records acknowledged (acks=all)
@@ -573,15 +654,15 @@ fn chaos_long_run() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let nodes: usize = std::env::var("CHAOS_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let budget = Duration::from_secs_f64(minutes * 60.0);
-    let out = run_chaos(
-        seed,
-        &history_file(&format!("long-{seed}")),
-        |rng, elapsed| {
-            (elapsed < budget)
-                .then(|| ALL_FAULTS[rng.range(0, ALL_FAULTS.len() as u64 - 1) as usize])
-        },
-    )
+    let history = history_file(&format!("long-{nodes}-{seed}"));
+    let out = run_chaos(seed, nodes, &history, |rng, elapsed| {
+        (elapsed < budget).then(|| ALL_FAULTS[rng.range(0, ALL_FAULTS.len() as u64 - 1) as usize])
+    })
     .unwrap_or_else(|e| panic!("chaos run (seed {seed}) failed: {e}"));
     let r = &out.report;
     let mut per_fault = std::collections::BTreeMap::new();
@@ -591,6 +672,7 @@ fn chaos_long_run() {
     let summary = serde_json::json!({
         "seed": seed,
         "minutes": out.minutes,
+        "nodes": nodes,
         "replication_factor": REPLICATION_FACTOR,
         "known_gaps": KNOWN_GAPS,
         "faults": per_fault,

@@ -64,12 +64,19 @@ fn alive(pid: u32) -> bool {
 
 /// Removes the namespaces (and the node processes in them), bridges and mounts of chaos runs
 /// whose test process is gone (killed before its `Drop`s ran). Names carry the owner's pid:
-/// `slc<pid, 6 hex digits>n<i>`, `slc<pid>br`, `chaos-<pid>-*` directories.
+/// `sl<pid, 6 hex digits><counter, 2 hex digits>n<i>`, `sl<pid><counter>br`,
+/// `chaos-<pid>-*` directories.
 fn sweep_stale() {
-    let owner = |name: &str| -> Option<u32> {
-        let rest = name.strip_prefix("slc")?;
-        u32::from_str_radix(rest.get(..6)?, 16).ok()
-    };
+    fn owner(name: &str) -> Option<(u32, &str)> {
+        let rest = name.strip_prefix("sl")?;
+        let (tag, tail) = (rest.get(..8)?, rest.get(8..)?);
+        let pid = u32::from_str_radix(tag.get(..6)?, 16).ok()?;
+        let node = tail.strip_prefix('n')?;
+        (tag.chars().all(|c| c.is_ascii_hexdigit())
+            && !node.is_empty()
+            && node.chars().all(|c| c.is_ascii_digit()))
+        .then_some((pid, tag))
+    }
     let listed = Command::new("ip").args(["netns", "list"]).output();
     let listed = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     for line in listed.unwrap_or_default().lines() {
@@ -77,7 +84,7 @@ fn sweep_stale() {
             continue;
         };
         match owner(ns) {
-            Some(pid) if !alive(pid) => {
+            Some((pid, tag)) if !alive(pid) => {
                 let pids = Command::new("ip").args(["netns", "pids", ns]).output();
                 let pids = pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
                 for p in pids.unwrap_or_default().split_whitespace() {
@@ -87,7 +94,7 @@ fn sweep_stale() {
                     }
                 }
                 let _ = ip(&["netns", "del", ns]);
-                let _ = ip(&["link", "del", &format!("slc{pid:06x}br")]);
+                let _ = ip(&["link", "del", &format!("sl{tag}br")]);
             }
             _ => {}
         }
@@ -124,9 +131,14 @@ impl Net {
     /// earlier run left behind.
     pub fn create(nodes: usize) -> Result<Net, String> {
         assert!((1..=200).contains(&nodes), "1..=200 nodes");
+        // One creation at a time in this process: the subnet is picked from what is in use.
+        static CREATE: std::sync::Mutex<u8> = std::sync::Mutex::new(0);
+        let mut count = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.wrapping_add(1);
         sweep_stale();
-        // Interface names are at most 15 bytes: "slc", the pid in 6 hex digits, a suffix.
-        let tag = format!("slc{:06x}", std::process::id());
+        // Interface names are at most 15 bytes: "sl", the pid in 6 hex digits, a counter in 2,
+        // a suffix of at most 3.
+        let tag = format!("sl{:06x}{:02x}", std::process::id(), *count);
         let used = Command::new("ip")
             .args(["-4", "-o", "addr", "show"])
             .output()
