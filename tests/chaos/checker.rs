@@ -201,6 +201,9 @@ pub fn read_history(path: &Path) -> Result<Vec<Event>, String> {
     Ok(out)
 }
 
+/// The values seen at one (partition, offset): who saw each first, and when (ms).
+type Seen<'a> = BTreeMap<&'a str, (String, u64)>;
+
 /// Checks a history; see the module documentation for what is reported.
 pub fn check(history: &[Event]) -> Report {
     let mut r = Report::default();
@@ -224,7 +227,7 @@ pub fn check(history: &[Event]) -> Report {
     let mut sent: HashMap<&str, (bool, u64)> = HashMap::new();
     // Every value acknowledged or finally read at (partition, offset), with who saw it first
     // and when.
-    let mut at: BTreeMap<(i32, i64), BTreeMap<&str, (String, u64)>> = BTreeMap::new();
+    let mut at: BTreeMap<(i32, i64), Seen> = BTreeMap::new();
     let mut final_log: BTreeMap<i32, BTreeMap<i64, &str>> = BTreeMap::new();
     // Per partition: (high watermark, reached) of the final read.
     let mut final_end: BTreeMap<i32, (i64, i64)> = BTreeMap::new();

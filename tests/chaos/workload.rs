@@ -325,16 +325,15 @@ fn consume_loop(
         });
     }
     while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => history.record(&Event::Read {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            history.record(&Event::Read {
                 t_ms: history.now_ms(),
                 consumer: name.to_string(),
                 session: consumer.context().session.load(Ordering::SeqCst),
                 partition: m.partition(),
                 offset: m.offset(),
                 value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            }),
-            Some(Err(_)) | None => {}
+            });
         }
     }
 }
