@@ -585,6 +585,14 @@ mod tests {
         ]
     }
 
+    /// Adds `value` at the end of partition `p`'s final log (offset 3 of the clean history's
+    /// partition 0), moving its end.
+    fn append_final(h: &mut Vec<Event>, p: i32, value: &str) {
+        h.retain(|e| !matches!(e, Event::FinalEnd { partition, .. } if *partition == p));
+        h.push(fin(p, 3, value));
+        h.push(end(p, 4));
+    }
+
     fn kinds(h: &[Event]) -> Vec<Kind> {
         check(h).findings.iter().map(|f| f.kind).collect()
     }
@@ -600,9 +608,7 @@ mod tests {
     fn checker_passes_retried_duplicates_of_a_non_idempotent_producer() {
         let mut h = clean();
         // "b" (producer p2, not idempotent) was retried and stored twice: allowed, counted.
-        h.retain(|e| !matches!(e, Event::FinalEnd { partition: 0, .. }));
-        h.push(fin(0, 3, "b"));
-        h.push(end(0, 4));
+        append_final(&mut h, 0, "b");
         let r = check(&h);
         assert!(r.findings.is_empty(), "{}", r.summary(10));
         assert_eq!(r.non_idempotent_duplicates, 1);
@@ -665,9 +671,7 @@ mod tests {
     #[test]
     fn checker_finds_duplicates_of_an_idempotent_producer() {
         let mut h = clean();
-        h.retain(|e| !matches!(e, Event::FinalEnd { partition: 0, .. }));
-        h.push(fin(0, 3, "a"));
-        h.push(end(0, 4));
+        append_final(&mut h, 0, "a");
         let r = check(&h);
         assert_eq!(kinds(&h), vec![Kind::Duplicate], "{}", r.summary(10));
         assert_eq!(r.findings[0].offsets, vec![0, 3]);
