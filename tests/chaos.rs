@@ -368,6 +368,9 @@ struct Outcome {
     faults: Vec<Fault>,
     history: std::path::PathBuf,
     minutes: f64,
+    /// Why the cluster did not come back whole after a fault (the run then stopped injecting,
+    /// and the final read took what the nodes still up serve).
+    failure: Option<String>,
 }
 
 /// Runs the workload on a fresh cluster while `next_fault` yields faults (it gets the run's
@@ -423,27 +426,31 @@ fn run_chaos(
     if left > 0 {
         eprintln!("chaos: {left} client(s) still closing, left behind");
     }
-    if let Err(e) = result {
-        let kept = c.keep_files();
-        return Err(format!(
-            "{e}\n(data dirs and logs kept in {})",
-            kept.display()
-        ));
+    let failure = match result {
+        Ok(()) => wait_whole(&mut c, topic, "the workload's end").err(),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = &failure {
+        let first = e.lines().next().unwrap_or_default();
+        h.fault(&format!("liveness failure: {first}"));
     }
-    wait_whole(&mut c, topic, "the workload's end")?;
     workload::final_read(&target, &h, Duration::from_secs(120));
     h.flush();
     let history = checker::read_history(history_path)?;
     let report = checker::check(&history);
-    if !report.findings.is_empty() {
+    let failure = if failure.is_some() || !report.findings.is_empty() {
         let kept = c.keep_files();
         eprintln!("chaos: data dirs and logs kept in {}", kept.display());
-    }
+        failure.map(|e| format!("{e}\n(data dirs and logs kept in {})", kept.display()))
+    } else {
+        None
+    };
     Ok(Outcome {
         report,
         faults,
         history: history_path.to_path_buf(),
         minutes: started.elapsed().as_secs_f64() / 60.0,
+        failure,
     })
 }
 
@@ -464,6 +471,12 @@ fn chaos_bounded_run() {
     let out = run_chaos(seed, 3, &history_file("bounded"), |_, _| schedule.next())
         .unwrap_or_else(|e| panic!("chaos run (seed {seed}) failed: {e}"));
     let r = &out.report;
+    if let Some(e) = &out.failure {
+        panic!(
+            "seed {seed}: the cluster did not come back: {e}\n{}",
+            r.summary(20)
+        );
+    }
     eprintln!(
         "chaos: seed {seed}, faults {:?}, {:.1} min, history {}\n{}",
         out.faults,
@@ -506,6 +519,12 @@ fn chaos_five_nodes() {
     let out = run_chaos(seed, 5, &history_file("five"), |_, _| schedule.next())
         .unwrap_or_else(|e| panic!("chaos run (seed {seed}) failed: {e}"));
     let r = &out.report;
+    if let Some(e) = &out.failure {
+        panic!(
+            "seed {seed}: the cluster did not come back: {e}\n{}",
+            r.summary(20)
+        );
+    }
     eprintln!(
         "chaos: five nodes, seed {seed}, {:.1} min\n{}",
         out.minutes,
@@ -678,12 +697,16 @@ fn chaos_long_run() {
         "faults": per_fault,
         "report": r,
         "history": out.history,
+        "failure": out.failure.as_deref().and_then(|e| e.lines().next()),
     });
     if let Ok(path) = std::env::var("CHAOS_SUMMARY") {
         std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("json"))
             .expect("summary");
     }
     eprintln!("chaos: {}", r.summary(50));
+    if let Some(e) = &out.failure {
+        panic!("seed {seed}: the cluster did not come back: {e}");
+    }
     assert_eq!(unexpected(r), 0, "seed {seed}: {}", r.summary(50));
 }
 

@@ -587,7 +587,8 @@ impl Cluster {
     /// Starts node `i` again (after a kill -9) and waits until it answers; returns how many
     /// starts were refused with DUPLICATE_BROKER_REGISTRATION (the controller still holds the
     /// killed process's session: shardlog then exits, where Kafka's broker retries) and were
-    /// started again after `restart_backoff`, as a supervisor would (a backoff shorter than
+    /// started again after `restart_backoff`, doubled at each refusal up to 30 s, as a
+    /// supervisor would (a backoff shorter than
     /// `broker.session.timeout.ms` never ends: a restarted active controller gives every
     /// registered broker, the dead incarnation too, a full session again).
     pub fn restart(&mut self, i: usize, within: Duration) -> Result<u32, String> {
@@ -603,9 +604,11 @@ impl Cluster {
                 Err(e)
                     if e.contains("DUPLICATE_BROKER_REGISTRATION") && Instant::now() < deadline =>
                 {
+                    let backoff = (self.restart_backoff * 2u32.pow(refused.min(4)))
+                        .min(Duration::from_secs(30));
                     refused += 1;
                     self.node(i).kill9();
-                    std::thread::sleep(self.restart_backoff);
+                    std::thread::sleep(backoff);
                 }
                 Err(e) => return Err(e),
             }
