@@ -26,23 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::loop_fs::{run, LoopFs};
+
 /// The client port of every node (each node has an address of its own).
 pub const CLIENT_PORT: u16 = 9092;
 /// The controller (quorum) port of every controller node.
 pub const CONTROLLER_PORT: u16 = 9093;
-
-/// Runs `cmd`, an error naming it and its stderr when it fails.
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn ip(args: &[&str]) -> Result<(), String> {
     run(Command::new("ip").args(args))
@@ -291,34 +280,22 @@ impl Drop for Net {
     }
 }
 
-/// A small ext4 file system in a file, loop-mounted; unmounted and removed when dropped.
+/// A small loop-mounted ext4 file system with a ballast file that fills it on demand;
+/// unmounted and removed when dropped.
 pub struct SmallDisk {
     pub mount: PathBuf,
-    image: PathBuf,
     ballast: PathBuf,
+    _fs: LoopFs,
 }
 
 impl SmallDisk {
     /// Makes and mounts a `bytes` image under `base`.
     pub fn make(base: &Path, bytes: u64) -> Result<SmallDisk, String> {
-        let image = base.join("disk.img");
-        let mount = base.join("disk");
-        std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
-        f.set_len(bytes).map_err(|e| e.to_string())?;
-        drop(f);
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&image))?;
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&image)
-            .arg(&mount))?;
+        let fs = LoopFs::make(base, bytes)?;
         Ok(SmallDisk {
-            ballast: mount.join("ballast"),
-            mount,
-            image,
+            mount: fs.mount.clone(),
+            ballast: fs.mount.join("ballast"),
+            _fs: fs,
         })
     }
 
@@ -341,15 +318,6 @@ impl SmallDisk {
     /// Removes the ballast: the space is free again.
     pub fn free(&self) {
         let _ = std::fs::remove_file(&self.ballast);
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        if let Err(e) = run(Command::new("umount").arg(&self.mount)) {
-            eprintln!("chaos: {e}");
-        }
-        let _ = std::fs::remove_file(&self.image);
     }
 }
 
