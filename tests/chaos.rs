@@ -170,8 +170,9 @@ fn active_controller(c: &mut Cluster) -> Option<usize> {
     None
 }
 
-/// True when every node is listed in Metadata and leads (or follows) with every partition of
-/// `topic` having a leader, as seen from every node.
+/// True when Metadata, asked with each node as the bootstrap server, lists every node and a
+/// leader for every partition of `topic` (librdkafka may ask any broker it has learned of, so
+/// this is "every node answers and the cluster agrees", not each node's own view).
 fn whole(c: &Cluster, topic: &str) -> bool {
     c.nodes.iter().all(|n| {
         let Ok(consumer) = ClientConfig::new()
