@@ -56,6 +56,10 @@ const KNOWN_GAPS: &[Kind] = &[Kind::LostRead];
 const PARTITIONS: i32 = 6;
 /// How long the cluster may take to be whole again after a fault is healed.
 const RECOVERY_MAX: Duration = Duration::from_secs(90);
+/// How long the producers may go without an acknowledgement once the cluster is whole again
+/// (their delivery timeout is 30 s: a record sent during the fault is acknowledged or failed by
+/// then, and new ones follow every 10 ms).
+const PROGRESS_MAX: Duration = Duration::from_secs(60);
 /// The size of the small file system of the node that gets a full disk.
 const SMALL_DISK_BYTES: u64 = 128 << 20;
 
@@ -417,6 +421,19 @@ fn run_chaos(
         faults.push(f);
         if let Err(e) = inject(&mut c, f, &mut rng, &h, topic) {
             result = Err(e);
+            break;
+        }
+        // Whole again is not enough: the workload's own clients must make progress too.
+        let (acks, since) = (h.acks(), Instant::now());
+        while h.acks() == acks && since.elapsed() < PROGRESS_MAX {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if h.acks() == acks {
+            result = Err(format!(
+                "no acknowledgement for {PROGRESS_MAX:?} after {f:?} although the cluster is \
+                 whole\n{}",
+                c.logs(20)
+            ));
             break;
         }
         // Quiet time between faults.
