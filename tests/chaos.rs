@@ -50,8 +50,10 @@ const REPLICATION_FACTOR: i32 = 1;
 /// the partition's broker loses records a consumer has already read, and later records take
 /// their offsets. Kafka's broker keeps such records across a process kill (they are in the
 /// page cache); shardlog's O_DIRECT tail is in the process. Issue 18's high watermark (the
-/// durable end, on the ISR) removes this: then this list is empty.
-const KNOWN_GAPS: &[Kind] = &[Kind::LostRead];
+/// durable end, on the ISR) removes this: then this list is empty. `ResetAfterLostRead`
+/// follows from it: a consumer whose position lies past the log that survived is answered
+/// OFFSET_OUT_OF_RANGE and librdkafka resets it to the earliest offset.
+const KNOWN_GAPS: &[Kind] = &[Kind::LostRead, Kind::ResetAfterLostRead];
 /// Partitions of the chaos topic.
 const PARTITIONS: i32 = 6;
 /// How long the cluster may take to be whole again after a fault is healed.

@@ -18,7 +18,8 @@
 //! - **skipped records**: a consumer polled offset a, then offset b of a partition in one
 //!   assignment session, and the final log holds records between them;
 //! - **non-monotonic polls**: a consumer polled offset b after offset a >= b of a partition in
-//!   one assignment session;
+//!   one assignment session; reported apart (`ResetAfterLostRead`) when what it polled at a
+//!   was lost, since its client then resets a position past the log's end;
 //! - **incomplete final reads**: the final read of a partition stopped short of its high
 //!   watermark (the acknowledged offsets past where it stopped are not judged).
 //!
@@ -104,6 +105,9 @@ pub enum Kind {
     LostRead,
     Skipped,
     NonMonotonic,
+    /// A non-monotonic poll right after a lost read: the consumer's position lay past the end
+    /// of the log that survived, and its client reset it (`auto.offset.reset`).
+    ResetAfterLostRead,
     IncompleteFinalRead,
 }
 
@@ -404,7 +408,9 @@ pub fn check(history: &[Event]) -> Report {
 
     // Per consumer session and partition: order, skips, reads of values the log lost (one
     // finding per value and offset, naming every consumer that read it there).
-    let mut last: HashMap<(&str, u64, i32), (i64, u64)> = HashMap::new();
+    // Per (consumer, session, partition): the last offset polled, when, and whether what was
+    // polled there was lost.
+    let mut last: HashMap<(&str, u64, i32), (i64, u64, bool)> = HashMap::new();
     let mut lost_reads: BTreeMap<(i32, i64, &str), (Vec<&str>, u64)> = BTreeMap::new();
     for e in history {
         let Event::Read {
@@ -419,9 +425,9 @@ pub fn check(history: &[Event]) -> Report {
             continue;
         };
         let log = final_log.get(partition);
-        if judged(*partition, *offset)
-            && log.and_then(|l| l.get(offset)).copied() != Some(value.as_str())
-        {
+        let lost = judged(*partition, *offset)
+            && log.and_then(|l| l.get(offset)).copied() != Some(value.as_str());
+        if lost {
             let e = lost_reads
                 .entry((*partition, *offset, value.as_str()))
                 .or_insert((Vec::new(), *t_ms));
@@ -430,14 +436,24 @@ pub fn check(history: &[Event]) -> Report {
             }
         }
         let key = (consumer.as_str(), *session, *partition);
-        if let Some(&(prev, prev_t)) = last.get(&key) {
+        if let Some(&(prev, prev_t, prev_lost)) = last.get(&key) {
             if *offset <= prev {
                 r.findings.push(Finding {
-                    kind: Kind::NonMonotonic,
+                    kind: if prev_lost {
+                        Kind::ResetAfterLostRead
+                    } else {
+                        Kind::NonMonotonic
+                    },
                     partition: *partition,
                     offsets: vec![prev, *offset],
                     detail: format!(
-                        "{consumer} (session {session}) polled offset {offset} after {prev}"
+                        "{consumer} (session {session}) polled offset {offset} after {prev}{}",
+                        if prev_lost {
+                            " (what it polled at the previous offset was lost: its position lay \
+                             past the log's end, and the client reset it)"
+                        } else {
+                            ""
+                        }
                     ),
                     faults: faults_between(prev_t, *t_ms),
                 });
@@ -458,7 +474,7 @@ pub fn check(history: &[Event]) -> Report {
                 }
             }
         }
-        last.insert(key, (*offset, *t_ms));
+        last.insert(key, (*offset, *t_ms, lost));
     }
     for ((partition, offset, value), (consumers, t)) in lost_reads {
         let now = final_log
@@ -723,6 +739,25 @@ mod tests {
         let r = check(&h);
         assert_eq!(kinds(&h), vec![Kind::Skipped], "{}", r.summary(10));
         assert_eq!(r.findings[0].offsets, vec![1]);
+    }
+
+    #[test]
+    fn checker_tells_a_reset_after_a_lost_read_from_a_non_monotonic_poll() {
+        let mut h = clean();
+        // c3 was served "x" at offset 3 of partition 0, which the log lost; its client then
+        // went back to offset 0.
+        h.push(send(3, "p2", false, 0, "x"));
+        h.push(read(20, "c3", 1, 0, 2, "d"));
+        h.push(read(21, "c3", 1, 0, 3, "x"));
+        h.push(read(22, "c3", 1, 0, 0, "a"));
+        let r = check(&h);
+        assert_eq!(
+            kinds(&h),
+            vec![Kind::LostRead, Kind::ResetAfterLostRead],
+            "{}",
+            r.summary(10)
+        );
+        assert_eq!(r.findings[1].offsets, vec![3, 0]);
     }
 
     #[test]
