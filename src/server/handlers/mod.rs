@@ -168,6 +168,26 @@ impl Request<'_> {
                 .authorize(&s.principal(), &s.host, op, rt, name)
     }
 
+    /// May this connection's principal perform `op` on some resource of type `rt`
+    /// ([`Authorizer::authorize_any`]); a denial is logged as [`Request::authorized`] does.
+    pub fn authorized_any(&self, op: AclOperation, rt: ResourceType) -> bool {
+        let s = self.session;
+        if !s.authorizer.enabled {
+            return true;
+        }
+        let principal = s.principal();
+        let ok = s.authorizer.authorize_any(&principal, &s.host, op, rt);
+        if !ok {
+            let why = format!(
+                "Principal = {principal} is Denied operation = {} from host = {} on any resource of type {rt:?}",
+                op.name(),
+                s.host
+            );
+            super::refusal::log_refusal(self.client_id, "(authorizer)", &why);
+        }
+        ok
+    }
+
     /// `authorized` for the cluster resource.
     pub fn authorized_cluster(&self, op: AclOperation) -> bool {
         self.authorized(
