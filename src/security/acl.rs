@@ -353,23 +353,38 @@ impl Authorizer {
     /// IDEMPOTENT_WRITE on the cluster): an ALLOW binding that no DENY binding covers whole
     /// (a DENY on `*`, on the same literal name, or on a prefix of the allowed name or prefix);
     /// with no binding of the type at all, `allow.everyone.if.no.acl.found` decides.
-    pub fn authorize_any(&self, principal: &str, host: &str, op: AclOperation, rt: ResourceType) -> bool {
+    pub fn authorize_any(
+        &self,
+        principal: &str,
+        host: &str,
+        op: AclOperation,
+        rt: ResourceType,
+    ) -> bool {
         if !self.enabled || self.super_users.iter().any(|s| s == principal) {
             return true;
         }
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let of_type: Vec<&AclBinding> = inner.acls.iter().filter(|b| b.resource_type == rt).collect();
+        let of_type: Vec<&AclBinding> = inner
+            .acls
+            .iter()
+            .filter(|b| b.resource_type == rt)
+            .collect();
         let applies = |b: &AclBinding| {
-            (b.principal == principal || b.principal == "User:*") && (b.host == host || b.host == "*")
+            (b.principal == principal || b.principal == "User:*")
+                && (b.host == host || b.host == "*")
         };
         let denies: Vec<&AclBinding> = of_type
             .iter()
             .copied()
-            .filter(|b| !b.allow && applies(b) && (b.operation == AclOperation::All || b.operation == op))
+            .filter(|b| {
+                !b.allow && applies(b) && (b.operation == AclOperation::All || b.operation == op)
+            })
             .collect();
         let denied = |name: &str, prefixed: bool| {
             denies.iter().any(|d| match d.pattern_type {
-                PatternType::Literal => d.resource_name == "*" || (!prefixed && d.resource_name == name),
+                PatternType::Literal => {
+                    d.resource_name == "*" || (!prefixed && d.resource_name == name)
+                }
                 PatternType::Prefixed => name.starts_with(&d.resource_name),
             })
         };
@@ -547,16 +562,46 @@ mod tests {
         let (w, t) = (AclOperation::Write, ResourceType::Topic);
         assert!(!a.authorize_any("User:alice", "h", w, t), "no ACL");
         assert!(a.authorize_any("User:admin", "h", w, t), "super user");
-        a.add(vec![binding("a", PatternType::Literal, "User:alice", w, true)]);
+        a.add(vec![binding(
+            "a",
+            PatternType::Literal,
+            "User:alice",
+            w,
+            true,
+        )]);
         assert!(a.authorize_any("User:alice", "h", w, t));
         assert!(!a.authorize_any("User:bob", "h", w, t));
         assert!(!a.authorize_any("User:alice", "h", w, ResourceType::Group));
-        a.add(vec![binding("a", PatternType::Literal, "User:alice", w, false)]);
-        assert!(!a.authorize_any("User:alice", "h", w, t), "the one allowed name is denied");
-        a.add(vec![binding("p-", PatternType::Prefixed, "User:alice", AclOperation::All, true)]);
+        a.add(vec![binding(
+            "a",
+            PatternType::Literal,
+            "User:alice",
+            w,
+            false,
+        )]);
+        assert!(
+            !a.authorize_any("User:alice", "h", w, t),
+            "the one allowed name is denied"
+        );
+        a.add(vec![binding(
+            "p-",
+            PatternType::Prefixed,
+            "User:alice",
+            AclOperation::All,
+            true,
+        )]);
         assert!(a.authorize_any("User:alice", "h", w, t));
-        a.add(vec![binding("p", PatternType::Prefixed, "User:*", w, false)]);
-        assert!(!a.authorize_any("User:alice", "h", w, t), "a shorter DENY prefix covers it");
+        a.add(vec![binding(
+            "p",
+            PatternType::Prefixed,
+            "User:*",
+            w,
+            false,
+        )]);
+        assert!(
+            !a.authorize_any("User:alice", "h", w, t),
+            "a shorter DENY prefix covers it"
+        );
         assert!(authorizer(true).authorize_any("User:x", "h", w, t));
     }
 

@@ -106,7 +106,12 @@ fn config_denied(
         ),
         _ => (true, ErrorCode::NONE),
     };
-    (!ok).then(|| (code, format!("not authorized to {} this resource", op.name())))
+    (!ok).then(|| {
+        (
+            code,
+            format!("not authorized to {} this resource", op.name()),
+        )
+    })
 }
 
 /// Answers DescribeConfigs.

@@ -70,13 +70,14 @@ pub async fn handle(
                             error_message: Some("not authorized to delete records".into()),
                         },
                         true => DeleteRecordsAnswer {
-                        error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        low_watermark: -1,
-                        error_message: Some(format!(
-                            "This server does not host this topic-partition: {}-{index}",
-                            name.as_str()
-                        )),
-                    }});
+                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            low_watermark: -1,
+                            error_message: Some(format!(
+                                "This server does not host this topic-partition: {}-{index}",
+                                name.as_str()
+                            )),
+                        },
+                    });
                     if a.error_code != ErrorCode::NONE {
                         let why = a.error_message.as_deref().unwrap_or("");
                         log_refusal(

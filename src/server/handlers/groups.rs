@@ -393,7 +393,7 @@ pub async fn delete(
             ErrorCode::GROUP_AUTHORIZATION_FAILED.code()
         } else {
             match shard.group(&id, GroupOp::Delete(id.clone())).await {
-            Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
+                Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
                 _ => ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
             }
         };

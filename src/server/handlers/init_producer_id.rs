@@ -33,8 +33,11 @@ pub async fn handle(
         return Ok(transactional(rq, id, &req).await);
     }
     // Kafka (KIP-679): IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
-    if !rq.authorized_quiet(AclOperation::IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME)
-        && !rq.authorized_any(AclOperation::Write, ResourceType::Topic)
+    if !rq.authorized_quiet(
+        AclOperation::IdempotentWrite,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) && !rq.authorized_any(AclOperation::Write, ResourceType::Topic)
     {
         return refused(ErrorCode::CLUSTER_AUTHORIZATION_FAILED);
     }

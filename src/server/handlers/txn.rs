@@ -228,7 +228,11 @@ pub async fn add_offsets(
     // Kafka: WRITE on the transactional id, then READ on the group.
     let code = if !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, &id) {
         ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    } else if !rq.authorized(AclOperation::Read, ResourceType::Group, req.group_id.as_str()) {
+    } else if !rq.authorized(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.as_str(),
+    ) {
         ErrorCode::GROUP_AUTHORIZATION_FAILED
     } else if req.group_id.is_empty() {
         ErrorCode::INVALID_GROUP_ID
@@ -268,7 +272,11 @@ pub async fn txn_offset_commit(
         req.transactional_id.as_str(),
     ) {
         Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    } else if !rq.authorized(AclOperation::Read, ResourceType::Group, req.group_id.as_str()) {
+    } else if !rq.authorized(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.as_str(),
+    ) {
         Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
     } else {
         None
@@ -503,7 +511,11 @@ pub async fn describe_transactions(
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in &req.transactional_ids {
         // Kafka: DESCRIBE on the transactional id; topics without DESCRIBE are left out.
-        if !rq.authorized(AclOperation::Describe, ResourceType::TransactionalId, id.as_str()) {
+        if !rq.authorized(
+            AclOperation::Describe,
+            ResourceType::TransactionalId,
+            id.as_str(),
+        ) {
             states.push(
                 DescribedState::default()
                     .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
