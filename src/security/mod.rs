@@ -19,6 +19,7 @@ pub mod acl;
 pub mod credentials;
 pub mod durable;
 pub mod plain;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -119,6 +120,8 @@ pub struct BrokerSecurity {
     pub credentials: Arc<credentials::CredentialStore>,
     /// The authorizer (allows everything when `authorizer.class.name` is unset).
     pub authorizer: Arc<acl::Authorizer>,
+    /// The client quotas (AlterClientQuotas changes them).
+    pub quotas: Arc<quota::QuotaStore>,
 }
 
 impl BrokerSecurity {
@@ -147,9 +150,11 @@ impl BrokerSecurity {
             allow,
             Some(data_dir),
         )?);
+        let quotas = Arc::new(quota::QuotaStore::open(Some(data_dir))?);
         Ok(BrokerSecurity {
             credentials,
             authorizer,
+            quotas,
         })
     }
 }

@@ -225,6 +225,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     };
     let body = ProduceResponse::default()
         .with_responses(responses)
+        .with_throttle_time_ms(rq.conn.throttle_time_ms)
         .with_node_endpoints(node_endpoints);
     let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))
