@@ -12,11 +12,12 @@
 //! 1/shards of the quota, as Redpanda does) was not chosen: a client whose connections land
 //! on one shard would get a fraction of its quota, which Kafka's contract does not allow.
 //!
-//! The rate is Kafka's sampled rate: `QUOTA_WINDOW_NUM` samples of `QUOTA_WINDOW_SIZE_MS`
-//! each (Kafka's defaults for `quota.window.num` and `quota.window.size.seconds`), measured
-//! over the time the samples span and at least `QUOTA_WINDOW_NUM - 1` windows. A request that
-//! takes the rate over its quota is throttled for `(rate - quota) / quota * window`, Kafka's
-//! throttle time, capped at `QUOTA_WINDOW_NUM` windows.
+//! The rate is Kafka's sampled rate: `quota.window.num` samples (default 11) of
+//! `quota.window.size.seconds` each (default 1), measured over the time the samples span and
+//! at least `quota.window.num - 1` windows. A request that takes the rate over its quota is
+//! throttled for `(rate - quota) / quota * window`, Kafka's throttle time, capped at the
+//! whole window. As in Kafka the rate allows bursts of up to the whole window's worth; fewer
+//! samples make it smoother.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +25,35 @@ use std::sync::{Mutex, RwLock};
 
 use super::durable::DurableFile;
 
-/// Samples in a quota's rate (Kafka's `quota.window.num` default).
-pub const QUOTA_WINDOW_NUM: usize = 11;
-/// Span of one sample (Kafka's `quota.window.size.seconds` default, 1 s).
-pub const QUOTA_WINDOW_SIZE_MS: u64 = 1000;
-/// The longest throttle of one request.
-pub const THROTTLE_TIME_MAX_MS: u64 = QUOTA_WINDOW_NUM as u64 * QUOTA_WINDOW_SIZE_MS;
+/// Samples in a quota's rate by default (Kafka's `quota.window.num`).
+pub const QUOTA_WINDOW_NUM_DEFAULT: usize = 11;
+/// Span of one sample by default (Kafka's `quota.window.size.seconds`).
+pub const QUOTA_WINDOW_SIZE_SECONDS_DEFAULT: u64 = 1;
+
+/// How usage is sampled: `num` samples of `size_ms` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaWindow {
+    /// Samples (`quota.window.num`, at least 1).
+    pub num: usize,
+    /// Span of one sample in ms (`quota.window.size.seconds` × 1000, at least 1 s).
+    pub size_ms: u64,
+}
+
+impl Default for QuotaWindow {
+    fn default() -> Self {
+        QuotaWindow {
+            num: QUOTA_WINDOW_NUM_DEFAULT,
+            size_ms: QUOTA_WINDOW_SIZE_SECONDS_DEFAULT * 1000,
+        }
+    }
+}
+
+impl QuotaWindow {
+    /// The longest throttle of one request: the whole window.
+    pub fn throttle_max_ms(self) -> u64 {
+        self.num as u64 * self.size_ms
+    }
+}
 
 /// The quota types, by Kafka's config keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +88,7 @@ impl QuotaType {
 pub type EntityName = Option<String>;
 
 /// A quota entity: a user, a client id, or both; each `None` when the entity lacks that type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct QuotaEntity {
     /// `user`: `Some(None)` is the default user.
     pub user: Option<EntityName>,
@@ -77,10 +101,41 @@ pub const ENTITY_USER: &str = "user";
 /// Kafka's entity type names.
 pub const ENTITY_CLIENT_ID: &str = "client-id";
 
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 struct Entry {
     entity: QuotaEntity,
     values: Vec<(String, f64)>,
+}
+
+/// An entity part as written in the file (a default is not a missing part).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum StoredPart {
+    Named(String),
+    Default,
+}
+
+/// An entry as written in the file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEntry {
+    user: Option<StoredPart>,
+    client_id: Option<StoredPart>,
+    values: Vec<(String, f64)>,
+}
+
+impl StoredPart {
+    fn of(part: &Option<EntityName>) -> Option<StoredPart> {
+        part.as_ref().map(|n| match n {
+            Some(name) => StoredPart::Named(name.clone()),
+            None => StoredPart::Default,
+        })
+    }
+
+    fn back(part: Option<StoredPart>) -> Option<EntityName> {
+        part.map(|p| match p {
+            StoredPart::Named(name) => Some(name),
+            StoredPart::Default => None,
+        })
+    }
 }
 
 /// One change of AlterClientQuotas: set (`Some`) or remove (`None`) a key.
@@ -114,17 +169,17 @@ struct Rate {
 }
 
 impl Rate {
-    fn record(&mut self, value: f64, now_ms: u64) {
+    fn record(&mut self, w: QuotaWindow, value: f64, now_ms: u64) {
         let roll = match self.samples.get(self.current) {
             None => true,
-            Some((start, _)) => now_ms >= start + QUOTA_WINDOW_SIZE_MS,
+            Some((start, _)) => now_ms >= start + w.size_ms,
         };
         if roll {
-            if self.samples.len() < QUOTA_WINDOW_NUM {
+            if self.samples.len() < w.num {
                 self.samples.push((now_ms, 0.0));
                 self.current = self.samples.len() - 1;
             } else {
-                self.current = (self.current + 1) % QUOTA_WINDOW_NUM;
+                self.current = (self.current + 1) % w.num;
                 self.samples[self.current] = (now_ms, 0.0);
             }
         }
@@ -132,8 +187,8 @@ impl Rate {
     }
 
     /// (rate per second, the window it is measured over in ms).
-    fn measure(&mut self, now_ms: u64) -> (f64, u64) {
-        let expire = QUOTA_WINDOW_NUM as u64 * QUOTA_WINDOW_SIZE_MS;
+    fn measure(&mut self, w: QuotaWindow, now_ms: u64) -> (f64, u64) {
+        let expire = w.throttle_max_ms();
         for s in &mut self.samples {
             if now_ms.saturating_sub(s.0) >= expire {
                 *s = (now_ms, 0.0);
@@ -142,11 +197,12 @@ impl Rate {
         let total: f64 = self.samples.iter().map(|s| s.1).sum();
         let oldest = self.samples.iter().map(|s| s.0).min().unwrap_or(now_ms);
         let mut elapsed = now_ms.saturating_sub(oldest);
-        let full = elapsed / QUOTA_WINDOW_SIZE_MS;
-        let min_full = QUOTA_WINDOW_NUM as u64 - 1;
+        let full = elapsed / w.size_ms;
+        let min_full = w.num as u64 - 1;
         if full < min_full {
-            elapsed += (min_full - full) * QUOTA_WINDOW_SIZE_MS;
+            elapsed += (min_full - full) * w.size_ms;
         }
+        let elapsed = elapsed.max(1);
         (total * 1000.0 / elapsed as f64, elapsed)
     }
 }
@@ -164,6 +220,7 @@ pub fn file_path(data_dir: &std::path::Path) -> std::path::PathBuf {
 
 /// The client quotas of the broker and their usage.
 pub struct QuotaStore {
+    window: QuotaWindow,
     inner: RwLock<Inner>,
     /// Some quota is set: requests are measured.
     any: AtomicBool,
@@ -179,16 +236,30 @@ impl std::fmt::Debug for QuotaStore {
 }
 
 impl QuotaStore {
-    /// The quotas of `data_dir` (none: memory only).
-    pub fn open(data_dir: Option<&std::path::Path>) -> Result<QuotaStore, String> {
+    /// The quotas of `data_dir` (none: memory only), sampled by `window`.
+    pub fn open(
+        data_dir: Option<&std::path::Path>,
+        window: QuotaWindow,
+    ) -> Result<QuotaStore, String> {
         let file = DurableFile::new(data_dir.map(file_path));
-        let entries: Vec<Entry> = match file.read()? {
+        let stored: Vec<StoredEntry> = match file.read()? {
             None => Vec::new(),
             Some(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.name()))?
             }
         };
+        let entries: Vec<Entry> = stored
+            .into_iter()
+            .map(|e| Entry {
+                entity: QuotaEntity {
+                    user: StoredPart::back(e.user),
+                    client_id: StoredPart::back(e.client_id),
+                },
+                values: e.values,
+            })
+            .collect();
         Ok(QuotaStore {
+            window,
             any: AtomicBool::new(!entries.is_empty()),
             inner: RwLock::new(Inner {
                 entries,
@@ -288,9 +359,9 @@ impl QuotaStore {
         let now_ms = now_ms();
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let rate = usage.entry((t, user_tag, client_tag)).or_default();
-        rate.record(value, now_ms);
-        let (observed, window_ms) = rate.measure(now_ms);
-        throttle_time_ms(observed, quota, window_ms)
+        rate.record(self.window, value, now_ms);
+        let (observed, window_ms) = rate.measure(self.window, now_ms);
+        throttle_time_ms(observed, quota, window_ms).min(self.window.throttle_max_ms())
     }
 
     /// Writes the quotas durably.
@@ -299,7 +370,18 @@ impl QuotaStore {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
             (
                 inner.generation,
-                serde_json::to_vec_pretty(&inner.entries).unwrap_or_default(),
+                serde_json::to_vec_pretty(
+                    &inner
+                        .entries
+                        .iter()
+                        .map(|e| StoredEntry {
+                            user: StoredPart::of(&e.entity.user),
+                            client_id: StoredPart::of(&e.entity.client_id),
+                            values: e.values.clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or_default(),
             )
         };
         self.file.save(generation, data).await
@@ -313,7 +395,7 @@ pub fn throttle_time_ms(observed: f64, quota: f64, window_ms: u64) -> u64 {
         return 0;
     }
     let t = (observed - quota) / quota * window_ms as f64;
-    (t.round() as u64).min(THROTTLE_TIME_MAX_MS)
+    t.round() as u64
 }
 
 fn now_ms() -> u64 {
@@ -332,7 +414,7 @@ mod tests {
 
     #[test]
     fn kafkas_precedence_and_groups() {
-        let q = QuotaStore::open(None).expect("store");
+        let q = QuotaStore::open(None, QuotaWindow::default()).expect("store");
         assert!(q.is_empty());
         assert_eq!(q.record(QuotaType::Produce, "alice", "app", 1e9), 0);
         q.alter(
@@ -379,20 +461,49 @@ mod tests {
     }
 
     #[test]
+    fn a_default_survives_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let q = QuotaStore::open(Some(dir.path()), QuotaWindow::default()).expect("store");
+        let default_user = entity(Some(None), None);
+        q.alter(&default_user, &[("consumer_byte_rate".into(), Some(4.0))]);
+        let named = entity(None, Some(Some("app".into())));
+        q.alter(&named, &[("producer_byte_rate".into(), Some(8.0))]);
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { q.save().await })
+            .expect("executor")
+            .join()
+            .expect("join")
+            .expect("save");
+        let again = QuotaStore::open(Some(dir.path()), QuotaWindow::default()).expect("reopen");
+        let entries = again.entries();
+        assert!(entries.contains(&(default_user, vec![("consumer_byte_rate".into(), 4.0)])));
+        assert!(entries.contains(&(named, vec![("producer_byte_rate".into(), 8.0)])));
+    }
+
+    #[test]
     fn throttle_is_kafkas() {
         assert_eq!(throttle_time_ms(100.0, 100.0, 10_000), 0);
         assert_eq!(throttle_time_ms(150.0, 100.0, 10_000), 5_000);
-        assert_eq!(throttle_time_ms(1e12, 1.0, 10_000), THROTTLE_TIME_MAX_MS);
         // The first sample counts over the minimum window (10 s): 10 s of quota at once
         // is allowed, more is throttled.
+        let w = QuotaWindow::default();
         let mut r = Rate::default();
-        r.record(1000.0, 5_000);
-        let (rate, window) = r.measure(5_000);
+        r.record(w, 1000.0, 5_000);
+        let (rate, window) = r.measure(w, 5_000);
         assert_eq!(window, 10_000);
         assert!((rate - 100.0).abs() < 1e-9);
         // Samples older than the whole window no longer count.
-        let (rate, _) = r.measure(5_000 + THROTTLE_TIME_MAX_MS);
+        let (rate, _) = r.measure(w, 5_000 + w.throttle_max_ms());
         assert_eq!(rate, 0.0);
+        // Two samples: the rate is over the last one to two windows.
+        let two = QuotaWindow {
+            num: 2,
+            size_ms: 1000,
+        };
+        let mut r = Rate::default();
+        r.record(two, 100.0, 0);
+        r.record(two, 100.0, 1500);
+        assert_eq!(r.measure(two, 1500), (200.0 / 1.5, 1500));
         assert!(check_op("producer_byte_rate", Some(1.5)).is_err());
         assert!(check_op("request_percentage", Some(1.5)).is_ok());
         assert!(check_op("consumer_byte_rate", Some(0.0)).is_err());

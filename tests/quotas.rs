@@ -1,0 +1,321 @@
+//! Client quotas, set with Kafka's own `kafka-configs` (ConfigCommand, from the Apache Kafka
+//! jars of `perf/peers/kafka/kafka.sh install`) and enforced on Kafka's perf tools: the
+//! measured rate stays within 10 % of the quota, the client is throttled (it reports
+//! `throttle_time_ms`) and never disconnected.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+
+/// Mebibyte per second, the unit of the quotas below and of Kafka's perf tools' MB/sec.
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `class` from Apache Kafka's jars with a deadline; (succeeded, stdout+stderr).
+fn kafka_java(class: &str, args: &[&str], limit: Duration) -> (bool, String) {
+    let kafka = repo().join("perf/peers/kafka/kafka.sh");
+    let installed = Command::new(&kafka)
+        .arg("installed")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "Apache Kafka's jars are missing: run perf/peers/kafka/kafka.sh install"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(&kafka)
+        .arg("java")
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::fs::File::create(&err).expect("err"))
+        .spawn()
+        .expect("run kafka.sh java");
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&out).unwrap_or_default()
+        + &std::fs::read_to_string(&err).unwrap_or_default();
+    (ok, text)
+}
+
+/// `kafka-configs --bootstrap-server <broker> ARGS`; its output (asserted to succeed).
+fn kafka_configs(broker: &Broker, args: &[&str]) -> String {
+    let bootstrap = broker.bootstrap();
+    let mut all = vec!["--bootstrap-server", bootstrap.as_str()];
+    all.extend(args);
+    let (ok, out) = kafka_java("kafka.admin.ConfigCommand", &all, Duration::from_secs(120));
+    assert!(ok, "kafka-configs {args:?}:\n{out}\n{}", broker.log());
+    out
+}
+
+/// The figure before `unit` in the last line of `out` holding it: `..., 0.98 MB/sec, ...`.
+fn figure_before(out: &str, unit: &str) -> f64 {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(unit))
+        .unwrap_or_else(|| panic!("no `{unit}` in:\n{out}"));
+    let before = &line[..line.find(unit).unwrap_or(0)];
+    let number = before
+        .trim_end()
+        .rsplit(|c: char| c == ' ' || c == '(' || c == ',')
+        .next()
+        .unwrap_or("");
+    number
+        .parse()
+        .unwrap_or_else(|e| panic!("`{number}` in `{line}`: {e}"))
+}
+
+#[test]
+fn kafka_configs_manages_quotas_durably() {
+    let mut broker = Broker::start(1, &[]);
+    kafka_configs(
+        &broker,
+        &[
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "app-1",
+            "--add-config",
+            "producer_byte_rate=1048576,consumer_byte_rate=2097152,request_percentage=150",
+        ],
+    );
+    kafka_configs(
+        &broker,
+        &[
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-default",
+            "--add-config",
+            "consumer_byte_rate=4194304",
+        ],
+    );
+    let describe_client = [
+        "--describe",
+        "--entity-type",
+        "clients",
+        "--entity-name",
+        "app-1",
+    ];
+    let out = kafka_configs(&broker, &describe_client);
+    for v in [
+        "producer_byte_rate=1048576.0",
+        "consumer_byte_rate=2097152.0",
+        "request_percentage=150.0",
+    ] {
+        assert!(out.contains(v), "{v} in {out}");
+    }
+    // Kept durably: a kill -9 and restart keeps both entities.
+    broker.kill9();
+    broker.restart();
+    let out = kafka_configs(&broker, &describe_client);
+    assert!(out.contains("producer_byte_rate=1048576.0"), "{out}");
+    let out = kafka_configs(
+        &broker,
+        &["--describe", "--entity-type", "users", "--entity-default"],
+    );
+    assert!(out.contains("consumer_byte_rate=4194304.0"), "{out}");
+    // Removing a key leaves the others; an unknown key is refused and changes nothing.
+    kafka_configs(
+        &broker,
+        &[
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "app-1",
+            "--delete-config",
+            "request_percentage",
+        ],
+    );
+    let bootstrap = broker.bootstrap();
+    let (ok, refused) = kafka_java(
+        "kafka.admin.ConfigCommand",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            "app-1",
+            "--add-config",
+            "producer_byte_rate=1.5",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(!ok, "{refused}");
+    let out = kafka_configs(&broker, &describe_client);
+    assert!(
+        out.contains("producer_byte_rate=1048576.0") && !out.contains("request_percentage"),
+        "{out}"
+    );
+}
+
+/// A producer over its `producer_byte_rate` and a consumer over its `consumer_byte_rate`
+/// are held to them (Kafka's perf tools measure their own rate) and are throttled, not
+/// disconnected. Two shards: the quota holds for the broker, whichever shard serves.
+#[test]
+fn producer_and_consumer_are_held_to_their_byte_rates() {
+    // Two samples of one second: Kafka's rate with the smallest burst (one window's worth).
+    let broker = Broker::start(2, &["quota.window.num=2", "quota.window.size.seconds=1"]);
+    let quota = 1024 * 1024;
+    for (client, key) in [
+        ("q-producer", "producer_byte_rate"),
+        ("q-consumer", "consumer_byte_rate"),
+    ] {
+        kafka_configs(
+            &broker,
+            &[
+                "--alter",
+                "--entity-type",
+                "clients",
+                "--entity-name",
+                client,
+                "--add-config",
+                &format!("{key}={quota}"),
+            ],
+        );
+    }
+    let bootstrap = broker.bootstrap();
+    let records = "20000"; // of 1,000 bytes: ~19 s at the quota
+    let (ok, out) = kafka_java(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            "quota-t",
+            "--num-records",
+            records,
+            "--record-size",
+            "1000",
+            "--throughput",
+            "-1",
+            "--print-metrics",
+            "--producer-props",
+            &format!("bootstrap.servers={bootstrap}"),
+            "client.id=q-producer",
+            "acks=1",
+            "linger.ms=5",
+        ],
+        Duration::from_secs(180),
+    );
+    assert!(ok, "{out}\n{}", broker.log());
+    assert!(out.contains(&format!("{records} records sent")), "{out}");
+    let produced = figure_before(&out, "MB/sec") * MIB;
+    let throttle_max = metric(&out, "producer-metrics:produce-throttle-time-max");
+    eprintln!(
+        "producer: {:.0} B/s against a quota of {quota} B/s ({:.3}x); throttle max {throttle_max} ms",
+        produced,
+        produced / quota as f64
+    );
+    assert!(
+        (produced / quota as f64 - 1.0).abs() <= 0.10,
+        "produced {produced:.0} B/s, quota {quota}:\n{out}"
+    );
+    assert!(
+        throttle_max > 0.0,
+        "the producer was never told it was throttled:\n{out}"
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("consumer.properties");
+    std::fs::write(&props, "client.id=q-consumer\n").expect("props");
+    let (ok, out) = kafka_java(
+        "org.apache.kafka.tools.ConsumerPerformance",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "quota-t",
+            "--messages",
+            records,
+            "--timeout",
+            "60000",
+            "--print-metrics",
+            "--command-config",
+            &props.display().to_string(),
+        ],
+        Duration::from_secs(180),
+    );
+    assert!(ok, "{out}\n{}", broker.log());
+    let consumed = fetch_rate(&out) * MIB;
+    let throttle_max = metric(
+        &out,
+        "consumer-fetch-manager-metrics:fetch-throttle-time-max",
+    );
+    eprintln!(
+        "consumer: {:.0} B/s against a quota of {quota} B/s ({:.3}x); throttle max {throttle_max} ms",
+        consumed,
+        consumed / quota as f64
+    );
+    assert!(
+        (consumed / quota as f64 - 1.0).abs() <= 0.10,
+        "consumed {consumed:.0} B/s, quota {quota}:\n{out}"
+    );
+    assert!(
+        throttle_max > 0.0,
+        "the consumer was never told it was throttled:\n{out}"
+    );
+    let log = broker.log();
+    assert!(
+        !log.contains("closing connection"),
+        "a client was disconnected:\n{log}"
+    );
+}
+
+/// A metric of `--print-metrics`' table: `group:name:{tags} : value`.
+fn metric(out: &str, name: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{out}"));
+    let value = line.rsplit(':').next().unwrap_or("").trim();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("`{value}` of {name}: {e}"))
+}
+
+/// ConsumerPerformance's `fetch.MB.sec` (the rate once the group has formed).
+fn fetch_rate(out: &str) -> f64 {
+    let header_at = out
+        .lines()
+        .position(|l| l.contains("fetch.MB.sec"))
+        .unwrap_or_else(|| panic!("no fetch.MB.sec in:\n{out}"));
+    let lines: Vec<&str> = out.lines().collect();
+    let header: Vec<&str> = lines[header_at].split(',').map(str::trim).collect();
+    let values: Vec<&str> = lines
+        .get(header_at + 1)
+        .unwrap_or_else(|| panic!("no values after the header:\n{out}"))
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let i = header
+        .iter()
+        .position(|h| *h == "fetch.MB.sec")
+        .unwrap_or(0);
+    values
+        .get(i)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("fetch.MB.sec in:\n{out}"))
+}
