@@ -346,6 +346,19 @@ impl QuotaStore {
         None
     }
 
+    /// What `user` and `client_id` may take of type `t` in one window (Kafka's
+    /// `getMaxValueInQuotaWindow`: the quota times `quota.window.num - 1` windows); `None`
+    /// without a quota. A Fetch asks for no more than this, so one response cannot overdraw
+    /// the quota by more than a window.
+    pub fn window_allowance(&self, t: QuotaType, user: &str, client_id: &str) -> Option<f64> {
+        if self.is_empty() {
+            return None;
+        }
+        let (quota, _, _) = self.quota_for(t, user, client_id)?;
+        let windows = (self.window.num.saturating_sub(1)).max(1) as f64;
+        Some(quota * windows * self.window.size_ms as f64 / 1000.0)
+    }
+
     /// Records `value` (bytes, or percent-seconds of shard time for `Request`) for `user`
     /// and `client_id` and returns how long the client is throttled for it, in ms (0: within
     /// its quota or without one).

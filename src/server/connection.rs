@@ -360,6 +360,7 @@ async fn read_loop(
             let conn = handlers::ConnInfo {
                 drained: flow.unsent.get() == 0,
                 throttle_time_ms: 0,
+                fetch_quota_bytes: usize::MAX,
             };
             let reply = handlers::dispatch(shard, conn, session, header, frame, None).await;
             if let Ok(Some(r)) = &reply {
@@ -431,6 +432,10 @@ async fn read_loop(
         let conn = handlers::ConnInfo {
             drained: flow.unsent.get() == 0,
             throttle_time_ms: i32::try_from(produce_throttle).unwrap_or(i32::MAX),
+            fetch_quota_bytes: match &account {
+                Some(a) if is_fetch => a.fetch_allowance(),
+                _ => usize::MAX,
+            },
         };
         let shard = shard.clone();
         let done = flow.clone();

@@ -7,9 +7,10 @@
 //! never disconnected for it. A Produce is measured by its request bytes before it is served
 //! (so its own response carries the throttle), a Fetch by its response bytes after (its
 //! `throttle_time_ms` is written into the encoded response), and every request by the time
-//! the shard spent polling it (`request_percentage`). Unlike Kafka, a Fetch over its quota
-//! still carries its records (Kafka answers it empty); the mute that follows holds the
-//! consumer to its rate all the same.
+//! the shard spent polling it (`request_percentage`). As in Kafka a Fetch under a
+//! `consumer_byte_rate` asks for at most one quota window's worth of bytes; unlike Kafka, a
+//! Fetch over its quota still carries its records (Kafka answers it empty and un-records
+//! them): the mute that follows holds the consumer to its rate all the same.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +51,14 @@ impl Account {
                 .to_string(),
             client_id: client_id.to_string(),
         })
+    }
+
+    /// The most bytes a Fetch of this client may ask for (`usize::MAX` without a
+    /// `consumer_byte_rate`): one quota window's worth, as Kafka bounds `fetch.max.bytes`.
+    pub fn fetch_allowance(&self) -> usize {
+        self.quotas
+            .window_allowance(QuotaType::Fetch, &self.user, &self.client_id)
+            .map_or(usize::MAX, |b| (b as usize).max(1))
     }
 
     /// Records a Produce request of `bytes`; its throttle time in ms.

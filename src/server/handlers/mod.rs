@@ -126,6 +126,9 @@ pub struct ConnInfo {
     /// How long the client is throttled for this request by its produce quota, in ms (the
     /// Produce response's `throttle_time_ms`; 0 without a quota or within it).
     pub throttle_time_ms: i32,
+    /// The most bytes a Fetch may return under the client's `consumer_byte_rate`
+    /// (`usize::MAX` without one).
+    pub fetch_quota_bytes: usize,
 }
 
 /// One request as a handler sees it, beside its decoded body.
