@@ -77,7 +77,7 @@ fn figure_before(out: &str, unit: &str) -> f64 {
     let before = &line[..line.find(unit).unwrap_or(0)];
     let number = before
         .trim_end()
-        .rsplit(|c: char| c == ' ' || c == '(' || c == ',')
+        .rsplit([' ', '(', ','])
         .next()
         .unwrap_or("");
     number
