@@ -7,6 +7,7 @@
 //! the Java client (kafka-tools' ProducerPerformance and ConsoleConsumer) and raw frames.
 
 mod common;
+mod rawkafka;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -1123,37 +1124,11 @@ fn call<Req: kafka_protocol::protocol::Encodable, Resp: Decodable + std::fmt::De
 
 /// Three plain records (no producer id).
 fn plain_batch() -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<Record> = (0..3)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
+    rawkafka::encode_batch(&[
+        Bytes::from_static(b"v0"),
+        Bytes::from_static(b"v1"),
+        Bytes::from_static(b"v2"),
+    ])
 }
 
 /// (log start offset, high watermark) of `topic`-0, asked by `s`.
