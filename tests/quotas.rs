@@ -341,3 +341,86 @@ fn column(out: &str, name: &str) -> Vec<f64> {
         .filter_map(|cols| cols[i].parse().ok())
         .collect()
 }
+
+/// Raw AlterClientQuotas / DescribeClientQuotas, and `request_percentage`: a client allowed
+/// almost no shard time is told so in its Fetch's `throttle_time_ms` (and then muted).
+#[test]
+fn request_percentage_throttles_and_the_quota_apis_check_their_input() {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let broker = Broker::start(1, &["quota.window.num=2", "quota.window.size.seconds=1"]);
+    let mut s = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let sb = StrBytes::from_static_str;
+    // `common::request` sends client id "raw-test".
+    let alter = |s: &mut std::net::TcpStream, key: &'static str, value: f64| {
+        let body = common::request(
+            s,
+            ApiKey::AlterClientQuotas,
+            1,
+            &AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
+                .with_entity(vec![EntityData::default()
+                    .with_entity_type(sb("client-id"))
+                    .with_entity_name(Some(sb("raw-test")))])
+                .with_ops(vec![OpData::default().with_key(sb(key)).with_value(value)])]),
+        );
+        AlterClientQuotasResponse::decode(&mut body.clone(), 1).expect("alter")
+    };
+    let refused = alter(&mut s, "connection_creation_rate", 1.0);
+    assert_eq!(refused.entries[0].error_code, 42, "{refused:?}"); // INVALID_REQUEST
+    let refused = alter(&mut s, "request_percentage", -1.0);
+    assert_eq!(refused.entries[0].error_code, 42, "{refused:?}");
+    let ok = alter(&mut s, "request_percentage", 0.001);
+    assert_eq!(ok.entries[0].error_code, 0, "{ok:?}");
+    let body = common::request(
+        &mut s,
+        ApiKey::DescribeClientQuotas,
+        1,
+        &DescribeClientQuotasRequest::default().with_components(vec![ComponentData::default()
+            .with_entity_type(sb("client-id"))
+            .with_match_type(0)
+            .with_match(Some(sb("raw-test")))]),
+    );
+    let d = DescribeClientQuotasResponse::decode(&mut body.clone(), 1).expect("describe");
+    let entries = d.entries.expect("entries");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].values[0].key.as_str(), "request_percentage");
+    assert_eq!(entries[0].values[0].value, 0.001);
+    // Any request costs far more than 0.001 % of a shard: the Fetch says it is throttled.
+    let body = common::request(
+        &mut s,
+        ApiKey::Fetch,
+        12,
+        &FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(sb("no-such-topic")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20)])]),
+    );
+    let f = FetchResponse::decode(&mut body.clone(), 12).expect("fetch");
+    assert!(f.throttle_time_ms > 0, "{f:?}");
+    assert!(f.throttle_time_ms <= 2000, "capped at the window: {f:?}");
+    // Muted, not disconnected: the next request is answered after the throttle.
+    let started = Instant::now();
+    let body = common::request(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(sb("t"))
+            .with_client_software_version(sb("1")),
+    );
+    let v = ApiVersionsResponse::decode(&mut body.clone(), 3).expect("api versions");
+    assert_eq!(v.error_code, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(f.throttle_time_ms as u64 / 2),
+        "answered before the throttle ran out"
+    );
+}
