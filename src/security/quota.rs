@@ -25,6 +25,11 @@ use std::sync::{Mutex, RwLock};
 
 use super::durable::DurableFile;
 
+/// Usage groups kept before idle ones (no sample within the window) are dropped, as Kafka
+/// expires idle quota sensors (and, should all be active, all start over): bounds the
+/// memory of clients that come and go.
+pub const USAGE_GROUPS_MAX: usize = 4096;
+
 /// Samples in a quota's rate by default (Kafka's `quota.window.num`).
 pub const QUOTA_WINDOW_NUM_DEFAULT: usize = 11;
 /// Span of one sample by default (Kafka's `quota.window.size.seconds`).
@@ -371,6 +376,18 @@ impl QuotaStore {
         };
         let now_ms = now_ms();
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if usage.len() >= USAGE_GROUPS_MAX {
+            let expire = self.window.throttle_max_ms();
+            usage.retain(|_, r| {
+                r.samples
+                    .iter()
+                    .any(|(start, _)| now_ms.saturating_sub(*start) < expire)
+            });
+            if usage.len() >= USAGE_GROUPS_MAX {
+                // All active: each group starts over, as a new client id would.
+                usage.clear();
+            }
+        }
         let rate = usage.entry((t, user_tag, client_tag)).or_default();
         rate.record(self.window, value, now_ms);
         let (observed, window_ms) = rate.measure(self.window, now_ms);
@@ -471,6 +488,12 @@ mod tests {
             &[("producer_byte_rate".into(), None)],
         );
         assert_eq!(q.entries().len(), 2, "an entity without values is gone");
+        // Usage of clients that come and go stays bounded.
+        for i in 0..USAGE_GROUPS_MAX + 10 {
+            q.record(QuotaType::Produce, "bob", &format!("c{i}"), 1.0);
+        }
+        let groups = q.usage.lock().expect("usage").len();
+        assert!(groups <= USAGE_GROUPS_MAX, "{groups}");
     }
 
     #[test]
