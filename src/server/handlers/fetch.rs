@@ -118,8 +118,9 @@ async fn read_once(shard: &Rc<Shard>, conn: ConnInfo, parts: &[FetchPart], want:
 pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let (shard, conn, version) = (rq.shard, rq.conn, rq.version);
     let req: FetchRequest = decode_body(&mut body, version)?;
-    // `fetch.max.bytes`: what a client may ask, per response and per partition.
-    let cap = shard.config.fetch_max_bytes;
+    // `fetch.max.bytes`: what a client may ask, per response and per partition (less under a
+    // `consumer_byte_rate`, as Kafka).
+    let cap = shard.config.fetch_max_bytes.min(conn.fetch_quota_bytes);
     let meta = shard.metadata();
 
     // The session decides what is read: the request's partitions, or all of its session's.

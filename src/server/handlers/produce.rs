@@ -31,6 +31,10 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|s| s.to_string());
+    // Kafka: a transactional produce needs WRITE on its transactional id.
+    let txn_denied = transactional_id.as_deref().is_some_and(|id| {
+        !id.is_empty() && !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, id)
+    });
     let meta = shard.metadata();
     let view = shard.cluster_view();
     let mut parts = Vec::new();
@@ -43,6 +47,11 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         for p in topic.partition_data {
             let slot = if !(-1..=1).contains(&acks) {
                 Slot::Failed(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1")
+            } else if txn_denied {
+                Slot::Failed(
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "not authorized for the transactional id",
+                )
             } else if !rq.authorized(AclOperation::Write, ResourceType::Topic, &name) {
                 Slot::Failed(
                     ErrorCode::TOPIC_AUTHORIZATION_FAILED,
@@ -216,6 +225,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     };
     let body = ProduceResponse::default()
         .with_responses(responses)
+        .with_throttle_time_ms(rq.conn.throttle_time_ms)
         .with_node_endpoints(node_endpoints);
     let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))
