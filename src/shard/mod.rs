@@ -172,6 +172,20 @@ pub struct OffsetAnswer {
     pub timestamp: i64,
 }
 
+/// One partition's OffsetForLeaderEpoch question: where does `leader_epoch` end?
+#[derive(Debug, Clone)]
+pub struct EpochQuery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The epoch asked about.
+    pub leader_epoch: i32,
+}
+
+/// One partition's OffsetForLeaderEpoch answer: `(epoch, end offset)` or the error code.
+pub type EpochAnswer = Result<(i32, i64), ErrorCode>;
+
 /// One partition's DeleteRecords ask: move its log start offset up to `offset`.
 #[derive(Debug, Clone)]
 pub struct DeleteRecordsPart {
@@ -232,6 +246,13 @@ pub enum ShardMsg {
         parts: Vec<(usize, OffsetQuery)>,
         /// Answers by the same indexes.
         reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
+    },
+    /// OffsetForLeaderEpoch on partitions owned by the receiver.
+    EpochEndOffsets {
+        /// (index in the request, query).
+        parts: Vec<(usize, EpochQuery)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, EpochAnswer)>>,
     },
     /// DeleteRecords on partitions owned by the receiver.
     DeleteRecords {
@@ -581,6 +602,17 @@ impl Shard {
                 offset: -1,
                 timestamp: -1,
             },
+        )
+        .await
+    }
+
+    /// Answers OffsetForLeaderEpoch queries on their owner shards; answers in request order.
+    pub async fn epoch_end_offsets(self: &Rc<Self>, queries: Vec<EpochQuery>) -> Vec<EpochAnswer> {
+        self.scatter(
+            queries,
+            |q| (&q.topic, q.partition),
+            |parts, reply| ShardMsg::EpochEndOffsets { parts, reply },
+            || Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
         )
         .await
     }

@@ -96,6 +96,19 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
+        ShardMsg::EpochEndOffsets { parts, reply } => {
+            let out = parts
+                .into_iter()
+                .map(|(i, q)| {
+                    let r = shard
+                        .storage
+                        .end_offset_for_epoch(&q.topic, q.partition, q.leader_epoch)
+                        .map_err(|e| e.kafka_error_code());
+                    (i, r)
+                })
+                .collect();
+            let _ = reply.send(out);
+        }
         ShardMsg::DeleteRecords { parts, reply } => {
             let mut out = Vec::with_capacity(parts.len());
             for (i, p) in parts {
@@ -425,6 +438,13 @@ async fn record_at_time(
         .map(|r| (r.offset, r.timestamp))
 }
 
+/// The partition's leader epoch in this broker's cluster image (`None` on one node, where
+/// logs keep [`crate::storage::LEADER_EPOCH`]).
+fn leader_epoch_in_view(shard: &Shard, topic: &str, partition: i32) -> Option<i32> {
+    let view = shard.cluster_view()?;
+    view.partition(topic, partition).map(|st| st.leader_epoch)
+}
+
 /// Partitions one shard opens at once (at start, or when topics appear): their file
 /// operations overlap in the shard's ring instead of waiting for each other.
 const PARTITION_OPENS_IN_FLIGHT_MAX: usize = 32;
@@ -444,10 +464,15 @@ async fn open_partitions(
             .map(|(topic, p, log)| {
                 let storage = shard.storage.clone();
                 let name = topic.clone();
-                let task =
-                    glommio::spawn_local(
-                        async move { storage.open_partition(&name, p, log).await },
-                    );
+                let epoch = leader_epoch_in_view(shard, &topic, p);
+                let task = glommio::spawn_local(async move {
+                    storage.open_partition(&name, p, log).await?;
+                    // In the same poll as the open's end: no append comes between.
+                    if let Some(e) = epoch {
+                        storage.set_leader_epoch(&name, p, e);
+                    }
+                    Ok(())
+                });
                 (topic, p, task)
             })
             .collect();
@@ -509,6 +534,10 @@ async fn apply_metadata(
     }
     if view.is_some() {
         *shard.view.borrow_mut() = view;
+        // The partitions open here stamp the new image's epochs from the next append on.
+        shard
+            .storage
+            .set_leader_epochs(|topic, p| leader_epoch_in_view(shard, topic, p));
     }
     let mut opens = Vec::new();
     for topic in meta.topics.values() {

@@ -126,7 +126,11 @@ impl LogState {
         let last = base + h.last_offset_delta as i64;
         let append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
-        let (header_bytes, header) = patched_header(&batch, h, base, append_time);
+        let (header_bytes, header) =
+            patched_header(&batch, h, base, self.leader_epoch, append_time);
+        if self.epochs.assign(self.leader_epoch, base) {
+            self.epochs_version += 1;
+        }
         let body = batch.slice(BATCH_HEADER_BYTES..);
         let index_interval_bytes = self.config.index_interval_bytes;
         let seg = self.active_mut();
