@@ -52,6 +52,8 @@ mod tests_compaction;
 #[cfg(test)]
 mod tests_epochs;
 #[cfg(test)]
+mod tests_replica;
+#[cfg(test)]
 mod tests_txn;
 
 pub use batch::{

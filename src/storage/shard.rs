@@ -446,6 +446,43 @@ impl ShardStorage {
             .end_offset_for_epoch(epoch)
     }
 
+    /// Appends one batch fetched from the partition's leader as it is (offsets, leader epoch
+    /// and producer ids kept, CRC checked); it must start at this log's end. The producer
+    /// state and the leader-epoch cache learn from it. Durability: [`ShardStorage::wait_durable`].
+    pub fn append_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.partition(topic, partition)?
+            .append_replica(batch, now_ms())
+    }
+
+    /// `(latest leader epoch or -1, log end offset)`: what a follower sends as
+    /// `last_fetched_epoch` and `fetch_offset`.
+    pub fn last_epoch_and_end(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i32, i64), StorageError> {
+        Ok(self.partition(topic, partition)?.last_epoch_and_end())
+    }
+
+    /// Truncates the partition's log at the batch holding `offset` (a follower whose log
+    /// diverges from its leader's), durably; returns the new log end. Below the log start:
+    /// [`StorageError::OffsetOutOfRange`]; at or past the end: no change.
+    pub async fn truncate_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        self.partition(topic, partition)?
+            .truncate_to(&self.fs, &self.options, offset)
+            .await
+    }
+
     /// Sets the leader epoch one partition stamps on its next appended batches (ignored when
     /// older than its current one, or when the partition is not open here).
     pub fn set_leader_epoch(&self, topic: &str, partition: i32, epoch: i32) {

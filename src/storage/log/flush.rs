@@ -41,7 +41,7 @@ enum Job {
 
 impl Partition {
     /// Records a failed flush so waiters see it; in-memory data stays pending for a retry.
-    fn record_flush_error(&self, e: &StorageError) {
+    pub(super) fn record_flush_error(&self, e: &StorageError) {
         let mut st = self.state.borrow_mut();
         let (kind, msg) = match e {
             StorageError::Io(io) => (io.kind(), io.to_string()),
@@ -71,7 +71,7 @@ impl Partition {
         res
     }
 
-    async fn flush_locked(
+    pub(super) async fn flush_locked(
         &self,
         fs: &FileSystem,
         opts: &StorageOptions,

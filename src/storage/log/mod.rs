@@ -25,6 +25,7 @@ mod epochs;
 mod flush;
 mod read;
 mod recover;
+mod replica;
 mod retention;
 mod start;
 

@@ -162,7 +162,7 @@ impl Partition {
     /// batches after it (the whole log without one). A snapshot past the log end describes
     /// batches a crash took away: it is deleted, so it cannot describe other batches at the
     /// same offsets later. Returns the number of idempotent batches scanned.
-    async fn load_producer_state(&self, fs: &FileSystem) -> Result<usize, StorageError> {
+    pub(super) async fn load_producer_state(&self, fs: &FileSystem) -> Result<usize, StorageError> {
         let (start, end) = self.offsets();
         let path = self.state.borrow().dir.join(SNAPSHOT_FILE);
         let snapshot = match fs.read_small_file(&path)? {
