@@ -216,3 +216,66 @@ fn one_node_validates_epoch_zero_positions() {
     let want: Vec<String> = (2..6).map(|o| format!("REC {o} 0")).collect();
     assert_eq!(out, want);
 }
+
+/// `min.insync.replicas` above the partition's in-sync replicas: an acks=all produce is
+/// refused with NOT_ENOUGH_REPLICAS before the append (nothing stored), acks=1 is not; once
+/// the setting is lowered, acks=all goes through.
+#[test]
+fn min_insync_replicas_refuses_acks_all() {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    let b = common::Broker::start(1, &[]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let r = futures_lite::future::block_on(admin.create_topics(
+        &[NewTopic::new("isr", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2")],
+        &opts,
+    ))
+    .expect("create");
+    assert!(r[0].is_ok(), "{r:?}");
+    // The partition's log end offset (the high watermark).
+    let end = |b: &common::Broker| {
+        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .create()
+            .expect("consumer");
+        rdkafka::consumer::Consumer::fetch_watermarks(&c, "isr", 0, Duration::from_secs(5))
+            .expect("watermarks")
+            .1
+    };
+    let outcome = |acks: &str| -> Result<(), RDKafkaErrorCode> {
+        let p: rdkafka::producer::FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .set("acks", acks)
+            .set("retries", "0")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("producer");
+        let r = futures_lite::future::block_on(
+            p.send(
+                rdkafka::producer::FutureRecord::<(), str>::to("isr")
+                    .partition(0)
+                    .payload("x"),
+                Duration::from_secs(10),
+            ),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err((KafkaError::MessageProduction(code), _)) => Err(code),
+            Err((e, _)) => panic!("unexpected {e}"),
+        }
+    };
+    assert_eq!(outcome("all"), Err(RDKafkaErrorCode::NotEnoughReplicas));
+    assert_eq!(end(&b), 0, "nothing appended");
+    assert_eq!(outcome("1"), Ok(()));
+    assert_eq!(end(&b), 1);
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("isr")).set("min.insync.replicas", "1");
+    let r = futures_lite::future::block_on(admin.alter_configs(&[alter], &opts)).expect("alter");
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(outcome("all"), Ok(()));
+    assert_eq!(end(&b), 2);
+}
