@@ -13,7 +13,9 @@ use common::cluster::{leader_and_epoch, Cluster};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 
 /// confluent-kafka (librdkafka) consumer: assigns `topic`/0 at `offset` with the position's
 /// leader epoch `epoch` (`auto.offset.reset=error`, so a detected truncation is an error, not
@@ -91,6 +93,26 @@ fn produce(bootstrap: &str, topic: &str, n: usize) {
     }
     p.flush(Duration::from_secs(30))
         .expect("every record acknowledged");
+}
+
+/// One record to `topic`/0 with `acks` and no retries: acknowledged, or the error code.
+fn produce_outcome(bootstrap: &str, topic: &str, acks: &str) -> Result<(), RDKafkaErrorCode> {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let r = futures_lite::future::block_on(p.send(
+        FutureRecord::<(), str>::to(topic).partition(0).payload("x"),
+        Duration::from_secs(10),
+    ));
+    match r {
+        Ok(_) => Ok(()),
+        Err((KafkaError::MessageProduction(code), _)) => Err(code),
+        Err((e, _)) => panic!("unexpected {e}"),
+    }
 }
 
 /// OffsetForLeaderEpoch v4 of `topic`/0 on `port`: (error code, epoch, end offset).
@@ -199,6 +221,24 @@ fn leader_epochs_survive_kill9_and_validate_positions() {
         .map(|(o, e)| format!("REC {o} {e}"))
         .collect();
     assert_eq!(out, want);
+
+    // In a cluster the ISR comes from the image: one replica is fewer than 2.
+    let r = futures_lite::future::block_on(
+        admin.create_topics(
+            &[
+                NewTopic::new("isr2", 1, TopicReplication::Variable(&[&[1]]))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ),
+    )
+    .expect("create");
+    assert!(matches!(r.as_slice(), [Ok(_)]), "{r:?}");
+    assert_eq!(
+        produce_outcome(&boot, "isr2", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(produce_outcome(&boot, "isr2", "1"), Ok(()));
 }
 
 /// On one node the leader epoch is 0 for ever: positions of epoch 0 validate (also after a
@@ -223,8 +263,6 @@ fn one_node_validates_epoch_zero_positions() {
 #[test]
 fn min_insync_replicas_refuses_acks_all() {
     use rdkafka::admin::{AlterConfig, ResourceSpecifier};
-    use rdkafka::error::KafkaError;
-    use rdkafka::types::RDKafkaErrorCode;
     let b = common::Broker::start(1, &[]);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())
@@ -247,35 +285,16 @@ fn min_insync_replicas_refuses_acks_all() {
             .expect("watermarks")
             .1
     };
-    let outcome = |acks: &str| -> Result<(), RDKafkaErrorCode> {
-        let p: rdkafka::producer::FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", b.bootstrap())
-            .set("acks", acks)
-            .set("retries", "0")
-            .set("message.timeout.ms", "10000")
-            .create()
-            .expect("producer");
-        let r = futures_lite::future::block_on(
-            p.send(
-                rdkafka::producer::FutureRecord::<(), str>::to("isr")
-                    .partition(0)
-                    .payload("x"),
-                Duration::from_secs(10),
-            ),
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err((KafkaError::MessageProduction(code), _)) => Err(code),
-            Err((e, _)) => panic!("unexpected {e}"),
-        }
-    };
-    assert_eq!(outcome("all"), Err(RDKafkaErrorCode::NotEnoughReplicas));
+    assert_eq!(
+        produce_outcome(&b.bootstrap(), "isr", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
     assert_eq!(end(&b), 0, "nothing appended");
-    assert_eq!(outcome("1"), Ok(()));
+    assert_eq!(produce_outcome(&b.bootstrap(), "isr", "1"), Ok(()));
     assert_eq!(end(&b), 1);
     let alter = AlterConfig::new(ResourceSpecifier::Topic("isr")).set("min.insync.replicas", "1");
     let r = futures_lite::future::block_on(admin.alter_configs(&[alter], &opts)).expect("alter");
     assert!(r[0].is_ok(), "{r:?}");
-    assert_eq!(outcome("all"), Ok(()));
+    assert_eq!(produce_outcome(&b.bootstrap(), "isr", "all"), Ok(()));
     assert_eq!(end(&b), 2);
 }
