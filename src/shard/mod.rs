@@ -102,6 +102,9 @@ pub struct FetchPart {
     /// Most bytes wanted from this partition. The first batch of the first partition with data
     /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
+    /// The epoch of the fetcher's last fetched batch (Fetch v12+), checked against this log's
+    /// epochs before reading; -1: no check.
+    pub last_fetched_epoch: i32,
 }
 
 /// The outcome of one partition's read.
@@ -125,6 +128,9 @@ pub struct FetchResult {
     pub allocated: usize,
     /// The data at the fetch offset is on disk only and the read was for the cache only.
     pub needs_disk: bool,
+    /// The fetcher's log diverges from this one: `(epoch, end offset)` to truncate to
+    /// (no batches then).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// How much a Fetch read may take, over all the partitions of one request.
@@ -586,6 +592,7 @@ impl Shard {
                 batches: Vec::new(),
                 allocated: 0,
                 needs_disk: false,
+                diverging_epoch: None,
             },
         )
         .await

@@ -288,6 +288,25 @@ fn append_part(
 /// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch
 /// whatever its size when `limits.min_one`; from the cache only unless `limits.disk`.
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
+    if part.last_fetched_epoch >= 0 {
+        if let Some(diverging) = diverging_epoch(shard, &part) {
+            let (start, hw) = shard
+                .storage
+                .offsets(&part.topic, part.partition)
+                .unwrap_or((-1, -1));
+            return FetchResult {
+                error_code: ErrorCode::NONE,
+                high_watermark: hw,
+                last_stable_offset: hw,
+                aborted: Vec::new(),
+                log_start_offset: start,
+                batches: Vec::new(),
+                allocated: 0,
+                needs_disk: false,
+                diverging_epoch: Some(diverging),
+            };
+        }
+    }
     match shard
         .storage
         .read_limited(
@@ -315,6 +334,7 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
                 batches: data.batches,
                 allocated: data.allocated,
                 needs_disk: data.needs_disk,
+                diverging_epoch: None,
             }
         }
         Err(e) => {
@@ -331,9 +351,21 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
                 batches: Vec::new(),
                 allocated: 0,
                 needs_disk: false,
+                diverging_epoch: None,
             }
         }
     }
+}
+
+/// Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`: the end here of the fetcher's last
+/// fetched epoch; when that epoch is unknown here (the answer names an older one) or ends
+/// before the fetch offset, the fetcher's log diverges and must be cut at the answer.
+fn diverging_epoch(shard: &Shard, part: &FetchPart) -> Option<(i32, i64)> {
+    let (epoch, end) = shard
+        .storage
+        .end_offset_for_epoch(&part.topic, part.partition, part.last_fetched_epoch)
+        .ok()?;
+    (epoch < part.last_fetched_epoch || end < part.fetch_offset).then_some((epoch, end))
 }
 
 async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
