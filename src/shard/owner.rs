@@ -290,20 +290,9 @@ fn append_part(
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
     if part.last_fetched_epoch >= 0 {
         if let Some(diverging) = diverging_epoch(shard, &part) {
-            let (start, hw) = shard
-                .storage
-                .offsets(&part.topic, part.partition)
-                .unwrap_or((-1, -1));
             return FetchResult {
-                error_code: ErrorCode::NONE,
-                high_watermark: hw,
-                last_stable_offset: hw,
-                aborted: Vec::new(),
-                log_start_offset: start,
-                batches: Vec::new(),
-                allocated: 0,
-                needs_disk: false,
                 diverging_epoch: Some(diverging),
+                ..without_records(shard, &part, ErrorCode::NONE)
             };
         }
     }
@@ -337,23 +326,22 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
                 diverging_epoch: None,
             }
         }
-        Err(e) => {
-            let (start, hw) = shard
-                .storage
-                .offsets(&part.topic, part.partition)
-                .unwrap_or((-1, -1));
-            FetchResult {
-                error_code: e.kafka_error_code(),
-                high_watermark: hw,
-                last_stable_offset: hw,
-                aborted: Vec::new(),
-                log_start_offset: start,
-                batches: Vec::new(),
-                allocated: 0,
-                needs_disk: false,
-                diverging_epoch: None,
-            }
-        }
+        Err(e) => without_records(shard, &part, e.kafka_error_code()),
+    }
+}
+
+/// A partition's fetch answer with no records: `error_code` and its current offsets.
+fn without_records(shard: &Shard, part: &FetchPart, error_code: ErrorCode) -> FetchResult {
+    let (start, hw) = shard
+        .storage
+        .offsets(&part.topic, part.partition)
+        .unwrap_or((-1, -1));
+    FetchResult {
+        error_code,
+        high_watermark: hw,
+        last_stable_offset: hw,
+        log_start_offset: start,
+        ..FetchResult::default()
     }
 }
 

@@ -2,21 +2,26 @@
 //! after clean stops and simulated crashes (its checkpoint plus the batches after the recovery
 //! point).
 
-use bytes::Bytes;
-
 use super::tests::{open_sim, read_all, run, Rng, T};
 use super::*;
 use crate::io::SimDisk;
 
-/// Kafka's answer for `epoch` computed from the log's batches alone: the latest epoch ends at
-/// the log end, an older one where the first batch of a newer epoch starts.
-fn model_end_offset(batches: &[(BatchHeader, Bytes)], epoch: i32, log_end: i64) -> (i32, i64) {
+/// Where each epoch starts, from a log's batch headers in offset order.
+pub(super) fn epoch_starts<'a>(
+    headers: impl IntoIterator<Item = &'a BatchHeader>,
+) -> Vec<(i32, i64)> {
     let mut starts: Vec<(i32, i64)> = Vec::new();
-    for (h, _) in batches {
+    for h in headers {
         if starts.last().is_none_or(|s| s.0 < h.partition_leader_epoch) {
             starts.push((h.partition_leader_epoch, h.base_offset));
         }
     }
+    starts
+}
+
+/// Kafka's answer for `epoch` computed from a log's epoch starts alone: the latest epoch ends
+/// at the log end, an older one where the first batch of a newer epoch starts.
+pub(super) fn model_end_offset(starts: &[(i32, i64)], epoch: i32, log_end: i64) -> (i32, i64) {
     if epoch < 0 {
         return (-1, -1);
     }
@@ -96,7 +101,7 @@ async fn epoch_case(seed: u64) -> usize {
         for e in -1..=epoch + 1 {
             assert_eq!(
                 s.end_offset_for_epoch(T, 0, e).unwrap(),
-                model_end_offset(&got, e, end),
+                model_end_offset(&epoch_starts(got.iter().map(|(h, _)| h)), e, end),
                 "seed {seed} cycle {cycle}: epoch {e} of {:?}",
                 got.iter()
                     .map(|(h, _)| (h.partition_leader_epoch, h.base_offset))
@@ -111,12 +116,7 @@ async fn epoch_case(seed: u64) -> usize {
             .unwrap()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        let mut starts: Vec<(i32, i64)> = Vec::new();
-        for (h, _) in &got {
-            if starts.last().is_none_or(|s| s.0 < h.partition_leader_epoch) {
-                starts.push((h.partition_leader_epoch, h.base_offset));
-            }
-        }
+        let starts = epoch_starts(got.iter().map(|(h, _)| h));
         let mut want = format!("0\n{}\n", starts.len());
         for (e, o) in &starts {
             want.push_str(&format!("{e} {o}\n"));

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::tests::{idempotent, open_sim, read_all, run, Rng, T};
+use super::tests_epochs::{epoch_starts, model_end_offset};
 use super::*;
 use crate::error_code::ErrorCode;
 use crate::io::SimDisk;
@@ -24,30 +25,6 @@ struct Sent {
 
 fn header(b: &Bytes) -> BatchHeader {
     parse_header(b).unwrap()
-}
-
-/// Kafka's `endOffsetFor` over the model's batches.
-fn model_end_offset(model: &[Sent], epoch: i32, end: i64) -> (i32, i64) {
-    let mut starts: Vec<(i32, i64)> = Vec::new();
-    for s in model {
-        let h = header(&s.stored);
-        if starts.last().is_none_or(|x| x.0 < h.partition_leader_epoch) {
-            starts.push((h.partition_leader_epoch, h.base_offset));
-        }
-    }
-    if epoch < 0 {
-        return (-1, -1);
-    }
-    if starts.last().map(|s| s.0) == Some(epoch) {
-        return (epoch, end);
-    }
-    let Some(higher) = starts.iter().find(|s| s.0 > epoch) else {
-        return (-1, -1);
-    };
-    match starts.iter().rev().find(|s| s.0 <= epoch) {
-        Some(f) => (f.0, higher.1),
-        None => (epoch, higher.1),
-    }
 }
 
 #[test]
@@ -194,10 +171,11 @@ async fn truncation_case(seed: u64) -> usize {
 /// the producer state (the last idempotent batch's retry is a duplicate with its offsets).
 fn check_state(s: &ShardStorage, model: &[Sent], epoch: i32, ctx: &str) {
     let end = s.offsets(T, 0).unwrap().1;
+    let headers: Vec<BatchHeader> = model.iter().map(|m| header(&m.stored)).collect();
     for e in -1..=epoch + 1 {
         assert_eq!(
             s.end_offset_for_epoch(T, 0, e).unwrap(),
-            model_end_offset(model, e, end),
+            model_end_offset(&epoch_starts(headers.iter()), e, end),
             "{ctx}: epoch {e}"
         );
     }
