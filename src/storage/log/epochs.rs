@@ -10,9 +10,9 @@
 //!
 //! Crash safety (the same rule as the recovery point's): the flusher writes the file, durably,
 //! before it moves the recovery point, so every epoch that starts below the recovery point is
-//! in the file; at open, entries at or past the recovery point are dropped and rebuilt from the
-//! `partition_leader_epoch` of the batches from there to the log end, which recovery has just
-//! checked.
+//! in the file; at open after an unclean stop, entries from the segment holding the recovery
+//! point on are dropped and rebuilt from the `partition_leader_epoch`s recovery's scan of those
+//! segments noted (`LogSegment::scanned_epochs`: no second read).
 
 use std::io;
 use std::path::Path;
@@ -164,22 +164,24 @@ pub(super) async fn write_epochs(
 }
 
 impl Partition {
-    /// Loads the leader-epoch cache at open (after recovery cut the log): the checkpoint's
-    /// entries below what it is known to cover (the log end after a clean shutdown, else the
-    /// recovery point; nothing without a readable file), then the epochs of the batches from
-    /// there to the log end. The stamping epoch starts at the latest one found.
+    /// Loads the leader-epoch cache at open (after recovery cut the log). Recovery re-scanned
+    /// the segments from `scanned_from` on (after an unclean stop: the one holding the
+    /// recovery point and all later ones; `None` after a clean stop) and noted their epochs;
+    /// below that, the checkpoint's entries hold (it is written before the recovery point
+    /// moves). Without a readable checkpoint, the batches below are read for their epochs
+    /// (once: a log that predates the file). The stamping epoch starts at the latest one.
     pub(super) async fn load_leader_epochs(
         &self,
         fs: &FileSystem,
-        clean: bool,
-        recovery_point: Option<i64>,
+        scanned_from: Option<i64>,
     ) -> Result<(), StorageError> {
         let (start, end) = self.offsets();
         let dir = self.state.borrow().dir.clone();
-        let stored = read_epochs(fs, &dir)?;
-        let (mut cache, covered) = match stored {
-            StoredEpochs::Found(c) if clean => (c, end),
-            StoredEpochs::Found(c) => (c, recovery_point.unwrap_or(start).clamp(start, end)),
+        // Below `covered` the epochs come from the checkpoint (or a read), from it on from
+        // the recovery scan.
+        let covered = scanned_from.map_or(end, |b| b.clamp(start, end));
+        let (mut cache, read_from) = match read_epochs(fs, &dir)? {
+            StoredEpochs::Found(c) => (c, covered),
             StoredEpochs::Missing => (LeaderEpochCache::default(), start),
             StoredEpochs::Damaged => {
                 tracing::warn!(topic = %self.topic, partition = self.partition, "leader-epoch checkpoint damaged; rebuilding it from the log");
@@ -187,14 +189,28 @@ impl Partition {
             }
         };
         let before = cache.clone();
-        cache.truncate_from_end(covered);
+        cache.truncate_from_end(read_from);
         self.state.borrow_mut().epochs = cache;
-        self.scan_headers(covered, end, "leader-epoch cache", |st, b| {
-            st.epochs
-                .assign(b.header.partition_leader_epoch, b.header.base_offset);
-        })
-        .await?;
+        if read_from < covered {
+            self.scan_headers(read_from, covered, "leader-epoch cache", |st, b| {
+                st.epochs
+                    .assign(b.header.partition_leader_epoch, b.header.base_offset);
+            })
+            .await?;
+        }
         let mut st = self.state.borrow_mut();
+        let scanned: Vec<(i32, i64)> = st
+            .segments
+            .range(scanned_from.unwrap_or(i64::MAX)..)
+            .flat_map(|(_, s)| s.scanned_epochs.iter().copied())
+            .collect();
+        for seg in st.segments.values_mut() {
+            seg.scanned_epochs = Vec::new();
+        }
+        for (epoch, offset) in scanned {
+            // A batch across `covered` (the log start inside it) starts its epoch there.
+            st.epochs.assign(epoch, offset.max(covered));
+        }
         st.epochs.truncate_from_start(start);
         if let Some(latest) = st.epochs.latest_epoch() {
             st.leader_epoch = st.leader_epoch.max(latest);

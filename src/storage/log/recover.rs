@@ -152,7 +152,7 @@ impl Partition {
             appended: WaitList::default(),
             durable: WaitList::default(),
         };
-        log.load_leader_epochs(fs, clean, rp).await?;
+        log.load_leader_epochs(fs, scan_from).await?;
         log.load_producer_state(fs).await?;
         log.sample_disk_allocated(fs)?;
         Ok(log)
