@@ -206,10 +206,14 @@ fn leader_epochs_survive_kill9_and_validate_positions() {
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
         ));
         // A create whose answer timed out may have happened: then it already exists.
-        matches!(
+        let ok = matches!(
             r.as_deref(),
             Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
-        )
+        );
+        if !ok {
+            eprintln!("create epochs: {r:?}");
+        }
+        ok
     });
     c.wait_for("node 2 leads epochs-0", 30, || {
         leader_and_epoch(port2, "epochs", 0).is_some_and(|(l, _)| l == 2)
