@@ -166,6 +166,11 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 key: pkey,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                last_fetched_epoch: if version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
@@ -260,6 +265,12 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         fetch_offset: p.fetch_offset,
                         read_committed,
                         max_bytes: (p.max_bytes.max(0) as usize).min(cap),
+                        // On one node every batch has epoch 0: no log to diverge from.
+                        last_fetched_epoch: if view.is_some() {
+                            p.last_fetched_epoch
+                        } else {
+                            -1
+                        },
                     });
                     Ok(parts.len() - 1)
                 }
@@ -286,7 +297,10 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     loop {
         read = read_once(shard, conn, &parts, want).await;
         let total: usize = read.results.iter().map(FetchResult::bytes).sum();
-        let any_error = read.results.iter().any(|r| r.error_code != ErrorCode::NONE);
+        let any_error = read
+            .results
+            .iter()
+            .any(|r| r.error_code != ErrorCode::NONE || r.diverging_epoch.is_some());
         // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
         if total >= min_bytes.max(1)
             || (total > 0 && read.squeezed)
@@ -358,6 +372,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
                     current_leader: None,
+                    diverging_epoch: r.diverging_epoch.filter(|_| version >= 12),
                 };
                 (out, allocated)
             }
@@ -387,6 +402,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     aborted_transactions: None,
                     records: Vec::new(),
                     current_leader,
+                    diverging_epoch: None,
                 };
                 (out, 0)
             }
@@ -402,6 +418,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             high_watermark: p.high_watermark,
             log_start_offset: p.log_start_offset,
             records_bytes: p.records.iter().map(Bytes::len).sum(),
+            diverging: p.diverging_epoch.is_some(),
         })
         .collect();
     let session = shard

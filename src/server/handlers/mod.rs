@@ -24,6 +24,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod sasl;
@@ -265,6 +266,7 @@ kafka_apis! {
     OffsetCommit            2..=9  => offsets::commit,
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
+    OffsetForLeaderEpoch    2..=4  => offset_for_leader_epoch::handle,
     InitProducerId          0..=5  => init_producer_id::handle,
     AddPartitionsToTxn      0..=5  => txn::add_partitions,
     AddOffsetsToTxn         0..=4  => txn::add_offsets,
