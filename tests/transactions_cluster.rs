@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{log_tails, start_combined, wait_for, Node};
+use common::cluster::{wait_for, Cluster, Node};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -252,21 +252,20 @@ fn java_txn(bootstrap: &str, tag: &str) -> Result<(), String> {
 
 #[test]
 fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
-    let tmp = common::temp_data_dir();
-    let mut nodes = start_combined(
-        tmp.path(),
+    let mut cluster = Cluster::start(
         3,
         &["transaction.abort.timed.out.transaction.cleanup.interval.ms=500"],
     );
+    let nodes = &mut cluster.nodes;
     wait_for(
         "three brokers in Metadata on every node",
         60,
         &nodes,
         || nodes.iter().all(|n| brokers(n.port) == 3),
     );
-    let boot = bootstrap(&nodes);
+    let boot = bootstrap(nodes);
     let topic = "txc";
-    create_topic(&nodes, topic, 3);
+    create_topic(nodes, topic, 3);
     let led: BTreeSet<i32> = leaders(nodes[0].port, topic).into_iter().collect();
     assert_eq!(led.len(), 3, "each broker leads a partition of {topic}");
 
@@ -307,7 +306,8 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     let mut crossed = false;
     for tag in ["java", "java2", "java3", "java4", "java5"] {
         if let Err(e) = java_txn(&nodes[1].bootstrap(), tag) {
-            panic!("{e}\n{}", log_tails(&nodes));
+            let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
+            panic!("{e}\n{}", logs.join("\n"));
         }
         let leader = leaders(nodes[0].port, &format!("t-{tag}-txn"));
         let coordinator = txn_coordinator(nodes[0].port, &format!("tx-{tag}"));
@@ -347,7 +347,7 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
     drop(p); // the client goes away too: only the timeout can end its transaction
     let survivor = nodes[(victim + 1) % 3].port;
     // A restart is accepted once the old session has run out (the broker is fenced).
-    wait_for("the killed broker fenced", 30, &nodes, || {
+    wait_for("the killed broker fenced", 30, nodes, || {
         brokers(survivor) == 2
     });
     nodes[victim].spawn();

@@ -1,6 +1,9 @@
 //! Test support: start the real broker binary on a free loopback port with a temp data dir.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod loop_fs;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -50,8 +53,6 @@ pub fn load_args(
 }
 
 /// A loopback port that was free a moment ago.
-pub mod cluster;
-
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
     l.local_addr().expect("local addr").port()
