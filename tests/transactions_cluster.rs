@@ -257,12 +257,9 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
         &["transaction.abort.timed.out.transaction.cleanup.interval.ms=500"],
     );
     let nodes = &mut cluster.nodes;
-    wait_for(
-        "three brokers in Metadata on every node",
-        60,
-        &nodes,
-        || nodes.iter().all(|n| brokers(n.port) == 3),
-    );
+    wait_for("three brokers in Metadata on every node", 60, nodes, || {
+        nodes.iter().all(|n| brokers(n.port) == 3)
+    });
     let boot = bootstrap(nodes);
     let topic = "txc";
     create_topic(nodes, topic, 3);
@@ -351,22 +348,17 @@ fn transactions_span_brokers_and_survive_a_coordinator_kill9() {
         brokers(survivor) == 2
     });
     nodes[victim].spawn();
-    wait_for(
-        "the restarted coordinator serving again",
-        60,
-        &nodes,
-        || {
-            txn_coordinator(survivor, id) == Some(coordinator)
-                && leaders(survivor, topic).iter().all(|&l| l > 0)
-        },
-    );
+    wait_for("the restarted coordinator serving again", 60, nodes, || {
+        txn_coordinator(survivor, id) == Some(coordinator)
+            && leaders(survivor, topic).iter().all(|&l| l > 0)
+    });
     // Its state was replayed: the open transaction times out and is aborted on every
     // partition (markers to the other brokers), and the abort is recorded complete.
     let port = nodes[victim].port;
     wait_for(
         "the open transaction aborted by its timeout",
         60,
-        &nodes,
+        nodes,
         || txn_state(port, id).as_deref() == Some("CompleteAbort"),
     );
     for part in 0..3 {
