@@ -10,8 +10,8 @@ Starts the broker as perf/compaction/bench.py does (loopback, temp data dir, cle
 asynchronous commits with explicit offsets, no group membership), COMMITS / PARTITIONS
 times: COMMITS offset records in `__consumer_offsets`, each a new offset of one of the same
 PARTITIONS keys. Then it waits until the cleaner is quiet (no pass for 6 s, at most 120 s) and
-reports the bytes of the `__consumer_offsets-*` directories: apparent (sum of file sizes) and
-allocated (`du`). `--segment-bytes` sets `offsets.topic.segment.bytes` on both brokers
+reports the bytes of the `__consumer_offsets-*` directories: of their `.log` files, of all
+files (apparent: Kafka's preallocated sparse index files count 10 MiB each) and allocated (`du`). `--segment-bytes` sets `offsets.topic.segment.bytes` on both brokers
 (default: each broker's default, 100 MiB on both, so 1 million commits may stay in one active
 segment, which no cleaner touches).
 """
@@ -25,7 +25,7 @@ import bench  # noqa: E402
 
 
 def dir_bytes(root):
-    apparent, dirs = 0, []
+    apparent, logs, dirs = 0, 0, []
     for name in os.listdir(root):
         if name.startswith("__consumer_offsets-"):
             d = os.path.join(root, name)
@@ -34,11 +34,13 @@ def dir_bytes(root):
                 p = os.path.join(d, f)
                 if os.path.isfile(p):
                     apparent += os.path.getsize(p)
+                    if f.endswith(".log"):
+                        logs += os.path.getsize(p)
     allocated = 0
     if dirs:
         out = subprocess.run(["du", "-skc", *dirs], capture_output=True, text=True, check=True)
         allocated = int(out.stdout.strip().splitlines()[-1].split()[0]) * 1024
-    return apparent, allocated, len(dirs)
+    return logs, apparent, allocated, len(dirs)
 
 
 def main():
@@ -64,13 +66,29 @@ def main():
         broker.configure(admin)
         admin.create_topics([NewTopic("src", a.partitions, 1)])["src"].result(30)
         done = {"ok": 0, "err": 0}
+        errors = {}
 
         def on_commit(err, _parts):
             done["err" if err else "ok"] += 1
+            if err:
+                errors[str(err)] = errors.get(str(err), 0) + 1
 
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-bench",
                       "enable.auto.commit": False, "on_commit": on_commit})
         rounds = a.commits // a.partitions
+        # The group's coordinator first loads (or creates) its __consumer_offsets partition:
+        # one synchronous commit, retried, before the measured ones.
+        for attempt in range(120):
+            try:
+                c.commit(offsets=[TopicPartition("src", p, 0) for p in range(a.partitions)],
+                         asynchronous=False)
+                break
+            except Exception as e:  # KafkaException while the coordinator loads
+                if attempt == 119:
+                    raise
+                time.sleep(0.5)
+        done["ok"] = done["err"] = 0
+        errors.clear()
         t0 = time.time()
         deadline = t0 + 1800
         for r in range(rounds):
@@ -84,7 +102,7 @@ def main():
             c.poll(0.05)
         commit_s = time.time() - t0
         if done["err"] or done["ok"] < rounds:
-            raise RuntimeError(f"commits: {done} of {rounds}")
+            raise RuntimeError(f"commits: {done} of {rounds}: {errors}")
         committed = c.committed([TopicPartition("src", p) for p in range(a.partitions)], timeout=30)
         assert all(tp.offset == rounds for tp in committed), committed
         c.close()
@@ -98,12 +116,13 @@ def main():
                 break
             last = n
             time.sleep(3)
-        apparent, allocated, dirs = dir_bytes(broker.data_dir)
+        logs, apparent, allocated, dirs = dir_bytes(broker.data_dir)
         print(json.dumps({
             "broker": a.broker, "commits": rounds * a.partitions, "commit_requests": rounds,
             "partitions_per_commit": a.partitions, "commit_s": round(commit_s, 1),
             "offsets_segment_bytes": a.segment_bytes or "default",
             "consumer_offsets_dirs": dirs,
+            "log_files_mb": round(logs / 2**20, 2),
             "apparent_mb": round(apparent / 2**20, 2), "allocated_mb": round(allocated / 2**20, 2),
             "load_avg_1m": round(os.getloadavg()[0], 1),
         }))
