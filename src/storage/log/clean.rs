@@ -63,6 +63,27 @@ pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Bytes per read of a segment being cleaned, and per write of its copy.
 const CLEANER_IO_BYTES: usize = 1 << 20;
+/// Most CPU time (µs) the cleaner works between yields of its task queue: glommio's own
+/// preemption comes every 100 ms by default, far longer than a produce may wait.
+const CLEANER_SLICE_US: u128 = 500;
+
+/// Yields the cleaner's task queue once it has worked [`CLEANER_SLICE_US`] since the last
+/// yield, so the shard's produce and fetch run in between.
+struct Slice(std::time::Instant);
+
+impl Slice {
+    fn new() -> Slice {
+        Slice(std::time::Instant::now())
+    }
+
+    async fn yield_if_spent(&mut self) {
+        if self.0.elapsed().as_micros() >= CLEANER_SLICE_US {
+            glommio::executor().yield_task_queue_now().await;
+            self.0 = std::time::Instant::now();
+        }
+    }
+}
+
 /// Bytes a key costs in the dedupe map beside its own length (map entry, offset, `Bytes`).
 const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
 
@@ -204,6 +225,7 @@ impl Partition {
         // 2. The dedupe map over the dirty segments, whole segments within the budget.
         let mut map: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0usize;
+        let mut slice = Slice::new();
         let mut dirty_end = plan.first_dirty;
         for seg in plan.segments.iter().filter(|s| s.end > plan.first_dirty) {
             let mut seg_map: HashMap<Bytes, i64> = HashMap::new();
@@ -219,7 +241,7 @@ impl Partition {
                         stats.map_bytes_read += bytes.len() as u64;
                         // Batches parse from a buffer without awaiting: give the shard's
                         // produce and fetch their turn when this queue's slice is used.
-                        glommio::yield_if_needed().await;
+                        slice.yield_if_spent().await;
                         if header.is_control() || plan.aborted(&header) {
                             continue;
                         }
@@ -377,6 +399,7 @@ impl Partition {
         let mut kept_tombstones = false;
         let mut removed_here = 0u64;
         let mut scanner = BatchScanner::new(&seg.file, 0, seg.size, CLEANER_IO_BYTES, true);
+        let mut slice = Slice::new();
         // Batches before the first change are copied once the copy starts.
         let mut pending: Vec<(BatchHeader, Bytes)> = Vec::new();
         loop {
@@ -392,7 +415,7 @@ impl Partition {
             };
             stats.bytes_read += bytes.len() as u64;
             // As in the map: the shard's produce and fetch get their turn between batches.
-            glommio::yield_if_needed().await;
+            slice.yield_if_spent().await;
             let kept = if header.is_control() {
                 Kept::All
             } else if plan.aborted(&header) {
