@@ -796,8 +796,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "min.insync.replicas",
         kind: TopicConfigType::Int { min: 1, max: I32_MAX },
         kafka_default: "1",
-        status: TopicConfigStatus::Stored,
-        help: "Accepted and stored, not enforced: every partition has one replica, which acks=all waits for (Kafka answers NOT_ENOUGH_REPLICAS to acks=all when this exceeds the in-sync replicas).",
+        status: TopicConfigStatus::Implemented,
+        help: "An acks=all produce to a partition with fewer in-sync replicas is refused with NOT_ENOUGH_REPLICAS before the append (on one node, and until replication is built, a partition has one replica). Default: the broker's `min.insync.replicas` (1).",
     },
     TopicConfigDef {
         name: "preallocate",

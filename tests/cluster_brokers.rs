@@ -8,9 +8,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::cluster::{format, shardlog, wait_for, Node};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,97 +22,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-
-/// One node process of the test cluster; SIGKILLed on drop.
-struct Node {
-    id: i32,
-    dir: PathBuf,
-    port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn log_path(&self) -> PathBuf {
-        self.dir.with_extension(format!("{}.log", self.id))
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-            .args(["serve", "--cores", "1", "--data-dir"])
-            .arg(&self.dir)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start shardlog");
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM; the exit code once it has stopped (at most `secs`).
-    fn terminate(&mut self, secs: u64) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn shardlog(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .output()
-        .expect("run shardlog")
-}
-
-/// Formats `dir` for `cluster_id` as `node.id` `id`.
-fn format(dir: &Path, cluster_id: &str, id: i32) {
-    let o = shardlog(&[
-        "format",
-        "-t",
-        cluster_id,
-        "--data-dir",
-        dir.to_str().expect("utf-8 path"),
-        "--set",
-        &format!("node.id={id}"),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// The properties of node `id`: combined broker+controller when it has a controller port.
 fn node_args(id: i32, port: u16, controller_port: Option<u16>, voters: &str) -> Vec<String> {
@@ -140,30 +51,6 @@ fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client")
-}
-
-/// Polls `ok` every 100 ms for at most `secs`; panics naming `what` with the nodes' logs.
-fn wait_for(what: &str, secs: u64, nodes: &[Node], mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let logs: Vec<String> = nodes
-        .iter()
-        .map(|n| {
-            let log = n.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            format!(
-                "--- node {} ---\n{}",
-                n.id,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )
-        })
-        .collect();
-    panic!("timed out waiting for {what}\n{}", logs.join("\n"));
 }
 
 /// (brokers listed, partition leaders of `topic`) in Metadata from `bootstrap`.
@@ -399,13 +286,12 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
             let id = i as i32 + 1;
             let dir = tmp.path().join(format!("node{id}"));
             format(&dir, &cluster_id, id);
-            Node {
+            Node::new(
                 id,
-                port: ports[i],
-                args: node_args(id, ports[i], controller_ports.get(i).copied(), &voters),
                 dir,
-                child: None,
-            }
+                ports[i],
+                node_args(id, ports[i], controller_ports.get(i).copied(), &voters),
+            )
         })
         .collect();
     for n in &mut nodes {

@@ -10,7 +10,6 @@ mod common;
 mod rawkafka;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,10 +22,10 @@ const KAFKA_STORAGE_ERROR: i16 = 56;
 const IMAGE_BYTES: u64 = 24 << 20;
 const BALLAST_BYTES: usize = 4 << 20;
 
-/// A loop-mounted ext4 image; unmounted and removed when dropped.
+/// A loop-mounted ext4 image in a temp dir; unmounted and removed when dropped.
 struct SmallFs {
     mount: PathBuf,
-    image: PathBuf,
+    _fs: common::loop_fs::LoopFs,
     _tmp: tempfile::TempDir,
 }
 
@@ -35,43 +34,12 @@ impl SmallFs {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
         let tmp = tempfile::tempdir_in(base).map_err(|e| e.to_string())?;
-        let image = tmp.path().join("fs.img");
-        let mount = tmp.path().join("data");
-        std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
-        f.set_len(IMAGE_BYTES).map_err(|e| e.to_string())?;
-        drop(f);
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{cmd:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&image))?;
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&image)
-            .arg(&mount))?;
+        let fs = common::loop_fs::LoopFs::make(tmp.path(), IMAGE_BYTES)?;
         Ok(SmallFs {
-            mount,
-            image,
+            mount: fs.mount.clone(),
+            _fs: fs,
             _tmp: tmp,
         })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-        let _ = std::fs::remove_file(&self.image);
     }
 }
 

@@ -7,6 +7,7 @@
 //! the Java client (kafka-tools' ProducerPerformance and ConsoleConsumer) and raw frames.
 
 mod common;
+mod rawkafka;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -741,8 +742,6 @@ fn acls_allow_one_topic_and_deny_another_and_kafka_acls_changes_them_live() {
     for tag in ["acl-a", "acl-b"] {
         librdkafka("produce_consume", &bootstrap, tag, &admin, &broker);
     }
-    // No ACL yet: alice may read neither.
-    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
     let dir = tempfile::tempdir().expect("tmp");
     let props = dir.path().join("admin.properties");
     std::fs::write(
@@ -752,6 +751,21 @@ fn acls_allow_one_topic_and_deny_another_and_kafka_acls_changes_them_live() {
          username=\"admin\" password=\"admin-secret\";\n",
     )
     .expect("props");
+    // As in Kafka, a consumer's group needs READ (its FindCoordinator DESCRIBE) too.
+    let groups = [
+        "--add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--group",
+        "g-acl-",
+        "--resource-pattern-type",
+        "prefixed",
+    ];
+    kafka_acls(&bootstrap, &props, &groups, &broker);
+    // No topic ACL yet: alice may read neither.
+    librdkafka("consume_denied", &bootstrap, "acl-a", &alice, &broker);
     let rule = [
         "--allow-principal",
         "User:alice",
@@ -1074,4 +1088,519 @@ fn acl_requests_without_an_authorizer_answer_security_disabled() {
     );
     let r = CreateAclsResponse::decode(&mut body.clone(), 3).expect("create acls");
     assert_eq!(r.results[0].error_code, SECURITY_DISABLED);
+}
+
+/// A broker with the authorizer on (super user `admin`, no auto-created topics) and a
+/// SASL_PLAINTEXT listener with PLAIN users admin and alice; (broker, SASL port).
+fn authorizing_broker() -> (Broker, u16) {
+    let sasl_plain = free_port();
+    let listeners =
+        format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{sasl_plain}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN",
+            &jaas,
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin",
+            "auto.create.topics.enable=false",
+        ],
+    );
+    (broker, sasl_plain)
+}
+
+/// One request and its decoded response at `version`.
+fn call<Req: kafka_protocol::protocol::Encodable, Resp: Decodable + std::fmt::Debug>(
+    s: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp {
+    let body = request(s, key, version, req);
+    Resp::decode(&mut body.clone(), version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+}
+
+/// Three plain records (no producer id).
+fn plain_batch() -> Bytes {
+    rawkafka::encode_batch(&[
+        Bytes::from_static(b"v0"),
+        Bytes::from_static(b"v1"),
+        Bytes::from_static(b"v2"),
+    ])
+}
+
+/// (log start offset, high watermark) of `topic`-0, asked by `s`.
+fn offsets_of(s: &mut TcpStream, topic: &str) -> (i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let at = |s: &mut TcpStream, ts: i64| {
+        let l: ListOffsetsResponse = call(
+            s,
+            ApiKey::ListOffsets,
+            7,
+            &ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts)])]),
+        );
+        assert_eq!(l.topics[0].partitions[0].error_code, 0, "{l:?}");
+        l.topics[0].partitions[0].offset
+    };
+    (at(s, -2), at(s, -1))
+}
+
+#[test]
+fn admin_group_and_transactional_apis_answer_their_authorization_errors() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    const TOPIC_DENIED: i16 = 29;
+    const GROUP_DENIED: i16 = 30;
+    const CLUSTER_DENIED: i16 = 31;
+    const TXN_ID_DENIED: i16 = 53;
+    let (broker, port) = authorizing_broker();
+    let name = || TopicName(StrBytes::from_static_str("secret"));
+    let s = |v: &'static str| StrBytes::from_static_str(v);
+    let mut admin = plain_login(port, "admin", "admin-secret");
+    let created: CreateTopicsResponse = call(
+        &mut admin,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(name())
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let produced: ProduceResponse = call(
+        &mut admin,
+        ApiKey::Produce,
+        9,
+        &ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(plain_batch()))])]),
+    );
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    // The admin's group with a committed offset, and a transactional id of the admin's.
+    let committed: OffsetCommitResponse = call(
+        &mut admin,
+        ApiKey::OffsetCommit,
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g-admin")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(2),
+                    ]),
+            ]),
+    );
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code, 0,
+        "{committed:?}"
+    );
+    let init: InitProducerIdResponse = call(
+        &mut admin,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("tx-admin"))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0, "{init:?}");
+
+    let mut alice = plain_login(port, "alice", "alice-secret");
+    // Configs: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for a broker.
+    let d: DescribeConfigsResponse = call(
+        &mut alice,
+        ApiKey::DescribeConfigs,
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("secret")),
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("1")),
+        ]),
+    );
+    assert_eq!(d.results[0].error_code, TOPIC_DENIED, "{d:?}");
+    assert!(d.results[0].configs.is_empty());
+    assert_eq!(d.results[1].error_code, CLUSTER_DENIED, "{d:?}");
+    let ia: IncrementalAlterConfigsResponse = call(
+        &mut alice,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("secret"))
+                .with_configs(vec![
+                    kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("1"))),
+                ]),
+        ]),
+    );
+    assert_eq!(ia.responses[0].error_code, TOPIC_DENIED, "{ia:?}");
+    let a: AlterConfigsResponse = call(
+        &mut alice,
+        ApiKey::AlterConfigs,
+        2,
+        &AlterConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("secret"))
+                .with_configs(vec![
+                    kafka_protocol::messages::alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("1"))),
+                ]),
+        ]),
+    );
+    assert_eq!(a.responses[0].error_code, TOPIC_DENIED, "{a:?}");
+    // FindCoordinator: DESCRIBE on the group / the transactional id, per key.
+    let f: FindCoordinatorResponse = call(
+        &mut alice,
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![s("g-admin")]),
+    );
+    assert_eq!(f.coordinators[0].error_code, GROUP_DENIED, "{f:?}");
+    let f: FindCoordinatorResponse = call(
+        &mut alice,
+        ApiKey::FindCoordinator,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_coordinator_keys(vec![s("tx-admin")]),
+    );
+    assert_eq!(f.coordinators[0].error_code, TXN_ID_DENIED, "{f:?}");
+    // InitProducerId: WRITE on the transactional id; an idempotent producer needs
+    // IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    let init_req = |id: Option<&'static str>| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(id.map(|i| TransactionalId(s(i))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let i: InitProducerIdResponse = call(
+        &mut alice,
+        ApiKey::InitProducerId,
+        4,
+        &init_req(Some("tx-admin")),
+    );
+    assert_eq!(i.error_code, TXN_ID_DENIED, "{i:?}");
+    let i: InitProducerIdResponse = call(&mut alice, ApiKey::InitProducerId, 4, &init_req(None));
+    assert_eq!(i.error_code, CLUSTER_DENIED, "{i:?}");
+    // The transaction APIs: WRITE on the transactional id.
+    let pid = init.producer_id;
+    let ap: AddPartitionsToTxnResponse = call(
+        &mut alice,
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("tx-admin")))
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(init.producer_epoch)
+            .with_v3_and_below_topics(vec![
+                kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![0]),
+            ]),
+    );
+    assert_eq!(
+        ap.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        TXN_ID_DENIED,
+        "{ap:?}"
+    );
+    let ao: AddOffsetsToTxnResponse = call(
+        &mut alice,
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-admin")))
+            .with_producer_id(pid)
+            .with_producer_epoch(init.producer_epoch)
+            .with_group_id(GroupId(s("g-admin"))),
+    );
+    assert_eq!(ao.error_code, TXN_ID_DENIED, "{ao:?}");
+    let tc: TxnOffsetCommitResponse = call(
+        &mut alice,
+        ApiKey::TxnOffsetCommit,
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-admin")))
+            .with_group_id(GroupId(s("g-admin")))
+            .with_producer_id(pid)
+            .with_producer_epoch(init.producer_epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(3),
+                    ]),
+            ]),
+    );
+    assert_eq!(
+        tc.topics[0].partitions[0].error_code, TXN_ID_DENIED,
+        "{tc:?}"
+    );
+    let e: EndTxnResponse = call(
+        &mut alice,
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-admin")))
+            .with_producer_id(pid)
+            .with_producer_epoch(init.producer_epoch)
+            .with_committed(false),
+    );
+    assert_eq!(e.error_code, TXN_ID_DENIED, "{e:?}");
+    let w: WriteTxnMarkersResponse = call(
+        &mut alice,
+        ApiKey::WriteTxnMarkers,
+        1,
+        &WriteTxnMarkersRequest::default().with_markers(vec![
+            kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(pid)
+                .with_producer_epoch(init.producer_epoch)
+                .with_transaction_result(false)
+                .with_coordinator_epoch(0)
+                .with_topics(vec![
+                    kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(name())
+                        .with_partition_indexes(vec![0]),
+                ]),
+        ]),
+    );
+    assert_eq!(
+        w.markers[0].topics[0].partitions[0].error_code, CLUSTER_DENIED,
+        "{w:?}"
+    );
+    let dt: DescribeTransactionsResponse = call(
+        &mut alice,
+        ApiKey::DescribeTransactions,
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s("tx-admin"))]),
+    );
+    assert_eq!(dt.transaction_states[0].error_code, TXN_ID_DENIED, "{dt:?}");
+    let listed = |c: &mut TcpStream| -> Vec<String> {
+        let l: ListTransactionsResponse = call(
+            c,
+            ApiKey::ListTransactions,
+            0,
+            &ListTransactionsRequest::default(),
+        );
+        assert_eq!(l.error_code, 0);
+        l.transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect()
+    };
+    assert!(listed(&mut alice).is_empty());
+    assert_eq!(listed(&mut admin), vec!["tx-admin".to_string()]);
+    let dp: DescribeProducersResponse = call(
+        &mut alice,
+        ApiKey::DescribeProducers,
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![
+            kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                .with_name(name())
+                .with_partition_indexes(vec![0]),
+        ]),
+    );
+    assert_eq!(
+        dp.topics[0].partitions[0].error_code, TOPIC_DENIED,
+        "{dp:?}"
+    );
+    // A transactional produce: WRITE on the transactional id comes first.
+    let p: ProduceResponse = call(
+        &mut alice,
+        ApiKey::Produce,
+        9,
+        &ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("tx-admin"))))
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(plain_batch()))])]),
+    );
+    assert_eq!(
+        p.responses[0].partition_responses[0].error_code,
+        TXN_ID_DENIED
+    );
+    // DeleteRecords (DELETE on the topic) and the group APIs.
+    let dr: DeleteRecordsResponse = call(
+        &mut alice,
+        ApiKey::DeleteRecords,
+        2,
+        &DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                kafka_protocol::messages::delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        kafka_protocol::messages::delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(2),
+                    ]),
+            ]),
+    );
+    assert_eq!(
+        dr.topics[0].partitions[0].error_code, TOPIC_DENIED,
+        "{dr:?}"
+    );
+    let dg: DeleteGroupsResponse = call(
+        &mut alice,
+        ApiKey::DeleteGroups,
+        2,
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g-admin"))]),
+    );
+    assert_eq!(dg.results[0].error_code, GROUP_DENIED, "{dg:?}");
+    let od: OffsetDeleteResponse = call(
+        &mut alice,
+        ApiKey::OffsetDelete,
+        0,
+        &OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("g-admin")))
+            .with_topics(vec![
+                kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]),
+    );
+    assert_eq!(od.error_code, GROUP_DENIED, "{od:?}");
+    let dgs: DescribeGroupsResponse = call(
+        &mut alice,
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g-admin"))]),
+    );
+    assert_eq!(dgs.groups[0].error_code, GROUP_DENIED, "{dgs:?}");
+    let groups = |c: &mut TcpStream| -> Vec<String> {
+        let l: ListGroupsResponse = call(c, ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+        l.groups.iter().map(|g| g.group_id.to_string()).collect()
+    };
+    assert!(groups(&mut alice).is_empty());
+    assert_eq!(groups(&mut admin), vec!["g-admin".to_string()]);
+    // DescribeTopicPartitions: named → TOPIC_AUTHORIZATION_FAILED, all → left out.
+    let dtp: DescribeTopicPartitionsResponse = call(
+        &mut alice,
+        ApiKey::DescribeTopicPartitions,
+        0,
+        &DescribeTopicPartitionsRequest::default()
+            .with_response_partition_limit(100)
+            .with_topics(vec![
+                kafka_protocol::messages::describe_topic_partitions_request::TopicRequest::default(
+                )
+                .with_name(name()),
+            ]),
+    );
+    assert_eq!(dtp.topics[0].error_code, TOPIC_DENIED, "{dtp:?}");
+    let dtp: DescribeTopicPartitionsResponse = call(
+        &mut alice,
+        ApiKey::DescribeTopicPartitions,
+        0,
+        &DescribeTopicPartitionsRequest::default().with_response_partition_limit(100),
+    );
+    assert!(dtp.topics.is_empty(), "{dtp:?}");
+
+    // Nothing changed: the records, the committed offset, the group, the topic's configs.
+    assert_eq!(offsets_of(&mut admin, "secret"), (0, 3));
+    let of: OffsetFetchResponse = call(
+        &mut admin,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("g-admin")))
+            .with_topics(None),
+    );
+    assert_eq!(of.topics[0].partitions[0].committed_offset, 2, "{of:?}");
+    let dc: DescribeConfigsResponse = call(
+        &mut admin,
+        ApiKey::DescribeConfigs,
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![
+            kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("secret"))
+                .with_configuration_keys(Some(vec![s("retention.ms")])),
+        ]),
+    );
+    assert_eq!(dc.results[0].error_code, 0);
+    assert_ne!(
+        dc.results[0].configs[0].value.as_deref(),
+        Some("1"),
+        "{dc:?}"
+    );
+    let dt: DescribeTransactionsResponse = call(
+        &mut admin,
+        ApiKey::DescribeTransactions,
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![TransactionalId(s("tx-admin"))]),
+    );
+    assert_eq!(
+        dt.transaction_states[0].transaction_state.as_str(),
+        "Empty",
+        "{dt:?}"
+    );
+
+    // Allowed once granted: WRITE on one topic lets alice's idempotent producer start
+    // (KIP-679), and DESCRIBE on the group shows it to her.
+    let acl = |rt: i8, name: &'static str, op: i8| {
+        kafka_protocol::messages::create_acls_request::AclCreation::default()
+            .with_resource_type(rt)
+            .with_resource_name(s(name))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:alice"))
+            .with_host(s("*"))
+            .with_operation(op)
+            .with_permission_type(3)
+    };
+    let c: CreateAclsResponse = call(
+        &mut admin,
+        ApiKey::CreateAcls,
+        3,
+        &CreateAclsRequest::default()
+            .with_creations(vec![acl(2, "secret", 4), acl(3, "g-admin", 8)]),
+    );
+    assert!(c.results.iter().all(|r| r.error_code == 0), "{c:?}");
+    let i: InitProducerIdResponse = call(&mut alice, ApiKey::InitProducerId, 4, &init_req(None));
+    assert_eq!(i.error_code, 0, "{i:?}");
+    assert_eq!(groups(&mut alice), vec!["g-admin".to_string()]);
+    let log = broker.log();
+    assert!(
+        log.contains("User:alice is Denied operation = WRITE") && log.contains("TransactionalId"),
+        "{log}"
+    );
 }

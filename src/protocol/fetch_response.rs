@@ -37,6 +37,10 @@ pub struct FetchPartitionOut {
     /// KIP-951: the partition's leader and leader epoch, sent (v12+) with
     /// NOT_LEADER_OR_FOLLOWER so the client can move without a Metadata round trip.
     pub current_leader: Option<(i32, i32)>,
+    /// KIP-320/595 (v12+): `(epoch, end offset)` where the fetcher's log diverges from this
+    /// leader's: the fetcher sent a `last_fetched_epoch` whose end here is before its fetch
+    /// offset (or an epoch this log does not have). Sent with no records.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// A broker's endpoint in a Fetch response (v16+, KIP-951): the leaders named by
@@ -165,18 +169,25 @@ pub fn encode_fetch_response(
                 records_bytes += len;
             }
             if flexible {
-                // Partition tagged fields: CurrentLeader is tag 1 (LeaderIdAndEpoch: leader
-                // id, leader epoch, its own empty tagged fields: 9 bytes).
-                match p.current_leader {
-                    Some((leader, epoch)) => {
-                        meta.put_u8(1); // one tagged field
-                        put_uvarint(&mut meta, 1); // tag
-                        put_uvarint(&mut meta, 9); // size
-                        meta.put_i32(leader);
-                        meta.put_i32(epoch);
-                        meta.put_u8(0);
-                    }
-                    None => meta.put_u8(0),
+                // Partition tagged fields, by tag: DivergingEpoch is tag 0 (EpochEndOffset:
+                // epoch, end offset, its own empty tagged fields: 13 bytes), CurrentLeader
+                // tag 1 (LeaderIdAndEpoch: leader id, leader epoch, empty tagged fields: 9).
+                let tags =
+                    u8::from(p.diverging_epoch.is_some()) + u8::from(p.current_leader.is_some());
+                meta.put_u8(tags);
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    put_uvarint(&mut meta, 0); // tag
+                    put_uvarint(&mut meta, 13); // size
+                    meta.put_i32(epoch);
+                    meta.put_i64(end_offset);
+                    meta.put_u8(0);
+                }
+                if let Some((leader, epoch)) = p.current_leader {
+                    put_uvarint(&mut meta, 1); // tag
+                    put_uvarint(&mut meta, 9); // size
+                    meta.put_i32(leader);
+                    meta.put_i32(epoch);
+                    meta.put_u8(0);
                 }
             }
         }
@@ -247,6 +258,7 @@ mod tests {
                         aborted_transactions: None,
                         records: vec![],
                         current_leader: Some((3, 7)),
+                        diverging_epoch: Some((2, 17)),
                     },
                 ],
             },
@@ -318,6 +330,9 @@ mod tests {
                     (3, 7),
                     "v{version}"
                 );
+                let d = &t0.partitions[1].diverging_epoch;
+                assert_eq!((d.epoch, d.end_offset), (2, 17), "v{version}");
+                assert_eq!(t0.partitions[0].diverging_epoch.epoch, -1);
             }
             assert_eq!(t0.partitions[0].current_leader.leader_id.0, -1);
             if version >= 16 {

@@ -348,6 +348,55 @@ impl Authorizer {
         allowed || (!found && self.allow_if_no_acl)
     }
 
+    /// May `principal` from `host` perform `op` on at least one resource of type `rt`? Kafka's
+    /// `authorizeByResourceType` (KIP-679: an idempotent producer needs WRITE on some topic or
+    /// IDEMPOTENT_WRITE on the cluster): an ALLOW binding that no DENY binding covers whole
+    /// (a DENY on `*`, on the same literal name, or on a prefix of the allowed name or prefix);
+    /// with no binding of the type at all, `allow.everyone.if.no.acl.found` decides.
+    pub fn authorize_any(
+        &self,
+        principal: &str,
+        host: &str,
+        op: AclOperation,
+        rt: ResourceType,
+    ) -> bool {
+        if !self.enabled || self.super_users.iter().any(|s| s == principal) {
+            return true;
+        }
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let of_type: Vec<&AclBinding> = inner
+            .acls
+            .iter()
+            .filter(|b| b.resource_type == rt)
+            .collect();
+        let applies = |b: &AclBinding| {
+            (b.principal == principal || b.principal == "User:*")
+                && (b.host == host || b.host == "*")
+        };
+        let denies: Vec<&AclBinding> = of_type
+            .iter()
+            .copied()
+            .filter(|b| {
+                !b.allow && applies(b) && (b.operation == AclOperation::All || b.operation == op)
+            })
+            .collect();
+        let denied = |name: &str, prefixed: bool| {
+            denies.iter().any(|d| match d.pattern_type {
+                PatternType::Literal => {
+                    d.resource_name == "*" || (!prefixed && d.resource_name == name)
+                }
+                PatternType::Prefixed => name.starts_with(&d.resource_name),
+            })
+        };
+        let allowed = of_type.iter().any(|b| {
+            b.allow
+                && applies(b)
+                && b.operation.covers(op)
+                && !denied(&b.resource_name, b.pattern_type == PatternType::Prefixed)
+        });
+        allowed || (of_type.is_empty() && self.allow_if_no_acl)
+    }
+
     /// Adds bindings (an existing identical one is kept once); then [`Authorizer::save`].
     pub fn add(&self, bindings: Vec<AclBinding>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -505,6 +554,55 @@ mod tests {
         assert!(off.authorize("User:x", "h", read, t, "free"));
         assert!(Authorizer::open(Some("com.example.Mine"), None, false, None).is_err());
         assert!(Authorizer::open(Some(AUTHORIZER_CLASSES[1]), Some("alice"), false, None).is_err());
+    }
+
+    #[test]
+    fn authorize_any_is_kafkas_authorize_by_resource_type() {
+        let a = authorizer(false);
+        let (w, t) = (AclOperation::Write, ResourceType::Topic);
+        assert!(!a.authorize_any("User:alice", "h", w, t), "no ACL");
+        assert!(a.authorize_any("User:admin", "h", w, t), "super user");
+        a.add(vec![binding(
+            "a",
+            PatternType::Literal,
+            "User:alice",
+            w,
+            true,
+        )]);
+        assert!(a.authorize_any("User:alice", "h", w, t));
+        assert!(!a.authorize_any("User:bob", "h", w, t));
+        assert!(!a.authorize_any("User:alice", "h", w, ResourceType::Group));
+        a.add(vec![binding(
+            "a",
+            PatternType::Literal,
+            "User:alice",
+            w,
+            false,
+        )]);
+        assert!(
+            !a.authorize_any("User:alice", "h", w, t),
+            "the one allowed name is denied"
+        );
+        a.add(vec![binding(
+            "p-",
+            PatternType::Prefixed,
+            "User:alice",
+            AclOperation::All,
+            true,
+        )]);
+        assert!(a.authorize_any("User:alice", "h", w, t));
+        a.add(vec![binding(
+            "p",
+            PatternType::Prefixed,
+            "User:*",
+            w,
+            false,
+        )]);
+        assert!(
+            !a.authorize_any("User:alice", "h", w, t),
+            "a shorter DENY prefix covers it"
+        );
+        assert!(authorizer(true).authorize_any("User:x", "h", w, t));
     }
 
     #[test]

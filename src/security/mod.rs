@@ -19,6 +19,7 @@ pub mod acl;
 pub mod credentials;
 pub mod durable;
 pub mod plain;
+pub mod quota;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -103,13 +104,17 @@ pub const REFERENCE_KEYS: &[(&str, &str)] = &[
     ("authorizer.class.name", "Turns ACL checks on: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer, the same here). Unset: every request is allowed. ACLs are managed with CreateAcls/DeleteAcls (`kafka-acls`) and kept in DATA_DIR/meta/acls.json."),
     ("super.users", "Principals allowed everything, `User:admin;User:ops`."),
     ("allow.everyone.if.no.acl.found", "With the authorizer on, allow a request on a resource that no ACL names. Default false."),
+    ("quota.window.num", "Samples in a client quota's rate (default 11). Client quotas are managed with AlterClientQuotas (`kafka-configs --entity-type users|clients`) and kept in DATA_DIR/meta/client-quotas.json."),
+    ("quota.window.size.seconds", "Span of one sample of a client quota's rate, in seconds (default 1)."),
 ];
 
-/// The authorizer's properties (broker-wide).
+/// The authorizer's and the client quotas' properties (broker-wide).
 const AUTHORIZER_KEYS: &[&str] = &[
     "authorizer.class.name",
     "super.users",
     "allow.everyone.if.no.acl.found",
+    "quota.window.num",
+    "quota.window.size.seconds",
 ];
 
 /// What every connection of the broker shares: the SCRAM credentials and the authorizer.
@@ -119,6 +124,8 @@ pub struct BrokerSecurity {
     pub credentials: Arc<credentials::CredentialStore>,
     /// The authorizer (allows everything when `authorizer.class.name` is unset).
     pub authorizer: Arc<acl::Authorizer>,
+    /// The client quotas (AlterClientQuotas changes them).
+    pub quotas: Arc<quota::QuotaStore>,
 }
 
 impl BrokerSecurity {
@@ -147,9 +154,27 @@ impl BrokerSecurity {
             allow,
             Some(data_dir),
         )?);
+        let window_part = |key: &str, default: u64| -> Result<u64, String> {
+            match sec.props.get(key).map(|v| v.trim()) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (1..=3600).contains(&n) => Ok(n),
+                    _ => Err(format!("`{key}`: `{v}` is not a whole number in 1..=3600")),
+                },
+            }
+        };
+        let window = quota::QuotaWindow {
+            num: window_part("quota.window.num", quota::QUOTA_WINDOW_NUM_DEFAULT as u64)? as usize,
+            size_ms: window_part(
+                "quota.window.size.seconds",
+                quota::QUOTA_WINDOW_SIZE_SECONDS_DEFAULT,
+            )? * 1000,
+        };
+        let quotas = Arc::new(quota::QuotaStore::open(Some(data_dir), window)?);
         Ok(BrokerSecurity {
             credentials,
             authorizer,
+            quotas,
         })
     }
 }

@@ -45,6 +45,7 @@ use kafka_protocol::messages::ApiKey;
 use super::handlers::{self, Session};
 use super::read::read_into;
 use super::response::Reply;
+use super::throttle;
 use super::tls::TlsConn;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
@@ -128,6 +129,8 @@ struct Flow {
     closed: Cell<bool>,
     /// The reader, when it waits for one of the above to change.
     reader: Cell<Option<Waker>>,
+    /// Muted by a client quota: no request is read before this time (`throttle.rs`).
+    throttled_until: Cell<Option<Instant>>,
 }
 
 impl Flow {
@@ -356,6 +359,8 @@ async fn read_loop(
             }
             let conn = handlers::ConnInfo {
                 drained: flow.unsent.get() == 0,
+                throttle_time_ms: 0,
+                fetch_quota_bytes: usize::MAX,
             };
             let reply = handlers::dispatch(shard, conn, session, header, frame, None).await;
             if let Ok(Some(r)) = &reply {
@@ -371,8 +376,31 @@ async fn read_loop(
             }
             continue;
         }
+        // Throttled by a client quota (Kafka mutes the channel): read on only after it.
+        if let Some(until) = flow.throttled_until.take() {
+            let now = Instant::now();
+            if until > now {
+                glommio::timer::sleep(until - now).await;
+            }
+        }
         let is_fetch = header.request_api_key == ApiKey::Fetch as i16;
-        let turn = (header.request_api_key == ApiKey::Produce as i16).then(|| {
+        let is_produce = header.request_api_key == ApiKey::Produce as i16;
+        let version = header.request_api_version;
+        let account = throttle::Account::open(
+            &session.quotas,
+            || session.principal(),
+            header.client_id.as_deref().unwrap_or(""),
+        );
+        let produce_throttle = match &account {
+            Some(a) if is_produce => a.produce(frame.len()),
+            _ => 0,
+        };
+        if produce_throttle > 0 {
+            flow.throttled_until.set(Some(
+                Instant::now() + Duration::from_millis(produce_throttle),
+            ));
+        }
+        let turn = is_produce.then(|| {
             let (done, next) = futures_channel::oneshot::channel();
             ProduceTurn {
                 previous: last_produce.replace(next),
@@ -403,12 +431,34 @@ async fn read_loop(
         }
         let conn = handlers::ConnInfo {
             drained: flow.unsent.get() == 0,
+            throttle_time_ms: i32::try_from(produce_throttle).unwrap_or(i32::MAX),
+            fetch_quota_bytes: match &account {
+                Some(a) if is_fetch => a.fetch_allowance(),
+                _ => usize::MAX,
+            },
         };
         let shard = shard.clone();
         let done = flow.clone();
         let session = session.clone();
         let task = glommio::spawn_local(async move {
-            let reply = handlers::dispatch(&shard, conn, &session, header, frame, turn).await;
+            let served = handlers::dispatch(&shard, conn, &session, header, frame, turn);
+            let (mut reply, busy) = match &account {
+                None => (served.await, Duration::ZERO),
+                Some(_) => throttle::Timed::new(served).await,
+            };
+            if let Some(a) = &account {
+                let ms = a.finish(
+                    &mut reply,
+                    is_fetch.then_some(version),
+                    busy,
+                    produce_throttle,
+                );
+                if ms > 0 {
+                    let until = Instant::now() + Duration::from_millis(ms);
+                    let later = done.throttled_until.get().map_or(until, |u| u.max(until));
+                    done.throttled_until.set(Some(later));
+                }
+            }
             if let Ok(Some(r)) = &reply {
                 done.unsent.set(done.unsent.get() + r.len());
             }

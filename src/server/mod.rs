@@ -14,6 +14,7 @@ mod read;
 mod refusal;
 pub(crate) mod response;
 pub mod startup;
+mod throttle;
 mod tls;
 mod write;
 

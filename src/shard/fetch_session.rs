@@ -98,6 +98,8 @@ pub struct PartitionRequest {
     pub fetch_offset: i64,
     /// Most bytes wanted from it (`partition_max_bytes`).
     pub max_bytes: i32,
+    /// The epoch of the fetcher's last fetched batch (v12+; -1: none).
+    pub last_fetched_epoch: i32,
 }
 
 /// What a response says of one partition: what the session compares with what it last sent.
@@ -111,6 +113,8 @@ pub struct PartitionOutcome {
     pub log_start_offset: i64,
     /// Bytes of records sent.
     pub records_bytes: usize,
+    /// A diverging epoch was sent (the fetcher must truncate: always sent).
+    pub diverging: bool,
 }
 
 /// One partition of a session: the request as last updated, and what was last sent of it.
@@ -127,7 +131,7 @@ impl CachedPartition {
     /// errors always go out; an error resets the remembered high watermark so that the
     /// partition is sent again once the error is gone.
     fn must_respond(&mut self, out: &PartitionOutcome) -> bool {
-        let mut must = out.records_bytes > 0;
+        let mut must = out.records_bytes > 0 || out.diverging;
         if self.high_watermark != out.high_watermark {
             must = true;
             self.high_watermark = out.high_watermark;
@@ -708,6 +712,7 @@ mod tests {
             },
             fetch_offset,
             max_bytes: 1 << 20,
+            last_fetched_epoch: -1,
         }
     }
 
@@ -717,6 +722,7 @@ mod tests {
             high_watermark: hw,
             log_start_offset: 0,
             records_bytes,
+            diverging: false,
         }
     }
 
@@ -792,6 +798,7 @@ mod tests {
             high_watermark: -1,
             log_start_offset: -1,
             records_bytes: 0,
+            diverging: false,
         };
         for epoch in 1..=2 {
             let ctx = c.new_context(sr(12, id, epoch, false), vec![], &[], t);

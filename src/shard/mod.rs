@@ -102,6 +102,9 @@ pub struct FetchPart {
     /// Most bytes wanted from this partition. The first batch of the first partition with data
     /// on its owner is returned even if larger; other partitions stay within this.
     pub max_bytes: usize,
+    /// The epoch of the fetcher's last fetched batch (Fetch v12+), checked against this log's
+    /// epochs before reading; -1: no check.
+    pub last_fetched_epoch: i32,
 }
 
 /// The outcome of one partition's read.
@@ -125,6 +128,9 @@ pub struct FetchResult {
     pub allocated: usize,
     /// The data at the fetch offset is on disk only and the read was for the cache only.
     pub needs_disk: bool,
+    /// The fetcher's log diverges from this one: `(epoch, end offset)` to truncate to
+    /// (no batches then).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// How much a Fetch read may take, over all the partitions of one request.
@@ -171,6 +177,20 @@ pub struct OffsetAnswer {
     /// The timestamp of the record found (-1 when not applicable).
     pub timestamp: i64,
 }
+
+/// One partition's OffsetForLeaderEpoch question: where does `leader_epoch` end?
+#[derive(Debug, Clone)]
+pub struct EpochQuery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The epoch asked about.
+    pub leader_epoch: i32,
+}
+
+/// One partition's OffsetForLeaderEpoch answer: `(epoch, end offset)` or the error code.
+pub type EpochAnswer = Result<(i32, i64), ErrorCode>;
 
 /// One partition's DeleteRecords ask: move its log start offset up to `offset`.
 #[derive(Debug, Clone)]
@@ -232,6 +252,13 @@ pub enum ShardMsg {
         parts: Vec<(usize, OffsetQuery)>,
         /// Answers by the same indexes.
         reply: oneshot::Sender<Vec<(usize, OffsetAnswer)>>,
+    },
+    /// OffsetForLeaderEpoch on partitions owned by the receiver.
+    EpochEndOffsets {
+        /// (index in the request, query).
+        parts: Vec<(usize, EpochQuery)>,
+        /// Answers by the same indexes.
+        reply: oneshot::Sender<Vec<(usize, EpochAnswer)>>,
     },
     /// DeleteRecords on partitions owned by the receiver.
     DeleteRecords {
@@ -565,6 +592,7 @@ impl Shard {
                 batches: Vec::new(),
                 allocated: 0,
                 needs_disk: false,
+                diverging_epoch: None,
             },
         )
         .await
@@ -581,6 +609,17 @@ impl Shard {
                 offset: -1,
                 timestamp: -1,
             },
+        )
+        .await
+    }
+
+    /// Answers OffsetForLeaderEpoch queries on their owner shards; answers in request order.
+    pub async fn epoch_end_offsets(self: &Rc<Self>, queries: Vec<EpochQuery>) -> Vec<EpochAnswer> {
+        self.scatter(
+            queries,
+            |q| (&q.topic, q.partition),
+            |parts, reply| ShardMsg::EpochEndOffsets { parts, reply },
+            || Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
         )
         .await
     }

@@ -96,6 +96,19 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             }
             let _ = reply.send(out);
         }
+        ShardMsg::EpochEndOffsets { parts, reply } => {
+            let out = parts
+                .into_iter()
+                .map(|(i, q)| {
+                    let r = shard
+                        .storage
+                        .end_offset_for_epoch(&q.topic, q.partition, q.leader_epoch)
+                        .map_err(|e| e.kafka_error_code());
+                    (i, r)
+                })
+                .collect();
+            let _ = reply.send(out);
+        }
         ShardMsg::DeleteRecords { parts, reply } => {
             let mut out = Vec::with_capacity(parts.len());
             for (i, p) in parts {
@@ -275,6 +288,14 @@ fn append_part(
 /// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch
 /// whatever its size when `limits.min_one`; from the cache only unless `limits.disk`.
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
+    if part.last_fetched_epoch >= 0 {
+        if let Some(diverging) = diverging_epoch(shard, &part) {
+            return FetchResult {
+                diverging_epoch: Some(diverging),
+                ..without_records(shard, &part, ErrorCode::NONE)
+            };
+        }
+    }
     match shard
         .storage
         .read_limited(
@@ -302,25 +323,37 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
                 batches: data.batches,
                 allocated: data.allocated,
                 needs_disk: data.needs_disk,
+                diverging_epoch: None,
             }
         }
-        Err(e) => {
-            let (start, hw) = shard
-                .storage
-                .offsets(&part.topic, part.partition)
-                .unwrap_or((-1, -1));
-            FetchResult {
-                error_code: e.kafka_error_code(),
-                high_watermark: hw,
-                last_stable_offset: hw,
-                aborted: Vec::new(),
-                log_start_offset: start,
-                batches: Vec::new(),
-                allocated: 0,
-                needs_disk: false,
-            }
-        }
+        Err(e) => without_records(shard, &part, e.kafka_error_code()),
     }
+}
+
+/// A partition's fetch answer with no records: `error_code` and its current offsets.
+fn without_records(shard: &Shard, part: &FetchPart, error_code: ErrorCode) -> FetchResult {
+    let (start, hw) = shard
+        .storage
+        .offsets(&part.topic, part.partition)
+        .unwrap_or((-1, -1));
+    FetchResult {
+        error_code,
+        high_watermark: hw,
+        last_stable_offset: hw,
+        log_start_offset: start,
+        ..FetchResult::default()
+    }
+}
+
+/// Kafka's `validateFetchOffsetAndMaybeGetDivergingEpoch`: the end here of the fetcher's last
+/// fetched epoch; when that epoch is unknown here (the answer names an older one) or ends
+/// before the fetch offset, the fetcher's log diverges and must be cut at the answer.
+fn diverging_epoch(shard: &Shard, part: &FetchPart) -> Option<(i32, i64)> {
+    let (epoch, end) = shard
+        .storage
+        .end_offset_for_epoch(&part.topic, part.partition, part.last_fetched_epoch)
+        .ok()?;
+    (epoch < part.last_fetched_epoch || end < part.fetch_offset).then_some((epoch, end))
 }
 
 async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
@@ -425,6 +458,13 @@ async fn record_at_time(
         .map(|r| (r.offset, r.timestamp))
 }
 
+/// The partition's leader epoch in this broker's cluster image (`None` on one node, where
+/// logs keep [`crate::storage::LEADER_EPOCH`]).
+fn leader_epoch_in_view(shard: &Shard, topic: &str, partition: i32) -> Option<i32> {
+    let view = shard.cluster_view()?;
+    view.partition(topic, partition).map(|st| st.leader_epoch)
+}
+
 /// Partitions one shard opens at once (at start, or when topics appear): their file
 /// operations overlap in the shard's ring instead of waiting for each other.
 const PARTITION_OPENS_IN_FLIGHT_MAX: usize = 32;
@@ -444,10 +484,15 @@ async fn open_partitions(
             .map(|(topic, p, log)| {
                 let storage = shard.storage.clone();
                 let name = topic.clone();
-                let task =
-                    glommio::spawn_local(
-                        async move { storage.open_partition(&name, p, log).await },
-                    );
+                let epoch = leader_epoch_in_view(shard, &topic, p);
+                let task = glommio::spawn_local(async move {
+                    storage.open_partition(&name, p, log).await?;
+                    // In the same poll as the open's end: no append comes between.
+                    if let Some(e) = epoch {
+                        storage.set_leader_epoch(&name, p, e);
+                    }
+                    Ok(())
+                });
                 (topic, p, task)
             })
             .collect();
@@ -509,6 +554,10 @@ async fn apply_metadata(
     }
     if view.is_some() {
         *shard.view.borrow_mut() = view;
+        // The partitions open here stamp the new image's epochs from the next append on.
+        shard
+            .storage
+            .set_leader_epochs(|topic, p| leader_epoch_in_view(shard, topic, p));
     }
     let mut opens = Vec::new();
     for topic in meta.topics.values() {

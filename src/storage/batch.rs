@@ -32,7 +32,8 @@ pub const ATTR_CONTROL: i16 = 0x20;
 pub const CONTROL_ABORT: i16 = 0;
 /// Control record type of a COMMIT marker (Kafka's `ControlRecordType.COMMIT`).
 pub const CONTROL_COMMIT: i16 = 1;
-/// Leader epoch the broker stamps into every batch (single node: always 0).
+/// Leader epoch a log stamps into its batches until its broker is told another one (a
+/// single node's partitions keep it: always 0).
 pub const LEADER_EPOCH: i32 = 0;
 
 /// The fields of a v2 record batch header, as read from the bytes.
@@ -285,7 +286,7 @@ pub(crate) fn check_batch(
 }
 
 /// Builds the broker's copy of the 61-byte header of `batch` (whose validated header is `h`):
-/// assigned `base_offset`, leader epoch, and for log-append time the timestamp-type bit,
+/// assigned `base_offset`, `leader_epoch`, and for log-append time the timestamp-type bit,
 /// `max_timestamp = append_time` and the recomputed CRC. Returns the bytes and the patched
 /// header's fields (so nobody parses them again). The records are untouched; log-append time
 /// costs a second CRC pass over them (cheaper than `crc32c_combine`, which costs ~10 µs per
@@ -294,15 +295,16 @@ pub(crate) fn patched_header(
     batch: &[u8],
     h: &BatchHeader,
     base_offset: i64,
+    leader_epoch: i32,
     log_append_time: Option<i64>,
 ) -> (Bytes, BatchHeader) {
     let mut patched = *h;
     let mut b = [0u8; BATCH_HEADER_BYTES];
     b.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
     b[0..8].copy_from_slice(&base_offset.to_be_bytes());
-    b[12..16].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
+    b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
     patched.base_offset = base_offset;
-    patched.partition_leader_epoch = LEADER_EPOCH;
+    patched.partition_leader_epoch = leader_epoch;
     if let Some(t) = log_append_time {
         patched.attributes = h.attributes | ATTR_LOG_APPEND_TIME;
         patched.max_timestamp = t;
@@ -459,7 +461,7 @@ mod tests {
     fn log_append_time_patch_keeps_crc_valid() {
         let b = build_test_batch(4, 33, 77);
         let hb = validate_batch(&b, 1 << 20).unwrap();
-        let (h, parsed) = patched_header(&b, &hb, 42, Some(999));
+        let (h, parsed) = patched_header(&b, &hb, 42, LEADER_EPOCH, Some(999));
         let mut full = h.to_vec();
         full.extend_from_slice(&b[BATCH_HEADER_BYTES..]);
         let ph = validate_batch(&full, 1 << 20).unwrap();

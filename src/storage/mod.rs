@@ -50,12 +50,16 @@ mod tests;
 #[cfg(test)]
 mod tests_compaction;
 #[cfg(test)]
+mod tests_epochs;
+#[cfg(test)]
+mod tests_replica;
+#[cfg(test)]
 mod tests_txn;
 
 pub use batch::{
     build_control_batch, build_test_batch, control_type, parse_header, split_batches,
     validate_batch, BatchHeader, ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_BYTES,
-    CONTROL_ABORT, CONTROL_COMMIT,
+    CONTROL_ABORT, CONTROL_COMMIT, LEADER_EPOCH,
 };
 pub use error::StorageError;
 

@@ -47,6 +47,10 @@ pub(crate) struct LogSegment {
     pub finished: bool,
     /// Written since the last fdatasync.
     pub dirty_since_sync: bool,
+    /// `(leader epoch, base offset)` where the epoch grows, among the batches a scan of this
+    /// segment read in order (recovery takes them for the leader-epoch cache; empty
+    /// otherwise).
+    pub scanned_epochs: Vec<(i32, i64)>,
 }
 
 impl LogSegment {
@@ -70,6 +74,7 @@ impl LogSegment {
             rolled: false,
             finished: false,
             dirty_since_sync: false,
+            scanned_epochs: Vec::new(),
         }
     }
 
@@ -369,6 +374,7 @@ pub(crate) async fn scan_segment(
     seg.size = start_pos;
     seg.next_offset = start_offset;
     seg.bytes_since_index = 0;
+    seg.scanned_epochs.clear();
     let mut scanner = BatchScanner::new(file, start_pos, file_len, 1 << 20, true);
     loop {
         match scanner.next_batch().await? {
@@ -403,6 +409,10 @@ pub(crate) async fn scan_segment(
                     bytes.len() as u64,
                     index_interval_bytes,
                 );
+                let epoch = header.partition_leader_epoch;
+                if seg.scanned_epochs.last().is_none_or(|e| e.0 < epoch) {
+                    seg.scanned_epochs.push((epoch, header.base_offset));
+                }
             }
         }
     }

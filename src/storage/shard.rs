@@ -433,6 +433,77 @@ impl ShardStorage {
         Ok(self.partition(topic, partition)?.describe_producers())
     }
 
+    /// OffsetForLeaderEpoch on a partition: `(epoch, end offset)` for the requested leader
+    /// epoch (Kafka's rules: the latest epoch ends at the log end, an older one where the next
+    /// newer epoch starts; `(-1, -1)` when unknown).
+    pub fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), StorageError> {
+        self.partition(topic, partition)?
+            .end_offset_for_epoch(epoch)
+    }
+
+    /// Appends one batch fetched from the partition's leader as it is (offsets, leader epoch
+    /// and producer ids kept, CRC checked); it must start at this log's end. The producer
+    /// state and the leader-epoch cache learn from it. Durability: [`ShardStorage::wait_durable`].
+    pub fn append_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<LogAppendInfo, StorageError> {
+        self.partition(topic, partition)?
+            .append_replica(batch, now_ms())
+    }
+
+    /// `(latest leader epoch or -1, log end offset)`: what a follower sends as
+    /// `last_fetched_epoch` and `fetch_offset`.
+    pub fn last_epoch_and_end(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i32, i64), StorageError> {
+        Ok(self.partition(topic, partition)?.last_epoch_and_end())
+    }
+
+    /// Truncates the partition's log at the batch holding `offset` (a follower whose log
+    /// diverges from its leader's), durably; returns the new log end. Below the log start:
+    /// [`StorageError::OffsetOutOfRange`]; at or past the end: no change.
+    pub async fn truncate_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        self.partition(topic, partition)?
+            .truncate_to(&self.fs, &self.options, offset)
+            .await
+    }
+
+    /// Sets the leader epoch one partition stamps on its next appended batches (ignored when
+    /// older than its current one, or when the partition is not open here).
+    pub fn set_leader_epoch(&self, topic: &str, partition: i32, epoch: i32) {
+        if let Ok(p) = self.partition(topic, partition) {
+            p.set_leader_epoch(epoch);
+        }
+    }
+
+    /// Sets the leader epoch each open partition stamps on its next appended batches:
+    /// `epoch_of(topic, partition)`, where it is `Some` and newer than the partition's
+    /// (epochs never go back). Synchronous, so no append interleaves.
+    pub fn set_leader_epochs(&self, mut epoch_of: impl FnMut(&str, i32) -> Option<i32>) {
+        for (topic, parts) in self.partitions.borrow().iter() {
+            for (&partition, p) in parts {
+                if let Some(e) = epoch_of(topic, partition) {
+                    p.set_leader_epoch(e);
+                }
+            }
+        }
+    }
+
     /// `(log start offset, high watermark)`; the high watermark is the next offset to assign.
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), StorageError> {
         Ok(self.partition(topic, partition)?.offsets())

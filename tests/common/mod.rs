@@ -1,6 +1,9 @@
 //! Test support: start the real broker binary on a free loopback port with a temp data dir.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod loop_fs;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

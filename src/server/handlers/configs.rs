@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::server::refusal::log_refusal;
 use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
 use crate::storage::LogConfig;
@@ -85,6 +86,34 @@ fn synonyms(
     out
 }
 
+/// Kafka's authorization of a config resource: `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on
+/// the topic, or on the cluster for a broker; the error to answer when denied. Other resource
+/// types are left to the handler's own refusal.
+fn config_denied(
+    rq: &Request<'_>,
+    op: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(ErrorCode, String)> {
+    let (ok, code) = match resource_type {
+        RESOURCE_TOPIC => (
+            rq.authorized(op, ResourceType::Topic, name),
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+        ),
+        RESOURCE_BROKER => (
+            rq.authorized_cluster(op),
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+        ),
+        _ => (true, ErrorCode::NONE),
+    };
+    (!ok).then(|| {
+        (
+            code,
+            format!("not authorized to {} this resource", op.name()),
+        )
+    })
+}
+
 /// Answers DescribeConfigs.
 pub async fn describe(
     rq: &Request<'_>,
@@ -104,6 +133,16 @@ pub async fn describe(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            if let Some((code, message)) = config_denied(
+                rq,
+                AclOperation::DescribeConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return base
+                    .with_error_code(code.code())
+                    .with_error_message(Some(sb(&message)));
+            }
             let (log, overrides) = match r.resource_type {
                 RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
                     Some(t) => match topic_log_config(&shard.config.log, &t.configs) {
@@ -285,6 +324,14 @@ pub async fn incremental_alter(
                 };
                 (key, op)
             });
+            if let Some(denied) = config_denied(
+                rq,
+                AclOperation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(denied);
+            }
             plan_resource(r.resource_type, &r.resource_name, configs)
         })
         .collect();
@@ -332,6 +379,14 @@ pub async fn alter(
                 };
                 (key, op)
             });
+            if let Some(denied) = config_denied(
+                rq,
+                AclOperation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(denied);
+            }
             plan_resource(r.resource_type, &r.resource_name, configs)
         })
         .collect();

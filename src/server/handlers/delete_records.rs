@@ -13,6 +13,7 @@ use super::super::refusal::log_refusal;
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::{DeleteRecordsAnswer, DeleteRecordsPart};
 
 /// Answers DeleteRecords.
@@ -25,7 +26,13 @@ pub async fn handle(
     let mut layout = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let name = topic.name.to_string();
-        let count = meta.topics.get(&name).map_or(0, |t| t.partitions);
+        // Kafka: DELETE on the topic; denied whether the topic exists or not.
+        let allowed = rq.authorized(AclOperation::Delete, ResourceType::Topic, &name);
+        let count = if allowed {
+            meta.topics.get(&name).map_or(0, |t| t.partitions)
+        } else {
+            0
+        };
         let mut slots = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             if p.partition_index >= 0 && p.partition_index < count {
@@ -39,7 +46,7 @@ pub async fn handle(
                 slots.push((p.partition_index, None));
             }
         }
-        layout.push((topic.name, slots));
+        layout.push((topic.name, allowed, slots));
     }
     let answers = if parts.is_empty() {
         Vec::new()
@@ -48,7 +55,7 @@ pub async fn handle(
     };
     let topics = layout
         .into_iter()
-        .map(|(name, slots)| {
+        .map(|(name, allowed, slots)| {
             let partitions = slots
                 .into_iter()
                 .map(|(index, slot)| {
@@ -56,13 +63,20 @@ pub async fn handle(
                         Some(i) => answers.get(i).cloned(),
                         None => None,
                     }
-                    .unwrap_or_else(|| DeleteRecordsAnswer {
-                        error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        low_watermark: -1,
-                        error_message: Some(format!(
-                            "This server does not host this topic-partition: {}-{index}",
-                            name.as_str()
-                        )),
+                    .unwrap_or_else(|| match allowed {
+                        false => DeleteRecordsAnswer {
+                            error_code: ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                            low_watermark: -1,
+                            error_message: Some("not authorized to delete records".into()),
+                        },
+                        true => DeleteRecordsAnswer {
+                            error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            low_watermark: -1,
+                            error_message: Some(format!(
+                                "This server does not host this topic-partition: {}-{index}",
+                                name.as_str()
+                            )),
+                        },
                     });
                     if a.error_code != ErrorCode::NONE {
                         let why = a.error_message.as_deref().unwrap_or("");

@@ -20,6 +20,7 @@ use super::metadata::{partition_info, INTERNAL_TOPICS};
 use super::{sb, Request};
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// Answers DescribeTopicPartitions v0 from this shard's metadata snapshot.
 pub async fn handle(
@@ -34,8 +35,14 @@ pub async fn handle(
         .response_partition_limit
         .clamp(1, shard.config.request_partition_size_limit) as usize;
     // The topics asked, sorted by name and each once (all of them for an empty list).
+    // Kafka: DESCRIBE on each topic; unauthorized topics are left out of "all topics" and
+    // answered TOPIC_AUTHORIZATION_FAILED when named.
     let mut names: Vec<String> = if req.topics.is_empty() {
-        meta.topics.keys().cloned().collect()
+        meta.topics
+            .keys()
+            .filter(|n| rq.authorized_quiet(AclOperation::Describe, ResourceType::Topic, n))
+            .cloned()
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.to_string()).collect()
     };
@@ -68,6 +75,17 @@ pub async fn handle(
     let mut left = limit;
     let mut next_cursor = None;
     for name in names.into_iter().filter(|n| *n >= start_topic) {
+        if !req.topics.is_empty()
+            && !rq.authorized(AclOperation::Describe, ResourceType::Topic, &name)
+        {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                    .with_name(Some(TopicName(sb(&name))))
+                    .with_topic_authorized_operations(i32::MIN),
+            );
+            continue;
+        }
         let Some(t) = meta.topics.get(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -118,8 +118,9 @@ async fn read_once(shard: &Rc<Shard>, conn: ConnInfo, parts: &[FetchPart], want:
 pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let (shard, conn, version) = (rq.shard, rq.conn, rq.version);
     let req: FetchRequest = decode_body(&mut body, version)?;
-    // `fetch.max.bytes`: what a client may ask, per response and per partition.
-    let cap = shard.config.fetch_max_bytes;
+    // `fetch.max.bytes`: what a client may ask, per response and per partition (less under a
+    // `consumer_byte_rate`, as Kafka).
+    let cap = shard.config.fetch_max_bytes.min(conn.fetch_quota_bytes);
     let meta = shard.metadata();
 
     // The session decides what is read: the request's partitions, or all of its session's.
@@ -165,6 +166,11 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                 key: pkey,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                last_fetched_epoch: if version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
@@ -259,6 +265,12 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         fetch_offset: p.fetch_offset,
                         read_committed,
                         max_bytes: (p.max_bytes.max(0) as usize).min(cap),
+                        // On one node every batch has epoch 0: no log to diverge from.
+                        last_fetched_epoch: if view.is_some() {
+                            p.last_fetched_epoch
+                        } else {
+                            -1
+                        },
                     });
                     Ok(parts.len() - 1)
                 }
@@ -285,7 +297,10 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     loop {
         read = read_once(shard, conn, &parts, want).await;
         let total: usize = read.results.iter().map(FetchResult::bytes).sum();
-        let any_error = read.results.iter().any(|r| r.error_code != ErrorCode::NONE);
+        let any_error = read
+            .results
+            .iter()
+            .any(|r| r.error_code != ErrorCode::NONE || r.diverging_epoch.is_some());
         // Short of memory: what fitted goes out now rather than waiting for `min_bytes`.
         if total >= min_bytes.max(1)
             || (total > 0 && read.squeezed)
@@ -357,6 +372,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     aborted_transactions: read_committed.then_some(r.aborted),
                     records: r.batches,
                     current_leader: None,
+                    diverging_epoch: r.diverging_epoch.filter(|_| version >= 12),
                 };
                 (out, allocated)
             }
@@ -386,6 +402,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     aborted_transactions: None,
                     records: Vec::new(),
                     current_leader,
+                    diverging_epoch: None,
                 };
                 (out, 0)
             }
@@ -401,6 +418,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             high_watermark: p.high_watermark,
             log_start_offset: p.log_start_offset,
             records_bytes: p.records.iter().map(Bytes::len).sum(),
+            diverging: p.diverging_epoch.is_some(),
         })
         .collect();
     let session = shard

@@ -30,7 +30,29 @@ pub async fn find_coordinator(
     req: FindCoordinatorRequest,
 ) -> Result<FindCoordinatorResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
+    let keys = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    // Kafka: DESCRIBE on the group or the transactional id, checked per key before anything
+    // (an internal topic is created only for an authorized key).
+    let denied: Vec<Option<ErrorCode>> = keys
+        .iter()
+        .map(|k| match req.key_type {
+            0 => (!rq.authorized(AclOperation::Describe, ResourceType::Group, k.as_str()))
+                .then_some(ErrorCode::GROUP_AUTHORIZATION_FAILED),
+            1 => (!rq.authorized(
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                k.as_str(),
+            ))
+            .then_some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            _ => None,
+        })
+        .collect();
     let refused: Option<(ErrorCode, String)> = match req.key_type {
+        0 | 1 if denied.iter().all(Option::is_some) => None,
         0 => {
             if shard.cluster.is_some() {
                 crate::shard::cluster::ensure_offsets_topic(shard).await;
@@ -57,16 +79,13 @@ pub async fn find_coordinator(
             Some((ErrorCode::INVALID_REQUEST, msg))
         }
     };
-    let keys = if version >= 4 {
-        req.coordinator_keys.clone()
-    } else {
-        vec![req.key.clone()]
-    };
     let answers: Vec<Coordinated> = keys
         .iter()
-        .map(|k| match &refused {
-            Some((code, message)) => Coordinated::refused(*code, message),
-            None => coordinator_of(shard, k.as_str(), &rq.session.listener.advertised),
+        .zip(&denied)
+        .map(|(k, denied)| match (denied, &refused) {
+            (Some(code), _) => Coordinated::refused(*code, "not authorized for this key"),
+            (None, Some((code, message))) => Coordinated::refused(*code, message),
+            (None, None) => coordinator_of(shard, k.as_str(), &rq.session.listener.advertised),
         })
         .collect();
     let resp = if version >= 4 {
@@ -277,6 +296,16 @@ pub async fn list(
         }
     }
     groups.sort();
+    // Kafka: every group with DESCRIBE on the cluster, else those with DESCRIBE on the group.
+    if !rq.authorized_quiet(
+        AclOperation::Describe,
+        ResourceType::Cluster,
+        crate::security::acl::CLUSTER_NAME,
+    ) {
+        groups.retain(|(id, _, _)| {
+            rq.authorized_quiet(AclOperation::Describe, ResourceType::Group, id)
+        });
+    }
     let listed = groups
         .into_iter()
         .filter(|(_, _, state)| {
@@ -321,6 +350,15 @@ pub async fn describe(
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in &req.groups {
         let id = g.to_string();
+        if !rq.authorized(AclOperation::Describe, ResourceType::Group, &id) {
+            groups.push(
+                kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code())
+                    .with_authorized_operations(i32::MIN),
+            );
+            continue;
+        }
         let mut d = match shard.group(&id, GroupOp::Describe(id.clone())).await {
             Some(GroupReply::Describe(d)) => d,
             _ => kafka_protocol::messages::describe_groups_response::DescribedGroup::default()
@@ -350,9 +388,14 @@ pub async fn delete(
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let id = g.to_string();
-        let code = match shard.group(&id, GroupOp::Delete(id.clone())).await {
-            Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
-            _ => ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
+        // Kafka: DELETE on the group.
+        let code = if !rq.authorized(AclOperation::Delete, ResourceType::Group, &id) {
+            ErrorCode::GROUP_AUTHORIZATION_FAILED.code()
+        } else {
+            match shard.group(&id, GroupOp::Delete(id.clone())).await {
+                Some(GroupReply::Codes(c)) => c.first().copied().unwrap_or(0),
+                _ => ErrorCode::COORDINATOR_NOT_AVAILABLE.code(),
+            }
         };
         results.push(
             DeletableGroupResult::default()

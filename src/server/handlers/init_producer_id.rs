@@ -10,6 +10,7 @@ use super::txn::fenced_for_version;
 use super::Request;
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use crate::txn::{TxnOp, TxnReply};
 
 /// Answers InitProducerId.
@@ -18,8 +19,27 @@ pub async fn handle(
     req: InitProducerIdRequest,
 ) -> Result<InitProducerIdResponse, ProtocolError> {
     let (shard, version) = (rq.shard, rq.version);
+    let refused = |code: ErrorCode| {
+        Ok(InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1))
+    };
     if let Some(id) = req.transactional_id.as_deref().filter(|id| !id.is_empty()) {
+        // Kafka: WRITE on the transactional id.
+        if !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, id) {
+            return refused(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
         return Ok(transactional(rq, id, &req).await);
+    }
+    // Kafka (KIP-679): IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+    if !rq.authorized_quiet(
+        AclOperation::IdempotentWrite,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) && !rq.authorized_any(AclOperation::Write, ResourceType::Topic)
+    {
+        return refused(ErrorCode::CLUSTER_AUTHORIZATION_FAILED);
     }
     let resp = if version >= 3
         && req.producer_id.0 >= 0

@@ -15,6 +15,7 @@
 mod acls;
 mod admin_topics;
 mod api_versions;
+mod client_quotas;
 mod configs;
 mod delete_records;
 mod describe_topic_partitions;
@@ -23,6 +24,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod sasl;
@@ -42,6 +44,7 @@ use super::response::Reply;
 use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
 use crate::security::acl::{AclOperation, Authorizer, ResourceType};
 use crate::security::credentials::CredentialStore;
+use crate::security::quota::QuotaStore;
 use crate::security::sasl::Authenticator;
 use crate::security::{BrokerSecurity, ListenerSpec};
 use crate::shard::{ProduceTurn, Shard};
@@ -59,6 +62,8 @@ pub struct Session {
     pub credentials: Arc<CredentialStore>,
     /// The authorizer every request of the connection is checked by.
     pub authorizer: Arc<Authorizer>,
+    /// The broker's client quotas (AlterClientQuotas changes them).
+    pub quotas: Arc<QuotaStore>,
     /// The client's address (ACLs name hosts by it).
     pub host: String,
 }
@@ -73,6 +78,7 @@ impl Session {
             failure: RefCell::new(None),
             credentials: shared.credentials.clone(),
             authorizer: shared.authorizer.clone(),
+            quotas: shared.quotas.clone(),
             host,
         }
     }
@@ -118,6 +124,12 @@ pub struct ConnInfo {
     /// Every earlier response of the connection has been written to the socket: a Fetch may
     /// then overdraw the fetch memory budget by its first batch (see `shard::fetch_memory`).
     pub drained: bool,
+    /// How long the client is throttled for this request by its produce quota, in ms (the
+    /// Produce response's `throttle_time_ms`; 0 without a quota or within it).
+    pub throttle_time_ms: i32,
+    /// The most bytes a Fetch may return under the client's `consumer_byte_rate`
+    /// (`usize::MAX` without one).
+    pub fetch_quota_bytes: usize,
 }
 
 /// One request as a handler sees it, beside its decoded body.
@@ -166,6 +178,26 @@ impl Request<'_> {
         !s.authorizer.enabled
             || s.authorizer
                 .authorize(&s.principal(), &s.host, op, rt, name)
+    }
+
+    /// May this connection's principal perform `op` on some resource of type `rt`
+    /// ([`Authorizer::authorize_any`]); a denial is logged as [`Request::authorized`] does.
+    pub fn authorized_any(&self, op: AclOperation, rt: ResourceType) -> bool {
+        let s = self.session;
+        if !s.authorizer.enabled {
+            return true;
+        }
+        let principal = s.principal();
+        let ok = s.authorizer.authorize_any(&principal, &s.host, op, rt);
+        if !ok {
+            let why = format!(
+                "Principal = {principal} is Denied operation = {} from host = {} on any resource of type {rt:?}",
+                op.name(),
+                s.host
+            );
+            super::refusal::log_refusal(self.client_id, "(authorizer)", &why);
+        }
+        ok
     }
 
     /// `authorized` for the cluster resource.
@@ -234,6 +266,7 @@ kafka_apis! {
     OffsetCommit            2..=9  => offsets::commit,
     OffsetFetch             1..=9  => offsets::fetch,
     OffsetDelete            0..=0  => offsets::delete,
+    OffsetForLeaderEpoch    2..=4  => offset_for_leader_epoch::handle,
     InitProducerId          0..=5  => init_producer_id::handle,
     AddPartitionsToTxn      0..=5  => txn::add_partitions,
     AddOffsetsToTxn         0..=4  => txn::add_offsets,
@@ -250,6 +283,8 @@ kafka_apis! {
     DescribeAcls            1..=3  => acls::describe,
     CreateAcls              1..=3  => acls::create,
     DeleteAcls              1..=3  => acls::delete,
+    DescribeClientQuotas    0..=1  => client_quotas::describe,
+    AlterClientQuotas       0..=1  => client_quotas::alter,
 }
 
 /// Parse → apply → encode for a plain row: decodes the body as the handler's request type at

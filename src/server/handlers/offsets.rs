@@ -289,9 +289,22 @@ pub async fn delete(
 ) -> Result<OffsetDeleteResponse, ProtocolError> {
     let shard = rq.shard;
     let group = req.group_id.to_string();
+    // Kafka: DELETE on the group, then READ on each topic (denied topics are not asked).
+    if !rq.authorized(AclOperation::Delete, ResourceType::Group, &group) {
+        return Ok(OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+    }
+    let topic_ok: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| rq.authorized(AclOperation::Read, ResourceType::Topic, t.name.as_str()))
+        .collect();
     let parts: Vec<(String, i32)> = req
         .topics
         .iter()
+        .zip(&topic_ok)
+        .filter(|(_, ok)| **ok)
+        .map(|(t, _)| t)
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -316,14 +329,19 @@ pub async fn delete(
     let topics = req
         .topics
         .iter()
-        .map(|t| {
+        .zip(topic_ok)
+        .map(|(t, ok)| {
             OffsetDeleteResponseTopic::default()
                 .with_name(t.name.clone())
                 .with_partitions(
                     t.partitions
                         .iter()
                         .map(|p| {
-                            let c = it.next().unwrap_or(0);
+                            let c = if ok {
+                                it.next().unwrap_or(0)
+                            } else {
+                                ErrorCode::TOPIC_AUTHORIZATION_FAILED.code()
+                            };
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(if group_missing { 0 } else { c })

@@ -1,6 +1,8 @@
 //! Produce v3–v12: batches stay `Bytes` slices of the request frame all the way to the owner
 //! shard's storage engine; acks=0 gets no response, acks=1 an answer once appended, acks=-1
-//! once the group commit covering the batch was fdatasynced.
+//! once the group commit covering the batch was fdatasynced. acks=-1 is refused with
+//! NOT_ENOUGH_REPLICAS, before the append, when the partition has fewer in-sync replicas than
+//! `min.insync.replicas`.
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -24,6 +26,30 @@ enum Slot {
     NotLeader(i32, i32),
 }
 
+/// Kafka's `min.insync.replicas` check of an acks=all produce, before the append: the
+/// partition's in-sync replicas (the image's ISR in a cluster; the one replica on one node)
+/// against the topic's setting, else the broker's. A topic without overrides costs an empty
+/// map lookup.
+fn too_few_in_sync(
+    rq: &Request<'_>,
+    view: Option<&crate::shard::ClusterView>,
+    topic: &crate::meta::TopicMeta,
+    partition: i32,
+) -> bool {
+    let wanted = topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(rq.shard.config.cluster.min_insync_replicas);
+    if wanted <= 1 {
+        return false;
+    }
+    let in_sync = view
+        .and_then(|v| v.partition(&topic.name, partition))
+        .map_or(1, |st| st.isr.len());
+    (in_sync as i32) < wanted
+}
+
 /// Answers Produce; no response for acks=0.
 pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let (shard, version) = (rq.shard, rq.version);
@@ -31,6 +57,10 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let req: ProduceRequest = decode_body(&mut body, version)?;
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|s| s.to_string());
+    // Kafka: a transactional produce needs WRITE on its transactional id.
+    let txn_denied = transactional_id.as_deref().is_some_and(|id| {
+        !id.is_empty() && !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, id)
+    });
     let meta = shard.metadata();
     let view = shard.cluster_view();
     let mut parts = Vec::new();
@@ -43,6 +73,11 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
         for p in topic.partition_data {
             let slot = if !(-1..=1).contains(&acks) {
                 Slot::Failed(ErrorCode::INVALID_REQUIRED_ACKS, "acks must be 0, 1 or -1")
+            } else if txn_denied {
+                Slot::Failed(
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "not authorized for the transactional id",
+                )
             } else if !rq.authorized(AclOperation::Write, ResourceType::Topic, &name) {
                 Slot::Failed(
                     ErrorCode::TOPIC_AUTHORIZATION_FAILED,
@@ -65,6 +100,17 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     (Some(_), _) if elsewhere.is_some() => {
                         let (leader, epoch) = elsewhere.unwrap_or((-1, -1));
                         Slot::NotLeader(leader, epoch)
+                    }
+                    (Some(t), Some(_))
+                        if acks == -1
+                            && p.index >= 0
+                            && p.index < t.partitions
+                            && too_few_in_sync(rq, view.as_deref(), t, p.index) =>
+                    {
+                        Slot::Failed(
+                            ErrorCode::NOT_ENOUGH_REPLICAS,
+                            "the partition has fewer in-sync replicas than min.insync.replicas",
+                        )
                     }
                     (Some(t), Some(records)) if p.index >= 0 && p.index < t.partitions => {
                         parts.push(ProducePart {
@@ -216,6 +262,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     };
     let body = ProduceResponse::default()
         .with_responses(responses)
+        .with_throttle_time_ms(rq.conn.throttle_time_ms)
         .with_node_endpoints(node_endpoints);
     let frame = encode_response(ApiKey::Produce, version, rq.correlation_id, &body)?;
     Ok(Some(vec![frame].into()))

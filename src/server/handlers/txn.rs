@@ -35,6 +35,7 @@ use crate::error_code::ErrorCode;
 use crate::group::records::CommittedOffset;
 use crate::group::{GroupOp, GroupReply, OFFSETS_TOPIC};
 use crate::protocol::ProtocolError;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::shard::MarkerPart;
 use crate::txn::{TxnOp, TxnReply, TxnState};
 
@@ -83,28 +84,56 @@ async fn add_one(
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let meta = rq.shard.metadata();
+    // Kafka: the client form (v0–v3) needs WRITE on the transactional id and on each topic
+    // (internal topics are never granted); the broker form was authorized as CLUSTER_ACTION.
+    let client = rq.version <= 3;
+    let id_denied = client
+        && !rq.authorized(
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            transactional_id,
+        );
     let mut parts = Vec::new();
     let mut unknown = Vec::new();
+    let mut denied = Vec::new();
     for t in topics {
-        let count = meta.topics.get(t.name.as_str()).map_or(0, |m| m.partitions);
+        let name = t.name.as_str();
+        let topic_denied = client
+            && !id_denied
+            && (name == OFFSETS_TOPIC
+                || name == crate::txn::TRANSACTION_STATE_TOPIC
+                || !rq.authorized(AclOperation::Write, ResourceType::Topic, name));
+        let count = meta.topics.get(name).map_or(0, |m| m.partitions);
         for &p in &t.partitions {
-            if p >= 0 && p < count {
+            if id_denied || topic_denied {
+                denied.push((t.name.to_string(), p));
+            } else if p >= 0 && p < count {
                 parts.push((t.name.to_string(), p));
             } else {
                 unknown.push((t.name.to_string(), p));
             }
         }
     }
-    let codes: Vec<((String, i32), ErrorCode)> = if !unknown.is_empty() {
+    let codes: Vec<((String, i32), ErrorCode)> = if id_denied {
+        denied
+            .into_iter()
+            .map(|p| (p, ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+            .collect()
+    } else if !unknown.is_empty() || !denied.is_empty() {
         log_refused(
             rq,
             "AddPartitionsToTxn",
             transactional_id,
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
         );
-        unknown
+        denied
             .into_iter()
-            .map(|p| (p, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION))
+            .map(|p| (p, ErrorCode::TOPIC_AUTHORIZATION_FAILED))
+            .chain(
+                unknown
+                    .into_iter()
+                    .map(|p| (p, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)),
+            )
             .chain(
                 parts
                     .into_iter()
@@ -165,6 +194,11 @@ pub async fn add_partitions(
             AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
         );
     }
+    // The broker form (v4+) comes from brokers: CLUSTER_ACTION on the cluster, as Kafka.
+    if !rq.authorized_cluster(AclOperation::ClusterAction) {
+        return Ok(AddPartitionsToTxnResponse::default()
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code()));
+    }
     let mut out = Vec::with_capacity(req.transactions.len());
     for t in &req.transactions {
         let results = add_one(
@@ -191,7 +225,16 @@ pub async fn add_offsets(
     req: AddOffsetsToTxnRequest,
 ) -> Result<AddOffsetsToTxnResponse, ProtocolError> {
     let id = req.transactional_id.to_string();
-    let code = if req.group_id.is_empty() {
+    // Kafka: WRITE on the transactional id, then READ on the group.
+    let code = if !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, &id) {
+        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !rq.authorized(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.as_str(),
+    ) {
+        ErrorCode::GROUP_AUTHORIZATION_FAILED
+    } else if req.group_id.is_empty() {
         ErrorCode::INVALID_GROUP_ID
     } else {
         let partition = rq.shard.groups.partition_of(req.group_id.as_str());
@@ -221,12 +264,35 @@ pub async fn txn_offset_commit(
     let shard = rq.shard;
     let meta = shard.metadata();
     let ts = now_ms();
+    // Kafka: WRITE on the transactional id, READ on the group (each failing every partition),
+    // then READ on each topic.
+    let whole = if !rq.authorized(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.as_str(),
+    ) {
+        Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else if !rq.authorized(
+        AclOperation::Read,
+        ResourceType::Group,
+        req.group_id.as_str(),
+    ) {
+        Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
     let mut offsets = Vec::new();
     let mut slots = Vec::new();
     for t in &req.topics {
+        let denied = whole.or_else(|| {
+            (!rq.authorized(AclOperation::Read, ResourceType::Topic, t.name.as_str()))
+                .then_some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+        });
         let count = meta.topics.get(t.name.as_str()).map_or(0, |m| m.partitions);
         for p in &t.partitions {
-            if p.partition_index >= 0 && p.partition_index < count {
+            if let Some(code) = denied {
+                slots.push(Err(code));
+            } else if p.partition_index >= 0 && p.partition_index < count {
                 offsets.push((
                     t.name.to_string(),
                     p.partition_index,
@@ -241,9 +307,9 @@ pub async fn txn_offset_commit(
                         commit_timestamp: ts,
                     },
                 ));
-                slots.push(Some(offsets.len() - 1));
+                slots.push(Ok(offsets.len() - 1));
             } else {
-                slots.push(None);
+                slots.push(Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
             }
         }
     }
@@ -301,12 +367,13 @@ pub async fn txn_offset_commit(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = match slot.next().flatten() {
-                        Some(i) => codes
+                    let code = match slot.next() {
+                        Some(Ok(i)) => codes
                             .get(i)
                             .copied()
                             .map(ErrorCode::from_code)
                             .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+                        Some(Err(code)) => code,
                         None => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     };
                     TxnOffsetCommitResponsePartition::default()
@@ -329,6 +396,13 @@ pub async fn end_txn(
     req: EndTxnRequest,
 ) -> Result<EndTxnResponse, ProtocolError> {
     let id = req.transactional_id.to_string();
+    // Kafka: WRITE on the transactional id.
+    if !rq.authorized(AclOperation::Write, ResourceType::TransactionalId, &id) {
+        return Ok(EndTxnResponse::default()
+            .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1));
+    }
     let op = TxnOp::EndTxn {
         transactional_id: id.clone(),
         producer_id: req.producer_id.0,
@@ -359,6 +433,8 @@ pub async fn write_txn_markers(
     req: WriteTxnMarkersRequest,
 ) -> Result<WriteTxnMarkersResponse, ProtocolError> {
     let meta = rq.shard.metadata();
+    // Kafka: CLUSTER_ACTION on the cluster, or every partition is CLUSTER_AUTHORIZATION_FAILED.
+    let cluster_ok = rq.authorized_cluster(AclOperation::ClusterAction);
     let mut results = Vec::with_capacity(req.markers.len());
     for m in &req.markers {
         let mut parts = Vec::new();
@@ -380,9 +456,11 @@ pub async fn write_txn_markers(
         let known: Vec<bool> = parts
             .iter()
             .map(|p| {
-                meta.topics
-                    .get(&p.topic)
-                    .is_some_and(|t| p.partition >= 0 && p.partition < t.partitions)
+                cluster_ok
+                    && meta
+                        .topics
+                        .get(&p.topic)
+                        .is_some_and(|t| p.partition >= 0 && p.partition < t.partitions)
             })
             .collect();
         let to_write: Vec<MarkerPart> = parts
@@ -396,6 +474,8 @@ pub async fn write_txn_markers(
         for (p, k) in parts.iter().zip(known) {
             let code = if k {
                 written.next().unwrap_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+            } else if !cluster_ok {
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED
             } else {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
             };
@@ -430,6 +510,19 @@ pub async fn describe_transactions(
 ) -> Result<DescribeTransactionsResponse, ProtocolError> {
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in &req.transactional_ids {
+        // Kafka: DESCRIBE on the transactional id; topics without DESCRIBE are left out.
+        if !rq.authorized(
+            AclOperation::Describe,
+            ResourceType::TransactionalId,
+            id.as_str(),
+        ) {
+            states.push(
+                DescribedState::default()
+                    .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
+                    .with_transactional_id(id.clone()),
+            );
+            continue;
+        }
         let d = match rq
             .shard
             .txn(id.as_str(), TxnOp::Describe(vec![id.to_string()]))
@@ -442,6 +535,9 @@ pub async fn describe_transactions(
             Some(d) => {
                 let mut topics: Vec<TopicData> = Vec::new();
                 for (t, p) in d.partitions {
+                    if !rq.authorized_quiet(AclOperation::Describe, ResourceType::Topic, &t) {
+                        continue;
+                    }
                     match topics.iter_mut().find(|x| x.topic.as_str() == t) {
                         Some(x) => x.partitions.push(p),
                         None => topics.push(
@@ -526,6 +622,11 @@ pub async fn list_transactions(
                 if pattern.as_ref().is_some_and(|re| !re.is_match(&id)) {
                     continue;
                 }
+                // Kafka: only the ids the principal may DESCRIBE.
+                if !rq.authorized_quiet(AclOperation::Describe, ResourceType::TransactionalId, &id)
+                {
+                    continue;
+                }
                 if req.duration_filter >= 0
                     && (start_ms < 0 || now.saturating_sub(start_ms) < req.duration_filter)
                 {
@@ -553,25 +654,31 @@ pub async fn describe_producers(
     let meta = rq.shard.metadata();
     let mut asked = Vec::new();
     for t in &req.topics {
+        // Kafka: READ on the topic, whether it exists or not.
+        let allowed = rq.authorized(AclOperation::Read, ResourceType::Topic, t.name.as_str());
         let count = meta.topics.get(t.name.as_str()).map_or(0, |m| m.partitions);
         for &p in &t.partition_indexes {
-            asked.push((t.name.to_string(), p, p >= 0 && p < count));
+            let state = match allowed {
+                false => Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
+                true if p >= 0 && p < count => Ok(()),
+                true => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            asked.push((t.name.to_string(), p, state));
         }
     }
     let known: Vec<(String, i32)> = asked
         .iter()
-        .filter(|a| a.2)
+        .filter(|a| a.2.is_ok())
         .map(|a| (a.0.clone(), a.1))
         .collect();
     let mut found = rq.shard.describe_producers(known).await.into_iter();
     let mut topics: Vec<TopicResponse> = Vec::new();
-    for (topic, p, ok) in asked {
-        let result = if ok {
-            found
+    for (topic, p, state) in asked {
+        let result = match state {
+            Ok(()) => found
                 .next()
-                .unwrap_or(Err(ErrorCode::NOT_LEADER_OR_FOLLOWER))
-        } else {
-            Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+                .unwrap_or(Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)),
+            Err(code) => Err(code),
         };
         let r = match result {
             Ok(producers) => PartitionResponse::default()

@@ -101,7 +101,7 @@ impl LogState {
     /// Rolls a new active segment at the next offset when the batch (`size` bytes, `count`
     /// records) would not fit the active one by `segment.bytes`, `segment.ms`, or the i32
     /// ranges of relative offsets and positions.
-    fn roll_if_due(&mut self, size: u64, count: i64, now: i64, log: &Partition) {
+    pub(super) fn roll_if_due(&mut self, size: u64, count: i64, now: i64, log: &Partition) {
         let next = self.next_offset;
         let cfg = &self.config;
         let active = self.active();
@@ -120,13 +120,33 @@ impl LogState {
     /// Assigns offsets to a validated batch (header `h`) and puts it in the active segment's
     /// accounting and the cache: the header patched, the records slice kept as it is.
     fn append_validated(&mut self, batch: Bytes, h: &BatchHeader, now: i64) -> LogAppendInfo {
-        let size = batch.len() as u64;
-        let count = h.last_offset_delta as i64 + 1;
         let base = self.next_offset;
-        let last = base + h.last_offset_delta as i64;
         let append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
-        let (header_bytes, header) = patched_header(&batch, h, base, append_time);
+        let (header_bytes, header) =
+            patched_header(&batch, h, base, self.leader_epoch, append_time);
+        let mut info = self.push_batch(header_bytes, batch, header, now);
+        info.log_append_time = append_time.unwrap_or(-1);
+        info
+    }
+
+    /// Puts a batch whose header is final (`header`, its bytes `header_bytes`; the records
+    /// are `batch` past the header) at the log end: the active segment's accounting, the
+    /// leader-epoch cache and the batch cache. The batch must start at the log end.
+    pub(super) fn push_batch(
+        &mut self,
+        header_bytes: Bytes,
+        batch: Bytes,
+        header: BatchHeader,
+        now: i64,
+    ) -> LogAppendInfo {
+        let size = batch.len() as u64;
+        let (base, last) = (header.base_offset, header.last_offset());
+        assert_eq!(base, self.next_offset, "a batch must start at the log end");
+        let count = last - base + 1;
+        if self.epochs.assign(header.partition_leader_epoch, base) {
+            self.epochs_version += 1;
+        }
         let body = batch.slice(BATCH_HEADER_BYTES..);
         let index_interval_bytes = self.config.index_interval_bytes;
         let seg = self.active_mut();
@@ -154,9 +174,9 @@ impl LogState {
             first_offset: base,
             last_offset: last,
             max_timestamp: header.max_timestamp,
-            log_append_time: append_time.unwrap_or(-1),
+            log_append_time: -1,
             log_start_offset: self.log_start_offset,
-            record_count: count as u32,
+            record_count: header.records_count.max(0) as u32,
             duplicate: false,
         }
     }

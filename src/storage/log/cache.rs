@@ -134,6 +134,14 @@ impl BatchCache {
         self.shard.sub(released);
     }
 
+    /// Drops every batch with a base offset at or past `end` (the log was truncated there).
+    pub(crate) fn drop_from(&mut self, end: i64) {
+        let gone = self.batches.split_off(&end);
+        let released: usize = gone.values().map(CachedBatch::len).sum();
+        self.bytes -= released;
+        self.shard.sub(released);
+    }
+
     /// Drops everything (the partition is deleted).
     pub(crate) fn clear(&mut self) {
         self.batches.clear();

@@ -41,7 +41,7 @@ enum Job {
 
 impl Partition {
     /// Records a failed flush so waiters see it; in-memory data stays pending for a retry.
-    fn record_flush_error(&self, e: &StorageError) {
+    pub(super) fn record_flush_error(&self, e: &StorageError) {
         let mut st = self.state.borrow_mut();
         let (kind, msg) = match e {
             StorageError::Io(io) => (io.kind(), io.to_string()),
@@ -71,7 +71,7 @@ impl Partition {
         res
     }
 
-    async fn flush_locked(
+    pub(super) async fn flush_locked(
         &self,
         fs: &FileSystem,
         opts: &StorageOptions,
@@ -306,6 +306,8 @@ impl Partition {
             }
         }
         sealed.write_indexes(fs, &dir).await?;
+        // Every epoch starting below the recovery point must be in the checkpoint first.
+        self.checkpoint_epochs(fs, false).await?;
         write_recovery_point(fs, &dir, &self.topic, self.partition, rp).await?;
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
@@ -340,6 +342,7 @@ impl Partition {
             sealed.write_indexes(fs, &dir).await?;
         }
         self.write_producer_snapshot(fs, true).await?;
+        self.checkpoint_epochs(fs, true).await?;
         write_recovery_point(fs, &dir, &self.topic, self.partition, rp).await?;
         fs.write_small_file_durable_off_shard(&dir.join(CLEAN_SHUTDOWN_FILE), Vec::new())
             .await?;

@@ -3,8 +3,8 @@
 //! ListOffsets by time), `recover` (open: scan, truncate, load the producer state),
 //! `retention` (delete old segments, delete the partition), `start` (DeleteRecords: the log
 //! start offset), `clean` (compaction), `checkpoint` (Kafka's one-entry offset checkpoint
-//! files: recovery point, log start, cleaner position) and `cache` (the batch cache with its
-//! own byte count).
+//! files: recovery point, log start, cleaner position), `epochs` (the leader-epoch cache and
+//! its checkpoint) and `cache` (the batch cache with its own byte count).
 //!
 //! Only the owning shard touches a [`Partition`]. Its state is private to this module: the
 //! shard's storage calls methods that keep the invariants below. `state` is never borrowed
@@ -21,9 +21,11 @@ mod append;
 mod cache;
 mod checkpoint;
 mod clean;
+mod epochs;
 mod flush;
 mod read;
 mod recover;
+mod replica;
 mod retention;
 mod start;
 
@@ -50,6 +52,7 @@ pub(crate) use cache::{CacheBytes, Eviction};
 pub use clean::CleanerStats;
 
 use cache::BatchCache;
+use epochs::LeaderEpochCache;
 
 /// Name of the clean-shutdown marker inside a partition directory.
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
@@ -89,6 +92,14 @@ struct LogState {
     disk_allocated_bytes: u64,
     /// The log cleaner's progress (compacted topics).
     cleaner: CleanerState,
+    /// The leader epoch stamped on appended batches (`partition_leader_epoch`): the
+    /// partition's epoch in this broker's image (0 on one node). Never decreases.
+    leader_epoch: i32,
+    /// Where each leader epoch starts in this log.
+    epochs: LeaderEpochCache,
+    /// Bumped with every change of `epochs`; `epochs_written` is the value last checkpointed.
+    epochs_version: u64,
+    epochs_written: u64,
 }
 
 /// What the log cleaner knows of one log between passes.

@@ -13,7 +13,9 @@ use glommio::sync::Semaphore;
 use super::cache::{BatchCache, CacheBytes};
 use super::checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 use super::clean::{read_checkpoint as read_cleaner_checkpoint, remove_cleaned_leftovers};
+use super::read::ReadBatch;
 use super::start::read_log_start;
+use super::LeaderEpochCache;
 use super::{CleanerState, LogState, Partition, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE};
 use crate::io::{align_down, FileSystem, IoFile};
 use crate::storage::index::{OffsetIndex, TimeIndex};
@@ -141,11 +143,16 @@ impl Partition {
                     checkpoint: cleaner_checkpoint,
                     tombstones_due_ms: None,
                 },
+                leader_epoch: crate::storage::batch::LEADER_EPOCH,
+                epochs: LeaderEpochCache::default(),
+                epochs_version: 0,
+                epochs_written: 0,
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),
             durable: WaitList::default(),
         };
+        log.load_leader_epochs(fs, scan_from).await?;
         log.load_producer_state(fs).await?;
         log.sample_disk_allocated(fs)?;
         Ok(log)
@@ -155,7 +162,7 @@ impl Partition {
     /// batches after it (the whole log without one). A snapshot past the log end describes
     /// batches a crash took away: it is deleted, so it cannot describe other batches at the
     /// same offsets later. Returns the number of idempotent batches scanned.
-    async fn load_producer_state(&self, fs: &FileSystem) -> Result<usize, StorageError> {
+    pub(super) async fn load_producer_state(&self, fs: &FileSystem) -> Result<usize, StorageError> {
         let (start, end) = self.offsets();
         let path = self.state.borrow().dir.join(SNAPSHOT_FILE);
         let snapshot = match fs.read_small_file(&path)? {
@@ -191,8 +198,30 @@ impl Partition {
     /// Records every idempotent batch in `[from, end)` into the producer table, from the
     /// headers reads return.
     async fn scan_producer_state(&self, from: i64, end: i64) -> Result<usize, StorageError> {
-        let mut next = from;
         let mut seen = 0;
+        self.scan_headers(from, end, "producer state", |st, b| {
+            let h = &b.header;
+            if h.producer_id >= 0 {
+                let control = h.is_control().then(|| b.control_type()).flatten();
+                st.producers
+                    .record(h, h.base_offset, h.last_offset(), control);
+                seen += 1;
+            }
+        })
+        .await?;
+        Ok(seen)
+    }
+
+    /// Calls `visit` with every batch in `[from, end)`, in offset order, from the headers
+    /// reads return (`what` names the state being rebuilt, for the log).
+    pub(super) async fn scan_headers(
+        &self,
+        from: i64,
+        end: i64,
+        what: &str,
+        mut visit: impl FnMut(&mut LogState, &ReadBatch),
+    ) -> Result<(), StorageError> {
+        let mut next = from;
         while next < end {
             let read = match self
                 .read(next, PRODUCER_REBUILD_READ_BYTES, true, true)
@@ -200,10 +229,10 @@ impl Partition {
             {
                 Ok(r) => r.map(|r| r.batches).unwrap_or_default(),
                 // Damaged data that recovery trusted (bit rot after a clean shutdown, a rolled
-                // segment): reads refuse it, so the producer state ends there, and the broker
+                // segment): reads refuse it, so the rebuilt state ends there, and the broker
                 // still starts and serves the valid prefix.
                 Err(e @ StorageError::CorruptLog { .. }) => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, offset = next, error = %e, "producer state rebuilt only up to a corrupt batch");
+                    tracing::warn!(topic = %self.topic, partition = self.partition, offset = next, error = %e, "{what} rebuilt only up to a corrupt batch");
                     break;
                 }
                 Err(e) => return Err(e),
@@ -212,14 +241,10 @@ impl Partition {
             {
                 let mut st = self.state.borrow_mut();
                 for b in &read {
-                    let h = &b.header;
-                    if h.producer_id >= 0 && h.base_offset >= next {
-                        let control = h.is_control().then(|| b.control_type()).flatten();
-                        st.producers
-                            .record(h, h.base_offset, h.last_offset(), control);
-                        seen += 1;
+                    if b.header.base_offset >= next {
+                        visit(&mut st, b);
                     }
-                    advanced = advanced.max(h.last_offset() + 1);
+                    advanced = advanced.max(b.header.last_offset() + 1);
                 }
             }
             if advanced <= next {
@@ -227,7 +252,7 @@ impl Partition {
             }
             next = advanced;
         }
-        Ok(seen)
+        Ok(())
     }
 }
 

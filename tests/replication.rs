@@ -1,0 +1,358 @@
+//! Replication (issue 18) with real broker processes and standard clients. Step 1 of the
+//! design: leader epochs stamped in every batch, the leader-epoch cache kept across kill -9,
+//! and OffsetForLeaderEpoch as librdkafka (confluent-kafka) uses it to validate a position
+//! after a leader change (KIP-320).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{leader_and_epoch, Cluster};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// confluent-kafka (librdkafka) consumer: assigns `topic`/0 at `offset` with the position's
+/// leader epoch `epoch` (`auto.offset.reset=error`, so a detected truncation is an error, not
+/// a silent reset) and prints `REC <offset> <leader epoch>` per record until `want` came, or
+/// `ERR <code> <message>` and stops.
+const VALIDATING_CONSUMER: &str = r#"
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+bs, topic, offset, epoch, want = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+c = Consumer({'bootstrap.servers': bs, 'group.id': 'epochs', 'enable.auto.commit': False,
+              'auto.offset.reset': 'error', 'fetch.wait.max.ms': 100})
+c.assign([TopicPartition(topic, 0, offset, leader_epoch=epoch)])
+got, deadline = 0, time.time() + 30
+while got < want and time.time() < deadline:
+    m = c.poll(0.2)
+    if m is None:
+        continue
+    if m.error():
+        print('ERR', m.error().code(), m.error().str(), flush=True)
+        break
+    print('REC', m.offset(), m.leader_epoch(), flush=True)
+    got += 1
+c.close()
+"#;
+
+/// Runs [`VALIDATING_CONSUMER`]; its output lines.
+fn validate_position(
+    bootstrap: &str,
+    topic: &str,
+    offset: i64,
+    epoch: i32,
+    want: usize,
+) -> Vec<String> {
+    let python =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/install-clients",
+        python.display()
+    );
+    let o = Command::new(&python)
+        .args(["-c", VALIDATING_CONSUMER, bootstrap, topic])
+        .args([offset.to_string(), epoch.to_string(), want.to_string()])
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "consumer failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Produces `n` records to `topic`/0 with acks=all; all must be acknowledged.
+fn produce(bootstrap: &str, topic: &str, n: usize) {
+    let p: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        let value = format!("v{i}");
+        p.send(
+            BaseRecord::<(), String>::to(topic)
+                .partition(0)
+                .payload(&value),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queued");
+    }
+    p.flush(Duration::from_secs(30))
+        .expect("every record acknowledged");
+}
+
+/// One record to `topic`/0 with `acks` and no retries: acknowledged, or the error code.
+fn produce_outcome(bootstrap: &str, topic: &str, acks: &str) -> Result<(), RDKafkaErrorCode> {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let r = futures_lite::future::block_on(p.send(
+        FutureRecord::<(), str>::to(topic).partition(0).payload("x"),
+        Duration::from_secs(10),
+    ));
+    match r {
+        Ok(_) => Ok(()),
+        Err((KafkaError::MessageProduction(code), _)) => Err(code),
+        Err((e, _)) => panic!("unexpected {e}"),
+    }
+}
+
+/// OffsetForLeaderEpoch v4 of `topic`/0 on `port`: (error code, epoch, end offset).
+fn offset_for_leader_epoch(port: u16, topic: &str, current: i32, epoch: i32) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, BrokerId, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)])]);
+    let mut body = common::request(&mut s, ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let r = OffsetForLeaderEpochResponse::decode(&mut body, 4).expect("response");
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
+/// A Fetch v12 of `topic`/0 from `offset` on `port` with `last_fetched_epoch`: (error code,
+/// diverging epoch and end offset (-1, -1 when none), bytes of records).
+fn fetch_with_last_epoch(
+    port: u16,
+    topic: &str,
+    offset: i64,
+    last_epoch: i32,
+) -> (i16, (i32, i64), usize) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_last_fetched_epoch(last_epoch)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut body = common::request(&mut s, ApiKey::Fetch, 12, &req);
+    let r = FetchResponse::decode(&mut body, 12).expect("fetch response");
+    let p = &r.responses[0].partitions[0];
+    (
+        p.error_code,
+        (p.diverging_epoch.epoch, p.diverging_epoch.end_offset),
+        p.records.as_ref().map_or(0, |b| b.len()),
+    )
+}
+
+/// A partition's leader is killed with SIGKILL and comes back with a newer leader epoch: the
+/// batches written before carry the old epoch, those after the new one (as a standard client
+/// reads them), the epoch cache survived the kill, and OffsetForLeaderEpoch answers as Kafka
+/// does: librdkafka validating a position of the old epoch past its end reports the
+/// truncation, one inside it reads on across the epoch change.
+#[test]
+fn leader_epochs_survive_kill9_and_validate_positions() {
+    let mut c = Cluster::start(3, &[]);
+    let boot = c
+        .nodes
+        .iter()
+        .map(|n| n.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .create()
+        .expect("admin");
+    let port2 = c.node(2).port;
+    c.wait_for("node 2 registered", 60, || {
+        let r = futures_lite::future::block_on(admin.create_topics(
+            &[NewTopic::new(
+                "epochs",
+                1,
+                TopicReplication::Variable(&[&[2]]),
+            )],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
+        ));
+        // A create whose answer timed out may have happened: then it already exists.
+        let ok = matches!(
+            r.as_deref(),
+            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
+        );
+        if !ok {
+            eprintln!("create epochs: {r:?}");
+        }
+        ok
+    });
+    c.wait_for("node 2 leads epochs-0", 30, || {
+        leader_and_epoch(port2, "epochs", 0).is_some_and(|(l, _)| l == 2)
+    });
+    let (_, e0) = leader_and_epoch(port2, "epochs", 0).expect("metadata");
+    produce(&boot, "epochs", 5);
+
+    c.node(2).kill9();
+    let port1 = c.node(1).port;
+    c.wait_for("epochs-0 offline after the kill", 30, || {
+        leader_and_epoch(port1, "epochs", 0).is_some_and(|(l, _)| l == -1)
+    });
+    c.node(2).spawn();
+    c.wait_for("node 2 leads epochs-0 again", 60, || {
+        leader_and_epoch(port2, "epochs", 0).is_some_and(|(l, e)| l == 2 && e > e0)
+    });
+    let (_, e2) = leader_and_epoch(port2, "epochs", 0).expect("metadata");
+    produce(&boot, "epochs", 3);
+
+    // The wire answers, as Kafka's `endOffsetFor`.
+    assert_eq!(offset_for_leader_epoch(port2, "epochs", e2, e0), (0, e0, 5));
+    assert_eq!(offset_for_leader_epoch(port2, "epochs", e2, e2), (0, e2, 8));
+    assert_eq!(
+        offset_for_leader_epoch(port2, "epochs", -1, e2 + 1),
+        (0, -1, -1)
+    );
+    assert_eq!(
+        offset_for_leader_epoch(port2, "epochs", e0, e0).0,
+        74,
+        "FENCED_LEADER_EPOCH for an older current epoch"
+    );
+    assert_eq!(
+        offset_for_leader_epoch(port1, "epochs", e2, e0).0,
+        6,
+        "NOT_LEADER_OR_FOLLOWER from a broker that does not lead"
+    );
+
+    // A fetcher whose last batch had epoch e0 and that fetches from 7 diverges at 5 (KIP-320
+    // in Fetch v12+): no records, the epoch and offset to truncate to.
+    assert_eq!(
+        fetch_with_last_epoch(port2, "epochs", 7, e0),
+        (0, (e0, 5), 0)
+    );
+    let (code, diverging, bytes) = fetch_with_last_epoch(port2, "epochs", 5, e0);
+    assert_eq!((code, diverging), (0, (-1, -1)));
+    assert!(bytes > 0, "a fetcher at the epoch's end reads on");
+    assert_eq!(
+        fetch_with_last_epoch(port2, "epochs", 8, e2),
+        (0, (-1, -1), 0)
+    );
+
+    // A position of epoch e0 at offset 7 claims data epoch e0 never had (it ended at 5).
+    let out = validate_position(&boot, "epochs", 7, e0, 1);
+    assert!(
+        out.len() == 1 && out[0].starts_with("ERR") && out[0].contains("truncation detected"),
+        "{out:?}"
+    );
+    assert!(out[0].contains("broker end offset is 5"), "{out:?}");
+    // A position inside epoch e0 is valid and reads on into the new epoch.
+    let out = validate_position(&boot, "epochs", 3, e0, 5);
+    let want: Vec<String> = [(3, e0), (4, e0), (5, e2), (6, e2), (7, e2)]
+        .iter()
+        .map(|(o, e)| format!("REC {o} {e}"))
+        .collect();
+    assert_eq!(out, want);
+
+    // In a cluster the ISR comes from the image: one replica is fewer than 2.
+    let r = futures_lite::future::block_on(
+        admin.create_topics(
+            &[
+                NewTopic::new("isr2", 1, TopicReplication::Variable(&[&[1]]))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ),
+    )
+    .expect("create");
+    assert!(matches!(r.as_slice(), [Ok(_)]), "{r:?}");
+    assert_eq!(
+        produce_outcome(&boot, "isr2", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(produce_outcome(&boot, "isr2", "1"), Ok(()));
+}
+
+/// On one node the leader epoch is 0 for ever: positions of epoch 0 validate (also after a
+/// kill -9, whose recovery rebuilds the epoch cache), a newer epoch is unknown.
+#[test]
+fn one_node_validates_epoch_zero_positions() {
+    let mut b = common::Broker::start(1, &[]);
+    produce(&b.bootstrap(), "solo", 4);
+    b.kill9();
+    b.restart();
+    produce(&b.bootstrap(), "solo", 2);
+    assert_eq!(offset_for_leader_epoch(b.port, "solo", 0, 0), (0, 0, 6));
+    assert_eq!(offset_for_leader_epoch(b.port, "solo", -1, 1), (0, -1, -1));
+    let out = validate_position(&b.bootstrap(), "solo", 2, 0, 4);
+    let want: Vec<String> = (2..6).map(|o| format!("REC {o} 0")).collect();
+    assert_eq!(out, want);
+}
+
+/// `min.insync.replicas` above the partition's in-sync replicas: an acks=all produce is
+/// refused with NOT_ENOUGH_REPLICAS before the append (nothing stored), acks=1 is not; once
+/// the setting is lowered, acks=all goes through.
+#[test]
+fn min_insync_replicas_refuses_acks_all() {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let b = common::Broker::start(1, &[]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", b.bootstrap())
+        .create()
+        .expect("admin");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let r = futures_lite::future::block_on(admin.create_topics(
+        &[NewTopic::new("isr", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2")],
+        &opts,
+    ))
+    .expect("create");
+    assert!(r[0].is_ok(), "{r:?}");
+    // The partition's log end offset (the high watermark).
+    let end = |b: &common::Broker| {
+        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", b.bootstrap())
+            .create()
+            .expect("consumer");
+        rdkafka::consumer::Consumer::fetch_watermarks(&c, "isr", 0, Duration::from_secs(5))
+            .expect("watermarks")
+            .1
+    };
+    assert_eq!(
+        produce_outcome(&b.bootstrap(), "isr", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(end(&b), 0, "nothing appended");
+    assert_eq!(produce_outcome(&b.bootstrap(), "isr", "1"), Ok(()));
+    assert_eq!(end(&b), 1);
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("isr")).set("min.insync.replicas", "1");
+    let r = futures_lite::future::block_on(admin.alter_configs(&[alter], &opts)).expect("alter");
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(produce_outcome(&b.bootstrap(), "isr", "all"), Ok(()));
+    assert_eq!(end(&b), 2);
+}
