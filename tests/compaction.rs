@@ -9,13 +9,29 @@ use std::time::{Duration, Instant};
 
 use common::Broker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use shardlog::error_code::ErrorCode;
+
+/// Collects the delivery result of every record a producer sends.
+#[derive(Default)]
+struct Deliveries(std::sync::Mutex<Vec<Result<(), KafkaError>>>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let r = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
+        self.0.lock().unwrap().push(r);
+    }
+}
 
 /// Small segments so a few hundred records span several of them.
 const SETTINGS: &[&str] = &["log.segment.bytes=16384", "log.preallocate.bytes=65536"];
@@ -311,11 +327,11 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_kill9() {
     assert_eq!(watermarks(&b, "cmp"), (0, produced));
 
     // A record without a key: refused with INVALID_RECORD, the log intact.
-    let p: BaseProducer = ClientConfig::new()
+    let p: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())
         .set("acks", "all")
         .set("retries", "0")
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("producer");
     p.send(BaseRecord::<(), str>::to("cmp").payload("no key"))
         .map_err(|(e, _)| e)
@@ -324,6 +340,13 @@ fn a_compacted_topic_keeps_the_latest_value_of_every_key_across_kill9() {
     while p.in_flight_count() > 0 && Instant::now() < deadline {
         p.poll(Duration::from_millis(50));
     }
+    assert_eq!(
+        p.context().0.lock().unwrap().as_slice(),
+        &[Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::InvalidRecord
+        ))],
+        "the producer is told INVALID_RECORD"
+    );
     assert_eq!(
         watermarks(&b, "cmp"),
         (0, produced),

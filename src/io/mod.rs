@@ -21,7 +21,9 @@
 //! ([`FileSystem::write_small_file_durable_off_shard`]).
 //!
 //! The simulated disk treats metadata operations (create, rename, remove, truncate, preallocate)
-//! as immediately durable; only data writes to segment files can be lost or torn.
+//! as immediately durable, except renames made with [`FileSystem::rename_unsynced`]: until
+//! their directory is synced, a crash keeps or undoes each of them (seeded). Data writes to
+//! segment files can be lost or torn.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -80,7 +82,7 @@ impl FileSystem {
                 };
                 if create && !existed {
                     if let Some(parent) = path.parent() {
-                        sync_dir(parent)?;
+                        sync_dir_off_shard(parent).await?;
                     }
                 }
                 Ok(file)
@@ -131,6 +133,7 @@ impl FileSystem {
                 let mut inner = sim.disk.inner.borrow_mut();
                 inner.files.retain(|p, _| !p.starts_with(path));
                 inner.dirs.retain(|p| !p.starts_with(path));
+                inner.pending_renames.retain(|r| !r.to.starts_with(path));
                 Ok(())
             }
         }
@@ -149,7 +152,9 @@ impl FileSystem {
             },
             FileSystem::Sim(sim) => {
                 sim.alive()?;
-                sim.disk.inner.borrow_mut().files.remove(path);
+                let mut inner = sim.disk.inner.borrow_mut();
+                inner.files.remove(path);
+                inner.settle_renames(path.parent());
                 Ok(())
             }
         }
@@ -175,6 +180,34 @@ impl FileSystem {
                     .remove(from)
                     .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
                 inner.files.insert(to.to_path_buf(), f);
+                inner.settle_renames(to.parent());
+                Ok(())
+            }
+        }
+    }
+
+    /// Renames `from` over `to` atomically, without making it durable: until the parent
+    /// directory is synced ([`FileSystem::sync_dir_off_shard`], or any durable operation in
+    /// that directory), a crash may keep either name, independently of other such renames in
+    /// the directory. For several renames whose outcome must not be torn apart, the caller
+    /// has to make every mix of old and new names recoverable (the cleaner's swap does).
+    pub fn rename_unsynced(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => std::fs::rename(from, to),
+            FileSystem::Sim(sim) => {
+                sim.alive()?;
+                let mut inner = sim.disk.inner.borrow_mut();
+                let f = inner
+                    .files
+                    .remove(from)
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                let replaced = inner.files.insert(to.to_path_buf(), f.clone());
+                inner.pending_renames.push(PendingRename {
+                    from: from.to_path_buf(),
+                    to: to.to_path_buf(),
+                    file: f,
+                    replaced,
+                });
                 Ok(())
             }
         }
@@ -312,6 +345,7 @@ impl FileSystem {
                 inner
                     .files
                     .insert(path.to_path_buf(), Rc::new(RefCell::new(file)));
+                inner.settle_renames(path.parent());
                 Ok(())
             }
         }
@@ -346,8 +380,70 @@ impl FileSystem {
     }
 }
 
+impl FileSystem {
+    /// Creates or replaces `path` with `data` and fsyncs the file, on glommio's blocking
+    /// thread pool. Not atomic (no temporary file) and the name is durable only after a sync
+    /// of the directory ([`FileSystem::sync_dir_off_shard`]): for files under a temporary name
+    /// that recovery deletes (the cleaner's `.cleaned` copies).
+    pub async fn write_file_synced_off_shard(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => {
+                let path = path.to_path_buf();
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        use std::io::Write;
+                        let mut f = std::fs::File::create(&path)?;
+                        f.write_all(&data)?;
+                        f.sync_all()
+                    })
+                    .await
+            }
+            FileSystem::Sim(sim) => {
+                yield_now_times(sim.disk.yields()).await;
+                sim.alive()?;
+                let mut inner = sim.disk.inner.borrow_mut();
+                if let Some(e) = inner.fail_writes {
+                    return Err(io::Error::from(e));
+                }
+                let file = SimFileData {
+                    data: data.clone(),
+                    durable: data,
+                    unsynced: Vec::new(),
+                };
+                inner
+                    .files
+                    .insert(path.to_path_buf(), Rc::new(RefCell::new(file)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes every entry of `dir` durable (creations, renames, removals), fsyncing it on
+    /// glommio's blocking thread pool so the shard keeps serving meanwhile.
+    pub async fn sync_dir_off_shard(&self, dir: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Real { .. } => sync_dir_off_shard(dir).await,
+            FileSystem::Sim(sim) => {
+                yield_now_times(sim.disk.yields()).await;
+                sim.alive()?;
+                sim.disk.inner.borrow_mut().settle_renames(Some(dir));
+                Ok(())
+            }
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// [`sync_dir`] on glommio's blocking thread pool (a directory fsync may take milliseconds on a
+/// busy disk: the shard's other tasks run meanwhile).
+async fn sync_dir_off_shard(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_dir(&dir))
+        .await
 }
 
 /// An open segment file. All methods are safe to call concurrently from tasks of one executor.
@@ -608,6 +704,25 @@ struct SimInner {
     /// Each async operation yields to the executor up to this many times (seeded) before it
     /// takes effect, so other tasks interleave with in-flight I/O.
     yields_max: u32,
+    /// Renames done with [`FileSystem::rename_unsynced`] whose directory was not synced since:
+    /// a crash undoes each of them or not (seeded), newest first.
+    pending_renames: Vec<PendingRename>,
+}
+
+/// A rename a crash may still undo.
+struct PendingRename {
+    from: PathBuf,
+    to: PathBuf,
+    file: Rc<RefCell<SimFileData>>,
+    /// The file `to` named before, back in place if the rename is undone.
+    replaced: Option<Rc<RefCell<SimFileData>>>,
+}
+
+impl SimInner {
+    /// A sync of `dir` (or a durable operation in it): its pending renames are kept by crashes.
+    fn settle_renames(&mut self, dir: Option<&Path>) {
+        self.pending_renames.retain(|r| r.to.parent() != dir);
+    }
 }
 
 struct SimFileData {
@@ -642,6 +757,7 @@ impl SimDisk {
                 syncs: 0,
                 epoch: 0,
                 yields_max: 0,
+                pending_renames: Vec::new(),
             }),
         })
     }
@@ -680,6 +796,11 @@ impl SimDisk {
         (next_rand(&mut inner.rng) % n) as u32
     }
 
+    /// Renames a crash now could still undo (see [`FileSystem::rename_unsynced`]).
+    pub fn pending_renames(&self) -> usize {
+        self.inner.borrow().pending_renames.len()
+    }
+
     /// Number of successful `fdatasync` calls on data files so far.
     pub fn sync_count(&self) -> u64 {
         self.inner.borrow().syncs
@@ -692,6 +813,18 @@ impl SimDisk {
     pub fn crash(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.epoch += 1;
+        // Renames no directory sync covered: each is kept or undone, newest first.
+        let pending = std::mem::take(&mut inner.pending_renames);
+        for r in pending.into_iter().rev() {
+            if next_rand(&mut inner.rng) % 2 == 0 {
+                continue;
+            }
+            inner.files.remove(&r.to);
+            if let Some(old) = r.replaced {
+                inner.files.insert(r.to, old);
+            }
+            inner.files.insert(r.from, r.file);
+        }
         let mut paths: Vec<PathBuf> = inner.files.keys().cloned().collect();
         paths.sort(); // deterministic order for the rng
         for path in paths {

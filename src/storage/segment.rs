@@ -197,6 +197,21 @@ impl SealedSegment {
         fs.write_small_file_durable_off_shard(&timeindex, self.timeindex.clone())
             .await
     }
+
+    /// Writes the `.index` and `.timeindex` contents to the given paths, each synced, off the
+    /// shard; their names are durable only after a directory sync (the cleaner's copies,
+    /// renamed over the segment's files later).
+    pub(crate) async fn write_index_copies(
+        &self,
+        fs: &FileSystem,
+        index: &Path,
+        timeindex: &Path,
+    ) -> io::Result<()> {
+        fs.write_file_synced_off_shard(index, self.index.clone())
+            .await?;
+        fs.write_file_synced_off_shard(timeindex, self.timeindex.clone())
+            .await
+    }
 }
 
 /// What [`BatchScanner::next_batch`] found.

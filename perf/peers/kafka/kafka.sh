@@ -24,6 +24,8 @@
 #   KAFKA_CPUS=                 when set, taskset -c KAFKA_CPUS (e.g. 0: the broker on CPU 0 only)
 #   KAFKA_LIB=<this dir>/lib    where the jars are
 #   JAVA=java                   the JVM (Kafka 4.x brokers need Java 17+)
+#   KAFKA_EXTRA_PROPERTIES=     more server.properties lines, appended as given (e.g.
+#                               "offsets.topic.segment.bytes=1048576"); listed by `settings`
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +82,8 @@ settings() {
   flush_properties | sed 's/^# //'
   echo "listener: 127.0.0.1:$port (PLAINTEXT), controller: 127.0.0.1:$controller_port"
   echo "CPUs: ${cpus:-all} (KAFKA_CPUS)"
+  [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]] && echo "extra: ${KAFKA_EXTRA_PROPERTIES//$'\n'/ }"
+  return 0
 }
 
 write_properties() {
@@ -106,6 +110,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 $(flush_properties)
+${KAFKA_EXTRA_PROPERTIES:-}
 EOF
   cat > "$data/log4j2.properties" << EOF
 status = warn

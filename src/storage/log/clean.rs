@@ -22,16 +22,22 @@
 //!    aborted transactions are neither mapped nor kept (as Kafka's cleaner).
 //! 4. Swaps each rewritten segment in, crash-safely (below), and moves the checkpoint.
 //!
-//! Crash safety: the cleaned copy is written as `<base>.log.cleaned` (never read by recovery,
-//! which deletes such files), cut to size and fdatasynced; then, under the partition's I/O
-//! lock, the segment's `.index`/`.timeindex` are removed, the copy is renamed over `<base>.log`
-//! (atomic; directory fsynced) and new indexes are written. A kill -9 at any point leaves the
-//! old segment or the whole new one, with no index or a matching one (a segment without index
-//! is re-scanned at open). Before the first swap the checkpoint file exists, and recovery of a
-//! log with that file accepts offset gaps (still requiring increasing offsets).
+//! Crash safety: the cleaned copy is written as `<base>.log.cleaned`, cut to size and
+//! fdatasynced, its indexes as `<base>.index.cleaned` / `<base>.timeindex.cleaned` (synced),
+//! then one directory sync makes the three names durable; all of it off the I/O lock, the
+//! fsyncs off the shard. Under the partition's I/O lock there are only three renames (the
+//! indexes, then the log, over the segment's files; atomic each, not synced) and the state
+//! update; one directory sync after the lock (off the shard) makes them durable. A kill -9
+//! before that sync may keep any mix of the renames: recovery, finding any
+//! `<base>.*.cleaned` file, first deletes `<base>.index` and `<base>.timeindex` (they may
+//! belong to the other version of the `.log`), then the `.cleaned` files, so the segment is
+//! the old or the whole new `.log`, re-scanned without indexes; with no `.cleaned` file left
+//! all three renames happened, and the indexes match. Before the first swap the checkpoint
+//! file exists, and recovery of a log with that file accepts offset gaps (still requiring
+//! increasing offsets).
 //!
-//! The cleaner never holds the I/O lock while reading or writing its copy: flushes, retention
-//! and DeleteRecords go on; a segment they removed meanwhile is not swapped back.
+//! The cleaner never holds the I/O lock while reading or writing its copy or syncing: flushes,
+//! retention and DeleteRecords go on; a segment they removed meanwhile is not swapped back.
 
 use std::collections::HashMap;
 use std::io;
@@ -52,10 +58,32 @@ use crate::storage::StorageError;
 /// Name of the cleaner checkpoint (the first dirty offset) inside a partition directory,
 /// in Kafka's checkpoint format. Its presence also tells recovery the log may have gaps.
 pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
-/// Suffix of a segment's cleaned copy while it is written (`<base>.log.cleaned`).
-pub(crate) const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// Suffix of a segment's cleaned copy and its indexes until they are swapped in
+/// (`<base>.log.cleaned`, `<base>.index.cleaned`, `<base>.timeindex.cleaned`).
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Bytes per read of a segment being cleaned, and per write of its copy.
 const CLEANER_IO_BYTES: usize = 1 << 20;
+/// Most CPU time (µs) the cleaner works between yields of its task queue: glommio's own
+/// preemption comes every 100 ms by default, far longer than a produce may wait.
+const CLEANER_SLICE_US: u128 = 500;
+
+/// Yields the cleaner's task queue once it has worked [`CLEANER_SLICE_US`] since the last
+/// yield, so the shard's produce and fetch run in between.
+struct Slice(std::time::Instant);
+
+impl Slice {
+    fn new() -> Slice {
+        Slice(std::time::Instant::now())
+    }
+
+    async fn yield_if_spent(&mut self) {
+        if self.0.elapsed().as_micros() >= CLEANER_SLICE_US {
+            glommio::executor().yield_task_queue_now().await;
+            self.0 = std::time::Instant::now();
+        }
+    }
+}
+
 /// Bytes a key costs in the dedupe map beside its own length (map entry, offset, `Bytes`).
 const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
 
@@ -66,6 +94,9 @@ pub struct CleanerStats {
     pub segments: usize,
     /// Bytes of log read (dirty map + rewrite).
     pub bytes_read: u64,
+    /// Of `bytes_read`, the bytes read to build the dirty map (the rest is the rewrite's,
+    /// the figure Kafka's cleaner logs as "MB of log processed").
+    pub map_bytes_read: u64,
     /// Bytes of the segments before cleaning.
     pub bytes_before: u64,
     /// Bytes of the same segments after.
@@ -139,19 +170,36 @@ pub(super) fn read_checkpoint(fs: &FileSystem, dir: &Path) -> io::Result<Option<
     )
 }
 
-/// Deletes the cleaned copies a crash left behind (they were never swapped in).
+/// Deletes what a crash left of a swap (see the module docs): for every segment with a
+/// `.cleaned` file, first its `.index` and `.timeindex` (a swap cut between its renames may
+/// have left them beside the other version of the `.log`; the segment is then re-scanned at
+/// open), then the `.cleaned` files. In this order a crash during it leaves them to the next
+/// open.
 pub(super) fn remove_cleaned_leftovers(fs: &FileSystem, dir: &Path) -> io::Result<()> {
-    for name in fs.list_files(dir)? {
-        if name.ends_with(CLEANED_SUFFIX) {
-            tracing::info!(dir = %dir.display(), file = %name, "deleting an unfinished cleaned segment copy");
-            fs.remove_file(&dir.join(name))?;
-        }
+    let leftovers: Vec<String> = fs
+        .list_files(dir)?
+        .into_iter()
+        .filter(|n| n.ends_with(CLEANED_SUFFIX))
+        .collect();
+    let bases: std::collections::BTreeSet<i64> = leftovers
+        .iter()
+        .filter_map(|n| n.get(..20)?.parse().ok())
+        .collect();
+    for base in bases {
+        tracing::info!(dir = %dir.display(), segment = base, "a log cleaner swap was cut short; the segment's indexes will be rebuilt");
+        fs.remove_file(&segment_path(dir, base, "index"))?;
+        fs.remove_file(&segment_path(dir, base, "timeindex"))?;
+    }
+    for name in leftovers {
+        tracing::info!(dir = %dir.display(), file = %name, "deleting an unfinished cleaned segment copy");
+        fs.remove_file(&dir.join(name))?;
     }
     Ok(())
 }
 
-fn cleaned_path(dir: &Path, base: i64) -> PathBuf {
-    dir.join(format!("{base:020}{CLEANED_SUFFIX}"))
+/// `<base>.<ext>.cleaned`: the cleaned copy of one of a segment's files.
+fn cleaned_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}{CLEANED_SUFFIX}"))
 }
 
 impl Partition {
@@ -177,6 +225,7 @@ impl Partition {
         // 2. The dedupe map over the dirty segments, whole segments within the budget.
         let mut map: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0usize;
+        let mut slice = Slice::new();
         let mut dirty_end = plan.first_dirty;
         for seg in plan.segments.iter().filter(|s| s.end > plan.first_dirty) {
             let mut seg_map: HashMap<Bytes, i64> = HashMap::new();
@@ -189,10 +238,10 @@ impl Partition {
                     }
                     ScanItem::Batch { header, bytes, .. } => {
                         stats.bytes_read += bytes.len() as u64;
-                        glommio::yield_if_needed().await;
+                        stats.map_bytes_read += bytes.len() as u64;
                         // Batches parse from a buffer without awaiting: give the shard's
                         // produce and fetch their turn when this queue's slice is used.
-                        glommio::yield_if_needed().await;
+                        slice.yield_if_spent().await;
                         if header.is_control() || plan.aborted(&header) {
                             continue;
                         }
@@ -255,7 +304,8 @@ impl Partition {
             topic = %self.topic, partition = self.partition, segments = stats.segments,
             bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
             records_removed = stats.records_removed, first_dirty_offset = dirty_end,
-            bytes_read = stats.bytes_read, elapsed_ms = started.elapsed().as_millis() as u64,
+            bytes_read = stats.bytes_read, map_bytes_read = stats.map_bytes_read,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "log cleaner pass done"
         );
         Ok(Some(stats))
@@ -343,12 +393,13 @@ impl Partition {
         expired_tombstones: bool,
         stats: &mut CleanerStats,
     ) -> Result<Option<Rewritten>, StorageError> {
-        let path = cleaned_path(&plan.dir, seg.base);
+        let path = cleaned_path(&plan.dir, seg.base, "log");
         let mut out: Option<CopyWriter> = None;
         let mut new_seg = LogSegment::new(seg.base, seg.created_ms);
         let mut kept_tombstones = false;
         let mut removed_here = 0u64;
         let mut scanner = BatchScanner::new(&seg.file, 0, seg.size, CLEANER_IO_BYTES, true);
+        let mut slice = Slice::new();
         // Batches before the first change are copied once the copy starts.
         let mut pending: Vec<(BatchHeader, Bytes)> = Vec::new();
         loop {
@@ -363,6 +414,8 @@ impl Partition {
                 ScanItem::Batch { header, bytes, .. } => (header, bytes),
             };
             stats.bytes_read += bytes.len() as u64;
+            // As in the map: the shard's produce and fetch get their turn between batches.
+            slice.yield_if_spent().await;
             let kept = if header.is_control() {
                 Kept::All
             } else if plan.aborted(&header) {
@@ -445,10 +498,11 @@ impl Partition {
         }))
     }
 
-    /// Step 4 for one segment, under the I/O lock: removes the old indexes, renames the copy
-    /// over the segment, writes the new indexes, and puts the new segment in the state. `false`
-    /// (and the copy deleted) when the segment changed meanwhile (retention, DeleteRecords,
-    /// the partition deleted).
+    /// Step 4 for one segment (see the module docs): the copy's indexes written beside it and
+    /// the three names made durable, then, under the I/O lock, the renames over the segment's
+    /// files and the new segment put in the state; the renames made durable after the lock.
+    /// `false` (and the copies deleted) when the segment changed meanwhile (retention,
+    /// DeleteRecords, the partition deleted).
     async fn swap_in(
         &self,
         fs: &FileSystem,
@@ -456,38 +510,51 @@ impl Partition {
         old: &SegmentRef,
         mut seg: LogSegment,
     ) -> Result<bool, StorageError> {
-        let copy = cleaned_path(dir, old.base);
-        let _permit = self.io_lock.acquire_permit(1).await.map_err(lock_err)?;
-        let (still_there, marker_needed) = {
+        let base = old.base;
+        let copies = ["index", "timeindex", "log"].map(|ext| cleaned_path(dir, base, ext));
+        let (deleted, marker_needed) = {
             let st = self.state.borrow();
-            let same = !st.deleted
-                && st.segments.get(&old.base).is_some_and(|s| {
-                    s.finished
-                        && s.written_size == old.size
-                        && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
-                });
-            (same, st.cleaner.checkpoint.is_none())
+            (st.deleted, st.cleaner.checkpoint.is_none())
         };
-        if !still_there {
-            drop(seg);
-            fs.remove_file(&copy)?;
+        if deleted {
             return Ok(false);
         }
         if marker_needed {
             // Recovery must accept this log's gaps from the first swap on.
             write_checkpoint(fs, dir, &self.topic, self.partition, 0).await?;
-            self.state.borrow_mut().cleaner.checkpoint = Some(0);
+            let mut st = self.state.borrow_mut();
+            st.cleaner.checkpoint.get_or_insert(0);
         }
-        // The new file handle is opened on the final path (the copy's handle may point to
-        // the renamed inode too, but a fresh one is what recovery would open).
-        seg.file = None;
-        fs.remove_file(&segment_path(dir, old.base, "index"))?;
-        fs.remove_file(&segment_path(dir, old.base, "timeindex"))?;
-        let final_path = segment_path(dir, old.base, "log");
-        fs.rename_durable(&copy, &final_path)?;
-        seg.file = Some(Rc::new(fs.open_file(&final_path, false).await?));
         let sealed = seg.seal();
-        sealed.write_indexes(fs, dir).await?;
+        sealed
+            .write_index_copies(fs, &copies[0], &copies[1])
+            .await?;
+        // The copies' names durable before any rename: a crash then finds each file under
+        // its old or its new name, never neither.
+        fs.sync_dir_off_shard(dir).await?;
+        let permit = self.io_lock.acquire_permit(1).await.map_err(lock_err)?;
+        let still_there = {
+            let st = self.state.borrow();
+            !st.deleted
+                && st.segments.get(&base).is_some_and(|s| {
+                    s.finished
+                        && s.written_size == old.size
+                        && s.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &old.file))
+                })
+        };
+        if !still_there {
+            drop(seg);
+            for copy in &copies {
+                fs.remove_file(copy)?;
+            }
+            return Ok(false);
+        }
+        // The log last: a failure between the renames leaves the old segment in use, and
+        // its `.log.cleaned` tells recovery to drop the indexes.
+        for (copy, ext) in copies.iter().zip(["index", "timeindex", "log"]) {
+            fs.rename_unsynced(copy, &segment_path(dir, base, ext))?;
+        }
+        // `seg.file` is the copy's handle: the renamed file.
         seg.allocated = seg.size;
         seg.written_size = seg.size;
         // The segment still covers [base, end): offsets after its last kept batch are a gap.
@@ -495,11 +562,15 @@ impl Partition {
         seg.written_next_offset = old.end;
         seg.rolled = true;
         seg.finished = true;
-        let mut st = self.state.borrow_mut();
-        st.segments.insert(old.base, seg);
-        // Cached copies of the old batches would serve removed records.
-        let written = st.written_offset;
-        st.cache.drop_below(old.end.min(written));
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.insert(base, seg);
+            // Cached copies of the old batches would serve removed records.
+            let written = st.written_offset;
+            st.cache.drop_below(old.end.min(written));
+        }
+        drop(permit);
+        fs.sync_dir_off_shard(dir).await?;
         Ok(true)
     }
 }
