@@ -105,9 +105,16 @@ class Member(threading.Thread):
       the next poll() returns without completing the round: the assignment is never applied
       and heartbeats stay disabled until the session expires. A single member polled with
       sleeps between polls hit that in CI under load (the round ended during the sleep).
-    So each member polls back to back in a thread of its own, as applications run consumers.
-    The consumer is only touched by this thread until it stops.
+    So each member polls back to back in a thread of its own, as applications run consumers,
+    with a poll timeout far longer than a JoinGroup/SyncGroup round: the second case above
+    also happens to a member polled back to back when the round outlives one poll() (seen in
+    CI under load with 200 ms polls: the leader's empty first assignment, made before its
+    metadata knew the new topic's partitions, is followed by a rejoin whose round took 540 ms).
+    poll() returns as soon as records arrive, so the long timeout costs nothing but the wait in
+    finish(). The consumer is only touched by this thread until it stops.
     """
+
+    POLL_TIMEOUT_MS = 5000
 
     def __init__(self, c):
         super().__init__(daemon=True)
@@ -116,13 +123,13 @@ class Member(threading.Thread):
     def run(self):
         try:
             while not self.stop.is_set():
-                self.got += sum(len(r) for r in self.c.poll(timeout_ms=200).values())
+                self.got += sum(len(r) for r in self.c.poll(timeout_ms=self.POLL_TIMEOUT_MS).values())
         except Exception as e:  # noqa: BLE001 - reported by the scenario
             self.error = e
 
     def finish(self):
         self.stop.set()
-        self.join(10)
+        self.join(self.POLL_TIMEOUT_MS / 1000 + 10)
         if self.is_alive() or self.error is not None:
             fail(f"member poll thread: alive={self.is_alive()} error={self.error!r}")
 
