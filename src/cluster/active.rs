@@ -228,9 +228,26 @@ impl ActiveController {
                 .inspect_err(
                     |e| tracing::info!(broker = id, error = %e, "broker registration refused"),
                 )?;
+        if records.is_empty() {
+            // The same incarnation again (Kafka amends it): its epoch stands.
+            let epoch = image.brokers.get(&id).map_or(0, |b| b.epoch);
+            self.touch(id);
+            tracing::info!(
+                broker = id,
+                epoch,
+                "broker registration repeated; epoch unchanged"
+            );
+            return Ok(ControllerReply::Registered { epoch });
+        }
+        let replaced = records.len() > 1;
         let reply = self.propose(records).await?;
         self.touch(id);
-        tracing::info!(broker = id, epoch = reply.index, "broker registered");
+        tracing::info!(
+            broker = id,
+            epoch = reply.index,
+            previous_incarnation_fenced = replaced,
+            "broker registered"
+        );
         Ok(ControllerReply::Registered { epoch: reply.index })
     }
 
