@@ -133,6 +133,35 @@ fn consume(bootstrap: &str, topic: &str, partition: i32, n: usize) -> Vec<String
     out
 }
 
+/// The term of the last "acting as the active controller" line of a node's log.
+fn last_term_led(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("acting as the active controller"))?;
+    // The log is coloured: drop the escape sequences (ESC [ ... m) first.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(ch);
+        }
+    }
+    let line = plain;
+    let at = line.find("term=")? + "term=".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 fn values(tag: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{tag}-{i}")).collect()
 }
@@ -238,7 +267,17 @@ fn a_restarted_active_controller_registers_again_and_serves() {
     );
     let controller = view(c.nodes[0].port, "none").map_or(-1, |v| v.controller);
     assert!((1..=3).contains(&controller), "controller {controller}");
+    let before = c.node(controller).log();
+    let term = last_term_led(&before)
+        .unwrap_or_else(|| panic!("the active controller logged no term:\n{before}"));
     let took = kill_and_restart_within_session(&mut c, controller, "restart-controller");
+    // It came back as the leader of the same term: the case this test is about.
+    let log = c.node(controller).log();
+    assert_eq!(
+        last_term_led(&log[before.len()..]),
+        Some(term),
+        "not restored as the leader of its term:\n{log}"
+    );
     eprintln!(
         "active controller {controller} back {:.1} s after its kill -9",
         took.as_secs_f64()

@@ -157,6 +157,11 @@ impl ActiveController {
         }
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if s.term != m.current_term {
+            tracing::info!(
+                term = m.current_term,
+                brokers_given_a_full_session = self.images.borrow().brokers.len(),
+                "acting as the active controller"
+            );
             *s = Sessions {
                 term: m.current_term,
                 since: Instant::now(),
