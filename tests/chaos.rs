@@ -52,8 +52,16 @@ const REPLICATION_FACTOR: i32 = 1;
 /// page cache); shardlog's O_DIRECT tail is in the process. Issue 18's high watermark (the
 /// durable end, on the ISR) removes this: then this list is empty. `ResetAfterLostRead`
 /// follows from it: a consumer whose position lies past the log that survived is answered
-/// OFFSET_OUT_OF_RANGE and librdkafka resets it to the earliest offset.
-const KNOWN_GAPS: &[Kind] = &[Kind::LostRead, Kind::ResetAfterLostRead];
+/// OFFSET_OUT_OF_RANGE and librdkafka resets it to the earliest offset. `RereadAfterKill` is
+/// the same loss when an idempotent producer's retry wrote the lost values again at the same
+/// offsets: the consumer's client detects the truncation and reads them a second time (seen
+/// in `scripts/chaos --minutes 9 --seed 1919`: three consumers re-read one record after a
+/// kill -9 of its broker).
+const KNOWN_GAPS: &[Kind] = &[
+    Kind::LostRead,
+    Kind::ResetAfterLostRead,
+    Kind::RereadAfterKill,
+];
 /// Partitions of the chaos topic.
 const PARTITIONS: i32 = 6;
 /// How long the cluster may take to be whole again after a fault is healed.
@@ -133,8 +141,6 @@ fn cluster_spec(nodes: usize) -> ClusterSpec {
             "broker.session.timeout.ms=2000".into(),
             "controller.quorum.election.timeout.ms=500".into(),
         ],
-        // broker.session.timeout.ms and a second.
-        restart_backoff: Duration::from_secs(3),
     }
 }
 
@@ -254,13 +260,11 @@ fn inject(
             c.node(victim).kill9();
             std::thread::sleep(hold);
             h.fault(&format!("restart node {victim}"));
-            let refused = c.restart(victim, RECOVERY_MAX)?;
-            if refused > 0 {
-                h.fault(&format!(
-                    "node {victim} up after {refused} start(s) refused with \
-                     DUPLICATE_BROKER_REGISTRATION"
-                ));
-            }
+            let (refused, took) = c.restart(victim, RECOVERY_MAX)?;
+            h.fault(&format!(
+                "node {victim} up after {:.1} s ({refused} registration(s) refused meanwhile)",
+                took.as_secs_f64()
+            ));
         }
         Fault::Pause => {
             let victim = rng.range(1, nodes as u64) as usize;

@@ -262,6 +262,7 @@ fn three_controller_processes_form_a_quorum_and_survive_kill_9() {
                 controllers: controllers.clone(),
                 cluster_id: id.clone().into(),
                 heartbeat_interval_ms: 100,
+                initial_registration_timeout_ms: 60_000,
             },
         )
     };

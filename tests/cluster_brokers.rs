@@ -385,7 +385,10 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
         "the groups' offsets partitions are spread: {coordinators:?}"
     );
 
-    // A second process with node.id 4 while node 4 is alive: refused, with a clear error.
+    // A second process with node.id 4 while node 4 is alive: refused with
+    // DUPLICATE_BROKER_REGISTRATION at every attempt (Kafka's broker retries, since the holder
+    // may be its own killed predecessor whose session has not run out), so it gives up after
+    // initial.broker.registration.timeout.ms, with a clear error; node 4 is untouched.
     let dup_dir = tmp.path().join("dup4");
     format(&dup_dir, &cluster_id, 4);
     let dup_port = common::free_port();
@@ -393,11 +396,20 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
         .args(["serve", "--cores", "1", "--data-dir"])
         .arg(&dup_dir)
         .args(node_args(4, dup_port, None, &voters))
+        .args(["--set", "initial.broker.registration.timeout.ms=3000"])
         .output()
         .expect("run the duplicate");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("DUPLICATE_BROKER_REGISTRATION"), "{err}");
+    assert!(
+        err.contains("initial.broker.registration.timeout.ms"),
+        "{err}"
+    );
+    assert!(
+        metadata(&boot, "spread").is_some_and(|(b, _)| b == all),
+        "node 4 still registered"
+    );
 
     // kill -9 the active controller (a combined node): another takes over, topic creation
     // and Metadata keep working; the killed node rejoins on restart with its data.

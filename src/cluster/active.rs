@@ -157,6 +157,11 @@ impl ActiveController {
         }
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if s.term != m.current_term {
+            tracing::info!(
+                term = m.current_term,
+                brokers_given_a_full_session = self.images.borrow().brokers.len(),
+                "acting as the active controller"
+            );
             *s = Sessions {
                 term: m.current_term,
                 since: Instant::now(),
@@ -228,9 +233,26 @@ impl ActiveController {
                 .inspect_err(
                     |e| tracing::info!(broker = id, error = %e, "broker registration refused"),
                 )?;
+        if records.is_empty() {
+            // The same incarnation again (Kafka amends it): its epoch stands.
+            let epoch = image.brokers.get(&id).map_or(0, |b| b.epoch);
+            self.touch(id);
+            tracing::info!(
+                broker = id,
+                epoch,
+                "broker registration repeated; epoch unchanged"
+            );
+            return Ok(ControllerReply::Registered { epoch });
+        }
+        let replaced = records.len() > 1;
         let reply = self.propose(records).await?;
         self.touch(id);
-        tracing::info!(broker = id, epoch = reply.index, "broker registered");
+        tracing::info!(
+            broker = id,
+            epoch = reply.index,
+            previous_incarnation_fenced = replaced,
+            "broker registered"
+        );
         Ok(ControllerReply::Registered { epoch: reply.index })
     }
 

@@ -6,8 +6,12 @@
 //! start), heartbeats every `broker.heartbeat.interval.ms` with the offset of the image it
 //! holds, and publishes each newer image it is sent on a watch channel the broker reads. When
 //! asked to shut down it heartbeats with `want_shutdown` until the controller has moved its
-//! leaderships away (Kafka's controlled shutdown), then reports that it may stop. A refusal
-//! of the registration (a live broker with the same node id) is fatal and reported.
+//! leaderships away (Kafka's controlled shutdown), then reports that it may stop. A refused or
+//! unanswered registration is retried with backoff, as Kafka's `BrokerLifecycleManager` does
+//! (`DUPLICATE_BROKER_REGISTRATION` while the session of this node id's previous incarnation
+//! is still alive, e.g. right after a kill -9 and restart); only a broker that has never
+//! registered within `initial.broker.registration.timeout.ms` of its start gives up, and an
+//! `INCONSISTENT_CLUSTER_ID` is fatal at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +32,19 @@ pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 5000;
 const UNFENCE_RETRY_MS: u64 = 10;
 /// ... at most this many times per registration, then at its interval again.
 const UNFENCE_RETRIES_MAX: u32 = 20;
+
+/// A failed registration is retried after this long, doubling per failure (Kafka's 100 ms)
+/// up to the heartbeat interval.
+const REGISTRATION_BACKOFF_INITIAL_MS: u64 = 100;
+
+/// The wait before registration attempt `failures + 1`: [`REGISTRATION_BACKOFF_INITIAL_MS`]
+/// doubled per failure, at most `max_ms`. Kafka caps it at `broker.session.timeout.ms`; the
+/// heartbeat interval is used here so that a broker waiting for its previous incarnation's
+/// session to run out registers within one interval of it.
+fn registration_backoff(failures: u32, max_ms: u64) -> Duration {
+    let ms = REGISTRATION_BACKOFF_INITIAL_MS.saturating_mul(1u64 << failures.min(20));
+    Duration::from_millis(ms.min(max_ms.max(REGISTRATION_BACKOFF_INITIAL_MS)))
+}
 
 /// A client of the active controller, wherever it is: asks the last known leader, follows
 /// `NotLeader` hints, and tries every controller in turn when none is known.
@@ -139,6 +156,9 @@ pub struct AgentConfig {
     pub cluster_id: Arc<str>,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,
+    /// `initial.broker.registration.timeout.ms`: not registered this long after the start,
+    /// the agent gives up ([`AgentStatus::fatal`]).
+    pub initial_registration_timeout_ms: u64,
 }
 
 /// Where the agent stands.
@@ -148,8 +168,12 @@ pub struct AgentStatus {
     pub epoch: Option<u64>,
     /// Fenced as of the last heartbeat.
     pub fenced: bool,
-    /// A refusal the broker cannot recover from (e.g. `DUPLICATE_BROKER_REGISTRATION`).
+    /// Why the broker must stop: `INCONSISTENT_CLUSTER_ID`, or no registration within
+    /// `initial.broker.registration.timeout.ms` (naming the last refusal, e.g.
+    /// `DUPLICATE_BROKER_REGISTRATION`).
     pub fatal: Option<String>,
+    /// The last refusal of a registration still being retried; `None` once registered.
+    pub refused: Option<String>,
     /// The controlled shutdown is complete.
     pub shut_down: bool,
     /// The active controller as last seen.
@@ -262,7 +286,12 @@ async fn run(
     let mut client = ControllerClient::new(cfg.cluster_id.clone(), &cfg.controllers);
     let incarnation = *uuid::Uuid::new_v4().as_bytes();
     let interval = Duration::from_millis(cfg.heartbeat_interval_ms);
+    let started = Instant::now();
+    let initial_timeout = Duration::from_millis(cfg.initial_registration_timeout_ms);
     let mut registered = false;
+    let mut ever_registered = false;
+    let mut failures = 0u32;
+    let mut last_failure = String::from("no controller answered");
     let mut quick_retries = 0u32;
     loop {
         if !registered {
@@ -275,22 +304,66 @@ async fn run(
             match client.call(req).await {
                 Ok(ControllerReply::Registered { epoch }) => {
                     registered = true;
+                    ever_registered = true;
+                    failures = 0;
                     quick_retries = 0;
+                    tracing::info!(
+                        broker = cfg.id,
+                        epoch,
+                        "registered with the active controller"
+                    );
                     status.send_modify(|s| {
                         s.epoch = Some(epoch);
                         s.fenced = true;
+                        s.refused = None;
                     });
                 }
                 Err(ControllerError::Refused(e))
-                    if e.code == ErrorCode::DUPLICATE_BROKER_REGISTRATION
-                        || e.code == ErrorCode::INCONSISTENT_CLUSTER_ID =>
+                    if e.code == ErrorCode::INCONSISTENT_CLUSTER_ID =>
                 {
                     tracing::error!(broker = cfg.id, error = %e, "registration refused");
                     status.send_modify(|s| s.fatal = Some(e.to_string()));
                     return;
                 }
-                Ok(other) => tracing::warn!(?other, "unexpected answer to a registration"),
-                Err(e) => tracing::debug!(error = %e, "registration not done yet; retrying"),
+                Err(ControllerError::Refused(e)) => {
+                    // Kafka's broker retries every refusal; DUPLICATE_BROKER_REGISTRATION ends
+                    // once the previous incarnation's session runs out (or never, for a second
+                    // live process with this id: the timeout below ends that one).
+                    tracing::info!(
+                        broker = cfg.id,
+                        error = %e,
+                        "unable to register: the active controller refused; retrying"
+                    );
+                    last_failure = e.to_string();
+                    status.send_modify(|s| s.refused = Some(e.to_string()));
+                }
+                Ok(other) => {
+                    tracing::warn!(?other, "unexpected answer to a registration");
+                    last_failure = format!("unexpected answer {other:?}");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "registration not done yet; retrying");
+                    last_failure = e.to_string();
+                }
+            }
+            if !registered {
+                if !ever_registered && started.elapsed() >= initial_timeout {
+                    let why = format!(
+                        "not registered within initial.broker.registration.timeout.ms \
+                         ({} ms): {last_failure}",
+                        cfg.initial_registration_timeout_ms
+                    );
+                    tracing::error!(broker = cfg.id, "{why}");
+                    status.send_modify(|s| s.fatal = Some(why));
+                    return;
+                }
+                let backoff = registration_backoff(failures, cfg.heartbeat_interval_ms);
+                failures = failures.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
             }
         }
         if registered {

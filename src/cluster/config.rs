@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: how often a broker heartbeats. Kafka's default 2000.
     pub broker_heartbeat_interval_ms: u64,
+    /// `initial.broker.registration.timeout.ms`: a broker not registered this long after its
+    /// start gives up and exits. Kafka's default 60000.
+    pub initial_broker_registration_timeout_ms: u64,
     /// `controller.quorum.election.timeout.ms`: a voter that hears no leader for a random
     /// time between this and twice this starts an election. Kafka's default 1000.
     pub election_timeout_ms: u64,
@@ -94,6 +97,7 @@ pub const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("min.insync.replicas", "In-sync replicas an acks=all write needs. Default 1."),
     ("broker.session.timeout.ms", "A broker that has not heartbeated for this long is fenced. Default 9000."),
     ("broker.heartbeat.interval.ms", "How often a broker heartbeats to the active controller. Default 2000."),
+    ("initial.broker.registration.timeout.ms", "A broker that has not registered with the active controller this long after its start exits (it retries until then, e.g. while its previous incarnation's session is alive). Default 60000."),
     ("controller.quorum.election.timeout.ms", "A voter that hears from no leader for a random time between this and twice this starts an election. Default 1000."),
 ];
 
@@ -105,6 +109,7 @@ impl ClusterConfig {
             min_insync_replicas: 1,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            initial_broker_registration_timeout_ms: 60_000,
             election_timeout_ms: 1000,
             ..Default::default()
         }
@@ -144,6 +149,9 @@ impl ClusterConfig {
             }
             "broker.heartbeat.interval.ms" => {
                 positive::<u64>(v).map(|n| self.broker_heartbeat_interval_ms = n)
+            }
+            "initial.broker.registration.timeout.ms" => {
+                positive::<u64>(v).map(|n| self.initial_broker_registration_timeout_ms = n)
             }
             "controller.quorum.election.timeout.ms" => {
                 positive::<u64>(v).map(|n| self.election_timeout_ms = n)

@@ -386,9 +386,17 @@ pub fn refuse_unreplicated_followers(records: &[MetadataRecord]) -> Result<(), C
     }
 }
 
-/// A broker's registration: refused with `DUPLICATE_BROKER_REGISTRATION` while another live
-/// incarnation holds the id (`holder_alive`: its session has not run out); otherwise the
-/// registration record (the broker starts fenced and is unfenced once it heartbeats).
+/// A broker's registration, with Kafka's rules (`ClusterControlManager.registerBroker`):
+/// - another incarnation holding the id while its session is alive (`holder_alive`, and not
+///   fenced) is `DUPLICATE_BROKER_REGISTRATION` (the broker retries until that session runs
+///   out);
+/// - the same incarnation again (a retried request whose answer was lost) with the same
+///   endpoints and rack amends nothing: no records, the registration and its epoch stand;
+/// - otherwise the registration record (the broker starts fenced and is unfenced once it
+///   heartbeats). A new incarnation replacing one that is not fenced yet (its session ran out
+///   a moment ago) is first handled as that incarnation's unclean shutdown, as Kafka's
+///   `BrokerUncleanShutdownHandler`: it is fenced and its leaderships move away (leader
+///   epochs bumped), so nothing the dead process led keeps its epoch.
 pub fn register_broker(
     image: &ClusterImage,
     id: NodeId,
@@ -397,23 +405,33 @@ pub fn register_broker(
     rack: Option<String>,
     holder_alive: bool,
 ) -> Result<Vec<MetadataRecord>, ControlError> {
+    let mut out = Vec::new();
     if let Some(b) = image.brokers.get(&id) {
-        if b.incarnation != incarnation && !b.fenced && holder_alive {
-            return Err(refuse(
-                ErrorCode::DUPLICATE_BROKER_REGISTRATION,
-                format!(
-                    "Another broker is registered with node.id {id} and is still alive; \
-                     two nodes must not share a node.id"
-                ),
-            ));
+        if b.incarnation == incarnation {
+            if b.endpoints == endpoints && b.rack == rack {
+                return Ok(out);
+            }
+        } else if !b.fenced {
+            if holder_alive {
+                return Err(refuse(
+                    ErrorCode::DUPLICATE_BROKER_REGISTRATION,
+                    format!(
+                        "Another broker is registered with node.id {id} and its session is \
+                         still alive (a restarted broker is accepted once the old session \
+                         runs out; two live nodes must not share a node.id)"
+                    ),
+                ));
+            }
+            out = fence_broker(image, id);
         }
     }
-    Ok(vec![MetadataRecord::RegisterBroker {
+    out.push(MetadataRecord::RegisterBroker {
         id,
         incarnation,
         endpoints,
         rack,
-    }])
+    });
+    Ok(out)
 }
 
 /// Leadership and ISR changes that take `leaving` out of every partition: it leads nothing
@@ -650,8 +668,49 @@ mod tests {
         let img = cluster(&[(1, None)]);
         let e = register_broker(&img, 1, [9; 16], Vec::new(), None, true).expect_err("dup");
         assert_eq!(e.code, ErrorCode::DUPLICATE_BROKER_REGISTRATION);
-        // Same incarnation (a retry) or a dead holder (a restart): accepted.
-        assert!(register_broker(&img, 1, [1; 16], Vec::new(), None, true).is_ok());
+        // A dead holder (a restart): accepted.
         assert!(register_broker(&img, 1, [9; 16], Vec::new(), None, false).is_ok());
+    }
+
+    #[test]
+    fn the_same_incarnation_again_amends_nothing() {
+        let img = cluster(&[(1, None)]);
+        let b = &img.brokers[&1];
+        let again = register_broker(&img, 1, b.incarnation, b.endpoints.clone(), None, true)
+            .expect("a retry of the same incarnation is accepted");
+        assert!(again.is_empty(), "{again:?}");
+        // Other endpoints: registered anew.
+        let moved = register_broker(&img, 1, b.incarnation, Vec::new(), Some("r".into()), true)
+            .expect("accepted");
+        assert!(
+            matches!(moved[..], [MetadataRecord::RegisterBroker { .. }]),
+            "{moved:?}"
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_after_the_session_ran_out_fences_the_old_one_first() {
+        let mut img = cluster(&[(1, None), (2, None)]);
+        let recs = create_topic(&img, &topic("t", 2, 1), 1).expect("created");
+        apply(&mut img, recs);
+        let led: Vec<(i32, i32)> = img.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| (p.leader, p.leader_epoch))
+            .collect();
+        let p = led.iter().position(|(l, _)| *l == 1).expect("1 leads one");
+        let recs = register_broker(&img, 1, [7; 16], Vec::new(), None, false).expect("accepted");
+        apply(&mut img, recs);
+        let b = &img.brokers[&1];
+        assert!(b.fenced && b.incarnation == [7; 16]);
+        let st = &img.topics["t"].partitions[p];
+        assert_eq!(
+            st.leader, NO_LEADER,
+            "offline until the new incarnation is unfenced"
+        );
+        assert!(
+            st.leader_epoch > led[p].1,
+            "the dead incarnation's epoch is over"
+        );
     }
 }

@@ -182,6 +182,9 @@ impl ClusterNode {
                     controllers: controllers.clone(),
                     cluster_id: cluster_id.clone(),
                     heartbeat_interval_ms: p.settings.broker_heartbeat_interval_ms,
+                    initial_registration_timeout_ms: p
+                        .settings
+                        .initial_broker_registration_timeout_ms,
                 },
             );
             link = Some(BrokerLink {

@@ -585,6 +585,10 @@ pub(crate) mod tests {
     }
 
     fn agent(q: &Quorum, id: i32) -> BrokerAgent {
+        agent_giving_up_after(q, id, 60_000)
+    }
+
+    fn agent_giving_up_after(q: &Quorum, id: i32, timeout_ms: u64) -> BrokerAgent {
         BrokerAgent::spawn(
             q.runtime(),
             AgentConfig {
@@ -598,6 +602,7 @@ pub(crate) mod tests {
                 controllers: q.controllers().clone(),
                 cluster_id: q.cluster_id(),
                 heartbeat_interval_ms: 100,
+                initial_registration_timeout_ms: timeout_ms,
             },
         )
     }
@@ -678,14 +683,33 @@ pub(crate) mod tests {
             "leaders balanced over the brokers"
         );
 
-        // A second process with node id 2 is refused while broker 2 is alive.
-        let dup = agent(live(&members)[0], 2);
+        // A second process with node id 2 is refused while broker 2 is alive: it retries (as
+        // Kafka's broker does) and gives up after its initial registration timeout, naming
+        // the refusal; broker 2 is untouched.
+        let dup = agent_giving_up_after(live(&members)[0], 2, 1500);
         wait_for("the duplicate to be refused", 5000, || {
+            dup.status().borrow().refused.is_some()
+        });
+        let refused = dup.status().borrow().refused.clone().unwrap_or_default();
+        assert!(
+            refused.contains("DUPLICATE_BROKER_REGISTRATION"),
+            "{refused}"
+        );
+        assert!(dup.status().borrow().epoch.is_none(), "never registered");
+        wait_for("the duplicate to give up", 5000, || {
             dup.status().borrow().fatal.is_some()
         });
         let fatal = dup.status().borrow().fatal.clone().unwrap_or_default();
         assert!(fatal.contains("DUPLICATE_BROKER_REGISTRATION"), "{fatal}");
+        assert!(
+            fatal.contains("initial.broker.registration.timeout.ms"),
+            "{fatal}"
+        );
         drop(dup);
+        assert_eq!(
+            live_ids(&image_of(agents[1].as_ref().expect("agent"))),
+            vec![1, 2, 3]
+        );
 
         // Broker 3 stops heartbeating: fenced, out of Metadata, its leaderships move.
         agents[2] = None;

@@ -243,8 +243,9 @@ pub fn run(mut config: BrokerConfig) -> Result<(), ServerError> {
 
 /// A broker of a multi-node cluster (`process.roles` has `broker`): starts its control plane
 /// (and quorum member, when also a controller), waits until it is registered and holds an
-/// image, then serves with the shards' metadata taken from the images. A fatal refusal (a
-/// live broker with the same `node.id`) stops it with an error; SIGTERM/SIGINT first move
+/// image, then serves with the shards' metadata taken from the images. A fatal refusal (another
+/// cluster's controllers; no registration within `initial.broker.registration.timeout.ms`,
+/// e.g. a live broker with the same `node.id`) stops it with an error; SIGTERM/SIGINT first move
 /// its leaderships away (Kafka's controlled shutdown), then close the listeners.
 fn run_cluster_broker(
     mut config: BrokerConfig,
@@ -314,9 +315,10 @@ fn run_cluster_broker(
 
 /// Waits until the agent has registered, holds an image with its registration and has been
 /// unfenced, so that a broker listens only once it is a live broker (`None` when a stop
-/// signal came first); a fatal refusal ends the wait with an error. Logs every
-/// [`STALL_REPORT_EVERY`] while no controller answers (Kafka's broker, too, waits for the
-/// quorum).
+/// signal came first); a fatal refusal (or no registration within
+/// `initial.broker.registration.timeout.ms`, as Kafka) ends the wait with an error. Logs every
+/// [`STALL_REPORT_EVERY`] while no controller answers or the controller refuses (the agent
+/// retries).
 ///
 /// [`STALL_REPORT_EVERY`]: startup::STALL_REPORT_EVERY
 fn wait_for_first_image(
@@ -342,10 +344,17 @@ fn wait_for_first_image(
         }
         if std::time::Instant::now() >= report {
             report += startup::STALL_REPORT_EVERY;
-            tracing::warn!(
-                waited_s = started.elapsed().as_secs(),
-                "not registered yet: no active controller answers (controller.quorum.voters)"
-            );
+            match &status.refused {
+                Some(why) => tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    refused = %why,
+                    "not registered yet: the active controller refuses; retrying"
+                ),
+                None => tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    "not registered yet: no active controller answers (controller.quorum.voters)"
+                ),
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

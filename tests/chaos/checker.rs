@@ -6,7 +6,9 @@
 //! themselves. [`check`] reports:
 //!
 //! - **lost acknowledged writes**: a value acknowledged at (partition, offset) that the final
-//!   read does not hold;
+//!   read does not hold (an acknowledgement without an offset, which librdkafka's idempotent
+//!   producer reports as offset -1001 when it learns of the success indirectly, is judged by
+//!   its value alone);
 //! - **duplicates**: a value of an idempotent producer stored at more than one offset of the
 //!   final log (values of non-idempotent producers may be written twice by retries, as in
 //!   Kafka: they are counted, not reported);
@@ -19,7 +21,10 @@
 //!   assignment session, and the final log holds records between them;
 //! - **non-monotonic polls**: a consumer polled offset b after offset a >= b of a partition in
 //!   one assignment session; reported apart (`ResetAfterLostRead`) when what it polled at a
-//!   was lost, since its client then resets a position past the log's end;
+//!   was lost, since its client then resets a position past the log's end, and apart
+//!   (`RereadAfterKill`) when a kill -9 came between the two polls and it read again exactly
+//!   what it had read at those offsets (the lost unsynced tail written again, identically, by
+//!   an idempotent producer's retry: a lost read whose value came back);
 //! - **incomplete final reads**: the final read of a partition stopped short of its high
 //!   watermark (the acknowledged offsets past where it stopped are not judged).
 //!
@@ -108,6 +113,11 @@ pub enum Kind {
     /// A non-monotonic poll right after a lost read: the consumer's position lay past the end
     /// of the log that survived, and its client reset it (`auto.offset.reset`).
     ResetAfterLostRead,
+    /// A non-monotonic poll across a kill -9 that reads again exactly what the consumer read at
+    /// those offsets before: what it read had been lost with the unsynced tail (its position
+    /// lay past the restarted log's end) and an idempotent producer's retry wrote the same
+    /// values at the same offsets again, so no `LostRead` shows.
+    RereadAfterKill,
     IncompleteFinalRead,
 }
 
@@ -255,6 +265,10 @@ pub fn check(history: &[Event]) -> Report {
                 value,
             } => {
                 r.acknowledged += 1;
+                if *offset < 0 {
+                    // Acknowledged without an offset: judged by its value only (below).
+                    continue;
+                }
                 at.entry((*partition, *offset))
                     .or_default()
                     .entry(value)
@@ -342,7 +356,9 @@ pub fn check(history: &[Event]) -> Report {
         else {
             continue;
         };
-        if !judged(*partition, *offset) {
+        // An acknowledgement without an offset needs the whole partition read.
+        let judge_at = if *offset < 0 { i64::MAX } else { *offset };
+        if !judged(*partition, judge_at) {
             incomplete.entry(*partition).or_default().push(*offset);
             continue;
         }
@@ -411,6 +427,13 @@ pub fn check(history: &[Event]) -> Report {
     // Per (consumer, session, partition): the last offset polled, when, and whether what was
     // polled there was lost.
     let mut last: HashMap<(&str, u64, i32), (i64, u64, bool)> = HashMap::new();
+    // What each consumer session polled at each offset (the first time).
+    let mut polled: HashMap<(&str, u64, i32, i64), &str> = HashMap::new();
+    let kill_between = |from: u64, to: u64| {
+        faults
+            .iter()
+            .any(|(t, a)| *t >= from && *t <= to && a.starts_with("kill -9"))
+    };
     let mut lost_reads: BTreeMap<(i32, i64, &str), (Vec<&str>, u64)> = BTreeMap::new();
     for e in history {
         let Event::Read {
@@ -436,11 +459,18 @@ pub fn check(history: &[Event]) -> Report {
             }
         }
         let key = (consumer.as_str(), *session, *partition);
+        let before = polled
+            .entry((consumer.as_str(), *session, *partition, *offset))
+            .or_insert(value.as_str());
+        let same_again = *before == value.as_str();
         if let Some(&(prev, prev_t, prev_lost)) = last.get(&key) {
             if *offset <= prev {
+                let reread = !prev_lost && same_again && kill_between(prev_t, *t_ms);
                 r.findings.push(Finding {
                     kind: if prev_lost {
                         Kind::ResetAfterLostRead
+                    } else if reread {
+                        Kind::RereadAfterKill
                     } else {
                         Kind::NonMonotonic
                     },
@@ -451,6 +481,9 @@ pub fn check(history: &[Event]) -> Report {
                         if prev_lost {
                             " (what it polled at the previous offset was lost: its position lay \
                              past the log's end, and the client reset it)"
+                        } else if reread {
+                            " (the same value as its earlier poll there, with a kill -9 between: \
+                             the unsynced tail it had read was lost and written again by a retry)"
                         } else {
                             ""
                         }
@@ -758,6 +791,41 @@ mod tests {
             r.summary(10)
         );
         assert_eq!(r.findings[1].offsets, vec![3, 0]);
+    }
+
+    #[test]
+    fn checker_tells_a_reread_across_a_kill_from_a_non_monotonic_poll() {
+        let mut h = clean();
+        // c3 read "d" at offset 2 of partition 0 before the kill -9 at 8 (as if before its
+        // fsync), then, after the restart and the retry that wrote "d" there again, read it
+        // again: a re-read across a kill.
+        h.push(read(7, "c3", 1, 0, 2, "d"));
+        h.push(read(20, "c3", 1, 0, 2, "d"));
+        // c4 does the same with no kill between its two polls: still non-monotonic.
+        h.push(read(13, "c4", 1, 0, 2, "d"));
+        h.push(read(20, "c4", 1, 0, 2, "d"));
+        let r = check(&h);
+        assert_eq!(
+            kinds(&h),
+            vec![Kind::NonMonotonic, Kind::RereadAfterKill],
+            "{}",
+            r.summary(10)
+        );
+        assert!(r.findings[0].detail.contains("c4"), "{}", r.summary(10));
+        assert!(r.findings[1].detail.contains("c3"), "{}", r.summary(10));
+    }
+
+    #[test]
+    fn checker_judges_an_acknowledgement_without_an_offset_by_its_value() {
+        let mut h = clean();
+        // librdkafka's idempotent producer acknowledges "a" again without an offset (-1001):
+        // it is in the final log, so nothing is wrong; "z" is acknowledged so and is not.
+        h.push(ack(12, "p1", 0, -1001, "a"));
+        h.push(send(3, "p1", true, 0, "z"));
+        h.push(ack(12, "p1", 0, -1001, "z"));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::LostAcknowledged], "{}", r.summary(10));
+        assert!(r.findings[0].detail.contains("\"z\""), "{}", r.summary(10));
     }
 
     #[test]

@@ -431,9 +431,6 @@ pub struct ClusterSpec {
     pub small_disk: Option<(usize, u64)>,
     /// Extra `KEY=VALUE` properties of every node.
     pub extra: Vec<String>,
-    /// How long [`Cluster::restart`] waits before starting a node again whose start was
-    /// refused with DUPLICATE_BROKER_REGISTRATION.
-    pub restart_backoff: Duration,
 }
 
 /// N node processes in their namespaces.
@@ -442,7 +439,6 @@ pub struct Cluster {
     pub net: Net,
     pub disk: Option<(usize, SmallDisk)>,
     pub base: PathBuf,
-    restart_backoff: Duration,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -521,7 +517,6 @@ impl Cluster {
             net,
             disk,
             base,
-            restart_backoff: spec.restart_backoff,
             _tmp: Some(tmp),
         };
         for i in 1..=spec.nodes {
@@ -553,34 +548,23 @@ impl Cluster {
     }
 
     /// Starts node `i` again (after a kill -9) and waits until it answers; returns how many
-    /// starts were refused with DUPLICATE_BROKER_REGISTRATION (the controller still holds the
-    /// killed process's session: shardlog then exits, where Kafka's broker retries) and were
-    /// started again after `restart_backoff`, doubled at each refusal up to 30 s, as a
-    /// supervisor would (a backoff shorter than
-    /// `broker.session.timeout.ms` never ends: a restarted active controller gives every
-    /// registered broker, the dead incarnation too, a full session again).
-    pub fn restart(&mut self, i: usize, within: Duration) -> Result<u32, String> {
-        let deadline = Instant::now() + within;
-        let mut refused = 0;
-        loop {
-            let n = self.node(i);
-            assert!(n.child.is_none(), "node {i} still runs");
-            n.spawn();
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.wait_ready(i, left) {
-                Ok(()) => return Ok(refused),
-                Err(e)
-                    if e.contains("DUPLICATE_BROKER_REGISTRATION") && Instant::now() < deadline =>
-                {
-                    let backoff = (self.restart_backoff * 2u32.pow(refused.min(4)))
-                        .min(Duration::from_secs(30));
-                    refused += 1;
-                    self.node(i).kill9();
-                    std::thread::sleep(backoff);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    /// of its registrations the active controller refused meanwhile (a restart within the
+    /// killed process's session is refused with DUPLICATE_BROKER_REGISTRATION until that
+    /// session runs out; the broker retries, as Kafka's does) and how long it took.
+    pub fn restart(&mut self, i: usize, within: Duration) -> Result<(usize, Duration), String> {
+        let started = Instant::now();
+        let n = self.node(i);
+        assert!(n.child.is_none(), "node {i} still runs");
+        let before = std::fs::metadata(&n.log).map_or(0, |m| m.len() as usize);
+        n.spawn();
+        self.wait_ready(i, within)?;
+        let log = std::fs::read(&self.node(i).log).unwrap_or_default();
+        let since = String::from_utf8_lossy(&log[before.min(log.len())..]).into_owned();
+        let refused = since
+            .lines()
+            .filter(|l| l.contains("unable to register"))
+            .count();
+        Ok((refused, started.elapsed()))
     }
 
     /// Waits until node `i` answers ApiVersions on its client port.
