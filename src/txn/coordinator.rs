@@ -724,6 +724,41 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Kafka's `handleVerifyPartitionsInTransaction`: whether each partition is in the
+    /// producer's ongoing transaction, from the installed (durable) state. A state change in
+    /// flight is not waited for, as in Kafka: the producer's other requests of the same
+    /// transaction (AddOffsetsToTxn, another AddPartitionsToTxn) run concurrently with its
+    /// Produce, and a partition's add is installed before the client is answered, so a
+    /// Produce that follows it is verified. Only a decided transaction (Prepare*) answers
+    /// CONCURRENT_TRANSACTIONS.
+    fn verify(
+        m: &TxnMeta,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<ErrorCode> {
+        let whole = if m.producer_id != producer_id {
+            Some(ErrorCode::INVALID_PRODUCER_ID_MAPPING)
+        } else if m.producer_epoch != producer_epoch {
+            Some(ErrorCode::PRODUCER_FENCED)
+        } else if matches!(
+            m.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        ) {
+            Some(ErrorCode::CONCURRENT_TRANSACTIONS)
+        } else {
+            None
+        };
+        partitions
+            .iter()
+            .map(|p| match whole {
+                Some(code) => code,
+                None if m.state == TxnState::Ongoing && m.partitions.contains(p) => ErrorCode::NONE,
+                None => ErrorCode::INVALID_TXN_STATE,
+            })
+            .collect()
+    }
+
     /// Kafka's `handleAddPartitionsToTransaction` (and its verification form).
     async fn add_partitions(
         &self,
@@ -739,20 +774,11 @@ impl Coordinator {
             let Some(m) = txns.get_mut(id) else {
                 return vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; n];
             };
+            if verify_only {
+                return Self::verify(m, producer_id, producer_epoch, &partitions);
+            }
             if let Err(code) = Self::check_producer(m, producer_id, producer_epoch) {
                 return vec![code; n];
-            }
-            if verify_only {
-                return partitions
-                    .iter()
-                    .map(|p| {
-                        if m.state == TxnState::Ongoing && m.partitions.contains(p) {
-                            ErrorCode::NONE
-                        } else {
-                            ErrorCode::INVALID_TXN_STATE
-                        }
-                    })
-                    .collect();
             }
             match m.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
@@ -1014,5 +1040,67 @@ impl Coordinator {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ongoing(partitions: &[(&str, i32)], pending: bool) -> TxnMeta {
+        TxnMeta {
+            producer_id: 7,
+            producer_epoch: 3,
+            timeout_ms: 60_000,
+            state: TxnState::Ongoing,
+            partitions: partitions
+                .iter()
+                .map(|(t, p)| (t.to_string(), *p))
+                .collect(),
+            last_update_ms: 1,
+            start_ms: 1,
+            pending,
+        }
+    }
+
+    /// Verification (a Produce before v12) reads the installed state and, as Kafka's
+    /// `handleVerifyPartitionsInTransaction`, does not refuse because another change of the
+    /// same transaction (AddOffsetsToTxn, a second AddPartitionsToTxn) is being written:
+    /// librdkafka sends those concurrently with its Produce.
+    #[test]
+    fn verification_ignores_a_state_change_in_flight() {
+        let parts = vec![("out".to_string(), 0), ("out".to_string(), 1)];
+        let none = vec![ErrorCode::NONE, ErrorCode::INVALID_TXN_STATE];
+        assert_eq!(
+            Coordinator::verify(&ongoing(&[("out", 0)], true), 7, 3, &parts),
+            none
+        );
+        assert_eq!(
+            Coordinator::verify(&ongoing(&[("out", 0)], false), 7, 3, &parts),
+            none
+        );
+        // A decided transaction: retriable; a stale epoch or another producer: refused.
+        let mut decided = ongoing(&[("out", 0), ("out", 1)], false);
+        decided.state = TxnState::PrepareCommit;
+        assert_eq!(
+            Coordinator::verify(&decided, 7, 3, &parts),
+            vec![ErrorCode::CONCURRENT_TRANSACTIONS; 2]
+        );
+        let m = ongoing(&[("out", 0), ("out", 1)], true);
+        assert_eq!(
+            Coordinator::verify(&m, 7, 2, &parts),
+            vec![ErrorCode::PRODUCER_FENCED; 2]
+        );
+        assert_eq!(
+            Coordinator::verify(&m, 8, 3, &parts),
+            vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; 2]
+        );
+        // No transaction yet: nothing was added.
+        let mut empty = ongoing(&[], false);
+        empty.state = TxnState::Empty;
+        assert_eq!(
+            Coordinator::verify(&empty, 7, 3, &parts[..1]),
+            vec![ErrorCode::INVALID_TXN_STATE]
+        );
     }
 }
