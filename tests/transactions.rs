@@ -699,3 +699,53 @@ fn idle_transactional_ids_expire_and_stay_expired_after_kill9() {
     assert_eq!(again.producer_epoch, 0, "a forgotten id starts afresh");
     assert_ne!(again.producer_id, old.producer_id);
 }
+
+/// Transactions v2: the Produce that opens a producer's next transaction right after EndTxn v5
+/// was answered (its markers and CompleteCommit may still be being written) waits on the
+/// broker for the previous transaction to complete (`add.partitions.to.txn.retry.backoff.max.ms`)
+/// and is appended, instead of the client retrying after its backoff, as Kafka 4.x brokers do.
+#[test]
+fn transactions_v2_next_transaction_waits_for_the_previous_to_complete() {
+    // A bound far above any completion here, so the answer does not depend on the machine.
+    let b = Broker::start(1, &["add.partitions.to.txn.retry.backoff.max.ms=30000"]);
+    let mut c = connect(&b);
+    create_topic(&mut c, "t-next", 1);
+    let init = init_producer_id(&mut c, "tx-next", 30_000);
+    assert_eq!(code(init.error_code), ErrorCode::NONE);
+    let (pid, mut epoch) = (init.producer_id.0, init.producer_epoch);
+    let mut next_offset = 0;
+    for round in 0..5 {
+        let (err, base) = produce_txn(
+            &mut c,
+            12,
+            "tx-next",
+            "t-next",
+            txn_records(pid, epoch, 0, &format!("r{round}")),
+        );
+        assert_eq!(
+            (err, base),
+            (ErrorCode::NONE, next_offset),
+            "round {round}: the produce opening the transaction"
+        );
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-next")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let r: EndTxnResponse = call(&mut c, ApiKey::EndTxn, 5, &req);
+        assert_eq!(code(r.error_code), ErrorCode::NONE, "round {round}: commit");
+        epoch = r.producer_epoch;
+        // The record and its COMMIT marker.
+        next_offset += 2;
+    }
+    // The last COMMIT marker follows its EndTxn answer: the LSO reaches the end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while latest(&mut c, "t-next", 0, true) != next_offset {
+        assert!(
+            Instant::now() < deadline,
+            "the last commit did not complete"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(latest(&mut c, "t-next", 0, false), next_offset);
+}

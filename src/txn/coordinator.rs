@@ -90,6 +90,12 @@ pub enum TxnOp {
         partitions: Vec<(String, i32)>,
         /// Check only (the broker's verification form of v4+).
         verify_only: bool,
+        /// How long an add may wait for the producer's previous transaction to finish
+        /// completing (its markers, then CompleteCommit / CompleteAbort) or for a state change
+        /// in flight, instead of answering CONCURRENT_TRANSACTIONS at once: Kafka's
+        /// `add.partitions.to.txn.retry.backoff.max.ms` for the adds a Produce makes
+        /// (transactions v2), 0 for a client's AddPartitionsToTxn (the client retries).
+        settle_wait_ms: u64,
     },
     /// EndTxn.
     EndTxn {
@@ -261,6 +267,11 @@ pub struct Coordinator {
     loading: RefCell<BTreeSet<i32>>,
     /// Markers may be sent (every shard has started).
     serving: Cell<bool>,
+    /// Counts the state changes installed (or given up): an add waiting for a transaction to
+    /// settle re-checks when it moves.
+    changes: Cell<u64>,
+    /// The tasks waiting for the next state change.
+    change_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 fn now_ms() -> i64 {
@@ -280,6 +291,8 @@ impl Coordinator {
             loaded: RefCell::new(BTreeSet::new()),
             loading: RefCell::new(BTreeSet::new()),
             serving: Cell::new(false),
+            changes: Cell::new(0),
+            change_waiters: RefCell::new(Vec::new()),
         })
     }
 
@@ -432,22 +445,49 @@ impl Coordinator {
     async fn write(&self, id: &str, meta: TxnMeta) -> Result<(), ErrorCode> {
         let partition = self.partition_of(id);
         let result = self.persist(partition, id, &meta.stored()).await;
-        let mut txns = self.txns.borrow_mut();
-        match result {
-            Ok(()) => {
-                let mut meta = meta;
-                meta.pending = false;
-                txns.insert(id.to_string(), meta);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(transactional_id = id, error = %e, "transaction state not durable");
-                if let Some(m) = txns.get_mut(id) {
-                    m.pending = false;
+        let outcome = {
+            let mut txns = self.txns.borrow_mut();
+            match result {
+                Ok(()) => {
+                    let mut meta = meta;
+                    meta.pending = false;
+                    txns.insert(id.to_string(), meta);
+                    Ok(())
                 }
-                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+                Err(e) => {
+                    tracing::warn!(transactional_id = id, error = %e, "transaction state not durable");
+                    if let Some(m) = txns.get_mut(id) {
+                        m.pending = false;
+                    }
+                    Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+                }
             }
+        };
+        self.changed();
+        outcome
+    }
+
+    /// Records that a state change was installed or given up, waking the waiting adds.
+    fn changed(&self) {
+        self.changes.set(self.changes.get().wrapping_add(1));
+        for w in std::mem::take(&mut *self.change_waiters.borrow_mut()) {
+            w.wake();
         }
+    }
+
+    /// Resolves once a state change happened after `seen` (a value of `changes`).
+    async fn changed_since(&self, seen: u64) {
+        std::future::poll_fn(|cx| {
+            if self.changes.get() != seen {
+                return std::task::Poll::Ready(());
+            }
+            let mut waiters = self.change_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Appends one state record durably to the id's partition.
@@ -522,14 +562,16 @@ impl Coordinator {
                 producer_epoch,
                 partitions,
                 verify_only,
+                settle_wait_ms,
             } => (
                 TxnReply::Partitions(
-                    self.add_partitions(
+                    self.add_partitions_settling(
                         &transactional_id,
                         producer_id,
                         producer_epoch,
                         partitions,
                         verify_only,
+                        settle_wait_ms,
                     )
                     .await,
                 ),
@@ -757,6 +799,47 @@ impl Coordinator {
                 None => ErrorCode::INVALID_TXN_STATE,
             })
             .collect()
+    }
+
+    /// [`Coordinator::add_partitions`], waiting up to `settle_wait_ms` while it answers
+    /// CONCURRENT_TRANSACTIONS (the previous transaction still completing, or a state change
+    /// in flight): re-tried at every state change rather than after a fixed backoff, so the
+    /// Produce that opens a producer's next transaction goes on as soon as the previous one
+    /// is complete.
+    async fn add_partitions_settling(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+        verify_only: bool,
+        settle_wait_ms: u64,
+    ) -> Vec<ErrorCode> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(settle_wait_ms);
+        loop {
+            let seen = self.changes.get();
+            let codes = self
+                .add_partitions(
+                    id,
+                    producer_id,
+                    producer_epoch,
+                    partitions.clone(),
+                    verify_only,
+                )
+                .await;
+            let now = std::time::Instant::now();
+            if verify_only
+                || now >= deadline
+                || !codes.contains(&ErrorCode::CONCURRENT_TRANSACTIONS)
+            {
+                return codes;
+            }
+            futures_lite::future::or(
+                self.changed_since(seen),
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
+        }
     }
 
     /// Kafka's `handleAddPartitionsToTransaction` (and its verification form).
