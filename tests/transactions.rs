@@ -749,3 +749,74 @@ fn transactions_v2_next_transaction_waits_for_the_previous_to_complete() {
     }
     assert_eq!(latest(&mut c, "t-next", 0, false), next_offset);
 }
+
+/// A read_committed Fetch parked on a partition whose last stable offset is held by an open
+/// transaction is answered when the COMMIT marker moves the LSO, not at its `max_wait_ms`: the
+/// marker's append wakes it like any append past the high watermark.
+#[test]
+fn a_parked_read_committed_fetch_is_woken_by_the_commit_marker() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let b = Broker::start(1, &[]);
+    let mut c = connect(&b);
+    create_topic(&mut c, "t-wake", 1);
+    let init = init_producer_id(&mut c, "tx-wake", 30_000);
+    assert_eq!(code(init.error_code), ErrorCode::NONE);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert_eq!(
+        produce_txn(
+            &mut c,
+            12,
+            "tx-wake",
+            "t-wake",
+            txn_records(pid, epoch, 0, "w")
+        ),
+        (ErrorCode::NONE, 0)
+    );
+    assert_eq!(
+        latest(&mut c, "t-wake", 0, true),
+        0,
+        "the open transaction holds the LSO"
+    );
+    // Far above how long the commit takes here: an answer before it is a wake-up.
+    const MAX_WAIT_MS: i32 = 30_000;
+    let mut f = connect(&b);
+    f.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let fetcher = std::thread::spawn(move || {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(MAX_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(s("t-wake")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let sent = Instant::now();
+        let resp: FetchResponse = call(&mut f, ApiKey::Fetch, 11, &req);
+        (sent.elapsed(), resp)
+    });
+    // Let the Fetch park (it is answered at once only if something is readable).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        end_txn(&mut c, "tx-wake", pid, epoch, true),
+        ErrorCode::NONE,
+        "commit"
+    );
+    let (took, resp) = fetcher.join().expect("fetch thread");
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(code(p.error_code), ErrorCode::NONE);
+    assert!(
+        p.records.as_ref().is_some_and(|r| !r.is_empty()),
+        "the committed record is returned"
+    );
+    assert!(p.last_stable_offset >= 1, "LSO {}", p.last_stable_offset);
+    assert!(
+        took < Duration::from_millis(MAX_WAIT_MS as u64 / 2),
+        "answered after {took:?}: the marker did not wake the parked fetch"
+    );
+}
