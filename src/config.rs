@@ -486,6 +486,14 @@ const BROKER_KEYS: &[BrokerKey] = &[
         },
     },
     BrokerKey {
+        name: "add.partitions.to.txn.retry.backoff.max.ms",
+        help: "How long a transactional produce that adds its partition to the transaction (transactions v2) may wait on the broker for the producer's previous transaction to complete (its markers written) before the client is told to retry. Woken by the completion itself, not polled. Default 100.",
+        apply: |c, v| {
+            c.txn.add_partitions_wait_max_ms = parse_num(v)?;
+            Ok(())
+        },
+    },
+    BrokerKey {
         name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         help: "How often ongoing transactions are checked against their timeout (a timed-out one is aborted). Default 10000.",
         apply: |c, v| {

@@ -699,3 +699,124 @@ fn idle_transactional_ids_expire_and_stay_expired_after_kill9() {
     assert_eq!(again.producer_epoch, 0, "a forgotten id starts afresh");
     assert_ne!(again.producer_id, old.producer_id);
 }
+
+/// Transactions v2: the Produce that opens a producer's next transaction right after EndTxn v5
+/// was answered (its markers and CompleteCommit may still be being written) waits on the
+/// broker for the previous transaction to complete (`add.partitions.to.txn.retry.backoff.max.ms`)
+/// and is appended, instead of the client retrying after its backoff, as Kafka 4.x brokers do.
+#[test]
+fn transactions_v2_next_transaction_waits_for_the_previous_to_complete() {
+    // A bound far above any completion here, so the answer does not depend on the machine.
+    let b = Broker::start(1, &["add.partitions.to.txn.retry.backoff.max.ms=30000"]);
+    let mut c = connect(&b);
+    create_topic(&mut c, "t-next", 1);
+    let init = init_producer_id(&mut c, "tx-next", 30_000);
+    assert_eq!(code(init.error_code), ErrorCode::NONE);
+    let (pid, mut epoch) = (init.producer_id.0, init.producer_epoch);
+    let mut next_offset = 0;
+    for round in 0..5 {
+        let (err, base) = produce_txn(
+            &mut c,
+            12,
+            "tx-next",
+            "t-next",
+            txn_records(pid, epoch, 0, &format!("r{round}")),
+        );
+        assert_eq!(
+            (err, base),
+            (ErrorCode::NONE, next_offset),
+            "round {round}: the produce opening the transaction"
+        );
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx-next")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true);
+        let r: EndTxnResponse = call(&mut c, ApiKey::EndTxn, 5, &req);
+        assert_eq!(code(r.error_code), ErrorCode::NONE, "round {round}: commit");
+        epoch = r.producer_epoch;
+        // The record and its COMMIT marker.
+        next_offset += 2;
+    }
+    // The last COMMIT marker follows its EndTxn answer: the LSO reaches the end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while latest(&mut c, "t-next", 0, true) != next_offset {
+        assert!(
+            Instant::now() < deadline,
+            "the last commit did not complete"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(latest(&mut c, "t-next", 0, false), next_offset);
+}
+
+/// A read_committed Fetch parked on a partition whose last stable offset is held by an open
+/// transaction is answered when the COMMIT marker moves the LSO, not at its `max_wait_ms`: the
+/// marker's append wakes it like any append past the high watermark.
+#[test]
+fn a_parked_read_committed_fetch_is_woken_by_the_commit_marker() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let b = Broker::start(1, &[]);
+    let mut c = connect(&b);
+    create_topic(&mut c, "t-wake", 1);
+    let init = init_producer_id(&mut c, "tx-wake", 30_000);
+    assert_eq!(code(init.error_code), ErrorCode::NONE);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert_eq!(
+        produce_txn(
+            &mut c,
+            12,
+            "tx-wake",
+            "t-wake",
+            txn_records(pid, epoch, 0, "w")
+        ),
+        (ErrorCode::NONE, 0)
+    );
+    assert_eq!(
+        latest(&mut c, "t-wake", 0, true),
+        0,
+        "the open transaction holds the LSO"
+    );
+    // Far above how long the commit takes here: an answer before it is a wake-up.
+    const MAX_WAIT_MS: i32 = 30_000;
+    let mut f = connect(&b);
+    f.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let fetcher = std::thread::spawn(move || {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(MAX_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(s("t-wake")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let sent = Instant::now();
+        let resp: FetchResponse = call(&mut f, ApiKey::Fetch, 11, &req);
+        (sent.elapsed(), resp)
+    });
+    // Let the Fetch park (it is answered at once only if something is readable).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        end_txn(&mut c, "tx-wake", pid, epoch, true),
+        ErrorCode::NONE,
+        "commit"
+    );
+    let (took, resp) = fetcher.join().expect("fetch thread");
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(code(p.error_code), ErrorCode::NONE);
+    assert!(
+        p.records.as_ref().is_some_and(|r| !r.is_empty()),
+        "the committed record is returned"
+    );
+    assert!(p.last_stable_offset >= 1, "LSO {}", p.last_stable_offset);
+    assert!(
+        took < Duration::from_millis(MAX_WAIT_MS as u64 / 2),
+        "answered after {took:?}: the marker did not wake the parked fetch"
+    );
+}

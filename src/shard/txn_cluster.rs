@@ -179,12 +179,20 @@ impl Shard {
     ) -> Vec<ErrorCode> {
         let n = partitions.len();
         if self.coordinates_txn(transactional_id) {
+            // A broker-side add (a Produce of transactions v2, TxnOffsetCommit v5) may wait
+            // for the producer's previous transaction to complete.
+            let settle_wait_ms = if verify_only {
+                0
+            } else {
+                self.config.txn.add_partitions_wait_max_ms
+            };
             let op = TxnOp::AddPartitions {
                 transactional_id: transactional_id.to_string(),
                 producer_id,
                 producer_epoch,
                 partitions,
                 verify_only,
+                settle_wait_ms,
             };
             return match self.txn(transactional_id, op).await {
                 Some(TxnReply::Partitions(c)) if c.len() == n => c,

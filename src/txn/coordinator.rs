@@ -90,6 +90,12 @@ pub enum TxnOp {
         partitions: Vec<(String, i32)>,
         /// Check only (the broker's verification form of v4+).
         verify_only: bool,
+        /// How long an add may wait for the producer's previous transaction to finish
+        /// completing (its markers, then CompleteCommit / CompleteAbort) or for a state change
+        /// in flight, instead of answering CONCURRENT_TRANSACTIONS at once: Kafka's
+        /// `add.partitions.to.txn.retry.backoff.max.ms` for the adds a Produce makes
+        /// (transactions v2), 0 for a client's AddPartitionsToTxn (the client retries).
+        settle_wait_ms: u64,
     },
     /// EndTxn.
     EndTxn {
@@ -261,6 +267,11 @@ pub struct Coordinator {
     loading: RefCell<BTreeSet<i32>>,
     /// Markers may be sent (every shard has started).
     serving: Cell<bool>,
+    /// Counts the state changes installed (or given up): an add waiting for a transaction to
+    /// settle re-checks when it moves.
+    changes: Cell<u64>,
+    /// The tasks waiting for the next state change.
+    change_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 fn now_ms() -> i64 {
@@ -280,6 +291,8 @@ impl Coordinator {
             loaded: RefCell::new(BTreeSet::new()),
             loading: RefCell::new(BTreeSet::new()),
             serving: Cell::new(false),
+            changes: Cell::new(0),
+            change_waiters: RefCell::new(Vec::new()),
         })
     }
 
@@ -432,22 +445,49 @@ impl Coordinator {
     async fn write(&self, id: &str, meta: TxnMeta) -> Result<(), ErrorCode> {
         let partition = self.partition_of(id);
         let result = self.persist(partition, id, &meta.stored()).await;
-        let mut txns = self.txns.borrow_mut();
-        match result {
-            Ok(()) => {
-                let mut meta = meta;
-                meta.pending = false;
-                txns.insert(id.to_string(), meta);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(transactional_id = id, error = %e, "transaction state not durable");
-                if let Some(m) = txns.get_mut(id) {
-                    m.pending = false;
+        let outcome = {
+            let mut txns = self.txns.borrow_mut();
+            match result {
+                Ok(()) => {
+                    let mut meta = meta;
+                    meta.pending = false;
+                    txns.insert(id.to_string(), meta);
+                    Ok(())
                 }
-                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+                Err(e) => {
+                    tracing::warn!(transactional_id = id, error = %e, "transaction state not durable");
+                    if let Some(m) = txns.get_mut(id) {
+                        m.pending = false;
+                    }
+                    Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+                }
             }
+        };
+        self.changed();
+        outcome
+    }
+
+    /// Records that a state change was installed or given up, waking the waiting adds.
+    fn changed(&self) {
+        self.changes.set(self.changes.get().wrapping_add(1));
+        for w in std::mem::take(&mut *self.change_waiters.borrow_mut()) {
+            w.wake();
         }
+    }
+
+    /// Resolves once a state change happened after `seen` (a value of `changes`).
+    async fn changed_since(&self, seen: u64) {
+        std::future::poll_fn(|cx| {
+            if self.changes.get() != seen {
+                return std::task::Poll::Ready(());
+            }
+            let mut waiters = self.change_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Appends one state record durably to the id's partition.
@@ -522,14 +562,16 @@ impl Coordinator {
                 producer_epoch,
                 partitions,
                 verify_only,
+                settle_wait_ms,
             } => (
                 TxnReply::Partitions(
-                    self.add_partitions(
+                    self.add_partitions_settling(
                         &transactional_id,
                         producer_id,
                         producer_epoch,
                         partitions,
                         verify_only,
+                        settle_wait_ms,
                     )
                     .await,
                 ),
@@ -724,6 +766,82 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Kafka's `handleVerifyPartitionsInTransaction`: whether each partition is in the
+    /// producer's ongoing transaction, from the installed (durable) state. A state change in
+    /// flight is not waited for, as in Kafka: the producer's other requests of the same
+    /// transaction (AddOffsetsToTxn, another AddPartitionsToTxn) run concurrently with its
+    /// Produce, and a partition's add is installed before the client is answered, so a
+    /// Produce that follows it is verified. Only a decided transaction (Prepare*) answers
+    /// CONCURRENT_TRANSACTIONS.
+    fn verify(
+        m: &TxnMeta,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<ErrorCode> {
+        let whole = if m.producer_id != producer_id {
+            Some(ErrorCode::INVALID_PRODUCER_ID_MAPPING)
+        } else if m.producer_epoch != producer_epoch {
+            Some(ErrorCode::PRODUCER_FENCED)
+        } else if matches!(
+            m.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        ) {
+            Some(ErrorCode::CONCURRENT_TRANSACTIONS)
+        } else {
+            None
+        };
+        partitions
+            .iter()
+            .map(|p| match whole {
+                Some(code) => code,
+                None if m.state == TxnState::Ongoing && m.partitions.contains(p) => ErrorCode::NONE,
+                None => ErrorCode::INVALID_TXN_STATE,
+            })
+            .collect()
+    }
+
+    /// [`Coordinator::add_partitions`], waiting up to `settle_wait_ms` while it answers
+    /// CONCURRENT_TRANSACTIONS (the previous transaction still completing, or a state change
+    /// in flight): re-tried at every state change rather than after a fixed backoff, so the
+    /// Produce that opens a producer's next transaction goes on as soon as the previous one
+    /// is complete.
+    async fn add_partitions_settling(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+        verify_only: bool,
+        settle_wait_ms: u64,
+    ) -> Vec<ErrorCode> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(settle_wait_ms);
+        loop {
+            let seen = self.changes.get();
+            let codes = self
+                .add_partitions(
+                    id,
+                    producer_id,
+                    producer_epoch,
+                    partitions.clone(),
+                    verify_only,
+                )
+                .await;
+            let now = std::time::Instant::now();
+            if verify_only
+                || now >= deadline
+                || !codes.contains(&ErrorCode::CONCURRENT_TRANSACTIONS)
+            {
+                return codes;
+            }
+            futures_lite::future::or(
+                self.changed_since(seen),
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
+        }
+    }
+
     /// Kafka's `handleAddPartitionsToTransaction` (and its verification form).
     async fn add_partitions(
         &self,
@@ -739,20 +857,11 @@ impl Coordinator {
             let Some(m) = txns.get_mut(id) else {
                 return vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; n];
             };
+            if verify_only {
+                return Self::verify(m, producer_id, producer_epoch, &partitions);
+            }
             if let Err(code) = Self::check_producer(m, producer_id, producer_epoch) {
                 return vec![code; n];
-            }
-            if verify_only {
-                return partitions
-                    .iter()
-                    .map(|p| {
-                        if m.state == TxnState::Ongoing && m.partitions.contains(p) {
-                            ErrorCode::NONE
-                        } else {
-                            ErrorCode::INVALID_TXN_STATE
-                        }
-                    })
-                    .collect();
             }
             match m.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
@@ -1014,5 +1123,67 @@ impl Coordinator {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ongoing(partitions: &[(&str, i32)], pending: bool) -> TxnMeta {
+        TxnMeta {
+            producer_id: 7,
+            producer_epoch: 3,
+            timeout_ms: 60_000,
+            state: TxnState::Ongoing,
+            partitions: partitions
+                .iter()
+                .map(|(t, p)| (t.to_string(), *p))
+                .collect(),
+            last_update_ms: 1,
+            start_ms: 1,
+            pending,
+        }
+    }
+
+    /// Verification (a Produce before v12) reads the installed state and, as Kafka's
+    /// `handleVerifyPartitionsInTransaction`, does not refuse because another change of the
+    /// same transaction (AddOffsetsToTxn, a second AddPartitionsToTxn) is being written:
+    /// librdkafka sends those concurrently with its Produce.
+    #[test]
+    fn verification_ignores_a_state_change_in_flight() {
+        let parts = vec![("out".to_string(), 0), ("out".to_string(), 1)];
+        let none = vec![ErrorCode::NONE, ErrorCode::INVALID_TXN_STATE];
+        assert_eq!(
+            Coordinator::verify(&ongoing(&[("out", 0)], true), 7, 3, &parts),
+            none
+        );
+        assert_eq!(
+            Coordinator::verify(&ongoing(&[("out", 0)], false), 7, 3, &parts),
+            none
+        );
+        // A decided transaction: retriable; a stale epoch or another producer: refused.
+        let mut decided = ongoing(&[("out", 0), ("out", 1)], false);
+        decided.state = TxnState::PrepareCommit;
+        assert_eq!(
+            Coordinator::verify(&decided, 7, 3, &parts),
+            vec![ErrorCode::CONCURRENT_TRANSACTIONS; 2]
+        );
+        let m = ongoing(&[("out", 0), ("out", 1)], true);
+        assert_eq!(
+            Coordinator::verify(&m, 7, 2, &parts),
+            vec![ErrorCode::PRODUCER_FENCED; 2]
+        );
+        assert_eq!(
+            Coordinator::verify(&m, 8, 3, &parts),
+            vec![ErrorCode::INVALID_PRODUCER_ID_MAPPING; 2]
+        );
+        // No transaction yet: nothing was added.
+        let mut empty = ongoing(&[], false);
+        empty.state = TxnState::Empty;
+        assert_eq!(
+            Coordinator::verify(&empty, 7, 3, &parts[..1]),
+            vec![ErrorCode::INVALID_TXN_STATE]
+        );
     }
 }

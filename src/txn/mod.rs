@@ -44,6 +44,11 @@ pub struct TxnConfig {
     /// set there with `kafka-features`): 2 (default) lets clients use transactions v2
     /// (KIP-890), 1 keeps them on v1.
     pub transaction_version: i16,
+    /// `add.partitions.to.txn.retry.backoff.max.ms`: how long the add a Produce makes
+    /// (transactions v2) may wait on the broker for the producer's previous transaction to
+    /// complete, instead of the client retrying after its `retry.backoff.ms` (default 100,
+    /// Kafka's).
+    pub add_partitions_wait_max_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -55,6 +60,7 @@ impl Default for TxnConfig {
             id_expiration_ms: 604_800_000,
             remove_expired_interval_ms: 3_600_000,
             transaction_version: 2,
+            add_partitions_wait_max_ms: 100,
         }
     }
 }

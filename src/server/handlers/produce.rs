@@ -50,6 +50,20 @@ fn too_few_in_sync(
     (in_sync as i32) < wanted
 }
 
+/// Whether a transactional Produce's verification failed for now rather than for good: the
+/// errors Kafka turns into NOT_ENOUGH_REPLICAS for the client to retry (`ReplicaManager`'s
+/// post-verification callback), so that clients which do not retry them on a Produce (all
+/// but the Java client) do not fail the transaction.
+fn verification_retriable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::CONCURRENT_TRANSACTIONS
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::NOT_COORDINATOR
+    )
+}
+
 /// Answers Produce; no response for acks=0.
 pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
     let (shard, version) = (rq.shard, rq.version);
@@ -146,9 +160,13 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         kept.push(part);
                         moved.push(Ok(kept.len() - 1));
                     }
-                    // A transaction still completing is retried by the client: not bad input.
-                    Some(code) if code == ErrorCode::CONCURRENT_TRANSACTIONS => {
-                        moved.push(Err(code));
+                    // Not verified for now (a transaction still completing, a coordinator
+                    // moving or unreachable): Kafka answers NOT_ENOUGH_REPLICAS, which every
+                    // client retries without a metadata refresh. librdkafka fails the
+                    // transaction on a CONCURRENT_TRANSACTIONS Produce answer.
+                    Some(code) if verification_retriable(code) => {
+                        tracing::debug!(client_id = rq.client_id, transactional_id = id, topic = %part.topic, partition = part.partition, error_code = code.name(), "transactional produce not verified yet; the client retries");
+                        moved.push(Err(ErrorCode::NOT_ENOUGH_REPLICAS));
                     }
                     Some(code) => {
                         tracing::info!(client_id = rq.client_id, transactional_id = id, topic = %part.topic, partition = part.partition, error_code = code.name(), "transactional produce refused by its coordinator");
@@ -162,6 +180,10 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                     if let Slot::Sent(i) = *slot {
                         *slot = match moved[i] {
                             Ok(j) => Slot::Sent(j),
+                            Err(ErrorCode::NOT_ENOUGH_REPLICAS) => Slot::Failed(
+                                ErrorCode::NOT_ENOUGH_REPLICAS,
+                                "unable to verify the partition has been added to the transaction yet",
+                            ),
                             Err(code) => Slot::Failed(
                                 code,
                                 "the transaction's coordinator refused this partition",

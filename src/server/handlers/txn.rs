@@ -141,12 +141,21 @@ async fn add_one(
             )
             .collect()
     } else {
+        // The broker form's adds come from another broker's Produce (transactions v2) or
+        // TxnOffsetCommit: they may wait for the previous transaction to complete, as that
+        // broker's own coordinator would let them.
+        let settle_wait_ms = if rq.version >= 4 && !verify_only {
+            rq.shard.config.txn.add_partitions_wait_max_ms
+        } else {
+            0
+        };
         let op = TxnOp::AddPartitions {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch,
             partitions: parts.clone(),
             verify_only,
+            settle_wait_ms,
         };
         let codes = match rq.shard.txn(transactional_id, op).await {
             Some(TxnReply::Partitions(c)) if c.len() == parts.len() => c,
@@ -244,6 +253,7 @@ pub async fn add_offsets(
             producer_epoch: req.producer_epoch,
             partitions: vec![(OFFSETS_TOPIC.to_string(), partition)],
             verify_only: false,
+            settle_wait_ms: 0,
         };
         match rq.shard.txn(&id, op).await {
             Some(TxnReply::Partitions(c)) => c.first().copied().unwrap_or(ErrorCode::NONE),
