@@ -122,6 +122,62 @@ fn pki() -> Pki {
     }
 }
 
+impl Pki {
+    /// A client certificate with subject `subj` (openssl's `/K=V/...` form, most significant
+    /// RDN first) signed by the test CA; (certificate, key) PEM paths.
+    fn client_cert(&self, name: &str, subj: &str) -> (PathBuf, PathBuf) {
+        let d = self._dir.path();
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("ext");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                subj,
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                "client.ext",
+            ],
+        );
+        (d.join(pem), d.join(key))
+    }
+}
+
 /// A broker with PLAINTEXT (the harness port), SSL, SASL_SSL and SASL_PLAINTEXT listeners.
 struct Secure {
     broker: Broker,
@@ -1603,4 +1659,261 @@ fn admin_group_and_transactional_apis_answer_their_authorization_errors() {
         log.contains("User:alice is Denied operation = WRITE") && log.contains("TransactionalId"),
         "{log}"
     );
+}
+
+/// A TLS client configuration trusting the test CA, with a client certificate or without.
+fn tls_client_config(
+    ca: &Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((pem, key)) => {
+            let chain = CertificateDer::pem_file_iter(pem)
+                .expect("cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certs");
+            let key = PrivateKeyDer::from_pem_file(key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+    };
+    std::sync::Arc::new(config)
+}
+
+/// Connects with TLS to `port` and sends ApiVersions: true when a response came back, false
+/// when the broker refused (an alert, or the connection closed) within 10 s.
+fn tls_api_versions(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let req = frame(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    if tls.write_all(&req).and_then(|_| tls.flush()).is_err() {
+        return false;
+    }
+    let mut size = [0u8; 4];
+    if tls.read_exact(&mut size).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+    tls.read_exact(&mut body).is_ok()
+}
+
+#[test]
+fn mtls_principal_is_the_mapped_certificate_subject_and_acls_apply_to_it() {
+    let ca = pki();
+    let alice = ca.client_cert("alice", "/O=shardlog-test/CN=Alice");
+    let bob = ca.client_cert("bob", "/O=other/CN=bob");
+    let (ssl, optional) = (free_port(), free_port());
+    let listeners = format!(
+        "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl},OPTIONAL://127.0.0.1:{optional}"
+    );
+    let keystore = format!("ssl.keystore.location={}", ca.keystore.display());
+    let truststore = format!("ssl.truststore.location={}", ca.ca.display());
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,OPTIONAL:SSL",
+            "ssl.keystore.type=PEM",
+            &keystore,
+            "ssl.truststore.type=PEM",
+            &truststore,
+            "ssl.client.auth=required",
+            "listener.name.optional.ssl.client.auth=requested",
+            // CN of the test organisation, lower-cased; anyone else by the whole DN.
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]+),O=shardlog-test$/$1/L,DEFAULT",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            // The plaintext listener's principal administers (topics and ACLs).
+            "super.users=User:ANONYMOUS",
+        ],
+    );
+    let plaintext = broker.bootstrap();
+    for tag in ["mtls-a", "mtls-b"] {
+        librdkafka("produce_consume", &plaintext, tag, &[], &broker);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("admin.properties");
+    std::fs::write(&props, "security.protocol=PLAINTEXT\n").expect("props");
+    for principal in ["User:alice", "User:CN=bob,O=other"] {
+        kafka_acls(
+            &plaintext,
+            &props,
+            &[
+                "--add",
+                "--allow-principal",
+                principal,
+                "--operation",
+                "Read",
+                "--group",
+                "g-mtls-",
+                "--resource-pattern-type",
+                "prefixed",
+            ],
+            &broker,
+        );
+    }
+    let allow_read = |principal: &str, topic: &str| {
+        kafka_acls(
+            &plaintext,
+            &props,
+            &[
+                "--add",
+                "--allow-principal",
+                principal,
+                "--operation",
+                "Read",
+                "--topic",
+                topic,
+            ],
+            &broker,
+        );
+    };
+    allow_read("User:alice", "t-mtls-a");
+    let ca_path = ca.ca.display().to_string();
+    let with_cert = |(pem, key): &(PathBuf, PathBuf)| {
+        kv(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", &ca_path),
+            ("ssl.certificate.location", &pem.display().to_string()),
+            ("ssl.key.location", &key.display().to_string()),
+        ])
+    };
+    let bootstrap = format!("127.0.0.1:{ssl}");
+    let count = |conf: Vec<String>| [vec!["20".to_string()], conf].concat();
+    // CN=Alice,O=shardlog-test is User:alice by the rule: she reads A and not B.
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "mtls-a",
+        &count(with_cert(&alice)),
+        &broker,
+    );
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-b",
+        &with_cert(&alice),
+        &broker,
+    );
+    // bob's DN matches no rule but DEFAULT: his principal is the DN in RFC 2253 form, and
+    // an ACL naming it (through kafka-acls) lets him read B.
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-b",
+        &with_cert(&bob),
+        &broker,
+    );
+    allow_read("User:CN=bob,O=other", "t-mtls-b");
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "mtls-b",
+        &count(with_cert(&bob)),
+        &broker,
+    );
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-a",
+        &with_cert(&bob),
+        &broker,
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("Principal = User:alice is Denied operation = DESCRIBE")
+            && log.contains("Principal = User:CN=bob,O=other is Denied operation = DESCRIBE"),
+        "{log}"
+    );
+
+    // `required`: a client without a certificate is refused at the handshake; with one it is
+    // served. `requested` (the OPTIONAL listener): served either way.
+    assert!(!tls_api_versions(ssl, tls_client_config(&ca.ca, None)));
+    assert!(tls_api_versions(
+        ssl,
+        tls_client_config(&ca.ca, Some(&alice))
+    ));
+    assert!(tls_api_versions(optional, tls_client_config(&ca.ca, None)));
+    assert!(tls_api_versions(
+        optional,
+        tls_client_config(&ca.ca, Some(&bob))
+    ));
+    let log = broker.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    // A certificate from another CA is refused under `requested` too.
+    let other = pki();
+    let stranger = other.client_cert("stranger", "/CN=stranger");
+    assert!(!tls_api_versions(
+        optional,
+        tls_client_config(&ca.ca, Some(&stranger))
+    ));
+    let mut s = TcpStream::connect(broker.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let body = request(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    assert_eq!(
+        ApiVersionsResponse::decode(&mut body.clone(), 3)
+            .expect("decode")
+            .error_code,
+        0
+    );
+}
+
+#[test]
+fn bad_ssl_principal_mapping_rules_stop_the_start() {
+    for (rules, expect) in [
+        ("RULE:^CN=(.*)$/$1/X", "unmatched substring: `X`"),
+        ("DEFAULT,RULE:^CN=(.*$/$1/", "Invalid rule"),
+        ("default", "Invalid rule: `default`"),
+    ] {
+        let dir = common::temp_data_dir();
+        let out = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--cores")
+            .arg("1")
+            .arg("--set")
+            .arg(format!("ssl.principal.mapping.rules={rules}"))
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{rules} started");
+        assert!(
+            text.contains("ssl.principal.mapping.rules") && text.contains(expect),
+            "{rules}: {text}"
+        );
+    }
 }

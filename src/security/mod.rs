@@ -19,6 +19,7 @@ pub mod acl;
 pub mod credentials;
 pub mod durable;
 pub mod plain;
+pub mod principal;
 pub mod quota;
 pub mod sasl;
 pub mod scram;
@@ -88,7 +89,8 @@ pub const LISTENER_KEYS: &[(&str, &str)] = &[
     ("ssl.truststore.type", "Format of the trust store: PEM."),
     ("ssl.truststore.location", "PEM file of the CA certificates client certificates are checked against."),
     ("ssl.truststore.certificates", "The trusted CA certificates as inline PEM (instead of ssl.truststore.location)."),
-    ("ssl.client.auth", "Client authentication on TLS listeners: required, requested or none (default none)."),
+    ("ssl.client.auth", "Client authentication on TLS listeners: required, requested or none (default none). On an SSL listener the principal is then the client certificate's subject (see ssl.principal.mapping.rules); a SASL_SSL listener asks for certificates only when this is set with its listener.name.<listener>. prefix, as in Kafka."),
+    ("ssl.principal.mapping.rules", "How an SSL client certificate's subject DN (RFC 2253, e.g. CN=alice,O=example) becomes the user name of its principal: a comma-separated list of DEFAULT (the DN as it is) and RULE:pattern/replacement/ with an optional L or U (lower or upper case); the first rule whose pattern matches the whole DN applies (default DEFAULT). Patterns are regular expressions without look-around or back-references."),
     ("ssl.enabled.protocols", "TLS versions offered: TLSv1.2 and/or TLSv1.3 (default TLSv1.2,TLSv1.3)."),
     ("sasl.server.max.receive.size", "Largest request a SASL listener reads before the client authenticated, in bytes (default 524288); a larger one closes the connection."),
     ("sasl.enabled.mechanisms", "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (required on a SASL listener; Kafka's default GSSAPI is not supported)."),
@@ -209,6 +211,8 @@ pub struct ListenerSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The SASL settings; `Some` exactly when the protocol uses SASL.
     pub sasl: Option<Arc<sasl::SaslSettings>>,
+    /// `ssl.principal.mapping.rules`: the user name of an SSL client's certificate subject.
+    pub principal_mapper: Arc<principal::SslPrincipalMapper>,
 }
 
 impl SecurityConfig {
@@ -325,7 +329,7 @@ pub fn resolve_listeners(
             None => (addr.ip().to_string(), addr.port()),
         };
         let tls = if protocol.uses_tls() {
-            Some(tls::server_config(sec, name)?)
+            Some(tls::server_config(sec, name, protocol)?)
         } else {
             None
         };
@@ -338,6 +342,14 @@ pub fn resolve_listeners(
         } else {
             None
         };
+        // Parsed on every listener, as Kafka's principal builder does: bad rules stop the start.
+        let rules = sec
+            .lookup(name, "ssl.principal.mapping.rules")
+            .unwrap_or(principal::DEFAULT_SSL_PRINCIPAL_MAPPING_RULES);
+        let principal_mapper = Arc::new(
+            principal::SslPrincipalMapper::parse(rules)
+                .map_err(|e| format!("listener {name}: `ssl.principal.mapping.rules`: {e}"))?,
+        );
         out.push(ListenerSpec {
             name: name.clone(),
             addr: *addr,
@@ -345,6 +357,7 @@ pub fn resolve_listeners(
             advertised,
             tls,
             sasl,
+            principal_mapper,
         });
     }
     Ok(out)

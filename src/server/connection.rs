@@ -49,7 +49,7 @@ use super::throttle;
 use super::tls::TlsConn;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
-use crate::security::{BrokerSecurity, ListenerSpec};
+use crate::security::{principal, BrokerSecurity, ListenerSpec, SecurityProtocol};
 use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
@@ -187,12 +187,35 @@ pub async fn serve(
             }
         }
     };
+    // On an SSL listener the principal is the client certificate's mapped subject (Kafka's
+    // principal builder); a certificate no mapping rule applies to is refused.
+    let ssl_user = match (&tls, listener.protocol) {
+        (Some(t), SecurityProtocol::Ssl) => match t.peer_certificate() {
+            None => None,
+            Some(cert) => match ssl_user_of(&cert, &listener) {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::info!(
+                        %peer,
+                        listener = %listener.name,
+                        error = %e,
+                        "SSL authentication failed; closing connection"
+                    );
+                    if let Some(t) = &tls {
+                        t.close(&mut stream).await;
+                    }
+                    return;
+                }
+            },
+        },
+        _ => None,
+    };
     let session = {
         let host = stream
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| "?".into());
-        Rc::new(Session::new(listener, shared, host))
+        Rc::new(Session::new(listener, shared, host, ssl_user))
     };
     let wire = Wire(tls);
     // A second handle on the same socket for the writer task, so reading and writing run
@@ -221,6 +244,16 @@ pub async fn serve(
     }
     writer.await;
     registry.unregister(id);
+}
+
+/// The user name of an SSL client's certificate: its subject DN mapped by the listener's
+/// `ssl.principal.mapping.rules`.
+fn ssl_user_of(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    listener: &ListenerSpec,
+) -> Result<String, String> {
+    let dn = principal::subject_dn(cert)?;
+    listener.principal_mapper.name(&dn)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -66,11 +66,20 @@ pub struct Session {
     pub quotas: Arc<QuotaStore>,
     /// The client's address (ACLs name hosts by it).
     pub host: String,
+    /// On an SSL listener, the user name mapped from the client certificate's subject
+    /// (`ssl.principal.mapping.rules`); `None` without a certificate or on another protocol.
+    pub ssl_user: Option<String>,
 }
 
 impl Session {
-    /// A new connection's session on `listener`, not yet authenticated.
-    pub fn new(listener: Arc<ListenerSpec>, shared: &BrokerSecurity, host: String) -> Session {
+    /// A new connection's session on `listener`, not yet authenticated; `ssl_user` is the
+    /// user name of its client certificate on an SSL listener.
+    pub fn new(
+        listener: Arc<ListenerSpec>,
+        shared: &BrokerSecurity,
+        host: String,
+        ssl_user: Option<String>,
+    ) -> Session {
         let sasl = listener.sasl.clone().map(Authenticator::new);
         Session {
             listener,
@@ -80,12 +89,17 @@ impl Session {
             authorizer: shared.authorizer.clone(),
             quotas: shared.quotas.clone(),
             host,
+            ssl_user,
         }
     }
 
-    /// Kafka's principal of the connection: `User:<name>` after SASL, else `User:ANONYMOUS`.
+    /// Kafka's principal of the connection: `User:<name>` after SASL, on an SSL listener
+    /// `User:<mapped certificate subject>`, else `User:ANONYMOUS`.
     pub fn principal(&self) -> String {
-        match self.sasl.borrow().as_ref().and_then(|a| a.principal()) {
+        if let Some(user) = self.sasl.borrow().as_ref().and_then(|a| a.principal()) {
+            return format!("User:{user}");
+        }
+        match &self.ssl_user {
             Some(user) => format!("User:{user}"),
             None => "User:ANONYMOUS".into(),
         }
