@@ -123,6 +123,59 @@ fn pki() -> Pki {
 }
 
 impl Pki {
+    /// Another server certificate for 127.0.0.1/localhost from the same CA (a renewal): its
+    /// keystore (key and certificate) and certificate paths.
+    fn server_keystore(&self, name: &str) -> (PathBuf, PathBuf) {
+        let d = self._dir.path();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        let mut keystore = std::fs::read(d.join(&key)).expect("key");
+        keystore.extend(std::fs::read(d.join(&pem)).expect("cert"));
+        let path = d.join(format!("{name}-keystore.pem"));
+        std::fs::write(&path, keystore).expect("keystore");
+        (path, d.join(pem))
+    }
+
     /// A client certificate with subject `subj` (openssl's `/K=V/...` form, most significant
     /// RDN first) signed by the test CA; (certificate, key) PEM paths.
     fn client_cert(&self, name: &str, subj: &str) -> (PathBuf, PathBuf) {
@@ -1694,15 +1747,26 @@ fn tls_client_config(
     std::sync::Arc::new(config)
 }
 
-/// Connects with TLS to `port` and sends ApiVersions: true when a response came back, false
-/// when the broker refused (an alert, or the connection closed) within 10 s.
-fn tls_api_versions(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client connection to `port` (the handshake runs with the first write).
+fn tls_connect(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> TlsStream {
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let conn = rustls::ClientConnection::new(config, name).expect("client");
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Connects with TLS to `port` and sends ApiVersions: true when a response came back, false
+/// when the broker refused (an alert, or the connection closed) within 10 s.
+fn tls_api_versions(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    api_versions_over(&mut tls_connect(port, config))
+}
+
+/// Sends ApiVersions on `tls`: true when a response came back.
+fn api_versions_over(tls: &mut TlsStream) -> bool {
     let req = frame(
         ApiKey::ApiVersions,
         3,
@@ -1916,4 +1980,117 @@ fn bad_ssl_principal_mapping_rules_stop_the_start() {
             "{rules}: {text}"
         );
     }
+}
+
+/// `kafka-configs --bootstrap-server <bootstrap> ARGS` (Apache Kafka's ConfigCommand, from
+/// the jars of `perf/peers/kafka/kafka.sh install`); (succeeded, output).
+fn kafka_configs(bootstrap: &str, args: &[&str]) -> (bool, String) {
+    let kafka = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("perf/peers/kafka/kafka.sh");
+    assert!(
+        Command::new(&kafka)
+            .arg("installed")
+            .status()
+            .is_ok_and(|s| s.success()),
+        "Apache Kafka's jars are missing: run perf/peers/kafka/kafka.sh install"
+    );
+    let mut cmd = Command::new(&kafka);
+    cmd.arg("java")
+        .arg("kafka.admin.ConfigCommand")
+        .arg("--bootstrap-server")
+        .arg(bootstrap)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    run_bounded(cmd, Duration::from_secs(120))
+}
+
+/// The leaf certificate the broker presented on `tls` (after a request went through).
+fn presented(tls: &TlsStream) -> Vec<u8> {
+    tls.conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("server certificate")
+        .to_vec()
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(pem)
+        .expect("cert")
+        .to_vec()
+}
+
+#[test]
+fn tls_keystore_reloads_through_kafka_configs_without_a_restart() {
+    let ca = pki();
+    let (renewed, renewed_pem) = ca.server_keystore("renewed");
+    let (third, third_pem) = ca.server_keystore("third");
+    let original = der_of(&ca._dir.path().join("server.pem"));
+    let ssl = free_port();
+    let listeners = format!("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl}");
+    let keystore = format!("ssl.keystore.location={}", ca.keystore.display());
+    let mut broker = Broker::start(1, &[&listeners, "ssl.keystore.type=PEM", &keystore]);
+    let client = tls_client_config(&ca.ca, None);
+    let served_now = || {
+        let mut c = tls_connect(ssl, client.clone());
+        assert!(api_versions_over(&mut c), "no answer over TLS");
+        presented(&c)
+    };
+    let mut old = tls_connect(ssl, client.clone());
+    assert!(api_versions_over(&mut old));
+    assert_eq!(presented(&old), original);
+    let set = |keystore: &Path| {
+        kafka_configs(
+            &broker.bootstrap(),
+            &[
+                "--alter",
+                "--entity-type",
+                "brokers",
+                "--entity-name",
+                "0",
+                "--add-config",
+                &format!(
+                    "listener.name.ssl.ssl.keystore.location={}",
+                    keystore.display()
+                ),
+            ],
+        )
+    };
+    let (ok, out) = set(&renewed);
+    assert!(ok, "{out}\n{}", broker.log());
+    // New connections get the renewed certificate; the open one goes on being served.
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    assert!(api_versions_over(&mut old), "{}", broker.log());
+    let (ok, out) = kafka_configs(
+        &broker.bootstrap(),
+        &[
+            "--describe",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            "0",
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!(
+            "listener.name.ssl.ssl.keystore.location={}",
+            renewed.display()
+        )),
+        "{out}"
+    );
+    // A keystore that cannot be read is refused with the reason; nothing changes.
+    let (ok, out) = set(Path::new("/nonexistent/keystore.pem"));
+    assert!(
+        !ok && out.contains("cannot read /nonexistent/keystore.pem"),
+        "{out}"
+    );
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    // The same location again, after the file was replaced in place: reloaded.
+    std::fs::copy(&third, &renewed).expect("replace keystore");
+    let (ok, out) = set(&renewed);
+    assert!(ok, "{out}\n{}", broker.log());
+    assert_eq!(served_now(), der_of(&third_pem));
+    // The dynamic value is kept across a restart.
+    broker.kill9();
+    broker.restart();
+    assert_eq!(served_now(), der_of(&third_pem));
 }

@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod credentials;
 pub mod durable;
+pub mod dynamic;
 pub mod plain;
 pub mod principal;
 pub mod quota;
@@ -82,7 +83,7 @@ impl SecurityProtocol {
 /// Each with its help text (the values are checked when the listeners are resolved).
 pub const LISTENER_KEYS: &[(&str, &str)] = &[
     ("ssl.keystore.type", "Format of the key store: PEM (the only one supported; Kafka's JKS and PKCS12 are refused with a message)."),
-    ("ssl.keystore.location", "PEM file holding the private key (PKCS#8, PKCS#1 or SEC1, unencrypted) and the certificate chain, leaf first."),
+    ("ssl.keystore.location", "PEM file holding the private key (PKCS#8, PKCS#1 or SEC1, unencrypted) and the certificate chain, leaf first. Dynamic, like every ssl.keystore.* and ssl.truststore.* property: `kafka-configs --entity-type brokers --entity-name <id> --alter --add-config listener.name.<l>.ssl.keystore.location=...` reloads it for new connections without a restart."),
     ("ssl.keystore.key", "The private key as inline PEM (instead of ssl.keystore.location)."),
     ("ssl.keystore.certificate.chain", "The certificate chain as inline PEM, leaf first (with ssl.keystore.key)."),
     ("ssl.key.password", "Password of an encrypted PEM key: not supported (refused at start); give an unencrypted key."),
@@ -119,7 +120,8 @@ const AUTHORIZER_KEYS: &[&str] = &[
     "quota.window.size.seconds",
 ];
 
-/// What every connection of the broker shares: the SCRAM credentials and the authorizer.
+/// What every connection of the broker shares: the SCRAM credentials, the authorizer, the
+/// client quotas and the dynamic broker properties.
 #[derive(Clone, Debug)]
 pub struct BrokerSecurity {
     /// The SCRAM credentials.
@@ -128,6 +130,8 @@ pub struct BrokerSecurity {
     pub authorizer: Arc<acl::Authorizer>,
     /// The client quotas (AlterClientQuotas changes them).
     pub quotas: Arc<quota::QuotaStore>,
+    /// The dynamic broker properties (TLS key material reloaded without a restart).
+    pub dynamic: Arc<dynamic::DynamicBrokerConfig>,
 }
 
 impl BrokerSecurity {
@@ -173,10 +177,12 @@ impl BrokerSecurity {
             )? * 1000,
         };
         let quotas = Arc::new(quota::QuotaStore::open(Some(data_dir), window)?);
+        let dynamic = Arc::new(dynamic::DynamicBrokerConfig::open(sec, Some(data_dir))?);
         Ok(BrokerSecurity {
             credentials,
             authorizer,
             quotas,
+            dynamic,
         })
     }
 }
@@ -207,8 +213,9 @@ pub struct ListenerSpec {
     pub protocol: SecurityProtocol,
     /// Host and port given in Metadata to clients that came in on this listener.
     pub advertised: (String, u16),
-    /// The TLS server configuration; `Some` exactly when the protocol uses TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS server configuration new connections get; `Some` exactly when the protocol
+    /// uses TLS. A dynamic broker config change replaces it (`dynamic.rs`).
+    pub tls: Option<Arc<dynamic::TlsSlot>>,
     /// The SASL settings; `Some` exactly when the protocol uses SASL.
     pub sasl: Option<Arc<sasl::SaslSettings>>,
     /// `ssl.principal.mapping.rules`: the user name of an SSL client's certificate subject.
@@ -329,7 +336,9 @@ pub fn resolve_listeners(
             None => (addr.ip().to_string(), addr.port()),
         };
         let tls = if protocol.uses_tls() {
-            Some(tls::server_config(sec, name, protocol)?)
+            Some(Arc::new(dynamic::TlsSlot::new(tls::server_config(
+                sec, name, protocol,
+            )?)))
         } else {
             None
         };

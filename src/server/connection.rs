@@ -171,9 +171,10 @@ pub async fn serve(
     let fd = stream.as_raw_fd();
     let tls = match &listener.tls {
         None => None,
-        Some(config) => {
+        Some(slot) => {
             let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
-            match TlsConn::accept(config.clone(), &mut stream, idle).await {
+            // The configuration in force now: a reload changes it for later connections only.
+            match TlsConn::accept(slot.current(), &mut stream, idle).await {
                 Ok(t) => Some(Rc::new(t)),
                 Err(e) => {
                     tracing::info!(

@@ -44,6 +44,7 @@ use super::response::Reply;
 use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
 use crate::security::acl::{AclOperation, Authorizer, ResourceType};
 use crate::security::credentials::CredentialStore;
+use crate::security::dynamic::DynamicBrokerConfig;
 use crate::security::quota::QuotaStore;
 use crate::security::sasl::Authenticator;
 use crate::security::{BrokerSecurity, ListenerSpec};
@@ -64,6 +65,8 @@ pub struct Session {
     pub authorizer: Arc<Authorizer>,
     /// The broker's client quotas (AlterClientQuotas changes them).
     pub quotas: Arc<QuotaStore>,
+    /// The dynamic broker properties (AlterConfigs on the broker changes them).
+    pub dynamic: Arc<DynamicBrokerConfig>,
     /// The client's address (ACLs name hosts by it).
     pub host: String,
     /// On an SSL listener, the user name mapped from the client certificate's subject
@@ -88,6 +91,7 @@ impl Session {
             credentials: shared.credentials.clone(),
             authorizer: shared.authorizer.clone(),
             quotas: shared.quotas.clone(),
+            dynamic: shared.dynamic.clone(),
             host,
             ssl_user,
         }
