@@ -2094,3 +2094,107 @@ fn tls_keystore_reloads_through_kafka_configs_without_a_restart() {
     broker.restart();
     assert_eq!(served_now(), der_of(&third_pem));
 }
+
+#[test]
+fn sasl_sessions_end_after_connections_max_reauth_ms_unless_the_client_reauthenticates() {
+    let port = free_port();
+    let listeners = format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{port}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+            &jaas,
+            "listener.name.sasl_plaintext.connections.max.reauth.ms=3000",
+        ],
+    );
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c
+    };
+    let metadata = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+    let served = |c: &mut TcpStream| {
+        let body = request(c, ApiKey::Metadata, 12, &MetadataRequest::default());
+        MetadataResponse::decode(&mut body.clone(), 12).is_ok()
+    };
+    let login = |c: &mut TcpStream, mech: &'static str, token: &[u8]| {
+        assert_eq!(handshake(c, mech).error_code, 0);
+        authenticate(c, token)
+    };
+    // The session length is told to the client, and re-authenticating renews it.
+    let mut c = connect();
+    let r = login(&mut c, "PLAIN", b"\0alice\0alice-secret");
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 3000));
+    assert!(served(&mut c));
+    std::thread::sleep(Duration::from_millis(2000));
+    let r = login(&mut c, "PLAIN", b"\0alice\0alice-secret");
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 3000));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(served(&mut c), "served past the first session's end");
+    // Not re-authenticated in time: the next request closes the connection.
+    std::thread::sleep(Duration::from_millis(3200));
+    c.write_all(&metadata).expect("write");
+    assert!(is_closed(&mut c));
+    // Re-authentication keeps the principal and the mechanism, or the connection fails.
+    let mut c = connect();
+    assert_eq!(
+        login(&mut c, "PLAIN", b"\0alice\0alice-secret").error_code,
+        0
+    );
+    let r = login(&mut c, "PLAIN", b"\0admin\0admin-secret");
+    assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(message.contains("Cannot change principals"), "{message}");
+    assert!(is_closed(&mut c));
+    let mut c = connect();
+    assert_eq!(
+        login(&mut c, "PLAIN", b"\0alice\0alice-secret").error_code,
+        0
+    );
+    let r = login(&mut c, "SCRAM-SHA-512", b"n,,n=alice,r=abcdefgh");
+    assert_eq!(r.error_code, 58);
+    assert!(is_closed(&mut c));
+    // The Java client re-authenticates on its own: a 7.5 s run over 3 s sessions goes
+    // through on its connections, none closed for an expired session.
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("client.properties");
+    std::fs::write(
+        &props,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=\
+         org.apache.kafka.common.security.plain.PlainLoginModule required \
+         username=\"alice\" password=\"alice-secret\";\n",
+    )
+    .expect("props");
+    let (ok, out) = java_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic".into(),
+            "t-reauth".into(),
+            "--num-records".into(),
+            "300".into(),
+            "--record-size".into(),
+            "100".into(),
+            "--throughput".into(),
+            "40".into(),
+            "--producer-props".into(),
+            format!("bootstrap.servers=127.0.0.1:{port}"),
+            "acks=all".into(),
+            "--producer.config".into(),
+            props.display().to_string(),
+        ],
+    );
+    assert!(
+        ok && out.contains("300 records sent"),
+        "{out}\n{}",
+        broker.log()
+    );
+    let log = broker.log();
+    assert_eq!(
+        log.matches("SASL session expired").count(),
+        1,
+        "only the raw connection above expired:\n{log}"
+    );
+}

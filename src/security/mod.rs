@@ -94,6 +94,7 @@ pub const LISTENER_KEYS: &[(&str, &str)] = &[
     ("ssl.principal.mapping.rules", "How an SSL client certificate's subject DN (RFC 2253, e.g. CN=alice,O=example) becomes the user name of its principal: a comma-separated list of DEFAULT (the DN as it is) and RULE:pattern/replacement/ with an optional L or U (lower or upper case); the first rule whose pattern matches the whole DN applies (default DEFAULT). Patterns are regular expressions without look-around or back-references."),
     ("ssl.enabled.protocols", "TLS versions offered: TLSv1.2 and/or TLSv1.3 (default TLSv1.2,TLSv1.3)."),
     ("sasl.server.max.receive.size", "Largest request a SASL listener reads before the client authenticated, in bytes (default 524288); a larger one closes the connection."),
+    ("connections.max.reauth.ms", "On a SASL listener, the length of an authenticated session in ms (KIP-368): clients re-authenticate on the connection before it ends (SaslAuthenticate tells them), and a connection whose session ended is closed at its next request. 0 (default): sessions never end."),
     ("sasl.enabled.mechanisms", "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (required on a SASL listener; Kafka's default GSSAPI is not supported)."),
 ];
 

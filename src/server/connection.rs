@@ -275,6 +275,8 @@ enum ConnError {
     Unauthenticated(ApiKey),
     #[error("{0}")]
     AuthenticationFailed(String),
+    #[error("SASL session expired without re-authentication (connections.max.reauth.ms)")]
+    SessionExpired,
 }
 
 /// The connection's byte stream: the socket itself, or TLS over it.
@@ -381,8 +383,19 @@ async fn read_loop(
                 return Err(e.into());
             }
         };
-        if unauthenticated {
-            // Before authentication: the SASL exchange only, one request at a time.
+        let sasl_exchange = session.listener.sasl.is_some()
+            && (header.request_api_key == ApiKey::SaslHandshake as i16
+                || header.request_api_key == ApiKey::SaslAuthenticate as i16);
+        // KIP-368: after the session ended, only a re-authentication's handshake is served.
+        if !unauthenticated
+            && header.request_api_key != ApiKey::SaslHandshake as i16
+            && session.session_expired()
+        {
+            return Err(ConnError::SessionExpired);
+        }
+        if unauthenticated || sasl_exchange {
+            // Before authentication (or re-authentication): the SASL exchange only, one
+            // request at a time, answered in order after what is in flight.
             let key = ApiKey::try_from(header.request_api_key)
                 .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
             if !matches!(

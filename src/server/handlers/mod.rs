@@ -109,12 +109,21 @@ impl Session {
         }
     }
 
-    /// The listener has SASL and the client has not authenticated yet.
+    /// The listener has SASL and the client has not authenticated yet, or is
+    /// re-authenticating.
     pub fn needs_authentication(&self) -> bool {
         self.sasl
             .borrow()
             .as_ref()
-            .is_some_and(|a| a.principal().is_none())
+            .is_some_and(|a| !a.is_authenticated())
+    }
+
+    /// The SASL session has ended without a re-authentication (`connections.max.reauth.ms`).
+    pub fn session_expired(&self) -> bool {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| a.session_expired(std::time::Instant::now()))
     }
 
     /// The largest request frame read before authentication.
