@@ -126,7 +126,21 @@ impl Pki {
     /// Another server certificate for 127.0.0.1/localhost from the same CA (a renewal): its
     /// keystore (key and certificate) and certificate paths.
     fn server_keystore(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.server_keystore_for(name, "/CN=localhost", "IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// [`Pki::server_keystore`] with another subject and subject alternative names.
+    fn server_keystore_for(&self, name: &str, subj: &str, san: &str) -> (PathBuf, PathBuf) {
         let d = self._dir.path();
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            d.join(&ext),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("ext");
         let (key, csr, pem) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -146,7 +160,7 @@ impl Pki {
                 "-out",
                 &csr,
                 "-subj",
-                "/CN=localhost",
+                subj,
             ],
         );
         openssl(
@@ -166,7 +180,7 @@ impl Pki {
                 "-days",
                 "2",
                 "-extfile",
-                "server.ext",
+                &ext,
             ],
         );
         let mut keystore = std::fs::read(d.join(&key)).expect("key");
@@ -2081,6 +2095,25 @@ fn tls_keystore_reloads_through_kafka_configs_without_a_restart() {
     let (ok, out) = set(Path::new("/nonexistent/keystore.pem"));
     assert!(
         !ok && out.contains("cannot read /nonexistent/keystore.pem"),
+        "{out}"
+    );
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    // As in Kafka, a certificate for another name is refused (ssl.allow.dn.changes and
+    // ssl.allow.san.changes are false by default).
+    let (elsewhere, _) = ca.server_keystore_for("elsewhere", "/CN=elsewhere", "DNS:localhost");
+    let (ok, out) = set(&elsewhere);
+    assert!(
+        !ok && out.contains("Keystore DistinguishedName does not match"),
+        "{out}"
+    );
+    let (more, _) = ca.server_keystore_for(
+        "more",
+        "/CN=localhost",
+        "IP:127.0.0.1,DNS:localhost,DNS:other",
+    );
+    let (ok, out) = set(&more);
+    assert!(
+        !ok && out.contains("Keystore SubjectAltNames do not match"),
         "{out}"
     );
     assert_eq!(served_now(), der_of(&renewed_pem));

@@ -7,8 +7,10 @@
 //! The properties are [`DYNAMIC_SSL_KEYS`], bare or `listener.name.<l>.`-prefixed. A change
 //! rebuilds every TLS listener's rustls configuration from the static properties with the
 //! dynamic ones over them, re-reading the PEM files (so setting the same location again
-//! reloads a file replaced in place); if any listener's configuration fails to build, nothing
-//! changes and the request gets INVALID_CONFIG with the reason. Otherwise each listener's
+//! reloads a file replaced in place); if any listener's configuration fails to build, or a new
+//! certificate changes its subject DN or alternative names (Kafka's check, unless
+//! `ssl.allow.dn.changes` / `ssl.allow.san.changes`), nothing changes and the request gets
+//! INVALID_CONFIG with the reason. Otherwise each listener's
 //! [`TlsSlot`] takes its new configuration: connections accepted from then on get the new
 //! certificate, established ones keep theirs. The dynamic values are kept in
 //! `DATA_DIR/meta/dynamic-broker-configs.json` (durable before the answer) and applied again
@@ -18,10 +20,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
 
 use super::durable::DurableFile;
-use super::{tls, ListenerSpec, SecurityConfig, SecurityProtocol};
+use super::{principal, tls, ListenerSpec, SecurityConfig, SecurityProtocol};
 
 /// The properties that can change without a restart (Kafka's reconfigurable SSL settings
 /// that shardlog has).
@@ -49,24 +52,65 @@ pub fn is_sensitive(key: &str) -> bool {
         .any(|s| key == *s || key.ends_with(&format!(".{s}")))
 }
 
-/// The rustls configuration new connections of one TLS listener get; replaced on a change.
+/// The rustls configuration new connections of one TLS listener get, with the certificate it
+/// presents; replaced on a change.
 #[derive(Debug)]
-pub struct TlsSlot(RwLock<Arc<ServerConfig>>);
+pub struct TlsSlot(RwLock<(Arc<ServerConfig>, CertificateDer<'static>)>);
 
 impl TlsSlot {
-    /// A slot holding `config`.
-    pub fn new(config: Arc<ServerConfig>) -> TlsSlot {
-        TlsSlot(RwLock::new(config))
+    /// A slot holding `config`, which presents `leaf`.
+    pub fn new(config: Arc<ServerConfig>, leaf: CertificateDer<'static>) -> TlsSlot {
+        TlsSlot(RwLock::new((config, leaf)))
     }
 
     /// The configuration for a connection accepted now.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
-    fn set(&self, config: Arc<ServerConfig>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    fn leaf(&self) -> CertificateDer<'static> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).1.clone()
     }
+
+    fn set(&self, config: Arc<ServerConfig>, leaf: CertificateDer<'static>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (config, leaf);
+    }
+}
+
+/// Kafka's check on a reloaded keystore: the certificate keeps its subject DN (compared
+/// without case) unless `ssl.allow.dn.changes`, and its subject alternative names (as a set)
+/// unless `ssl.allow.san.changes`.
+fn ensure_compatible(
+    effective: &SecurityConfig,
+    listener: &str,
+    old: &CertificateDer<'_>,
+    new: &CertificateDer<'_>,
+) -> Result<(), String> {
+    let allowed = |key: &str| -> Result<bool, String> {
+        match effective.lookup(listener, key).map(str::trim) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(v) => Err(format!("`{key}`: `{v}` is not true or false")),
+        }
+    };
+    if !allowed("ssl.allow.dn.changes")? {
+        let (was, now) = (principal::subject_dn(old)?, principal::subject_dn(new)?);
+        if !was.eq_ignore_ascii_case(&now) {
+            return Err(format!(
+                "listener {listener}: Keystore DistinguishedName does not match: existing={{DN={was}}}, \
+                 new={{DN={now}}} (set ssl.allow.dn.changes=true to allow it)"
+            ));
+        }
+    }
+    if !allowed("ssl.allow.san.changes")?
+        && principal::subject_alt_names(old)? != principal::subject_alt_names(new)?
+    {
+        return Err(format!(
+            "listener {listener}: Keystore SubjectAltNames do not match (set \
+             ssl.allow.san.changes=true to allow it)"
+        ));
+    }
+    Ok(())
 }
 
 /// Why a change was refused.
@@ -249,14 +293,19 @@ impl DynamicBrokerConfig {
             let effective = self.with_overrides(&next);
             let built = listeners
                 .iter()
-                .map(|l| tls::server_config(&effective, &l.name, l.protocol))
+                .map(|l| {
+                    let (config, leaf) =
+                        tls::server_config_and_leaf(&effective, &l.name, l.protocol)?;
+                    ensure_compatible(&effective, &l.name, &l.slot.leaf(), &leaf)?;
+                    Ok((config, leaf))
+                })
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(AlterError::InvalidConfig)?;
             if validate_only {
                 return Ok(());
             }
-            for (l, config) in listeners.iter().zip(built) {
-                l.slot.set(config);
+            for (l, (config, leaf)) in listeners.iter().zip(built) {
+                l.slot.set(config, leaf);
                 tracing::info!(listener = %l.name, "TLS configuration reloaded");
             }
             inner.overrides = next;

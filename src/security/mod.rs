@@ -92,6 +92,8 @@ pub const LISTENER_KEYS: &[(&str, &str)] = &[
     ("ssl.truststore.certificates", "The trusted CA certificates as inline PEM (instead of ssl.truststore.location)."),
     ("ssl.client.auth", "Client authentication on TLS listeners: required, requested or none (default none). On an SSL listener the principal is then the client certificate's subject (see ssl.principal.mapping.rules); a SASL_SSL listener asks for certificates only when this is set with its listener.name.<listener>. prefix, as in Kafka."),
     ("ssl.principal.mapping.rules", "How an SSL client certificate's subject DN (RFC 2253, e.g. CN=alice,O=example) becomes the user name of its principal: a comma-separated list of DEFAULT (the DN as it is) and RULE:pattern/replacement/ with an optional L or U (lower or upper case); the first rule whose pattern matches the whole DN applies (default DEFAULT). Patterns are regular expressions without look-around or back-references."),
+    ("ssl.allow.dn.changes", "Allow a keystore reloaded while the broker runs to change the certificate's subject DN (default false: refused, as in Kafka)."),
+    ("ssl.allow.san.changes", "Allow a keystore reloaded while the broker runs to change the certificate's subject alternative names (default false: refused, as in Kafka)."),
     ("ssl.enabled.protocols", "TLS versions offered: TLSv1.2 and/or TLSv1.3 (default TLSv1.2,TLSv1.3)."),
     ("sasl.server.max.receive.size", "Largest request a SASL listener reads before the client authenticated, in bytes (default 524288); a larger one closes the connection."),
     ("connections.max.reauth.ms", "On a SASL listener, the length of an authenticated session in ms (KIP-368): clients re-authenticate on the connection before it ends (SaslAuthenticate tells them), and a connection whose session ended is closed at its next request. 0 (default): sessions never end."),
@@ -337,9 +339,8 @@ pub fn resolve_listeners(
             None => (addr.ip().to_string(), addr.port()),
         };
         let tls = if protocol.uses_tls() {
-            Some(Arc::new(dynamic::TlsSlot::new(tls::server_config(
-                sec, name, protocol,
-            )?)))
+            let (config, leaf) = tls::server_config_and_leaf(sec, name, protocol)?;
+            Some(Arc::new(dynamic::TlsSlot::new(config, leaf)))
         } else {
             None
         };

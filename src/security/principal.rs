@@ -229,6 +229,47 @@ pub fn subject_dn(cert: &rustls::pki_types::CertificateDer<'_>) -> Result<String
     rdn_sequence_to_rfc2253(parsed.subject())
 }
 
+/// The subject alternative names of a DER certificate, each GeneralName's encoding, as a set
+/// (Kafka compares them so when a keystore is reloaded); empty without the extension.
+pub fn subject_alt_names(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+) -> Result<std::collections::BTreeSet<Vec<u8>>, String> {
+    let (certificate, _) = der_take(cert.as_ref(), Some(TAG_SEQUENCE))?;
+    let (tbs, _) = der_take(certificate.content, Some(TAG_SEQUENCE))?;
+    let mut rest = tbs.content;
+    let mut names = std::collections::BTreeSet::new();
+    while !rest.is_empty() {
+        let (field, after) = der_take(rest, None)?;
+        rest = after;
+        // [3] EXPLICIT Extensions: SEQUENCE OF Extension { extnID, critical?, extnValue }.
+        if field.tag != 0xa3 {
+            continue;
+        }
+        let (list, _) = der_take(field.content, Some(TAG_SEQUENCE))?;
+        let mut exts = list.content;
+        while !exts.is_empty() {
+            let (ext, after) = der_take(exts, Some(TAG_SEQUENCE))?;
+            exts = after;
+            let (oid, mut body) = der_take(ext.content, Some(TAG_OID))?;
+            if oid_text(oid.content)? != "2.5.29.17" {
+                continue;
+            }
+            if body.first() == Some(&0x01) {
+                body = der_take(body, None)?.1; // critical
+            }
+            let (value, _) = der_take(body, Some(0x04))?;
+            let (seq, _) = der_take(value.content, Some(TAG_SEQUENCE))?;
+            let mut general = seq.content;
+            while !general.is_empty() {
+                let (name, after) = der_take(general, None)?;
+                general = after;
+                names.insert(name.whole.to_vec());
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// RFC 2253 text of a Name's RDNSequence contents (without the outer SEQUENCE header).
 fn rdn_sequence_to_rfc2253(mut rdns: &[u8]) -> Result<String, String> {
     let mut parts = Vec::new();

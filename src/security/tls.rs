@@ -120,6 +120,15 @@ pub fn server_config(
     listener: &str,
     protocol: SecurityProtocol,
 ) -> Result<Arc<ServerConfig>, String> {
+    server_config_and_leaf(sec, listener, protocol).map(|(c, _)| c)
+}
+
+/// [`server_config`], with the certificate it presents (the chain's leaf).
+pub fn server_config_and_leaf(
+    sec: &SecurityConfig,
+    listener: &str,
+    protocol: SecurityProtocol,
+) -> Result<(Arc<ServerConfig>, CertificateDer<'static>), String> {
     check_pem_type(sec, listener, "ssl.keystore.type")?;
     check_pem_type(sec, listener, "ssl.truststore.type")?;
     if sec.lookup(listener, "ssl.key.password").is_some() {
@@ -195,10 +204,11 @@ pub fn server_config(
             .map_err(|e| bad(listener, "ssl.truststore.certificates", e))?;
         builder.with_client_cert_verifier(verifier)
     };
+    let leaf = chain[0].clone();
     let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad(listener, "ssl.keystore.location", e))?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 fn enabled_versions(
