@@ -107,6 +107,7 @@ pub const REFERENCE_KEYS: &[(&str, &str)] = &[
     ("listener.name.<listener>.plain.sasl.jaas.config", "PLAIN users of a SASL listener, Kafka's form: `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";`."),
     ("listener.name.<listener>.scram-sha-256.sasl.jaas.config", "Accepted for Kafka compatibility (ScramLoginModule); SCRAM users are managed with AlterUserScramCredentials (`kafka-configs --entity-type users`)."),
     ("listener.name.<listener>.scram-sha-512.sasl.jaas.config", "As for scram-sha-256."),
+    ("listener.name.<listener>.<mechanism>.connections.max.reauth.ms", "connections.max.reauth.ms for one SASL mechanism of a listener (mechanism in lower case: plain, scram-sha-256, scram-sha-512), over the listener's value."),
     ("authorizer.class.name", "Turns ACL checks on: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer, the same here). Unset: every request is allowed. ACLs are managed with CreateAcls/DeleteAcls (`kafka-acls`) and kept in DATA_DIR/meta/acls.json."),
     ("super.users", "Principals allowed everything, `User:admin;User:ops`."),
     ("allow.everyone.if.no.acl.found", "With the authorizer on, allow a request on a resource that no ACL names. Default false."),
@@ -190,7 +191,8 @@ impl BrokerSecurity {
     }
 }
 
-/// The JAAS properties, only as `listener.name.<l>.<mechanism>.sasl.jaas.config`.
+/// The JAAS properties, only as `listener.name.<l>.<mechanism>.sasl.jaas.config`; and the
+/// per-mechanism `listener.name.<l>.<mechanism>.connections.max.reauth.ms`.
 const JAAS_MECHANISMS: &[&str] = &["plain", "scram-sha-256", "scram-sha-512"];
 
 /// The security properties as given, before they are checked against the listeners.
@@ -238,9 +240,10 @@ impl SecurityConfig {
         let rest = key.strip_prefix("listener.name.")?;
         let (listener, sub) = rest.split_once('.')?;
         let known = LISTENER_KEYS.iter().any(|(k, _)| *k == sub)
-            || JAAS_MECHANISMS
-                .iter()
-                .any(|m| sub.strip_prefix(m) == Some(".sasl.jaas.config"));
+            || JAAS_MECHANISMS.iter().any(|m| {
+                sub.strip_prefix(m)
+                    .is_some_and(|k| k == ".sasl.jaas.config" || k == ".connections.max.reauth.ms")
+            });
         if !known || listener.is_empty() {
             return None;
         }

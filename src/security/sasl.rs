@@ -37,9 +37,21 @@ pub struct SaslSettings {
     pub credentials: Arc<CredentialStore>,
     /// `sasl.server.max.receive.size`: largest frame read before authentication.
     pub max_receive_bytes: usize,
-    /// `connections.max.reauth.ms`: the session length after an authentication, in ms (0:
-    /// sessions never expire and re-authentication is refused, Kafka's default).
-    pub max_reauth_ms: u64,
+    /// `connections.max.reauth.ms` of each enabled mechanism (its
+    /// `listener.name.<l>.<mechanism>.` form, else the listener's, else the broker's): the
+    /// session length after an authentication, in ms (0: sessions never expire and
+    /// re-authentication is refused, Kafka's default).
+    pub max_reauth_ms: Vec<(String, u64)>,
+}
+
+impl SaslSettings {
+    /// The session length of `mechanism`, in ms (0: none).
+    pub fn max_reauth_ms_of(&self, mechanism: &str) -> u64 {
+        self.max_reauth_ms
+            .iter()
+            .find(|(m, _)| m == mechanism)
+            .map_or(0, |(_, ms)| *ms)
+    }
 }
 
 /// Kafka's shortest interval between two re-authentications of one connection.
@@ -97,13 +109,25 @@ impl SaslSettings {
                 .ok_or_else(|| format!("`{max_key}`: `{v}` is not a positive number"))?,
         };
         let reauth_key = "connections.max.reauth.ms";
-        let max_reauth_ms = match sec.lookup(listener, reauth_key) {
-            None => 0,
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("`{reauth_key}`: `{v}` is not a number of milliseconds"))?,
-        };
+        let mut max_reauth_ms = Vec::new();
+        for m in &mechanisms {
+            let own = format!(
+                "listener.name.{lower}.{}.{reauth_key}",
+                m.to_ascii_lowercase()
+            );
+            let ms = match sec
+                .props
+                .get(&own)
+                .map(String::as_str)
+                .or_else(|| sec.lookup(listener, reauth_key))
+            {
+                None => 0,
+                Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                    format!("`{reauth_key}`: `{v}` is not a number of milliseconds")
+                })?,
+            };
+            max_reauth_ms.push((m.clone(), ms));
+        }
         Ok(SaslSettings {
             mechanisms,
             plain,
@@ -208,7 +232,11 @@ impl Authenticator {
 
     /// The `session_lifetime_ms` of a SaslAuthenticate that completed an authentication.
     pub fn session_lifetime_ms(&self) -> i64 {
-        i64::try_from(self.settings.max_reauth_ms).unwrap_or(i64::MAX)
+        let ms = self
+            .mechanism
+            .as_deref()
+            .map_or(0, |m| self.settings.max_reauth_ms_of(m));
+        i64::try_from(ms).unwrap_or(i64::MAX)
     }
 
     /// A SaslHandshake on an authenticated connection: starts a re-authentication when the
@@ -329,7 +357,10 @@ impl Authenticator {
                         });
                     }
                 }
-                let ms = self.settings.max_reauth_ms;
+                let ms = self
+                    .mechanism
+                    .as_deref()
+                    .map_or(0, |m| self.settings.max_reauth_ms_of(m));
                 self.session_expires = (ms > 0).then(|| Instant::now() + Duration::from_millis(ms));
                 self.state = State::Authenticated(principal.clone());
                 Ok(Step::Done {
@@ -405,6 +436,10 @@ mod tests {
             r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="pw" user_bob="pw";"#,
         );
         c.apply("connections.max.reauth.ms", "60000");
+        c.apply(
+            "listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms",
+            "5000",
+        );
         let s = Arc::new(
             SaslSettings::from_config(&c, "SASL_PLAINTEXT", Arc::new(CredentialStore::in_memory()))
                 .expect("settings"),
@@ -420,6 +455,7 @@ mod tests {
         );
         assert!(login(&mut a, "PLAIN", "alice").is_ok());
         assert_eq!(a.session_lifetime_ms(), 60_000);
+        assert_eq!(s.max_reauth_ms_of("SCRAM-SHA-512"), 5_000, "per mechanism");
         let now = Instant::now();
         assert!(!a.session_expired(now));
         assert!(a.session_expired(now + Duration::from_secs(61)));
