@@ -122,6 +122,129 @@ fn pki() -> Pki {
     }
 }
 
+impl Pki {
+    /// Another server certificate for 127.0.0.1/localhost from the same CA (a renewal): its
+    /// keystore (key and certificate) and certificate paths.
+    fn server_keystore(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.server_keystore_for(name, "/CN=localhost", "IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// [`Pki::server_keystore`] with another subject and subject alternative names.
+    fn server_keystore_for(&self, name: &str, subj: &str, san: &str) -> (PathBuf, PathBuf) {
+        let d = self._dir.path();
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            d.join(&ext),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("ext");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                subj,
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+        let mut keystore = std::fs::read(d.join(&key)).expect("key");
+        keystore.extend(std::fs::read(d.join(&pem)).expect("cert"));
+        let path = d.join(format!("{name}-keystore.pem"));
+        std::fs::write(&path, keystore).expect("keystore");
+        (path, d.join(pem))
+    }
+
+    /// A client certificate with subject `subj` (openssl's `/K=V/...` form, most significant
+    /// RDN first) signed by the test CA; (certificate, key) PEM paths.
+    fn client_cert(&self, name: &str, subj: &str) -> (PathBuf, PathBuf) {
+        let d = self._dir.path();
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("ext");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                subj,
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                "client.ext",
+            ],
+        );
+        (d.join(pem), d.join(key))
+    }
+}
+
 /// A broker with PLAINTEXT (the harness port), SSL, SASL_SSL and SASL_PLAINTEXT listeners.
 struct Secure {
     broker: Broker,
@@ -1602,5 +1725,518 @@ fn admin_group_and_transactional_apis_answer_their_authorization_errors() {
     assert!(
         log.contains("User:alice is Denied operation = WRITE") && log.contains("TransactionalId"),
         "{log}"
+    );
+}
+
+/// A TLS client configuration trusting the test CA, with a client certificate or without.
+fn tls_client_config(
+    ca: &Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((pem, key)) => {
+            let chain = CertificateDer::pem_file_iter(pem)
+                .expect("cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certs");
+            let key = PrivateKeyDer::from_pem_file(key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+    };
+    std::sync::Arc::new(config)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client connection to `port` (the handshake runs with the first write).
+fn tls_connect(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> TlsStream {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Connects with TLS to `port` and sends ApiVersions: true when a response came back, false
+/// when the broker refused (an alert, or the connection closed) within 10 s.
+fn tls_api_versions(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    api_versions_over(&mut tls_connect(port, config))
+}
+
+/// Sends ApiVersions on `tls`: true when a response came back.
+fn api_versions_over(tls: &mut TlsStream) -> bool {
+    let req = frame(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    if tls.write_all(&req).and_then(|_| tls.flush()).is_err() {
+        return false;
+    }
+    let mut size = [0u8; 4];
+    if tls.read_exact(&mut size).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+    tls.read_exact(&mut body).is_ok()
+}
+
+#[test]
+fn mtls_principal_is_the_mapped_certificate_subject_and_acls_apply_to_it() {
+    let ca = pki();
+    let alice = ca.client_cert("alice", "/O=shardlog-test/CN=Alice");
+    let bob = ca.client_cert("bob", "/O=other/CN=bob");
+    let (ssl, optional) = (free_port(), free_port());
+    let listeners = format!(
+        "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl},OPTIONAL://127.0.0.1:{optional}"
+    );
+    let keystore = format!("ssl.keystore.location={}", ca.keystore.display());
+    let truststore = format!("ssl.truststore.location={}", ca.ca.display());
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,OPTIONAL:SSL",
+            "ssl.keystore.type=PEM",
+            &keystore,
+            "ssl.truststore.type=PEM",
+            &truststore,
+            "ssl.client.auth=required",
+            "listener.name.optional.ssl.client.auth=requested",
+            // CN of the test organisation, lower-cased; anyone else by the whole DN.
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]+),O=shardlog-test$/$1/L,DEFAULT",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            // The plaintext listener's principal administers (topics and ACLs).
+            "super.users=User:ANONYMOUS",
+        ],
+    );
+    let plaintext = broker.bootstrap();
+    for tag in ["mtls-a", "mtls-b"] {
+        librdkafka("produce_consume", &plaintext, tag, &[], &broker);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("admin.properties");
+    std::fs::write(&props, "security.protocol=PLAINTEXT\n").expect("props");
+    for principal in ["User:alice", "User:CN=bob,O=other"] {
+        kafka_acls(
+            &plaintext,
+            &props,
+            &[
+                "--add",
+                "--allow-principal",
+                principal,
+                "--operation",
+                "Read",
+                "--group",
+                "g-mtls-",
+                "--resource-pattern-type",
+                "prefixed",
+            ],
+            &broker,
+        );
+    }
+    let allow_read = |principal: &str, topic: &str| {
+        kafka_acls(
+            &plaintext,
+            &props,
+            &[
+                "--add",
+                "--allow-principal",
+                principal,
+                "--operation",
+                "Read",
+                "--topic",
+                topic,
+            ],
+            &broker,
+        );
+    };
+    allow_read("User:alice", "t-mtls-a");
+    let ca_path = ca.ca.display().to_string();
+    let with_cert = |(pem, key): &(PathBuf, PathBuf)| {
+        kv(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", &ca_path),
+            ("ssl.certificate.location", &pem.display().to_string()),
+            ("ssl.key.location", &key.display().to_string()),
+        ])
+    };
+    let bootstrap = format!("127.0.0.1:{ssl}");
+    let count = |conf: Vec<String>| [vec!["20".to_string()], conf].concat();
+    // CN=Alice,O=shardlog-test is User:alice by the rule: she reads A and not B.
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "mtls-a",
+        &count(with_cert(&alice)),
+        &broker,
+    );
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-b",
+        &with_cert(&alice),
+        &broker,
+    );
+    // bob's DN matches no rule but DEFAULT: his principal is the DN in RFC 2253 form, and
+    // an ACL naming it (through kafka-acls) lets him read B.
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-b",
+        &with_cert(&bob),
+        &broker,
+    );
+    allow_read("User:CN=bob,O=other", "t-mtls-b");
+    librdkafka(
+        "consume",
+        &bootstrap,
+        "mtls-b",
+        &count(with_cert(&bob)),
+        &broker,
+    );
+    librdkafka(
+        "consume_denied",
+        &bootstrap,
+        "mtls-a",
+        &with_cert(&bob),
+        &broker,
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("Principal = User:alice is Denied operation = DESCRIBE")
+            && log.contains("Principal = User:CN=bob,O=other is Denied operation = DESCRIBE"),
+        "{log}"
+    );
+
+    // `required`: a client without a certificate is refused at the handshake; with one it is
+    // served. `requested` (the OPTIONAL listener): served either way.
+    assert!(!tls_api_versions(ssl, tls_client_config(&ca.ca, None)));
+    assert!(tls_api_versions(
+        ssl,
+        tls_client_config(&ca.ca, Some(&alice))
+    ));
+    assert!(tls_api_versions(optional, tls_client_config(&ca.ca, None)));
+    assert!(tls_api_versions(
+        optional,
+        tls_client_config(&ca.ca, Some(&bob))
+    ));
+    let log = broker.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    // A certificate from another CA is refused under `requested` too.
+    let other = pki();
+    let stranger = other.client_cert("stranger", "/CN=stranger");
+    assert!(!tls_api_versions(
+        optional,
+        tls_client_config(&ca.ca, Some(&stranger))
+    ));
+    let mut s = TcpStream::connect(broker.bootstrap()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let body = request(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    assert_eq!(
+        ApiVersionsResponse::decode(&mut body.clone(), 3)
+            .expect("decode")
+            .error_code,
+        0
+    );
+}
+
+#[test]
+fn bad_ssl_principal_mapping_rules_stop_the_start() {
+    for (rules, expect) in [
+        ("RULE:^CN=(.*)$/$1/X", "unmatched substring: `X`"),
+        ("DEFAULT,RULE:^CN=(.*$/$1/", "Invalid rule"),
+        ("default", "Invalid rule: `default`"),
+    ] {
+        let dir = common::temp_data_dir();
+        let out = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--cores")
+            .arg("1")
+            .arg("--set")
+            .arg(format!("ssl.principal.mapping.rules={rules}"))
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{rules} started");
+        assert!(
+            text.contains("ssl.principal.mapping.rules") && text.contains(expect),
+            "{rules}: {text}"
+        );
+    }
+}
+
+/// `kafka-configs --bootstrap-server <bootstrap> ARGS` (Apache Kafka's ConfigCommand, from
+/// the jars of `perf/peers/kafka/kafka.sh install`); (succeeded, output).
+fn kafka_configs(bootstrap: &str, args: &[&str]) -> (bool, String) {
+    let kafka = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("perf/peers/kafka/kafka.sh");
+    assert!(
+        Command::new(&kafka)
+            .arg("installed")
+            .status()
+            .is_ok_and(|s| s.success()),
+        "Apache Kafka's jars are missing: run perf/peers/kafka/kafka.sh install"
+    );
+    let mut cmd = Command::new(&kafka);
+    cmd.arg("java")
+        .arg("kafka.admin.ConfigCommand")
+        .arg("--bootstrap-server")
+        .arg(bootstrap)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    run_bounded(cmd, Duration::from_secs(120))
+}
+
+/// The leaf certificate the broker presented on `tls` (after a request went through).
+fn presented(tls: &TlsStream) -> Vec<u8> {
+    tls.conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("server certificate")
+        .to_vec()
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(pem)
+        .expect("cert")
+        .to_vec()
+}
+
+#[test]
+fn tls_keystore_reloads_through_kafka_configs_without_a_restart() {
+    let ca = pki();
+    let (renewed, renewed_pem) = ca.server_keystore("renewed");
+    let (third, third_pem) = ca.server_keystore("third");
+    let original = der_of(&ca._dir.path().join("server.pem"));
+    let ssl = free_port();
+    let listeners = format!("listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:{ssl}");
+    let keystore = format!("ssl.keystore.location={}", ca.keystore.display());
+    let mut broker = Broker::start(1, &[&listeners, "ssl.keystore.type=PEM", &keystore]);
+    let client = tls_client_config(&ca.ca, None);
+    let served_now = || {
+        let mut c = tls_connect(ssl, client.clone());
+        assert!(api_versions_over(&mut c), "no answer over TLS");
+        presented(&c)
+    };
+    let mut old = tls_connect(ssl, client.clone());
+    assert!(api_versions_over(&mut old));
+    assert_eq!(presented(&old), original);
+    let set = |keystore: &Path| {
+        kafka_configs(
+            &broker.bootstrap(),
+            &[
+                "--alter",
+                "--entity-type",
+                "brokers",
+                "--entity-name",
+                "0",
+                "--add-config",
+                &format!(
+                    "listener.name.ssl.ssl.keystore.location={}",
+                    keystore.display()
+                ),
+            ],
+        )
+    };
+    let (ok, out) = set(&renewed);
+    assert!(ok, "{out}\n{}", broker.log());
+    // New connections get the renewed certificate; the open one goes on being served.
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    assert!(api_versions_over(&mut old), "{}", broker.log());
+    let (ok, out) = kafka_configs(
+        &broker.bootstrap(),
+        &[
+            "--describe",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            "0",
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!(
+            "listener.name.ssl.ssl.keystore.location={}",
+            renewed.display()
+        )),
+        "{out}"
+    );
+    // A keystore that cannot be read is refused with the reason; nothing changes.
+    let (ok, out) = set(Path::new("/nonexistent/keystore.pem"));
+    assert!(
+        !ok && out.contains("cannot read /nonexistent/keystore.pem"),
+        "{out}"
+    );
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    // As in Kafka, a certificate for another name is refused (ssl.allow.dn.changes and
+    // ssl.allow.san.changes are false by default).
+    let (elsewhere, _) = ca.server_keystore_for("elsewhere", "/CN=elsewhere", "DNS:localhost");
+    let (ok, out) = set(&elsewhere);
+    assert!(
+        !ok && out.contains("Keystore DistinguishedName does not match"),
+        "{out}"
+    );
+    let (more, _) = ca.server_keystore_for(
+        "more",
+        "/CN=localhost",
+        "IP:127.0.0.1,DNS:localhost,DNS:other",
+    );
+    let (ok, out) = set(&more);
+    assert!(
+        !ok && out.contains("Keystore SubjectAltNames do not match"),
+        "{out}"
+    );
+    assert_eq!(served_now(), der_of(&renewed_pem));
+    // The same location again, after the file was replaced in place: reloaded.
+    std::fs::copy(&third, &renewed).expect("replace keystore");
+    let (ok, out) = set(&renewed);
+    assert!(ok, "{out}\n{}", broker.log());
+    assert_eq!(served_now(), der_of(&third_pem));
+    // The dynamic value is kept across a restart.
+    broker.kill9();
+    broker.restart();
+    assert_eq!(served_now(), der_of(&third_pem));
+}
+
+#[test]
+fn sasl_sessions_end_after_connections_max_reauth_ms_unless_the_client_reauthenticates() {
+    let port = free_port();
+    let listeners = format!("listeners=PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:{port}");
+    let jaas = format!("listener.name.sasl_plaintext.plain.sasl.jaas.config={PLAIN_JAAS}");
+    let broker = Broker::start(
+        1,
+        &[
+            &listeners,
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512",
+            &jaas,
+            "listener.name.sasl_plaintext.connections.max.reauth.ms=3000",
+            // SCRAM's sessions are longer (Kafka's per-mechanism form).
+            "listener.name.sasl_plaintext.scram-sha-512.connections.max.reauth.ms=10000",
+        ],
+    );
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c
+    };
+    let metadata = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+    let served = |c: &mut TcpStream| {
+        let body = request(c, ApiKey::Metadata, 12, &MetadataRequest::default());
+        MetadataResponse::decode(&mut body.clone(), 12).is_ok()
+    };
+    let login = |c: &mut TcpStream, mech: &'static str, token: &[u8]| {
+        assert_eq!(handshake(c, mech).error_code, 0);
+        authenticate(c, token)
+    };
+    // The session length is told to the client, and re-authenticating renews it.
+    let mut c = connect();
+    let r = login(&mut c, "PLAIN", b"\0alice\0alice-secret");
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 3000));
+    assert!(served(&mut c));
+    std::thread::sleep(Duration::from_millis(2000));
+    let r = login(&mut c, "PLAIN", b"\0alice\0alice-secret");
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 3000));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(served(&mut c), "served past the first session's end");
+    // Not re-authenticated in time: the next request closes the connection.
+    std::thread::sleep(Duration::from_millis(3200));
+    c.write_all(&metadata).expect("write");
+    assert!(is_closed(&mut c));
+    // Re-authentication keeps the principal and the mechanism, or the connection fails.
+    let mut c = connect();
+    assert_eq!(
+        login(&mut c, "PLAIN", b"\0alice\0alice-secret").error_code,
+        0
+    );
+    let r = login(&mut c, "PLAIN", b"\0admin\0admin-secret");
+    assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(message.contains("Cannot change principals"), "{message}");
+    assert!(is_closed(&mut c));
+    let mut c = connect();
+    assert_eq!(
+        login(&mut c, "PLAIN", b"\0alice\0alice-secret").error_code,
+        0
+    );
+    let r = login(&mut c, "SCRAM-SHA-512", b"n,,n=alice,r=abcdefgh");
+    assert_eq!(r.error_code, 58);
+    assert!(is_closed(&mut c));
+    // The Java client re-authenticates on its own: a 15 s run over 10 s SCRAM sessions (the
+    // client renews at 85-95 % of it) goes through, no connection closed for an expired one.
+    librdkafka(
+        "scram_upsert",
+        &broker.bootstrap(),
+        "up-reauth",
+        &["erin".into(), "erin-secret".into(), "SCRAM-SHA-512".into()],
+        &broker,
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let props = dir.path().join("client.properties");
+    std::fs::write(
+        &props,
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=\
+         org.apache.kafka.common.security.scram.ScramLoginModule required \
+         username=\"erin\" password=\"erin-secret\";\n",
+    )
+    .expect("props");
+    let (ok, out) = java_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic".into(),
+            "t-reauth".into(),
+            "--num-records".into(),
+            "300".into(),
+            "--record-size".into(),
+            "100".into(),
+            "--throughput".into(),
+            "20".into(),
+            "--producer-props".into(),
+            format!("bootstrap.servers=127.0.0.1:{port}"),
+            "acks=all".into(),
+            "--producer.config".into(),
+            props.display().to_string(),
+        ],
+    );
+    assert!(
+        ok && out.contains("300 records sent"),
+        "{out}\n{}",
+        broker.log()
+    );
+    let log = broker.log();
+    assert_eq!(
+        log.matches("SASL session expired").count(),
+        1,
+        "only the raw connection above expired:\n{log}"
     );
 }

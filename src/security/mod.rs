@@ -18,7 +18,9 @@
 pub mod acl;
 pub mod credentials;
 pub mod durable;
+pub mod dynamic;
 pub mod plain;
+pub mod principal;
 pub mod quota;
 pub mod sasl;
 pub mod scram;
@@ -81,16 +83,20 @@ impl SecurityProtocol {
 /// Each with its help text (the values are checked when the listeners are resolved).
 pub const LISTENER_KEYS: &[(&str, &str)] = &[
     ("ssl.keystore.type", "Format of the key store: PEM (the only one supported; Kafka's JKS and PKCS12 are refused with a message)."),
-    ("ssl.keystore.location", "PEM file holding the private key (PKCS#8, PKCS#1 or SEC1, unencrypted) and the certificate chain, leaf first."),
+    ("ssl.keystore.location", "PEM file holding the private key (PKCS#8, PKCS#1 or SEC1, unencrypted) and the certificate chain, leaf first. Dynamic, like every ssl.keystore.* and ssl.truststore.* property: `kafka-configs --entity-type brokers --entity-name <id> --alter --add-config listener.name.<l>.ssl.keystore.location=...` reloads it for new connections without a restart."),
     ("ssl.keystore.key", "The private key as inline PEM (instead of ssl.keystore.location)."),
     ("ssl.keystore.certificate.chain", "The certificate chain as inline PEM, leaf first (with ssl.keystore.key)."),
     ("ssl.key.password", "Password of an encrypted PEM key: not supported (refused at start); give an unencrypted key."),
     ("ssl.truststore.type", "Format of the trust store: PEM."),
     ("ssl.truststore.location", "PEM file of the CA certificates client certificates are checked against."),
     ("ssl.truststore.certificates", "The trusted CA certificates as inline PEM (instead of ssl.truststore.location)."),
-    ("ssl.client.auth", "Client authentication on TLS listeners: required, requested or none (default none)."),
+    ("ssl.client.auth", "Client authentication on TLS listeners: required, requested or none (default none). On an SSL listener the principal is then the client certificate's subject (see ssl.principal.mapping.rules); a SASL_SSL listener asks for certificates only when this is set with its listener.name.<listener>. prefix, as in Kafka."),
+    ("ssl.principal.mapping.rules", "How an SSL client certificate's subject DN (RFC 2253, e.g. CN=alice,O=example) becomes the user name of its principal: a comma-separated list of DEFAULT (the DN as it is) and RULE:pattern/replacement/ with an optional L or U (lower or upper case); the first rule whose pattern matches the whole DN applies (default DEFAULT). Patterns are regular expressions without look-around or back-references."),
+    ("ssl.allow.dn.changes", "Allow a keystore reloaded while the broker runs to change the certificate's subject DN (default false: refused, as in Kafka)."),
+    ("ssl.allow.san.changes", "Allow a keystore reloaded while the broker runs to change the certificate's subject alternative names (default false: refused, as in Kafka)."),
     ("ssl.enabled.protocols", "TLS versions offered: TLSv1.2 and/or TLSv1.3 (default TLSv1.2,TLSv1.3)."),
     ("sasl.server.max.receive.size", "Largest request a SASL listener reads before the client authenticated, in bytes (default 524288); a larger one closes the connection."),
+    ("connections.max.reauth.ms", "On a SASL listener, the length of an authenticated session in ms (KIP-368): clients re-authenticate on the connection before it ends (SaslAuthenticate tells them), and a connection whose session ended is closed at its next request. 0 (default): sessions never end."),
     ("sasl.enabled.mechanisms", "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (required on a SASL listener; Kafka's default GSSAPI is not supported)."),
 ];
 
@@ -101,6 +107,7 @@ pub const REFERENCE_KEYS: &[(&str, &str)] = &[
     ("listener.name.<listener>.plain.sasl.jaas.config", "PLAIN users of a SASL listener, Kafka's form: `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";`."),
     ("listener.name.<listener>.scram-sha-256.sasl.jaas.config", "Accepted for Kafka compatibility (ScramLoginModule); SCRAM users are managed with AlterUserScramCredentials (`kafka-configs --entity-type users`)."),
     ("listener.name.<listener>.scram-sha-512.sasl.jaas.config", "As for scram-sha-256."),
+    ("listener.name.<listener>.<mechanism>.connections.max.reauth.ms", "connections.max.reauth.ms for one SASL mechanism of a listener (mechanism in lower case: plain, scram-sha-256, scram-sha-512), over the listener's value."),
     ("authorizer.class.name", "Turns ACL checks on: org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer, the same here). Unset: every request is allowed. ACLs are managed with CreateAcls/DeleteAcls (`kafka-acls`) and kept in DATA_DIR/meta/acls.json."),
     ("super.users", "Principals allowed everything, `User:admin;User:ops`."),
     ("allow.everyone.if.no.acl.found", "With the authorizer on, allow a request on a resource that no ACL names. Default false."),
@@ -117,7 +124,8 @@ const AUTHORIZER_KEYS: &[&str] = &[
     "quota.window.size.seconds",
 ];
 
-/// What every connection of the broker shares: the SCRAM credentials and the authorizer.
+/// What every connection of the broker shares: the SCRAM credentials, the authorizer, the
+/// client quotas and the dynamic broker properties.
 #[derive(Clone, Debug)]
 pub struct BrokerSecurity {
     /// The SCRAM credentials.
@@ -126,6 +134,8 @@ pub struct BrokerSecurity {
     pub authorizer: Arc<acl::Authorizer>,
     /// The client quotas (AlterClientQuotas changes them).
     pub quotas: Arc<quota::QuotaStore>,
+    /// The dynamic broker properties (TLS key material reloaded without a restart).
+    pub dynamic: Arc<dynamic::DynamicBrokerConfig>,
 }
 
 impl BrokerSecurity {
@@ -171,15 +181,18 @@ impl BrokerSecurity {
             )? * 1000,
         };
         let quotas = Arc::new(quota::QuotaStore::open(Some(data_dir), window)?);
+        let dynamic = Arc::new(dynamic::DynamicBrokerConfig::open(sec, Some(data_dir))?);
         Ok(BrokerSecurity {
             credentials,
             authorizer,
             quotas,
+            dynamic,
         })
     }
 }
 
-/// The JAAS properties, only as `listener.name.<l>.<mechanism>.sasl.jaas.config`.
+/// The JAAS properties, only as `listener.name.<l>.<mechanism>.sasl.jaas.config`; and the
+/// per-mechanism `listener.name.<l>.<mechanism>.connections.max.reauth.ms`.
 const JAAS_MECHANISMS: &[&str] = &["plain", "scram-sha-256", "scram-sha-512"];
 
 /// The security properties as given, before they are checked against the listeners.
@@ -205,10 +218,13 @@ pub struct ListenerSpec {
     pub protocol: SecurityProtocol,
     /// Host and port given in Metadata to clients that came in on this listener.
     pub advertised: (String, u16),
-    /// The TLS server configuration; `Some` exactly when the protocol uses TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS server configuration new connections get; `Some` exactly when the protocol
+    /// uses TLS. A dynamic broker config change replaces it (`dynamic.rs`).
+    pub tls: Option<Arc<dynamic::TlsSlot>>,
     /// The SASL settings; `Some` exactly when the protocol uses SASL.
     pub sasl: Option<Arc<sasl::SaslSettings>>,
+    /// `ssl.principal.mapping.rules`: the user name of an SSL client's certificate subject.
+    pub principal_mapper: Arc<principal::SslPrincipalMapper>,
 }
 
 impl SecurityConfig {
@@ -224,9 +240,10 @@ impl SecurityConfig {
         let rest = key.strip_prefix("listener.name.")?;
         let (listener, sub) = rest.split_once('.')?;
         let known = LISTENER_KEYS.iter().any(|(k, _)| *k == sub)
-            || JAAS_MECHANISMS
-                .iter()
-                .any(|m| sub.strip_prefix(m) == Some(".sasl.jaas.config"));
+            || JAAS_MECHANISMS.iter().any(|m| {
+                sub.strip_prefix(m)
+                    .is_some_and(|k| k == ".sasl.jaas.config" || k == ".connections.max.reauth.ms")
+            });
         if !known || listener.is_empty() {
             return None;
         }
@@ -325,7 +342,8 @@ pub fn resolve_listeners(
             None => (addr.ip().to_string(), addr.port()),
         };
         let tls = if protocol.uses_tls() {
-            Some(tls::server_config(sec, name)?)
+            let (config, leaf) = tls::server_config_and_leaf(sec, name, protocol)?;
+            Some(Arc::new(dynamic::TlsSlot::new(config, leaf)))
         } else {
             None
         };
@@ -338,6 +356,14 @@ pub fn resolve_listeners(
         } else {
             None
         };
+        // Parsed on every listener, as Kafka's principal builder does: bad rules stop the start.
+        let rules = sec
+            .lookup(name, "ssl.principal.mapping.rules")
+            .unwrap_or(principal::DEFAULT_SSL_PRINCIPAL_MAPPING_RULES);
+        let principal_mapper = Arc::new(
+            principal::SslPrincipalMapper::parse(rules)
+                .map_err(|e| format!("listener {name}: `ssl.principal.mapping.rules`: {e}"))?,
+        );
         out.push(ListenerSpec {
             name: name.clone(),
             addr: *addr,
@@ -345,6 +371,7 @@ pub fn resolve_listeners(
             advertised,
             tls,
             sasl,
+            principal_mapper,
         });
     }
     Ok(out)

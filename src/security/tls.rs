@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use super::SecurityConfig;
+use super::{SecurityConfig, SecurityProtocol};
 
 /// `ssl.client.auth`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +73,62 @@ fn check_pem_type(sec: &SecurityConfig, listener: &str, key: &str) -> Result<(),
     }
 }
 
-/// Builds the server configuration of TLS listener `listener`. Every refusal names the
-/// listener and the property.
-pub fn server_config(sec: &SecurityConfig, listener: &str) -> Result<Arc<ServerConfig>, String> {
+/// `ssl.client.auth` of a listener. On SASL_SSL only its `listener.name.<l>.` form counts, as
+/// in Kafka (the broker-wide value is for SSL listeners; setting it alone is warned about).
+fn client_auth(
+    sec: &SecurityConfig,
+    listener: &str,
+    protocol: SecurityProtocol,
+) -> Result<ClientAuth, String> {
+    const KEY: &str = "ssl.client.auth";
+    let value = if protocol == SecurityProtocol::SaslSsl {
+        let prefixed = format!("listener.name.{}.{KEY}", listener.to_ascii_lowercase());
+        let own = sec.props.get(&prefixed).map(String::as_str);
+        if own.is_none()
+            && sec
+                .props
+                .get(KEY)
+                .is_some_and(|v| !v.trim().eq_ignore_ascii_case("none"))
+        {
+            tracing::warn!(
+                listener,
+                "broker-wide `{KEY}` applies to SSL listeners only; set `{prefixed}` to ask \
+                 SASL_SSL clients for certificates"
+            );
+        }
+        own
+    } else {
+        sec.lookup(listener, KEY)
+    };
+    match value.map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(ClientAuth::None),
+        Some(s) if s == "none" => Ok(ClientAuth::None),
+        Some(s) if s == "required" => Ok(ClientAuth::Required),
+        Some(s) if s == "requested" => Ok(ClientAuth::Requested),
+        Some(s) => Err(bad(
+            listener,
+            KEY,
+            format!("`{s}` is not required, requested or none"),
+        )),
+    }
+}
+
+/// Builds the server configuration of TLS listener `listener` (of `protocol`). Every refusal
+/// names the listener and the property.
+pub fn server_config(
+    sec: &SecurityConfig,
+    listener: &str,
+    protocol: SecurityProtocol,
+) -> Result<Arc<ServerConfig>, String> {
+    server_config_and_leaf(sec, listener, protocol).map(|(c, _)| c)
+}
+
+/// [`server_config`], with the certificate it presents (the chain's leaf).
+pub fn server_config_and_leaf(
+    sec: &SecurityConfig,
+    listener: &str,
+    protocol: SecurityProtocol,
+) -> Result<(Arc<ServerConfig>, CertificateDer<'static>), String> {
     check_pem_type(sec, listener, "ssl.keystore.type")?;
     check_pem_type(sec, listener, "ssl.truststore.type")?;
     if sec.lookup(listener, "ssl.key.password").is_some() {
@@ -111,22 +164,7 @@ pub fn server_config(sec: &SecurityConfig, listener: &str) -> Result<Arc<ServerC
         ));
     }
     let versions = enabled_versions(sec, listener)?;
-    let auth = match sec
-        .lookup(listener, "ssl.client.auth")
-        .map(|s| s.trim().to_ascii_lowercase())
-    {
-        None => ClientAuth::None,
-        Some(s) if s == "none" => ClientAuth::None,
-        Some(s) if s == "required" => ClientAuth::Required,
-        Some(s) if s == "requested" => ClientAuth::Requested,
-        Some(s) => {
-            return Err(bad(
-                listener,
-                "ssl.client.auth",
-                format!("`{s}` is not required, requested or none"),
-            ))
-        }
-    };
+    let auth = client_auth(sec, listener, protocol)?;
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -166,10 +204,11 @@ pub fn server_config(sec: &SecurityConfig, listener: &str) -> Result<Arc<ServerC
             .map_err(|e| bad(listener, "ssl.truststore.certificates", e))?;
         builder.with_client_cert_verifier(verifier)
     };
+    let leaf = chain[0].clone();
     let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad(listener, "ssl.keystore.location", e))?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 fn enabled_versions(
@@ -206,14 +245,14 @@ mod tests {
     #[test]
     fn refusals_name_the_property() {
         let mut c = SecurityConfig::default();
-        let e = server_config(&c, "SSL").expect_err("no keystore");
+        let e = server_config(&c, "SSL", SecurityProtocol::Ssl).expect_err("no keystore");
         assert!(e.contains("ssl.keystore.location"), "{e}");
         c.props.insert("ssl.keystore.type".into(), "JKS".into());
-        let e = server_config(&c, "SSL").expect_err("JKS");
+        let e = server_config(&c, "SSL", SecurityProtocol::Ssl).expect_err("JKS");
         assert!(e.contains("ssl.keystore.type"), "{e}");
         c.props.insert("ssl.keystore.type".into(), "PEM".into());
         c.props.insert("ssl.keystore.key".into(), "not pem".into());
-        let e = server_config(&c, "SSL").expect_err("garbage key");
+        let e = server_config(&c, "SSL", SecurityProtocol::Ssl).expect_err("garbage key");
         assert!(e.contains("no private key"), "{e}");
         c.props
             .insert("ssl.enabled.protocols".into(), "TLSv1.1".into());

@@ -49,7 +49,7 @@ use super::throttle;
 use super::tls::TlsConn;
 use super::write::write_all_vectored;
 use crate::protocol::{self, ProtocolError};
-use crate::security::{BrokerSecurity, ListenerSpec};
+use crate::security::{principal, BrokerSecurity, ListenerSpec, SecurityProtocol};
 use crate::shard::{ProduceTurn, Shard};
 
 /// Smallest free space offered to one socket read.
@@ -171,9 +171,10 @@ pub async fn serve(
     let fd = stream.as_raw_fd();
     let tls = match &listener.tls {
         None => None,
-        Some(config) => {
+        Some(slot) => {
             let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
-            match TlsConn::accept(config.clone(), &mut stream, idle).await {
+            // The configuration in force now: a reload changes it for later connections only.
+            match TlsConn::accept(slot.current(), &mut stream, idle).await {
                 Ok(t) => Some(Rc::new(t)),
                 Err(e) => {
                     tracing::info!(
@@ -187,12 +188,35 @@ pub async fn serve(
             }
         }
     };
+    // On an SSL listener the principal is the client certificate's mapped subject (Kafka's
+    // principal builder); a certificate no mapping rule applies to is refused.
+    let ssl_user = match (&tls, listener.protocol) {
+        (Some(t), SecurityProtocol::Ssl) => match t.peer_certificate() {
+            None => None,
+            Some(cert) => match ssl_user_of(&cert, &listener) {
+                Ok(user) => Some(user),
+                Err(e) => {
+                    tracing::info!(
+                        %peer,
+                        listener = %listener.name,
+                        error = %e,
+                        "SSL authentication failed; closing connection"
+                    );
+                    if let Some(t) = &tls {
+                        t.close(&mut stream).await;
+                    }
+                    return;
+                }
+            },
+        },
+        _ => None,
+    };
     let session = {
         let host = stream
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_else(|_| "?".into());
-        Rc::new(Session::new(listener, shared, host))
+        Rc::new(Session::new(listener, shared, host, ssl_user))
     };
     let wire = Wire(tls);
     // A second handle on the same socket for the writer task, so reading and writing run
@@ -223,6 +247,16 @@ pub async fn serve(
     registry.unregister(id);
 }
 
+/// The user name of an SSL client's certificate: its subject DN mapped by the listener's
+/// `ssl.principal.mapping.rules`.
+fn ssl_user_of(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    listener: &ListenerSpec,
+) -> Result<String, String> {
+    let dn = principal::subject_dn(cert)?;
+    listener.principal_mapper.name(&dn)
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("socket: {0}")]
@@ -241,6 +275,8 @@ enum ConnError {
     Unauthenticated(ApiKey),
     #[error("{0}")]
     AuthenticationFailed(String),
+    #[error("SASL session expired without re-authentication (connections.max.reauth.ms)")]
+    SessionExpired,
 }
 
 /// The connection's byte stream: the socket itself, or TLS over it.
@@ -347,8 +383,19 @@ async fn read_loop(
                 return Err(e.into());
             }
         };
-        if unauthenticated {
-            // Before authentication: the SASL exchange only, one request at a time.
+        let sasl_exchange = session.listener.sasl.is_some()
+            && (header.request_api_key == ApiKey::SaslHandshake as i16
+                || header.request_api_key == ApiKey::SaslAuthenticate as i16);
+        // KIP-368: after the session ended, only a re-authentication's handshake is served.
+        if !unauthenticated
+            && header.request_api_key != ApiKey::SaslHandshake as i16
+            && session.session_expired()
+        {
+            return Err(ConnError::SessionExpired);
+        }
+        if unauthenticated || sasl_exchange {
+            // Before authentication (or re-authentication): the SASL exchange only, one
+            // request at a time, answered in order after what is in flight.
             let key = ApiKey::try_from(header.request_api_key)
                 .map_err(|_| ProtocolError::UnsupportedApi(header.request_api_key))?;
             if !matches!(

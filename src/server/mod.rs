@@ -439,7 +439,8 @@ fn run_shards(
     );
     let shared = crate::security::BrokerSecurity::open(&config.security, &config.data_dir)
         .map_err(ServerError::Security)?;
-    let listeners = Arc::new(resolve_client_listeners(&config, &shared.credentials)?);
+    let listeners = Arc::new(resolve_client_listeners(&config, &shared)?);
+    shared.dynamic.attach(&listeners);
     if cluster.is_none() {
         for l in listeners.iter() {
             refuse_if_port_taken(l.addr)?;
@@ -555,10 +556,11 @@ struct Security {
 
 /// The client listeners: the named ones of `listeners` that are not controller listeners
 /// (the first at `config.listen`, which `--listen` may have overridden), or one PLAINTEXT
-/// listener at `config.listen`; with their protocols, TLS and SASL settings.
+/// listener at `config.listen`; with their protocols, TLS and SASL settings (the security
+/// properties with the dynamic broker properties kept in the data dir over them).
 fn resolve_client_listeners(
     config: &BrokerConfig,
-    credentials: &Arc<crate::security::credentials::CredentialStore>,
+    shared: &crate::security::BrokerSecurity,
 ) -> Result<Vec<crate::security::ListenerSpec>, ServerError> {
     let controllers = config.cluster.controller_names();
     let mut named: Vec<(String, SocketAddr)> = config
@@ -572,8 +574,13 @@ fn resolve_client_listeners(
         Some(first) => first.1 = config.listen,
         None => named.push(("PLAINTEXT".to_string(), config.listen)),
     }
-    crate::security::resolve_listeners(&config.security, &named, config.advertised(), credentials)
-        .map_err(ServerError::Security)
+    crate::security::resolve_listeners(
+        &shared.dynamic.effective(),
+        &named,
+        config.advertised(),
+        &shared.credentials,
+    )
+    .map_err(ServerError::Security)
 }
 
 /// Binds one shard's listener on the shared port with SO_REUSEPORT.

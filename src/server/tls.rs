@@ -145,6 +145,15 @@ impl TlsConn {
         }
     }
 
+    /// The client's certificate (the leaf of the chain it sent), once the handshake is done;
+    /// `None` when it sent none (`ssl.client.auth` none, or requested and not given).
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let conn = self.conn.borrow();
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|c| c.clone().into_owned())
+    }
+
     /// Reads at least one plaintext byte into `buf` (0: the peer closed), reserving room for
     /// `want` first; waits at most `idle` for the socket.
     pub async fn read_into(

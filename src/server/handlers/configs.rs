@@ -1,6 +1,9 @@
 //! DescribeConfigs v1–v4, IncrementalAlterConfigs v0–v1 (SET, DELETE, APPEND, SUBTRACT) and
 //! the legacy AlterConfigs v0–v2 for topics (and broker describe). What each topic setting
 //! means and how it is checked lives in `crate::config`; the change is made by shard 0.
+//! On the BROKER resource (this broker's id) both alter APIs change the dynamic broker
+//! properties, the listeners' TLS key material (`security::dynamic`), and DescribeConfigs
+//! lists them as DYNAMIC_BROKER_CONFIG.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,6 +25,7 @@ use crate::config::{
 use crate::error_code::ErrorCode;
 use crate::protocol::ProtocolError;
 use crate::security::acl::{AclOperation, ResourceType};
+use crate::security::dynamic::{self, AlterError, Change};
 use crate::server::refusal::log_refusal;
 use crate::shard::{AdminOp, AdminReply, ConfigOp, Shard};
 use crate::storage::LogConfig;
@@ -32,6 +36,10 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Config sources, as Kafka numbers them.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+/// Kafka's config types (DescribeConfigs v3+) of the dynamic broker properties.
+const CONFIG_TYPE_STRING: i8 = 2;
+const CONFIG_TYPE_PASSWORD: i8 = 9;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -112,6 +120,22 @@ fn config_denied(
             format!("not authorized to {} this resource", op.name()),
         )
     })
+}
+
+/// A dynamic broker property as DescribeConfigs shows it (DYNAMIC_BROKER_CONFIG; a
+/// sensitive one, Kafka's PASSWORD type, without its value).
+fn dynamic_entry(key: &str, value: String, version: i16) -> DescribeConfigsResourceResult {
+    let sensitive = dynamic::is_sensitive(key);
+    DescribeConfigsResourceResult::default()
+        .with_name(sb(key))
+        .with_value((!sensitive).then(|| sb(&value)))
+        .with_config_source(SOURCE_DYNAMIC_BROKER)
+        .with_is_sensitive(sensitive)
+        .with_config_type(match (version >= 3, sensitive) {
+            (false, _) => 0,
+            (true, false) => CONFIG_TYPE_STRING,
+            (true, true) => CONFIG_TYPE_PASSWORD,
+        })
 }
 
 /// Answers DescribeConfigs.
@@ -197,11 +221,71 @@ pub async fn describe(
                     }
                     c
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let configs = if r.resource_type == RESOURCE_BROKER {
+                let mut configs = configs;
+                configs.extend(
+                    rq.session
+                        .dynamic
+                        .overrides()
+                        .into_iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|(k, v)| dynamic_entry(&k, v, version)),
+                );
+                configs
+            } else {
+                configs
+            };
             base.with_configs(configs)
         })
         .collect();
     Ok(DescribeConfigsResponse::default().with_results(results))
+}
+
+/// Changes this broker's dynamic properties (the TLS key material of its listeners): the
+/// resource must name this broker; a refusal is logged and answered with Kafka's code.
+async fn alter_broker(
+    rq: &Request<'_>,
+    name: &StrBytes,
+    change: Result<Change, String>,
+    validate_only: bool,
+) -> (ErrorCode, Option<StrBytes>) {
+    let refused = |code: ErrorCode, message: String| {
+        log_refusal(
+            rq.client_id,
+            "AlterConfigs",
+            &format_args!("broker `{name}`: {code}: {message}"),
+        );
+        (code, Some(sb(&message)))
+    };
+    if let Some((code, message)) = config_denied(
+        rq,
+        AclOperation::AlterConfigs,
+        RESOURCE_BROKER,
+        name.as_str(),
+    ) {
+        return refused(code, message);
+    }
+    let own = rq.shard.config.node_id.to_string();
+    if name.as_str() != own {
+        let why = if name.is_empty() {
+            "Cannot update these configs at default cluster level, broker id must be specified"
+                .to_string()
+        } else {
+            format!("broker {name} is not this broker ({own})")
+        };
+        return refused(ErrorCode::INVALID_REQUEST, why);
+    }
+    let change = match change {
+        Ok(c) => c,
+        Err(why) => return refused(ErrorCode::INVALID_REQUEST, why),
+    };
+    match rq.session.dynamic.alter(change, validate_only).await {
+        Ok(()) => (ErrorCode::NONE, None),
+        Err(AlterError::InvalidRequest(m)) => refused(ErrorCode::INVALID_REQUEST, m),
+        Err(AlterError::InvalidConfig(m)) => refused(ErrorCode::INVALID_CONFIG, m),
+        Err(AlterError::Storage(m)) => refused(ErrorCode::UNKNOWN_SERVER_ERROR, m),
+    }
 }
 
 /// Kafka's numbers of IncrementalAlterConfigs' operations.
@@ -301,9 +385,33 @@ pub async fn incremental_alter(
     rq: &Request<'_>,
     req: IncrementalAlterConfigsRequest,
 ) -> Result<IncrementalAlterConfigsResponse, ProtocolError> {
+    let mut broker = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        broker.push(if r.resource_type == RESOURCE_BROKER {
+            let ops = r.configs.iter().map(|c| {
+                let key = c.name.to_string();
+                match (c.config_operation, &c.value) {
+                    (OP_SET, Some(v)) => Ok((key, Some(v.to_string()))),
+                    (OP_DELETE, _) => Ok((key, None)),
+                    (OP_SET, None) => Err(format!("Null value not supported for : {key}")),
+                    (OP_APPEND | OP_SUBTRACT, _) => Err(format!(
+                        "{key}: APPEND and SUBTRACT apply to list configs only"
+                    )),
+                    (other, _) => Err(format!("Unknown operations type {other}")),
+                }
+            });
+            let change = ops
+                .collect::<Result<Vec<_>, String>>()
+                .map(Change::Incremental);
+            Some(alter_broker(rq, &r.resource_name, change, req.validate_only).await)
+        } else {
+            None
+        });
+    }
     let planned: Vec<Planned> = req
         .resources
         .iter()
+        .filter(|r| r.resource_type != RESOURCE_BROKER)
         .map(|r| {
             let configs = r.configs.iter().map(|c| {
                 let key = c.name.to_string();
@@ -343,11 +451,15 @@ pub async fn incremental_alter(
         "IncrementalAlterConfigs",
     )
     .await;
+    let mut topics = outcomes.into_iter();
     let responses = req
         .resources
         .iter()
-        .zip(outcomes)
-        .map(|(r, (code, message))| {
+        .zip(broker)
+        .map(|(r, b)| {
+            let (code, message) = b
+                .or_else(|| topics.next())
+                .unwrap_or((ErrorCode::UNKNOWN_SERVER_ERROR, Some(sb("no outcome"))));
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
@@ -364,9 +476,27 @@ pub async fn alter(
     rq: &Request<'_>,
     req: AlterConfigsRequest,
 ) -> Result<AlterConfigsResponse, ProtocolError> {
+    let mut broker = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        broker.push(if r.resource_type == RESOURCE_BROKER {
+            let change = r
+                .configs
+                .iter()
+                .map(|c| match &c.value {
+                    Some(v) => Ok((c.name.to_string(), v.to_string())),
+                    None => Err(format!("Null value not supported for : {}", c.name)),
+                })
+                .collect::<Result<Vec<_>, String>>()
+                .map(Change::Replace);
+            Some(alter_broker(rq, &r.resource_name, change, req.validate_only).await)
+        } else {
+            None
+        });
+    }
     let planned: Vec<Planned> = req
         .resources
         .iter()
+        .filter(|r| r.resource_type != RESOURCE_BROKER)
         .map(|r| {
             let configs = r.configs.iter().map(|c| {
                 let key = c.name.to_string();
@@ -391,11 +521,15 @@ pub async fn alter(
         })
         .collect();
     let outcomes = apply(rq, planned, true, req.validate_only, "AlterConfigs").await;
+    let mut topics = outcomes.into_iter();
     let responses = req
         .resources
         .iter()
-        .zip(outcomes)
-        .map(|(r, (code, message))| {
+        .zip(broker)
+        .map(|(r, b)| {
+            let (code, message) = b
+                .or_else(|| topics.next())
+                .unwrap_or((ErrorCode::UNKNOWN_SERVER_ERROR, Some(sb("no outcome"))));
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())

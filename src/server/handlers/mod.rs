@@ -44,6 +44,7 @@ use super::response::Reply;
 use crate::protocol::{decode_body, encode_response, ApiSpec, ProtocolError};
 use crate::security::acl::{AclOperation, Authorizer, ResourceType};
 use crate::security::credentials::CredentialStore;
+use crate::security::dynamic::DynamicBrokerConfig;
 use crate::security::quota::QuotaStore;
 use crate::security::sasl::Authenticator;
 use crate::security::{BrokerSecurity, ListenerSpec};
@@ -64,13 +65,24 @@ pub struct Session {
     pub authorizer: Arc<Authorizer>,
     /// The broker's client quotas (AlterClientQuotas changes them).
     pub quotas: Arc<QuotaStore>,
+    /// The dynamic broker properties (AlterConfigs on the broker changes them).
+    pub dynamic: Arc<DynamicBrokerConfig>,
     /// The client's address (ACLs name hosts by it).
     pub host: String,
+    /// On an SSL listener, the user name mapped from the client certificate's subject
+    /// (`ssl.principal.mapping.rules`); `None` without a certificate or on another protocol.
+    pub ssl_user: Option<String>,
 }
 
 impl Session {
-    /// A new connection's session on `listener`, not yet authenticated.
-    pub fn new(listener: Arc<ListenerSpec>, shared: &BrokerSecurity, host: String) -> Session {
+    /// A new connection's session on `listener`, not yet authenticated; `ssl_user` is the
+    /// user name of its client certificate on an SSL listener.
+    pub fn new(
+        listener: Arc<ListenerSpec>,
+        shared: &BrokerSecurity,
+        host: String,
+        ssl_user: Option<String>,
+    ) -> Session {
         let sasl = listener.sasl.clone().map(Authenticator::new);
         Session {
             listener,
@@ -79,24 +91,39 @@ impl Session {
             credentials: shared.credentials.clone(),
             authorizer: shared.authorizer.clone(),
             quotas: shared.quotas.clone(),
+            dynamic: shared.dynamic.clone(),
             host,
+            ssl_user,
         }
     }
 
-    /// Kafka's principal of the connection: `User:<name>` after SASL, else `User:ANONYMOUS`.
+    /// Kafka's principal of the connection: `User:<name>` after SASL, on an SSL listener
+    /// `User:<mapped certificate subject>`, else `User:ANONYMOUS`.
     pub fn principal(&self) -> String {
-        match self.sasl.borrow().as_ref().and_then(|a| a.principal()) {
+        if let Some(user) = self.sasl.borrow().as_ref().and_then(|a| a.principal()) {
+            return format!("User:{user}");
+        }
+        match &self.ssl_user {
             Some(user) => format!("User:{user}"),
             None => "User:ANONYMOUS".into(),
         }
     }
 
-    /// The listener has SASL and the client has not authenticated yet.
+    /// The listener has SASL and the client has not authenticated yet, or is
+    /// re-authenticating.
     pub fn needs_authentication(&self) -> bool {
         self.sasl
             .borrow()
             .as_ref()
-            .is_some_and(|a| a.principal().is_none())
+            .is_some_and(|a| !a.is_authenticated())
+    }
+
+    /// The SASL session has ended without a re-authentication (`connections.max.reauth.ms`).
+    pub fn session_expired(&self) -> bool {
+        self.sasl
+            .borrow()
+            .as_ref()
+            .is_some_and(|a| a.session_expired(std::time::Instant::now()))
     }
 
     /// The largest request frame read before authentication.

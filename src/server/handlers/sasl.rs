@@ -4,8 +4,10 @@
 //! On a listener without SASL, Kafka's brokers still advertise both APIs and answer them with
 //! ILLEGAL_SASL_STATE; doing the same lets a client configured for SASL fail at once with an
 //! authentication error, where a closed socket would look like a network fault and be retried
-//! forever (the Java client does). After a successful authentication both are answered with
-//! ILLEGAL_SASL_STATE too (no re-authentication, KIP-368, yet). A refused handshake or a
+//! forever (the Java client does). After a successful authentication a SaslHandshake starts a
+//! re-authentication (KIP-368) when the listener has `connections.max.reauth.ms`; otherwise,
+//! or within a second of the last one, both are answered with ILLEGAL_SASL_STATE and the
+//! connection is kept, as in Kafka. A refused handshake or a
 //! failed authentication is answered, logged once at INFO, and the connection is closed after
 //! the answer (see `server/connection.rs`): nothing else is served on it.
 
@@ -35,7 +37,7 @@ pub async fn handshake(
     };
     let mechanisms = auth.mechanisms().iter().map(|m| sb(m)).collect();
     let resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
-    if auth.principal().is_some() {
+    if auth.is_authenticated() && !auth.begin_reauthentication(std::time::Instant::now()) {
         return Ok(resp.with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code()));
     }
     if rq.version == 0 {
@@ -68,11 +70,11 @@ pub async fn authenticate(
             .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
             .with_error_message(Some(sb("SASL is not enabled on this listener"))));
     };
-    if auth.principal().is_some() {
+    if auth.is_authenticated() {
         return Ok(SaslAuthenticateResponse::default()
             .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
             .with_error_message(Some(sb(
-                "already authenticated (re-authentication is not supported)",
+                "already authenticated (re-authentication starts with SaslHandshake)",
             ))));
     }
     match auth.authenticate(&req.auth_bytes) {
@@ -89,7 +91,13 @@ pub async fn authenticate(
                 principal = %principal,
                 "SASL authentication succeeded"
             );
-            Ok(SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(response)))
+            let resp = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(response));
+            // v1+: how long the session lasts before the client must re-authenticate.
+            Ok(if rq.version >= 1 {
+                resp.with_session_lifetime_ms(auth.session_lifetime_ms())
+            } else {
+                resp
+            })
         }
         Err(e) => {
             super::super::refusal::log_refusal(rq.client_id, "SaslAuthenticate", &e.message);
