@@ -34,9 +34,9 @@ pub struct ControllerSettings {
     pub broker_session_timeout_ms: u64,
     /// Replicas of a topic created without a replication factor.
     pub default_replication_factor: i16,
-    /// Partitions may have more than one replica. False until partition data is replicated
-    /// (issue 18): a topic or partition with followers is then refused, since its followers
-    /// would hold no data.
+    /// Partitions may have more than one replica (`serve` sets it: followers fetch from
+    /// leaders). False refuses a topic or partition with followers (INVALID_REPLICATION_FACTOR),
+    /// for controller tests of one-replica placement.
     pub replicated_partitions: bool,
 }
 
