@@ -512,3 +512,147 @@ fn rf3_acks_all_survives_leader_kill9_without_losing_acknowledged_records() {
         assert_eq!(seen.get(value.as_str()), Some(&1), "{value} stored once");
     }
 }
+
+/// The ISR of `topic`/0 in a Metadata v12 answer from the broker on `port` (sorted).
+fn isr_of(port: u16, topic: &str) -> Option<Vec<i32>> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    let mut body = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let r = MetadataResponse::decode(&mut body, 12).ok()?;
+    let p = r.topics.first()?.partitions.first()?;
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    Some(isr)
+}
+
+/// Sends `sig` to node `id` of `c` (SIGSTOP / SIGCONT).
+fn signal(c: &mut Cluster, id: i32, sig: i32) {
+    let pid = c.node(id).pid().expect("running") as i32;
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// ISR changes by lag (AlterPartition): a follower paused with SIGSTOP leaves the ISR after
+/// `replica.lag.time.max.ms` (its broker session is long, so it is not fenced) and acks=all
+/// goes on with the two others; resumed, it catches up and rejoins. Under
+/// `min.insync.replicas=3` a shrink refuses acks=all (NOT_ENOUGH_REPLICAS_AFTER_APPEND for
+/// a write caught by it, NOT_ENOUGH_REPLICAS after it) while acks=1 is acknowledged.
+#[test]
+fn a_paused_follower_leaves_the_isr_and_rejoins() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "replica.lag.time.max.ms=1000",
+            "broker.session.timeout.ms=60000",
+        ],
+    );
+    let boot = c
+        .nodes
+        .iter()
+        .map(|n| n.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .create()
+        .expect("admin");
+    c.wait_for("lag created on three brokers", 60, || {
+        let r = futures_lite::future::block_on(
+            admin.create_topics(
+                &[NewTopic::new("lag", 1, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new()
+                    .operation_timeout(Some(Duration::from_secs(5)))
+                    .request_timeout(Some(Duration::from_secs(5))),
+            ),
+        );
+        matches!(
+            r.as_deref(),
+            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
+        )
+    });
+    let port1 = c.node(1).port;
+    c.wait_for("lag-0 has a leader", 30, || {
+        leader_and_epoch(port1, "lag", 0).is_some_and(|(l, _)| l > 0)
+    });
+    let (leader, _) = leader_and_epoch(port1, "lag", 0).expect("metadata");
+    let lport = c.node(leader).port;
+    let followers: Vec<i32> = (1..=3).filter(|&i| i != leader).collect();
+    produce(&boot, "lag", 20);
+    assert_eq!(isr_of(lport, "lag"), Some(vec![1, 2, 3]));
+
+    // One follower paused: it leaves the ISR, acks=all goes on.
+    signal(&mut c, followers[0], libc::SIGSTOP);
+    let two: Vec<i32> = [leader, followers[1]]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    c.wait_for("the paused follower out of the ISR", 30, || {
+        isr_of(lport, "lag").as_ref() == Some(&two)
+    });
+    let lboot = c.node(leader).bootstrap();
+    produce(&lboot, "lag", 20);
+
+    // Resumed: it catches up and rejoins.
+    signal(&mut c, followers[0], libc::SIGCONT);
+    c.wait_for("the resumed follower back in the ISR", 30, || {
+        isr_of(lport, "lag") == Some(vec![1, 2, 3])
+    });
+    produce(&lboot, "lag", 20);
+
+    // min.insync.replicas=3 on the same three brokers, led by the same leader: a write
+    // waiting for a follower that is paused meanwhile is not acknowledged (the shrink lets
+    // the high watermark pass, but over two replicas: NOT_ENOUGH_REPLICAS_AFTER_APPEND, or
+    // NOT_ENOUGH_REPLICAS if the shrink came first); after the shrink acks=all is refused
+    // before the append and acks=1 is acknowledged. (Two paused followers would leave the
+    // controllers, which run on the same nodes, without a majority.)
+    let replicas = [leader, followers[0], followers[1]];
+    let r = futures_lite::future::block_on(
+        admin.create_topics(
+            &[
+                NewTopic::new("strict", 1, TopicReplication::Variable(&[&replicas]))
+                    .set("min.insync.replicas", "3"),
+            ],
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(10)))
+                .request_timeout(Some(Duration::from_secs(10))),
+        ),
+    )
+    .expect("create strict");
+    assert!(matches!(r.as_slice(), [Ok(_)]), "{r:?}");
+    c.wait_for("strict-0 led by the same leader, all in sync", 30, || {
+        leader_and_epoch(lport, "strict", 0).is_some_and(|(l, _)| l == leader)
+            && isr_of(lport, "strict") == Some(vec![1, 2, 3])
+    });
+    assert_eq!(produce_outcome(&lboot, "strict", "all"), Ok(()));
+    signal(&mut c, followers[0], libc::SIGSTOP);
+    let caught = produce_outcome(&lboot, "strict", "all");
+    eprintln!("acks=all while the follower is paused: {caught:?}");
+    assert!(
+        matches!(
+            caught,
+            Err(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)
+                | Err(RDKafkaErrorCode::NotEnoughReplicas)
+        ),
+        "{caught:?}"
+    );
+    c.wait_for("strict's ISR without the paused follower", 30, || {
+        isr_of(lport, "strict") == Some(two.clone())
+    });
+    assert_eq!(
+        produce_outcome(&lboot, "strict", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(produce_outcome(&lboot, "strict", "1"), Ok(()));
+    signal(&mut c, followers[0], libc::SIGCONT);
+    c.wait_for("strict's ISR whole again", 30, || {
+        isr_of(lport, "strict") == Some(vec![1, 2, 3])
+    });
+    assert_eq!(produce_outcome(&lboot, "strict", "all"), Ok(()));
+}

@@ -140,6 +140,15 @@ impl ActiveController {
             RpcBody::AllocateProducerIds { broker_id } => {
                 self.allocate_producer_ids(broker_id).await
             }
+            RpcBody::AlterPartition(req) => {
+                self.topic_changes(
+                    "ISR change",
+                    vec![req],
+                    |r| &r.topic,
+                    control::alter_partition,
+                )
+                .await
+            }
             other => Err(ControllerError::Unavailable(format!(
                 "not a controller request: {other:?}"
             ))),

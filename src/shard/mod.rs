@@ -444,6 +444,7 @@ impl Shard {
     pub fn start_replication(self: &Rc<Self>) {
         if let Some(view) = self.cluster_view() {
             self.replication.adopt(self, &view);
+            glommio::spawn_local(replication::keep_isr(self.clone())).detach();
         }
     }
 

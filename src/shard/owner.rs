@@ -331,7 +331,7 @@ async fn wait_replicated(
             Err(StorageError::ShuttingDown)
         };
         match futures_lite::future::or(wait, tick).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return enough_in_sync(shard, topic, partition),
             Err(StorageError::ShuttingDown) => {}
             Err(e) => return Err(storage_failure(&e)),
         }
@@ -355,6 +355,35 @@ async fn wait_replicated(
             ));
         }
     }
+}
+
+/// Kafka's check once the high watermark passed an acks=all batch: the ISR it passed over
+/// must still have `min.insync.replicas` members, else NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+/// batch is stored, but on fewer brokers than asked).
+fn enough_in_sync(shard: &Shard, topic: &str, partition: i32) -> Result<(), ProduceResult> {
+    let wanted = shard
+        .metadata()
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("min.insync.replicas"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(shard.config.cluster.min_insync_replicas.max(1) as usize);
+    let in_sync = shard
+        .cluster_view()
+        .and_then(|v| v.partition(topic, partition).map(|st| st.isr.len()))
+        .unwrap_or(1);
+    if in_sync >= wanted {
+        return Ok(());
+    }
+    Err(ProduceResult {
+        error_code: ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
+        error_message: Some(format!(
+            "{topic}-{partition} has {in_sync} in-sync replicas, fewer than min.insync.replicas {wanted}, after the append"
+        )),
+    })
 }
 
 /// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch

@@ -26,14 +26,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{ClusterView, Shard};
+use crate::cluster::control::AlterPartitionRequest;
 use crate::cluster::image::NodeId;
+use crate::cluster::transport::{ControllerReply, RpcBody};
 use crate::error_code::ErrorCode;
 use crate::storage::{split_batches, StorageError};
 
@@ -56,11 +58,32 @@ pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 1 << 20;
 /// quickly).
 pub const REPLICA_FETCH_BACKOFF_MS: u64 = 100;
 
-/// One led partition: the leader epoch it is led in and each follower's last fetch offset
-/// in that epoch.
+/// One led partition: the leader epoch it is led in and, per follower in that epoch, its
+/// last fetch offset, when it was last caught up to the log end, and its last fetch.
 struct Led {
     epoch: i32,
     fetch_offsets: HashMap<NodeId, i64>,
+    /// When this broker started leading in `epoch`: a follower never caught up since counts
+    /// as caught up then (it gets `replica.lag.time.max.ms` from the start).
+    since: Instant,
+    caught_up: HashMap<NodeId, Instant>,
+    /// (time, this log's end then) of each follower's last fetch.
+    last_fetch: HashMap<NodeId, (Instant, i64)>,
+    /// An AlterPartition for this partition is in flight.
+    altering: bool,
+}
+
+impl Led {
+    fn new(epoch: i32) -> Led {
+        Led {
+            epoch,
+            fetch_offsets: HashMap::new(),
+            since: Instant::now(),
+            caught_up: HashMap::new(),
+            last_fetch: HashMap::new(),
+            altering: false,
+        }
+    }
 }
 
 /// The fetcher of one leader broker on this shard: the partitions it carries, by
@@ -110,15 +133,13 @@ impl Replication {
                     continue;
                 }
                 if st.leader == me {
-                    let entry = led.entry(key.clone()).or_insert_with(|| Led {
-                        epoch: st.leader_epoch,
-                        fetch_offsets: HashMap::new(),
-                    });
+                    let entry = led
+                        .entry(key.clone())
+                        .or_insert_with(|| Led::new(st.leader_epoch));
                     if entry.epoch != st.leader_epoch {
                         // A new leadership: what followers fetched before is not known to
                         // be this epoch's log.
-                        entry.epoch = st.leader_epoch;
-                        entry.fetch_offsets.clear();
+                        *entry = Led::new(st.leader_epoch);
                     }
                     let floor = floor_of(view, &st.isr, entry);
                     shard.storage.set_replica_floor(&t.name, p, Some(floor));
@@ -193,19 +214,138 @@ impl Replication {
         let mut led = self.led.borrow_mut();
         let entry = led
             .entry((topic.to_string(), partition))
-            .or_insert_with(|| Led {
-                epoch: st.leader_epoch,
-                fetch_offsets: HashMap::new(),
-            });
+            .or_insert_with(|| Led::new(st.leader_epoch));
         if entry.epoch != st.leader_epoch {
-            entry.epoch = st.leader_epoch;
-            entry.fetch_offsets.clear();
+            *entry = Led::new(st.leader_epoch);
         }
         entry.fetch_offsets.insert(replica, fetch_offset);
+        // Kafka's rule: caught up now if at the log end; else caught up at the previous fetch
+        // if this one reaches the log end of then.
+        let now = Instant::now();
+        let end = shard
+            .storage
+            .offsets(topic, partition)
+            .map_or(i64::MAX, |o| o.1);
+        if fetch_offset >= end {
+            entry.caught_up.insert(replica, now);
+        } else if let Some(&(then, end_then)) = entry.last_fetch.get(&replica) {
+            if fetch_offset >= end_then {
+                let at = entry.caught_up.entry(replica).or_insert(then);
+                *at = (*at).max(then);
+            }
+        }
+        entry.last_fetch.insert(replica, (now, end));
         let floor = floor_of(&view, &st.isr, entry);
         shard
             .storage
             .set_replica_floor(topic, partition, Some(floor));
+    }
+}
+
+/// How often a leader looks for ISR changes to ask for: half of `replica.lag.time.max.ms`
+/// (Kafka's `isr-expiration` interval), within these bounds.
+const ISR_CHECK_INTERVAL_MS_MIN: u64 = 50;
+/// See [`ISR_CHECK_INTERVAL_MS_MIN`].
+const ISR_CHECK_INTERVAL_MS_MAX: u64 = 5_000;
+
+/// A leader's ISR upkeep, for as long as the shard runs (cluster only): every half
+/// `replica.lag.time.max.ms`, each partition this shard leads is checked, and an
+/// AlterPartition is sent to the active controller when the ISR should change: members not
+/// caught up to the log end for `replica.lag.time.max.ms` leave; replicas on live brokers
+/// that fetched up to the high watermark and are caught up join. One request per partition
+/// at a time; the new ISR is used once the image holding it arrives (until then the HW is
+/// computed over the old one).
+pub(super) async fn keep_isr(shard: Rc<Shard>) {
+    let Some(link) = shard.cluster.clone() else {
+        return;
+    };
+    let lag = Duration::from_millis(shard.config.cluster.replica_lag_time_max_ms);
+    let every = Duration::from_millis(
+        (shard.config.cluster.replica_lag_time_max_ms / 2)
+            .clamp(ISR_CHECK_INTERVAL_MS_MIN, ISR_CHECK_INTERVAL_MS_MAX),
+    );
+    loop {
+        glommio::timer::sleep(every).await;
+        let Some(view) = shard.cluster_view() else {
+            continue;
+        };
+        let wanted = shard.replication.isr_changes(&shard, &view, lag);
+        for req in wanted {
+            let shard = shard.clone();
+            let link = link.clone();
+            glommio::spawn_local(async move {
+                let key = (req.topic.clone(), req.partition);
+                tracing::info!(topic = %req.topic, partition = req.partition, isr = ?req.isr, "asking the controller for an ISR change");
+                let r = link.call(RpcBody::AlterPartition(req)).await;
+                match r {
+                    Ok(ControllerReply::Applied { results, .. })
+                        if results.iter().all(Result::is_ok) => {}
+                    other => tracing::info!(topic = %key.0, partition = key.1, answer = ?other, "ISR change not made"),
+                }
+                if let Some(l) = shard.replication.led.borrow_mut().get_mut(&key) {
+                    l.altering = false;
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+impl Replication {
+    /// The AlterPartition requests due now for the partitions this shard leads (each marked
+    /// as in flight).
+    fn isr_changes(
+        &self,
+        shard: &Shard,
+        view: &ClusterView,
+        lag: Duration,
+    ) -> Vec<AlterPartitionRequest> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for ((topic, p), l) in self.led.borrow_mut().iter_mut() {
+            let Some(st) = view.partition(topic, *p) else {
+                continue;
+            };
+            if l.altering || st.leader != view.node_id || st.leader_epoch != l.epoch {
+                continue;
+            }
+            let Ok(hw) = shard.storage.high_watermark(topic, *p) else {
+                continue;
+            };
+            let caught_up = |r: &NodeId| {
+                now.duration_since(l.caught_up.get(r).copied().unwrap_or(l.since)) < lag
+            };
+            let mut isr: Vec<NodeId> = st
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| *r == view.node_id || caught_up(r))
+                .collect();
+            for r in &st.replicas {
+                let live = view.image.brokers.get(r).is_some_and(|b| !b.fenced);
+                let reached = l.fetch_offsets.get(r).is_some_and(|&o| o >= hw);
+                if !isr.contains(r)
+                    && live
+                    && reached
+                    && l.caught_up.contains_key(r)
+                    && caught_up(r)
+                {
+                    isr.push(*r);
+                }
+            }
+            if isr != st.isr {
+                l.altering = true;
+                out.push(AlterPartitionRequest {
+                    broker_id: view.node_id,
+                    topic: topic.clone(),
+                    partition: *p,
+                    leader_epoch: st.leader_epoch,
+                    partition_epoch: st.partition_epoch,
+                    isr,
+                });
+            }
+        }
+        out
     }
 }
 
