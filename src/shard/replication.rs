@@ -371,10 +371,20 @@ async fn run_fetcher(shard: Rc<Shard>, f: Rc<Fetcher>) {
             .map(|(k, e)| (k.clone(), *e))
             .collect();
         let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        let mut unsynced = false;
         for ((topic, p), epoch) in &parts {
             let Ok((last_epoch, end)) = shard.storage.last_epoch_and_end(topic, *p) else {
                 continue; // not open (yet)
             };
+            // The fetch offset tells the leader what is on this disk: a log end whose sync
+            // failed (a full disk) is not fetched from until it is durable.
+            if end > 0 {
+                if let Err(e) = shard.storage.wait_durable(topic, *p, end - 1).await {
+                    tracing::debug!(topic = %topic, partition = p, error = %e, "follower log end not durable; not fetching");
+                    unsynced = true;
+                    continue;
+                }
+            }
             let start = shard.storage.offsets(topic, *p).map_or(-1, |o| o.0);
             topics.entry(topic).or_default().push(
                 FetchPartition::default()
@@ -386,8 +396,10 @@ async fn run_fetcher(shard: Rc<Shard>, f: Rc<Fetcher>) {
                     .with_partition_max_bytes(REPLICA_FETCH_PARTITION_BYTES_MAX),
             );
         }
-        if topics.is_empty() {
+        if topics.is_empty() || unsynced {
             backoff().await;
+        }
+        if topics.is_empty() {
             continue;
         }
         let req = FetchRequest::default()
