@@ -821,7 +821,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: TopicConfigType::Int { min: 1, max: I32_MAX },
         kafka_default: "1",
         status: TopicConfigStatus::Implemented,
-        help: "An acks=all produce to a partition with fewer in-sync replicas is refused with NOT_ENOUGH_REPLICAS before the append (on one node, and until replication is built, a partition has one replica). Default: the broker's `min.insync.replicas` (1).",
+        help: "An acks=all produce to a partition with fewer in-sync replicas is refused with NOT_ENOUGH_REPLICAS before the append (on one node a partition has one replica; in a cluster the ISR of the image counts); one that waits for the ISR while it shrinks below this gets NOT_ENOUGH_REPLICAS_AFTER_APPEND. Default: the broker's `min.insync.replicas` (1).",
     },
     TopicConfigDef {
         name: "preallocate",

@@ -175,6 +175,8 @@ kafka_error_codes! {
     DUPLICATE_RESOURCE = 92,
     /// The credential is not acceptable (an empty user, too few SCRAM iterations).
     UNACCEPTABLE_CREDENTIAL = 93,
+    /// An AlterPartition carried a partition epoch that is not the current one.
+    INVALID_UPDATE_VERSION = 95,
     /// The group is not empty (DeleteGroups).
     NON_EMPTY_GROUP = 68,
     /// The group does not exist.

@@ -305,7 +305,8 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
             .all(|n| metadata(&n.bootstrap(), "none").is_some_and(|(b, _)| b == all))
     });
 
-    // Placement: one partition per broker; replicas that would hold no data are refused.
+    // Placement: one partition per broker; RF=3 is placed (replication, issue 18), a
+    // replication factor above the broker count is refused.
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures_lite::future::block_on(admin(&boot).create_topics(
         &[
@@ -317,10 +318,7 @@ fn four_broker_processes_serve_librdkafka_java_and_franz_go() {
     ))
     .expect("create_topics");
     assert!(results[0].is_ok(), "{results:?}");
-    assert_eq!(
-        results[1].as_ref().map_err(|(_, c)| *c),
-        Err(RDKafkaErrorCode::InvalidReplicationFactor)
-    );
+    assert!(results[1].is_ok(), "{results:?}");
     assert_eq!(
         results[2].as_ref().map_err(|(_, c)| *c),
         Err(RDKafkaErrorCode::InvalidReplicationFactor)

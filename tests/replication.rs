@@ -1,7 +1,8 @@
 //! Replication (issue 18) with real broker processes and standard clients. Step 1 of the
 //! design: leader epochs stamped in every batch, the leader-epoch cache kept across kill -9,
 //! and OffsetForLeaderEpoch as librdkafka (confluent-kafka) uses it to validate a position
-//! after a leader change (KIP-320).
+//! after a leader change (KIP-320); then data replication itself: RF=3 with followers
+//! fetching from the leader, acks=all over the ISR, and a leader killed with SIGKILL.
 
 mod common;
 
@@ -197,14 +198,20 @@ fn leader_epochs_survive_kill9_and_validate_positions() {
         .expect("admin");
     let port2 = c.node(2).port;
     c.wait_for("node 2 registered", 60, || {
-        let r = futures_lite::future::block_on(admin.create_topics(
-            &[NewTopic::new(
-                "epochs",
-                1,
-                TopicReplication::Variable(&[&[2]]),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
-        ));
+        let r = futures_lite::future::block_on(
+            admin.create_topics(
+                &[NewTopic::new(
+                    "epochs",
+                    1,
+                    TopicReplication::Variable(&[&[2]]),
+                )],
+                // Each attempt bounded: a client that took its first Metadata from a broker
+                // whose image did not list the controller yet would otherwise wait 60 s.
+                &AdminOptions::new()
+                    .operation_timeout(Some(Duration::from_secs(5)))
+                    .request_timeout(Some(Duration::from_secs(5))),
+            ),
+        );
         // A create whose answer timed out may have happened: then it already exists.
         let ok = matches!(
             r.as_deref(),
@@ -355,4 +362,297 @@ fn min_insync_replicas_refuses_acks_all() {
     assert!(r[0].is_ok(), "{r:?}");
     assert_eq!(produce_outcome(&b.bootstrap(), "isr", "all"), Ok(()));
     assert_eq!(end(&b), 2);
+}
+
+/// Replication end to end (steps 1-3 of the design): three brokers, RF=3,
+/// `min.insync.replicas=2`, an idempotent acks=all librdkafka producer. The leader is killed
+/// with SIGKILL halfway; the controller elects a new leader from the ISR, the producer moves
+/// there and goes on, and every acknowledged record is read back exactly once at the offset
+/// its acknowledgement named.
+#[test]
+fn rf3_acks_all_survives_leader_kill9_without_losing_acknowledged_records() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use std::collections::BTreeMap;
+
+    /// Records produced before the kill, and after it.
+    const RECORDS_PER_PHASE: usize = 300;
+    let mut c = Cluster::start(3, &[]);
+    let boot = c
+        .nodes
+        .iter()
+        .map(|n| n.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .create()
+        .expect("admin");
+    c.wait_for("rf3 created on three brokers", 60, || {
+        let r = futures_lite::future::block_on(
+            admin.create_topics(
+                &[NewTopic::new("rf3", 1, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                // Each attempt bounded: a client that took its first Metadata from a broker
+                // whose image did not list the controller yet would otherwise wait 60 s.
+                &AdminOptions::new()
+                    .operation_timeout(Some(Duration::from_secs(5)))
+                    .request_timeout(Some(Duration::from_secs(5))),
+            ),
+        );
+        let ok = matches!(
+            r.as_deref(),
+            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
+        );
+        if !ok {
+            eprintln!("create rf3: {r:?}");
+        }
+        ok
+    });
+    let port1 = c.node(1).port;
+    c.wait_for("rf3-0 has a leader", 30, || {
+        leader_and_epoch(port1, "rf3", 0).is_some_and(|(l, _)| l > 0)
+    });
+    let (leader, e0) = leader_and_epoch(port1, "rf3", 0).expect("metadata");
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    // value -> the offset its acknowledgement named.
+    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
+    let produce_phase = |from: usize, acked: &mut BTreeMap<String, i64>| {
+        let futures: Vec<_> = (from..from + RECORDS_PER_PHASE)
+            .map(|i| {
+                let value = format!("r{i:05}");
+                let f = producer.send_result(
+                    FutureRecord::<(), str>::to("rf3")
+                        .partition(0)
+                        .payload(&value),
+                );
+                let f = f.map_err(|(e, _)| e).expect("queued");
+                (value, f)
+            })
+            .collect();
+        for (value, f) in futures {
+            match futures_lite::future::block_on(f) {
+                Ok(Ok(d)) => {
+                    assert!(acked.insert(value, d.offset).is_none());
+                }
+                Ok(Err((e, _))) => panic!("{value} not acknowledged: {e}"),
+                Err(_) => panic!("{value}: delivery future cancelled"),
+            }
+        }
+    };
+    produce_phase(0, &mut acked);
+    let killed = std::time::Instant::now();
+    c.node(leader).kill9();
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let port = c.node(survivor).port;
+    c.wait_for("a new leader of rf3-0 from the ISR", 30, || {
+        leader_and_epoch(port, "rf3", 0).is_some_and(|(l, e)| l > 0 && l != leader && e > e0)
+    });
+    let elected = killed.elapsed();
+    produce_phase(RECORDS_PER_PHASE, &mut acked);
+    eprintln!(
+        "failover: new leader in Metadata {} ms after the kill, {RECORDS_PER_PHASE} more records acknowledged {} ms after it",
+        elected.as_millis(),
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(acked.len(), 2 * RECORDS_PER_PHASE);
+
+    // Read the whole partition back from the new leader, below its high watermark.
+    let last = *acked.values().max().expect("acknowledged records");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .set("group.id", "rf3-check")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("rf3", 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut log: BTreeMap<i64, String> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while log.keys().next_back().is_none_or(|&o| o < last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read up to offset {:?} of {last} in 60 s",
+            log.keys().next_back()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            // librdkafka reports the killed broker of the bootstrap list as transient errors.
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("consumer: {e}");
+                    continue;
+                }
+            };
+            let value = String::from_utf8(m.payload().expect("payload").to_vec()).expect("utf-8");
+            log.insert(m.offset(), value);
+        }
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in log.values() {
+        *seen.entry(v.as_str()).or_default() += 1;
+    }
+    for (value, offset) in &acked {
+        assert_eq!(
+            log.get(offset).map(String::as_str),
+            Some(value.as_str()),
+            "{value} acknowledged at {offset}"
+        );
+        assert_eq!(seen.get(value.as_str()), Some(&1), "{value} stored once");
+    }
+}
+
+/// The ISR of `topic`/0 in a Metadata v12 answer from the broker on `port` (sorted).
+fn isr_of(port: u16, topic: &str) -> Option<Vec<i32>> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    let mut body = common::request(&mut s, ApiKey::Metadata, 12, &req);
+    let r = MetadataResponse::decode(&mut body, 12).ok()?;
+    let p = r.topics.first()?.partitions.first()?;
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    Some(isr)
+}
+
+/// Sends `sig` to node `id` of `c` (SIGSTOP / SIGCONT).
+fn signal(c: &mut Cluster, id: i32, sig: i32) {
+    let pid = c.node(id).pid().expect("running") as i32;
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// ISR changes by lag (AlterPartition): a follower paused with SIGSTOP leaves the ISR after
+/// `replica.lag.time.max.ms` (its broker session is long, so it is not fenced) and acks=all
+/// goes on with the two others; resumed, it catches up and rejoins. Under
+/// `min.insync.replicas=3` a shrink refuses acks=all (NOT_ENOUGH_REPLICAS_AFTER_APPEND for
+/// a write caught by it, NOT_ENOUGH_REPLICAS after it) while acks=1 is acknowledged.
+#[test]
+fn a_paused_follower_leaves_the_isr_and_rejoins() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "replica.lag.time.max.ms=1000",
+            "broker.session.timeout.ms=60000",
+        ],
+    );
+    let boot = c
+        .nodes
+        .iter()
+        .map(|n| n.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &boot)
+        .create()
+        .expect("admin");
+    c.wait_for("lag created on three brokers", 60, || {
+        let r = futures_lite::future::block_on(
+            admin.create_topics(
+                &[NewTopic::new("lag", 1, TopicReplication::Fixed(3))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new()
+                    .operation_timeout(Some(Duration::from_secs(5)))
+                    .request_timeout(Some(Duration::from_secs(5))),
+            ),
+        );
+        matches!(
+            r.as_deref(),
+            Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))])
+        )
+    });
+    let port1 = c.node(1).port;
+    c.wait_for("lag-0 has a leader", 30, || {
+        leader_and_epoch(port1, "lag", 0).is_some_and(|(l, _)| l > 0)
+    });
+    let (leader, _) = leader_and_epoch(port1, "lag", 0).expect("metadata");
+    let lport = c.node(leader).port;
+    let followers: Vec<i32> = (1..=3).filter(|&i| i != leader).collect();
+    produce(&boot, "lag", 20);
+    assert_eq!(isr_of(lport, "lag"), Some(vec![1, 2, 3]));
+
+    // One follower paused: it leaves the ISR, acks=all goes on.
+    signal(&mut c, followers[0], libc::SIGSTOP);
+    let two: Vec<i32> = [leader, followers[1]]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    c.wait_for("the paused follower out of the ISR", 30, || {
+        isr_of(lport, "lag").as_ref() == Some(&two)
+    });
+    let lboot = c.node(leader).bootstrap();
+    produce(&lboot, "lag", 20);
+
+    // Resumed: it catches up and rejoins.
+    signal(&mut c, followers[0], libc::SIGCONT);
+    c.wait_for("the resumed follower back in the ISR", 30, || {
+        isr_of(lport, "lag") == Some(vec![1, 2, 3])
+    });
+    produce(&lboot, "lag", 20);
+
+    // min.insync.replicas=3 on the same three brokers, led by the same leader: a write
+    // waiting for a follower that is paused meanwhile is not acknowledged (the shrink lets
+    // the high watermark pass, but over two replicas: NOT_ENOUGH_REPLICAS_AFTER_APPEND, or
+    // NOT_ENOUGH_REPLICAS if the shrink came first); after the shrink acks=all is refused
+    // before the append and acks=1 is acknowledged. (Two paused followers would leave the
+    // controllers, which run on the same nodes, without a majority.)
+    let replicas = [leader, followers[0], followers[1]];
+    let r = futures_lite::future::block_on(
+        admin.create_topics(
+            &[
+                NewTopic::new("strict", 1, TopicReplication::Variable(&[&replicas]))
+                    .set("min.insync.replicas", "3"),
+            ],
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(10)))
+                .request_timeout(Some(Duration::from_secs(10))),
+        ),
+    )
+    .expect("create strict");
+    assert!(matches!(r.as_slice(), [Ok(_)]), "{r:?}");
+    c.wait_for("strict-0 led by the same leader, all in sync", 30, || {
+        leader_and_epoch(lport, "strict", 0).is_some_and(|(l, _)| l == leader)
+            && isr_of(lport, "strict") == Some(vec![1, 2, 3])
+    });
+    assert_eq!(produce_outcome(&lboot, "strict", "all"), Ok(()));
+    signal(&mut c, followers[0], libc::SIGSTOP);
+    let caught = produce_outcome(&lboot, "strict", "all");
+    eprintln!("acks=all while the follower is paused: {caught:?}");
+    assert!(
+        matches!(
+            caught,
+            Err(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)
+                | Err(RDKafkaErrorCode::NotEnoughReplicas)
+        ),
+        "{caught:?}"
+    );
+    c.wait_for("strict's ISR without the paused follower", 30, || {
+        isr_of(lport, "strict") == Some(two.clone())
+    });
+    assert_eq!(
+        produce_outcome(&lboot, "strict", "all"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(produce_outcome(&lboot, "strict", "1"), Ok(()));
+    signal(&mut c, followers[0], libc::SIGCONT);
+    c.wait_for("strict's ISR whole again", 30, || {
+        isr_of(lport, "strict") == Some(vec![1, 2, 3])
+    });
+    assert_eq!(produce_outcome(&lboot, "strict", "all"), Ok(()));
 }

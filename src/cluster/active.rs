@@ -34,9 +34,9 @@ pub struct ControllerSettings {
     pub broker_session_timeout_ms: u64,
     /// Replicas of a topic created without a replication factor.
     pub default_replication_factor: i16,
-    /// Partitions may have more than one replica. False until partition data is replicated
-    /// (issue 18): a topic or partition with followers is then refused, since its followers
-    /// would hold no data.
+    /// Partitions may have more than one replica (`serve` sets it: followers fetch from
+    /// leaders). False refuses a topic or partition with followers (INVALID_REPLICATION_FACTOR),
+    /// for controller tests of one-replica placement.
     pub replicated_partitions: bool,
 }
 
@@ -139,6 +139,15 @@ impl ActiveController {
             RpcBody::FetchImage { after, wait_ms } => self.fetch_image(after, wait_ms).await,
             RpcBody::AllocateProducerIds { broker_id } => {
                 self.allocate_producer_ids(broker_id).await
+            }
+            RpcBody::AlterPartition(req) => {
+                self.topic_changes(
+                    "ISR change",
+                    vec![req],
+                    |r| &r.topic,
+                    control::alter_partition,
+                )
+                .await
             }
             other => Err(ControllerError::Unavailable(format!(
                 "not a controller request: {other:?}"

@@ -66,6 +66,9 @@ pub struct ClusterConfig {
     /// `controller.quorum.election.timeout.ms`: a voter that hears no leader for a random
     /// time between this and twice this starts an election. Kafka's default 1000.
     pub election_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up to its leader's log end for this
+    /// long leaves the ISR. Kafka's default 30000.
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// The cluster settings after the cross-checks: what the node is and where it listens.
@@ -99,6 +102,7 @@ pub const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("broker.heartbeat.interval.ms", "How often a broker heartbeats to the active controller. Default 2000."),
     ("initial.broker.registration.timeout.ms", "A broker that has not registered with the active controller this long after its start exits (it retries until then, e.g. while its previous incarnation's session is alive). Default 60000."),
     ("controller.quorum.election.timeout.ms", "A voter that hears from no leader for a random time between this and twice this starts an election. Default 1000."),
+    ("replica.lag.time.max.ms", "A follower that has not caught up to its leader's log end for this long is removed from the ISR (AlterPartition); one that reaches the high watermark again is added back. Default 30000."),
 ];
 
 impl ClusterConfig {
@@ -111,6 +115,7 @@ impl ClusterConfig {
             broker_heartbeat_interval_ms: 2000,
             initial_broker_registration_timeout_ms: 60_000,
             election_timeout_ms: 1000,
+            replica_lag_time_max_ms: 30_000,
             ..Default::default()
         }
     }
@@ -155,6 +160,9 @@ impl ClusterConfig {
             }
             "controller.quorum.election.timeout.ms" => {
                 positive::<u64>(v).map(|n| self.election_timeout_ms = n)
+            }
+            "replica.lag.time.max.ms" => {
+                positive::<u64>(v).map(|n| self.replica_lag_time_max_ms = n)
             }
             _ => return None,
         })

@@ -366,6 +366,110 @@ pub fn allocate_producer_ids(image: &ClusterImage, broker_id: NodeId) -> Metadat
     }
 }
 
+/// A partition leader's request for a new ISR (Kafka's AlterPartition, KIP-497): made on
+/// the leader epoch and partition epoch it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionRequest {
+    /// The leader asking.
+    pub broker_id: NodeId,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The leader epoch the leader holds.
+    pub leader_epoch: i32,
+    /// The partition epoch the leader holds.
+    pub partition_epoch: i32,
+    /// The ISR it asks for.
+    pub isr: Vec<NodeId>,
+}
+
+/// Decides an AlterPartition, with Kafka's checks: the asker leads the partition
+/// (NOT_LEADER_OR_FOLLOWER) in the current leader epoch (FENCED_LEADER_EPOCH) and saw the
+/// current partition epoch (INVALID_UPDATE_VERSION: an ISR change it did not see happened);
+/// the new ISR holds the leader, only replicas, no duplicates (INVALID_REQUEST), and adds only
+/// unfenced brokers (INELIGIBLE_REPLICA). An unchanged ISR gives no record.
+pub fn alter_partition(
+    image: &ClusterImage,
+    req: &AlterPartitionRequest,
+) -> Result<Vec<MetadataRecord>, ControlError> {
+    let t = image.topics.get(&req.topic).ok_or_else(|| {
+        refuse(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("The topic '{}' does not exist.", req.topic),
+        )
+    })?;
+    let st = usize::try_from(req.partition)
+        .ok()
+        .and_then(|i| t.partitions.get(i))
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{} has no partition {}", req.topic, req.partition),
+            )
+        })?;
+    if st.leader != req.broker_id {
+        return Err(refuse(
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            format!(
+                "broker {} does not lead {}-{}",
+                req.broker_id, req.topic, req.partition
+            ),
+        ));
+    }
+    if st.leader_epoch != req.leader_epoch {
+        return Err(refuse(
+            ErrorCode::FENCED_LEADER_EPOCH,
+            format!(
+                "leader epoch {} is not the current {}",
+                req.leader_epoch, st.leader_epoch
+            ),
+        ));
+    }
+    if st.partition_epoch != req.partition_epoch {
+        return Err(refuse(
+            ErrorCode::INVALID_UPDATE_VERSION,
+            format!(
+                "partition epoch {} is not the current {}",
+                req.partition_epoch, st.partition_epoch
+            ),
+        ));
+    }
+    let unique: BTreeSet<NodeId> = req.isr.iter().copied().collect();
+    if unique.len() != req.isr.len()
+        || !unique.contains(&st.leader)
+        || !unique.iter().all(|r| st.replicas.contains(r))
+    {
+        return Err(refuse(
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "ISR {:?} must hold the leader {} and only replicas of {:?}, once each",
+                req.isr, st.leader, st.replicas
+            ),
+        ));
+    }
+    let usable: BTreeSet<NodeId> = image.usable_brokers().map(|b| b.id).collect();
+    if let Some(r) = req
+        .isr
+        .iter()
+        .find(|r| !st.isr.contains(r) && !usable.contains(r))
+    {
+        return Err(refuse(
+            ErrorCode::INELIGIBLE_REPLICA,
+            format!("broker {r} is fenced or shutting down and cannot join the ISR"),
+        ));
+    }
+    if req.isr == st.isr {
+        return Ok(Vec::new());
+    }
+    Ok(vec![MetadataRecord::PartitionChange {
+        topic_id: t.id,
+        partition: req.partition,
+        leader: None,
+        isr: Some(req.isr.clone()),
+    }])
+}
+
 /// Until partition data is replicated (issue 18), a partition with more than one replica
 /// would list followers that hold no data: such records are refused with
 /// `INVALID_REPLICATION_FACTOR`.
@@ -573,6 +677,97 @@ mod tests {
         let e = place_replicas(&img, 1, 5, 0).expect_err("too many");
         assert_eq!(e.code, ErrorCode::INVALID_REPLICATION_FACTOR);
         assert!(e.message.contains("only 4 broker(s)"), "{}", e.message);
+    }
+
+    #[test]
+    fn alter_partition_checks_epochs_members_and_liveness() {
+        let mut img = cluster(&[(1, None), (2, None), (3, None)]);
+        let recs = create_topic(&img, &topic("t", 1, 3), 1).expect("created");
+        apply(&mut img, recs);
+        let st = img.topics["t"].partitions[0].clone();
+        let leader = st.leader;
+        let others: Vec<NodeId> = st
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r != leader)
+            .collect();
+        let ask =
+            |isr: Vec<NodeId>, leader_epoch: i32, partition_epoch: i32| AlterPartitionRequest {
+                broker_id: leader,
+                topic: "t".into(),
+                partition: 0,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            };
+        let shrunk = vec![leader, others[0]];
+        let code = |r: Result<Vec<MetadataRecord>, ControlError>| r.expect_err("refused").code;
+        assert_eq!(
+            code(alter_partition(
+                &img,
+                &ask(shrunk.clone(), st.leader_epoch + 1, st.partition_epoch)
+            )),
+            ErrorCode::FENCED_LEADER_EPOCH
+        );
+        assert_eq!(
+            code(alter_partition(
+                &img,
+                &ask(shrunk.clone(), st.leader_epoch, st.partition_epoch + 1)
+            )),
+            ErrorCode::INVALID_UPDATE_VERSION
+        );
+        assert_eq!(
+            code(alter_partition(
+                &img,
+                &ask(others.clone(), st.leader_epoch, st.partition_epoch)
+            )),
+            ErrorCode::INVALID_REQUEST,
+            "an ISR without the leader"
+        );
+        let mut not_leader = ask(shrunk.clone(), st.leader_epoch, st.partition_epoch);
+        not_leader.broker_id = others[0];
+        assert_eq!(
+            code(alter_partition(&img, &not_leader)),
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        );
+        let recs = alter_partition(
+            &img,
+            &ask(shrunk.clone(), st.leader_epoch, st.partition_epoch),
+        )
+        .expect("shrink");
+        apply(&mut img, recs);
+        let after = img.topics["t"].partitions[0].clone();
+        assert_eq!(
+            (after.isr.clone(), after.leader, after.leader_epoch),
+            (shrunk, leader, st.leader_epoch)
+        );
+        assert!(after.partition_epoch > st.partition_epoch);
+        // A fenced broker cannot rejoin; once unfenced it can.
+        apply(
+            &mut img,
+            vec![MetadataRecord::FenceBroker { id: others[1] }],
+        );
+        let mut whole = after.isr.clone();
+        whole.push(others[1]);
+        assert_eq!(
+            code(alter_partition(
+                &img,
+                &ask(whole.clone(), after.leader_epoch, after.partition_epoch)
+            )),
+            ErrorCode::INELIGIBLE_REPLICA
+        );
+        apply(
+            &mut img,
+            vec![MetadataRecord::UnfenceBroker { id: others[1] }],
+        );
+        let recs = alter_partition(
+            &img,
+            &ask(whole.clone(), after.leader_epoch, after.partition_epoch),
+        )
+        .expect("expand");
+        apply(&mut img, recs);
+        assert_eq!(img.topics["t"].partitions[0].isr, whole);
     }
 
     #[test]

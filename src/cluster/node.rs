@@ -150,8 +150,8 @@ impl ClusterNode {
                 cfg.controller = ControllerSettings {
                     broker_session_timeout_ms: p.settings.broker_session_timeout_ms,
                     default_replication_factor: p.settings.default_replication_factor,
-                    // Until partition data is replicated (issue 18).
-                    replicated_partitions: false,
+                    // Followers fetch from leaders (issue 18): any replication factor.
+                    replicated_partitions: true,
                 };
                 Some(Quorum::start(cfg)?)
             }

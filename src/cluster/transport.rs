@@ -102,6 +102,8 @@ pub enum RpcBody {
         /// The broker asking.
         broker_id: NodeId,
     },
+    /// A partition leader asks for a new ISR (Kafka's AlterPartition).
+    AlterPartition(super::control::AlterPartitionRequest),
 }
 
 /// One topic of a CreatePartitions: (name, new partition count, the replica lists of the

@@ -689,6 +689,8 @@ async fn start_and_serve(
         return Err(format!("opening partitions: {e}"));
     }
     storage.spawn_background_tasks();
+    // In a cluster: leaders take their high-watermark floors, followers start fetching.
+    shard.start_replication();
     // Shard 0 creates the internal offsets topic on first start; every shard then replays
     // the group state of the offsets partitions it owns.
     let created = if id == 0 {

@@ -183,9 +183,7 @@ pub(super) async fn run(shard: &Rc<Shard>, link: &BrokerLink, op: AdminOp) -> Ad
                 .map(|t| {
                     let req = topic_request(shard, &image, t)?;
                     if validate_only {
-                        let records = control::create_topic(&image, &req, default_rf)
-                            .map_err(from_control)?;
-                        control::refuse_unreplicated_followers(&records).map_err(from_control)?;
+                        control::create_topic(&image, &req, default_rf).map_err(from_control)?;
                     }
                     Ok(req)
                 })
@@ -220,14 +218,8 @@ pub(super) async fn run(shard: &Rc<Shard>, link: &BrokerLink, op: AdminOp) -> Ad
                         return Err(internal_topic(&name));
                     }
                     if validate_only {
-                        let records = control::create_partitions(
-                            &image,
-                            &name,
-                            count,
-                            assignments.as_deref(),
-                        )
-                        .map_err(from_control)?;
-                        control::refuse_unreplicated_followers(&records).map_err(from_control)?;
+                        control::create_partitions(&image, &name, count, assignments.as_deref())
+                            .map_err(from_control)?;
                     }
                     Ok((name, count, assignments))
                 })

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
 mod owner;
+pub mod replication;
 mod txn;
 mod txn_cluster;
 
@@ -107,6 +108,9 @@ pub struct FetchPart {
     /// The epoch of the fetcher's last fetched batch (Fetch v12+), checked against this log's
     /// epochs before reading; -1: no check.
     pub last_fetched_epoch: i32,
+    /// The follower fetching (a broker's node id), -1 for a consumer: a follower reads up to
+    /// the log end, and its fetch offset is recorded as what it has on disk.
+    pub replica_id: i32,
 }
 
 /// The outcome of one partition's read.
@@ -241,8 +245,9 @@ pub enum ShardMsg {
     },
     /// Answer when any of these partitions has data past the offset, or after `wait`.
     WaitAppend {
-        /// (topic, partition, offset): wake when the high watermark passes offset.
-        parts: Vec<(String, i32, i64)>,
+        /// (topic, partition, offset, to log end): wake when the high watermark (the log
+        /// end, for a follower) passes offset.
+        parts: Vec<(String, i32, i64, bool)>,
         /// Longest wait.
         wait: Duration,
         /// Completed (or dropped) when the wait is over.
@@ -353,6 +358,9 @@ pub struct Shard {
     view: RefCell<Option<Arc<ClusterView>>>,
     /// Shard 0 in a cluster: the offset of the newest image every shard has applied.
     applied_image_offset: Cell<u64>,
+    /// In a cluster: the partitions this shard leads (followers' fetch offsets) and its
+    /// replica fetchers.
+    replication: replication::Replication,
 }
 
 impl Shard {
@@ -397,6 +405,7 @@ impl Shard {
             applied_image_offset: Cell::new(cluster.as_ref().map_or(0, |(_, v)| v.image.offset)),
             view: RefCell::new(cluster.as_ref().map(|(_, v)| v.clone())),
             cluster: cluster.map(|(link, _)| link),
+            replication: replication::Replication::default(),
         })
     }
 
@@ -428,6 +437,15 @@ impl Shard {
     pub async fn open_owned_partitions(&self) -> Result<(), crate::storage::StorageError> {
         let meta = self.metadata();
         owner::open_owned(self, &meta).await
+    }
+
+    /// In a cluster: adopts the replication roles of the current image for the partitions
+    /// open here (leaders' high-watermark floors, followers' fetchers). Nothing on one node.
+    pub fn start_replication(self: &Rc<Self>) {
+        if let Some(view) = self.cluster_view() {
+            self.replication.adopt(self, &view);
+            glommio::spawn_local(replication::keep_isr(self.clone())).detach();
+        }
     }
 
     /// Delivers a message to its owner: handled in place when that is this shard.
@@ -648,7 +666,7 @@ impl Shard {
     /// Waits until any of the partitions has data past its offset, or until `deadline`.
     pub async fn wait_any_append(
         self: &Rc<Self>,
-        parts: Vec<(String, i32, i64)>,
+        parts: Vec<(String, i32, i64, bool)>,
         deadline: Instant,
     ) {
         let now = Instant::now();
@@ -656,7 +674,7 @@ impl Shard {
             return;
         }
         let wait = deadline - now;
-        let mut groups: Vec<Vec<(String, i32, i64)>> =
+        let mut groups: Vec<Vec<(String, i32, i64, bool)>> =
             (0..self.nr_shards).map(|_| Vec::new()).collect();
         for p in parts {
             let owner = self.owner_of(&p.0, p.1);

@@ -60,6 +60,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
                 for (at, topic, partition, last) in durable {
                     if let Err(e) = shard.storage.wait_durable(&topic, partition, last).await {
                         out[at].1 = storage_failure(&e);
+                    } else if let Err(failed) =
+                        wait_replicated(shard, &topic, partition, last).await
+                    {
+                        out[at].1 = failed;
                     }
                 }
             }
@@ -285,6 +289,103 @@ fn append_part(
     (result, Some(last_offset))
 }
 
+/// Longest an acks=all produce waits for the ISR after its batch is durable here, before
+/// REQUEST_TIMED_OUT (the producer's default `request.timeout.ms`).
+const REPLICATION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a waiting acks=all produce checks that this broker still leads the partition.
+const LEADERSHIP_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// acks=all on a replicated partition: waits until the high watermark passes `last` (fsynced
+/// on every ISR member). Answers NOT_LEADER_OR_FOLLOWER when this broker stops leading the
+/// partition in the epoch the batch was appended in, or the offset was truncated away;
+/// REQUEST_TIMED_OUT after [`REPLICATION_WAIT_MAX`]. One replica (or one node): no wait.
+async fn wait_replicated(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    last: i64,
+) -> Result<(), ProduceResult> {
+    let Some(view) = shard.cluster_view() else {
+        return Ok(());
+    };
+    let Some(epoch) = view
+        .partition(topic, partition)
+        .filter(|st| st.replicas.len() > 1)
+        .map(|st| st.leader_epoch)
+    else {
+        return Ok(());
+    };
+    let failed = |code: ErrorCode, message: String| ProduceResult {
+        error_code: code,
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
+        error_message: Some(message),
+    };
+    let deadline = std::time::Instant::now() + REPLICATION_WAIT_MAX;
+    loop {
+        let wait = shard.storage.wait_high_watermark(topic, partition, last);
+        let tick = async {
+            glommio::timer::sleep(LEADERSHIP_CHECK_INTERVAL).await;
+            Err(StorageError::ShuttingDown)
+        };
+        match futures_lite::future::or(wait, tick).await {
+            Ok(()) => return enough_in_sync(shard, topic, partition),
+            Err(StorageError::ShuttingDown) => {}
+            Err(e) => return Err(storage_failure(&e)),
+        }
+        let still = shard.cluster_view().is_some_and(|v| {
+            v.partition(topic, partition)
+                .is_some_and(|st| st.leader == v.node_id && st.leader_epoch == epoch)
+        });
+        if !still {
+            return Err(failed(
+                ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                format!("this broker no longer leads {topic}-{partition} in epoch {epoch}"),
+            ));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(failed(
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!(
+                    "the in-sync replicas of {topic}-{partition} did not reach offset {last} within {} ms",
+                    REPLICATION_WAIT_MAX.as_millis()
+                ),
+            ));
+        }
+    }
+}
+
+/// Kafka's check once the high watermark passed an acks=all batch: the ISR it passed over
+/// must still have `min.insync.replicas` members, else NOT_ENOUGH_REPLICAS_AFTER_APPEND (the
+/// batch is stored, but on fewer brokers than asked).
+fn enough_in_sync(shard: &Shard, topic: &str, partition: i32) -> Result<(), ProduceResult> {
+    let wanted = shard
+        .metadata()
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("min.insync.replicas"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(shard.config.cluster.min_insync_replicas.max(1) as usize);
+    let in_sync = shard
+        .cluster_view()
+        .and_then(|v| v.partition(topic, partition).map(|st| st.isr.len()))
+        .unwrap_or(1);
+    if in_sync >= wanted {
+        return Ok(());
+    }
+    Err(ProduceResult {
+        error_code: ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
+        error_message: Some(format!(
+            "{topic}-{partition} has {in_sync} in-sync replicas, fewer than min.insync.replicas {wanted}, after the append"
+        )),
+    })
+}
+
 /// Reads one partition: up to `min(part.max_bytes, limits.bytes)` bytes, or its first batch
 /// whatever its size when `limits.min_one`; from the cache only unless `limits.disk`.
 async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> FetchResult {
@@ -296,6 +397,17 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             };
         }
     }
+    let follower = part.replica_id >= 0;
+    if follower {
+        // Its fetch offset is its log end, fsynced: the ISR's part of the high watermark.
+        shard.replication.follower_fetched(
+            shard,
+            &part.topic,
+            part.partition,
+            part.replica_id,
+            part.fetch_offset,
+        );
+    }
     match shard
         .storage
         .read_limited(
@@ -305,7 +417,8 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
             part.max_bytes.min(limits.bytes),
             limits.min_one,
             limits.disk,
-            part.read_committed,
+            part.read_committed && !follower,
+            follower,
         )
         .await
     {
@@ -332,10 +445,14 @@ async fn fetch_one(shard: &Rc<Shard>, part: FetchPart, limits: FetchLimits) -> F
 
 /// A partition's fetch answer with no records: `error_code` and its current offsets.
 fn without_records(shard: &Shard, part: &FetchPart, error_code: ErrorCode) -> FetchResult {
-    let (start, hw) = shard
+    let start = shard
         .storage
         .offsets(&part.topic, part.partition)
-        .unwrap_or((-1, -1));
+        .map_or(-1, |o| o.0);
+    let hw = shard
+        .storage
+        .high_watermark(&part.topic, part.partition)
+        .unwrap_or(-1);
     FetchResult {
         error_code,
         high_watermark: hw,
@@ -357,7 +474,16 @@ fn diverging_epoch(shard: &Shard, part: &FetchPart) -> Option<(i32, i64)> {
 }
 
 async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
-    let (start, hw) = match shard.storage.offsets(&q.topic, q.partition) {
+    let offsets = shard
+        .storage
+        .offsets(&q.topic, q.partition)
+        .and_then(|(start, _)| {
+            shard
+                .storage
+                .high_watermark(&q.topic, q.partition)
+                .map(|hw| (start, hw))
+        });
+    let (start, hw) = match offsets {
         Ok(o) => o,
         Err(e) => {
             return OffsetAnswer {
@@ -413,14 +539,20 @@ async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {
     }
 }
 
-async fn wait_append(shard: &Rc<Shard>, parts: Vec<(String, i32, i64)>, wait: std::time::Duration) {
+async fn wait_append(
+    shard: &Rc<Shard>,
+    parts: Vec<(String, i32, i64, bool)>,
+    wait: std::time::Duration,
+) {
     let (tx, mut rx) = futures_channel::mpsc::channel::<()>(1);
     let mut waiters = Vec::with_capacity(parts.len());
-    for (topic, partition, offset) in parts {
+    for (topic, partition, offset, to_log_end) in parts {
         let storage = shard.storage.clone();
         let mut tx = tx.clone();
         waiters.push(glommio::spawn_local(async move {
-            storage.appended(&topic, partition, offset).await;
+            storage
+                .appended(&topic, partition, offset, to_log_end)
+                .await;
             let _ = tx.try_send(());
         }));
     }
@@ -587,6 +719,11 @@ async fn apply_metadata(
         if let Err(e) = result {
             tracing::error!(topic = %topic, partition = p, error = %e, "cannot open partition");
         }
+    }
+    if let Some(view) = shard.cluster_view() {
+        // Leaders take their floors, followers their fetchers: after the opens, so every
+        // hosted partition is open.
+        shard.replication.adopt(shard, &view);
     }
     *shard.meta.borrow_mut() = meta;
 }

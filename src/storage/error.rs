@@ -69,6 +69,13 @@ pub enum StorageError {
         /// The kernel's answer.
         source: std::io::Error,
     },
+    /// The offset waited on was removed by a truncation to the leader's log (a replica that
+    /// became a follower): it is not this replica's to acknowledge.
+    #[error("offset {offset} was truncated: this replica is no longer the leader of its data")]
+    Truncated {
+        /// The offset waited on.
+        offset: i64,
+    },
     /// The storage is shutting down (or shut down); nothing more is accepted.
     #[error("storage is shutting down")]
     ShuttingDown,
@@ -99,6 +106,7 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             StorageError::UnknownPartition => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             StorageError::PolicyViolation(_) => ErrorCode::POLICY_VIOLATION,
+            StorageError::Truncated { .. } => ErrorCode::NOT_LEADER_OR_FOLLOWER,
             StorageError::Io(_)
             | StorageError::CorruptLog { .. }
             | StorageError::DirectIoUnsupported { .. }

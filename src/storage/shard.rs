@@ -354,8 +354,17 @@ impl ShardStorage {
         fetch_offset: i64,
         max_bytes: usize,
     ) -> Result<FetchDataInfo, StorageError> {
-        self.read_limited(topic, partition, fetch_offset, max_bytes, true, true, false)
-            .await
+        self.read_limited(
+            topic,
+            partition,
+            fetch_offset,
+            max_bytes,
+            true,
+            true,
+            false,
+            false,
+        )
+        .await
     }
 
     /// As [`ShardStorage::read`], but with `min_one` false the batches stay within `max_bytes`
@@ -365,7 +374,8 @@ impl ShardStorage {
     /// `allocated` in the result counts the disk read buffers the batches hold.
     /// With `read_committed` the read stops at the last stable offset (no batch at or past it
     /// is returned) and the result lists the aborted transactions overlapping the batches;
-    /// the batches themselves are the log's bytes as they are (zero-copy).
+    /// the batches themselves are the log's bytes as they are (zero-copy). A consumer reads
+    /// below the high watermark; a follower (`to_log_end`) up to the log end.
     #[allow(clippy::too_many_arguments)]
     pub async fn read_limited(
         &self,
@@ -376,11 +386,14 @@ impl ShardStorage {
         min_one: bool,
         disk: bool,
         read_committed: bool,
+        to_log_end: bool,
     ) -> Result<FetchDataInfo, StorageError> {
         let p = self.partition(topic, partition)?;
-        let (log_start_offset, high_watermark) = p.check_range(fetch_offset)?;
+        let (log_start_offset, high_watermark, log_end) = p.check_range(fetch_offset)?;
         let last_stable_offset = p.last_stable_offset();
-        let limit = if read_committed {
+        let limit = if to_log_end {
+            log_end
+        } else if read_committed {
             last_stable_offset
         } else {
             high_watermark
@@ -504,7 +517,8 @@ impl ShardStorage {
         }
     }
 
-    /// `(log start offset, high watermark)`; the high watermark is the next offset to assign.
+    /// `(log start offset, log end offset)`; the log end is the next offset to assign (the
+    /// high watermark is [`ShardStorage::high_watermark`]).
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), StorageError> {
         Ok(self.partition(topic, partition)?.offsets())
     }
@@ -543,7 +557,7 @@ impl ShardStorage {
         let p = self.partition(topic, partition)?;
         match timestamp {
             -2 => Ok(Some((p.offsets().0, -1))),
-            -1 => Ok(Some((p.offsets().1, -1))),
+            -1 => Ok(Some((p.high_watermark(), -1))),
             // A batch may straddle the log start (DeleteRecords): never answer below it.
             _ => Ok(p
                 .offset_for_timestamp(timestamp)
@@ -552,11 +566,46 @@ impl ShardStorage {
         }
     }
 
-    /// Resolves when the high watermark is `> after_offset` (or the partition is gone).
-    /// Cancel by dropping the future.
-    pub async fn appended(&self, topic: &str, partition: i32, after_offset: i64) {
+    /// Resolves when the high watermark (the log end with `to_log_end`: a follower's fetch)
+    /// is `> after_offset` (or the partition is gone). Cancel by dropping the future.
+    pub async fn appended(&self, topic: &str, partition: i32, after_offset: i64, to_log_end: bool) {
         if let Ok(p) = self.partition(topic, partition) {
-            p.wait_appended(after_offset).await;
+            p.wait_appended(after_offset, to_log_end).await;
+        }
+    }
+
+    /// Resolves once the partition's high watermark is past `offset`: on a replicated
+    /// partition, `offset` is fsynced here and on every ISR member (acks=all); on one
+    /// replica, once it is appended (call [`ShardStorage::wait_durable`] first). Fails with
+    /// [`StorageError::Truncated`] when a truncation removed the offset.
+    pub async fn wait_high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), StorageError> {
+        self.partition(topic, partition)?
+            .wait_high_watermark(offset)
+            .await
+    }
+
+    /// The partition's high watermark: the log end with one replica; with several, what
+    /// every ISR member has fsynced (see [`ShardStorage::set_replica_floor`]).
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, StorageError> {
+        Ok(self.partition(topic, partition)?.high_watermark())
+    }
+
+    /// Makes the partition replicated (`Some`) or not (`None`: its high watermark is its log
+    /// end). On a leader `floor` is the smallest fetch offset of the other ISR members
+    /// (`i64::MAX` when it is alone in the ISR); on a follower the leader's high watermark
+    /// (`i64::MIN` keeps the high watermark where it is). The high watermark is then
+    /// `min(durable offset here, floor)`, never moving back. A floor past the durable offset
+    /// asks the flusher for a sync, so the high watermark follows promptly.
+    pub fn set_replica_floor(&self, topic: &str, partition: i32, floor: Option<i64>) {
+        if let Ok(p) = self.partition(topic, partition) {
+            if p.set_replica_floor(floor).is_some() {
+                self.flusher_wake.notify();
+            }
         }
     }
 

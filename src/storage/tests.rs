@@ -641,7 +641,7 @@ fn appended_wakes_long_poll_and_delete_removes_everything() {
         let s = open_sim(&disk, sim_options()).await;
         s.open_partition(T, 0, small_config()).await.unwrap();
         let s2 = s.clone();
-        let waiter = glommio::spawn_local(async move { s2.appended(T, 0, 0).await });
+        let waiter = glommio::spawn_local(async move { s2.appended(T, 0, 0, false).await });
         glommio::yield_if_needed().await;
         s.append(T, 0, build_test_batch(2, 10, 1)).unwrap();
         waiter.await;

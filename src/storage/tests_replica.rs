@@ -194,3 +194,70 @@ fn check_state(s: &ShardStorage, model: &[Sent], epoch: i32, ctx: &str) {
         );
     }
 }
+
+/// The high watermark of a replicated partition: `min(durable here, replica floor)`, never
+/// moving back on a leader when the floor changes; consumers read below it, a follower's
+/// read goes to the log end; an acks=all wait resolves once it passes, and fails with
+/// NOT_LEADER_OR_FOLLOWER when a truncation removed the offset. One replica: the log end.
+#[test]
+fn high_watermark_follows_the_replica_floor() {
+    run(|| async {
+        let disk = SimDisk::new(71);
+        let s = open_sim(&disk, super::tests::sim_options()).await;
+        s.spawn_background_tasks();
+        s.open_partition(T, 0, super::tests::small_config())
+            .await
+            .unwrap();
+        s.append(T, 0, build_test_batch(3, 20, 1)).unwrap();
+        assert_eq!(
+            s.high_watermark(T, 0).unwrap(),
+            3,
+            "one replica: the log end"
+        );
+        // A leader whose follower has fetched nothing yet: the high watermark stays at 0.
+        s.set_replica_floor(T, 0, Some(i64::MIN));
+        assert_eq!(s.high_watermark(T, 0).unwrap(), 0);
+        let consumer = s
+            .read_limited(T, 0, 0, 1 << 20, true, true, false, false)
+            .await
+            .unwrap();
+        assert!(consumer.batches.is_empty() && consumer.high_watermark == 0);
+        let follower = s
+            .read_limited(T, 0, 0, 1 << 20, true, true, false, true)
+            .await
+            .unwrap();
+        assert!(
+            !follower.batches.is_empty(),
+            "a follower reads to the log end"
+        );
+        assert_eq!(s.last_stable_offset(T, 0).unwrap(), 0);
+        // The follower fetched from 3 (has 0..3 on disk): the high watermark follows once 0..3
+        // is durable here too (the floor asks for the sync).
+        s.set_replica_floor(T, 0, Some(3));
+        s.wait_high_watermark(T, 0, 2).await.unwrap();
+        assert_eq!(s.high_watermark(T, 0).unwrap(), 3);
+        // A new leadership forgets the followers: the high watermark does not move back.
+        s.set_replica_floor(T, 0, Some(i64::MIN));
+        assert_eq!(s.high_watermark(T, 0).unwrap(), 3);
+        s.append(T, 0, build_test_batch(2, 20, 1)).unwrap();
+        s.wait_durable(T, 0, 4).await.unwrap();
+        assert_eq!(
+            s.high_watermark(T, 0).unwrap(),
+            3,
+            "durable but not replicated"
+        );
+        // Alone in the ISR: the durable log end.
+        s.set_replica_floor(T, 0, Some(i64::MAX));
+        assert_eq!(s.high_watermark(T, 0).unwrap(), 5);
+        s.append(T, 0, build_test_batch(2, 20, 1)).unwrap();
+        s.set_replica_floor(T, 0, Some(i64::MIN));
+        // A waiter on an offset a truncation removes gets NOT_LEADER_OR_FOLLOWER.
+        let s2 = s.clone();
+        let w = glommio::spawn_local(async move { s2.wait_high_watermark(T, 0, 6).await });
+        s.truncate_to(T, 0, 5).await.unwrap();
+        let e = w.await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(s.high_watermark(T, 0).unwrap(), 5);
+        s.shutdown().await.unwrap();
+    });
+}

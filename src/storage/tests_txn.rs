@@ -30,7 +30,7 @@ async fn committed_view(s: &ShardStorage) -> (Vec<i64>, Vec<(i64, i64)>, i64) {
     let mut next = 0;
     loop {
         let d = s
-            .read_limited(T, 0, next, 1 << 20, true, true, true)
+            .read_limited(T, 0, next, 1 << 20, true, true, true, false)
             .await
             .unwrap();
         let mut joined = Vec::new();

@@ -183,12 +183,21 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             });
         }
     }
-    // A follower's session is privileged in the cache (Kafka's rule); none fetch here yet.
-    let privileged = if version >= 15 {
-        *req.replica_state.replica_id >= 0
+    // A follower (a broker's replica fetcher) names itself; its session is privileged in
+    // the cache (Kafka's rule). As Kafka, it needs CLUSTER_ACTION on the cluster, and only in
+    // a cluster is it a follower (one node has no other replicas).
+    let replica_id = if version >= 15 {
+        *req.replica_state.replica_id
     } else {
-        *req.replica_id >= 0
+        *req.replica_id
     };
+    let privileged = replica_id >= 0;
+    let replica_id = if view.is_some() {
+        replica_id.max(-1)
+    } else {
+        -1
+    };
+    let replica_allowed = replica_id < 0 || rq.authorized_cluster(AclOperation::ClusterAction);
     let session_rq = SessionRequest {
         version,
         session_id: req.session_id,
@@ -241,14 +250,17 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             .map(|(_, code)| *code);
         let target = match (found, epoch_error) {
             // Kafka answers an unauthorized topic so whether it exists or not.
-            _ if !name.is_empty()
+            _ if !replica_allowed => Err(ErrorCode::CLUSTER_AUTHORIZATION_FAILED),
+            _ if replica_id < 0
+                && !name.is_empty()
                 && !rq.authorized(AclOperation::Read, ResourceType::Topic, &name) =>
             {
                 Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
             }
             (Some(_), Some(code)) => Err(code),
             (found, _) => match found {
-                // In a cluster, only the leader serves reads (no follower fetching yet).
+                // In a cluster, only the leader serves reads, to consumers and followers alike
+                // (KIP-392's fetching from followers is not built).
                 Some(t)
                     if partition >= 0
                         && partition < t.partitions
@@ -271,6 +283,7 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
                         } else {
                             -1
                         },
+                        replica_id,
                     });
                     Ok(parts.len() - 1)
                 }
@@ -315,11 +328,17 @@ pub async fn handle(rq: &Request<'_>, mut body: Bytes) -> Reply {
             .iter()
             .zip(&read.results)
             .map(|(p, r)| {
-                (
-                    p.topic.clone(),
-                    p.partition,
-                    r.high_watermark.max(p.fetch_offset),
-                )
+                if p.replica_id >= 0 {
+                    // A follower waits for the leader's log end to pass its fetch offset.
+                    (p.topic.clone(), p.partition, p.fetch_offset, true)
+                } else {
+                    (
+                        p.topic.clone(),
+                        p.partition,
+                        r.high_watermark.max(p.fetch_offset),
+                        false,
+                    )
+                }
             })
             .collect();
         // Nothing kept from this read: its buffers and their memory go back before the wait.

@@ -100,6 +100,13 @@ struct LogState {
     /// Bumped with every change of `epochs`; `epochs_written` is the value last checkpointed.
     epochs_version: u64,
     epochs_written: u64,
+    /// A replicated partition's bound on its high watermark from the other replicas (on a
+    /// leader, the smallest fetch offset of the other ISR members; on a follower, the
+    /// leader's high watermark); `None`: one replica, the high watermark is the log end.
+    replica_floor: Option<i64>,
+    /// A replicated partition's high watermark as of the last change of `replica_floor`
+    /// (see [`LogState::high_watermark`]); the log start until the replicas say more.
+    high_watermark: i64,
 }
 
 /// What the log cleaner knows of one log between passes.
@@ -178,10 +185,34 @@ impl LogState {
             || self.segments.values().any(|s| s.rolled && !s.finished)
     }
 
+    /// The offset a replica of this log has fsynced up to (written only, when
+    /// `flush.messages` > 1 defers syncs by policy): what acks=all waits for here.
+    fn reached(&self) -> i64 {
+        if self.sync_on_ack() {
+            self.durable_offset
+        } else {
+            self.written_offset
+        }
+    }
+
+    /// The high watermark: the log end for one replica; for a replicated partition
+    /// `max(stored, min(reached here, replica floor))`, never past the log end. Between
+    /// changes of the floor both terms only grow (the floor is stored first), so on a leader
+    /// it never moves back; only a follower's truncation lowers it.
+    fn high_watermark(&self) -> i64 {
+        match self.replica_floor {
+            None => self.next_offset,
+            Some(floor) => self
+                .high_watermark
+                .max(self.reached().min(floor))
+                .min(self.next_offset),
+        }
+    }
+
     fn stats(&self) -> PartitionStats {
         PartitionStats {
             log_start_offset: self.log_start_offset,
-            high_watermark: self.next_offset,
+            high_watermark: self.high_watermark(),
             disk_usage_bytes: self.disk_usage_bytes(),
             disk_allocated_bytes: self.disk_allocated_bytes,
         }
@@ -230,7 +261,7 @@ impl Partition {
     /// The last stable offset (see `producers`).
     pub(crate) fn last_stable_offset(&self) -> i64 {
         let st = self.state.borrow();
-        let lso = st.producers.last_stable_offset(st.next_offset);
+        let lso = st.producers.last_stable_offset(st.high_watermark());
         debug_assert!(st.log_start_offset <= st.next_offset);
         lso
     }
@@ -245,10 +276,38 @@ impl Partition {
         self.state.borrow().producers.describe()
     }
 
-    /// `(log start offset, high watermark)`.
+    /// `(log start offset, log end offset)`.
     pub(crate) fn offsets(&self) -> (i64, i64) {
         let st = self.state.borrow();
         (st.log_start_offset, st.next_offset)
+    }
+
+    /// The high watermark (see [`LogState::high_watermark`]).
+    pub(crate) fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark()
+    }
+
+    /// Sets the replica floor (`None`: one replica). The high watermark reached with the old
+    /// floor is kept first, so it does not move back. Returns the offset the flusher should
+    /// sync up to for the high watermark to move (the floor is past the durable offset).
+    pub(crate) fn set_replica_floor(&self, floor: Option<i64>) -> Option<i64> {
+        let sync_to = {
+            let mut st = self.state.borrow_mut();
+            if st.replica_floor.is_some() {
+                st.high_watermark = st.high_watermark();
+            }
+            st.replica_floor = floor;
+            let want = floor.map(|f| f.min(st.next_offset).saturating_sub(1));
+            match want {
+                Some(w) if w >= st.durable_offset && st.sync_on_ack() => {
+                    st.sync_wanted = st.sync_wanted.max(w);
+                    Some(w)
+                }
+                _ => None,
+            }
+        };
+        self.appended.wake_all();
+        sync_to
     }
 
     /// Offsets and disk usage for metrics.
@@ -278,8 +337,8 @@ impl Partition {
         self.state.borrow().durable_offset
     }
 
-    /// `(log start, high watermark)` if `offset` is within `[log start, high watermark]`.
-    pub(crate) fn check_range(&self, offset: i64) -> Result<(i64, i64), StorageError> {
+    /// `(log start, high watermark, log end)` if `offset` is within `[log start, log end]`.
+    pub(crate) fn check_range(&self, offset: i64) -> Result<(i64, i64, i64), StorageError> {
         let st = self.state.borrow();
         if st.deleted {
             return Err(StorageError::UnknownPartition);
@@ -287,7 +346,7 @@ impl Partition {
         if offset < st.log_start_offset || offset > st.next_offset {
             return Err(st.out_of_range(offset));
         }
-        Ok((st.log_start_offset, st.next_offset))
+        Ok((st.log_start_offset, st.high_watermark(), st.next_offset))
     }
 
     /// Bytes appended but not yet written: the unwritten tails of the newest segments.
@@ -334,14 +393,46 @@ impl Partition {
         st.cache.evict_if_below(base, written)
     }
 
-    /// Resolves when the high watermark is `> after_offset` or the partition is deleted.
-    pub(crate) async fn wait_appended(&self, after_offset: i64) {
+    /// Resolves when the high watermark (the log end with `to_log_end`, a follower's
+    /// fetch) is `> after_offset` or the partition is deleted.
+    pub(crate) async fn wait_appended(&self, after_offset: i64, to_log_end: bool) {
         std::future::poll_fn(|cx| {
             let st = self.state.borrow();
-            if st.deleted || st.next_offset > after_offset {
+            let end = if to_log_end {
+                st.next_offset
+            } else {
+                st.high_watermark()
+            };
+            if st.deleted || end > after_offset {
                 return Poll::Ready(());
             }
             self.appended.register(cx.waker());
+            if st.replica_floor.is_some() {
+                // The high watermark also moves with this replica's fsyncs.
+                self.durable.register(cx.waker());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves once the high watermark is past `offset` (acks=all on a replicated
+    /// partition: fsynced here and on every ISR member). Fails when the offset was
+    /// truncated away ([`StorageError::Truncated`]) or the partition is deleted.
+    pub(crate) async fn wait_high_watermark(&self, offset: i64) -> Result<(), StorageError> {
+        std::future::poll_fn(|cx| {
+            let st = self.state.borrow();
+            if st.deleted {
+                return Poll::Ready(Err(StorageError::UnknownPartition));
+            }
+            if offset >= st.next_offset {
+                return Poll::Ready(Err(StorageError::Truncated { offset }));
+            }
+            if st.high_watermark() > offset {
+                return Poll::Ready(Ok(()));
+            }
+            self.appended.register(cx.waker());
+            self.durable.register(cx.waker());
             Poll::Pending
         })
         .await
@@ -371,12 +462,11 @@ impl Partition {
             if st.deleted {
                 return Poll::Ready(Err(StorageError::UnknownPartition));
             }
-            let reached = if st.sync_on_ack() {
-                st.durable_offset
-            } else {
-                st.written_offset
-            };
-            if reached > offset {
+            if offset >= st.next_offset {
+                // A follower's truncation removed it: it was never acknowledged.
+                return Poll::Ready(Err(StorageError::Truncated { offset }));
+            }
+            if st.reached() > offset {
                 return Poll::Ready(Ok(()));
             }
             if st.flush_error_epoch != epoch0 {

@@ -128,7 +128,7 @@ impl Partition {
         };
         loop {
             let hw = match self.check_range(start) {
-                Ok((_, hw)) => hw,
+                Ok((_, hw, _)) => hw,
                 // Retention moved the start past us: continue from the new start.
                 Err(StorageError::OffsetOutOfRange {
                     log_start_offset,

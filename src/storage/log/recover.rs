@@ -147,6 +147,8 @@ impl Partition {
                 epochs: LeaderEpochCache::default(),
                 epochs_version: 0,
                 epochs_written: 0,
+                replica_floor: None,
+                high_watermark: log_start,
             }),
             io_lock: Semaphore::new(1),
             appended: WaitList::default(),

@@ -139,6 +139,7 @@ impl Partition {
             }
             st.cache.drop_from(new_end);
             st.next_offset = new_end;
+            st.high_watermark = st.high_watermark.min(new_end);
             st.written_offset = new_end;
             st.durable_offset = new_end;
             st.messages_since_sync = 0;

@@ -65,8 +65,9 @@ impl Partition {
                     self.topic, self.partition
                 )));
             }
-            let target = if offset == -1 { st.next_offset } else { offset };
-            if target < 0 || target > st.next_offset {
+            let hw = st.high_watermark();
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
                 return Err(st.out_of_range(offset));
             }
             if target <= st.log_start_offset {
