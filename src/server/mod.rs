@@ -26,12 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::config::BrokerConfig;
-use crate::shard::{Shard, ShardMsg};
+use crate::shard::Shard;
 use crate::storage::{ShardStorage, StorageOptions};
 use startup::Phase;
 
@@ -449,7 +448,7 @@ fn run_shards(
     let security = Security { listeners, shared };
 
     let config = Arc::new(config);
-    let mesh = MeshBuilder::<ShardMsg, _>::full(nr, 1024);
+    let mut mesh_ends = crate::shard::mesh::build(nr).into_iter();
     let barriers = Arc::new(Barriers {
         opened: Barrier::new(nr),
         ready: Barrier::new(nr),
@@ -473,7 +472,7 @@ fn run_shards(
         let (config, meta, mesh, barriers, cluster, security) = (
             config.clone(),
             meta.clone(),
-            mesh.clone(),
+            mesh_ends.next().expect("one set of mesh ends per shard"),
             barriers.clone(),
             cluster.clone(),
             security.clone(),
@@ -602,7 +601,7 @@ async fn shard_main(
     nr: usize,
     config: Arc<BrokerConfig>,
     meta: Arc<crate::meta::Metadata>,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: crate::shard::mesh::MeshEnds,
     barriers: Arc<Barriers>,
     cluster: Option<(
         crate::cluster::node::BrokerLink,
@@ -633,7 +632,7 @@ async fn start_and_serve(
     nr: usize,
     config: Arc<BrokerConfig>,
     meta: Arc<crate::meta::Metadata>,
-    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    mesh: crate::shard::mesh::MeshEnds,
     opened: &Barrier,
     ready: &Barrier,
     drained: &Barrier,
@@ -645,10 +644,7 @@ async fn start_and_serve(
     security: Security,
 ) -> Result<(), String> {
     progress.enter(id, Phase::JoiningMesh);
-    let (senders, mut receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| "mesh join failed".to_string())?;
+    let (senders, receivers) = mesh.connect().await?;
     #[allow(clippy::needless_update)] // StorageOptions has more knobs, left at their defaults
     let options = StorageOptions {
         batch_cache_bytes_max: config.batch_cache_bytes_max / nr,
@@ -680,7 +676,7 @@ async fn start_and_serve(
         senders,
         cluster,
     );
-    for (_peer, rx) in receivers.streams() {
+    for (_peer, rx) in receivers {
         glommio::spawn_local(shard.clone().serve_peer(rx)).detach();
     }
     progress.enter(id, Phase::OpeningPartitions);

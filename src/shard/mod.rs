@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod controller;
 pub mod fetch_memory;
 pub mod fetch_session;
+pub mod mesh;
 mod owner;
 pub mod replication;
 mod txn;
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
 
 use crate::config::BrokerConfig;
 use crate::error_code::ErrorCode;
@@ -338,7 +338,7 @@ pub struct Shard {
     /// The current metadata snapshot.
     meta: RefCell<Arc<Metadata>>,
     /// Mesh senders to every shard.
-    senders: Senders<ShardMsg>,
+    senders: mesh::MeshSenders,
     /// Shard 0 only: serialises admin changes.
     controller: controller::Controller,
     /// The consumer groups this shard coordinates.
@@ -371,7 +371,7 @@ impl Shard {
         config: Arc<BrokerConfig>,
         storage: Rc<ShardStorage>,
         meta: Arc<Metadata>,
-        senders: Senders<ShardMsg>,
+        senders: mesh::MeshSenders,
         cluster: Option<(crate::cluster::node::BrokerLink, Arc<ClusterView>)>,
     ) -> Rc<Shard> {
         let groups = Coordinator::new(config.group.clone(), storage.clone());
@@ -453,11 +453,10 @@ impl Shard {
         if to == self.id {
             let me = self.clone();
             glommio::spawn_local(async move { owner::handle(&me, msg).await }).detach();
-        } else if let Err(msg) = self.senders.send_to(to, msg).await {
-            // The peer has stopped (shutdown); dropping the message drops its reply
-            // sender, which the caller sees as a cancelled reply.
-            drop(msg);
-            tracing::debug!(to, "mesh peer closed");
+        } else if let Err(why) = self.senders.send_to(to, msg).await {
+            // The peer has stopped (shutdown); the dropped message drops its reply sender,
+            // which the caller sees as a cancelled reply.
+            tracing::debug!(to, why, "mesh message not delivered");
         }
     }
 
