@@ -221,8 +221,31 @@ pub(super) async fn run(shard: &Rc<Shard>, op: AdminOp) -> AdminReply {
             .await;
         acks.push(rx);
     }
-    for rx in acks {
-        let _ = rx.await;
+    let mut unapplied = Vec::new();
+    for (to, rx) in acks.into_iter().enumerate() {
+        if rx.await.is_err() {
+            unapplied.push(to);
+        }
+    }
+    if !unapplied.is_empty() {
+        // The change is saved (it holds after a restart) but a shard did not confirm it has
+        // it: answering success could let a client act on a shard that does not know it yet.
+        tracing::error!(
+            version = next.version,
+            shards = ?unapplied,
+            "a metadata change is saved but not confirmed applied by every shard"
+        );
+        return AdminReply {
+            results,
+            failure: Some(err(
+                ErrorCode::REQUEST_TIMED_OUT,
+                format!(
+                    "metadata version {} is saved but shards {unapplied:?} did not confirm it",
+                    next.version
+                ),
+            )),
+            allocated: None,
+        };
     }
     AdminReply {
         results,
