@@ -466,11 +466,13 @@ fn without_records(shard: &Shard, part: &FetchPart, error_code: ErrorCode) -> Fe
 /// fetched epoch; when that epoch is unknown here (the answer names an older one) or ends
 /// before the fetch offset, the fetcher's log diverges and must be cut at the answer.
 fn diverging_epoch(shard: &Shard, part: &FetchPart) -> Option<(i32, i64)> {
-    let (epoch, end) = shard
-        .storage
-        .end_offset_for_epoch(&part.topic, part.partition, part.last_fetched_epoch)
-        .ok()?;
-    (epoch < part.last_fetched_epoch || end < part.fetch_offset).then_some((epoch, end))
+    super::replication::diverging_epoch(
+        &shard.storage,
+        &part.topic,
+        part.partition,
+        part.last_fetched_epoch,
+        part.fetch_offset,
+    )
 }
 
 async fn list_offset(shard: &Rc<Shard>, q: OffsetQuery) -> OffsetAnswer {

@@ -34,10 +34,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{ClusterView, Shard};
 use crate::cluster::control::AlterPartitionRequest;
-use crate::cluster::image::NodeId;
+use crate::cluster::image::{NodeId, PartitionState};
 use crate::cluster::transport::{ControllerReply, RpcBody};
 use crate::error_code::ErrorCode;
-use crate::storage::{split_batches, StorageError};
+use crate::storage::{split_batches, ShardStorage, StorageError};
 
 /// The Fetch version followers send: v12 has `last_fetched_epoch` and `diverging_epoch`
 /// and still names topics (v13+ uses topic ids).
@@ -60,30 +60,151 @@ pub const REPLICA_FETCH_BACKOFF_MS: u64 = 100;
 
 /// One led partition: the leader epoch it is led in and, per follower in that epoch, its
 /// last fetch offset, when it was last caught up to the log end, and its last fetch.
-struct Led {
-    epoch: i32,
-    fetch_offsets: HashMap<NodeId, i64>,
+///
+/// The leader's replication decisions live here as plain methods (no I/O, no executor, time
+/// passed in), so that the shard and the deterministic simulator (`crate::sim`) run the same
+/// rules: [`Led::record_fetch`], [`Led::floor`], [`Led::wanted_isr`].
+pub(crate) struct Led {
+    pub(crate) epoch: i32,
+    fetch_offsets: BTreeMap<NodeId, i64>,
     /// When this broker started leading in `epoch`: a follower never caught up since counts
     /// as caught up then (it gets `replica.lag.time.max.ms` from the start).
     since: Instant,
-    caught_up: HashMap<NodeId, Instant>,
+    caught_up: BTreeMap<NodeId, Instant>,
     /// (time, this log's end then) of each follower's last fetch.
-    last_fetch: HashMap<NodeId, (Instant, i64)>,
+    last_fetch: BTreeMap<NodeId, (Instant, i64)>,
     /// An AlterPartition for this partition is in flight.
-    altering: bool,
+    pub(crate) altering: bool,
 }
 
 impl Led {
-    fn new(epoch: i32) -> Led {
+    /// A leadership starting at `now` in leader epoch `epoch`: no follower heard from yet.
+    pub(crate) fn new(epoch: i32, now: Instant) -> Led {
         Led {
             epoch,
-            fetch_offsets: HashMap::new(),
-            since: Instant::now(),
-            caught_up: HashMap::new(),
-            last_fetch: HashMap::new(),
+            fetch_offsets: BTreeMap::new(),
+            since: now,
+            caught_up: BTreeMap::new(),
+            last_fetch: BTreeMap::new(),
             altering: false,
         }
     }
+
+    /// Records a follower's fetch at `fetch_offset` (what it has on disk) while this log ends
+    /// at `log_end`. Kafka's rule: caught up now if at the log end; else caught up at the
+    /// previous fetch if this one reaches the log end of then.
+    pub(crate) fn record_fetch(
+        &mut self,
+        replica: NodeId,
+        fetch_offset: i64,
+        log_end: i64,
+        now: Instant,
+    ) {
+        self.fetch_offsets.insert(replica, fetch_offset);
+        if fetch_offset >= log_end {
+            self.caught_up.insert(replica, now);
+        } else if let Some(&(then, end_then)) = self.last_fetch.get(&replica) {
+            if fetch_offset >= end_then {
+                let at = self.caught_up.entry(replica).or_insert(then);
+                *at = (*at).max(then);
+            }
+        }
+        self.last_fetch.insert(replica, (now, log_end));
+    }
+
+    /// The replica floor (the storage's bound on the high watermark): the smallest fetch
+    /// offset of the ISR members other than `me` (`i64::MIN` for one not heard from),
+    /// `i64::MAX` when `me` is alone.
+    pub(crate) fn floor(&self, me: NodeId, isr: &[NodeId]) -> i64 {
+        isr.iter()
+            .filter(|&&r| r != me)
+            .map(|r| self.fetch_offsets.get(r).copied().unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// The ISR `me` should ask the controller for at `now`, if it differs from `st.isr`
+    /// (`None` too while a request is in flight or `st` is not this leadership): members not
+    /// caught up for `lag` leave; replicas on live brokers (`live`) that fetched up to the
+    /// high watermark `hw` and are caught up join.
+    pub(crate) fn wanted_isr(
+        &self,
+        me: NodeId,
+        st: &PartitionState,
+        hw: i64,
+        live: impl Fn(NodeId) -> bool,
+        now: Instant,
+        lag: Duration,
+    ) -> Option<Vec<NodeId>> {
+        if self.altering || st.leader != me || st.leader_epoch != self.epoch {
+            return None;
+        }
+        let caught_up = |r: &NodeId| {
+            now.duration_since(self.caught_up.get(r).copied().unwrap_or(self.since)) < lag
+        };
+        let mut isr: Vec<NodeId> = st
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| *r == me || caught_up(r))
+            .collect();
+        for r in &st.replicas {
+            let reached = self.fetch_offsets.get(r).is_some_and(|&o| o >= hw);
+            if !isr.contains(r)
+                && live(*r)
+                && reached
+                && self.caught_up.contains_key(r)
+                && caught_up(r)
+            {
+                isr.push(*r);
+            }
+        }
+        (isr != st.isr).then_some(isr)
+    }
+}
+
+/// The leader's side of a follower fetch whose `last_fetched_epoch` is set (KIP-320): the
+/// `(epoch, end offset)` to answer as `diverging_epoch` when the follower's log diverges
+/// from this one (it fetched an epoch this log does not end where it thinks), else `None`.
+pub(crate) fn diverging_epoch(
+    storage: &ShardStorage,
+    topic: &str,
+    partition: i32,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    let (epoch, end) = storage
+        .end_offset_for_epoch(topic, partition, last_fetched_epoch)
+        .ok()?;
+    (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+}
+
+/// The follower's side of a `diverging_epoch` answer `(epoch, end_offset)`: the offset to
+/// truncate its log to (the longest common prefix by epochs, never below its log start),
+/// or `None` when nothing past it is held.
+pub(crate) fn divergence_cut(
+    storage: &ShardStorage,
+    topic: &str,
+    partition: i32,
+    epoch: i32,
+    end_offset: i64,
+) -> Result<Option<i64>, StorageError> {
+    let (start, end) = storage.offsets(topic, partition)?;
+    let cut = if epoch < 0 || end_offset < 0 {
+        // The leader knows none of our epochs: keep what is below the high watermark.
+        storage.high_watermark(topic, partition)?
+    } else {
+        // Our own end of that epoch (or of the newest one before it), capped at the
+        // leader's: the longest common prefix by epochs.
+        let (_, own_end) = storage.end_offset_for_epoch(topic, partition, epoch)?;
+        if own_end < 0 {
+            end_offset
+        } else {
+            own_end.min(end_offset)
+        }
+    };
+    let cut = cut.max(start);
+    Ok((cut < end).then_some(cut))
 }
 
 /// The fetcher of one leader broker on this shard: the partitions it carries, by
@@ -100,16 +221,6 @@ pub(super) struct Fetcher {
 pub struct Replication {
     led: RefCell<HashMap<(String, i32), Led>>,
     fetchers: RefCell<HashMap<NodeId, Rc<Fetcher>>>,
-}
-
-/// The replica floor of a led partition: the smallest fetch offset of the ISR members other
-/// than this broker (`i64::MIN` for one not heard from), `i64::MAX` when it is alone.
-fn floor_of(view: &ClusterView, isr: &[NodeId], led: &Led) -> i64 {
-    isr.iter()
-        .filter(|&&r| r != view.node_id)
-        .map(|r| led.fetch_offsets.get(r).copied().unwrap_or(i64::MIN))
-        .min()
-        .unwrap_or(i64::MAX)
 }
 
 impl Replication {
@@ -135,13 +246,13 @@ impl Replication {
                 if st.leader == me {
                     let entry = led
                         .entry(key.clone())
-                        .or_insert_with(|| Led::new(st.leader_epoch));
+                        .or_insert_with(|| Led::new(st.leader_epoch, Instant::now()));
                     if entry.epoch != st.leader_epoch {
                         // A new leadership: what followers fetched before is not known to
                         // be this epoch's log.
-                        *entry = Led::new(st.leader_epoch);
+                        *entry = Led::new(st.leader_epoch, Instant::now());
                     }
-                    let floor = floor_of(view, &st.isr, entry);
+                    let floor = entry.floor(me, &st.isr);
                     shard.storage.set_replica_floor(&t.name, p, Some(floor));
                     still_led.push(key);
                     continue;
@@ -214,28 +325,16 @@ impl Replication {
         let mut led = self.led.borrow_mut();
         let entry = led
             .entry((topic.to_string(), partition))
-            .or_insert_with(|| Led::new(st.leader_epoch));
+            .or_insert_with(|| Led::new(st.leader_epoch, Instant::now()));
         if entry.epoch != st.leader_epoch {
-            *entry = Led::new(st.leader_epoch);
+            *entry = Led::new(st.leader_epoch, Instant::now());
         }
-        entry.fetch_offsets.insert(replica, fetch_offset);
-        // Kafka's rule: caught up now if at the log end; else caught up at the previous fetch
-        // if this one reaches the log end of then.
-        let now = Instant::now();
         let end = shard
             .storage
             .offsets(topic, partition)
             .map_or(i64::MAX, |o| o.1);
-        if fetch_offset >= end {
-            entry.caught_up.insert(replica, now);
-        } else if let Some(&(then, end_then)) = entry.last_fetch.get(&replica) {
-            if fetch_offset >= end_then {
-                let at = entry.caught_up.entry(replica).or_insert(then);
-                *at = (*at).max(then);
-            }
-        }
-        entry.last_fetch.insert(replica, (now, end));
-        let floor = floor_of(&view, &st.isr, entry);
+        entry.record_fetch(replica, fetch_offset, end, Instant::now());
+        let floor = entry.floor(view.node_id, &st.isr);
         shard
             .storage
             .set_replica_floor(topic, partition, Some(floor));
@@ -306,34 +405,11 @@ impl Replication {
             let Some(st) = view.partition(topic, *p) else {
                 continue;
             };
-            if l.altering || st.leader != view.node_id || st.leader_epoch != l.epoch {
-                continue;
-            }
             let Ok(hw) = shard.storage.high_watermark(topic, *p) else {
                 continue;
             };
-            let caught_up = |r: &NodeId| {
-                now.duration_since(l.caught_up.get(r).copied().unwrap_or(l.since)) < lag
-            };
-            let mut isr: Vec<NodeId> = st
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| *r == view.node_id || caught_up(r))
-                .collect();
-            for r in &st.replicas {
-                let live = view.image.brokers.get(r).is_some_and(|b| !b.fenced);
-                let reached = l.fetch_offsets.get(r).is_some_and(|&o| o >= hw);
-                if !isr.contains(r)
-                    && live
-                    && reached
-                    && l.caught_up.contains_key(r)
-                    && caught_up(r)
-                {
-                    isr.push(*r);
-                }
-            }
-            if isr != st.isr {
+            let live = |r: NodeId| view.image.brokers.get(&r).is_some_and(|b| !b.fenced);
+            if let Some(isr) = l.wanted_isr(view.node_id, st, hw, live, now, lag) {
                 l.altering = true;
                 out.push(AlterPartitionRequest {
                     broker_id: view.node_id,
@@ -486,22 +562,7 @@ async fn follow_partition(
     let storage = &shard.storage;
     let div = &pd.diverging_epoch;
     if div.epoch >= 0 || div.end_offset >= 0 {
-        let (start, end) = storage.offsets(topic, p)?;
-        let cut = if div.epoch < 0 || div.end_offset < 0 {
-            // The leader knows none of our epochs: keep what is below the high watermark.
-            storage.high_watermark(topic, p)?
-        } else {
-            // Our own end of that epoch (or of the newest one before it), capped at the
-            // leader's: the longest common prefix by epochs.
-            let (_, own_end) = storage.end_offset_for_epoch(topic, p, div.epoch)?;
-            if own_end < 0 {
-                div.end_offset
-            } else {
-                own_end.min(div.end_offset)
-            }
-        };
-        let cut = cut.max(start);
-        if cut < end {
+        if let Some(cut) = divergence_cut(storage, topic, p, div.epoch, div.end_offset)? {
             tracing::info!(
                 topic,
                 partition = p,
